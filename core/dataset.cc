@@ -1,0 +1,53 @@
+#include "core/dataset.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+
+namespace moelab {
+
+const char* SplitName(Split split) {
+  switch (split) {
+    case Split::kTrain:
+      return "train";
+    case Split::kValid:
+      return "valid";
+    case Split::kTest:
+      return "test";
+  }
+  return "?";
+}
+
+int64_t Dataset::NumBatches(Split split, int64_t batch_size) const {
+  const int64_t examples = NumExamples(split);
+  if (split == Split::kTrain) return examples / batch_size;
+  return (examples + batch_size - 1) / batch_size;
+}
+
+Registry<DatasetRegistration>& DatasetRegistry() {
+  static auto* registry = new Registry<DatasetRegistration>("dataset");
+  return *registry;
+}
+
+absl::StatusOr<std::unique_ptr<Dataset>> LoadDataset(const DatasetSpec& spec) {
+  absl::StatusOr<const DatasetRegistration*> entry =
+      DatasetRegistry().Find(spec.name());
+  if (!entry.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dataset.name: ", entry.status().message()));
+  }
+  if (absl::Status status = (*entry)->validate(spec); !status.ok()) {
+    return status;
+  }
+  return (*entry)->load(spec);
+}
+
+std::string DataCacheDir() {
+  if (const char* dir = std::getenv("MOELAB_DATA_DIR"); dir && *dir) {
+    return dir;
+  }
+  const char* home = std::getenv("HOME");
+  return absl::StrCat(home && *home ? home : "/root", "/.cache/moelab-data");
+}
+
+}  // namespace moelab

@@ -1,0 +1,98 @@
+#ifndef MOELAB_CORE_MODEL_H_
+#define MOELAB_CORE_MODEL_H_
+
+// The model contract. Models are plugins registered by name with
+// MOELAB_REGISTER_MODEL; they live in models/.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "core/dataset.h"
+#include "core/registry.h"
+#include "core/router.h"
+#include "proto/experiment.pb.h"
+
+namespace moelab {
+
+struct ForwardOptions {
+  // Return every MoE layer's RoutingDecision (analytics, probes).
+  bool keep_routing = false;
+};
+
+struct ModelOutput {
+  // LM: [B, T, V] next-token logits. Vision: [B, C] class logits.
+  at::Tensor logits;
+  // Scalar mean cross-entropy over all targets.
+  at::Tensor loss;
+  // Scalar sum of every MoE layer's auxiliary router losses (already
+  // weighted by their coefficients); zero when there are none.
+  at::Tensor aux_loss;
+  // One per MoE layer, in depth order, when ForwardOptions::keep_routing.
+  std::vector<RoutingDecision> routing;
+};
+
+struct ModelStats {
+  int64_t total_parameters = 0;
+  // Parameters touched by one token at the configured k (experts counted k
+  // times, embeddings once).
+  int64_t active_parameters_per_token = 0;
+  // Forward multiply-adds x2 per token at the configured k, attention over
+  // the full sequence included.
+  double flops_per_token = 0;
+  // Forward FLOPs of one expert applied to one token.
+  double flops_per_expert_per_token = 0;
+  int64_t num_moe_layers = 0;
+};
+
+class Model : public torch::nn::Module {
+ public:
+  virtual ModelOutput Forward(const Batch& batch,
+                              const ForwardOptions& options) = 0;
+  virtual ModelStats Stats() const = 0;
+  // True for autoregressive models, whose outputs at position i may depend
+  // only on inputs 0..i.
+  virtual bool IsCausal() const = 0;
+  // The routers of the MoE layers, in depth order.
+  virtual std::vector<std::shared_ptr<Router>> Routers() const = 0;
+};
+
+struct ModelRegistration {
+  std::string description;
+  // Applies model.preset and fills documented defaults in place. Errors
+  // name the field (an unknown preset lists the known ones).
+  std::function<absl::Status(ModelSpec*)> resolve;
+  // Checks a resolved model spec.
+  std::function<absl::Status(const ModelSpec&)> validate;
+  // The shapes this model builds its routers for (from a resolved spec).
+  std::function<RouterDims(const ModelSpec&)> router_dims;
+  // Builds the model, its routers from spec.router, its parameters seeded
+  // by the caller (torch::manual_seed) before the call.
+  std::function<absl::StatusOr<std::shared_ptr<Model>>(
+      const ExperimentSpec&, const DatasetInfo&)>
+      create;
+  Task task = Task::kLanguageModeling;
+};
+
+Registry<ModelRegistration>& ModelRegistry();
+
+// Looks the model up by spec.model.name, validates and builds it.
+absl::StatusOr<std::shared_ptr<Model>> CreateModel(const ExperimentSpec& spec,
+                                                   const DatasetInfo& info);
+
+}  // namespace moelab
+
+#define MOELAB_REGISTER_MODEL(name, ...)                              \
+  static const bool MOELAB_REGISTRY_CONCAT(kMoelabModelRegistered_, \
+                                           __LINE__) =               \
+      ::moelab::ModelRegistry().Register(                            \
+          name, ::moelab::ModelRegistration __VA_ARGS__)
+
+#endif  // MOELAB_CORE_MODEL_H_

@@ -1,0 +1,43 @@
+#include "core/router.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
+
+namespace moelab {
+
+Registry<RouterRegistration>& RouterRegistry() {
+  static auto* registry = new Registry<RouterRegistration>("router");
+  return *registry;
+}
+
+absl::Status CheckRouterOptionsCase(const RouterSpec& spec,
+                                    RouterSpec::OptionsCase expected,
+                                    absl::string_view expected_field) {
+  if (spec.options_case() == RouterSpec::OPTIONS_NOT_SET ||
+      spec.options_case() == expected) {
+    return absl::OkStatus();
+  }
+  const auto* field =
+      RouterSpec::descriptor()->FindFieldByNumber(spec.options_case());
+  return absl::InvalidArgumentError(absl::StrCat(
+      "router.", field->name(), ": these options belong to another router; "
+      "router '", spec.name(), "' takes router.", expected_field));
+}
+
+absl::StatusOr<std::shared_ptr<Router>> CreateRouter(const RouterSpec& spec,
+                                                     const RouterDims& dims) {
+  absl::StatusOr<const RouterRegistration*> entry =
+      RouterRegistry().Find(spec.name());
+  if (!entry.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.name: ", entry.status().message()));
+  }
+  if (absl::Status status = (*entry)->validate(spec, dims); !status.ok()) {
+    return status;
+  }
+  return (*entry)->create(spec, dims);
+}
+
+}  // namespace moelab

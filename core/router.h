@@ -1,0 +1,133 @@
+#ifndef MOELAB_CORE_ROUTER_H_
+#define MOELAB_CORE_ROUTER_H_
+
+// The router contract: what every routing plugin receives and returns.
+//
+// A router is a torch::nn::Module that maps the tokens entering one MoE layer
+// to a RoutingDecision. Routers live in routers/, one .cc/.h pair each, and
+// register with MOELAB_REGISTER_ROUTER; nothing in core/ names a concrete
+// router.
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/registry.h"
+#include "proto/experiment.pb.h"
+
+namespace moelab {
+
+// Everything a router may read besides the hidden states.
+struct RoutingContext {
+  // [B, T] int64: token ids (LM) or patch positions (vision).
+  at::Tensor token_ids;
+  // [B, T] bool, true at real tokens; undefined means no padding.
+  at::Tensor padding_mask;
+  bool training = false;
+  // True when the model is causal (an autoregressive LM).
+  bool causal = false;
+  // Filled only for routers whose NeedsAttention() is true, by the attention
+  // layer right before the MoE layer:
+  // [B, H, T, T] attention probabilities (rows sum to one), exactly those
+  // the attention layer used.
+  at::Tensor attention_probs;
+  // [B, H, T, D] per-head value contributions in model space: head h's value
+  // projection of token j mapped through head h's slice of the output
+  // projection, so that sum_h sum_j A_h[i, j] v_h[j] is the attention output.
+  at::Tensor attention_values;
+};
+
+// A router's output for one MoE layer. [B, T, E] tensors cover every
+// (token, expert) pair.
+struct RoutingDecision {
+  // [B, T, E] raw router scores (logits) before any normalisation.
+  at::Tensor logits;
+  // [B, T, E] the gate distribution r of each token (sums to one over E for
+  // softmax gates).
+  at::Tensor gate_probs;
+  // [B, T, E] the aggregated distribution p (graph-of-tokens routers);
+  // undefined for routers that do not aggregate.
+  at::Tensor aggregated_probs;
+  // [B, T, E] bool: the (token, expert) pairs that are computed. A token may
+  // have any number of experts, 0..E.
+  at::Tensor selected;
+  // [B, T, E] float: combine weight of each selected pair, 0 elsewhere;
+  // differentiable with respect to the router's parameters and the input.
+  at::Tensor combine_weights;
+  // [B, T] bool: tokens that lost at least one of their choices to expert
+  // capacity; undefined when the router never drops.
+  at::Tensor dropped;
+  // Auxiliary losses, already multiplied by their coefficients, by name
+  // ("load_balance", "z_loss"). Scalars.
+  std::vector<std::pair<std::string, at::Tensor>> aux_losses;
+};
+
+class Router : public torch::nn::Module {
+ public:
+  // hidden: [B, T, D] the token representations entering the MoE layer.
+  virtual RoutingDecision Route(const at::Tensor& hidden,
+                                const RoutingContext& context) = 0;
+
+  // True when Route reads context.attention_probs/attention_values.
+  virtual bool NeedsAttention() const { return false; }
+
+  // True when the decision for token i depends only on tokens 0..i of its own
+  // sequence, given a model that is (or is not) causal. Checked for every
+  // router by core/causality_test.cc.
+  virtual bool IsCausal(bool causal_model) const = 0;
+};
+
+// Shapes a router is built for.
+struct RouterDims {
+  int64_t model_dim = 0;    // D
+  int64_t num_experts = 0;  // E
+  int64_t num_heads = 0;    // H of the attention layer before the MoE layer
+  bool causal_model = false;
+};
+
+struct RouterRegistration {
+  // One line for `run --list`.
+  std::string description;
+  // Fills documented defaults into the router's options in place, so that
+  // the printed, saved spec shows every value the run used. May be empty.
+  std::function<void(RouterSpec*, const RouterDims&)> resolve;
+  // Checks a resolved spec; errors name the field ("router.unified.alpha").
+  std::function<absl::Status(const RouterSpec&, const RouterDims&)> validate;
+  // Builds the router from a spec that passed `validate`.
+  std::function<std::shared_ptr<Router>(const RouterSpec&, const RouterDims&)>
+      create;
+  // Whether the router accepts a fractional top_k.
+  bool fractional_top_k = false;
+};
+
+Registry<RouterRegistration>& RouterRegistry();
+
+// Looks the router up by spec.name, validates and builds it.
+absl::StatusOr<std::shared_ptr<Router>> CreateRouter(const RouterSpec& spec,
+                                                     const RouterDims& dims);
+
+// For a plugin's `validate`: the spec's options oneof must be empty or the
+// plugin's own message; `expected_field` is that field's name.
+absl::Status CheckRouterOptionsCase(const RouterSpec& spec,
+                                    RouterSpec::OptionsCase expected,
+                                    absl::string_view expected_field);
+
+}  // namespace moelab
+
+// Registers a router under `name`: MOELAB_REGISTER_ROUTER("token_choice",
+// {.description = ..., .resolve = ..., .validate = ..., .create = ...});
+#define MOELAB_REGISTER_ROUTER(name, ...)                              \
+  static const bool MOELAB_REGISTRY_CONCAT(kMoelabRouterRegistered_, \
+                                           __LINE__) =                \
+      ::moelab::RouterRegistry().Register(                            \
+          name, ::moelab::RouterRegistration __VA_ARGS__)
+
+#endif  // MOELAB_CORE_ROUTER_H_

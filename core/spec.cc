@@ -1,0 +1,354 @@
+#include "core/spec.h"
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "core/dataset.h"
+#include "core/model.h"
+#include "core/router.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+#include "google/protobuf/text_format.h"
+
+namespace moelab {
+namespace {
+
+class CollectingErrorCollector : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit CollectingErrorCollector(std::string source)
+      : source_(std::move(source)) {}
+
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    // The parser counts from zero; editors count from one.
+    errors_.push_back(
+        absl::StrCat(source_, ":", line + 1, ":", column + 1, ": ", message));
+  }
+  void AddWarning(int line, google::protobuf::io::ColumnNumber column,
+                  const std::string& message) override {
+    AddError(line, column, message);
+  }
+
+  const std::vector<std::string>& errors() const { return errors_; }
+
+ private:
+  std::string source_;
+  std::vector<std::string> errors_;
+};
+
+absl::Status FieldError(absl::string_view field, absl::string_view problem) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
+}
+
+bool IsValidRunName(absl::string_view name) {
+  if (name.empty() || name == "." || name == "..") return false;
+  for (char c : name) {
+    if (!absl::ascii_isalnum(c) && c != '_' && c != '-' && c != '.') {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status ValidateDevice(absl::string_view device) {
+  if (device == "cpu" || device == "cuda") return absl::OkStatus();
+  int index = 0;
+  if (absl::ConsumePrefix(&device, "cuda:") && absl::SimpleAtoi(device, &index) &&
+      index >= 0) {
+    return absl::OkStatus();
+  }
+  return FieldError("runtime.device",
+                    absl::StrCat("expected \"cpu\", \"cuda\" or \"cuda:N\", got \"",
+                                 device, "\""));
+}
+
+bool IsImageCorruption(CorruptionKind kind) {
+  return kind == GAUSSIAN_NOISE || kind == GAUSSIAN_BLUR || kind == CONTRAST ||
+         kind == JPEG;
+}
+
+absl::Status ValidateTraining(const ExperimentSpec& spec) {
+  const TrainingSpec& t = spec.training();
+  const bool training_free = !spec.evaluation().init_checkpoint().empty();
+  if (!(t.learning_rate() > 0) && !training_free) {
+    return FieldError("training.learning_rate",
+                      absl::StrCat("must be > 0, got ", t.learning_rate()));
+  }
+  if (t.epochs() < 0 || (t.epochs() == 0 && !training_free)) {
+    return FieldError(
+        "training.epochs",
+        absl::StrCat("must be >= 1 (or 0 with evaluation.init_checkpoint for "
+                     "a training-free run), got ",
+                     t.epochs()));
+  }
+  if (t.batch_size() < 1) {
+    return FieldError("training.batch_size",
+                      absl::StrCat("must be >= 1, got ", t.batch_size()));
+  }
+  if (t.steps_per_epoch() < 0) {
+    return FieldError("training.steps_per_epoch",
+                      absl::StrCat("must be >= 0, got ", t.steps_per_epoch()));
+  }
+  if (t.warmup_steps() < 0) {
+    return FieldError("training.warmup_steps",
+                      absl::StrCat("must be >= 0, got ", t.warmup_steps()));
+  }
+  if (t.grad_clip_norm() < 0 || !std::isfinite(t.grad_clip_norm())) {
+    return FieldError("training.grad_clip_norm",
+                      absl::StrCat("must be >= 0 (0 = off), got ",
+                                   t.grad_clip_norm()));
+  }
+  if (t.weight_decay() < 0) {
+    return FieldError("training.weight_decay",
+                      absl::StrCat("must be >= 0, got ", t.weight_decay()));
+  }
+  if (t.momentum() < 0 || t.momentum() >= 1) {
+    return FieldError("training.momentum",
+                      absl::StrCat("must be in [0, 1), got ", t.momentum()));
+  }
+  if (t.min_lr_ratio() < 0 || t.min_lr_ratio() > 1) {
+    return FieldError("training.min_lr_ratio",
+                      absl::StrCat("must be in [0, 1], got ", t.min_lr_ratio()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateEvaluation(const ExperimentSpec& spec, Task task) {
+  const EvaluationSpec& e = spec.evaluation();
+  if (e.max_eval_batches() < 0) {
+    return FieldError("evaluation.max_eval_batches",
+                      absl::StrCat("must be >= 0 (0 = all), got ",
+                                   e.max_eval_batches()));
+  }
+  if (e.probe_examples() < 1) {
+    return FieldError("evaluation.probe_examples",
+                      absl::StrCat("must be >= 1, got ", e.probe_examples()));
+  }
+  if (e.generation_eval_sequences() < 0) {
+    return FieldError("evaluation.generation_eval_sequences",
+                      absl::StrCat("must be >= 0, got ",
+                                   e.generation_eval_sequences()));
+  }
+  for (int i = 0; i < e.corruptions_size(); ++i) {
+    const CorruptionSpec& c = e.corruptions(i);
+    const std::string field = absl::StrCat("evaluation.corruptions[", i, "]");
+    if (c.kind() == CORRUPTION_UNSPECIFIED) {
+      return FieldError(absl::StrCat(field, ".kind"), "must be set");
+    }
+    if (IsImageCorruption(c.kind())) {
+      if (task != Task::kImageClassification) {
+        return FieldError(absl::StrCat(field, ".kind"),
+                          absl::StrCat(CorruptionKind_Name(c.kind()),
+                                       " applies to images; this dataset is text"));
+      }
+      if (c.severity() < 1 || c.severity() > 5) {
+        return FieldError(absl::StrCat(field, ".severity"),
+                          absl::StrCat("must be in 1..5, got ", c.severity()));
+      }
+    } else {
+      if (task != Task::kLanguageModeling) {
+        return FieldError(absl::StrCat(field, ".kind"),
+                          absl::StrCat(CorruptionKind_Name(c.kind()),
+                                       " applies to text; this dataset is images"));
+      }
+      if (!(c.rate() > 0 && c.rate() < 1)) {
+        return FieldError(absl::StrCat(field, ".rate"),
+                          absl::StrCat("must be in (0, 1), got ", c.rate()));
+      }
+    }
+  }
+  if (!e.init_checkpoint().empty() &&
+      !std::filesystem::is_regular_file(e.init_checkpoint())) {
+    return FieldError("evaluation.init_checkpoint",
+                      absl::StrCat("file not found: ", e.init_checkpoint()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ExperimentSpec> ParseSpec(absl::string_view text,
+                                         absl::string_view source_name) {
+  ExperimentSpec spec;
+  google::protobuf::TextFormat::Parser parser;
+  CollectingErrorCollector errors{std::string(source_name)};
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(std::string(text), &spec)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot parse experiment spec: ", absl::StrJoin(errors.errors(), "; ")));
+  }
+  return spec;
+}
+
+absl::StatusOr<ExperimentSpec> ReadSpecFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot open spec file '", path, "'"));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return ParseSpec(buffer.str(), path);
+}
+
+absl::Status ResolveSpec(ExperimentSpec* spec) {
+  if (spec->runtime().device().empty()) spec->mutable_runtime()->set_device("cpu");
+  if (spec->output().directory().empty()) {
+    spec->mutable_output()->set_directory("runs");
+  }
+  EvaluationSpec* e = spec->mutable_evaluation();
+  if (!e->has_probe_examples()) e->set_probe_examples(32);
+  if (!e->has_generation_eval_sequences()) e->set_generation_eval_sequences(4);
+  TrainingSpec* t = spec->mutable_training();
+  if (t->optimizer() == OPTIMIZER_UNSPECIFIED) t->set_optimizer(ADAMW);
+  if (t->schedule() == SCHEDULE_UNSPECIFIED) t->set_schedule(COSINE);
+  if (spec->router().top_k() == 0) spec->mutable_router()->set_top_k(2);
+
+  absl::StatusOr<const DatasetRegistration*> dataset =
+      DatasetRegistry().Find(spec->dataset().name());
+  if (!dataset.ok()) return FieldError("dataset.name", dataset.status().message());
+  absl::StatusOr<const ModelRegistration*> model =
+      ModelRegistry().Find(spec->model().name());
+  if (!model.ok()) return FieldError("model.name", model.status().message());
+  absl::StatusOr<const RouterRegistration*> router =
+      RouterRegistry().Find(spec->router().name());
+  if (!router.ok()) return FieldError("router.name", router.status().message());
+
+  if ((*dataset)->resolve) (*dataset)->resolve(spec->mutable_dataset());
+  if ((*model)->resolve) {
+    if (absl::Status s = (*model)->resolve(spec->mutable_model()); !s.ok()) {
+      return s;
+    }
+  }
+  if ((*router)->resolve) {
+    (*router)->resolve(spec->mutable_router(),
+                       (*model)->router_dims(spec->model()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSpec(const ExperimentSpec& spec) {
+  if (!IsValidRunName(spec.name())) {
+    return FieldError("name", absl::StrCat("must be non-empty and use only "
+                                           "letters, digits, '_', '-', '.'; got \"",
+                                           spec.name(), "\""));
+  }
+  absl::StatusOr<const DatasetRegistration*> dataset =
+      DatasetRegistry().Find(spec.dataset().name());
+  if (!dataset.ok()) return FieldError("dataset.name", dataset.status().message());
+  absl::StatusOr<const ModelRegistration*> model =
+      ModelRegistry().Find(spec.model().name());
+  if (!model.ok()) return FieldError("model.name", model.status().message());
+  absl::StatusOr<const RouterRegistration*> router =
+      RouterRegistry().Find(spec.router().name());
+  if (!router.ok()) return FieldError("router.name", router.status().message());
+
+  if ((*dataset)->task != (*model)->task) {
+    return FieldError(
+        "model.name",
+        absl::StrCat("model '", spec.model().name(), "' cannot train on dataset '",
+                     spec.dataset().name(), "' (one is for language modelling, "
+                     "the other for image classification)"));
+  }
+  if (absl::Status s = ValidateDevice(spec.runtime().device()); !s.ok()) return s;
+  if (spec.runtime().threads() < 0) {
+    return FieldError("runtime.threads",
+                      absl::StrCat("must be >= 0 (0 = all cores), got ",
+                                   spec.runtime().threads()));
+  }
+  if (absl::Status s = ValidateTraining(spec); !s.ok()) return s;
+  if (absl::Status s = ValidateEvaluation(spec, (*dataset)->task); !s.ok()) return s;
+
+  if (absl::Status s = (*model)->validate(spec.model()); !s.ok()) return s;
+  const RouterDims dims = (*model)->router_dims(spec.model());
+  const double k = spec.router().top_k();
+  if (!(k > 0) || !std::isfinite(k)) {
+    return FieldError("router.top_k", absl::StrCat("must be > 0, got ", k));
+  }
+  if (!(*router)->fractional_top_k && k != std::floor(k)) {
+    return FieldError("router.top_k",
+                      absl::StrCat("router '", spec.router().name(),
+                                   "' needs a whole number of experts, got ", k));
+  }
+  if (k > dims.num_experts) {
+    return FieldError("router.top_k",
+                      absl::StrCat("must be <= model.moe.num_experts (",
+                                   dims.num_experts, "), got ", k));
+  }
+  if (spec.router().load_balance_coef() < 0) {
+    return FieldError("router.load_balance_coef",
+                      absl::StrCat("must be >= 0, got ",
+                                   spec.router().load_balance_coef()));
+  }
+  if (spec.router().z_loss_coef() < 0) {
+    return FieldError("router.z_loss_coef",
+                      absl::StrCat("must be >= 0, got ", spec.router().z_loss_coef()));
+  }
+  if (absl::Status s = (*router)->validate(spec.router(), dims); !s.ok()) return s;
+  return (*dataset)->validate(spec.dataset());
+}
+
+absl::StatusOr<ExperimentSpec> LoadSpecFromText(absl::string_view text,
+                                                absl::string_view source_name) {
+  absl::StatusOr<ExperimentSpec> spec = ParseSpec(text, source_name);
+  if (!spec.ok()) return spec.status();
+  absl::Status status = ResolveSpec(&*spec);
+  if (status.ok()) status = ValidateSpec(*spec);
+  if (!status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat(source_name, ": ", status.message()));
+  }
+  return spec;
+}
+
+absl::StatusOr<ExperimentSpec> LoadSpec(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrCat("cannot open spec file '", path, "'"));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return LoadSpecFromText(buffer.str(), path);
+}
+
+std::string SpecHash(const ExperimentSpec& spec) {
+  ExperimentSpec key = spec;
+  key.clear_output();
+  key.mutable_runtime()->clear_threads();
+  std::string bytes;
+  google::protobuf::io::StringOutputStream stream(&bytes);
+  {
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    key.SerializeToCodedStream(&coded);
+  }
+  // FNV-1a: stable across processes and versions, unlike absl::Hash.
+  uint64_t hash = 1469598103934665603ull;
+  for (unsigned char c : bytes) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  return absl::StrFormat("%016x", hash);
+}
+
+std::string SpecToText(const ExperimentSpec& spec) {
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(spec, &text);
+  return text;
+}
+
+}  // namespace moelab

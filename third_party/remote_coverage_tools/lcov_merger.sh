@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "coverage is not supported in the offline moelab workspace" >&2
+exit 1
