@@ -14,12 +14,18 @@
 #include "core/paths.h"
 #include "core/router.h"
 #include "core/spec.h"
+#include "core/trainer.h"
 
 ABSL_FLAG(std::string, spec, "", "Path of the experiment spec (.pbtxt).");
 ABSL_FLAG(bool, list, false,
           "Print every registered router, model and dataset, then exit.");
 ABSL_FLAG(bool, validate_only, false,
           "Load, resolve and validate the spec, print it, then exit.");
+ABSL_FLAG(bool, resume, false,
+          "Continue from the run directory's last checkpoint, if any.");
+ABSL_FLAG(std::string, output_dir, "",
+          "Write the run under this directory instead of the spec's "
+          "output.directory.");
 
 namespace moelab {
 namespace {
@@ -49,8 +55,21 @@ int Main() {
     std::fprintf(stderr, "error: %s\n", std::string(spec.status().message()).c_str());
     return 1;
   }
-  std::printf("# resolved spec (hash %s)\n%s", SpecHash(*spec).c_str(),
-              SpecToText(*spec).c_str());
+  if (absl::GetFlag(FLAGS_validate_only)) {
+    std::printf("# resolved spec (hash %s)\n%s", SpecHash(*spec).c_str(),
+                SpecToText(*spec).c_str());
+    return 0;
+  }
+  RunOptions options;
+  options.resume = absl::GetFlag(FLAGS_resume);
+  options.output_directory = ResolveUserPath(absl::GetFlag(FLAGS_output_dir));
+  std::fprintf(stderr, "run %s (spec %s) -> %s\n", spec->name().c_str(),
+               SpecHash(*spec).c_str(), RunDirectory(*spec, options).c_str());
+  absl::StatusOr<RunResult> result = RunExperiment(*spec, options);
+  if (!result.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(result.status().message()).c_str());
+    return 1;
+  }
   return 0;
 }
 

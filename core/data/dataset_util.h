@@ -1,0 +1,39 @@
+#ifndef MOELAB_CORE_DATA_DATASET_UTIL_H_
+#define MOELAB_CORE_DATA_DATASET_UTIL_H_
+
+// Spec and file checks shared by the dataset plugins, so that their errors
+// read alike: "dataset.<options>.<field>: <problem>" for spec fields and
+// "<path>: <problem>" for files.
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "proto/experiment.pb.h"
+
+namespace moelab {
+
+// Ok when the spec sets no options or the `expected` ones; otherwise an
+// error naming the options that were given and those the dataset takes.
+absl::Status CheckDatasetOptionsCase(const DatasetSpec& spec,
+                                     DatasetSpec::OptionsCase expected,
+                                     absl::string_view expected_field);
+
+// InvalidArgument "<field>: <problem>".
+absl::Status DatasetFieldError(absl::string_view field,
+                               absl::string_view problem);
+
+// Ok when `dir` (resolved with ResolveUserPath) is a directory; otherwise a
+// NotFound error naming `field` (e.g. "dataset.wikitext.data_dir"), the path
+// and `hint`.
+absl::Status CheckDirectoryField(absl::string_view field,
+                                 const std::string& dir,
+                                 absl::string_view hint = "");
+
+// The whole file; errors name the path.
+absl::StatusOr<std::string> ReadFileToString(const std::string& path);
+
+}  // namespace moelab
+
+#endif  // MOELAB_CORE_DATA_DATASET_UTIL_H_

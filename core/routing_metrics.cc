@@ -1,0 +1,123 @@
+#include "core/routing_metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include <ATen/ATen.h>
+
+namespace moelab {
+namespace {
+
+// Sum over tokens of the entropy of each row of probs [N, E].
+double EntropySum(const at::Tensor& probs) {
+  at::Tensor p = probs.detach().to(at::kDouble).reshape({-1, probs.size(-1)});
+  at::Tensor terms = at::where(p > 0, -p * at::log(p.clamp_min(1e-300)),
+                               at::zeros_like(p));
+  return terms.sum().item<double>();
+}
+
+}  // namespace
+
+ProbeAssignment AssignmentOf(const RoutingDecision& decision) {
+  const int64_t experts = decision.selected.size(-1);
+  ProbeAssignment a;
+  a.selected = decision.selected.detach().reshape({-1, experts}).to(at::kCPU);
+  at::Tensor weights =
+      decision.combine_weights.detach().reshape({-1, experts}).to(at::kCPU);
+  // Unselected experts must never win the argmax, even with weight 0.
+  weights = at::where(a.selected, weights.to(at::kDouble),
+                      at::full_like(weights, -1.0, at::kDouble));
+  a.top1 = at::where(a.selected.any(1), weights.argmax(1),
+                     at::full({weights.size(0)}, -1, at::kLong));
+  return a;
+}
+
+double Top1Fluctuation(const ProbeAssignment& before,
+                       const ProbeAssignment& after) {
+  TORCH_CHECK(before.top1.sizes() == after.top1.sizes(),
+              "probe sets differ in size");
+  if (before.top1.numel() == 0) return 0;
+  return before.top1.ne(after.top1).to(at::kDouble).mean().item<double>();
+}
+
+double SetFluctuation(const ProbeAssignment& before,
+                      const ProbeAssignment& after) {
+  TORCH_CHECK(before.selected.sizes() == after.selected.sizes(),
+              "probe sets differ in size");
+  if (before.selected.numel() == 0) return 0;
+  return before.selected.ne(after.selected)
+      .any(1)
+      .to(at::kDouble)
+      .mean()
+      .item<double>();
+}
+
+LayerRoutingAccumulator::LayerRoutingAccumulator(int64_t num_experts)
+    : num_experts_(num_experts), pairs_per_expert_(num_experts, 0.0) {}
+
+void LayerRoutingAccumulator::Add(const RoutingDecision& decision) {
+  at::Tensor selected =
+      decision.selected.detach().reshape({-1, num_experts_}).to(at::kCPU);
+  at::Tensor counts = selected.sum(0).to(at::kDouble).contiguous();
+  const double* c = counts.data_ptr<double>();
+  for (int64_t e = 0; e < num_experts_; ++e) pairs_per_expert_[e] += c[e];
+  tokens_ += selected.size(0);
+  if (decision.dropped.defined()) {
+    dropped_tokens_ += decision.dropped.detach().sum().item<int64_t>();
+  }
+  if (decision.gate_probs.defined()) {
+    gate_entropy_sum_ += EntropySum(decision.gate_probs);
+  }
+  if (decision.aggregated_probs.defined()) {
+    has_aggregated_ = true;
+    aggregated_entropy_sum_ += EntropySum(decision.aggregated_probs);
+  }
+}
+
+LayerRoutingMetrics LayerRoutingAccumulator::Finish(int layer) const {
+  LayerRoutingMetrics m;
+  m.set_layer(layer);
+  const double total =
+      std::accumulate(pairs_per_expert_.begin(), pairs_per_expert_.end(), 0.0);
+  const double mean = total / num_experts_;
+  double squares = 0, largest = 0;
+  int dead = 0;
+  for (double pairs : pairs_per_expert_) {
+    m.add_expert_share(total > 0 ? pairs / total : 0);
+    squares += (pairs - mean) * (pairs - mean);
+    largest = std::max(largest, pairs);
+    dead += pairs == 0;
+  }
+  if (mean > 0) {
+    m.set_load_cv(std::sqrt(squares / num_experts_) / mean);
+    m.set_load_max_over_mean(largest / mean);
+  }
+  m.set_dead_experts(dead);
+  if (tokens_ > 0) {
+    m.set_experts_per_token(total / tokens_);
+    m.set_dropped_fraction(static_cast<double>(dropped_tokens_) / tokens_);
+    m.set_gate_entropy(gate_entropy_sum_ / tokens_);
+    if (has_aggregated_) m.set_aggregated_entropy(aggregated_entropy_sum_ / tokens_);
+  }
+  return m;
+}
+
+double PearsonCorrelation(const std::vector<double>& x,
+                          const std::vector<double>& y) {
+  TORCH_CHECK(x.size() == y.size(), "series differ in length");
+  const double n = static_cast<double>(x.size());
+  if (n < 2) return 0;
+  const double mx = std::accumulate(x.begin(), x.end(), 0.0) / n;
+  const double my = std::accumulate(y.begin(), y.end(), 0.0) / n;
+  double sxy = 0, sxx = 0, syy = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    sxy += (x[i] - mx) * (y[i] - my);
+    sxx += (x[i] - mx) * (x[i] - mx);
+    syy += (y[i] - my) * (y[i] - my);
+  }
+  if (sxx == 0 || syy == 0) return 0;
+  return sxy / std::sqrt(sxx * syy);
+}
+
+}  // namespace moelab

@@ -1,0 +1,68 @@
+#ifndef MOELAB_CORE_ROUTING_METRICS_H_
+#define MOELAB_CORE_ROUTING_METRICS_H_
+
+// Routing analytics: fluctuation between epochs, entropy and load, computed
+// from RoutingDecisions. Definitions follow ../shared/DESIGN.md "Metrics".
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/router.h"
+#include "proto/result.pb.h"
+
+namespace moelab {
+
+// Which experts a fixed set of N probe tokens went to in one layer.
+struct ProbeAssignment {
+  // [N] int64: the expert with the largest combine weight, -1 when the
+  // token got no expert (possible with expert-choice and unified routing).
+  at::Tensor top1;
+  // [N, E] bool: the token's selected experts.
+  at::Tensor selected;
+};
+
+// Flattens a decision over [B, T] tokens into N = B*T probe tokens.
+ProbeAssignment AssignmentOf(const RoutingDecision& decision);
+
+// Share of tokens whose top-1 expert differs between `before` and `after`.
+double Top1Fluctuation(const ProbeAssignment& before,
+                       const ProbeAssignment& after);
+
+// Share of tokens whose selected expert set differs.
+double SetFluctuation(const ProbeAssignment& before,
+                      const ProbeAssignment& after);
+
+// Accumulates one MoE layer's routing over many batches.
+class LayerRoutingAccumulator {
+ public:
+  explicit LayerRoutingAccumulator(int64_t num_experts);
+
+  void Add(const RoutingDecision& decision);
+
+  // Per-expert share of routed pairs, coefficient of variation (population
+  // std / mean of the per-expert pair counts), max/mean, experts with no
+  // pair, share of tokens that lost a choice to capacity, mean experts per
+  // token, and mean entropies of r and p (nats).
+  LayerRoutingMetrics Finish(int layer) const;
+
+  int64_t tokens() const { return tokens_; }
+
+ private:
+  int64_t num_experts_;
+  std::vector<double> pairs_per_expert_;
+  int64_t tokens_ = 0;
+  int64_t dropped_tokens_ = 0;
+  double gate_entropy_sum_ = 0;
+  double aggregated_entropy_sum_ = 0;
+  bool has_aggregated_ = false;
+};
+
+// Pearson correlation of two equally long series (0 when either is flat).
+double PearsonCorrelation(const std::vector<double>& x,
+                          const std::vector<double>& y);
+
+}  // namespace moelab
+
+#endif  // MOELAB_CORE_ROUTING_METRICS_H_

@@ -1,0 +1,80 @@
+#include "core/routing_metrics.h"
+
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+namespace moelab {
+namespace {
+
+// A decision over 1 x N tokens from per-token weights [N, E] (0 = not routed).
+RoutingDecision Decision(std::vector<std::vector<float>> weights) {
+  const int64_t n = weights.size(), e = weights[0].size();
+  at::Tensor w = at::zeros({1, n, e});
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < e; ++j) w[0][i][j] = weights[i][j];
+  RoutingDecision d;
+  d.combine_weights = w;
+  d.selected = w > 0;
+  d.gate_probs = w;
+  return d;
+}
+
+TEST(RoutingMetricsTest, FluctuationOnAHandMadeTrace) {
+  // Four tokens, three experts, top-2. Epoch 1 -> epoch 2:
+  // token 0: same set, same top-1; token 1: same set, top-1 flips;
+  // token 2: set changes, top-1 kept; token 3: no expert -> expert 2.
+  ProbeAssignment before = AssignmentOf(Decision(
+      {{0.7, 0.3, 0}, {0.6, 0.4, 0}, {0.5, 0, 0.2}, {0, 0, 0}}));
+  ProbeAssignment after = AssignmentOf(Decision(
+      {{0.8, 0.2, 0}, {0.4, 0.6, 0}, {0.5, 0.1, 0}, {0, 0, 1}}));
+  EXPECT_EQ(before.top1[3].item<int64_t>(), -1);
+  EXPECT_DOUBLE_EQ(Top1Fluctuation(before, after), 2.0 / 4);
+  EXPECT_DOUBLE_EQ(SetFluctuation(before, after), 2.0 / 4);
+  EXPECT_DOUBLE_EQ(Top1Fluctuation(after, after), 0);
+}
+
+TEST(RoutingMetricsTest, LoadAndEntropyOnAHandMadeTrace) {
+  // Pairs per expert: e0 = 3, e1 = 1, e2 = 0 -> mean 4/3.
+  RoutingDecision d = Decision({{0.5, 0.5, 0}, {1, 0, 0}, {1, 0, 0}});
+  d.dropped = at::tensor({0, 1, 0}).to(at::kBool).reshape({1, 3});
+  LayerRoutingAccumulator acc(3);
+  acc.Add(d);
+  LayerRoutingMetrics m = acc.Finish(/*layer=*/2);
+  EXPECT_EQ(m.layer(), 2);
+  ASSERT_EQ(m.expert_share_size(), 3);
+  EXPECT_DOUBLE_EQ(m.expert_share(0), 0.75);
+  EXPECT_DOUBLE_EQ(m.expert_share(1), 0.25);
+  EXPECT_DOUBLE_EQ(m.expert_share(2), 0);
+  const double mean = 4.0 / 3;
+  const double std = std::sqrt(((3 - mean) * (3 - mean) + (1 - mean) * (1 - mean) +
+                                mean * mean) / 3);
+  EXPECT_NEAR(m.load_cv(), std / mean, 1e-12);
+  EXPECT_NEAR(m.load_max_over_mean(), 3 / mean, 1e-12);
+  EXPECT_EQ(m.dead_experts(), 1);
+  EXPECT_NEAR(m.experts_per_token(), 4.0 / 3, 1e-12);
+  EXPECT_NEAR(m.dropped_fraction(), 1.0 / 3, 1e-12);
+  // Entropies: ln 2 for the first token, 0 for the others.
+  EXPECT_NEAR(m.gate_entropy(), std::log(2.0) / 3, 1e-6);
+  EXPECT_EQ(m.aggregated_entropy(), 0);
+}
+
+TEST(RoutingMetricsTest, AccumulatesAcrossBatches) {
+  LayerRoutingAccumulator acc(2);
+  acc.Add(Decision({{1, 0}}));
+  acc.Add(Decision({{0, 1}, {0, 1}, {0, 1}}));
+  LayerRoutingMetrics m = acc.Finish(0);
+  EXPECT_EQ(acc.tokens(), 4);
+  EXPECT_DOUBLE_EQ(m.expert_share(0), 0.25);
+  EXPECT_DOUBLE_EQ(m.load_cv(), 0.5);
+}
+
+TEST(RoutingMetricsTest, PearsonCorrelation) {
+  EXPECT_NEAR(PearsonCorrelation({1, 2, 3}, {2, 4, 6}), 1, 1e-12);
+  EXPECT_NEAR(PearsonCorrelation({1, 2, 3}, {3, 2, 1}), -1, 1e-12);
+  EXPECT_EQ(PearsonCorrelation({1, 1, 1}, {3, 2, 1}), 0);
+}
+
+}  // namespace
+}  // namespace moelab

@@ -1,0 +1,585 @@
+#include "core/trainer.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/types.h>  // clip_grad.h is not self-contained
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
+#include <torch/utils.h>
+#include <torch/version.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/atomic_file.h"
+#include "core/checkpoint.h"
+#include "core/dataset.h"
+#include "core/lr_schedule.h"
+#include "core/model.h"
+#include "core/paths.h"
+#include "core/progress.h"
+#include "core/routing_metrics.h"
+#include "core/spec.h"
+#include "google/protobuf/stubs/common.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace moelab {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kMoelabVersion[] = "0.1.0";
+
+double PeakRssMb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+Batch ToDevice(const Batch& batch, const at::Device& device) {
+  if (device.is_cpu()) return batch;
+  return Batch{batch.inputs.to(device), batch.targets.to(device)};
+}
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& t,
+                                                       Model& model) {
+  std::vector<at::Tensor> params = model.parameters();
+  switch (t.optimizer()) {
+    case SGD:
+      return std::make_unique<torch::optim::SGD>(
+          params, torch::optim::SGDOptions(t.learning_rate())
+                      .momentum(t.momentum())
+                      .weight_decay(t.weight_decay()));
+    case ADAM:
+      return std::make_unique<torch::optim::Adam>(
+          params, torch::optim::AdamOptions(t.learning_rate())
+                      .weight_decay(t.weight_decay()));
+    default:
+      return std::make_unique<torch::optim::AdamW>(
+          params, torch::optim::AdamWOptions(t.learning_rate())
+                      .weight_decay(t.weight_decay()));
+  }
+}
+
+void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+struct Evaluation {
+  double loss = 0;
+  double accuracy = 0;
+  int64_t targets = 0;
+  std::vector<LayerRoutingMetrics> layers;
+};
+
+// Mean loss and accuracy over (up to max_batches of) an evaluation split,
+// with every MoE layer's load and entropy accumulated over the same tokens.
+Evaluation Evaluate(Model& model, const Dataset& data, Split split,
+                    int64_t batch_size, int max_batches,
+                    const at::Device& device) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  int64_t batches = data.NumBatches(split, batch_size);
+  if (max_batches > 0) batches = std::min<int64_t>(batches, max_batches);
+  std::vector<LayerRoutingAccumulator> layers;
+  double nll = 0, correct = 0;
+  int64_t count = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    Batch batch = ToDevice(data.GetBatch(split, batch_size, i, 0, 0), device);
+    ModelOutput out = model.Forward(batch, ForwardOptions{.keep_routing = true});
+    const int64_t n = batch.targets.numel();
+    nll += out.loss.item<double>() * n;
+    correct += out.logits.argmax(-1).eq(batch.targets).sum().item<double>();
+    count += n;
+    if (layers.empty()) {
+      for (const RoutingDecision& d : out.routing) {
+        layers.emplace_back(d.selected.size(-1));
+      }
+    }
+    for (size_t l = 0; l < out.routing.size(); ++l) layers[l].Add(out.routing[l]);
+  }
+  Evaluation e;
+  e.targets = count;
+  if (count > 0) {
+    e.loss = nll / count;
+    e.accuracy = correct / count;
+  }
+  for (size_t l = 0; l < layers.size(); ++l) e.layers.push_back(layers[l].Finish(l));
+  return e;
+}
+
+// The fixed probe set: `count` validation examples chosen by the seed.
+std::vector<int64_t> ProbeIndices(const Dataset& data, int count, uint64_t seed) {
+  const int64_t available = data.NumExamples(Split::kValid);
+  at::Generator gen = at::detail::createCPUGenerator(seed ^ 0x9e3779b97f4a7c15ull);
+  at::Tensor perm = at::randperm(available, gen, at::kLong);
+  const int64_t n = std::min<int64_t>(count, available);
+  at::Tensor chosen = std::get<0>(perm.slice(0, 0, n).sort());
+  return std::vector<int64_t>(chosen.data_ptr<int64_t>(),
+                              chosen.data_ptr<int64_t>() + n);
+}
+
+// Each MoE layer's assignment of the probe tokens, in probe order.
+std::vector<ProbeAssignment> ProbeRouting(Model& model, const Dataset& data,
+                                          const std::vector<int64_t>& indices,
+                                          int64_t batch_size,
+                                          const at::Device& device) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  std::vector<std::vector<at::Tensor>> top1, selected;
+  for (size_t start = 0; start < indices.size(); start += batch_size) {
+    std::vector<int64_t> chunk(
+        indices.begin() + start,
+        indices.begin() + std::min(indices.size(), start + batch_size));
+    Batch batch = ToDevice(data.GetExamples(Split::kValid, chunk), device);
+    ModelOutput out = model.Forward(batch, ForwardOptions{.keep_routing = true});
+    top1.resize(out.routing.size());
+    selected.resize(out.routing.size());
+    for (size_t l = 0; l < out.routing.size(); ++l) {
+      ProbeAssignment a = AssignmentOf(out.routing[l]);
+      top1[l].push_back(a.top1);
+      selected[l].push_back(a.selected);
+    }
+  }
+  std::vector<ProbeAssignment> result(top1.size());
+  for (size_t l = 0; l < top1.size(); ++l) {
+    result[l].top1 = at::cat(top1[l]);
+    result[l].selected = at::cat(selected[l]);
+  }
+  return result;
+}
+
+// Perplexity of a unigram model estimated on the training split (add-one
+// smoothing over the vocabulary), on the validation split: the baseline a
+// language model must clearly beat.
+double UnigramPerplexity(const Dataset& data, int64_t batch_size,
+                         int max_eval_batches) {
+  const int64_t vocab = data.info().vocab_size;
+  at::Tensor counts = at::zeros({vocab}, at::kDouble);
+  const int64_t train_batches = data.NumBatches(Split::kTrain, batch_size);
+  for (int64_t i = 0; i < train_batches; ++i) {
+    Batch b = data.GetBatch(Split::kTrain, batch_size, i, 0, 0);
+    counts += at::bincount(b.targets.reshape({-1}), {}, vocab).to(at::kDouble);
+  }
+  at::Tensor log_q = at::log((counts + 1) / (counts.sum() + vocab));
+  int64_t batches = data.NumBatches(Split::kValid, batch_size);
+  if (max_eval_batches > 0) batches = std::min<int64_t>(batches, max_eval_batches);
+  double nll = 0;
+  int64_t n = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    Batch b = data.GetBatch(Split::kValid, batch_size, i, 0, 0);
+    nll -= log_q.index_select(0, b.targets.reshape({-1})).sum().item<double>();
+    n += b.targets.numel();
+  }
+  return n > 0 ? std::exp(nll / n) : 0;
+}
+
+// Perplexity when every position is routed with only its prefix visible
+// (each prefix run on its own, as at generation time), beside the usual
+// teacher-forced perplexity on the same sequences.
+std::pair<double, double> GenerationPerplexity(Model& model, const Dataset& data,
+                                               int sequences,
+                                               const at::Device& device) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  const int64_t n = std::min<int64_t>(sequences, data.NumExamples(Split::kValid));
+  std::vector<int64_t> indices(n);
+  for (int64_t i = 0; i < n; ++i) indices[i] = i;
+  Batch batch = ToDevice(data.GetExamples(Split::kValid, indices), device);
+  const int64_t length = batch.inputs.size(1);
+  double teacher_forced =
+      model.Forward(batch, ForwardOptions{}).loss.item<double>();
+  double nll = 0;
+  for (int64_t t = 0; t < length; ++t) {
+    Batch prefix{batch.inputs.slice(1, 0, t + 1), batch.targets.slice(1, 0, t + 1)};
+    at::Tensor logits = model.Forward(prefix, ForwardOptions{}).logits;
+    at::Tensor last = at::log_softmax(logits.select(1, t).to(at::kDouble), -1);
+    nll -= last.gather(1, batch.targets.select(1, t).unsqueeze(1)).sum().item<double>();
+  }
+  return {std::exp(nll / (n * length)), std::exp(teacher_forced)};
+}
+
+std::string JsonOf(const RunResult& result) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  google::protobuf::util::MessageToJsonString(result, &json, options);
+  return json;
+}
+
+std::string MetricsCsv(const RunResult& result) {
+  std::string csv =
+      "epoch,step,train_loss,train_aux_loss,valid_loss,valid_perplexity,"
+      "valid_accuracy,learning_rate,tokens_per_s,examples_per_s,epoch_wall_s,"
+      "peak_rss_mb";
+  const int layers = result.epochs_size() > 0 ? result.epochs(0).layers_size() : 0;
+  for (int l = 0; l < layers; ++l) {
+    absl::StrAppendFormat(
+        &csv,
+        ",l%d_fluct_top1,l%d_fluct_topk,l%d_gate_entropy,l%d_agg_entropy,"
+        "l%d_load_cv,l%d_max_over_mean,l%d_dead,l%d_dropped,l%d_experts_per_token",
+        l, l, l, l, l, l, l, l, l);
+  }
+  csv += "\n";
+  for (const EpochMetrics& e : result.epochs()) {
+    absl::StrAppendFormat(&csv, "%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.4g,%.1f",
+                          e.epoch(), e.step(), e.train_loss(), e.train_aux_loss(),
+                          e.valid_loss(), e.valid_perplexity(), e.valid_accuracy(),
+                          e.learning_rate(), e.tokens_per_s(), e.examples_per_s(),
+                          e.epoch_wall_s(), e.peak_rss_mb());
+    for (const LayerRoutingMetrics& m : e.layers()) {
+      std::string top1 = m.has_fluctuation() ? absl::StrFormat("%.6g", m.fluctuation_top1()) : "";
+      std::string topk = m.has_fluctuation() ? absl::StrFormat("%.6g", m.fluctuation_topk()) : "";
+      absl::StrAppendFormat(&csv, ",%s,%s,%.6g,%.6g,%.6g,%.6g,%d,%.6g,%.6g", top1, topk,
+                            m.gate_entropy(), m.aggregated_entropy(), m.load_cv(),
+                            m.load_max_over_mean(), m.dead_experts(),
+                            m.dropped_fraction(), m.experts_per_token());
+    }
+    csv += "\n";
+  }
+  return csv;
+}
+
+absl::Status WriteOutputs(const std::string& dir, const RunResult& result) {
+  if (absl::Status s = WriteFileAtomically(dir + "/result.json", JsonOf(result));
+      !s.ok()) {
+    return s;
+  }
+  return WriteFileAtomically(dir + "/metrics.csv", MetricsCsv(result));
+}
+
+double Mean(const std::vector<double>& v) {
+  if (v.empty()) return 0;
+  double s = 0;
+  for (double x : v) s += x;
+  return s / v.size();
+}
+
+}  // namespace
+
+std::string RunDirectory(const ExperimentSpec& spec, const RunOptions& options) {
+  const std::string root = options.output_directory.empty()
+                               ? ResolveUserPath(spec.output().directory())
+                               : options.output_directory;
+  return root + "/" + spec.name();
+}
+
+absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
+                                        const RunOptions& options) {
+  const auto wall_start = std::chrono::steady_clock::now();
+  const int threads = spec.runtime().threads() > 0
+                          ? spec.runtime().threads()
+                          : std::max(1u, std::thread::hardware_concurrency());
+  at::set_num_threads(threads);
+  const at::Device device(spec.runtime().device());
+  if (device.is_cuda() && !torch::cuda::is_available()) {
+    return absl::FailedPreconditionError(
+        "runtime.device: CUDA was requested but this LibTorch has no CUDA "
+        "support or no GPU is visible; use device: \"cpu\"");
+  }
+  torch::manual_seed(spec.seed());
+
+  absl::StatusOr<std::unique_ptr<Dataset>> loaded = LoadDataset(spec.dataset());
+  if (!loaded.ok()) return loaded.status();
+  const Dataset& data = **loaded;
+  const DatasetInfo& info = data.info();
+  const bool language = info.task == Task::kLanguageModeling;
+
+  absl::StatusOr<std::shared_ptr<Model>> created = CreateModel(spec, info);
+  if (!created.ok()) return created.status();
+  Model& model = **created;
+  model.to(device);
+  std::unique_ptr<torch::optim::Optimizer> optimizer =
+      MakeOptimizer(spec.training(), model);
+
+  const std::string dir = RunDirectory(spec, options);
+  std::error_code error;
+  fs::create_directories(dir, error);
+  if (error) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "output.directory: cannot create '", dir, "': ", error.message()));
+  }
+  if (absl::Status s = WriteFileAtomically(dir + "/spec.pbtxt", SpecToText(spec));
+      !s.ok()) {
+    return s;
+  }
+  const std::string checkpoint = dir + "/checkpoint.pt";
+  std::FILE* log = stderr;
+
+  TrainingState state;
+  RunResult& result = state.result;
+  *result.mutable_spec() = spec;
+  result.set_spec_hash(SpecHash(spec));
+  result.mutable_versions()->set_moelab(kMoelabVersion);
+  result.mutable_versions()->set_libtorch(TORCH_VERSION);
+  result.mutable_versions()->set_protobuf(
+      google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION));
+  result.mutable_versions()->set_threads(threads);
+  result.mutable_versions()->set_device(spec.runtime().device());
+
+  std::vector<std::shared_ptr<Router>> routers = model.Routers();
+  const bool leaks_future =
+      model.IsCausal() &&
+      std::any_of(routers.begin(), routers.end(),
+                  [](const auto& r) { return !r->IsCausal(/*causal_model=*/true); });
+  if (leaks_future) {
+    result.set_non_causal_router_in_causal_model(true);
+    result.add_warnings(absl::StrCat(
+        "router '", spec.router().name(),
+        "' is not causal: in this causal language model a token's experts depend "
+        "on later tokens, which leaks the future into training and teacher-forced "
+        "perplexity; a generation-time perplexity (prefix-only routing) is reported "
+        "beside it"));
+  }
+
+  if (options.resume && fs::exists(checkpoint)) {
+    if (absl::Status s = LoadCheckpoint(checkpoint, model, *optimizer, &state);
+        !s.ok()) {
+      return s;
+    }
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(state.rng_state);
+    if (options.verbose) {
+      std::fprintf(log, "resuming %s after epoch %d (step %lld)\n",
+                   spec.name().c_str(), state.epochs_done,
+                   static_cast<long long>(state.step));
+    }
+  } else if (!spec.evaluation().init_checkpoint().empty()) {
+    std::vector<std::string> not_loaded;
+    if (absl::Status s = LoadWeights(ResolveUserPath(spec.evaluation().init_checkpoint()),
+                                     model, &not_loaded);
+        !s.ok()) {
+      return s;
+    }
+    if (!not_loaded.empty()) {
+      result.add_warnings(absl::StrCat(
+          "parameters not in evaluation.init_checkpoint keep their initial values: ",
+          absl::StrJoin(not_loaded, ", ")));
+    }
+  }
+  for (const std::string& w : result.warnings()) {
+    if (options.verbose) std::fprintf(log, "warning: %s\n", w.c_str());
+  }
+
+  const TrainingSpec& training = spec.training();
+  const int64_t batch_size = training.batch_size();
+  int64_t steps_per_epoch = data.NumBatches(Split::kTrain, batch_size);
+  if (training.steps_per_epoch() > 0) {
+    steps_per_epoch = std::min<int64_t>(steps_per_epoch, training.steps_per_epoch());
+  }
+  if (steps_per_epoch == 0 && training.epochs() > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training.batch_size: ", batch_size, " is larger than the training split (",
+        data.NumExamples(Split::kTrain), " examples)"));
+  }
+  const int64_t total_steps = steps_per_epoch * training.epochs();
+  const std::vector<int64_t> probe =
+      ProbeIndices(data, spec.evaluation().probe_examples(), spec.seed());
+  const int64_t units_per_example = language ? info.sequence_length : 1;
+
+  int epochs_this_run = 0;
+  for (int epoch = state.epochs_done; epoch < training.epochs(); ++epoch) {
+    model.train();
+    ProgressReporter progress(log, absl::StrFormat("epoch %d/%d", epoch + 1, training.epochs()),
+                              steps_per_epoch, language ? "tok" : "img");
+    double loss_sum = 0, aux_sum = 0, lr = 0;
+    for (int64_t i = 0; i < steps_per_epoch; ++i, ++state.step) {
+      Batch batch = ToDevice(data.GetBatch(Split::kTrain, batch_size, i, epoch, spec.seed()),
+                             device);
+      lr = LearningRateAt(training, state.step, total_steps);
+      SetLearningRate(*optimizer, lr);
+      ModelOutput out = model.Forward(batch, ForwardOptions{});
+      at::Tensor loss = out.loss + out.aux_loss;
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        progress.Finish();
+        result.set_status("STOPPED_NONFINITE_LOSS");
+        result.set_wall_time_s(std::chrono::duration<double>(
+                                   std::chrono::steady_clock::now() - wall_start)
+                                   .count());
+        (void)WriteOutputs(dir, result);
+        return absl::DataLossError(absl::StrFormat(
+            "training stopped: the loss became %f at epoch %d, step %d (lr %.3g); "
+            "the last good checkpoint (after epoch %d) is kept in %s",
+            loss_value, epoch + 1, state.step, lr, state.epochs_done, checkpoint));
+      }
+      optimizer->zero_grad();
+      loss.backward();
+      if (training.grad_clip_norm() > 0) {
+        torch::nn::utils::clip_grad_norm_(model.parameters(), training.grad_clip_norm());
+      }
+      optimizer->step();
+      loss_sum += out.loss.item<double>();
+      aux_sum += out.aux_loss.item<double>();
+      if (options.verbose) {
+        progress.Update(i + 1, (i + 1) * batch_size * units_per_example,
+                        loss_sum / (i + 1));
+      }
+    }
+    if (options.verbose) progress.Finish();
+    const double train_seconds = progress.elapsed_seconds();
+
+    Evaluation valid = Evaluate(model, data, Split::kValid, batch_size,
+                                spec.evaluation().max_eval_batches(), device);
+    std::vector<ProbeAssignment> assignment =
+        ProbeRouting(model, data, probe, batch_size, device);
+    EpochMetrics* m = result.add_epochs();
+    m->set_epoch(epoch + 1);
+    m->set_step(state.step);
+    m->set_train_loss(loss_sum / std::max<int64_t>(1, steps_per_epoch));
+    m->set_train_aux_loss(aux_sum / std::max<int64_t>(1, steps_per_epoch));
+    m->set_valid_loss(valid.loss);
+    if (language) m->set_valid_perplexity(std::exp(valid.loss));
+    m->set_valid_accuracy(valid.accuracy);
+    m->set_learning_rate(lr);
+    const double examples = static_cast<double>(steps_per_epoch * batch_size);
+    m->set_examples_per_s(train_seconds > 0 ? examples / train_seconds : 0);
+    if (language) m->set_tokens_per_s(m->examples_per_s() * info.sequence_length);
+    m->set_epoch_wall_s(train_seconds);
+    m->set_peak_rss_mb(PeakRssMb());
+    for (size_t l = 0; l < valid.layers.size(); ++l) {
+      LayerRoutingMetrics* layer = m->add_layers();
+      *layer = valid.layers[l];
+      if (state.probe.size() == assignment.size()) {
+        layer->set_has_fluctuation(true);
+        layer->set_fluctuation_top1(Top1Fluctuation(state.probe[l], assignment[l]));
+        layer->set_fluctuation_topk(SetFluctuation(state.probe[l], assignment[l]));
+      }
+    }
+    state.probe = std::move(assignment);
+    state.epochs_done = epoch + 1;
+    state.rng_state = at::detail::getDefaultCPUGenerator().get_state();
+    result.set_status("RUNNING");
+    if (absl::Status s = WriteOutputs(dir, result); !s.ok()) return s;
+    if (absl::Status s = SaveCheckpoint(checkpoint, model, *optimizer, state); !s.ok()) {
+      return s;
+    }
+    if (options.verbose) {
+      std::vector<double> fluct;
+      for (const auto& layer : m->layers()) {
+        if (layer.has_fluctuation()) fluct.push_back(layer.fluctuation_top1());
+      }
+      std::fprintf(log,
+                   "epoch %d: train loss %.4f  valid %s %.4f  fluctuation %s  %.0f %s/s\n",
+                   epoch + 1, m->train_loss(), language ? "ppl" : "acc",
+                   language ? m->valid_perplexity() : m->valid_accuracy(),
+                   fluct.empty() ? "-" : absl::StrFormat("%.1f%%", 100 * Mean(fluct)).c_str(),
+                   language ? m->tokens_per_s() : m->examples_per_s(),
+                   language ? "tokens" : "images");
+    }
+    if (options.stop_after_epochs > 0 && ++epochs_this_run >= options.stop_after_epochs &&
+        epoch + 1 < training.epochs()) {
+      return result;
+    }
+  }
+
+  FinalMetrics* final_metrics = result.mutable_final();
+  Evaluation valid = Evaluate(model, data, Split::kValid, batch_size,
+                              spec.evaluation().max_eval_batches(), device);
+  final_metrics->set_valid_loss(valid.loss);
+  final_metrics->set_valid_accuracy(valid.accuracy);
+  if (language) final_metrics->set_valid_perplexity(std::exp(valid.loss));
+  if (spec.evaluation().test_at_end()) {
+    Evaluation test = Evaluate(model, data, Split::kTest, batch_size,
+                               spec.evaluation().max_eval_batches(), device);
+    final_metrics->set_test_loss(test.loss);
+    final_metrics->set_test_accuracy(test.accuracy);
+    if (language) final_metrics->set_test_perplexity(std::exp(test.loss));
+  }
+  if (language) {
+    final_metrics->set_unigram_perplexity(
+        UnigramPerplexity(data, batch_size, spec.evaluation().max_eval_batches()));
+  }
+  if (leaks_future && spec.evaluation().generation_eval_sequences() > 0) {
+    auto [generation, teacher_forced] = GenerationPerplexity(
+        model, data, spec.evaluation().generation_eval_sequences(), device);
+    final_metrics->set_generation_perplexity(generation);
+    final_metrics->set_teacher_forced_perplexity_same_subset(teacher_forced);
+  }
+  double experts_per_token = 0;
+  for (const auto& layer : valid.layers) experts_per_token += layer.experts_per_token();
+  if (!valid.layers.empty()) experts_per_token /= valid.layers.size();
+  const ModelStats stats = model.Stats();
+  final_metrics->set_experts_per_token(experts_per_token);
+  final_metrics->set_expert_flops_per_token(experts_per_token * stats.num_moe_layers *
+                                            stats.flops_per_expert_per_token);
+  final_metrics->set_total_parameters(stats.total_parameters);
+  final_metrics->set_active_parameters_per_token(stats.active_parameters_per_token);
+  final_metrics->set_flops_per_token(stats.flops_per_token);
+  result.set_status("COMPLETED");
+  result.set_wall_time_s(result.wall_time_s() +
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                       wall_start)
+                             .count());
+  if (absl::Status s = WriteOutputs(dir, result); !s.ok()) return s;
+  if (options.verbose) std::printf("%s", FormatRunSummary(result).c_str());
+  return result;
+}
+
+std::string FormatRunSummary(const RunResult& result) {
+  const ExperimentSpec& spec = result.spec();
+  const bool language = result.final().unigram_perplexity() > 0 ||
+                        result.final().valid_perplexity() > 0;
+  std::string out = absl::StrFormat(
+      "\n== %s  (router %s, spec %s, %d threads, %s) ==\n", spec.name(),
+      spec.router().name(), result.spec_hash(), result.versions().threads(),
+      FormatDuration(result.wall_time_s()));
+  absl::StrAppendFormat(&out, "%5s  %10s  %10s  %12s  %12s  %12s\n", "epoch",
+                        "train loss", language ? "valid ppl" : "valid acc",
+                        "fluct top-1", "gate entropy", language ? "tokens/s" : "images/s");
+  for (const EpochMetrics& e : result.epochs()) {
+    std::vector<double> fluct, entropy;
+    for (const auto& l : e.layers()) {
+      if (l.has_fluctuation()) fluct.push_back(l.fluctuation_top1());
+      entropy.push_back(l.gate_entropy());
+    }
+    absl::StrAppendFormat(
+        &out, "%5d  %10.4f  %10.4f  %12s  %12.4f  %12.0f\n", e.epoch(), e.train_loss(),
+        language ? e.valid_perplexity() : e.valid_accuracy(),
+        fluct.empty() ? "-" : absl::StrFormat("%.1f%%", 100 * Mean(fluct)),
+        Mean(entropy), language ? e.tokens_per_s() : e.examples_per_s());
+  }
+  const FinalMetrics& f = result.final();
+  if (language) {
+    absl::StrAppendFormat(&out, "valid perplexity %.2f", f.valid_perplexity());
+    if (f.test_perplexity() > 0) absl::StrAppendFormat(&out, "  test perplexity %.2f", f.test_perplexity());
+    absl::StrAppendFormat(&out, "  (unigram baseline %.2f)\n", f.unigram_perplexity());
+  } else {
+    absl::StrAppendFormat(&out, "valid accuracy %.2f%%", 100 * f.valid_accuracy());
+    if (f.test_accuracy() > 0) absl::StrAppendFormat(&out, "  test accuracy %.2f%%", 100 * f.test_accuracy());
+    out += "\n";
+  }
+  if (f.generation_perplexity() > 0) {
+    absl::StrAppendFormat(&out,
+                          "NON-CAUSAL ROUTER: generation-time perplexity %.2f vs "
+                          "teacher-forced %.2f on the same %d sequences\n",
+                          f.generation_perplexity(), f.teacher_forced_perplexity_same_subset(),
+                          spec.evaluation().generation_eval_sequences());
+  }
+  absl::StrAppendFormat(&out,
+                        "experts/token %.2f  parameters %d (active/token %d)  "
+                        "GFLOPs/token %.4f  peak RSS %.0f MB\n",
+                        f.experts_per_token(), f.total_parameters(),
+                        f.active_parameters_per_token(), f.flops_per_token() / 1e9,
+                        result.epochs_size() ? result.epochs().rbegin()->peak_rss_mb() : 0.0);
+  return out;
+}
+
+}  // namespace moelab
