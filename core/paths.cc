@@ -11,4 +11,11 @@ std::string ResolveUserPath(const std::string& path) {
   return std::string(dir) + "/" + path;
 }
 
+std::string WorkspacePath(const std::string& relative) {
+  if (relative.empty() || relative[0] == '/') return relative;
+  const char* root = std::getenv("BUILD_WORKSPACE_DIRECTORY");
+  if (root == nullptr || *root == '\0') return relative;
+  return std::string(root) + "/" + relative;
+}
+
 }  // namespace moelab

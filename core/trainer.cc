@@ -354,6 +354,12 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
         !s.ok()) {
       return s;
     }
+    if (state.result.spec_hash() != SpecHash(spec)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot resume: ", checkpoint, " was written by a different spec (hash ",
+          state.result.spec_hash(), ", this spec ", SpecHash(spec),
+          "); remove it or choose another output directory"));
+    }
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(state.rng_state);
     if (options.verbose) {
@@ -378,6 +384,13 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
     if (options.verbose) std::fprintf(log, "warning: %s\n", w.c_str());
   }
 
+  // Wall time accumulates over resumed invocations.
+  const double wall_before = result.wall_time_s();
+  auto wall_now = [&] {
+    return wall_before + std::chrono::duration<double>(
+                             std::chrono::steady_clock::now() - wall_start)
+                             .count();
+  };
   const TrainingSpec& training = spec.training();
   const int64_t batch_size = training.batch_size();
   int64_t steps_per_epoch = data.NumBatches(Split::kTrain, batch_size);
@@ -411,9 +424,7 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
       if (!std::isfinite(loss_value)) {
         progress.Finish();
         result.set_status("STOPPED_NONFINITE_LOSS");
-        result.set_wall_time_s(std::chrono::duration<double>(
-                                   std::chrono::steady_clock::now() - wall_start)
-                                   .count());
+        result.set_wall_time_s(wall_now());
         (void)WriteOutputs(dir, result);
         return absl::DataLossError(absl::StrFormat(
             "training stopped: the loss became %f at epoch %d, step %d (lr %.3g); "
@@ -467,6 +478,7 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
     state.epochs_done = epoch + 1;
     state.rng_state = at::detail::getDefaultCPUGenerator().get_state();
     result.set_status("RUNNING");
+    result.set_wall_time_s(wall_now());
     if (absl::Status s = WriteOutputs(dir, result); !s.ok()) return s;
     if (absl::Status s = SaveCheckpoint(checkpoint, model, *optimizer, state); !s.ok()) {
       return s;
@@ -524,10 +536,7 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
   final_metrics->set_active_parameters_per_token(stats.active_parameters_per_token);
   final_metrics->set_flops_per_token(stats.flops_per_token);
   result.set_status("COMPLETED");
-  result.set_wall_time_s(result.wall_time_s() +
-                         std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                       wall_start)
-                             .count());
+  result.set_wall_time_s(wall_now());
   if (absl::Status s = WriteOutputs(dir, result); !s.ok()) return s;
   if (options.verbose) std::printf("%s", FormatRunSummary(result).c_str());
   return result;

@@ -1,0 +1,328 @@
+// Reproduces a paper table: `bazel run //experiments:reproduce -- --table=NAME`.
+//
+// Runs every (row, seed) whose result is not cached (the cache key is the
+// resolved spec's hash), then writes NAME.md, NAME.csv and the pictures to
+// --output_dir. --render-only rebuilds the outputs from cached results;
+// --list shows the tables.
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/atomic_file.h"
+#include "core/paths.h"
+#include "core/progress.h"
+#include "core/routing_metrics.h"
+#include "core/spec.h"
+#include "core/trainer.h"
+#include "experiments/plots.h"
+#include "experiments/table_report.h"
+#include "google/protobuf/text_format.h"
+#include "google/protobuf/util/json_util.h"
+#include "proto/table.pb.h"
+
+ABSL_FLAG(std::string, table, "", "Table to reproduce (experiments/tables/NAME.pbtxt).");
+ABSL_FLAG(bool, list, false, "List the tables and exit.");
+ABSL_FLAG(bool, render_only, false,
+          "Only rebuild NAME.md/.csv/.png from cached results; run nothing.");
+ABSL_FLAG(std::string, output_dir, "results",
+          "Where reports and the run cache (runs/<spec hash>/) go.");
+ABSL_FLAG(int, seeds, 0, "Seeds per row (0: the table's own, default 3).");
+
+namespace moelab {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kTablesDir[] = "experiments/tables";
+
+absl::StatusOr<TableSpec> LoadTable(const std::string& name) {
+  const std::string path = WorkspacePath(absl::StrCat(kTablesDir, "/", name, ".pbtxt"));
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) {
+    return absl::NotFoundError(absl::StrCat("--table: no table '", name, "' (", path,
+                                            "); --list shows the tables"));
+  }
+  TableSpec table;
+  if (!google::protobuf::TextFormat::ParseFromString(*text, &table)) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot parse ", path));
+  }
+  if (table.rows_size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": rows: the table has no rows"));
+  }
+  return table;
+}
+
+absl::StatusOr<RunResult> ReadCachedResult(const std::string& run_dir,
+                                           const std::string& hash) {
+  absl::StatusOr<std::string> json = ReadFile(run_dir + "/result.json");
+  if (!json.ok()) return json.status();
+  RunResult result;
+  if (!google::protobuf::util::JsonStringToMessage(*json, &result).ok()) {
+    return absl::DataLossError(absl::StrCat(run_dir, "/result.json is corrupt"));
+  }
+  if (result.status() != "COMPLETED" || result.spec_hash() != hash) {
+    return absl::NotFoundError(absl::StrCat(run_dir, " holds no completed run of this spec"));
+  }
+  return result;
+}
+
+struct TableRuns {
+  std::vector<RowRuns> rows;
+  // run directory per (row label, seed index), for training-free rows.
+  std::map<std::pair<std::string, int>, std::string> run_dirs;
+};
+
+absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& out_dir,
+                                   int seeds, bool render_only) {
+  TableRuns runs;
+  runs.rows.reserve(table.rows_size());
+  for (const TableRow& row : table.rows()) {
+    RowRuns row_runs{&row, {}};
+    for (int s = 0; s < seeds; ++s) {
+      absl::StatusOr<ExperimentSpec> spec = LoadSpec(WorkspacePath(row.spec()));
+      if (!spec.ok()) {
+        return absl::Status(spec.status().code(),
+                            absl::StrCat("row '", row.label(), "': ", spec.status().message()));
+      }
+      spec->set_seed(spec->seed() + s);
+      spec->set_name(absl::StrCat(spec->name(), "_s", spec->seed()));
+      if (!row.init_from_row().empty()) {
+        auto source = runs.run_dirs.find({row.init_from_row(), s});
+        if (source == runs.run_dirs.end()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "row '", row.label(), "': init_from_row '", row.init_from_row(),
+              "' must name an earlier row of the table"));
+        }
+        spec->mutable_training()->set_epochs(0);
+        spec->mutable_evaluation()->set_init_checkpoint(source->second + "/checkpoint.pt");
+        if (absl::Status v = ValidateSpec(*spec); !v.ok() && !render_only) return v;
+      }
+      const std::string hash = SpecHash(*spec);
+      const std::string run_root = absl::StrCat(out_dir, "/runs/", hash);
+      const std::string run_dir = absl::StrCat(run_root, "/", spec->name());
+      runs.run_dirs[{row.label(), s}] = run_dir;
+      absl::StatusOr<RunResult> result = ReadCachedResult(run_dir, hash);
+      if (!result.ok()) {
+        if (render_only) {
+          return absl::NotFoundError(absl::StrCat(
+              "row '", row.label(), "' seed ", spec->seed(),
+              ": no cached result; run without --render-only"));
+        }
+        std::fprintf(stderr, "== %s: row '%s', seed %llu (spec %s)\n", table.name().c_str(),
+                     row.label().c_str(), static_cast<unsigned long long>(spec->seed()),
+                     hash.c_str());
+        RunOptions options;
+        options.output_directory = run_root;
+        options.resume = true;
+        result = RunExperiment(*spec, options);
+        if (!result.ok()) {
+          return absl::Status(result.status().code(),
+                              absl::StrCat("row '", row.label(), "' seed ", spec->seed(),
+                                           ": ", result.status().message()));
+        }
+      }
+      row_runs.runs.push_back(*std::move(result));
+    }
+    runs.rows.push_back(std::move(row_runs));
+  }
+  return runs;
+}
+
+double LayerMean(const EpochMetrics& epoch, double (LayerRoutingMetrics::*field)() const) {
+  double sum = 0;
+  int n = 0;
+  for (const auto& l : epoch.layers()) {
+    if (!l.has_fluctuation()) continue;
+    sum += (l.*field)();
+    ++n;
+  }
+  return n ? sum / n : 0;
+}
+
+// Pictures shared by every table: fluctuation per epoch and per-layer load.
+absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs,
+                          const std::string& out_dir, std::vector<std::string>* pictures,
+                          std::string* extra_markdown) {
+  std::vector<Series> fluctuation;
+  for (const RowRuns& row : runs.rows) {
+    Series series{row.row->label(), {}};
+    std::map<int, std::pair<double, int>> per_epoch;
+    for (const RunResult& run : row.runs) {
+      for (const EpochMetrics& e : run.epochs()) {
+        if (e.layers_size() == 0 || !e.layers(0).has_fluctuation()) continue;
+        auto& [sum, n] = per_epoch[e.epoch()];
+        sum += 100 * LayerMean(e, &LayerRoutingMetrics::fluctuation_top1);
+        ++n;
+      }
+    }
+    for (const auto& [epoch, sum_n] : per_epoch) {
+      series.points.emplace_back(epoch, sum_n.first / sum_n.second);
+    }
+    if (!series.points.empty()) fluctuation.push_back(std::move(series));
+  }
+  if (!fluctuation.empty()) {
+    const std::string png = table.name() + "_fluctuation.png";
+    if (absl::Status s = PlotLines(out_dir + "/" + png,
+                                   table.title() + ": routing fluctuation per epoch",
+                                   "epoch", "top-1 fluctuation (%, mean over layers and seeds)",
+                                   fluctuation);
+        !s.ok()) {
+      return s;
+    }
+    pictures->push_back(png);
+  }
+  for (size_t r = 0; r < runs.rows.size(); ++r) {
+    const RowRuns& row = runs.rows[r];
+    if (row.runs.empty() || row.runs[0].epochs_size() == 0) continue;
+    const EpochMetrics& last = row.runs[0].epochs(row.runs[0].epochs_size() - 1);
+    std::vector<std::vector<double>> load;
+    for (const auto& l : last.layers()) {
+      load.emplace_back(l.expert_share().begin(), l.expert_share().end());
+    }
+    if (load.empty()) continue;
+    const std::string png = absl::StrCat(table.name(), "_load_row", r, ".png");
+    if (absl::Status s = PlotHeatmap(out_dir + "/" + png,
+                                     absl::StrCat(row.row->label(), ": load (last epoch, first seed)"),
+                                     "expert", "MoE layer", load);
+        !s.ok()) {
+      return s;
+    }
+    pictures->push_back(png);
+  }
+  if (table.entropy_vs_fluctuation()) {
+    std::vector<Series> scatter;
+    std::vector<double> all_entropy, all_fluctuation;
+    *extra_markdown += "\n## Entropy vs fluctuation per layer (last epoch)\n\n"
+                       "| Row | Pearson r (entropy, fluctuation) over layers x seeds |\n| --- | --- |\n";
+    for (const RowRuns& row : runs.rows) {
+      Series series{row.row->label(), {}};
+      std::vector<double> entropy, fluct;
+      for (const RunResult& run : row.runs) {
+        if (run.epochs_size() == 0) continue;
+        for (const auto& l : run.epochs(run.epochs_size() - 1).layers()) {
+          if (!l.has_fluctuation()) continue;
+          // Routers that aggregate select on p, so p's entropy is the one that matters.
+          const double h = l.aggregated_entropy() > 0 ? l.aggregated_entropy() : l.gate_entropy();
+          series.points.emplace_back(h, 100 * l.fluctuation_top1());
+          entropy.push_back(h);
+          fluct.push_back(l.fluctuation_top1());
+        }
+      }
+      all_entropy.insert(all_entropy.end(), entropy.begin(), entropy.end());
+      all_fluctuation.insert(all_fluctuation.end(), fluct.begin(), fluct.end());
+      absl::StrAppendFormat(extra_markdown, "| %s | %.3f |\n", row.row->label(),
+                            PearsonCorrelation(entropy, fluct));
+      if (!series.points.empty()) scatter.push_back(std::move(series));
+    }
+    absl::StrAppendFormat(extra_markdown, "| all rows | %.3f |\n",
+                          PearsonCorrelation(all_entropy, all_fluctuation));
+    if (!scatter.empty()) {
+      const std::string png = table.name() + "_entropy_vs_fluctuation.png";
+      if (absl::Status s = PlotScatter(out_dir + "/" + png,
+                                       "Routing entropy vs fluctuation, one point per layer and seed",
+                                       "entropy of the selection distribution (nats)",
+                                       "top-1 fluctuation (%)", scatter);
+          !s.ok()) {
+        return s;
+      }
+      pictures->push_back(png);
+    }
+  }
+  return absl::OkStatus();
+}
+
+int ListTables() {
+  const fs::path dir = WorkspacePath(kTablesDir);
+  std::vector<std::string> names;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    if (entry.path().extension() == ".pbtxt") names.push_back(entry.path().stem());
+  }
+  if (error) {
+    std::fprintf(stderr, "error: cannot list %s: %s\n", dir.c_str(), error.message().c_str());
+    return 1;
+  }
+  std::sort(names.begin(), names.end());
+  for (const std::string& name : names) {
+    absl::StatusOr<TableSpec> table = LoadTable(name);
+    std::printf("  %-28s %s\n", name.c_str(),
+                table.ok() ? absl::StrCat(table->title(), " (", table->rows_size(), " rows)").c_str()
+                           : std::string(table.status().message()).c_str());
+  }
+  return 0;
+}
+
+int Main() {
+  if (absl::GetFlag(FLAGS_list)) return ListTables();
+  const std::string name = absl::GetFlag(FLAGS_table);
+  if (name.empty()) {
+    std::fprintf(stderr, "error: --table=NAME is required (--list shows the tables)\n");
+    return 2;
+  }
+  absl::StatusOr<TableSpec> table = LoadTable(name);
+  if (!table.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(table.status().message()).c_str());
+    return 1;
+  }
+  const std::string out_dir = ResolveUserPath(absl::GetFlag(FLAGS_output_dir));
+  std::error_code error;
+  fs::create_directories(out_dir, error);
+  const int seeds = absl::GetFlag(FLAGS_seeds) > 0 ? absl::GetFlag(FLAGS_seeds)
+                    : table->seeds() > 0           ? table->seeds()
+                                                   : 3;
+  ProgressReporter clock(stderr, "", 1, "");
+  absl::StatusOr<TableRuns> runs =
+      RunTable(*table, out_dir, seeds, absl::GetFlag(FLAGS_render_only));
+  if (!runs.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(runs.status().message()).c_str());
+    return 1;
+  }
+  std::vector<std::string> pictures;
+  std::string extra;
+  if (absl::Status s = DrawPictures(*table, *runs, out_dir, &pictures, &extra); !s.ok()) {
+    std::fprintf(stderr, "warning: pictures not drawn: %s\n", std::string(s.message()).c_str());
+  }
+  double run_seconds = 0;
+  for (const RowRuns& row : runs->rows) {
+    for (const RunResult& run : row.runs) run_seconds += run.wall_time_s();
+  }
+  std::string md = RenderMarkdown(*table, runs->rows, pictures) + extra;
+  absl::StrAppendFormat(&md, "\nTraining and evaluation time of all runs: %s (sum of run wall times).\n",
+                        FormatDuration(run_seconds));
+  const std::string base = absl::StrCat(out_dir, "/", table->name());
+  for (const auto& [path, contents] :
+       {std::pair<std::string, std::string>{base + ".md", md},
+        {base + ".csv", RenderCsv(*table, runs->rows)}}) {
+    if (absl::Status s = WriteFileAtomically(path, contents); !s.ok()) {
+      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+  }
+  std::printf("%s\nwrote %s.md, %s.csv (%s this invocation)\n", md.c_str(), base.c_str(),
+              base.c_str(), FormatDuration(clock.elapsed_seconds()).c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace moelab
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Reproduces a paper table.\n"
+      "  reproduce --list\n"
+      "  reproduce --table=graph_of_tokens_lm [--render-only] [--output_dir=results]");
+  absl::ParseCommandLine(argc, argv);
+  return moelab::Main();
+}
