@@ -14,7 +14,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "core/corruption.h"
 #include "core/dataset.h"
 #include "core/model.h"
 #include "core/router.h"
@@ -73,11 +75,6 @@ absl::Status ValidateDevice(absl::string_view device) {
   return FieldError("runtime.device",
                     absl::StrCat("expected \"cpu\", \"cuda\" or \"cuda:N\", got \"",
                                  device, "\""));
-}
-
-bool IsImageCorruption(CorruptionKind kind) {
-  return kind == GAUSSIAN_NOISE || kind == GAUSSIAN_BLUR || kind == CONTRAST ||
-         kind == JPEG;
 }
 
 absl::Status ValidateTraining(const ExperimentSpec& spec) {
@@ -143,31 +140,12 @@ absl::Status ValidateEvaluation(const ExperimentSpec& spec, Task task) {
                                    e.generation_eval_sequences()));
   }
   for (int i = 0; i < e.corruptions_size(); ++i) {
-    const CorruptionSpec& c = e.corruptions(i);
-    const std::string field = absl::StrCat("evaluation.corruptions[", i, "]");
-    if (c.kind() == CORRUPTION_UNSPECIFIED) {
-      return FieldError(absl::StrCat(field, ".kind"), "must be set");
-    }
-    if (IsImageCorruption(c.kind())) {
-      if (task != Task::kImageClassification) {
-        return FieldError(absl::StrCat(field, ".kind"),
-                          absl::StrCat(CorruptionKind_Name(c.kind()),
-                                       " applies to images; this dataset is text"));
-      }
-      if (c.severity() < 1 || c.severity() > 5) {
-        return FieldError(absl::StrCat(field, ".severity"),
-                          absl::StrCat("must be in 1..5, got ", c.severity()));
-      }
-    } else {
-      if (task != Task::kLanguageModeling) {
-        return FieldError(absl::StrCat(field, ".kind"),
-                          absl::StrCat(CorruptionKind_Name(c.kind()),
-                                       " applies to text; this dataset is images"));
-      }
-      if (!(c.rate() > 0 && c.rate() < 1)) {
-        return FieldError(absl::StrCat(field, ".rate"),
-                          absl::StrCat("must be in (0, 1), got ", c.rate()));
-      }
+    absl::Status s = ValidateCorruption(e.corruptions(i), task);
+    if (!s.ok()) {
+      // Point at the offending entry of the repeated field.
+      return absl::InvalidArgumentError(absl::StrReplaceAll(
+          s.message(), {{"evaluation.corruptions",
+                         absl::StrCat("evaluation.corruptions[", i, "]")}}));
     }
   }
   if (!e.init_checkpoint().empty() &&

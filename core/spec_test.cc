@@ -107,7 +107,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadSpec{"image corruption on text", kTraining,
                 std::string(kTraining) +
                     " evaluation { corruptions { kind: JPEG severity: 2 } }",
-                "applies to images"},
+                "is an image corruption"},
         BadSpec{"missing checkpoint", kTraining,
                 std::string(kTraining) +
                     " evaluation { init_checkpoint: \"/no/such.ckpt\" }",

@@ -28,6 +28,7 @@
 #include "absl/strings/str_join.h"
 #include "core/atomic_file.h"
 #include "core/checkpoint.h"
+#include "core/corruption.h"
 #include "core/dataset.h"
 #include "core/lr_schedule.h"
 #include "core/model.h"
@@ -121,6 +122,54 @@ Evaluation Evaluate(Model& model, const Dataset& data, Split split,
   }
   for (size_t l = 0; l < layers.size(); ++l) e.layers.push_back(layers[l].Finish(l));
   return e;
+}
+
+// The task metric on corrupted validation batches, and the share of tokens
+// (in the first `change_batches` batches) whose expert set differs from the
+// clean input's, averaged over MoE layers; -1 when the corruption moves
+// tokens (deletion), so positions cannot be compared.
+absl::StatusOr<CorruptedMetrics> EvaluateCorrupted(Model& model, const Dataset& data,
+                                                   const CorruptionSpec& corruption,
+                                                   int64_t batch_size, int max_batches,
+                                                   int64_t change_batches, uint64_t seed,
+                                                   const at::Device& device) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  int64_t batches = data.NumBatches(Split::kValid, batch_size);
+  if (max_batches > 0) batches = std::min<int64_t>(batches, max_batches);
+  const bool aligned = PreservesPositions(corruption.kind());
+  double nll = 0, correct = 0, changed = 0;
+  int64_t count = 0, compared = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    absl::StatusOr<Batch> corrupted =
+        CorruptedBatch(data, Split::kValid, batch_size, i, corruption, seed);
+    if (!corrupted.ok()) return corrupted.status();
+    Batch batch = ToDevice(*corrupted, device);
+    const bool compare = aligned && i < change_batches;
+    ModelOutput out = model.Forward(batch, ForwardOptions{.keep_routing = compare});
+    const int64_t n = batch.targets.numel();
+    nll += out.loss.item<double>() * n;
+    correct += out.logits.argmax(-1).eq(batch.targets).sum().item<double>();
+    count += n;
+    if (!compare) continue;
+    Batch clean = ToDevice(data.GetBatch(Split::kValid, batch_size, i, 0, 0), device);
+    ModelOutput reference = model.Forward(clean, ForwardOptions{.keep_routing = true});
+    for (size_t l = 0; l < out.routing.size(); ++l) {
+      ProbeAssignment a = AssignmentOf(reference.routing[l]);
+      ProbeAssignment b = AssignmentOf(out.routing[l]);
+      changed += SetFluctuation(a, b) * a.top1.numel();
+      compared += a.top1.numel();
+    }
+  }
+  CorruptedMetrics m;
+  *m.mutable_corruption() = corruption;
+  if (count > 0) {
+    m.set_loss(nll / count);
+    m.set_accuracy(correct / count);
+    if (data.info().task == Task::kLanguageModeling) m.set_perplexity(std::exp(nll / count));
+  }
+  m.set_expert_change(compared > 0 ? changed / compared : -1);
+  return m;
 }
 
 // The fixed probe set: `count` validation examples chosen by the seed.
@@ -515,6 +564,15 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
     final_metrics->set_test_accuracy(test.accuracy);
     if (language) final_metrics->set_test_perplexity(std::exp(test.loss));
   }
+  const int64_t change_batches =
+      (spec.evaluation().probe_examples() + batch_size - 1) / batch_size;
+  for (const CorruptionSpec& corruption : spec.evaluation().corruptions()) {
+    absl::StatusOr<CorruptedMetrics> corrupted = EvaluateCorrupted(
+        model, data, corruption, batch_size, spec.evaluation().max_eval_batches(),
+        change_batches, spec.seed(), device);
+    if (!corrupted.ok()) return corrupted.status();
+    *final_metrics->add_corrupted() = *std::move(corrupted);
+  }
   if (language) {
     final_metrics->set_unigram_perplexity(
         UnigramPerplexity(data, batch_size, spec.evaluation().max_eval_batches()));
@@ -573,6 +631,21 @@ std::string FormatRunSummary(const RunResult& result) {
   } else {
     absl::StrAppendFormat(&out, "valid accuracy %.2f%%", 100 * f.valid_accuracy());
     if (f.test_accuracy() > 0) absl::StrAppendFormat(&out, "  test accuracy %.2f%%", 100 * f.test_accuracy());
+    out += "\n";
+  }
+  for (const CorruptedMetrics& c : f.corrupted()) {
+    const std::string what =
+        c.corruption().severity() > 0
+            ? absl::StrFormat("%s severity %d", CorruptionKind_Name(c.corruption().kind()),
+                              c.corruption().severity())
+            : absl::StrFormat("%s rate %.2f", CorruptionKind_Name(c.corruption().kind()),
+                              c.corruption().rate());
+    absl::StrAppendFormat(&out, "under %s: %s %.4f", what, language ? "perplexity" : "accuracy",
+                          language ? c.perplexity() : c.accuracy());
+    if (c.expert_change() >= 0) {
+      absl::StrAppendFormat(&out, "  (experts changed for %.1f%% of tokens)",
+                            100 * c.expert_change());
+    }
     out += "\n";
   }
   if (f.generation_perplexity() > 0) {
