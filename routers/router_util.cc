@@ -1,8 +1,23 @@
 #include "routers/router_util.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include <ATen/ATen.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace moelab {
+namespace {
+
+uint64_t SplitMix64Next(uint64_t* state) {
+  uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
 
 at::Tensor TopKMask(const at::Tensor& scores, int64_t k) {
   TORCH_CHECK(k >= 0 && k <= scores.size(-1), "TopKMask: k=", k,
@@ -52,6 +67,128 @@ at::Tensor MeanEntropy(const at::Tensor& probs) {
   at::Tensor terms = at::where(p > 0, -p * at::log(p.clamp_min(1e-30)),
                                at::zeros_like(p));
   return terms.sum(-1).mean();
+}
+
+at::Tensor InitGateWeight(int64_t num_experts, int64_t model_dim) {
+  return at::empty({num_experts, model_dim}, at::kFloat).normal_(0.0, 0.02);
+}
+
+at::Tensor GateLogits(const at::Tensor& hidden, const at::Tensor& gate_weight) {
+  return at::matmul(hidden.to(at::kFloat), gate_weight.to(at::kFloat).t());
+}
+
+absl::Status CheckWholeTopK(const RouterSpec& spec, const RouterDims& dims) {
+  const double k = spec.top_k();
+  if (!(k >= 1) || k != std::floor(k) || k > dims.num_experts) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "router.top_k: router '", spec.name(),
+        "' needs a whole number of experts in [1, ", dims.num_experts,
+        "], got ", k));
+  }
+  return absl::OkStatus();
+}
+
+int64_t WholeTopK(const RouterSpec& spec) {
+  return static_cast<int64_t>(std::llround(spec.top_k()));
+}
+
+at::Tensor IndicesToMask(const at::Tensor& indices, int64_t num_experts) {
+  std::vector<int64_t> shape = indices.sizes().vec();
+  shape.back() = num_experts;
+  return at::zeros(shape, indices.options().dtype(at::kBool))
+      .scatter_(-1, indices, true);
+}
+
+RoutingDecision FixedAssignmentDecision(const RouterSpec& spec,
+                                        const at::Tensor& experts,
+                                        int64_t num_experts) {
+  const int64_t k = experts.size(-1);
+  RoutingDecision d;
+  d.selected = IndicesToMask(experts, num_experts);
+  d.combine_weights = d.selected.to(at::kFloat) * (1.0 / k);
+  d.gate_probs = d.combine_weights;
+  d.logits = at::zeros_like(d.combine_weights);
+  AddStandardAuxLosses(spec, &d);
+  return d;
+}
+
+std::vector<int64_t> HashedExperts(uint64_t token_id, uint64_t salt,
+                                   int64_t num_experts, int64_t k) {
+  TORCH_CHECK(k >= 0 && k <= num_experts, "HashedExperts: k=", k,
+              " out of range for ", num_experts, " experts");
+  uint64_t salt_state = salt;
+  uint64_t state = SplitMix64Next(&salt_state) ^ token_id;
+  std::vector<int64_t> experts;
+  experts.reserve(k);
+  while (static_cast<int64_t>(experts.size()) < k) {
+    const int64_t e = static_cast<int64_t>(SplitMix64Next(&state) %
+                                           static_cast<uint64_t>(num_experts));
+    if (std::find(experts.begin(), experts.end(), e) == experts.end()) {
+      experts.push_back(e);
+    }
+  }
+  return experts;
+}
+
+HashedExpertTable::HashedExpertTable(int64_t num_experts, int64_t k)
+    : num_experts_(num_experts), k_(k) {
+  TORCH_CHECK(k >= 1 && k <= num_experts, "HashedExpertTable: k=", k,
+              " out of range for ", num_experts, " experts");
+}
+
+at::Tensor HashedExpertTable::Lookup(const at::Tensor& ids, uint64_t salt) {
+  TORCH_CHECK(ids.defined() &&
+                  at::isIntegralType(ids.scalar_type(), /*includeBool=*/false),
+              "HashedExpertTable: token ids must be a defined integer tensor");
+  const at::Tensor token_ids = ids.to(at::kLong);
+  if (token_ids.numel() == 0) {
+    std::vector<int64_t> shape = token_ids.sizes().vec();
+    shape.push_back(k_);
+    return at::empty(shape, token_ids.options());
+  }
+  const int64_t min_id = token_ids.min().item<int64_t>();
+  const int64_t max_id = token_ids.max().item<int64_t>();
+  TORCH_CHECK(min_id >= 0, "HashedExpertTable: token ids must be >= 0, got ",
+              min_id);
+  std::vector<int64_t> shape = token_ids.sizes().vec();
+  shape.push_back(k_);
+  at::Tensor flat_ids = token_ids.reshape({-1}).to(at::kCPU);
+  // Ids far beyond any vocabulary would make the table huge: hash the
+  // batch's distinct ids directly instead.
+  constexpr int64_t kMaxTableRows = int64_t{1} << 22;
+  if (max_id >= kMaxTableRows) {
+    auto [distinct, inverse, counts] =
+        at::_unique2(flat_ids, /*sorted=*/false, /*return_inverse=*/true);
+    at::Tensor rows = at::empty({distinct.numel(), k_}, at::kLong);
+    const int64_t* id = distinct.data_ptr<int64_t>();
+    int64_t* data = rows.data_ptr<int64_t>();
+    for (int64_t i = 0; i < distinct.numel(); ++i) {
+      const std::vector<int64_t> experts =
+          HashedExperts(static_cast<uint64_t>(id[i]), salt, num_experts_, k_);
+      std::copy(experts.begin(), experts.end(), data + i * k_);
+    }
+    return rows.index_select(0, inverse.reshape({-1}))
+        .reshape(shape)
+        .to(token_ids.device());
+  }
+  const int64_t rows = table_.defined() ? table_.size(0) : 0;
+  if (salt != salt_ || max_id >= rows) {
+    const int64_t keep = salt == salt_ ? rows : 0;
+    const int64_t new_rows =
+        std::min(std::max(max_id + 1, 2 * rows), kMaxTableRows);
+    at::Tensor grown = at::empty({new_rows, k_}, at::kLong);
+    if (keep > 0) grown.narrow(0, 0, keep).copy_(table_);
+    int64_t* data = grown.data_ptr<int64_t>();
+    // Runs once per new vocabulary entry, never per token of a batch.
+    for (int64_t id = keep; id < new_rows; ++id) {
+      const std::vector<int64_t> experts =
+          HashedExperts(static_cast<uint64_t>(id), salt, num_experts_, k_);
+      std::copy(experts.begin(), experts.end(), data + id * k_);
+    }
+    table_ = grown;
+    salt_ = salt;
+  }
+  return table_.index_select(0, flat_ids).reshape(shape).to(token_ids.device());
 }
 
 }  // namespace moelab

@@ -6,9 +6,11 @@
 // router computes them the same way.
 
 #include <cstdint>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
+#include "absl/status/status.h"
 #include "core/router.h"
 #include "proto/experiment.pb.h"
 
@@ -41,6 +43,58 @@ void AddStandardAuxLosses(const RouterSpec& spec, RoutingDecision* decision);
 // Mean entropy (nats) of distributions along the last dimension; zero
 // entries contribute zero.
 at::Tensor MeanEntropy(const at::Tensor& probs);
+
+// A bias-free linear gate's weight [E, D], drawn from N(0, 0.02^2) with the
+// global torch generator (seeded by the experiment seed).
+at::Tensor InitGateWeight(int64_t num_experts, int64_t model_dim);
+
+// logits = hidden @ gate_weight^T in float32: hidden [B, T, D], gate_weight
+// [E, D] -> [B, T, E]. Routing decisions are sensitive to precision.
+at::Tensor GateLogits(const at::Tensor& hidden, const at::Tensor& gate_weight);
+
+// For a plugin's `validate`: spec.top_k must be a whole number of experts in
+// [1, E] (core checks the same for specs it loads; routers built directly by
+// CreateRouter get the check here).
+absl::Status CheckWholeTopK(const RouterSpec& spec, const RouterDims& dims);
+
+// spec.top_k as a count of experts; call after CheckWholeTopK passed.
+int64_t WholeTopK(const RouterSpec& spec);
+
+// [.., k] int64 expert indices -> [.., E] bool mask.
+at::Tensor IndicesToMask(const at::Tensor& indices, int64_t num_experts);
+
+// The decision of a parameter-free router that sends each token to the
+// experts in `experts` [B, T, k] (distinct per token) with weight 1/k:
+// logits are zero (no scores exist), gate_probs equal the combine weights,
+// dropped is undefined; aux losses per `spec`.
+RoutingDecision FixedAssignmentDecision(const RouterSpec& spec,
+                                        const at::Tensor& experts,
+                                        int64_t num_experts);
+
+// The k distinct experts of token `token_id` under `salt`: a splitmix64
+// sequence seeded with splitmix64(salt) ^ token_id, each output taken modulo
+// E, repeats skipped, in draw order. A fixed hash, the same on every machine.
+std::vector<int64_t> HashedExperts(uint64_t token_id, uint64_t salt,
+                                   int64_t num_experts, int64_t k);
+
+// HashedExperts for whole batches: a table over token ids 0..V-1, grown
+// (doubling) the first time a larger id appears, so a forward pass is one
+// index_select and the hash runs once per vocabulary entry, not per token.
+// Ids of 2^22 and more are hashed per batch instead of tabulated.
+class HashedExpertTable {
+ public:
+  HashedExpertTable(int64_t num_experts, int64_t k);
+
+  // ids [B, T] integers, each >= 0 -> [B, T, k] int64 expert indices.
+  at::Tensor Lookup(const at::Tensor& ids, uint64_t salt);
+
+ private:
+  int64_t num_experts_;
+  int64_t k_;
+  uint64_t salt_ = 0;
+  // [V, k] int64 on the CPU; undefined until the first Lookup.
+  at::Tensor table_;
+};
 
 }  // namespace moelab
 

@@ -1,0 +1,66 @@
+#ifndef MOELAB_ROUTERS_ATTENTION_AWARE_H_
+#define MOELAB_ROUTERS_ATTENTION_AWARE_H_
+
+// Attention-Aware SMoE ("graph of tokens", arXiv 2505.00792): routing reuses
+// the attention layer right before the MoE layer. Per head h, the posterior
+// A^p_h[i, j] ∝ A_h[i, j] N(u_i; V_h[j], sigma^2 I) says how much token j
+// explains token i's representation; a head is chosen per token (or per
+// sequence, or all heads are weighted) by the posterior's entropy, and
+// p_i = sum_j A^p_{h*}[i, j] r_j replaces r_i for top-k selection.
+// Registered as "attention_aware".
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/router.h"
+#include "proto/experiment.pb.h"
+
+namespace moelab {
+
+// `spec.attention_aware` with every unset option at its documented default
+// (what the registration's `resolve` writes).
+AttentionAwareOptions ResolvedAttentionAwareOptions(const RouterSpec& spec);
+
+class AttentionAwareRouter : public Router {
+ public:
+  // `spec` must pass the registration's validation; unset options take their
+  // defaults. Parameter: `gate_weight` [E, D].
+  AttentionAwareRouter(const RouterSpec& spec, const RouterDims& dims);
+
+  // hidden: [B, T, D]. Needs context.attention_probs [B, H, T, T] and
+  // context.attention_values [B, H, T, D] (a missing one is a programmer
+  // error in the model: TORCH_CHECK); reads context.padding_mask.
+  RoutingDecision Route(const at::Tensor& hidden,
+                        const RoutingContext& context) override;
+
+  bool NeedsAttention() const override { return true; }
+
+  // One head per sequence reads every token's row, so that choice is never
+  // causal; per-token choices are causal when the attention is.
+  bool IsCausal(bool causal_model) const override {
+    return causal_model && options_.head_selection() != LOWEST_MEAN_ENTROPY;
+  }
+
+  // [B, H, T, T] the posterior A^p_h[i, :] (float32, rows sum to one),
+  // computed in log space: entries with A = 0 and padded keys j are exactly
+  // 0, never NaN. A row with no admissible j (a padded query whose keys are
+  // all padded) keeps only its own token.
+  at::Tensor Posterior(const at::Tensor& hidden,
+                       const RoutingContext& context) const;
+
+  // [B, T, T] the token-to-token weights p is aggregated with: the chosen
+  // head's posterior rows (or the entropy-weighted mix of all heads).
+  at::Tensor AggregationWeights(const at::Tensor& hidden,
+                                const RoutingContext& context) const;
+
+ private:
+  RouterSpec spec_;
+  AttentionAwareOptions options_;
+  int64_t top_k_;
+  at::Tensor gate_weight_;  // [E, D]
+};
+
+}  // namespace moelab
+
+#endif  // MOELAB_ROUTERS_ATTENTION_AWARE_H_

@@ -1,0 +1,422 @@
+#include "routers/attention_aware.h"
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/nn/module.h>
+
+#include "core/router.h"
+#include "proto/experiment.pb.h"
+
+namespace moelab {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+RouterSpec Spec(double top_k, HeadSelection selection = LOWEST_ENTROPY) {
+  RouterSpec spec;
+  spec.set_name("attention_aware");
+  spec.set_top_k(top_k);
+  spec.mutable_attention_aware()->set_head_selection(selection);
+  return spec;
+}
+
+std::shared_ptr<AttentionAwareRouter> Create(const RouterSpec& spec,
+                                             const RouterDims& dims) {
+  absl::StatusOr<std::shared_ptr<Router>> router = CreateRouter(spec, dims);
+  EXPECT_TRUE(router.ok()) << router.status();
+  return router.ok() ? std::dynamic_pointer_cast<AttentionAwareRouter>(*router)
+                     : nullptr;
+}
+
+void SetParameter(torch::nn::Module& module, const std::string& name,
+                  const at::Tensor& value) {
+  at::NoGradGuard no_grad;
+  torch::Tensor* parameter = module.named_parameters().find(name);
+  ASSERT_NE(parameter, nullptr) << name;
+  parameter->copy_(value);
+}
+
+at::Tensor Tensor2d(std::vector<std::vector<float>> rows) {
+  const int64_t cols = rows[0].size();
+  at::Tensor t = at::empty({static_cast<int64_t>(rows.size()), cols});
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (int64_t j = 0; j < cols; ++j) t[i][j] = rows[i][j];
+  }
+  return t;
+}
+
+double Entropy(std::vector<double> p) {
+  double h = 0;
+  for (double x : p) {
+    if (x > 0) h -= x * std::log(x);
+  }
+  return h;
+}
+
+double Entropy(const at::Tensor& distribution) {
+  std::vector<double> p;
+  for (int64_t i = 0; i < distribution.numel(); ++i) {
+    p.push_back(distribution[i].item<double>());
+  }
+  return Entropy(p);
+}
+
+// [B, H, T, T] random attention, rows summing to one; causal rows have exact
+// zeros above the diagonal.
+at::Tensor RandomAttention(int64_t batch, int64_t heads, int64_t tokens,
+                           bool causal, double sharpness = 2.0) {
+  at::Tensor scores = at::randn({batch, heads, tokens, tokens}) * sharpness;
+  if (causal) {
+    at::Tensor above = at::ones({tokens, tokens}, at::kBool).triu(1);
+    scores = scores.masked_fill(above, -std::numeric_limits<float>::infinity());
+  }
+  return at::softmax(scores, -1);
+}
+
+// The hand example. Tokens u0 = e1, u1 = e0; both heads' values V[0] = e1,
+// V[1] = e0, so ||u_i - V[j]||^2 is 0 for i = j and 2 otherwise: likelihood
+// ratio e^-1 with sigma = 1. Gate reads coordinate e for expert e:
+// r0 = [b, a], r1 = [a, b] with a = e / (1 + e), b = 1 - a.
+// Head 0, A = [[.5, .5], [.5, .5]]: rows [a, b] and [b, a].
+// Head 1, A = [[1, 0], [.6, .4]]: rows [1, 0] (entropy 0) and
+//   [.6/e, .4] / (.6/e + .4) ~ [0.356, 0.644] (entropy 0.651 > H([a, b]) = 0.582).
+struct HandExample {
+  at::Tensor hidden = Tensor2d({{0, 1}, {1, 0}}).unsqueeze(0);
+  RoutingContext context;
+  double a = std::exp(1.0) / (1 + std::exp(1.0));
+  double b = 1 - a;
+  double c0 = 0.6 / std::exp(1.0) / (0.6 / std::exp(1.0) + 0.4);  // head 1, row 1
+  double c1 = 1 - c0;
+
+  HandExample() {
+    at::Tensor probs = at::stack({Tensor2d({{0.5, 0.5}, {0.5, 0.5}}),
+                                  Tensor2d({{1, 0}, {0.6, 0.4}})});
+    context.attention_probs = probs.unsqueeze(0);  // [1, 2, 2, 2]
+    at::Tensor values = Tensor2d({{0, 1}, {1, 0}});
+    context.attention_values = at::stack({values, values}).unsqueeze(0);
+  }
+  std::vector<double> r0() const { return {b, a}; }
+  std::vector<double> r1() const { return {a, b}; }
+};
+
+std::shared_ptr<AttentionAwareRouter> HandRouter(const RouterSpec& spec) {
+  auto router = Create(spec, {.model_dim = 2, .num_experts = 2, .num_heads = 2});
+  SetParameter(*router, "gate_weight", Tensor2d({{1, 0}, {0, 1}}));
+  return router;
+}
+
+TEST(AttentionAwareTest, PosteriorByHand) {
+  HandExample x;
+  auto router = HandRouter(Spec(1));
+  const at::Tensor posterior = router->Posterior(x.hidden, x.context);
+  const at::Tensor expected = at::stack(
+      {Tensor2d({{float(x.a), float(x.b)}, {float(x.b), float(x.a)}}),
+       Tensor2d({{1, 0}, {float(x.c0), float(x.c1)}})});
+  EXPECT_TRUE(at::allclose(posterior[0], expected, 0, 1e-6)) << posterior;
+}
+
+// Per-token lowest entropy: token 0 uses head 1 (p0 = r0), token 1 head 0
+// (p1 = b r0 + a r1 = [a^2 + b^2, 2ab]).
+TEST(AttentionAwareTest, LowestEntropyPerTokenByHand) {
+  HandExample x;
+  auto router = HandRouter(Spec(1));
+  RoutingDecision d = router->Route(x.hidden, x.context);
+  const float same = x.a * x.a + x.b * x.b, mixed = 2 * x.a * x.b;
+  EXPECT_TRUE(at::allclose(d.aggregated_probs[0],
+                           Tensor2d({{float(x.b), float(x.a)}, {same, mixed}}),
+                           0, 1e-6))
+      << d.aggregated_probs;
+  EXPECT_TRUE(at::allclose(d.gate_probs[0],
+                           Tensor2d({{float(x.b), float(x.a)}, {float(x.a), float(x.b)}}),
+                           0, 1e-6));
+  EXPECT_TRUE(at::equal(d.selected[0], Tensor2d({{0, 1}, {1, 0}}).to(at::kBool)));
+  EXPECT_TRUE(at::allclose(d.combine_weights[0],
+                           Tensor2d({{0, float(x.a)}, {same, 0}}), 0, 1e-6));
+  EXPECT_TRUE(router->IsCausal(true));
+  EXPECT_FALSE(router->IsCausal(false));
+  EXPECT_TRUE(router->NeedsAttention());
+}
+
+// One head per sequence: mean entropies are H([a, b]) = 0.582 for head 0 and
+// 0.651 / 2 for head 1, so head 1 for both tokens.
+TEST(AttentionAwareTest, LowestMeanEntropyByHand) {
+  HandExample x;
+  auto router = HandRouter(Spec(1, LOWEST_MEAN_ENTROPY));
+  RoutingDecision d = router->Route(x.hidden, x.context);
+  std::vector<float> p1(2);
+  for (int e = 0; e < 2; ++e) p1[e] = x.c0 * x.r0()[e] + x.c1 * x.r1()[e];
+  EXPECT_TRUE(at::allclose(d.aggregated_probs[0],
+                           Tensor2d({{float(x.b), float(x.a)}, p1}), 0, 1e-6));
+  EXPECT_FALSE(router->IsCausal(true));
+}
+
+// All heads, weighted by softmax over heads of minus the row entropy.
+TEST(AttentionAwareTest, AllHeadsWeightedByHand) {
+  HandExample x;
+  auto router = HandRouter(Spec(1, ALL_HEADS_WEIGHTED));
+  RoutingDecision d = router->Route(x.hidden, x.context);
+  const double h_ab = Entropy({x.a, x.b}), h_c = Entropy({x.c0, x.c1});
+  // Token 0: head 0 row [a, b] (entropy h_ab), head 1 row [1, 0] (entropy 0).
+  const double w00 = std::exp(-h_ab) / (std::exp(-h_ab) + 1), w01 = 1 - w00;
+  // Token 1: head 0 row [b, a] (h_ab), head 1 row [c0, c1] (h_c).
+  const double w10 = std::exp(-h_ab) / (std::exp(-h_ab) + std::exp(-h_c));
+  const double w11 = 1 - w10;
+  std::vector<float> p0(2), p1(2);
+  for (int e = 0; e < 2; ++e) {
+    p0[e] = w00 * (x.a * x.r0()[e] + x.b * x.r1()[e]) + w01 * x.r0()[e];
+    p1[e] = w10 * (x.b * x.r0()[e] + x.a * x.r1()[e]) +
+            w11 * (x.c0 * x.r0()[e] + x.c1 * x.r1()[e]);
+  }
+  EXPECT_TRUE(at::allclose(d.aggregated_probs[0], Tensor2d({p0, p1}), 0, 1e-6))
+      << d.aggregated_probs;
+  EXPECT_TRUE(router->IsCausal(true));
+}
+
+// With every V_h[j] equal the likelihood is flat in j, so the posterior is A
+// itself and p_i = sum_j A_h*[i, j] r_j, h* the head whose row A_h[i, :] has
+// the lowest entropy. Causal attention has exact zeros: no NaN.
+TEST(AttentionAwareTest, FlatLikelihoodReducesToAttention) {
+  at::manual_seed(11);
+  const int64_t batch = 2, heads = 3, tokens = 6, dim = 4, experts = 5;
+  for (bool causal : {true, false}) {
+    auto router = Create(Spec(2), {.model_dim = dim, .num_experts = experts,
+                                   .num_heads = heads});
+    SetParameter(*router, "gate_weight", at::randn({experts, dim}));
+    const at::Tensor hidden = at::randn({batch, tokens, dim});
+    RoutingContext context;
+    context.attention_probs = RandomAttention(batch, heads, tokens, causal);
+    context.attention_values =
+        at::randn({batch, heads, 1, dim}).expand({batch, heads, tokens, dim}) * 3;
+
+    const at::Tensor posterior = router->Posterior(hidden, context);
+    EXPECT_TRUE(at::allclose(posterior, context.attention_probs, 0, 1e-6));
+    RoutingDecision d = router->Route(hidden, context);
+    ASSERT_FALSE(at::isnan(d.aggregated_probs).any().item<bool>());
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < tokens; ++i) {
+        int64_t best = 0;
+        double best_entropy = 1e9;
+        for (int64_t h = 0; h < heads; ++h) {
+          const double entropy = Entropy(context.attention_probs[b][h][i]);
+          if (entropy < best_entropy) best_entropy = entropy, best = h;
+        }
+        const at::Tensor expected =
+            at::matmul(context.attention_probs[b][best][i], d.gate_probs[b]);
+        EXPECT_TRUE(at::allclose(d.aggregated_probs[b][i], expected, 0, 1e-6))
+            << "causal " << causal << " b " << b << " i " << i;
+      }
+    }
+  }
+}
+
+TEST(AttentionAwareTest, PosteriorRowsSumToOneEvenForFarApartTokens) {
+  at::manual_seed(12);
+  for (double scale : {1.0, 1e3}) {
+    RouterSpec spec = Spec(2);
+    spec.mutable_attention_aware()->set_sigma(scale > 1 ? 0.1 : 1.0);
+    auto router = Create(spec, {.model_dim = 8, .num_experts = 4, .num_heads = 2});
+    const at::Tensor hidden = at::randn({2, 7, 8}) * scale;
+    RoutingContext context;
+    context.attention_probs = RandomAttention(2, 2, 7, /*causal=*/true);
+    context.attention_values = at::randn({2, 2, 7, 8}) * scale;
+    const at::Tensor posterior = router->Posterior(hidden, context);
+    EXPECT_TRUE(at::isfinite(posterior).all().item<bool>());
+    EXPECT_TRUE(at::allclose(posterior.sum(-1), at::ones({2, 2, 7}), 0, 1e-5));
+    // A = 0 (above the diagonal) stays 0.
+    EXPECT_EQ(posterior.masked_select(context.attention_probs == 0)
+                  .abs().sum().item<float>(), 0);
+    RoutingDecision d = router->Route(hidden, context);
+    EXPECT_TRUE(at::isfinite(d.combine_weights).all().item<bool>());
+    EXPECT_TRUE(at::allclose(d.aggregated_probs.sum(-1), at::ones({2, 7}), 0, 1e-5));
+  }
+}
+
+TEST(AttentionAwareTest, GradientsAreFiniteAndReachTheGate) {
+  at::manual_seed(13);
+  for (HeadSelection selection :
+       {LOWEST_ENTROPY, LOWEST_MEAN_ENTROPY, ALL_HEADS_WEIGHTED}) {
+    RouterSpec spec = Spec(2, selection);
+    spec.mutable_attention_aware()->set_renormalize(true);
+    spec.set_load_balance_coef(0.01);
+    auto router = Create(spec, {.model_dim = 6, .num_experts = 4, .num_heads = 3});
+    const at::Tensor hidden = at::randn({2, 5, 6}).requires_grad_(true);
+    const at::Tensor scores = at::randn({2, 3, 5, 5}).requires_grad_(true);
+    const at::Tensor values = at::randn({2, 3, 5, 6}).requires_grad_(true);
+    RoutingContext context;
+    context.attention_probs = at::softmax(
+        scores.masked_fill(at::ones({5, 5}, at::kBool).triu(1),
+                           -std::numeric_limits<float>::infinity()),
+        -1);
+    context.attention_values = values;
+    RoutingDecision d = router->Route(hidden, context);
+    ASSERT_EQ(d.aux_losses.size(), 1u);
+    ((d.combine_weights * at::randn({2, 5, 4})).sum() + d.aux_losses[0].second)
+        .backward();
+    const at::Tensor gate_grad = router->named_parameters()["gate_weight"].grad();
+    ASSERT_TRUE(gate_grad.defined());
+    EXPECT_GT(gate_grad.abs().sum().item<double>(), 0) << selection;
+    for (const at::Tensor& t : {gate_grad, hidden.grad(), scores.grad(), values.grad()}) {
+      ASSERT_TRUE(t.defined());
+      EXPECT_TRUE(at::isfinite(t).all().item<bool>()) << selection;
+    }
+    EXPECT_GT(values.grad().abs().sum().item<double>(), 0);
+  }
+}
+
+// Padded keys are never aggregated, whatever mass A gives them.
+TEST(AttentionAwareTest, PaddedTokensAreNotAggregated) {
+  at::manual_seed(14);
+  auto router = Create(Spec(2), {.model_dim = 4, .num_experts = 3, .num_heads = 2});
+  SetParameter(*router, "gate_weight", at::randn({3, 4}));
+  const at::Tensor hidden = at::randn({2, 5, 4});
+  RoutingContext context;
+  context.attention_probs = RandomAttention(2, 2, 5, /*causal=*/false);
+  context.attention_values = at::randn({2, 2, 5, 4});
+  context.padding_mask = at::ones({2, 5}, at::kBool);
+  context.padding_mask[0].slice(0, 3).fill_(false);
+
+  const at::Tensor posterior = router->Posterior(hidden, context);
+  EXPECT_EQ(posterior[0].slice(2, 3).abs().max().item<float>(), 0.0f);
+  EXPECT_TRUE(at::allclose(posterior.sum(-1), at::ones({2, 2, 5}), 0, 1e-5));
+
+  // New padded tokens (hidden, values, attention to them) change nothing for
+  // the real tokens.
+  at::Tensor changed_hidden = hidden.clone();
+  changed_hidden[0].slice(0, 3).normal_(0, 5);
+  RoutingContext changed = context;
+  changed.attention_values = context.attention_values.clone();
+  changed.attention_values[0].slice(1, 3).normal_(0, 5);
+  changed.attention_probs = context.attention_probs.clone();
+  changed.attention_probs[0].slice(2, 3).mul_(7);
+  RoutingDecision a = router->Route(hidden, context);
+  RoutingDecision b = router->Route(changed_hidden, changed);
+  EXPECT_TRUE(at::allclose(a.aggregated_probs[0].slice(0, 0, 3),
+                           b.aggregated_probs[0].slice(0, 0, 3), 0, 1e-6));
+  EXPECT_TRUE(at::equal(a.selected[0].slice(0, 0, 3), b.selected[0].slice(0, 0, 3)));
+
+  // A query whose every key is padded keeps itself: no NaN.
+  RoutingContext all_padded = context;
+  all_padded.padding_mask = at::zeros({2, 5}, at::kBool);
+  RoutingDecision c = router->Route(hidden, all_padded);
+  EXPECT_TRUE(at::allclose(c.aggregated_probs, c.gate_probs));
+}
+
+// With causal attention, per-token head choice reads only tokens <= i; one
+// head per sequence reads them all. Values are flat in j (posterior = A).
+// Rows 4..7 of one head are one-hot (entropy 0) and of the other uniform over
+// the prefix (entropy >= log 5 each, more than all rows 0..3 together can
+// have), so swapping them flips the per-sequence head choice.
+TEST(AttentionAwareTest, CausalUnlessOneHeadPerSequence) {
+  at::manual_seed(15);
+  const int64_t tokens = 8;
+  const at::Tensor prefix = RandomAttention(3, 2, tokens, /*causal=*/true, 3.0);
+  const at::Tensor one_hot = at::eye(tokens).slice(0, 4);  // rows 4..7
+  const at::Tensor uniform =
+      at::ones({tokens, tokens}).tril().slice(0, 4) /
+      at::arange(5, 9, at::kFloat).unsqueeze(1);
+  auto attention = [&](int64_t sharp_head) {
+    at::Tensor a = prefix.clone();
+    a.select(1, sharp_head).slice(1, 4).copy_(one_hot);
+    a.select(1, 1 - sharp_head).slice(1, 4).copy_(uniform);
+    return a;
+  };
+  for (HeadSelection selection :
+       {LOWEST_ENTROPY, ALL_HEADS_WEIGHTED, LOWEST_MEAN_ENTROPY}) {
+    auto router = Create(Spec(2, selection),
+                         {.model_dim = 4, .num_experts = 4, .num_heads = 2});
+    SetParameter(*router, "gate_weight", at::randn({4, 4}) * 2);
+    const at::Tensor hidden = at::randn({3, tokens, 4});
+    RoutingContext context;
+    context.attention_probs = attention(0);
+    context.attention_values =
+        at::randn({3, 2, 1, 4}).expand({3, 2, tokens, 4});
+    // Later tokens change: their hidden states and attention rows.
+    at::Tensor changed_hidden = hidden.clone();
+    changed_hidden.slice(1, 4).normal_(0, 3);
+    RoutingContext changed = context;
+    changed.attention_probs = attention(1);
+    RoutingDecision a = router->Route(hidden, context);
+    RoutingDecision b = router->Route(changed_hidden, changed);
+    const double prefix_change =
+        (a.aggregated_probs.slice(1, 0, 4) - b.aggregated_probs.slice(1, 0, 4))
+            .abs().max().item<double>();
+    if (router->IsCausal(true)) {
+      EXPECT_LT(prefix_change, 1e-6) << selection;
+      EXPECT_TRUE(at::equal(a.selected.slice(1, 0, 4), b.selected.slice(1, 0, 4)));
+    } else {
+      EXPECT_EQ(selection, LOWEST_MEAN_ENTROPY);
+      EXPECT_GT(prefix_change, 1e-3);
+    }
+  }
+}
+
+TEST(AttentionAwareTest, CombineWeightsAreZeroOutsideTheSelection) {
+  at::manual_seed(16);
+  RouterSpec spec = Spec(2);
+  spec.mutable_attention_aware()->set_gate(SIGMOID);
+  auto router = Create(spec, {.model_dim = 8, .num_experts = 6, .num_heads = 2});
+  SetParameter(*router, "gate_weight", at::randn({6, 8}));
+  RoutingContext context;
+  context.attention_probs = RandomAttention(3, 2, 9, /*causal=*/true);
+  context.attention_values = at::randn({3, 2, 9, 8});
+  RoutingDecision d = router->Route(at::randn({3, 9, 8}), context);
+  EXPECT_TRUE(at::allclose(d.gate_probs, at::sigmoid(d.logits)));
+  EXPECT_TRUE(at::isfinite(d.combine_weights).all().item<bool>());
+  EXPECT_GE(d.combine_weights.min().item<float>(), 0);
+  EXPECT_EQ(d.combine_weights.masked_select(d.selected.logical_not())
+                .abs().sum().item<float>(), 0);
+  EXPECT_TRUE(at::equal(d.selected.sum(-1), at::full({3, 9}, 2, at::kLong)));
+  // p is a convex mix of r, so it stays within r's range per expert.
+  EXPECT_LE(d.aggregated_probs.max().item<float>(), d.gate_probs.max().item<float>() + 1e-6);
+}
+
+TEST(AttentionAwareTest, MissingAttentionIsAProgrammerError) {
+  auto router = Create(Spec(1), {.model_dim = 2, .num_experts = 2, .num_heads = 1});
+  EXPECT_THROW(router->Route(at::randn({1, 3, 2}), {}), c10::Error);
+}
+
+TEST(AttentionAwareRegistrationTest, ResolveAndValidate) {
+  const RouterRegistration* entry = *RouterRegistry().Find("attention_aware");
+  RouterSpec spec;
+  spec.set_name("attention_aware");
+  spec.set_top_k(2);
+  entry->resolve(&spec, {.model_dim = 4, .num_experts = 3, .num_heads = 2});
+  ASSERT_TRUE(spec.has_attention_aware());
+  EXPECT_TRUE(spec.attention_aware().has_sigma());
+  EXPECT_EQ(spec.attention_aware().sigma(), 1.0f);
+  EXPECT_EQ(spec.attention_aware().head_selection(), LOWEST_ENTROPY);
+  EXPECT_EQ(spec.attention_aware().gate(), SOFTMAX);
+
+  const RouterDims dims{.model_dim = 4, .num_experts = 3, .num_heads = 2};
+  auto error = [&](const RouterSpec& s) {
+    return std::string(CreateRouter(s, dims).status().message());
+  };
+  spec.mutable_attention_aware()->set_sigma(-1);
+  EXPECT_EQ(error(spec), "router.attention_aware.sigma: must be > 0, got -1");
+  spec.mutable_attention_aware()->set_sigma(0);
+  EXPECT_EQ(error(spec), "router.attention_aware.sigma: must be > 0, got 0");
+  spec.mutable_attention_aware()->set_sigma(0.5);
+  auto router = CreateRouter(spec, dims);
+  ASSERT_TRUE(router.ok()) << router.status();
+  EXPECT_THAT((*router)->named_parameters().keys(), ElementsAre("gate_weight"));
+  EXPECT_EQ((*router)->named_parameters()["gate_weight"].sizes(),
+            (std::vector<int64_t>{3, 4}));
+
+  spec.set_top_k(4);
+  EXPECT_THAT(error(spec), HasSubstr("router.top_k"));
+  RouterSpec wrong = Spec(1);
+  wrong.mutable_similarity_aware();
+  EXPECT_THAT(error(wrong), HasSubstr("takes router.attention_aware"));
+}
+
+}  // namespace
+}  // namespace moelab

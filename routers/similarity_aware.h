@@ -1,0 +1,59 @@
+#ifndef MOELAB_ROUTERS_SIMILARITY_AWARE_H_
+#define MOELAB_ROUTERS_SIMILARITY_AWARE_H_
+
+// Similarity-Aware SMoE ("graph of tokens", arXiv 2505.00792): a token's
+// expert scores are the similarity-weighted mixture of its neighbours' gate
+// distributions, p_i = sum_j S_ij r_j, with
+// S = row-softmax(U W_s U^T / tau). Similar tokens thereby share experts and
+// an indecisive token borrows the confidence of its neighbours, which lowers
+// routing entropy and fluctuation. Registered as "similarity_aware".
+
+#include <cstdint>
+
+#include <ATen/core/Tensor.h>
+
+#include "core/router.h"
+#include "proto/experiment.pb.h"
+
+namespace moelab {
+
+// `spec.similarity_aware` with every unset option at its documented default
+// (what the registration's `resolve` writes).
+SimilarityAwareOptions ResolvedSimilarityAwareOptions(const RouterSpec& spec,
+                                                      const RouterDims& dims);
+
+class SimilarityAwareRouter : public Router {
+ public:
+  // `spec` must pass the registration's validation; unset options take their
+  // defaults. Parameters: `gate_weight` [E, D]; with projection FULL also
+  // `similarity_weight` [D, D] (initialised to I); with LOW_RANK
+  // `similarity_a`, `similarity_b` [D, rank] (both initialised to the same
+  // random orthonormal columns, so W_s starts as an orthogonal projection).
+  SimilarityAwareRouter(const RouterSpec& spec, const RouterDims& dims);
+
+  // hidden: [B, T, D]. Reads context.padding_mask.
+  RoutingDecision Route(const at::Tensor& hidden,
+                        const RoutingContext& context) override;
+
+  bool IsCausal(bool causal_model) const override { return options_.causal(); }
+
+  // [B, T, T] the row-stochastic similarity S (float32). Entry (i, j) is zero
+  // where j is masked (j > i when causal, padded j); a row with no allowed j
+  // (a padded token with no unpadded token before it) keeps only its own
+  // token, S_ii = 1, so that no row is ever NaN.
+  at::Tensor Similarity(const at::Tensor& hidden,
+                        const at::Tensor& padding_mask) const;
+
+ private:
+  RouterSpec spec_;
+  SimilarityAwareOptions options_;
+  int64_t top_k_;
+  at::Tensor gate_weight_;        // [E, D]
+  at::Tensor similarity_weight_;  // [D, D], FULL only
+  at::Tensor similarity_a_;       // [D, rank], LOW_RANK only
+  at::Tensor similarity_b_;       // [D, rank], LOW_RANK only
+};
+
+}  // namespace moelab
+
+#endif  // MOELAB_ROUTERS_SIMILARITY_AWARE_H_

@@ -1,0 +1,468 @@
+#include "routers/similarity_aware.h"
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/nn/module.h>
+
+#include "core/router.h"
+#include "proto/experiment.pb.h"
+#include "routers/router_util.h"
+
+namespace moelab {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+RouterSpec Spec(double top_k) {
+  RouterSpec spec;
+  spec.set_name("similarity_aware");
+  spec.set_top_k(top_k);
+  return spec;
+}
+
+std::shared_ptr<Router> Create(const RouterSpec& spec, const RouterDims& dims) {
+  absl::StatusOr<std::shared_ptr<Router>> router = CreateRouter(spec, dims);
+  EXPECT_TRUE(router.ok()) << router.status();
+  return router.ok() ? *router : nullptr;
+}
+
+void SetParameter(torch::nn::Module& module, const std::string& name,
+                  const at::Tensor& value) {
+  at::NoGradGuard no_grad;
+  torch::Tensor* parameter = module.named_parameters().find(name);
+  ASSERT_NE(parameter, nullptr) << name;
+  parameter->copy_(value);
+}
+
+at::Tensor Tensor2d(std::vector<std::vector<float>> rows) {
+  const int64_t cols = rows[0].size();
+  at::Tensor t = at::empty({static_cast<int64_t>(rows.size()), cols});
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (int64_t j = 0; j < cols; ++j) t[i][j] = rows[i][j];
+  }
+  return t;
+}
+
+double Entropy(const at::Tensor& distribution) {
+  double h = 0;
+  for (int64_t i = 0; i < distribution.numel(); ++i) {
+    const double p = distribution[i].item<double>();
+    if (p > 0) h -= p * std::log(p);
+  }
+  return h;
+}
+
+// Two tokens u0 = e0, u1 = e1 and a gate that reads coordinate e of u for
+// expert e: r0 = softmax([1, 0]) = [a, b], r1 = [b, a] with a = e / (1 + e).
+// S = softmax(U U^T) = [[a, b], [b, a]], so p0 = a r0 + b r1 =
+// [a^2 + b^2, 2ab] and p1 = [2ab, a^2 + b^2].
+TEST(SimilarityAwareTest, TwoTokensByHand) {
+  RouterSpec spec = Spec(1);
+  spec.mutable_similarity_aware()->set_causal(false);
+  auto router = Create(spec, {.model_dim = 2, .num_experts = 2});
+  SetParameter(*router, "gate_weight", Tensor2d({{1, 0}, {0, 1}}));
+  const at::Tensor hidden = Tensor2d({{1, 0}, {0, 1}}).unsqueeze(0);
+
+  RoutingDecision d = router->Route(hidden, {});
+  const double a = std::exp(1.0) / (1 + std::exp(1.0)), b = 1 - a;
+  const double same = a * a + b * b, mixed = 2 * a * b;
+  ASSERT_TRUE(d.aggregated_probs.defined());
+  EXPECT_TRUE(at::allclose(d.aggregated_probs[0],
+                           Tensor2d({{float(same), float(mixed)},
+                                     {float(mixed), float(same)}}),
+                           0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.gate_probs[0],
+                           Tensor2d({{float(a), float(b)}, {float(b), float(a)}}),
+                           0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.logits[0], Tensor2d({{1, 0}, {0, 1}})));
+  EXPECT_TRUE(at::equal(d.selected[0], Tensor2d({{1, 0}, {0, 1}}).to(at::kBool)));
+  EXPECT_TRUE(at::allclose(d.combine_weights[0],
+                           Tensor2d({{float(same), 0}, {0, float(same)}}), 0,
+                           1e-6));
+  EXPECT_FALSE(d.dropped.defined());
+}
+
+// Three tokens u0 = e0, u1 = e1, u2 = e0 + e1, three experts, the third with
+// a zero gate row; causal, tau = 2, k = 2, renormalised.
+// logits: [1,0,0], [0,1,0], [1,1,0]. Causal S / 2:
+//   row 0: [1]
+//   row 1: softmax([0, 1/2])          = [c, d]    c = 1/(1+e^.5)
+//   row 2: softmax([1/2, 1/2, 1])     = [f, f, g] f = 1/(2+e^.5)
+TEST(SimilarityAwareTest, ThreeCausalTokensByHand) {
+  RouterSpec spec = Spec(2);
+  spec.mutable_similarity_aware()->set_causal(true);
+  spec.mutable_similarity_aware()->set_temperature(2);
+  spec.mutable_similarity_aware()->set_renormalize(true);
+  auto router = Create(spec, {.model_dim = 2, .num_experts = 3});
+  SetParameter(*router, "gate_weight", Tensor2d({{1, 0}, {0, 1}, {0, 0}}));
+  const at::Tensor hidden = Tensor2d({{1, 0}, {0, 1}, {1, 1}}).unsqueeze(0);
+
+  const double e = std::exp(1.0), h = std::exp(0.5);
+  const std::vector<double> r0 = {e / (e + 2), 1 / (e + 2), 1 / (e + 2)};
+  const std::vector<double> r1 = {1 / (e + 2), e / (e + 2), 1 / (e + 2)};
+  const std::vector<double> r2 = {e / (2 * e + 1), e / (2 * e + 1), 1 / (2 * e + 1)};
+  const double c = 1 / (1 + h), dd = h / (1 + h);
+  const double f = 1 / (2 + h), g = h / (2 + h);
+  std::vector<std::vector<float>> p(3, std::vector<float>(3));
+  for (int x = 0; x < 3; ++x) {
+    p[0][x] = r0[x];
+    p[1][x] = c * r0[x] + dd * r1[x];
+    p[2][x] = f * r0[x] + f * r1[x] + g * r2[x];
+  }
+  RoutingDecision d = router->Route(hidden, {});
+  EXPECT_TRUE(at::allclose(d.aggregated_probs[0], Tensor2d(p), 0, 1e-6))
+      << d.aggregated_probs;
+  // Token 0 takes experts 0 and one of the tied 1, 2 (at::topk's choice);
+  // token 1: p1 ~ [0.349, 0.439, 0.212] -> experts 0, 1; token 2: p2 ~
+  // [0.407, 0.407, 0.186] -> experts 0, 1.
+  EXPECT_TRUE(d.selected[0][0][0].item<bool>());
+  EXPECT_EQ(d.selected[0][0].sum().item<int64_t>(), 2);
+  EXPECT_TRUE(at::equal(d.selected[0].slice(0, 1),
+                        Tensor2d({{1, 1, 0}, {1, 1, 0}}).to(at::kBool)));
+  const float w10 = p[1][0] / (p[1][0] + p[1][1]);
+  const float w20 = p[2][0] / (p[2][0] + p[2][1]);
+  EXPECT_TRUE(at::allclose(d.combine_weights[0].slice(0, 1),
+                           Tensor2d({{w10, 1 - w10, 0}, {w20, 1 - w20, 0}}), 0,
+                           1e-6));
+  EXPECT_NEAR(d.combine_weights[0][0].sum().item<float>(), 1.0, 1e-6);
+
+  // S itself: rows as above, zero above the diagonal.
+  at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(
+      hidden, at::Tensor());
+  EXPECT_TRUE(at::allclose(
+      s[0],
+      Tensor2d({{1, 0, 0}, {float(c), float(dd), 0}, {float(f), float(f), float(g)}}),
+      0, 1e-6));
+}
+
+// The sigmoid gate gives r = sigmoid(logits); p is still S r.
+TEST(SimilarityAwareTest, SigmoidGateByHand) {
+  RouterSpec spec = Spec(1);
+  spec.mutable_similarity_aware()->set_causal(false);
+  spec.mutable_similarity_aware()->set_gate(SIGMOID);
+  auto router = Create(spec, {.model_dim = 2, .num_experts = 2});
+  SetParameter(*router, "gate_weight", Tensor2d({{2, 0}, {0, 0}}));
+  // u0 = u1 = e0: S = [[1/2, 1/2], [1/2, 1/2]], r = [sigmoid(2), 1/2].
+  const at::Tensor hidden = Tensor2d({{1, 0}, {1, 0}}).unsqueeze(0);
+  RoutingDecision d = router->Route(hidden, {});
+  const float s2 = 1 / (1 + std::exp(-2.0));
+  EXPECT_TRUE(at::allclose(d.aggregated_probs[0],
+                           Tensor2d({{s2, 0.5}, {s2, 0.5}}), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.combine_weights[0], Tensor2d({{s2, 0}, {s2, 0}}),
+                           0, 1e-6));
+}
+
+// Paper, tau -> 0 with W_s = I: S -> I when each token is most similar to
+// itself (unit vectors: u_i . u_i = 1 > u_i . u_j), so the decision is the
+// token-choice one: top-k of r, combine = r at the selected experts.
+TEST(SimilarityAwareTest, ZeroTemperatureIsTokenChoice) {
+  at::manual_seed(1);
+  RouterSpec spec = Spec(2);
+  spec.mutable_similarity_aware()->set_temperature(1e-4);
+  spec.mutable_similarity_aware()->set_causal(false);
+  auto router = Create(spec, {.model_dim = 16, .num_experts = 6});
+  SetParameter(*router, "gate_weight", at::randn({6, 16}));
+  at::Tensor hidden = at::randn({3, 10, 16});
+  hidden = hidden / hidden.norm(2, -1, true);
+
+  RoutingDecision d = router->Route(hidden, {});
+  const at::Tensor r = at::softmax(
+      at::matmul(hidden, router->named_parameters()["gate_weight"].t()), -1);
+  const at::Tensor expected_selected =
+      at::zeros({3, 10, 6}, at::kBool).scatter_(-1, std::get<1>(at::topk(r, 2)), true);
+  EXPECT_TRUE(at::allclose(d.gate_probs, r, 0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.aggregated_probs, r, 0, 1e-6));
+  EXPECT_TRUE(at::equal(d.selected, expected_selected));
+  EXPECT_TRUE(at::allclose(d.combine_weights, r * expected_selected, 0, 1e-6));
+}
+
+// Proposition 1: H(p_i) <= sum_j S_ij H(r_j) + H(S_i), for every token of
+// many random inputs, temperatures, projections and masks.
+TEST(SimilarityAwareTest, EntropyBoundOfProposition1) {
+  at::manual_seed(2);
+  int checked = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    const int64_t dim = 2 + trial % 5, experts = 2 + trial % 4,
+                  tokens = 1 + trial % 7;
+    RouterSpec spec = Spec(1);
+    SimilarityAwareOptions* o = spec.mutable_similarity_aware();
+    o->set_temperature(std::pow(10.0, at::rand({1}).item<double>() * 3 - 2));
+    o->set_causal(trial % 2 == 0);
+    o->set_projection(trial % 3 == 0 ? FULL : IDENTITY);
+    auto router = Create(spec, {.model_dim = dim, .num_experts = experts});
+    SetParameter(*router, "gate_weight", at::randn({experts, dim}) * 2);
+    if (o->projection() == FULL) {
+      SetParameter(*router, "similarity_weight", at::randn({dim, dim}));
+    }
+    const at::Tensor hidden = at::randn({2, tokens, dim}) * 1.5;
+    RoutingContext context;
+    if (trial % 4 == 1) context.padding_mask = at::rand({2, tokens}) > 0.3;
+    RoutingDecision d = router->Route(hidden, context);
+    const at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(
+        hidden, context.padding_mask);
+    for (int64_t b = 0; b < 2; ++b) {
+      for (int64_t i = 0; i < tokens; ++i) {
+        double bound = Entropy(s[b][i]);
+        for (int64_t j = 0; j < tokens; ++j) {
+          bound += s[b][i][j].item<double>() * Entropy(d.gate_probs[b][j]);
+        }
+        EXPECT_LE(Entropy(d.aggregated_probs[b][i]), bound + 1e-5)
+            << "trial " << trial << " b " << b << " i " << i;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 200);
+}
+
+// Causal S: tokens after position i cannot change p or the choice at i.
+TEST(SimilarityAwareTest, CausalIgnoresLaterTokens) {
+  at::manual_seed(3);
+  for (bool causal : {true, false}) {
+    RouterSpec spec = Spec(2);
+    spec.mutable_similarity_aware()->set_causal(causal);
+    auto router = Create(spec, {.model_dim = 8, .num_experts = 4});
+    EXPECT_EQ(router->IsCausal(!causal), causal);
+    SetParameter(*router, "gate_weight", at::randn({4, 8}));
+    const at::Tensor hidden = at::randn({2, 7, 8});
+    at::Tensor changed = hidden.clone();
+    changed.slice(1, 4).copy_(at::randn({2, 3, 8}) * 3);
+    RoutingDecision a = router->Route(hidden, {});
+    RoutingDecision b = router->Route(changed, {});
+    const double prefix_change =
+        (a.aggregated_probs.slice(1, 0, 4) - b.aggregated_probs.slice(1, 0, 4))
+            .abs().max().item<double>();
+    if (causal) {
+      EXPECT_LT(prefix_change, 1e-6);
+      EXPECT_TRUE(at::equal(a.selected.slice(1, 0, 4), b.selected.slice(1, 0, 4)));
+      EXPECT_LT((a.combine_weights.slice(1, 0, 4) - b.combine_weights.slice(1, 0, 4))
+                    .abs().max().item<double>(), 1e-6);
+    } else {
+      EXPECT_GT(prefix_change, 1e-3);
+    }
+  }
+}
+
+TEST(SimilarityAwareTest, CausalDefaultFollowsTheModel) {
+  RouterSpec spec = Spec(1);
+  auto causal = Create(spec, {.model_dim = 4, .num_experts = 2, .causal_model = true});
+  auto bidirectional = Create(spec, {.model_dim = 4, .num_experts = 2});
+  EXPECT_TRUE(causal->IsCausal(true));
+  EXPECT_FALSE(bidirectional->IsCausal(false));
+}
+
+// Padded keys get zero similarity, so padded tokens cannot move p elsewhere.
+TEST(SimilarityAwareTest, PaddedTokensAreNotAggregated) {
+  at::manual_seed(4);
+  RouterSpec spec = Spec(2);
+  spec.mutable_similarity_aware()->set_causal(false);
+  auto router = Create(spec, {.model_dim = 8, .num_experts = 4});
+  SetParameter(*router, "gate_weight", at::randn({4, 8}));
+  const at::Tensor hidden = at::randn({2, 5, 8});
+  RoutingContext context;
+  context.padding_mask = at::ones({2, 5}, at::kBool);
+  context.padding_mask[0].slice(0, 3).fill_(false);  // sequence 0: 3 real tokens
+  at::Tensor changed = hidden.clone();
+  changed[0].slice(0, 3).copy_(at::randn({2, 8}) * 5);
+
+  const at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(
+      hidden, context.padding_mask);
+  EXPECT_EQ(s[0].slice(1, 3).abs().max().item<float>(), 0.0f);
+  EXPECT_TRUE(at::allclose(s.sum(-1), at::ones({2, 5}), 0, 1e-6));
+  RoutingDecision a = router->Route(hidden, context);
+  RoutingDecision b = router->Route(changed, context);
+  EXPECT_TRUE(at::allclose(a.aggregated_probs[0].slice(0, 0, 3),
+                           b.aggregated_probs[0].slice(0, 0, 3), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(a.aggregated_probs[1], b.aggregated_probs[1]));
+
+  // A padded first token under a causal S has no admissible key: it keeps
+  // itself (p = r), never NaN.
+  spec.mutable_similarity_aware()->set_causal(true);
+  auto causal = Create(spec, {.model_dim = 8, .num_experts = 4});
+  RoutingContext left_padded;
+  left_padded.padding_mask = at::ones({1, 5}, at::kBool);
+  left_padded.padding_mask[0][0] = false;
+  RoutingDecision c = causal->Route(hidden.slice(0, 0, 1), left_padded);
+  EXPECT_FALSE(at::isnan(c.aggregated_probs).any().item<bool>());
+  EXPECT_TRUE(at::allclose(c.aggregated_probs[0][0], c.gate_probs[0][0]));
+}
+
+// W_s = c I is the identity projection at temperature tau / c, and a
+// full-rank A B^T = I is W_s = I.
+TEST(SimilarityAwareTest, ProjectionsAgreeWithIdentity) {
+  at::manual_seed(5);
+  const RouterDims dims{.model_dim = 4, .num_experts = 3};
+  const at::Tensor gate = at::randn({3, 4});
+  const at::Tensor hidden = at::randn({2, 6, 4});
+  RouterSpec identity_spec = Spec(2);
+  identity_spec.mutable_similarity_aware()->set_temperature(0.5);
+  auto identity = Create(identity_spec, dims);
+  SetParameter(*identity, "gate_weight", gate);
+  const at::Tensor expected = identity->Route(hidden, {}).aggregated_probs;
+
+  RouterSpec full_spec = Spec(2);
+  full_spec.mutable_similarity_aware()->set_projection(FULL);
+  auto full = Create(full_spec, dims);
+  SetParameter(*full, "gate_weight", gate);
+  SetParameter(*full, "similarity_weight", at::eye(4) * 2);
+  EXPECT_TRUE(at::allclose(full->Route(hidden, {}).aggregated_probs, expected,
+                           0, 1e-6));
+
+  RouterSpec low_rank_spec = Spec(2);
+  low_rank_spec.mutable_similarity_aware()->set_projection(LOW_RANK);
+  low_rank_spec.mutable_similarity_aware()->set_projection_rank(4);
+  low_rank_spec.mutable_similarity_aware()->set_temperature(0.5);
+  auto low_rank = Create(low_rank_spec, dims);
+  SetParameter(*low_rank, "gate_weight", gate);
+  SetParameter(*low_rank, "similarity_a", at::eye(4));
+  SetParameter(*low_rank, "similarity_b", at::eye(4));
+  EXPECT_TRUE(at::allclose(low_rank->Route(hidden, {}).aggregated_probs,
+                           expected, 0, 1e-6));
+}
+
+TEST(SimilarityAwareTest, ParametersAndTheirInitialValues) {
+  const RouterDims dims{.model_dim = 6, .num_experts = 3};
+  RouterSpec spec = Spec(2);
+  EXPECT_THAT(Create(spec, dims)->named_parameters().keys(),
+              ElementsAre("gate_weight"));
+  spec.mutable_similarity_aware()->set_projection(FULL);
+  auto full = Create(spec, dims);
+  EXPECT_THAT(full->named_parameters().keys(),
+              ElementsAre("gate_weight", "similarity_weight"));
+  EXPECT_TRUE(at::equal(full->named_parameters()["similarity_weight"], at::eye(6)));
+  const double gate_std = full->named_parameters()["gate_weight"].std().item<double>();
+  EXPECT_GT(gate_std, 0.005);
+  EXPECT_LT(gate_std, 0.05);
+
+  spec.mutable_similarity_aware()->set_projection(LOW_RANK);
+  spec.mutable_similarity_aware()->set_projection_rank(2);
+  auto low_rank = Create(spec, dims);
+  EXPECT_THAT(low_rank->named_parameters().keys(),
+              ElementsAre("gate_weight", "similarity_a", "similarity_b"));
+  const at::Tensor a = low_rank->named_parameters()["similarity_a"];
+  EXPECT_EQ(a.sizes(), (std::vector<int64_t>{6, 2}));
+  // Orthonormal columns: A^T A = I, and B starts equal to A.
+  EXPECT_TRUE(at::allclose(at::matmul(a.t(), a), at::eye(2), 0, 1e-5));
+  EXPECT_TRUE(at::equal(a, low_rank->named_parameters()["similarity_b"]));
+}
+
+TEST(SimilarityAwareTest, GradientsReachEveryParameter) {
+  at::manual_seed(6);
+  for (SimilarityProjection projection : {IDENTITY, FULL, LOW_RANK}) {
+    RouterSpec spec = Spec(2);
+    spec.mutable_similarity_aware()->set_projection(projection);
+    if (projection == LOW_RANK) spec.mutable_similarity_aware()->set_projection_rank(3);
+    spec.set_load_balance_coef(0.01);
+    spec.set_z_loss_coef(0.001);
+    auto router = Create(spec, {.model_dim = 5, .num_experts = 4, .causal_model = true});
+    SetParameter(*router, "gate_weight", at::randn({4, 5}));
+    const at::Tensor hidden = at::randn({2, 6, 5}).requires_grad_(true);
+    RoutingDecision d = router->Route(hidden, {});
+    ASSERT_EQ(d.aux_losses.size(), 2u);
+    EXPECT_EQ(d.aux_losses[0].first, "load_balance");
+    EXPECT_NEAR(d.aux_losses[0].second.item<double>(),
+                0.01 * LoadBalanceLoss(d.gate_probs, d.selected).item<double>(), 1e-7);
+    EXPECT_EQ(d.aux_losses[1].first, "z_loss");
+    (d.combine_weights * at::randn({2, 6, 4})).sum().backward();
+    for (const auto& parameter : router->named_parameters()) {
+      ASSERT_TRUE(parameter.value().grad().defined()) << parameter.key();
+      EXPECT_GT(parameter.value().grad().abs().sum().item<double>(), 0)
+          << parameter.key();
+      EXPECT_TRUE(at::isfinite(parameter.value().grad()).all().item<bool>());
+    }
+    EXPECT_GT(hidden.grad().abs().sum().item<double>(), 0);
+  }
+}
+
+TEST(SimilarityAwareTest, CombineWeightsAreZeroOutsideTheSelection) {
+  at::manual_seed(7);
+  RouterSpec spec = Spec(3);
+  auto router = Create(spec, {.model_dim = 8, .num_experts = 5});
+  SetParameter(*router, "gate_weight", at::randn({5, 8}));
+  RoutingDecision d = router->Route(at::randn({4, 9, 8}), {});
+  EXPECT_TRUE(at::isfinite(d.combine_weights).all().item<bool>());
+  EXPECT_GE(d.combine_weights.min().item<float>(), 0);
+  EXPECT_EQ(d.combine_weights.masked_select(d.selected.logical_not())
+                .abs().sum().item<float>(), 0);
+  EXPECT_TRUE(at::equal(d.selected.sum(-1), at::full({4, 9}, 3, at::kLong)));
+  EXPECT_TRUE(at::allclose(d.aggregated_probs.sum(-1), at::ones({4, 9}), 0, 1e-5));
+}
+
+TEST(SimilarityAwareRegistrationTest, ResolveWritesEveryDefault) {
+  const RouterRegistration* entry = *RouterRegistry().Find("similarity_aware");
+  ASSERT_TRUE(entry->resolve);
+  RouterSpec spec = Spec(2);
+  entry->resolve(&spec, {.model_dim = 4, .num_experts = 2, .causal_model = true});
+  ASSERT_TRUE(spec.has_similarity_aware());
+  const SimilarityAwareOptions& o = spec.similarity_aware();
+  EXPECT_TRUE(o.has_temperature());
+  EXPECT_EQ(o.temperature(), 1.0f);
+  EXPECT_EQ(o.projection(), IDENTITY);
+  EXPECT_EQ(o.gate(), SOFTMAX);
+  ASSERT_TRUE(o.has_causal());
+  EXPECT_TRUE(o.causal());
+
+  // Explicit values stay; causal=false in a causal model stays false.
+  RouterSpec set = Spec(2);
+  set.mutable_similarity_aware()->set_temperature(0.25);
+  set.mutable_similarity_aware()->set_causal(false);
+  set.mutable_similarity_aware()->set_gate(SIGMOID);
+  entry->resolve(&set, {.model_dim = 4, .num_experts = 2, .causal_model = true});
+  EXPECT_EQ(set.similarity_aware().temperature(), 0.25f);
+  EXPECT_FALSE(set.similarity_aware().causal());
+  EXPECT_EQ(set.similarity_aware().gate(), SIGMOID);
+
+  // Another router's options are left for validate to report.
+  RouterSpec wrong = Spec(2);
+  wrong.mutable_unified();
+  entry->resolve(&wrong, {.model_dim = 4, .num_experts = 2});
+  EXPECT_TRUE(wrong.has_unified());
+  EXPECT_THAT(entry->validate(wrong, {.model_dim = 4, .num_experts = 2}).message(),
+              HasSubstr("router.unified: these options belong to another router"));
+}
+
+TEST(SimilarityAwareRegistrationTest, ValidateNamesTheField) {
+  const RouterDims dims{.model_dim = 4, .num_experts = 3};
+  auto error = [&](const RouterSpec& spec) {
+    return std::string(CreateRouter(spec, dims).status().message());
+  };
+  RouterSpec spec = Spec(2);
+  spec.mutable_similarity_aware()->set_temperature(-1);
+  EXPECT_EQ(error(spec), "router.similarity_aware.temperature: must be > 0, got -1");
+  spec.mutable_similarity_aware()->set_temperature(0);
+  EXPECT_EQ(error(spec), "router.similarity_aware.temperature: must be > 0, got 0");
+  spec.mutable_similarity_aware()->set_temperature(std::nanf(""));
+  EXPECT_THAT(error(spec), HasSubstr("router.similarity_aware.temperature"));
+
+  spec = Spec(2);
+  spec.mutable_similarity_aware()->set_projection(LOW_RANK);
+  EXPECT_THAT(error(spec),
+              HasSubstr("router.similarity_aware.projection_rank: must be in [1, 4]"));
+  spec.mutable_similarity_aware()->set_projection_rank(5);
+  EXPECT_THAT(error(spec), HasSubstr("got 5"));
+  spec.mutable_similarity_aware()->set_projection_rank(2);
+  EXPECT_TRUE(CreateRouter(spec, dims).ok());
+  spec.mutable_similarity_aware()->set_projection(FULL);
+  EXPECT_EQ(error(spec),
+            "router.similarity_aware.projection_rank: must be 0 unless projection "
+            "is LOW_RANK, got 2");
+
+  spec = Spec(4);
+  EXPECT_THAT(error(spec), HasSubstr("router.top_k"));
+  spec = Spec(1.5);
+  EXPECT_THAT(error(spec), HasSubstr("router.top_k"));
+
+  spec = Spec(2);
+  spec.mutable_attention_aware();
+  EXPECT_THAT(error(spec), HasSubstr("takes router.similarity_aware"));
+}
+
+}  // namespace
+}  // namespace moelab
