@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 
 namespace moelab {
 
@@ -13,7 +13,8 @@ absl::StatusOr<TokenizedCorpus> BuildCorpus(const SplitTokenizer& train,
                                             int64_t min_count) {
   // Pass over train once, giving each distinct word a provisional id in
   // order of first appearance; the final ids need all counts first.
-  absl::flat_hash_map<std::string, int32_t> provisional_ids;
+  // Node-based so that provisional_words may point at the keys.
+  absl::node_hash_map<std::string, int32_t> provisional_ids;
   std::vector<const std::string*> provisional_words;
   std::vector<int64_t> counts;
   TokenizedCorpus corpus;
@@ -60,9 +61,9 @@ absl::StatusOr<TokenizedCorpus> BuildCorpus(const SplitTokenizer& train,
 
   // Valid and test words are looked up through the provisional table, which
   // holds every training word.
-  for (auto [split, tokenize] : {std::pair<Split, const SplitTokenizer*>{
-                                     Split::kValid, &valid},
-                                 {Split::kTest, &test}}) {
+  for (auto [split, tokenize] :
+       {std::pair<Split, const SplitTokenizer*>{Split::kValid, &valid},
+        {Split::kTest, &test}}) {
     std::vector<int32_t>& ids = corpus.split(split);
     status = (*tokenize)([&](absl::string_view token) {
       auto it = provisional_ids.find(token);

@@ -20,9 +20,11 @@ absl::Status CheckDatasetOptionsCase(const DatasetSpec& spec,
   }
   const auto* field =
       DatasetSpec::descriptor()->FindFieldByNumber(spec.options_case());
-  return absl::InvalidArgumentError(absl::StrCat(
-      "dataset.", field->name(), ": these options belong to another dataset; "
-      "dataset '", spec.name(), "' takes dataset.", expected_field));
+  return absl::InvalidArgumentError(
+      absl::StrCat("dataset.", field->name(),
+                   ": these options belong to another dataset; "
+                   "dataset '",
+                   spec.name(), "' takes dataset.", expected_field));
 }
 
 absl::Status DatasetFieldError(absl::string_view field,
@@ -34,11 +36,12 @@ absl::Status CheckDirectoryField(absl::string_view field,
                                  const std::string& dir,
                                  absl::string_view hint) {
   const std::string suffix = hint.empty() ? "" : absl::StrCat(" (", hint, ")");
-  if (dir.empty()) return DatasetFieldError(field, absl::StrCat("must be set", suffix));
+  if (dir.empty())
+    return DatasetFieldError(field, absl::StrCat("must be set", suffix));
   std::error_code error;
   if (!std::filesystem::is_directory(ResolveUserPath(dir), error)) {
-    return absl::NotFoundError(absl::StrCat(field, ": directory not found: '",
-                                            dir, "'", suffix));
+    return absl::NotFoundError(
+        absl::StrCat(field, ": directory not found: '", dir, "'", suffix));
   }
   return absl::OkStatus();
 }

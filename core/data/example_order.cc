@@ -21,8 +21,8 @@ std::shared_ptr<const std::vector<int64_t>> ExampleOrder::Permutation(
     int64_t epoch, uint64_t seed) const {
   std::lock_guard<std::mutex> lock(mu_);
   if (cached_ == nullptr || cached_epoch_ != epoch || cached_seed_ != seed) {
-    DataRng rng = DataRng::FromKeys(
-        {kShuffleSalt, seed, static_cast<uint64_t>(epoch)});
+    DataRng rng =
+        DataRng::FromKeys({kShuffleSalt, seed, static_cast<uint64_t>(epoch)});
     cached_ = std::make_shared<const std::vector<int64_t>>(
         RandomPermutation(num_train_examples_, rng));
     cached_epoch_ = epoch;
@@ -50,9 +50,9 @@ std::vector<int64_t> ExampleOrder::BatchExamples(Split split,
                                 order->begin() + begin + batch_size);
   }
   const int64_t batches = (num_examples + batch_size - 1) / batch_size;
-  TORCH_CHECK(index >= 0 && index < batches, SplitName(split),
-              " batch index ", index, " out of range [0, ", batches,
-              ") for batch_size ", batch_size);
+  TORCH_CHECK(index >= 0 && index < batches, SplitName(split), " batch index ",
+              index, " out of range [0, ", batches, ") for batch_size ",
+              batch_size);
   const int64_t end = std::min(num_examples, begin + batch_size);
   std::vector<int64_t> examples(end - begin);
   for (int64_t i = begin; i < end; ++i) examples[i - begin] = i;
@@ -63,8 +63,8 @@ void CheckExampleIndices(Split split, int64_t num_examples,
                          const std::vector<int64_t>& indices) {
   TORCH_CHECK(!indices.empty(), "GetExamples needs at least one index");
   for (int64_t i : indices) {
-    TORCH_CHECK(i >= 0 && i < num_examples, SplitName(split),
-                " example index ", i, " out of range [0, ", num_examples, ")");
+    TORCH_CHECK(i >= 0 && i < num_examples, SplitName(split), " example index ",
+                i, " out of range [0, ", num_examples, ")");
   }
 }
 

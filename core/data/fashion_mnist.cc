@@ -40,27 +40,27 @@ struct LabelledImages {
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
 };
 
-absl::StatusOr<LabelledImages> ReadLabelledImages(const std::string& images_path,
-                                                  const std::string& labels_path) {
+absl::StatusOr<LabelledImages> ReadLabelledImages(
+    const std::string& images_path, const std::string& labels_path) {
   absl::StatusOr<IdxArray> images = ReadIdxFile(images_path, 3);
   if (!images.ok()) return images.status();
   if (images->dims[1] != kSide || images->dims[2] != kSide) {
-    return absl::DataLossError(absl::StrCat(
-        images_path, ": images are ", images->dims[1], "x", images->dims[2],
-        ", expected ", kSide, "x", kSide));
+    return absl::DataLossError(
+        absl::StrCat(images_path, ": images are ", images->dims[1], "x",
+                     images->dims[2], ", expected ", kSide, "x", kSide));
   }
   absl::StatusOr<IdxArray> labels = ReadIdxFile(labels_path, 1);
   if (!labels.ok()) return labels.status();
   if (labels->dims[0] != images->dims[0]) {
-    return absl::DataLossError(absl::StrCat(
-        images_path, " holds ", images->dims[0], " images but ", labels_path,
-        " holds ", labels->dims[0], " labels"));
+    return absl::DataLossError(
+        absl::StrCat(images_path, " holds ", images->dims[0], " images but ",
+                     labels_path, " holds ", labels->dims[0], " labels"));
   }
   for (size_t i = 0; i < labels->data.size(); ++i) {
     if (labels->data[i] >= kNumClasses) {
-      return absl::DataLossError(absl::StrCat(
-          labels_path, ": label ", labels->data[i], " of example ", i,
-          " is outside 0..", kNumClasses - 1));
+      return absl::DataLossError(
+          absl::StrCat(labels_path, ": label ", labels->data[i], " of example ",
+                       i, " is outside 0..", kNumClasses - 1));
     }
   }
   return LabelledImages{std::move(images->data), std::move(labels->data)};
@@ -86,7 +86,8 @@ class FashionMnistDataset : public Dataset {
       sum_squares += x * x;
     }
     const double mean = sum / pixels;
-    const double std = std::sqrt(std::max(sum_squares / pixels - mean * mean, 1e-12));
+    const double std =
+        std::sqrt(std::max(sum_squares / pixels - mean * mean, 1e-12));
     info_.task = Task::kImageClassification;
     info_.num_classes = kNumClasses;
     info_.channels = 1;
@@ -151,9 +152,9 @@ class FashionMnistDataset : public Dataset {
         for (int64_t p = 0; p < kPixels; ++p) dst[p] = normalized_[image[p]];
         continue;
       }
-      DataRng rng = DataRng::FromKeys({kAugmentSalt, seed,
-                                       static_cast<uint64_t>(epoch),
-                                       static_cast<uint64_t>(indices[b])});
+      DataRng rng =
+          DataRng::FromKeys({kAugmentSalt, seed, static_cast<uint64_t>(epoch),
+                             static_cast<uint64_t>(indices[b])});
       // Window origin in the padded image, minus the padding.
       const int64_t dy = static_cast<int64_t>(rng.Below(2 * kPad + 1)) - kPad;
       const int64_t dx = static_cast<int64_t>(rng.Below(2 * kPad + 1)) - kPad;
@@ -192,17 +193,16 @@ void ResolveFashionMnist(DatasetSpec* spec) {
 }
 
 absl::Status ValidateFashionMnist(const DatasetSpec& spec) {
-  if (absl::Status s = CheckDatasetOptionsCase(
-          spec, DatasetSpec::kFashionMnist, "fashion_mnist");
+  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kFashionMnist,
+                                               "fashion_mnist");
       !s.ok()) {
     return s;
   }
   const FashionMnistOptions& options = spec.fashion_mnist();
   if (options.max_train_examples() < 0) {
-    return DatasetFieldError(
-        "dataset.fashion_mnist.max_train_examples",
-        absl::StrCat("must be >= 0 (0 = all), got ",
-                     options.max_train_examples()));
+    return DatasetFieldError("dataset.fashion_mnist.max_train_examples",
+                             absl::StrCat("must be >= 0 (0 = all), got ",
+                                          options.max_train_examples()));
   }
   if (absl::Status s = CheckDirectoryField(
           "dataset.fashion_mnist.data_dir", options.data_dir(),
@@ -214,9 +214,9 @@ absl::Status ValidateFashionMnist(const DatasetSpec& spec) {
   for (const char* file : kFiles) {
     std::error_code error;
     if (!std::filesystem::is_regular_file(dir + "/" + file, error)) {
-      return absl::NotFoundError(absl::StrCat(
-          "dataset.fashion_mnist.data_dir: ", file, " not found in '",
-          options.data_dir(), "'"));
+      return absl::NotFoundError(
+          absl::StrCat("dataset.fashion_mnist.data_dir: ", file,
+                       " not found in '", options.data_dir(), "'"));
     }
   }
   return absl::OkStatus();
@@ -237,10 +237,10 @@ absl::StatusOr<std::unique_ptr<Dataset>> LoadFashionMnist(
       ReadLabelledImages(path(kTestImages), path(kTestLabels));
   if (!test.ok()) return test.status();
   if (train->size() <= valid_examples) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path(kTrainImages), ": holds ", train->size(),
-        " images; more than the last ", valid_examples,
-        " (the validation split) are needed"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(path(kTrainImages), ": holds ", train->size(),
+                     " images; more than the last ", valid_examples,
+                     " (the validation split) are needed"));
   }
   if (test->size() == 0) {
     return absl::FailedPreconditionError(
@@ -250,11 +250,11 @@ absl::StatusOr<std::unique_ptr<Dataset>> LoadFashionMnist(
   int64_t train_examples = available;
   if (options.max_train_examples() > 0) {
     if (options.max_train_examples() > available) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "dataset.fashion_mnist.max_train_examples: ",
-          options.max_train_examples(), " exceeds the ", available,
-          " training images (the last ", valid_examples, " of ", kTrainImages,
-          " are the validation split)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("dataset.fashion_mnist.max_train_examples: ",
+                       options.max_train_examples(), " exceeds the ", available,
+                       " training images (the last ", valid_examples, " of ",
+                       kTrainImages, " are the validation split)"));
     }
     train_examples = options.max_train_examples();
   }
@@ -269,9 +269,10 @@ MOELAB_REGISTER_DATASET(
                     "dataset-fashion-mnist)",
      .resolve = ResolveFashionMnist,
      .validate = ValidateFashionMnist,
-     .load = [](const DatasetSpec& spec) {
-       return LoadFashionMnist(spec.fashion_mnist());
-     },
+     .load =
+         [](const DatasetSpec& spec) {
+           return LoadFashionMnist(spec.fashion_mnist());
+         },
      .task = Task::kImageClassification});
 
 }  // namespace moelab

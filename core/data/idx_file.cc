@@ -22,9 +22,9 @@ absl::StatusOr<std::string> ReadGzipFile(const std::string& path) {
   errno = 0;
   std::unique_ptr<gzFile_s, GzCloser> file(gzopen(path.c_str(), "rb"));
   if (file == nullptr) {
-    return absl::NotFoundError(absl::StrCat(
-        path, ": cannot open: ",
-        errno != 0 ? std::strerror(errno) : "out of memory"));
+    return absl::NotFoundError(
+        absl::StrCat(path, ": cannot open: ",
+                     errno != 0 ? std::strerror(errno) : "out of memory"));
   }
   gzbuffer(file.get(), 1 << 18);
   std::string contents;
@@ -39,9 +39,9 @@ absl::StatusOr<std::string> ReadGzipFile(const std::string& path) {
   int error = Z_OK;
   const char* message = gzerror(file.get(), &error);
   if (error != Z_OK && error != Z_STREAM_END) {
-    return absl::DataLossError(absl::StrCat(
-        path, ": corrupt or truncated gzip stream (", message, ") after ",
-        contents.size(), " decompressed bytes"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": corrupt or truncated gzip stream (", message,
+                     ") after ", contents.size(), " decompressed bytes"));
   }
   return contents;
 }
@@ -59,9 +59,9 @@ absl::StatusOr<IdxArray> ReadIdxFile(const std::string& path,
   absl::StatusOr<std::string> bytes = ReadGzipFile(path);
   if (!bytes.ok()) return bytes.status();
   if (bytes->size() < 4) {
-    return absl::DataLossError(absl::StrCat(
-        path, ": truncated IDX file: ", bytes->size(),
-        " bytes, shorter than the 4-byte magic number"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": truncated IDX file: ", bytes->size(),
+                     " bytes, shorter than the 4-byte magic number"));
   }
   const uint32_t magic = BigEndian32(*bytes, 0);
   const uint32_t expected_magic = 0x800u | static_cast<uint32_t>(expected_rank);
@@ -73,9 +73,9 @@ absl::StatusOr<IdxArray> ReadIdxFile(const std::string& path,
   }
   const size_t header = 4 + 4 * static_cast<size_t>(expected_rank);
   if (bytes->size() < header) {
-    return absl::DataLossError(absl::StrCat(
-        path, ": truncated IDX header: ", bytes->size(), " bytes, expected ",
-        header));
+    return absl::DataLossError(
+        absl::StrCat(path, ": truncated IDX header: ", bytes->size(),
+                     " bytes, expected ", header));
   }
   IdxArray array;
   uint64_t elements = 1;

@@ -40,9 +40,10 @@ struct ImageEntry {
 
 bool IsImageFile(const fs::path& path) {
   static const std::array<const char*, 10> kExtensions = {
-      ".jpg", ".jpeg", ".png", ".bmp", ".ppm",
+      ".jpg", ".jpeg", ".png", ".bmp",  ".ppm",
       ".pgm", ".pbm",  ".tif", ".tiff", ".webp"};
-  const std::string extension = absl::AsciiStrToLower(path.extension().string());
+  const std::string extension =
+      absl::AsciiStrToLower(path.extension().string());
   return std::find(kExtensions.begin(), kExtensions.end(), extension) !=
          kExtensions.end();
 }
@@ -53,7 +54,8 @@ bool IsHidden(const fs::path& path) {
 }
 
 // Sorted names of the subdirectories of `dir`.
-absl::StatusOr<std::vector<std::string>> ClassDirectories(const std::string& dir) {
+absl::StatusOr<std::vector<std::string>> ClassDirectories(
+    const std::string& dir) {
   std::error_code error;
   std::vector<std::string> names;
   for (fs::directory_iterator it(dir, error), end; !error && it != end;
@@ -98,16 +100,17 @@ absl::StatusOr<std::vector<ImageEntry>> ListSplit(
     const std::string& split_dir,
     const absl::flat_hash_map<std::string, int64_t>& class_ids,
     bool every_class_needs_images) {
-  absl::StatusOr<std::vector<std::string>> classes = ClassDirectories(split_dir);
+  absl::StatusOr<std::vector<std::string>> classes =
+      ClassDirectories(split_dir);
   if (!classes.ok()) return classes.status();
   std::vector<ImageEntry> entries;
   for (const std::string& name : *classes) {
     const std::string class_dir = absl::StrCat(split_dir, "/", name);
     auto id = class_ids.find(name);
     if (id == class_ids.end()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          class_dir, ": class '", name,
-          "' is not among the classes of the train/ directory"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(class_dir, ": class '", name,
+                       "' is not among the classes of the train/ directory"));
     }
     absl::StatusOr<std::vector<std::string>> files = ImageFiles(class_dir);
     if (!files.ok()) return files.status();
@@ -118,15 +121,17 @@ absl::StatusOr<std::vector<ImageEntry>> ListSplit(
     for (std::string& file : *files) {
       if (!cv::haveImageReader(file)) {
         return absl::DataLossError(absl::StrCat(
-            file, ": unreadable image (unknown format, empty or unreadable file)"));
+            file,
+            ": unreadable image (unknown format, empty or unreadable file)"));
       }
       entries.push_back({std::move(file), id->second});
     }
   }
   if (entries.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        split_dir, ": no images (expected <class>/<image> files such as "
-        ".jpg or .png)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(split_dir,
+                     ": no images (expected <class>/<image> files such as "
+                     ".jpg or .png)"));
   }
   return entries;
 }
@@ -156,9 +161,12 @@ cv::Mat Resize(const cv::Mat& image, int width, int height) {
 
 // Shorter side to `size`, then the central size x size window.
 cv::Mat ResizeAndCentreCrop(const cv::Mat& image, int size) {
-  const double scale = static_cast<double>(size) / std::min(image.cols, image.rows);
-  const int width = std::max(size, static_cast<int>(std::lround(image.cols * scale)));
-  const int height = std::max(size, static_cast<int>(std::lround(image.rows * scale)));
+  const double scale =
+      static_cast<double>(size) / std::min(image.cols, image.rows);
+  const int width =
+      std::max(size, static_cast<int>(std::lround(image.cols * scale)));
+  const int height =
+      std::max(size, static_cast<int>(std::lround(image.rows * scale)));
   const cv::Mat resized = Resize(image, width, height);
   return resized(cv::Rect((width - size) / 2, (height - size) / 2, size, size));
 }
@@ -168,7 +176,8 @@ cv::Mat RandomResizedCrop(const cv::Mat& image, int size, DataRng& rng) {
   for (int attempt = 0; attempt < 10; ++attempt) {
     const double target = area * (0.08 + 0.92 * rng.Uniform());
     const double log_ratio =
-        std::log(3.0 / 4.0) + (std::log(4.0 / 3.0) - std::log(3.0 / 4.0)) * rng.Uniform();
+        std::log(3.0 / 4.0) +
+        (std::log(4.0 / 3.0) - std::log(3.0 / 4.0)) * rng.Uniform();
     const double ratio = std::exp(log_ratio);
     const int width = static_cast<int>(std::lround(std::sqrt(target * ratio)));
     const int height = static_cast<int>(std::lround(std::sqrt(target / ratio)));
@@ -209,8 +218,8 @@ class ImageFolderDataset : public Dataset {
                  uint64_t seed) const override {
     const std::vector<int64_t> examples = order_.BatchExamples(
         split, NumExamples(split), batch_size, index, epoch, seed);
-    return MakeBatch(split, examples, augment_ && split == Split::kTrain,
-                     epoch, seed);
+    return MakeBatch(split, examples, augment_ && split == Split::kTrain, epoch,
+                     seed);
   }
 
   Batch GetExamples(Split split,
@@ -236,9 +245,9 @@ class ImageFolderDataset : public Dataset {
       cv::Mat crop;
       bool flip = false;
       if (augment) {
-        DataRng rng = DataRng::FromKeys({kAugmentSalt, seed,
-                                         static_cast<uint64_t>(epoch),
-                                         static_cast<uint64_t>(indices[b])});
+        DataRng rng =
+            DataRng::FromKeys({kAugmentSalt, seed, static_cast<uint64_t>(epoch),
+                               static_cast<uint64_t>(indices[b])});
         crop = RandomResizedCrop(rgb, image_size_, rng);
         flip = (rng.Next() & 1) != 0;
       } else {
@@ -297,9 +306,9 @@ absl::Status ValidateImageFolder(const DatasetSpec& spec) {
   for (const char* split : {"train", "val"}) {
     std::error_code error;
     if (!fs::is_directory(absl::StrCat(dir, "/", split), error)) {
-      return absl::NotFoundError(absl::StrCat("dataset.image_folder.data_dir: ",
-                                              split, "/ not found in '",
-                                              options.data_dir(), "'"));
+      return absl::NotFoundError(
+          absl::StrCat("dataset.image_folder.data_dir: ", split,
+                       "/ not found in '", options.data_dir(), "'"));
     }
   }
   return absl::OkStatus();
@@ -311,11 +320,13 @@ absl::StatusOr<std::unique_ptr<Dataset>> LoadImageFolder(
     const ImageFolderOptions& options) {
   const std::string dir = ResolveUserPath(options.data_dir());
   const std::string train_dir = absl::StrCat(dir, "/train");
-  absl::StatusOr<std::vector<std::string>> classes = ClassDirectories(train_dir);
+  absl::StatusOr<std::vector<std::string>> classes =
+      ClassDirectories(train_dir);
   if (!classes.ok()) return classes.status();
   if (classes->empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        train_dir, ": no class subdirectories (expected train/<class>/<image>)"));
+        train_dir,
+        ": no class subdirectories (expected train/<class>/<image>)"));
   }
   absl::flat_hash_map<std::string, int64_t> class_ids;
   for (size_t i = 0; i < classes->size(); ++i) {
@@ -342,9 +353,10 @@ MOELAB_REGISTER_DATASET(
                     "OpenCV",
      .resolve = ResolveImageFolder,
      .validate = ValidateImageFolder,
-     .load = [](const DatasetSpec& spec) {
-       return LoadImageFolder(spec.image_folder());
-     },
+     .load =
+         [](const DatasetSpec& spec) {
+           return LoadImageFolder(spec.image_folder());
+         },
      .task = Task::kImageClassification});
 
 }  // namespace moelab

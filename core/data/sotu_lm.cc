@@ -72,7 +72,8 @@ void ResolveSotu(DatasetSpec* spec) {
 }
 
 absl::Status ValidateSotu(const DatasetSpec& spec) {
-  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kSotu, "sotu");
+  if (absl::Status s =
+          CheckDatasetOptionsCase(spec, DatasetSpec::kSotu, "sotu");
       !s.ok()) {
     return s;
   }
@@ -117,16 +118,19 @@ absl::StatusOr<std::vector<SotuAddress>> ListSotuAddresses(
     int year = 0;
     if (underscore == std::string::npos ||
         !absl::SimpleAtoi(name.substr(0, underscore), &year)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          entry.path().string(),
-          ": not a SOTU address file name (expected <year>_<name>_<party>.txt)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(entry.path().string(),
+                       ": not a SOTU address file name (expected "
+                       "<year>_<name>_<party>.txt)"));
     }
     found.push_back({name, SotuAddress{year, entry.path().string()}});
   }
   if (found.empty()) {
     return absl::NotFoundError(absl::StrCat(
-        dir, ": no State of the Union addresses (<year>_<name>_<party>.txt) "
-        "found; ", kSetupHint));
+        dir,
+        ": no State of the Union addresses (<year>_<name>_<party>.txt) "
+        "found; ",
+        kSetupHint));
   }
   std::sort(found.begin(), found.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -153,13 +157,13 @@ absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadSotu(
     if (list.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           dir, ": no addresses for the ", SplitName(split), " split (",
-          YearRange(split, options), "; dataset.sotu.valid_first_year = ",
-          options.valid_first_year(), ", test_first_year = ",
-          options.test_first_year(), ")"));
+          YearRange(split, options),
+          "; dataset.sotu.valid_first_year = ", options.valid_first_year(),
+          ", test_first_year = ", options.test_first_year(), ")"));
     }
-    sources[static_cast<int>(split)] = absl::StrCat(
-        "SOTU addresses ", list.front()->year, "-", list.back()->year, " in '",
-        dir, "'");
+    sources[static_cast<int>(split)] =
+        absl::StrCat("SOTU addresses ", list.front()->year, "-",
+                     list.back()->year, " in '", dir, "'");
   }
   const auto tokenizer = [&](Split split) -> SplitTokenizer {
     return [&by_split, split](TokenSink emit) {

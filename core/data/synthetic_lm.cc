@@ -79,11 +79,10 @@ absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadSyntheticLm(
       token = static_cast<int32_t>(rng.Below(options.vocab_size()));
     }
   }
-  const std::string source = absl::StrCat(
-      "synthetic_lm (num_sequences ", options.num_sequences(), ")");
-  return TokenStreamDataset::Create(std::move(corpus),
-                                    options.sequence_length(),
-                                    {source, source, source});
+  const std::string source = absl::StrCat("synthetic_lm (num_sequences ",
+                                          options.num_sequences(), ")");
+  return TokenStreamDataset::Create(
+      std::move(corpus), options.sequence_length(), {source, source, source});
 }
 
 MOELAB_REGISTER_DATASET(

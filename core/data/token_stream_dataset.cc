@@ -12,7 +12,8 @@ namespace moelab {
 namespace {
 
 int64_t ExamplesIn(const std::vector<int32_t>& stream, int64_t length) {
-  return stream.empty() ? 0 : (static_cast<int64_t>(stream.size()) - 1) / length;
+  return stream.empty() ? 0
+                        : (static_cast<int64_t>(stream.size()) - 1) / length;
 }
 
 }  // namespace
@@ -54,9 +55,9 @@ int64_t TokenStreamDataset::NumExamples(Split split) const {
 Batch TokenStreamDataset::GetBatch(Split split, int64_t batch_size,
                                    int64_t index, int64_t epoch,
                                    uint64_t seed) const {
-  return GetExamples(split, order_.BatchExamples(split, NumExamples(split),
-                                                 batch_size, index, epoch,
-                                                 seed));
+  return GetExamples(
+      split, order_.BatchExamples(split, NumExamples(split), batch_size, index,
+                                  epoch, seed));
 }
 
 Batch TokenStreamDataset::GetExamples(
@@ -85,8 +86,8 @@ double TokenStreamDataset::UnigramPerplexity(Split split) const {
   std::vector<double> log_prob(corpus_.vocab_size, 0.0);
   std::vector<int64_t> counts(corpus_.vocab_size, 0);
   for (int32_t id : train) ++counts[id];
-  const double denominator =
-      static_cast<double>(train.size()) + static_cast<double>(corpus_.vocab_size);
+  const double denominator = static_cast<double>(train.size()) +
+                             static_cast<double>(corpus_.vocab_size);
   for (int64_t id = 0; id < corpus_.vocab_size; ++id) {
     log_prob[id] = std::log((counts[id] + 1.0) / denominator);
   }

@@ -37,8 +37,8 @@ class TokenStreamDataset : public Dataset {
 
   const DatasetInfo& info() const override { return info_; }
   int64_t NumExamples(Split split) const override;
-  Batch GetBatch(Split split, int64_t batch_size, int64_t index,
-                 int64_t epoch, uint64_t seed) const override;
+  Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t epoch,
+                 uint64_t seed) const override;
   Batch GetExamples(Split split,
                     const std::vector<int64_t>& indices) const override;
 

@@ -32,7 +32,9 @@ size_t WhitespaceLength(absl::string_view line, size_t i) {
   if (b0 == 0xC2) return b1 == 0x85 || b1 == 0xA0 ? 2 : 0;  // U+0085, U+00A0
   if (b0 == 0xE1) return b1 == 0x9A && b2 == 0x80 ? 3 : 0;  // U+1680
   if (b0 == 0xE2 && b1 == 0x80) {  // U+2000..U+200A, U+2028, U+2029, U+202F
-    return (b2 >= 0x80 && b2 <= 0x8A) || b2 == 0xA8 || b2 == 0xA9 || b2 == 0xAF ? 3 : 0;
+    return (b2 >= 0x80 && b2 <= 0x8A) || b2 == 0xA8 || b2 == 0xA9 || b2 == 0xAF
+               ? 3
+               : 0;
   }
   if (b0 == 0xE2) return b1 == 0x81 && b2 == 0x9F ? 3 : 0;  // U+205F
   if (b0 == 0xE3) return b1 == 0x80 && b2 == 0x80 ? 3 : 0;  // U+3000
@@ -99,9 +101,9 @@ absl::Status ValidateWikiText(const DatasetSpec& spec) {
   for (const char* file : kFiles) {
     std::error_code error;
     if (!std::filesystem::is_regular_file(dir + "/" + file, error)) {
-      return absl::NotFoundError(absl::StrCat("dataset.wikitext.data_dir: ",
-                                              file, " not found in '",
-                                              options.data_dir(), "'"));
+      return absl::NotFoundError(
+          absl::StrCat("dataset.wikitext.data_dir: ", file, " not found in '",
+                       options.data_dir(), "'"));
     }
   }
   return absl::OkStatus();

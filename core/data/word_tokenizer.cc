@@ -179,9 +179,8 @@ class ProseScanner {
       emit_(s_.substr(start, j - start));
       if (!WordCharAt(j + 1)) return j;
       const char c = At(j);
-      const bool between_digits =
-          IsDigit(static_cast<uint8_t>(At(j - 1))) &&
-          IsDigit(static_cast<uint8_t>(At(j + 1)));
+      const bool between_digits = IsDigit(static_cast<uint8_t>(At(j - 1))) &&
+                                  IsDigit(static_cast<uint8_t>(At(j + 1)));
       if (c == '-') {
         emit_("@-@");
       } else if (c == ',' && between_digits) {
@@ -209,9 +208,8 @@ void TokenizeProse(absl::string_view line, TokenSink emit) {
 
 std::vector<std::string> TokenizeProseToStrings(absl::string_view line) {
   std::vector<std::string> tokens;
-  TokenizeProse(line, [&](absl::string_view token) {
-    tokens.emplace_back(token);
-  });
+  TokenizeProse(line,
+                [&](absl::string_view token) { tokens.emplace_back(token); });
   return tokens;
 }
 

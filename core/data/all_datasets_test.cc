@@ -1,0 +1,34 @@
+// Linking //core/data:all_datasets, and naming no plugin, registers every
+// dataset (each plugin library is alwayslink).
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "core/dataset.h"
+
+namespace moelab {
+namespace {
+
+TEST(AllDatasetsTest, EveryPluginIsRegisteredWithItsTask) {
+  EXPECT_THAT(
+      DatasetRegistry().Names(),
+      ::testing::IsSupersetOf({"fashion_mnist", "image_folder", "sotu_lm",
+                               "synthetic_lm", "wikitext_lm"}));
+  for (const char* name : {"sotu_lm", "wikitext_lm", "synthetic_lm"}) {
+    EXPECT_EQ((*DatasetRegistry().Find(name))->task, Task::kLanguageModeling)
+        << name;
+  }
+  for (const char* name : {"fashion_mnist", "image_folder"}) {
+    EXPECT_EQ((*DatasetRegistry().Find(name))->task, Task::kImageClassification)
+        << name;
+  }
+  for (const auto& [name, entry] : DatasetRegistry().entries()) {
+    EXPECT_FALSE(entry.description.empty()) << name;
+    EXPECT_TRUE(entry.resolve != nullptr) << name;
+    EXPECT_TRUE(entry.validate != nullptr) << name;
+    EXPECT_TRUE(entry.load != nullptr) << name;
+  }
+}
+
+}  // namespace
+}  // namespace moelab

@@ -1,0 +1,95 @@
+// Malformed specs against the real plugins: each must give a clear error
+// naming the field (or file) and never crash.
+
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "core/spec.h"
+
+namespace moelab {
+namespace {
+
+using ::testing::HasSubstr;
+
+constexpr char kValid[] = R"pb(
+name: "valid"
+dataset { name: "synthetic_lm" synthetic_lm { vocab_size: 50 sequence_length: 8 } }
+model { name: "moe_transformer_lm" preset: "cpu_tiny" moe { num_experts: 4 } }
+router { name: "token_choice" top_k: 2 }
+training { learning_rate: 0.001 epochs: 1 batch_size: 4 }
+)pb";
+
+struct Case {
+  std::string label;
+  std::string from;  // replaced in kValid by `to`
+  std::string to;
+  std::string expected;
+};
+
+class MalformedSpecTest : public ::testing::TestWithParam<Case> {};
+
+TEST(ValidSpecTest, TheBaseSpecIsValid) {
+  absl::StatusOr<ExperimentSpec> spec = LoadSpecFromText(kValid, "valid.pbtxt");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+}
+
+TEST_P(MalformedSpecTest, ClearErrorNamingTheField) {
+  std::string text = kValid;
+  const size_t at = text.find(GetParam().from);
+  ASSERT_NE(at, std::string::npos) << GetParam().from;
+  text.replace(at, GetParam().from.size(), GetParam().to);
+  absl::StatusOr<ExperimentSpec> spec = LoadSpecFromText(text, "bad.pbtxt");
+  ASSERT_FALSE(spec.ok()) << GetParam().label << " was accepted";
+  EXPECT_THAT(spec.status().message(), HasSubstr(GetParam().expected)) << spec.status();
+}
+
+const char kRouter[] = "router { name: \"token_choice\" top_k: 2 }";
+
+INSTANTIATE_TEST_SUITE_P(
+    RealPlugins, MalformedSpecTest,
+    ::testing::Values(
+        Case{"syntax error", "name: \"valid\"", "name: \"valid", "bad.pbtxt:2:"},
+        Case{"unknown field", "top_k: 2", "topk: 2", "no field named \"topk\""},
+        Case{"unknown router", "name: \"token_choice\"", "name: \"token_chioce\"",
+             "router.name: unknown router 'token_chioce'; registered routers:"},
+        Case{"k = 0 is replaced by the default, k < 0 is not", "top_k: 2", "top_k: -2",
+             "router.top_k: must be > 0"},
+        Case{"k > experts", "top_k: 2", "top_k: 5",
+             "router.top_k: must be <= model.moe.num_experts (4), got 5"},
+        Case{"fractional k for token choice", "top_k: 2", "top_k: 1.5",
+             "needs a whole number"},
+        Case{"tau <= 0", kRouter,
+             "router { name: \"similarity_aware\" top_k: 2 similarity_aware { temperature: 0 } }",
+             "router.similarity_aware.temperature"},
+        Case{"sigma <= 0", kRouter,
+             "router { name: \"attention_aware\" top_k: 2 attention_aware { sigma: -1 } }",
+             "router.attention_aware.sigma"},
+        Case{"alpha + beta != 1", kRouter,
+             "router { name: \"unified\" top_k: 2 unified { alpha: 0.7 beta: 0.2 } }",
+             "router.unified"},
+        Case{"options of another router", kRouter,
+             "router { name: \"token_choice\" top_k: 2 unified { } }",
+             "router.unified: these options belong to another router"},
+        Case{"missing dataset directory",
+             "dataset { name: \"synthetic_lm\" synthetic_lm { vocab_size: 50 sequence_length: 8 } }",
+             "dataset { name: \"wikitext_lm\" wikitext { data_dir: \"/no/such/wikitext\" } }",
+             "dataset.wikitext.data_dir"},
+        Case{"vision model on text", "name: \"moe_transformer_lm\"", "name: \"vmoe_vit\"",
+             "model.name"},
+        Case{"unknown preset", "preset: \"cpu_tiny\"", "preset: \"huge\"", "model.preset"},
+        Case{"negative learning rate", "learning_rate: 0.001", "learning_rate: -1",
+             "training.learning_rate"},
+        Case{"zero batch", "batch_size: 4", "batch_size: 0", "training.batch_size"},
+        Case{"negative capacity factor", kRouter,
+             "router { name: \"token_choice\" top_k: 2 token_choice { capacity_factor: -1 } }",
+             "router.token_choice.capacity_factor"}),
+    [](const auto& info) {
+      std::string name;
+      for (char c : info.param.label) name += std::isalnum(c) ? c : '_';
+      return name;
+    });
+
+}  // namespace
+}  // namespace moelab
