@@ -19,6 +19,7 @@ import sys
 
 import torch
 
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference_routers as ref  # noqa: E402
 
