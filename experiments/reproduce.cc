@@ -28,6 +28,7 @@
 #include "core/trainer.h"
 #include "experiments/plots.h"
 #include "experiments/table_report.h"
+#include "experiments/table_rows.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "proto/table.pb.h"
@@ -39,30 +40,14 @@ ABSL_FLAG(bool, render_only, false,
 ABSL_FLAG(std::string, output_dir, "results",
           "Where reports and the run cache (runs/<spec hash>/) go.");
 ABSL_FLAG(int, seeds, 0, "Seeds per row (0: the table's own, default 3).");
+ABSL_FLAG(bool, paper_scale, false,
+          "Run the table's paper-scale spec set (WikiText-103 / ImageNet) instead "
+          "of the CPU-scale one; needs the data and, realistically, a GPU.");
 
 namespace moelab {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr char kTablesDir[] = "experiments/tables";
-
-absl::StatusOr<TableSpec> LoadTable(const std::string& name) {
-  const std::string path = WorkspacePath(absl::StrCat(kTablesDir, "/", name, ".pbtxt"));
-  absl::StatusOr<std::string> text = ReadFile(path);
-  if (!text.ok()) {
-    return absl::NotFoundError(absl::StrCat("--table: no table '", name, "' (", path,
-                                            "); --list shows the tables"));
-  }
-  TableSpec table;
-  if (!google::protobuf::TextFormat::ParseFromString(*text, &table)) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot parse ", path));
-  }
-  if (table.rows_size() == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": rows: the table has no rows"));
-  }
-  return table;
-}
 
 absl::StatusOr<RunResult> ReadCachedResult(const std::string& run_dir,
                                            const std::string& hash) {
@@ -85,13 +70,13 @@ struct TableRuns {
 };
 
 absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& out_dir,
-                                   int seeds, bool render_only) {
+                                   int seeds, bool render_only, bool paper_scale) {
   TableRuns runs;
   runs.rows.reserve(table.rows_size());
   for (const TableRow& row : table.rows()) {
     RowRuns row_runs{&row, {}};
     for (int s = 0; s < seeds; ++s) {
-      absl::StatusOr<ExperimentSpec> spec = LoadSpec(WorkspacePath(row.spec()));
+      absl::StatusOr<ExperimentSpec> spec = RowSpec(table, row, paper_scale);
       if (!spec.ok()) {
         return absl::Status(spec.status().code(),
                             absl::StrCat("row '", row.label(), "': ", spec.status().message()));
@@ -244,7 +229,7 @@ absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs,
 }
 
 int ListTables() {
-  const fs::path dir = WorkspacePath(kTablesDir);
+  const fs::path dir = WorkspacePath(kTablesDirectory);
   std::vector<std::string> names;
   std::error_code error;
   for (const auto& entry : fs::directory_iterator(dir, error)) {
@@ -284,7 +269,8 @@ int Main() {
                                                    : 3;
   ProgressReporter clock(stderr, "", 1, "");
   absl::StatusOr<TableRuns> runs =
-      RunTable(*table, out_dir, seeds, absl::GetFlag(FLAGS_render_only));
+      RunTable(*table, out_dir, seeds, absl::GetFlag(FLAGS_render_only),
+               absl::GetFlag(FLAGS_paper_scale));
   if (!runs.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(runs.status().message()).c_str());
     return 1;
@@ -301,7 +287,8 @@ int Main() {
   std::string md = RenderMarkdown(*table, runs->rows, pictures) + extra;
   absl::StrAppendFormat(&md, "\nTraining and evaluation time of all runs: %s (sum of run wall times).\n",
                         FormatDuration(run_seconds));
-  const std::string base = absl::StrCat(out_dir, "/", table->name());
+  const std::string base = absl::StrCat(out_dir, "/", table->name(),
+                                        absl::GetFlag(FLAGS_paper_scale) ? "_paper_scale" : "");
   for (const auto& [path, contents] :
        {std::pair<std::string, std::string>{base + ".md", md},
         {base + ".csv", RenderCsv(*table, runs->rows)}}) {

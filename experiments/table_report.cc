@@ -249,9 +249,9 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
     md += "\n## Pictures\n\n";
     for (const std::string& p : pictures) absl::StrAppend(&md, "![", p, "](", p, ")\n\n");
   }
-  if (table.paper_scale_specs_size() > 0) {
-    absl::StrAppend(&md, "\nPaper-scale specs (for a GPU): ",
-                    absl::StrJoin(table.paper_scale_specs(), ", "), "\n");
+  if (!table.paper_scale_base_spec().empty()) {
+    absl::StrAppend(&md, "\nThe same table at the paper's scale (GPU and data needed): `reproduce --table=",
+                    table.name(), " --paper_scale` (base spec ", table.paper_scale_base_spec(), ").\n");
   }
   return md;
 }

@@ -1,0 +1,29 @@
+#ifndef MOELAB_EXPERIMENTS_TABLE_ROWS_H_
+#define MOELAB_EXPERIMENTS_TABLE_ROWS_H_
+
+// Reading paper tables (experiments/tables/NAME.pbtxt) and building the
+// resolved, validated spec of each row.
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "proto/experiment.pb.h"
+#include "proto/table.pb.h"
+
+namespace moelab {
+
+inline constexpr char kTablesDirectory[] = "experiments/tables";
+
+// Reads experiments/tables/<name>.pbtxt (from the workspace under `bazel run`).
+absl::StatusOr<TableSpec> LoadTable(const std::string& name);
+
+// The row's spec (its own `spec`, else the table's base or paper-scale base)
+// with its spec_overrides merged in, resolved and validated. With
+// `validate` false (paper-scale specs whose data is elsewhere) it is only
+// resolved.
+absl::StatusOr<ExperimentSpec> RowSpec(const TableSpec& table, const TableRow& row,
+                                       bool paper_scale, bool validate = true);
+
+}  // namespace moelab
+
+#endif  // MOELAB_EXPERIMENTS_TABLE_ROWS_H_
