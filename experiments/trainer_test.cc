@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "core/atomic_file.h"
 #include "core/spec.h"
 #include "core/trainer.h"
@@ -49,7 +50,7 @@ ExperimentSpec Tiny(const std::string& extra = "") {
   return *spec;
 }
 
-RunResult Run(const ExperimentSpec& spec, const std::string& dir, bool resume = false,
+RunResult RunTiny(const ExperimentSpec& spec, const std::string& dir, bool resume = false,
               int stop_after = 0) {
   RunOptions options;
   options.output_directory = dir;
@@ -78,8 +79,8 @@ void ExpectSameMetrics(const RunResult& a, const RunResult& b) {
 
 TEST(TrainerTest, SameSpecAndSeedGiveIdenticalMetrics) {
   const ExperimentSpec spec = Tiny();
-  RunResult a = Run(spec, TempDir("det_a"));
-  RunResult b = Run(spec, TempDir("det_b"));
+  RunResult a = RunTiny(spec, TempDir("det_a"));
+  RunResult b = RunTiny(spec, TempDir("det_b"));
   EXPECT_EQ(a.status(), "COMPLETED");
   ExpectSameMetrics(a, b);
   EXPECT_EQ(a.spec_hash(), SpecHash(spec));
@@ -92,19 +93,19 @@ TEST(TrainerTest, SameSpecAndSeedGiveIdenticalMetrics) {
 
 TEST(TrainerTest, KilledAndResumedRunEqualsUninterruptedRun) {
   const ExperimentSpec spec = Tiny();
-  RunResult straight = Run(spec, TempDir("straight"));
+  RunResult straight = RunTiny(spec, TempDir("straight"));
   const std::string dir = TempDir("resumed");
-  RunResult partial = Run(spec, dir, /*resume=*/false, /*stop_after=*/1);
+  RunResult partial = RunTiny(spec, dir, /*resume=*/false, /*stop_after=*/1);
   EXPECT_EQ(partial.epochs_size(), 1);
   EXPECT_EQ(partial.status(), "RUNNING");
-  RunResult resumed = Run(spec, dir, /*resume=*/true);
+  RunResult resumed = RunTiny(spec, dir, /*resume=*/true);
   EXPECT_EQ(resumed.status(), "COMPLETED");
   ExpectSameMetrics(straight, resumed);
 }
 
 TEST(TrainerTest, WritesItsOutputs) {
   const std::string dir = TempDir("outputs");
-  Run(Tiny(), dir);
+  RunTiny(Tiny(), dir);
   for (const char* file : {"spec.pbtxt", "result.json", "metrics.csv", "checkpoint.pt"}) {
     EXPECT_TRUE(fs::exists(absl::StrCat(dir, "/tiny/", file))) << file;
   }
@@ -119,7 +120,7 @@ TEST(TrainerTest, WritesItsOutputs) {
 
 TEST(TrainerTest, RefusesToResumeAnotherSpecsCheckpoint) {
   const std::string dir = TempDir("other_spec");
-  Run(Tiny(), dir, false, 1);
+  RunTiny(Tiny(), dir, false, 1);
   ExperimentSpec changed = Tiny();
   changed.set_seed(4);
   RunOptions options;
@@ -149,7 +150,7 @@ TEST(TrainerTest, NonFiniteLossStopsTheRunWithAClearError) {
 
 TEST(TrainerTest, TrainingFreeEvaluationWithAnotherRouter) {
   const std::string dir = TempDir("trained");
-  Run(Tiny(), dir);
+  RunTiny(Tiny(), dir);
   ExperimentSpec swapped = Tiny();
   swapped.set_name("swapped");
   swapped.mutable_router()->Clear();
@@ -159,7 +160,7 @@ TEST(TrainerTest, TrainingFreeEvaluationWithAnotherRouter) {
   swapped.mutable_evaluation()->set_init_checkpoint(dir + "/tiny/checkpoint.pt");
   ASSERT_TRUE(ResolveSpec(&swapped).ok());
   ASSERT_TRUE(ValidateSpec(swapped).ok()) << ValidateSpec(swapped);
-  RunResult result = Run(swapped, dir);
+  RunResult result = RunTiny(swapped, dir);
   EXPECT_EQ(result.status(), "COMPLETED");
   EXPECT_EQ(result.epochs_size(), 0);
   EXPECT_GT(result.final().valid_perplexity(), 1);

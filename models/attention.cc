@@ -1,0 +1,80 @@
+#include "models/attention.h"
+
+#include <ATen/ops/baddbmm.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/full.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/softmax.h>
+
+#include <cmath>
+#include <limits>
+
+namespace moelab {
+
+SelfAttentionImpl::SelfAttentionImpl(const SelfAttentionOptions& options)
+    : options(options) {
+  const int64_t d = options.model_dim();
+  TORCH_CHECK(options.num_heads() >= 1 && d % options.num_heads() == 0,
+              "SelfAttention: num_heads ", options.num_heads(),
+              " must divide model_dim ", d);
+  query = register_module("query", torch::nn::Linear(d, d));
+  key = register_module("key", torch::nn::Linear(d, d));
+  value = register_module("value", torch::nn::Linear(d, d));
+  out = register_module("out", torch::nn::Linear(d, d));
+}
+
+SelfAttentionOutput SelfAttentionImpl::forward(const at::Tensor& x,
+                                               bool expose_for_routing) {
+  TORCH_CHECK(x.dim() == 3 && x.size(2) == options.model_dim(),
+              "SelfAttention: x must be [B, T, ", options.model_dim(),
+              "], got ", x.sizes());
+  const int64_t batch = x.size(0), tokens = x.size(1);
+  const int64_t heads = options.num_heads();
+  const int64_t head_dim = options.model_dim() / heads;
+  // [B, T, D] -> [B, H, T, D/H]
+  auto split_heads = [&](const at::Tensor& t) {
+    return t.view({batch, tokens, heads, head_dim}).transpose(1, 2);
+  };
+  // [B*H, T, D/H] batches of matrices, for one batched matmul each.
+  const at::Tensor q =
+      split_heads(query->forward(x)).reshape({batch * heads, tokens, head_dim});
+  const at::Tensor k =
+      split_heads(key->forward(x)).reshape({batch * heads, tokens, head_dim});
+  const at::Tensor v =
+      split_heads(value->forward(x)).reshape({batch * heads, tokens, head_dim});
+
+  // Scores q k^T / sqrt(D/H) [B*H, T, T]; the scale (and the causal mask,
+  // as an additive -inf above the diagonal) ride on the matmul, sparing a
+  // pass and a copy over the [B*H, T, T] scores.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  at::Tensor scores;
+  if (options.causal()) {
+    const at::Tensor mask =
+        at::full({tokens, tokens}, -std::numeric_limits<double>::infinity(),
+                 x.options())
+            .triu(1);
+    scores = at::baddbmm(mask.expand({batch * heads, tokens, tokens}), q,
+                         k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
+  } else {
+    scores = at::bmm(q, k.transpose(1, 2)).mul_(scale);
+  }
+  const at::Tensor probs = at::softmax(scores, -1);  // [B*H, T, T]
+  const at::Tensor context = at::bmm(probs, v)       // [B*H, T, D/H]
+                                 .view({batch, heads, tokens, head_dim})
+                                 .transpose(1, 2)
+                                 .reshape({batch, tokens, options.model_dim()});
+  SelfAttentionOutput result;
+  result.output = out->forward(context);
+  if (expose_for_routing) {
+    result.probs = probs.view({batch, heads, tokens, tokens});
+    // out.weight is [D, D] with out = context @ weight^T; head h's rows of
+    // weight^T, [D/H, D], map its value vectors into model space.
+    const at::Tensor head_out =
+        out->weight.t().reshape({heads, head_dim, options.model_dim()});
+    result.values = at::matmul(v.view({batch, heads, tokens, head_dim}),
+                               head_out);  // [B, H, T, D]
+  }
+  return result;
+}
+
+}  // namespace moelab

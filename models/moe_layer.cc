@@ -1,0 +1,108 @@
+#include "models/moe_layer.h"
+
+#include <ATen/ops/bincount.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/index_add.h>
+#include <ATen/ops/index_select.h>
+#include <ATen/ops/nonzero.h>
+#include <ATen/ops/zeros.h>
+#include <torch/csrc/autograd/generated/variable_factories.h>
+#include <torch/utils.h>
+
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "models/grouped_ffn.h"
+
+namespace moelab {
+
+MoeLayerImpl::MoeLayerImpl(const MoeLayerOptions& options,
+                           std::shared_ptr<Router> router)
+    : options(options), router_(std::move(router)) {
+  TORCH_CHECK(router_ != nullptr, "MoeLayer needs a router");
+  const int64_t e = options.num_experts(), d = options.model_dim(),
+                h = options.expert_hidden();
+  TORCH_CHECK(e >= 1 && d >= 1 && h >= 1, "MoeLayer: E=", e, " D=", d, " H=", h,
+              " must all be >= 1");
+  w1 = register_parameter("w1", torch::empty({e, d, h}));
+  b1 = register_parameter("b1", torch::empty({e, h}));
+  w2 = register_parameter("w2", torch::empty({e, h, d}));
+  b2 = register_parameter("b2", torch::empty({e, d}));
+  reset_parameters();
+  if (options.shared_expert()) {
+    shared = register_module(
+        "shared",
+        FeedForward(FeedForwardOptions(d, h).activation(options.activation())));
+  }
+  register_module("router", router_);
+}
+
+void MoeLayerImpl::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  const double in_bound = 1.0 / std::sqrt(double(options.model_dim()));
+  const double hidden_bound = 1.0 / std::sqrt(double(options.expert_hidden()));
+  w1.uniform_(-in_bound, in_bound);
+  b1.uniform_(-in_bound, in_bound);
+  w2.uniform_(-hidden_bound, hidden_bound);
+  b2.uniform_(-hidden_bound, hidden_bound);
+}
+
+int64_t MoeLayerImpl::ParametersPerExpert() const {
+  const int64_t d = options.model_dim(), h = options.expert_hidden();
+  return 2 * d * h + h + d;
+}
+
+MoeLayerOutput MoeLayerImpl::forward(const at::Tensor& hidden,
+                                     const RoutingContext& context) {
+  MoeLayerOutput out;
+  out.decision = router_->Route(hidden, context);
+  out.output =
+      ApplyExperts(hidden, out.decision.selected, out.decision.combine_weights);
+  return out;
+}
+
+at::Tensor MoeLayerImpl::ApplyExperts(const at::Tensor& hidden,
+                                      const at::Tensor& selected,
+                                      const at::Tensor& combine_weights) {
+  const int64_t num_experts = options.num_experts();
+  const int64_t model_dim = options.model_dim();
+  TORCH_CHECK(hidden.dim() == 3 && hidden.size(2) == model_dim,
+              "MoeLayer: hidden must be [B, T, ", model_dim, "], got ",
+              hidden.sizes());
+  TORCH_CHECK(
+      selected.defined() && combine_weights.defined() &&
+          selected.numel() == hidden.size(0) * hidden.size(1) * num_experts &&
+          combine_weights.numel() == selected.numel(),
+      "MoeLayer: the router's selected/combine_weights must be [B, T, ",
+      num_experts, "]");
+  const int64_t num_tokens = hidden.size(0) * hidden.size(1);
+  const at::Tensor x = hidden.reshape({num_tokens, model_dim});  // [N, D]
+
+  // (expert, token) pairs in expert-major order: [P, 2].
+  const at::Tensor pairs = at::nonzero(
+      selected.reshape({num_tokens, num_experts}).to(at::kBool).t());
+  const at::Tensor pair_expert = pairs.select(1, 0);  // [P]
+  const at::Tensor pair_token = pairs.select(1, 1);   // [P]
+  const at::Tensor counts =
+      at::bincount(pair_expert, /*weights=*/{}, num_experts).to(at::kCPU);
+  const int64_t* counts_data = counts.data_ptr<int64_t>();
+  const std::vector<int64_t> group_sizes(counts_data,
+                                         counts_data + num_experts);
+
+  // [P, D]: each pair's token row, its expert's output, its weight applied.
+  const at::Tensor x_sorted = x.index_select(0, pair_token);
+  const at::Tensor y_sorted = GroupedExpertFfn(x_sorted, group_sizes, w1, b1,
+                                               w2, b2, options.activation());
+  const at::Tensor pair_weight =
+      combine_weights.reshape({num_tokens * num_experts})
+          .index_select(0, pair_token * num_experts + pair_expert)
+          .to(y_sorted.scalar_type());  // [P]
+  at::Tensor output =
+      at::zeros({num_tokens, model_dim}, hidden.options())
+          .index_add(0, pair_token, y_sorted * pair_weight.unsqueeze(1));
+  if (shared) output = output + shared->forward(x);
+  return output.view(hidden.sizes());
+}
+
+}  // namespace moelab

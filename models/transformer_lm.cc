@@ -1,0 +1,287 @@
+#include "models/transformer_lm.h"
+
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cross_entropy_loss.h>
+#include <ATen/ops/matmul.h>
+#include <ATen/ops/zeros.h>
+#include <torch/utils.h>
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "models/model_spec_util.h"
+#include "models/moe_layer.h"
+
+namespace moelab {
+namespace {
+
+constexpr char kModelName[] = "moe_transformer_lm";
+
+struct LmPreset {
+  const char* name;
+  int32_t num_layers;
+  int32_t model_dim;
+  int32_t num_heads;
+  int32_t dense_hidden;
+  bool tie_embeddings;
+  float dropout;
+  MoeDefaults moe;
+};
+
+// See transformer_lm.h for where each comes from.
+// clang-format off
+const LmPreset kPresets[] = {
+  // name         layers D  heads dense tied  dropout  E   H    every
+  {"cpu_tiny",    2, 128, 4, 256, true,  0.1f, {8,  256, 1, GELU}},
+  {"cpu_small",   4, 256, 8, 512, true,  0.1f, {16, 512, 1, GELU}},
+  // Approximations of the SMoE/CompeteSMoE WikiText-103 scripts
+  // (transformers/small, transformers/medium, glam/medium).
+  {"smoe_small",  3, 128, 8, 128, false, 0.7f, {16, 128, 1, RELU}},
+  {"smoe_medium", 6, 352, 8, 352, false, 0.1f, {16, 352, 1, RELU}},
+  {"glam_style",  8, 352, 8, 352, false, 0.1f, {16, 352, 2, RELU}},
+};
+// clang-format on
+
+std::vector<std::string> PresetNames() {
+  std::vector<std::string> names;
+  for (const LmPreset& preset : kPresets) names.push_back(preset.name);
+  return names;
+}
+
+TransformerStackShape StackShape(const ModelSpec& spec, int64_t tokens,
+                                 double top_k) {
+  const TransformerLmOptions& o = spec.transformer_lm();
+  TransformerStackShape shape;
+  shape.model_dim = o.model_dim();
+  shape.tokens = tokens;
+  shape.num_layers = o.num_layers();
+  shape.dense_hidden = o.dense_hidden();
+  shape.moe = spec.moe();
+  shape.top_k = top_k;
+  return shape;
+}
+
+}  // namespace
+
+absl::Status ResolveTransformerLmSpec(ModelSpec* spec) {
+  if (spec->options_case() == ModelSpec::kVit) {
+    return FieldError("model.vit",
+                      absl::StrCat("these options belong to "
+                                   "vmoe_vit; model '",
+                                   kModelName, "' takes model.transformer_lm"));
+  }
+  if (spec->preset().empty()) spec->set_preset("cpu_tiny");
+  const LmPreset* preset = nullptr;
+  for (const LmPreset& p : kPresets) {
+    if (spec->preset() == p.name) preset = &p;
+  }
+  if (preset == nullptr) {
+    return UnknownPresetError(spec->preset(), kModelName, PresetNames());
+  }
+  TransformerLmOptions* o = spec->mutable_transformer_lm();
+  if (!o->has_num_layers()) o->set_num_layers(preset->num_layers);
+  if (!o->has_model_dim()) o->set_model_dim(preset->model_dim);
+  if (!o->has_num_heads()) o->set_num_heads(preset->num_heads);
+  if (!o->has_dense_hidden()) o->set_dense_hidden(preset->dense_hidden);
+  if (!o->has_tie_embeddings()) o->set_tie_embeddings(preset->tie_embeddings);
+  if (!o->has_dropout()) o->set_dropout(preset->dropout);
+  ApplyMoeDefaults(preset->moe, spec->mutable_moe());
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTransformerLmSpec(const ModelSpec& spec) {
+  if (spec.options_case() != ModelSpec::kTransformerLm) {
+    return FieldError("model.transformer_lm",
+                      absl::StrCat("model '", kModelName,
+                                   "' needs model.transformer_lm options "
+                                   "(resolve the spec first)"));
+  }
+  const TransformerLmOptions& o = spec.transformer_lm();
+  if (o.num_layers() < 1) {
+    return FieldError("model.transformer_lm.num_layers",
+                      absl::StrCat("must be >= 1, got ", o.num_layers()));
+  }
+  if (o.model_dim() < 1) {
+    return FieldError("model.transformer_lm.model_dim",
+                      absl::StrCat("must be >= 1, got ", o.model_dim()));
+  }
+  if (o.num_heads() < 1 || o.model_dim() % o.num_heads() != 0) {
+    return FieldError("model.transformer_lm.num_heads",
+                      absl::StrCat("must be >= 1 and divide model_dim (",
+                                   o.model_dim(), "), got ", o.num_heads()));
+  }
+  if (o.dense_hidden() < 1) {
+    return FieldError("model.transformer_lm.dense_hidden",
+                      absl::StrCat("must be >= 1, got ", o.dense_hidden()));
+  }
+  if (!(o.dropout() >= 0 && o.dropout() < 1)) {
+    return FieldError("model.transformer_lm.dropout",
+                      absl::StrCat("must be in [0, 1), got ", o.dropout()));
+  }
+  return ValidateMoeSpec(spec.moe(), o.num_layers());
+}
+
+RouterDims TransformerLmRouterDims(const ModelSpec& spec) {
+  return RouterDims{.model_dim = spec.transformer_lm().model_dim(),
+                    .num_experts = spec.moe().num_experts(),
+                    .num_heads = spec.transformer_lm().num_heads(),
+                    .causal_model = true};
+}
+
+MoeTransformerLm::MoeTransformerLm(const ModelSpec& model, double top_k,
+                                   const DatasetInfo& info)
+    : spec_(model),
+      top_k_(top_k),
+      vocab_size_(info.vocab_size),
+      max_tokens_(info.sequence_length) {}
+
+absl::StatusOr<std::shared_ptr<MoeTransformerLm>> MoeTransformerLm::Create(
+    const ExperimentSpec& spec, const DatasetInfo& info) {
+  if (info.task != Task::kLanguageModeling || info.vocab_size < 1 ||
+      info.sequence_length < 1) {
+    return FieldError(
+        "dataset.name",
+        absl::StrCat("model '", kModelName,
+                     "' needs a language-modelling "
+                     "dataset with a vocabulary and a sequence length; '",
+                     spec.dataset().name(), "' has vocab_size ",
+                     info.vocab_size, ", sequence_length ",
+                     info.sequence_length));
+  }
+  if (absl::Status s = ValidateTransformerLmSpec(spec.model()); !s.ok()) {
+    return s;
+  }
+  std::shared_ptr<MoeTransformerLm> lm(
+      new MoeTransformerLm(spec.model(), spec.router().top_k(), info));
+  const TransformerLmOptions& o = spec.model().transformer_lm();
+  const MoeSpec& moe = spec.model().moe();
+  const int64_t d = o.model_dim();
+
+  lm->token_embedding_ = lm->register_module(
+      "token_embedding", torch::nn::Embedding(info.vocab_size, d));
+  lm->position_embedding_ = lm->register_module(
+      "position_embedding", torch::nn::Embedding(info.sequence_length, d));
+  {
+    // GPT-2's N(0, 0.02): keeps tied output logits small at the start.
+    torch::NoGradGuard no_grad;
+    lm->token_embedding_->weight.normal_(0.0, 0.02);
+    lm->position_embedding_->weight.normal_(0.0, 0.02);
+  }
+  lm->embedding_dropout_ = lm->register_module(
+      "embedding_dropout",
+      torch::nn::Dropout(torch::nn::DropoutOptions(o.dropout())));
+
+  const RouterDims dims = TransformerLmRouterDims(spec.model());
+  const auto block_options = TransformerBlockOptions(d, o.num_heads())
+                                 .causal(true)
+                                 .dropout(o.dropout())
+                                 .dense_hidden(o.dense_hidden())
+                                 .activation(moe.activation());
+  for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
+    TransformerBlock block{nullptr};
+    if (IsMoeBlock(layer, moe.moe_every())) {
+      absl::StatusOr<std::shared_ptr<Router>> router =
+          CreateRouter(spec.router(), dims);
+      if (!router.ok()) return router.status();
+      MoeLayer moe_layer(
+          MoeLayerOptions(d, moe.num_experts(), moe.expert_hidden())
+              .activation(moe.activation())
+              .shared_expert(moe.shared_expert()),
+          *std::move(router));
+      block = TransformerBlock(block_options, std::move(moe_layer));
+    } else {
+      block = TransformerBlock(block_options);
+    }
+    lm->blocks_.push_back(
+        lm->register_module(absl::StrCat("block", layer), block));
+  }
+  lm->final_norm_ = lm->register_module(
+      "final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+  if (!o.tie_embeddings()) {
+    lm->output_ = lm->register_module(
+        "output",
+        torch::nn::Linear(
+            torch::nn::LinearOptions(d, info.vocab_size).bias(false)));
+  }
+  return lm;
+}
+
+ModelOutput MoeTransformerLm::Forward(const Batch& batch,
+                                      const ForwardOptions& options) {
+  const at::Tensor& ids = batch.inputs;  // [B, T]
+  TORCH_CHECK(ids.dim() == 2, "moe_transformer_lm: inputs must be [B, T]");
+  const int64_t tokens = ids.size(1);
+  TORCH_CHECK(tokens <= max_tokens_, "moe_transformer_lm: ", tokens,
+              " tokens exceed the ", max_tokens_, " position embeddings");
+  const at::Tensor positions = at::arange(tokens, ids.options());
+  at::Tensor x = token_embedding_->forward(ids) +
+                 position_embedding_->forward(positions);  // [B, T, D]
+  x = embedding_dropout_->forward(x);
+
+  RoutingContext context;
+  context.token_ids = ids;
+  context.training = is_training();
+  context.causal = true;
+
+  ModelOutput out;
+  out.aux_loss = at::zeros({}, x.options());
+  for (TransformerBlock& block : blocks_) {
+    TransformerBlockOutput block_out = block->forward(x, context);
+    x = std::move(block_out.hidden);
+    if (block->is_moe()) {
+      AccumulateAuxLosses(block_out.decision, &out.aux_loss);
+      if (options.keep_routing) {
+        out.routing.push_back(std::move(block_out.decision));
+      }
+    }
+  }
+  x = final_norm_->forward(x);
+  out.logits = output_.is_empty() ? at::matmul(x, token_embedding_->weight.t())
+                                  : output_->forward(x);  // [B, T, V]
+  if (batch.targets.defined()) {
+    out.loss = at::cross_entropy_loss(out.logits.reshape({-1, vocab_size_}),
+                                      batch.targets.reshape({-1}));
+  }
+  return out;
+}
+
+ModelStats MoeTransformerLm::Stats() const {
+  const TransformerStackShape shape = StackShape(spec_, max_tokens_, top_k_);
+  ModelStats stats;
+  for (const at::Tensor& p : parameters()) stats.total_parameters += p.numel();
+  stats.active_parameters_per_token =
+      ActiveParametersPerToken(shape, stats.total_parameters);
+  stats.flops_per_token = TransformerStackFlopsPerToken(shape) +
+                          2.0 * shape.model_dim * vocab_size_;
+  stats.flops_per_expert_per_token = ExpertFlopsPerToken(shape);
+  stats.num_moe_layers = NumMoeBlocks(shape);
+  return stats;
+}
+
+std::vector<std::shared_ptr<Router>> MoeTransformerLm::Routers() const {
+  std::vector<std::shared_ptr<Router>> routers;
+  for (const TransformerBlock& block : blocks_) {
+    if (block->is_moe()) routers.push_back(block->moe->router());
+  }
+  return routers;
+}
+
+MOELAB_REGISTER_MODEL(
+    kModelName,
+    {.description = "decoder-only transformer LM with MoE FFNs every "
+                    "moe_every-th block; presets cpu_tiny (default), "
+                    "cpu_small, smoe_small, smoe_medium, glam_style",
+     .resolve = ResolveTransformerLmSpec,
+     .validate = ValidateTransformerLmSpec,
+     .router_dims = TransformerLmRouterDims,
+     .create = [](const ExperimentSpec& spec, const DatasetInfo& info)
+         -> absl::StatusOr<std::shared_ptr<Model>> {
+       absl::StatusOr<std::shared_ptr<MoeTransformerLm>> lm =
+           MoeTransformerLm::Create(spec, info);
+       if (!lm.ok()) return lm.status();
+       return std::shared_ptr<Model>(*std::move(lm));
+     },
+     .task = Task::kLanguageModeling});
+
+}  // namespace moelab

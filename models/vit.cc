@@ -1,0 +1,304 @@
+#include "models/vit.h"
+
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/cross_entropy_loss.h>
+#include <ATen/ops/zeros.h>
+#include <torch/csrc/autograd/generated/variable_factories.h>
+#include <torch/utils.h>
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "models/model_spec_util.h"
+#include "models/moe_layer.h"
+
+namespace moelab {
+namespace {
+
+constexpr char kModelName[] = "vmoe_vit";
+
+struct VitPreset {
+  const char* name;
+  int32_t patch_size;
+  int32_t num_layers;
+  int32_t model_dim;
+  int32_t num_heads;
+  int32_t dense_hidden;
+  Pooling pooling;
+  float dropout;
+  MoeDefaults moe;
+};
+
+// See vit.h. The vmoe_* rows follow the V-MoE paper's S and B sizes
+// (experts of the dense MLP's width, 32 experts, every other block).
+// clang-format off
+const VitPreset kPresets[] = {
+  // name      patch layers D   heads dense pooling     dropout E  H     every
+  {"cpu_tiny", 4,  4,  128, 4,  256,  CLASS_TOKEN, 0.0f, {8,  256,  2, GELU}},
+  {"vmoe_s",   32, 8,  512, 8,  2048, CLASS_TOKEN, 0.0f, {32, 2048, 2, GELU}},
+  {"vmoe_s16", 16, 8,  512, 8,  2048, CLASS_TOKEN, 0.0f, {32, 2048, 2, GELU}},
+  {"vmoe_b16", 16, 12, 768, 12, 3072, CLASS_TOKEN, 0.1f, {32, 3072, 2, GELU}},
+};
+// clang-format on
+
+std::vector<std::string> PresetNames() {
+  std::vector<std::string> names;
+  for (const VitPreset& preset : kPresets) names.push_back(preset.name);
+  return names;
+}
+
+}  // namespace
+
+absl::Status ResolveVitSpec(ModelSpec* spec) {
+  if (spec->options_case() == ModelSpec::kTransformerLm) {
+    return FieldError(
+        "model.transformer_lm",
+        absl::StrCat("these options belong to moe_transformer_lm; model '",
+                     kModelName, "' takes model.vit"));
+  }
+  if (spec->preset().empty()) spec->set_preset("cpu_tiny");
+  const VitPreset* preset = nullptr;
+  for (const VitPreset& p : kPresets) {
+    if (spec->preset() == p.name) preset = &p;
+  }
+  if (preset == nullptr) {
+    return UnknownPresetError(spec->preset(), kModelName, PresetNames());
+  }
+  VitOptions* o = spec->mutable_vit();
+  if (!o->has_patch_size()) o->set_patch_size(preset->patch_size);
+  if (!o->has_num_layers()) o->set_num_layers(preset->num_layers);
+  if (!o->has_model_dim()) o->set_model_dim(preset->model_dim);
+  if (!o->has_num_heads()) o->set_num_heads(preset->num_heads);
+  if (!o->has_dense_hidden()) o->set_dense_hidden(preset->dense_hidden);
+  if (o->pooling() == POOLING_UNSPECIFIED) o->set_pooling(preset->pooling);
+  if (!o->has_dropout()) o->set_dropout(preset->dropout);
+  ApplyMoeDefaults(preset->moe, spec->mutable_moe());
+  return absl::OkStatus();
+}
+
+absl::Status ValidateVitSpec(const ModelSpec& spec) {
+  if (spec.options_case() != ModelSpec::kVit) {
+    return FieldError("model.vit",
+                      absl::StrCat("model '", kModelName,
+                                   "' needs model.vit options (resolve the "
+                                   "spec first)"));
+  }
+  const VitOptions& o = spec.vit();
+  if (o.patch_size() < 1) {
+    return FieldError("model.vit.patch_size",
+                      absl::StrCat("must be >= 1, got ", o.patch_size()));
+  }
+  if (o.num_layers() < 1) {
+    return FieldError("model.vit.num_layers",
+                      absl::StrCat("must be >= 1, got ", o.num_layers()));
+  }
+  if (o.model_dim() < 1) {
+    return FieldError("model.vit.model_dim",
+                      absl::StrCat("must be >= 1, got ", o.model_dim()));
+  }
+  if (o.num_heads() < 1 || o.model_dim() % o.num_heads() != 0) {
+    return FieldError("model.vit.num_heads",
+                      absl::StrCat("must be >= 1 and divide model_dim (",
+                                   o.model_dim(), "), got ", o.num_heads()));
+  }
+  if (o.dense_hidden() < 1) {
+    return FieldError("model.vit.dense_hidden",
+                      absl::StrCat("must be >= 1, got ", o.dense_hidden()));
+  }
+  if (o.pooling() != CLASS_TOKEN && o.pooling() != MEAN) {
+    return FieldError("model.vit.pooling", "must be CLASS_TOKEN or MEAN");
+  }
+  if (!(o.dropout() >= 0 && o.dropout() < 1)) {
+    return FieldError("model.vit.dropout",
+                      absl::StrCat("must be in [0, 1), got ", o.dropout()));
+  }
+  return ValidateMoeSpec(spec.moe(), o.num_layers());
+}
+
+RouterDims VitRouterDims(const ModelSpec& spec) {
+  return RouterDims{.model_dim = spec.vit().model_dim(),
+                    .num_experts = spec.moe().num_experts(),
+                    .num_heads = spec.vit().num_heads(),
+                    .causal_model = false};
+}
+
+VmoeVit::VmoeVit(const ModelSpec& model, double top_k, const DatasetInfo& info)
+    : spec_(model),
+      top_k_(top_k),
+      channels_(info.channels),
+      num_classes_(info.num_classes),
+      num_patches_((info.height / model.vit().patch_size()) *
+                   (info.width / model.vit().patch_size())) {}
+
+absl::StatusOr<std::shared_ptr<VmoeVit>> VmoeVit::Create(
+    const ExperimentSpec& spec, const DatasetInfo& info) {
+  if (info.task != Task::kImageClassification || info.num_classes < 1 ||
+      info.channels < 1 || info.height < 1 || info.width < 1) {
+    return FieldError(
+        "dataset.name",
+        absl::StrCat("model '", kModelName,
+                     "' needs an image-classification "
+                     "dataset; '",
+                     spec.dataset().name(), "' has ", info.num_classes,
+                     " classes of ", info.channels, "x", info.height, "x",
+                     info.width, " images"));
+  }
+  if (absl::Status s = ValidateVitSpec(spec.model()); !s.ok()) return s;
+  const VitOptions& o = spec.model().vit();
+  const MoeSpec& moe = spec.model().moe();
+  const int64_t p = o.patch_size(), d = o.model_dim();
+  if (info.height % p != 0 || info.width % p != 0) {
+    return FieldError("model.vit.patch_size",
+                      absl::StrCat(p, " does not divide the dataset's ",
+                                   info.height, "x", info.width, " images"));
+  }
+  std::shared_ptr<VmoeVit> vit(
+      new VmoeVit(spec.model(), spec.router().top_k(), info));
+  vit->patch_embedding_ = vit->register_module(
+      "patch_embedding",
+      torch::nn::Conv2d(
+          torch::nn::Conv2dOptions(info.channels, d, p).stride(p)));
+  const bool class_token = o.pooling() == CLASS_TOKEN;
+  const int64_t tokens = vit->num_patches_ + (class_token ? 1 : 0);
+  {
+    torch::NoGradGuard no_grad;
+    if (class_token) {
+      vit->class_token_ =
+          vit->register_parameter("class_token", torch::zeros({1, 1, d}));
+    }
+    vit->position_embedding_ = vit->register_parameter(
+        "position_embedding", torch::randn({1, tokens, d}) * 0.02);
+  }
+  vit->embedding_dropout_ = vit->register_module(
+      "embedding_dropout",
+      torch::nn::Dropout(torch::nn::DropoutOptions(o.dropout())));
+
+  const RouterDims dims = VitRouterDims(spec.model());
+  const auto block_options = TransformerBlockOptions(d, o.num_heads())
+                                 .causal(false)
+                                 .dropout(o.dropout())
+                                 .dense_hidden(o.dense_hidden())
+                                 .activation(moe.activation());
+  for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
+    TransformerBlock block{nullptr};
+    if (IsMoeBlock(layer, moe.moe_every())) {
+      absl::StatusOr<std::shared_ptr<Router>> router =
+          CreateRouter(spec.router(), dims);
+      if (!router.ok()) return router.status();
+      MoeLayer moe_layer(
+          MoeLayerOptions(d, moe.num_experts(), moe.expert_hidden())
+              .activation(moe.activation())
+              .shared_expert(moe.shared_expert()),
+          *std::move(router));
+      block = TransformerBlock(block_options, std::move(moe_layer));
+    } else {
+      block = TransformerBlock(block_options);
+    }
+    vit->blocks_.push_back(
+        vit->register_module(absl::StrCat("block", layer), block));
+  }
+  vit->final_norm_ = vit->register_module(
+      "final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+  vit->head_ =
+      vit->register_module("head", torch::nn::Linear(d, info.num_classes));
+  return vit;
+}
+
+ModelOutput VmoeVit::Forward(const Batch& batch,
+                             const ForwardOptions& options) {
+  const at::Tensor& images = batch.inputs;  // [B, C, H, W]
+  TORCH_CHECK(images.dim() == 4 && images.size(1) == channels_,
+              "vmoe_vit: inputs must be [B, ", channels_, ", H, W], got ",
+              images.sizes());
+  const int64_t batch_size = images.size(0);
+  // [B, D, H/p, W/p] -> [B, N, D]
+  at::Tensor x = patch_embedding_->forward(images).flatten(2).transpose(1, 2);
+  TORCH_CHECK(x.size(1) == num_patches_, "vmoe_vit: ", x.size(1),
+              " patches, the model was built for ", num_patches_);
+  if (class_token_.defined()) {
+    x = at::cat({class_token_.expand({batch_size, 1, x.size(2)}), x}, 1);
+  }
+  x = embedding_dropout_->forward(x + position_embedding_);  // [B, T, D]
+
+  RoutingContext context;
+  context.token_ids = at::arange(x.size(1), images.options().dtype(at::kLong))
+                          .unsqueeze(0)
+                          .expand({batch_size, x.size(1)});
+  context.training = is_training();
+  context.causal = false;
+
+  ModelOutput out;
+  out.aux_loss = at::zeros({}, x.options());
+  for (TransformerBlock& block : blocks_) {
+    TransformerBlockOutput block_out = block->forward(x, context);
+    x = std::move(block_out.hidden);
+    if (block->is_moe()) {
+      AccumulateAuxLosses(block_out.decision, &out.aux_loss);
+      if (options.keep_routing) {
+        out.routing.push_back(std::move(block_out.decision));
+      }
+    }
+  }
+  x = final_norm_->forward(x);
+  const at::Tensor pooled =
+      class_token_.defined() ? x.select(1, 0) : x.mean(1);  // [B, D]
+  out.logits = head_->forward(pooled);                      // [B, classes]
+  if (batch.targets.defined()) {
+    out.loss = at::cross_entropy_loss(out.logits, batch.targets);
+  }
+  return out;
+}
+
+ModelStats VmoeVit::Stats() const {
+  const VitOptions& o = spec_.vit();
+  TransformerStackShape shape;
+  shape.model_dim = o.model_dim();
+  shape.tokens = num_tokens();
+  shape.num_layers = o.num_layers();
+  shape.dense_hidden = o.dense_hidden();
+  shape.moe = spec_.moe();
+  shape.top_k = top_k_;
+  ModelStats stats;
+  for (const at::Tensor& p : parameters()) stats.total_parameters += p.numel();
+  stats.active_parameters_per_token =
+      ActiveParametersPerToken(shape, stats.total_parameters);
+  // Patch embedding (per patch) and head (per image), spread over the
+  // image's tokens.
+  const double patch_flops = 2.0 * channels_ * o.patch_size() * o.patch_size() *
+                             o.model_dim() * num_patches_;
+  const double head_flops = 2.0 * o.model_dim() * num_classes_;
+  stats.flops_per_token = TransformerStackFlopsPerToken(shape) +
+                          (patch_flops + head_flops) / double(num_tokens());
+  stats.flops_per_expert_per_token = ExpertFlopsPerToken(shape);
+  stats.num_moe_layers = NumMoeBlocks(shape);
+  return stats;
+}
+
+std::vector<std::shared_ptr<Router>> VmoeVit::Routers() const {
+  std::vector<std::shared_ptr<Router>> routers;
+  for (const TransformerBlock& block : blocks_) {
+    if (block->is_moe()) routers.push_back(block->moe->router());
+  }
+  return routers;
+}
+
+MOELAB_REGISTER_MODEL(
+    kModelName,
+    {.description = "vision transformer with MoE FFNs every moe_every-th "
+                    "block (V-MoE); presets cpu_tiny (default), vmoe_s, "
+                    "vmoe_s16, vmoe_b16",
+     .resolve = ResolveVitSpec,
+     .validate = ValidateVitSpec,
+     .router_dims = VitRouterDims,
+     .create = [](const ExperimentSpec& spec, const DatasetInfo& info)
+         -> absl::StatusOr<std::shared_ptr<Model>> {
+       absl::StatusOr<std::shared_ptr<VmoeVit>> vit =
+           VmoeVit::Create(spec, info);
+       if (!vit.ok()) return vit.status();
+       return std::shared_ptr<Model>(*std::move(vit));
+     },
+     .task = Task::kImageClassification});
+
+}  // namespace moelab
