@@ -25,6 +25,7 @@
 #include "core/progress.h"
 #include "core/routing_metrics.h"
 #include "core/spec.h"
+#include "core/threading_environment.h"
 #include "core/trainer.h"
 #include "experiments/plots.h"
 #include "experiments/table_report.h"
@@ -306,6 +307,7 @@ int Main() {
 }  // namespace moelab
 
 int main(int argc, char** argv) {
+  moelab::ReexecWithPassiveOpenMpWaiting(argc, argv);
   absl::SetProgramUsageMessage(
       "Reproduces a paper table.\n"
       "  reproduce --list\n"

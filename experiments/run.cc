@@ -14,6 +14,7 @@
 #include "core/paths.h"
 #include "core/router.h"
 #include "core/spec.h"
+#include "core/threading_environment.h"
 #include "core/trainer.h"
 
 ABSL_FLAG(std::string, spec, "", "Path of the experiment spec (.pbtxt).");
@@ -77,6 +78,7 @@ int Main() {
 }  // namespace moelab
 
 int main(int argc, char** argv) {
+  moelab::ReexecWithPassiveOpenMpWaiting(argc, argv);
   absl::SetProgramUsageMessage(
       "Runs a moelab experiment spec.\n"
       "  run --spec=experiments/specs/quickstart_sotu.pbtxt\n"
