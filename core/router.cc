@@ -26,6 +26,25 @@ absl::Status CheckRouterOptionsCase(const RouterSpec& spec,
       "router '", spec.name(), "' takes router.", expected_field));
 }
 
+absl::Status CheckTopK(const RouterSpec& spec, const RouterRegistration& registration,
+                       const RouterDims& dims) {
+  const double k = spec.top_k();
+  if (!(k > 0) || !std::isfinite(k)) {
+    return absl::InvalidArgumentError(absl::StrCat("router.top_k: must be > 0, got ", k));
+  }
+  if (!registration.fractional_top_k && k != std::floor(k)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.top_k: router '", spec.name(),
+                     "' needs a whole number of experts, got ", k));
+  }
+  if (k > dims.num_experts) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.top_k: must be <= the number of experts "
+                     "(model.moe.num_experts = ", dims.num_experts, "), got ", k));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<Router>> CreateRouter(const RouterSpec& spec,
                                                      const RouterDims& dims) {
   absl::StatusOr<const RouterRegistration*> entry =

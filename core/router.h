@@ -114,6 +114,11 @@ Registry<RouterRegistration>& RouterRegistry();
 absl::StatusOr<std::shared_ptr<Router>> CreateRouter(const RouterSpec& spec,
                                                      const RouterDims& dims);
 
+// Checks spec.top_k against the router's registration and dims: > 0,
+// whole unless the router accepts fractional k, at most dims.num_experts.
+absl::Status CheckTopK(const RouterSpec& spec, const RouterRegistration& registration,
+                       const RouterDims& dims);
+
 // For a plugin's `validate`: the spec's options oneof must be empty or the
 // plugin's own message; `expected_field` is that field's name.
 absl::Status CheckRouterOptionsCase(const RouterSpec& spec,

@@ -252,20 +252,7 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
 
   if (absl::Status s = (*model)->validate(spec.model()); !s.ok()) return s;
   const RouterDims dims = (*model)->router_dims(spec.model());
-  const double k = spec.router().top_k();
-  if (!(k > 0) || !std::isfinite(k)) {
-    return FieldError("router.top_k", absl::StrCat("must be > 0, got ", k));
-  }
-  if (!(*router)->fractional_top_k && k != std::floor(k)) {
-    return FieldError("router.top_k",
-                      absl::StrCat("router '", spec.router().name(),
-                                   "' needs a whole number of experts, got ", k));
-  }
-  if (k > dims.num_experts) {
-    return FieldError("router.top_k",
-                      absl::StrCat("must be <= model.moe.num_experts (",
-                                   dims.num_experts, "), got ", k));
-  }
+  if (absl::Status s = CheckTopK(spec.router(), **router, dims); !s.ok()) return s;
   if (spec.router().load_balance_coef() < 0) {
     return FieldError("router.load_balance_coef",
                       absl::StrCat("must be >= 0, got ",

@@ -89,7 +89,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadSpec{"unknown dataset", "name: \"testing_text_dir\"",
                 "name: \"nope\"", "dataset.name: unknown dataset 'nope'"},
         BadSpec{"k > E", "top_k: 1", "top_k: 5",
-                "router.top_k: must be <= model.moe.num_experts (4)"},
+                "router.top_k: must be <= the number of experts (model.moe.num_experts = 4)"},
         BadSpec{"negative k", "top_k: 1", "top_k: -1", "router.top_k: must be > 0"},
         BadSpec{"fractional k", "top_k: 1", "top_k: 1.5", "needs a whole number"},
         BadSpec{"zero lr", "learning_rate: 0.001", "learning_rate: 0",

@@ -57,7 +57,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"k = 0 is replaced by the default, k < 0 is not", "top_k: 2", "top_k: -2",
              "router.top_k: must be > 0"},
         Case{"k > experts", "top_k: 2", "top_k: 5",
-             "router.top_k: must be <= model.moe.num_experts (4), got 5"},
+             "router.top_k: must be <= the number of experts (model.moe.num_experts = 4), got 5"},
         Case{"fractional k for token choice", "top_k: 2", "top_k: 1.5",
              "needs a whole number"},
         Case{"tau <= 0", kRouter,

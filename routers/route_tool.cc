@@ -266,28 +266,6 @@ absl::StatusOr<int64_t> NumExperts(const RouteInputs& inputs,
   return experts;
 }
 
-// Checks top_k as core/spec.cc does for an experiment.
-absl::Status ValidateTopK(const RouterSpec& spec,
-                          const RouterRegistration& registration,
-                          const RouterDims& dims) {
-  const double k = spec.top_k();
-  if (!(k > 0) || !std::isfinite(k)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("router.top_k: must be > 0, got ", k));
-  }
-  if (!registration.fractional_top_k && k != std::floor(k)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("router.top_k: router '", spec.name(),
-                     "' needs a whole number of experts, got ", k));
-  }
-  if (k > dims.num_experts) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.top_k: must be <= the number of experts (", dims.num_experts,
-        "), got ", k));
-  }
-  return absl::OkStatus();
-}
-
 // Copies the file's parameters into the router; every parameter must come
 // from the file, so that results never depend on a random initialisation.
 absl::Status LoadParameters(const std::string& router_name, Router& router,
@@ -395,7 +373,7 @@ absl::Status Run(const RouteToolOptions& options) {
                        : 0,
       .causal_model = options.causal_model};
   if ((*registration)->resolve) (*registration)->resolve(&*spec, dims);
-  if (absl::Status s = ValidateTopK(*spec, **registration, dims); !s.ok()) return s;
+  if (absl::Status s = CheckTopK(*spec, **registration, dims); !s.ok()) return s;
 
   at::manual_seed(options.seed);
   absl::StatusOr<std::shared_ptr<Router>> router = CreateRouter(*spec, dims);

@@ -20,20 +20,6 @@ absl::Status FieldError(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(kField, ".", field, ": ", problem));
 }
 
-// Top-k needs a whole number of experts in [1, E]. Core checks this for a
-// whole experiment; checking here too keeps CreateRouter safe for callers
-// that build a router from a RouterSpec alone (the route tool, tests).
-absl::Status ValidateTopK(const RouterSpec& spec, const RouterDims& dims) {
-  const double k = spec.top_k();
-  if (!(k >= 1) || k != std::floor(k) || k > dims.num_experts) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.top_k: router '", spec.name(),
-        "' needs a whole number of experts in [1, ", dims.num_experts,
-        "], got ", k));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ValidateSimilarityAware(const RouterSpec& spec,
                                      const RouterDims& dims) {
   if (absl::Status s = CheckRouterOptionsCase(
@@ -41,7 +27,7 @@ absl::Status ValidateSimilarityAware(const RouterSpec& spec,
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = ValidateTopK(spec, dims); !s.ok()) return s;
+  if (absl::Status s = CheckWholeTopK(spec, dims); !s.ok()) return s;
   const SimilarityAwareOptions options =
       ResolvedSimilarityAwareOptions(spec, dims);
   if (!(options.temperature() > 0)) {
