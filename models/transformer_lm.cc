@@ -1,7 +1,6 @@
 #include "models/transformer_lm.h"
 
 #include <ATen/ops/arange.h>
-#include <ATen/ops/cross_entropy_loss.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/zeros.h>
 #include <torch/utils.h>
@@ -10,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "models/cross_entropy.h"
 #include "models/model_spec_util.h"
 #include "models/moe_layer.h"
 
@@ -240,8 +240,10 @@ ModelOutput MoeTransformerLm::Forward(const Batch& batch,
   out.logits = output_.is_empty() ? at::matmul(x, token_embedding_->weight.t())
                                   : output_->forward(x);  // [B, T, V]
   if (batch.targets.defined()) {
-    out.loss = at::cross_entropy_loss(out.logits.reshape({-1, vocab_size_}),
-                                      batch.targets.reshape({-1}));
+    // The vocabulary-wide softmax is the largest tensor of a small LM:
+    // MeanCrossEntropy needs one [N, V] buffer where ATen's takes three.
+    out.loss = MeanCrossEntropy(out.logits.reshape({-1, vocab_size_}),
+                                batch.targets.reshape({-1}));
   }
   return out;
 }
