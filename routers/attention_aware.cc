@@ -180,12 +180,8 @@ RoutingDecision AttentionAwareRouter::Route(const at::Tensor& hidden,
   d.aggregated_probs =
       at::matmul(AggregationWeights(u, context), d.gate_probs);
   d.selected = TopKMask(d.aggregated_probs.detach(), top_k_);
-  d.combine_weights = d.aggregated_probs * d.selected.to(at::kFloat);
-  if (options_.renormalize()) {
-    d.combine_weights =
-        d.combine_weights / d.combine_weights.sum(-1, /*keepdim=*/true)
-                                .clamp_min(std::numeric_limits<float>::min());
-  }
+  d.combine_weights =
+      SelectedWeights(d.aggregated_probs, d.selected, options_.renormalize());
   AddStandardAuxLosses(spec_, &d);
   return d;
 }

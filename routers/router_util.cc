@@ -28,6 +28,13 @@ at::Tensor TopKMask(const at::Tensor& scores, int64_t k) {
   return mask.scatter_(-1, indices, true);
 }
 
+at::Tensor SelectedWeights(const at::Tensor& scores, const at::Tensor& selected,
+                           bool renormalize) {
+  at::Tensor weights = scores * selected.to(scores.scalar_type());
+  if (!renormalize) return weights;
+  return weights / weights.sum(-1, /*keepdim=*/true).clamp_min(1e-30);
+}
+
 at::Tensor ApplyGate(const at::Tensor& logits, GateFunction gate) {
   if (gate == SIGMOID) return at::sigmoid(logits);
   // Softmax in float32 at least, as routers are sensitive to precision.

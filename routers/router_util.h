@@ -20,6 +20,12 @@ namespace moelab {
 // (ties broken towards the lower index, as at::topk does).
 at::Tensor TopKMask(const at::Tensor& scores, int64_t k);
 
+// Combine weights: `scores` [.., E] where `selected` [.., E] is true, 0
+// elsewhere; with `renormalize`, divided by their sum over the selected
+// experts (a token with nothing selected keeps all zeros).
+at::Tensor SelectedWeights(const at::Tensor& scores, const at::Tensor& selected,
+                           bool renormalize);
+
 // The gate distribution r from logits [.., E]: softmax over experts, or an
 // element-wise sigmoid.
 at::Tensor ApplyGate(const at::Tensor& logits, GateFunction gate);

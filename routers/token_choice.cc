@@ -52,10 +52,7 @@ RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden,
   // Indices in descending r: column j holds each token's (j+1)-th choice.
   at::Tensor choices = std::get<1>(at::topk(d.gate_probs.detach(), top_k_, -1));
   at::Tensor chosen = IndicesToMask(choices, num_experts_);  // [B, T, E]
-  at::Tensor weights = d.gate_probs * chosen.to(d.gate_probs.scalar_type());
-  if (options_.renormalize()) {
-    weights = weights / weights.sum(-1, /*keepdim=*/true).clamp_min(1e-30);
-  }
+  at::Tensor weights = SelectedWeights(d.gate_probs, chosen, options_.renormalize());
 
   if (options_.capacity_factor() <= 0) {
     d.selected = chosen;
