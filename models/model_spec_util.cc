@@ -96,4 +96,15 @@ absl::Status FieldError(absl::string_view field, absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", message));
 }
 
+ModelStats StackStats(const TransformerStackShape& shape, int64_t total_parameters,
+                      double extra_flops_per_token) {
+  ModelStats stats;
+  stats.total_parameters = total_parameters;
+  stats.active_parameters_per_token = ActiveParametersPerToken(shape, total_parameters);
+  stats.flops_per_token = TransformerStackFlopsPerToken(shape) + extra_flops_per_token;
+  stats.flops_per_expert_per_token = ExpertFlopsPerToken(shape);
+  stats.num_moe_layers = NumMoeBlocks(shape);
+  return stats;
+}
+
 }  // namespace moelab

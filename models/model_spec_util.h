@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "core/model.h"
 #include "core/router.h"
 #include "proto/experiment.pb.h"
 
@@ -74,6 +75,11 @@ int64_t ParametersPerExpert(const TransformerStackShape& shape);
 // top_k times instead of E times (rounded to the nearest integer).
 int64_t ActiveParametersPerToken(const TransformerStackShape& shape,
                                  int64_t total);
+
+// Model::Stats() of a transformer stack with `total_parameters`, plus
+// `extra_flops_per_token` for what surrounds the stack (embeddings, head).
+ModelStats StackStats(const TransformerStackShape& shape, int64_t total_parameters,
+                      double extra_flops_per_token);
 
 // Shortcut for an InvalidArgumentError "<field>: <message>".
 absl::Status FieldError(absl::string_view field, absl::string_view message);

@@ -250,15 +250,10 @@ ModelOutput MoeTransformerLm::Forward(const Batch& batch,
 
 ModelStats MoeTransformerLm::Stats() const {
   const TransformerStackShape shape = StackShape(spec_, max_tokens_, top_k_);
-  ModelStats stats;
-  for (const at::Tensor& p : parameters()) stats.total_parameters += p.numel();
-  stats.active_parameters_per_token =
-      ActiveParametersPerToken(shape, stats.total_parameters);
-  stats.flops_per_token = TransformerStackFlopsPerToken(shape) +
-                          2.0 * shape.model_dim * vocab_size_;
-  stats.flops_per_expert_per_token = ExpertFlopsPerToken(shape);
-  stats.num_moe_layers = NumMoeBlocks(shape);
-  return stats;
+  int64_t total = 0;
+  for (const at::Tensor& p : parameters()) total += p.numel();
+  // The output projection to the vocabulary.
+  return StackStats(shape, total, 2.0 * shape.model_dim * vocab_size_);
 }
 
 std::vector<std::shared_ptr<Router>> MoeTransformerLm::Routers() const {

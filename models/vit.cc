@@ -260,20 +260,14 @@ ModelStats VmoeVit::Stats() const {
   shape.dense_hidden = o.dense_hidden();
   shape.moe = spec_.moe();
   shape.top_k = top_k_;
-  ModelStats stats;
-  for (const at::Tensor& p : parameters()) stats.total_parameters += p.numel();
-  stats.active_parameters_per_token =
-      ActiveParametersPerToken(shape, stats.total_parameters);
+  int64_t total = 0;
+  for (const at::Tensor& p : parameters()) total += p.numel();
   // Patch embedding (per patch) and head (per image), spread over the
   // image's tokens.
   const double patch_flops = 2.0 * channels_ * o.patch_size() * o.patch_size() *
                              o.model_dim() * num_patches_;
   const double head_flops = 2.0 * o.model_dim() * num_classes_;
-  stats.flops_per_token = TransformerStackFlopsPerToken(shape) +
-                          (patch_flops + head_flops) / double(num_tokens());
-  stats.flops_per_expert_per_token = ExpertFlopsPerToken(shape);
-  stats.num_moe_layers = NumMoeBlocks(shape);
-  return stats;
+  return StackStats(shape, total, (patch_flops + head_flops) / double(num_tokens()));
 }
 
 std::vector<std::shared_ptr<Router>> VmoeVit::Routers() const {
