@@ -15,11 +15,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
-#include <torch/types.h>  // clip_grad.h is not self-contained
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adam.h>
-#include <torch/optim/adamw.h>
-#include <torch/optim/sgd.h>
 #include <torch/utils.h>
 #include <torch/version.h>
 
@@ -36,6 +31,7 @@
 #include "core/progress.h"
 #include "core/routing_metrics.h"
 #include "core/spec.h"
+#include "core/train_step.h"
 #include "google/protobuf/stubs/common.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -55,26 +51,6 @@ double PeakRssMb() {
 Batch ToDevice(const Batch& batch, const at::Device& device) {
   if (device.is_cpu()) return batch;
   return Batch{batch.inputs.to(device), batch.targets.to(device)};
-}
-
-std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& t,
-                                                       Model& model) {
-  std::vector<at::Tensor> params = model.parameters();
-  switch (t.optimizer()) {
-    case SGD:
-      return std::make_unique<torch::optim::SGD>(
-          params, torch::optim::SGDOptions(t.learning_rate())
-                      .momentum(t.momentum())
-                      .weight_decay(t.weight_decay()));
-    case ADAM:
-      return std::make_unique<torch::optim::Adam>(
-          params, torch::optim::AdamOptions(t.learning_rate())
-                      .weight_decay(t.weight_decay()));
-    default:
-      return std::make_unique<torch::optim::AdamW>(
-          params, torch::optim::AdamWOptions(t.learning_rate())
-                      .weight_decay(t.weight_decay()));
-  }
 }
 
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {
@@ -467,27 +443,21 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
                              device);
       lr = LearningRateAt(training, state.step, total_steps);
       SetLearningRate(*optimizer, lr);
-      ModelOutput out = model.Forward(batch, ForwardOptions{});
-      at::Tensor loss = out.loss + out.aux_loss;
-      const double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value)) {
+      absl::StatusOr<StepLosses> losses =
+          TrainStep(model, *optimizer, batch, training.grad_clip_norm());
+      if (!losses.ok()) {
         progress.Finish();
         result.set_status("STOPPED_NONFINITE_LOSS");
         result.set_wall_time_s(wall_now());
         (void)WriteOutputs(dir, result);
         return absl::DataLossError(absl::StrFormat(
-            "training stopped: the loss became %f at epoch %d, step %d (lr %.3g); "
+            "training stopped: %s at epoch %d, step %d (lr %.3g); "
             "the last good checkpoint (after epoch %d) is kept in %s",
-            loss_value, epoch + 1, state.step, lr, state.epochs_done, checkpoint));
+            losses.status().message(), epoch + 1, state.step, lr, state.epochs_done,
+            checkpoint));
       }
-      optimizer->zero_grad();
-      loss.backward();
-      if (training.grad_clip_norm() > 0) {
-        torch::nn::utils::clip_grad_norm_(model.parameters(), training.grad_clip_norm());
-      }
-      optimizer->step();
-      loss_sum += out.loss.item<double>();
-      aux_sum += out.aux_loss.item<double>();
+      loss_sum += losses->loss;
+      aux_sum += losses->aux_loss;
       if (options.verbose) {
         progress.Update(i + 1, (i + 1) * batch_size * units_per_example,
                         loss_sum / (i + 1));

@@ -1,0 +1,56 @@
+#include "core/train_step.h"
+
+#include <torch/types.h>  // clip_grad.h is not self-contained
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/adamw.h>
+#include <torch/optim/sgd.h>
+
+#include <cmath>
+
+#include "absl/strings/str_format.h"
+#include "core/step_profiler.h"
+
+namespace moelab {
+
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& training,
+                                                       Model& model) {
+  std::vector<at::Tensor> params = model.parameters();
+  switch (training.optimizer()) {
+    case SGD:
+      return std::make_unique<torch::optim::SGD>(
+          params, torch::optim::SGDOptions(training.learning_rate())
+                      .momentum(training.momentum())
+                      .weight_decay(training.weight_decay()));
+    case ADAM:
+      return std::make_unique<torch::optim::Adam>(
+          params, torch::optim::AdamOptions(training.learning_rate())
+                      .weight_decay(training.weight_decay()));
+    default:
+      return std::make_unique<torch::optim::AdamW>(
+          params, torch::optim::AdamWOptions(training.learning_rate())
+                      .weight_decay(training.weight_decay()));
+  }
+}
+
+absl::StatusOr<StepLosses> TrainStep(Model& model, torch::optim::Optimizer& optimizer,
+                                     const Batch& batch, double grad_clip_norm) {
+  ModelOutput out = model.Forward(batch, ForwardOptions{});
+  at::Tensor total = out.loss + out.aux_loss;
+  const double total_value = total.item<double>();
+  if (!std::isfinite(total_value)) {
+    return absl::DataLossError(absl::StrFormat("the loss became %f", total_value));
+  }
+  optimizer.zero_grad();
+  total.backward();
+  {
+    ScopedPhase phase(kPhaseOptimizer);
+    if (grad_clip_norm > 0) {
+      torch::nn::utils::clip_grad_norm_(model.parameters(), grad_clip_norm);
+    }
+    optimizer.step();
+  }
+  return StepLosses{out.loss.item<double>(), out.aux_loss.item<double>()};
+}
+
+}  // namespace moelab
