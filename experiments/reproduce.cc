@@ -27,6 +27,7 @@
 #include "core/spec.h"
 #include "core/threading_environment.h"
 #include "core/trainer.h"
+#include "experiments/expert_maps.h"
 #include "experiments/plots.h"
 #include "experiments/table_report.h"
 #include "experiments/table_rows.h"
@@ -229,6 +230,50 @@ absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs,
   return absl::OkStatus();
 }
 
+// The table's expert maps (USMoE Figure 1): each listed row's first-seed
+// run, its checkpoint reloaded and routed again on the same test images.
+absl::Status DrawTableExpertMaps(const TableSpec& table, const TableRuns& runs,
+                                 const std::string& out_dir, std::vector<std::string>* pictures,
+                                 std::string* extra_markdown) {
+  std::vector<ExpertMapRow> rows;
+  for (const std::string& label : table.expert_maps().rows()) {
+    auto row = std::find_if(runs.rows.begin(), runs.rows.end(),
+                            [&](const RowRuns& r) { return r.row->label() == label; });
+    if (row == runs.rows.end() || row->runs.empty()) {
+      return absl::NotFoundError(absl::StrCat("expert_maps.rows: no runs of row '", label, "'"));
+    }
+    ExpertMapRow map_row;
+    map_row.label = label;
+    map_row.spec = row->runs.front().spec();
+    const EvaluationSpec& evaluation = map_row.spec.evaluation();
+    if (map_row.spec.training().epochs() == 0 && !evaluation.init_checkpoint().empty()) {
+      // A training-free run writes no checkpoint of its own: it evaluated
+      // the trained one with its own router.
+      map_row.checkpoint = ResolveUserPath(evaluation.init_checkpoint());
+      map_row.partial_weights = true;
+    } else {
+      map_row.checkpoint = runs.run_dirs.at({label, 0}) + "/checkpoint.pt";
+    }
+    rows.push_back(std::move(map_row));
+  }
+  const std::string png = table.name() + "_expert_maps.png";
+  const ExpertMapOptions options = ExpertMapOptionsFrom(table.expert_maps(), "");
+  absl::StatusOr<ExpertMapFigure> figure = WriteExpertMaps(rows, options, out_dir + "/" + png);
+  if (!figure.ok()) return figure.status();
+  pictures->push_back(png);
+  const PatchExperts& first = figure->routing.front();
+  absl::StrAppendFormat(
+      extra_markdown,
+      "\n## Expert maps\n\n`%s`: %d %s images (chosen by expert_maps.seed %d), one column per "
+      "row, each drawn from the row's first seed's run (seed %d). Every patch is tinted by the "
+      "selected expert with the largest combine weight in MoE layer %d (counted from 0; the "
+      "model has %d); hatched dark grey: no expert; a number in the corner: how many experts "
+      "the patch got, when more than one. The class token is not a patch and is not shown.\n",
+      png, figure->test_indices.size(), figure->split, table.expert_maps().seed(),
+      rows.front().spec.seed(), first.layer, first.num_moe_layers);
+  return absl::OkStatus();
+}
+
 int ListTables() {
   const fs::path dir = WorkspacePath(kTablesDirectory);
   std::vector<std::string> names;
@@ -262,6 +307,10 @@ int Main() {
     std::fprintf(stderr, "error: %s\n", std::string(table.status().message()).c_str());
     return 1;
   }
+  if (absl::Status s = ValidateExpertMaps(*table); !s.ok()) {
+    std::fprintf(stderr, "error: table '%s': %s\n", name.c_str(), std::string(s.message()).c_str());
+    return 1;
+  }
   const std::string out_dir = ResolveUserPath(absl::GetFlag(FLAGS_output_dir));
   std::error_code error;
   fs::create_directories(out_dir, error);
@@ -280,6 +329,12 @@ int Main() {
   std::string extra;
   if (absl::Status s = DrawPictures(*table, *runs, out_dir, &pictures, &extra); !s.ok()) {
     std::fprintf(stderr, "warning: pictures not drawn: %s\n", std::string(s.message()).c_str());
+  }
+  if (table->has_expert_maps()) {
+    if (absl::Status s = DrawTableExpertMaps(*table, *runs, out_dir, &pictures, &extra); !s.ok()) {
+      std::fprintf(stderr, "warning: expert maps not drawn: %s\n",
+                   std::string(s.message()).c_str());
+    }
   }
   double run_seconds = 0;
   for (const RowRuns& row : runs->rows) {
