@@ -9,7 +9,7 @@ index_select, runs the expert FFN and scatters the weighted result back with
 index_add_. Trained on random tokens; prints the training throughput.
 
 Model: vocab 10000, d_model 128, 4 pre-LN blocks, 8 heads, learned positions,
-final LayerNorm, untied output projection; every block's FFN is an MoE of
+final LayerNorm, untied bias-free output projection; every block's FFN is an MoE of
 8 experts (128 -> 512 -> 128, GELU, biases), bias-free gate, softmax, top-2,
 renormalised weights, dropless, Switch load-balancing loss (coefficient 0.01).
 Sequence length 128, batch 16, Adam lr 1e-3, no dropout.
@@ -118,7 +118,7 @@ class MoELanguageModel(nn.Module):
         self.blocks = nn.ModuleList(
             [Block(MODEL_DIM, NUM_HEADS) for _ in range(NUM_LAYERS)])
         self.ln_final = nn.LayerNorm(MODEL_DIM)
-        self.output = nn.Linear(MODEL_DIM, VOCAB_SIZE)
+        self.output = nn.Linear(MODEL_DIM, VOCAB_SIZE, bias=False)  # as in moelab and GPT-2
         # True above the diagonal = position may not attend there.
         self.register_buffer(
             "causal_mask",

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# moelab beside PyTorch eager on the same model (experiments/specs/bench_lm.pbtxt
+# and experiments/bench/pytorch_bench_lm.py), in one invocation:
+#
+#   bazel run //experiments:bench_lm [-- --steps=30 --rounds=2]
+#
+# Both get the same threads (2), the same warm-up and timed steps, and the same
+# OMP_WAIT_POLICY (PASSIVE unless the caller sets it). They run alternately,
+# --rounds times each, and each side's best round counts. The last line is
+# moelab's figure: `train_tokens_per_s: N`.
+set -euo pipefail
+
+steps=30
+warmup_steps=5
+rounds=2
+for arg in "$@"; do
+  case "$arg" in
+    --steps=*) steps="${arg#*=}" ;;
+    --warmup_steps=*) warmup_steps="${arg#*=}" ;;
+    --rounds=*) rounds="${arg#*=}" ;;
+    *) echo "error: unknown flag '$arg' (expected --steps=N, --warmup_steps=N, --rounds=N)" >&2
+       exit 2 ;;
+  esac
+done
+for value in "$steps" "$warmup_steps" "$rounds"; do
+  if ! [[ "$value" =~ ^[0-9]+$ ]]; then
+    echo "error: --steps, --warmup_steps and --rounds take whole numbers, got '$value'" >&2
+    exit 2
+  fi
+done
+
+train_bench="$PWD/experiments/train_bench"
+script="$PWD/experiments/bench/pytorch_bench_lm.py"
+spec="$PWD/experiments/specs/bench_lm.pbtxt"
+python=/usr/bin/python3
+if ! "$python" -c 'import torch' 2>/dev/null; then
+  echo "error: $python has no torch; install Debian's python3-torch (bash third_party/setup.sh)" >&2
+  exit 1
+fi
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+threads=$(sed -n 's/^ *runtime *{ *threads: *\([0-9]*\).*/\1/p' "$spec")
+threads="${threads:-2}"
+
+last_value() { tail -n 1 | sed -n 's/^train_tokens_per_s: *//p'; }
+best_torch=0
+best_moelab=0
+for ((round = 1; round <= rounds; ++round)); do
+  torch_out=$("$python" "$script" --steps "$steps" --warmup_steps "$warmup_steps" \
+    --threads "$threads")
+  moelab_out=$("$train_bench" --spec="$spec" --steps="$steps" \
+    --warmup_steps="$warmup_steps")
+  if ((round == 1)); then
+    echo "== PyTorch eager ($("$python" -c 'import torch; print(torch.__version__)'))"
+    echo "$torch_out" | head -n -1
+    echo "== moelab"
+    echo "$moelab_out" | head -n -1
+    echo
+  fi
+  torch_rate=$(echo "$torch_out" | last_value)
+  moelab_rate=$(echo "$moelab_out" | last_value)
+  echo "round $round: pytorch eager $torch_rate tokens/s, moelab $moelab_rate tokens/s"
+  best_torch=$(awk -v a="$best_torch" -v b="$torch_rate" 'BEGIN { print (b > a ? b : a) }')
+  best_moelab=$(awk -v a="$best_moelab" -v b="$moelab_rate" 'BEGIN { print (b > a ? b : a) }')
+done
+echo "OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $threads threads, $steps timed steps, best of $rounds"
+echo "pytorch_eager_train_tokens_per_s: $best_torch"
+awk -v m="$best_moelab" -v t="$best_torch" 'BEGIN { printf "ratio moelab / pytorch eager: %.2fx\n", m / t }'
+echo "train_tokens_per_s: $best_moelab"

@@ -1,0 +1,147 @@
+// Training throughput of one spec, measured with the trainer's own step
+// (core/train_step.h), and optionally where the step's time goes.
+//
+//   bazel run //experiments:train_bench -- --spec=experiments/specs/bench_lm.pbtxt
+//   ... --profile    adds a per-phase profile (router, dispatch, expert
+//                    matmuls, combine, attention, loss, optimizer, other)
+//
+// Batches are read from the spec's dataset before timing, so data loading is
+// not timed (the PyTorch baseline does the same). The last line is
+// `train_tokens_per_s: N` (language models) or `train_images_per_s: N`.
+
+#include <sys/resource.h>
+
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "core/dataset.h"
+#include "core/model.h"
+#include "core/paths.h"
+#include "core/spec.h"
+#include "core/step_profiler.h"
+#include "core/threading_environment.h"
+#include "core/train_step.h"
+
+ABSL_FLAG(std::string, spec, "", "Path of the experiment spec (.pbtxt).");
+ABSL_FLAG(int, steps, 30, "Timed training steps.");
+ABSL_FLAG(int, warmup_steps, 5, "Untimed steps before timing.");
+ABSL_FLAG(bool, profile, false,
+          "After timing, profile --profile_steps more steps phase by phase.");
+ABSL_FLAG(int, profile_steps, 10, "Steps recorded by --profile.");
+
+namespace moelab {
+namespace {
+
+double PeakRssMb() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;
+}
+
+absl::Status Main() {
+  const std::string spec_flag = absl::GetFlag(FLAGS_spec);
+  if (spec_flag.empty()) return absl::InvalidArgumentError("--spec=PATH is required");
+  const int steps = absl::GetFlag(FLAGS_steps);
+  const int warmup_steps = absl::GetFlag(FLAGS_warmup_steps);
+  const int profile_steps = absl::GetFlag(FLAGS_profile_steps);
+  if (steps < 1) return absl::InvalidArgumentError("--steps: must be at least 1");
+  if (warmup_steps < 0) return absl::InvalidArgumentError("--warmup_steps: must be >= 0");
+  if (profile_steps < 1) {
+    return absl::InvalidArgumentError("--profile_steps: must be at least 1");
+  }
+  absl::StatusOr<ExperimentSpec> spec = LoadSpec(ResolveUserPath(spec_flag));
+  if (!spec.ok()) return spec.status();
+  at::set_num_threads(spec->runtime().threads() > 0 ? spec->runtime().threads()
+                                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  torch::manual_seed(spec->seed());
+  const at::Device device(spec->runtime().device());
+
+  absl::StatusOr<std::unique_ptr<Dataset>> data = LoadDataset(spec->dataset());
+  if (!data.ok()) return data.status();
+  const DatasetInfo& info = (*data)->info();
+  absl::StatusOr<std::shared_ptr<Model>> created = CreateModel(*spec, info);
+  if (!created.ok()) return created.status();
+  Model& model = **created;
+  model.to(device);
+  model.train();
+  std::unique_ptr<torch::optim::Optimizer> optimizer =
+      MakeOptimizer(spec->training(), model);
+
+  const int64_t batch_size = spec->training().batch_size();
+  const int64_t available = (*data)->NumBatches(Split::kTrain, batch_size);
+  if (available == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training.batch_size: ", batch_size, " is larger than the training split"));
+  }
+  const int total_steps = warmup_steps + steps + profile_steps;
+  std::vector<Batch> batches;
+  for (int i = 0; i < std::min<int64_t>(total_steps, available); ++i) {
+    Batch b = (*data)->GetBatch(Split::kTrain, batch_size, i, 0, spec->seed());
+    batches.push_back(Batch{b.inputs.to(device), b.targets.to(device)});
+  }
+  const bool language = info.task == Task::kLanguageModeling;
+  const int64_t units_per_step = batch_size * (language ? info.sequence_length : 1);
+  int64_t parameters = 0;
+  for (const at::Tensor& p : model.parameters()) parameters += p.numel();
+  std::printf("spec %s (hash %s): %lld parameters, batch %lld%s, %d threads, %s\n",
+              spec->name().c_str(), SpecHash(*spec).c_str(),
+              static_cast<long long>(parameters), static_cast<long long>(batch_size),
+              language ? absl::StrCat(" x ", info.sequence_length, " tokens").c_str()
+                       : " images",
+              at::get_num_threads(), spec->runtime().device().c_str());
+
+  int next = 0;
+  auto step = [&]() -> absl::Status {
+    absl::StatusOr<StepLosses> losses =
+        TrainStep(model, *optimizer, batches[next++ % batches.size()],
+                  spec->training().grad_clip_norm());
+    return losses.status();
+  };
+  for (int i = 0; i < warmup_steps; ++i) {
+    if (absl::Status s = step(); !s.ok()) return s;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; ++i) {
+    if (absl::Status s = step(); !s.ok()) return s;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  if (absl::GetFlag(FLAGS_profile)) {
+    StepProfiler profiler;
+    for (int i = 0; i < profile_steps; ++i) {
+      profiler.BeginStep();
+      if (absl::Status s = step(); !s.ok()) return s;
+      profiler.EndStep();
+    }
+    std::printf("\nper-phase profile (profiled steps are a little slower than timed ones):\n%s\n",
+                StepProfiler::Format(profiler.Profile()).c_str());
+  }
+  std::printf("mean_step_ms: %.2f\n", 1000 * seconds / steps);
+  std::printf("peak_rss_mb: %.0f\n", PeakRssMb());
+  std::printf("%s: %.0f\n", language ? "train_tokens_per_s" : "train_images_per_s",
+              steps * units_per_step / seconds);
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace moelab
+
+int main(int argc, char** argv) {
+  moelab::ReexecWithPassiveOpenMpWaiting(argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  if (absl::Status s = moelab::Main(); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
