@@ -48,6 +48,16 @@ double PeakRssMb() {
   return usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
+// VmRSS from /proc/self/statm (pages); 0 where /proc is not there.
+double CurrentRssMb() {
+  std::FILE* statm = std::fopen("/proc/self/statm", "r");
+  if (statm == nullptr) return 0;
+  long long size_pages = 0, resident_pages = 0;
+  const int read = std::fscanf(statm, "%lld %lld", &size_pages, &resident_pages);
+  std::fclose(statm);
+  return read == 2 ? resident_pages * (sysconf(_SC_PAGESIZE) / 1048576.0) : 0;
+}
+
 Batch ToDevice(const Batch& batch, const at::Device& device) {
   if (device.is_cpu()) return batch;
   return Batch{batch.inputs.to(device), batch.targets.to(device)};
@@ -253,7 +263,7 @@ std::string MetricsCsv(const RunResult& result) {
   std::string csv =
       "epoch,step,train_loss,train_aux_loss,valid_loss,valid_perplexity,"
       "valid_accuracy,learning_rate,tokens_per_s,examples_per_s,epoch_wall_s,"
-      "peak_rss_mb";
+      "peak_rss_mb,rss_mb";
   const int layers = result.epochs_size() > 0 ? result.epochs(0).layers_size() : 0;
   for (int l = 0; l < layers; ++l) {
     absl::StrAppendFormat(
@@ -264,11 +274,11 @@ std::string MetricsCsv(const RunResult& result) {
   }
   csv += "\n";
   for (const EpochMetrics& e : result.epochs()) {
-    absl::StrAppendFormat(&csv, "%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.4g,%.1f",
+    absl::StrAppendFormat(&csv, "%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.4g,%.1f,%.1f",
                           e.epoch(), e.step(), e.train_loss(), e.train_aux_loss(),
                           e.valid_loss(), e.valid_perplexity(), e.valid_accuracy(),
                           e.learning_rate(), e.tokens_per_s(), e.examples_per_s(),
-                          e.epoch_wall_s(), e.peak_rss_mb());
+                          e.epoch_wall_s(), e.peak_rss_mb(), e.rss_mb());
     for (const LayerRoutingMetrics& m : e.layers()) {
       std::string top1 = m.has_fluctuation() ? absl::StrFormat("%.6g", m.fluctuation_top1()) : "";
       std::string topk = m.has_fluctuation() ? absl::StrFormat("%.6g", m.fluctuation_topk()) : "";
@@ -483,6 +493,7 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
     m->set_examples_per_s(train_seconds > 0 ? examples / train_seconds : 0);
     if (language) m->set_tokens_per_s(m->examples_per_s() * info.sequence_length);
     m->set_epoch_wall_s(train_seconds);
+    m->set_rss_mb(CurrentRssMb());  // first: the peak must include it
     m->set_peak_rss_mb(PeakRssMb());
     for (size_t l = 0; l < valid.layers.size(); ++l) {
       LayerRoutingMetrics* layer = m->add_layers();

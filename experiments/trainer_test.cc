@@ -105,13 +105,18 @@ TEST(TrainerTest, KilledAndResumedRunEqualsUninterruptedRun) {
 
 TEST(TrainerTest, WritesItsOutputs) {
   const std::string dir = TempDir("outputs");
-  RunTiny(Tiny(), dir);
+  const RunResult result = RunTiny(Tiny(), dir);
+  for (const EpochMetrics& e : result.epochs()) {
+    EXPECT_GT(e.rss_mb(), 0);
+    EXPECT_GE(e.peak_rss_mb(), e.rss_mb());
+  }
   for (const char* file : {"spec.pbtxt", "result.json", "metrics.csv", "checkpoint.pt"}) {
     EXPECT_TRUE(fs::exists(absl::StrCat(dir, "/tiny/", file))) << file;
   }
   absl::StatusOr<std::string> csv = ReadFile(dir + "/tiny/metrics.csv");
   ASSERT_TRUE(csv.ok());
   EXPECT_THAT(*csv, HasSubstr("epoch,step,train_loss"));
+  EXPECT_THAT(*csv, HasSubstr(",peak_rss_mb,rss_mb,"));
   EXPECT_EQ(std::count(csv->begin(), csv->end(), '\n'), 4);  // header + 3 epochs
   absl::StatusOr<std::string> json = ReadFile(dir + "/tiny/result.json");
   ASSERT_TRUE(json.ok());
