@@ -9,6 +9,8 @@
 #include <cmath>
 #include <limits>
 
+#include "core/step_profiler.h"
+
 namespace moelab {
 
 SelfAttentionImpl::SelfAttentionImpl(const SelfAttentionOptions& options)
@@ -25,6 +27,8 @@ SelfAttentionImpl::SelfAttentionImpl(const SelfAttentionOptions& options)
 
 SelfAttentionOutput SelfAttentionImpl::forward(const at::Tensor& x,
                                                bool expose_for_routing) {
+  // The whole sub-layer, projections included (core/step_profiler.h).
+  ScopedPhase phase(kPhaseAttention);
   TORCH_CHECK(x.dim() == 3 && x.size(2) == options.model_dim(),
               "SelfAttention: x must be [B, T, ", options.model_dim(),
               "], got ", x.sizes());

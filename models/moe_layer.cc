@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/step_profiler.h"
 #include "models/grouped_ffn.h"
 
 namespace moelab {
@@ -56,7 +57,10 @@ int64_t MoeLayerImpl::ParametersPerExpert() const {
 MoeLayerOutput MoeLayerImpl::forward(const at::Tensor& hidden,
                                      const RoutingContext& context) {
   MoeLayerOutput out;
-  out.decision = router_->Route(hidden, context);
+  {
+    ScopedPhase phase(kPhaseRouter);
+    out.decision = router_->Route(hidden, context);
+  }
   out.output =
       ApplyExperts(hidden, out.decision.selected, out.decision.combine_weights);
   return out;
@@ -79,21 +83,36 @@ at::Tensor MoeLayerImpl::ApplyExperts(const at::Tensor& hidden,
   const int64_t num_tokens = hidden.size(0) * hidden.size(1);
   const at::Tensor x = hidden.reshape({num_tokens, model_dim});  // [N, D]
 
-  // (expert, token) pairs in expert-major order: [P, 2].
-  const at::Tensor pairs = at::nonzero(
-      selected.reshape({num_tokens, num_experts}).to(at::kBool).t());
-  const at::Tensor pair_expert = pairs.select(1, 0);  // [P]
-  const at::Tensor pair_token = pairs.select(1, 1);   // [P]
-  const at::Tensor counts =
-      at::bincount(pair_expert, /*weights=*/{}, num_experts).to(at::kCPU);
-  const int64_t* counts_data = counts.data_ptr<int64_t>();
-  const std::vector<int64_t> group_sizes(counts_data,
-                                         counts_data + num_experts);
+  // Three contiguous phases for core/step_profiler.h (phases cannot nest):
+  // dispatch, the experts' matmuls, combine. Each phase's backward nodes are
+  // charged to it by their autograd sequence numbers.
+  at::Tensor pair_expert, pair_token;  // [P] each
+  at::Tensor x_sorted;                 // [P, D]
+  std::vector<int64_t> group_sizes;
+  {
+    ScopedPhase phase(kPhaseDispatch);
+    // (expert, token) pairs in expert-major order: [P, 2].
+    const at::Tensor pairs = at::nonzero(
+        selected.reshape({num_tokens, num_experts}).to(at::kBool).t());
+    pair_expert = pairs.select(1, 0);
+    pair_token = pairs.select(1, 1);
+    const at::Tensor counts =
+        at::bincount(pair_expert, /*weights=*/{}, num_experts).to(at::kCPU);
+    const int64_t* counts_data = counts.data_ptr<int64_t>();
+    group_sizes.assign(counts_data, counts_data + num_experts);
+    x_sorted = x.index_select(0, pair_token);
+  }
 
-  // [P, D]: each pair's token row, its expert's output, its weight applied.
-  const at::Tensor x_sorted = x.index_select(0, pair_token);
-  const at::Tensor y_sorted = GroupedExpertFfn(x_sorted, group_sizes, w1, b1,
-                                               w2, b2, options.activation());
+  // [P, D]: each pair's expert output; [N, D] the shared expert's.
+  at::Tensor y_sorted, shared_output;
+  {
+    ScopedPhase phase(kPhaseExpertMatmuls);
+    y_sorted = GroupedExpertFfn(x_sorted, group_sizes, w1, b1, w2, b2,
+                                options.activation());
+    if (shared) shared_output = shared->forward(x);
+  }
+
+  ScopedPhase phase(kPhaseCombine);
   const at::Tensor pair_weight =
       combine_weights.reshape({num_tokens * num_experts})
           .index_select(0, pair_token * num_experts + pair_expert)
@@ -101,7 +120,7 @@ at::Tensor MoeLayerImpl::ApplyExperts(const at::Tensor& hidden,
   at::Tensor output =
       at::zeros({num_tokens, model_dim}, hidden.options())
           .index_add(0, pair_token, y_sorted * pair_weight.unsqueeze(1));
-  if (shared) output = output + shared->forward(x);
+  if (shared) output = output + shared_output;
   return output.view(hidden.sizes());
 }
 

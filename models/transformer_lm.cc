@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/step_profiler.h"
 #include "models/cross_entropy.h"
 #include "models/model_spec_util.h"
 #include "models/moe_layer.h"
@@ -240,6 +241,7 @@ ModelOutput MoeTransformerLm::Forward(const Batch& batch,
   out.logits = output_.is_empty() ? at::matmul(x, token_embedding_->weight.t())
                                   : output_->forward(x);  // [B, T, V]
   if (batch.targets.defined()) {
+    ScopedPhase phase(kPhaseLoss);
     // The vocabulary-wide softmax is the largest tensor of a small LM:
     // MeanCrossEntropy needs one [N, V] buffer where ATen's takes three.
     out.loss = MeanCrossEntropy(out.logits.reshape({-1, vocab_size_}),

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/step_profiler.h"
 #include "models/model_spec_util.h"
 #include "models/moe_layer.h"
 
@@ -246,6 +247,7 @@ ModelOutput VmoeVit::Forward(const Batch& batch,
       class_token_.defined() ? x.select(1, 0) : x.mean(1);  // [B, D]
   out.logits = head_->forward(pooled);                      // [B, classes]
   if (batch.targets.defined()) {
+    ScopedPhase phase(kPhaseLoss);
     out.loss = at::cross_entropy_loss(out.logits, batch.targets);
   }
   return out;
