@@ -1,6 +1,5 @@
 #include "core/trainer.h"
 
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +25,7 @@
 #include "core/corruption.h"
 #include "core/dataset.h"
 #include "core/lr_schedule.h"
+#include "core/memory_usage.h"
 #include "core/model.h"
 #include "core/paths.h"
 #include "core/progress.h"
@@ -41,22 +41,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr char kMoelabVersion[] = "0.1.0";
-
-double PeakRssMb() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss / 1024.0;  // ru_maxrss is in KiB on Linux
-}
-
-// VmRSS from /proc/self/statm (pages); 0 where /proc is not there.
-double CurrentRssMb() {
-  std::FILE* statm = std::fopen("/proc/self/statm", "r");
-  if (statm == nullptr) return 0;
-  long long size_pages = 0, resident_pages = 0;
-  const int read = std::fscanf(statm, "%lld %lld", &size_pages, &resident_pages);
-  std::fclose(statm);
-  return read == 2 ? resident_pages * (sysconf(_SC_PAGESIZE) / 1048576.0) : 0;
-}
 
 Batch ToDevice(const Batch& batch, const at::Device& device) {
   if (device.is_cpu()) return batch;
@@ -493,8 +477,9 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
     m->set_examples_per_s(train_seconds > 0 ? examples / train_seconds : 0);
     if (language) m->set_tokens_per_s(m->examples_per_s() * info.sequence_length);
     m->set_epoch_wall_s(train_seconds);
-    m->set_rss_mb(CurrentRssMb());  // first: the peak must include it
-    m->set_peak_rss_mb(PeakRssMb());
+    const MemoryUsage memory = ReadMemoryUsage();
+    m->set_rss_mb(memory.resident_mb);
+    m->set_peak_rss_mb(memory.peak_resident_mb);
     for (size_t l = 0; l < valid.layers.size(); ++l) {
       LayerRoutingMetrics* layer = m->add_layers();
       *layer = valid.layers[l];

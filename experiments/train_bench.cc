@@ -9,8 +9,6 @@
 // not timed (the PyTorch baseline does the same). The last line is
 // `train_tokens_per_s: N` (language models) or `train_images_per_s: N`.
 
-#include <sys/resource.h>
-
 #include <ATen/Parallel.h>
 
 #include <chrono>
@@ -24,6 +22,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "core/dataset.h"
+#include "core/memory_usage.h"
 #include "core/model.h"
 #include "core/paths.h"
 #include "core/spec.h"
@@ -40,12 +39,6 @@ ABSL_FLAG(int, profile_steps, 10, "Steps recorded by --profile.");
 
 namespace moelab {
 namespace {
-
-double PeakRssMb() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss / 1024.0;
-}
 
 absl::Status Main() {
   const std::string spec_flag = absl::GetFlag(FLAGS_spec);
@@ -127,7 +120,7 @@ absl::Status Main() {
                 StepProfiler::Format(profiler.Profile()).c_str());
   }
   std::printf("mean_step_ms: %.2f\n", 1000 * seconds / steps);
-  std::printf("peak_rss_mb: %.0f\n", PeakRssMb());
+  std::printf("peak_rss_mb: %.0f\n", ReadMemoryUsage().peak_resident_mb);
   std::printf("%s: %.0f\n", language ? "train_tokens_per_s" : "train_images_per_s",
               steps * units_per_step / seconds);
   return absl::OkStatus();
