@@ -25,10 +25,15 @@ namespace moelab {
 struct ForwardOptions {
   // Return every MoE layer's RoutingDecision (analytics, probes).
   bool keep_routing = false;
+  // Training steps set this to false: a model may then leave
+  // ModelOutput::logits undefined and compute the loss without them (an LM
+  // fuses its vocabulary projection with the cross-entropy).
+  bool need_logits = true;
 };
 
 struct ModelOutput {
-  // LM: [B, T, V] next-token logits. Vision: [B, C] class logits.
+  // LM: [B, T, V] next-token logits. Vision: [B, C] class logits. May be
+  // undefined when ForwardOptions::need_logits is false.
   at::Tensor logits;
   // Scalar mean cross-entropy over all targets.
   at::Tensor loss;

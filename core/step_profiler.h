@@ -2,7 +2,8 @@
 #define MOELAB_CORE_STEP_PROFILER_H_
 
 // Where the time of a training step goes, phase by phase (router, dispatch,
-// expert matmuls, combine, attention, loss, optimizer), forward and backward.
+// expert matmuls, combine, attention, embeddings, output layer, loss,
+// optimizer), forward and backward.
 //
 // Code marks a phase with a ScopedPhase on the stack. While a StepProfiler is
 // recording, the scope times its forward part and remembers the range of
@@ -30,7 +31,11 @@ inline constexpr char kPhaseDispatch[] = "dispatch";
 inline constexpr char kPhaseExpertMatmuls[] = "expert matmuls";
 inline constexpr char kPhaseCombine[] = "combine";
 inline constexpr char kPhaseAttention[] = "attention";
+inline constexpr char kPhaseEmbedding[] = "embeddings";
+inline constexpr char kPhaseOutput[] = "output layer";
 inline constexpr char kPhaseLoss[] = "loss";
+// The output layer and the loss computed as one fused operation.
+inline constexpr char kPhaseOutputAndLoss[] = "output+loss";
 inline constexpr char kPhaseOptimizer[] = "optimizer";
 
 class ScopedPhase {

@@ -35,7 +35,7 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& train
 
 absl::StatusOr<StepLosses> TrainStep(Model& model, torch::optim::Optimizer& optimizer,
                                      const Batch& batch, double grad_clip_norm) {
-  ModelOutput out = model.Forward(batch, ForwardOptions{});
+  ModelOutput out = model.Forward(batch, ForwardOptions{.need_logits = false});
   at::Tensor total = out.loss + out.aux_loss;
   const double total_value = total.item<double>();
   if (!std::isfinite(total_value)) {

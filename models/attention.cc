@@ -2,7 +2,9 @@
 
 #include <ATen/ops/baddbmm.h>
 #include <ATen/ops/bmm.h>
+#include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/softmax.h>
 
@@ -35,17 +37,15 @@ SelfAttentionOutput SelfAttentionImpl::forward(const at::Tensor& x,
   const int64_t batch = x.size(0), tokens = x.size(1);
   const int64_t heads = options.num_heads();
   const int64_t head_dim = options.model_dim() / heads;
-  // [B, T, D] -> [B, H, T, D/H]
-  auto split_heads = [&](const at::Tensor& t) {
-    return t.view({batch, tokens, heads, head_dim}).transpose(1, 2);
-  };
-  // [B*H, T, D/H] batches of matrices, for one batched matmul each.
-  const at::Tensor q =
-      split_heads(query->forward(x)).reshape({batch * heads, tokens, head_dim});
-  const at::Tensor k =
-      split_heads(key->forward(x)).reshape({batch * heads, tokens, head_dim});
-  const at::Tensor v =
-      split_heads(value->forward(x)).reshape({batch * heads, tokens, head_dim});
+  // One [B*T, D] x [D, 3D] matmul for q, k and v instead of three, and one
+  // head-splitting copy: [B, T, 3, H, D/H] -> [3, B*H, T, D/H].
+  const at::Tensor qkv =
+      at::linear(x, at::cat({query->weight, key->weight, value->weight}),
+                 at::cat({query->bias, key->bias, value->bias}))
+          .view({batch, tokens, 3, heads, head_dim})
+          .permute({2, 0, 3, 1, 4})
+          .reshape({3, batch * heads, tokens, head_dim});
+  const at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];  // [B*H, T, D/H] each
 
   // Scores q k^T / sqrt(D/H) [B*H, T, T]; the scale (and the causal mask,
   // as an additive -inf above the diagonal) ride on the matmul, sparing a

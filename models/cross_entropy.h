@@ -1,15 +1,13 @@
 #ifndef MOELAB_MODELS_CROSS_ENTROPY_H_
 #define MOELAB_MODELS_CROSS_ENTROPY_H_
 
-// Mean cross-entropy over a large vocabulary with one [N, V] buffer.
+// Cross-entropy over a large vocabulary without the [N, V] traffic of the
+// plain formulation.
 //
 // at::cross_entropy_loss materialises log_softmax [N, V] in the forward pass
 // and, in the backward pass, a zero-filled [N, V] gradient of nll_loss plus
-// the [N, V] output of log_softmax's backward: three vocabulary-sized
-// allocations and five passes per step, the largest tensors of a small LM
-// (DESIGN.md: log-softmax was 11% of a PyTorch eager step). Here the forward
-// pass keeps exp(logits - max) and the backward pass turns that same buffer
-// into the gradient softmax - onehot in place.
+// the [N, V] output of log_softmax's backward: the largest tensors of a small
+// LM, streamed through memory several times a step.
 
 #include <ATen/core/Tensor.h>
 
@@ -18,9 +16,22 @@ namespace moelab {
 // logits: [N, V] float or double; targets: [N] int64 in [0, V).
 // Returns the scalar mean over rows of logsumexp(logits_i) -
 // logits_i[targets_i], differentiable once with respect to logits (a second
-// backward through the same graph is an error).
-at::Tensor MeanCrossEntropy(const at::Tensor& logits,
-                            const at::Tensor& targets);
+// backward through the same graph is an error). One [N, V] buffer: the
+// forward pass keeps log-probabilities and the backward pass turns them into
+// softmax - onehot in place.
+at::Tensor MeanCrossEntropy(const at::Tensor& logits, const at::Tensor& targets);
+
+// The same loss of logits = hidden · weightᵀ, without ever holding [N, V]:
+// rows go through in blocks small enough to stay in cache, and because the
+// loss is the graph's end, each block's gradients (softmax - onehot)·weight
+// and (softmax - onehot)ᵀ·hidden are formed while its softmax is at hand;
+// the backward pass only scales them by the incoming gradient.
+// hidden: [N, D]; weight: [V, D] (an untied output layer or the tied token
+// embedding); targets: [N]. Differentiable once with respect to hidden and
+// weight. Without grad mode or inputs that need gradients it only computes
+// the loss.
+at::Tensor MeanLinearCrossEntropy(const at::Tensor& hidden, const at::Tensor& weight,
+                                  const at::Tensor& targets);
 
 }  // namespace moelab
 

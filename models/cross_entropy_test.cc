@@ -50,5 +50,49 @@ TEST(MeanCrossEntropyTest, SecondBackwardThroughTheSameGraphFails) {
   EXPECT_ANY_THROW(loss.backward());
 }
 
+TEST(MeanLinearCrossEntropyTest, MatchesAtenOnLogitsAcrossPartialBlocks) {
+  torch::manual_seed(1);
+  // V = 30000 gives blocks of 139 rows: 300 rows are two full blocks and a
+  // partial one.
+  constexpr int64_t kRows = 300, kDim = 8, kVocab = 30000;
+  for (at::ScalarType dtype : {at::kDouble, at::kFloat}) {
+    const double tol = dtype == at::kDouble ? 1e-12 : 2e-5;
+    at::Tensor hidden = torch::randn({kRows, kDim}, dtype).requires_grad_(true);
+    at::Tensor weight = (torch::randn({kVocab, kDim}, dtype) * 0.5).requires_grad_(true);
+    const at::Tensor targets = torch::randint(kVocab, {kRows}, at::kLong);
+    const at::Tensor loss = MeanLinearCrossEntropy(hidden, weight, targets);
+    const at::Tensor expected =
+        at::cross_entropy_loss(at::matmul(hidden, weight.t()), targets);
+    EXPECT_LT(MaxAbsDiff(loss, expected), tol * 10);
+    auto grads = torch::autograd::grad({loss * 3.0}, {hidden, weight});
+    auto expected_grads = torch::autograd::grad({expected * 3.0}, {hidden, weight});
+    EXPECT_LT(MaxAbsDiff(grads[0], expected_grads[0]), tol);
+    EXPECT_LT(MaxAbsDiff(grads[1], expected_grads[1]), tol);
+    {
+      at::NoGradGuard no_grad;  // the loss-only path
+      EXPECT_LT(MaxAbsDiff(MeanLinearCrossEntropy(hidden, weight, targets), expected),
+                tol * 10);
+    }
+  }
+}
+
+TEST(MeanLinearCrossEntropyTest, HandComputedValue) {
+  // hidden · weightᵀ gives the logits of HandComputedValue above.
+  const at::Tensor hidden = torch::tensor({1.0, 0.0, 0.0, 5.0}, at::kDouble).view({2, 2});
+  const at::Tensor weight =
+      torch::tensor({0.0, 1.0, std::log(3.0), 1.0}, at::kDouble).view({2, 2});
+  const at::Tensor targets = torch::tensor({1, 0}, at::kLong);
+  EXPECT_NEAR(MeanLinearCrossEntropy(hidden, weight, targets).item<double>(),
+              (std::log(4.0) - std::log(3.0) + std::log(2.0)) / 2, 1e-12);
+}
+
+TEST(MeanLinearCrossEntropyTest, SecondBackwardThroughTheSameGraphFails) {
+  at::Tensor hidden = torch::randn({3, 4}).requires_grad_(true);
+  const at::Tensor loss = MeanLinearCrossEntropy(hidden, torch::randn({5, 4}),
+                                                 torch::tensor({0, 1, 4}, at::kLong));
+  loss.backward({}, /*retain_graph=*/true);
+  EXPECT_ANY_THROW(loss.backward());
+}
+
 }  // namespace
 }  // namespace moelab

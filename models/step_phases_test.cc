@@ -29,23 +29,23 @@ const PhaseTime* Find(const StepProfile& profile, const std::string& name) {
 }
 
 // Profiles two forward + backward steps of `model` on `batch`.
-StepProfile ProfileSteps(Model& model, const Batch& batch) {
+StepProfile ProfileSteps(Model& model, const Batch& batch, bool need_logits = true) {
   StepProfiler profiler;
   for (int step = 0; step < 2; ++step) {
     profiler.BeginStep();
     model.zero_grad();
-    ModelOutput out = model.Forward(batch, ForwardOptions{});
+    ModelOutput out = model.Forward(batch, ForwardOptions{.need_logits = need_logits});
     (out.loss + out.aux_loss).backward();
     profiler.EndStep();
   }
   return profiler.Profile();
 }
 
-void ExpectEveryPhase(const StepProfile& profile) {
+// Every phase in `phases` has forward and backward time; "other" is the only
+// phase beside them.
+void ExpectPhases(const StepProfile& profile, const std::vector<const char*>& phases) {
   EXPECT_EQ(profile.steps, 2);
-  for (const char* name :
-       {kPhaseRouter, kPhaseDispatch, kPhaseExpertMatmuls, kPhaseCombine,
-        kPhaseAttention, kPhaseLoss}) {
+  for (const char* name : phases) {
     const PhaseTime* phase = Find(profile, name);
     ASSERT_NE(phase, nullptr) << name << "\n" << StepProfiler::Format(profile);
     EXPECT_GT(phase->forward_ms, 0) << name;
@@ -53,8 +53,18 @@ void ExpectEveryPhase(const StepProfile& profile) {
     EXPECT_GT(phase->backward_ms, 0) << name << "\n"
                                      << StepProfiler::Format(profile);
   }
-  // Six phases and "other", nothing else.
-  EXPECT_EQ(profile.phases.size(), 7u) << StepProfiler::Format(profile);
+  EXPECT_EQ(profile.phases.size(), phases.size() + 1) << StepProfiler::Format(profile);
+  EXPECT_EQ(profile.phases.back().name, "other");
+}
+
+const std::vector<const char*> kMoePhases = {
+    kPhaseEmbedding, kPhaseAttention, kPhaseRouter,
+    kPhaseDispatch,  kPhaseCombine,   kPhaseExpertMatmuls};
+
+std::vector<const char*> With(std::vector<const char*> phases,
+                              std::initializer_list<const char*> more) {
+  phases.insert(phases.end(), more);
+  return phases;
 }
 
 ExperimentSpec SmallSpec(const std::string& model) {
@@ -89,7 +99,10 @@ TEST(StepPhasesTest, LanguageModelMarksEveryPhase) {
   Batch batch;
   batch.inputs = torch::randint(50, {4, 16}, at::kLong);
   batch.targets = torch::randint(50, {4, 16}, at::kLong);
-  ExpectEveryPhase(ProfileSteps(**model, batch));
+  ExpectPhases(ProfileSteps(**model, batch), With(kMoePhases, {kPhaseOutput, kPhaseLoss}));
+  // Training steps fuse the output layer with the loss.
+  ExpectPhases(ProfileSteps(**model, batch, /*need_logits=*/false),
+               With(kMoePhases, {kPhaseOutputAndLoss}));
 }
 
 TEST(StepPhasesTest, VisionTransformerMarksEveryPhase) {
@@ -114,7 +127,7 @@ TEST(StepPhasesTest, VisionTransformerMarksEveryPhase) {
   Batch batch;
   batch.inputs = torch::randn({4, 1, 28, 28});
   batch.targets = torch::randint(10, {4}, at::kLong);
-  ExpectEveryPhase(ProfileSteps(**model, batch));
+  ExpectPhases(ProfileSteps(**model, batch), With(kMoePhases, {kPhaseOutput, kPhaseLoss}));
 }
 
 }  // namespace

@@ -215,10 +215,13 @@ ModelOutput MoeTransformerLm::Forward(const Batch& batch,
   const int64_t tokens = ids.size(1);
   TORCH_CHECK(tokens <= max_tokens_, "moe_transformer_lm: ", tokens,
               " tokens exceed the ", max_tokens_, " position embeddings");
-  const at::Tensor positions = at::arange(tokens, ids.options());
-  at::Tensor x = token_embedding_->forward(ids) +
-                 position_embedding_->forward(positions);  // [B, T, D]
-  x = embedding_dropout_->forward(x);
+  at::Tensor x;  // [B, T, D]
+  {
+    ScopedPhase phase(kPhaseEmbedding);
+    const at::Tensor positions = at::arange(tokens, ids.options());
+    x = token_embedding_->forward(ids) + position_embedding_->forward(positions);
+    x = embedding_dropout_->forward(x);
+  }
 
   RoutingContext context;
   context.token_ids = ids;
@@ -237,13 +240,22 @@ ModelOutput MoeTransformerLm::Forward(const Batch& batch,
       }
     }
   }
-  x = final_norm_->forward(x);
-  out.logits = output_.is_empty() ? at::matmul(x, token_embedding_->weight.t())
-                                  : output_->forward(x);  // [B, T, V]
+  const at::Tensor& output_weight =
+      output_.is_empty() ? token_embedding_->weight : output_->weight;  // [V, D]
+  if (!options.need_logits && batch.targets.defined()) {
+    ScopedPhase phase(kPhaseOutputAndLoss);
+    x = final_norm_->forward(x);
+    out.loss = MeanLinearCrossEntropy(x.reshape({-1, x.size(2)}), output_weight,
+                                      batch.targets.reshape({-1}));
+    return out;
+  }
+  {
+    ScopedPhase phase(kPhaseOutput);
+    x = final_norm_->forward(x);
+    out.logits = at::matmul(x, output_weight.t());  // [B, T, V]
+  }
   if (batch.targets.defined()) {
     ScopedPhase phase(kPhaseLoss);
-    // The vocabulary-wide softmax is the largest tensor of a small LM:
-    // MeanCrossEntropy needs one [N, V] buffer where ATen's takes three.
     out.loss = MeanCrossEntropy(out.logits.reshape({-1, vocab_size_}),
                                 batch.targets.reshape({-1}));
   }

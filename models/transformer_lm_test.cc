@@ -206,6 +206,37 @@ TEST(TransformerLmTest, ShapesLossesAndRouting) {
   EXPECT_TRUE(short_out.routing.empty());
 }
 
+// Training steps skip the logits (need_logits = false) and fuse the output
+// layer with the loss: same loss, same gradients, tied or untied output.
+TEST(TransformerLmTest, LossWithoutLogitsMatchesTheLogitsPath) {
+  for (bool tied : {true, false}) {
+    torch::manual_seed(0);
+    ExperimentSpec spec = SmallSpec();
+    spec.mutable_model()->mutable_transformer_lm()->set_tie_embeddings(tied);
+    spec.mutable_model()->mutable_transformer_lm()->set_dropout(0);
+    std::shared_ptr<Model> model = Build(spec);
+    ASSERT_NE(model, nullptr);
+    const Batch batch = RandomBatch(3, kSequence);
+    auto loss_and_grads = [&](bool need_logits) {
+      model->zero_grad();
+      ModelOutput out = model->Forward(batch, {.need_logits = need_logits});
+      EXPECT_EQ(out.logits.defined(), need_logits);
+      out.loss.backward();
+      std::vector<at::Tensor> grads;
+      for (const at::Tensor& p : model->parameters()) grads.push_back(p.grad().clone());
+      return std::make_pair(out.loss.item<double>(), grads);
+    };
+    const auto [fused_loss, fused_grads] = loss_and_grads(false);
+    const auto [plain_loss, plain_grads] = loss_and_grads(true);
+    EXPECT_NEAR(fused_loss, plain_loss, 1e-5) << "tied " << tied;
+    ASSERT_EQ(fused_grads.size(), plain_grads.size());
+    for (size_t i = 0; i < fused_grads.size(); ++i) {
+      EXPECT_TRUE(at::allclose(fused_grads[i], plain_grads[i], 1e-4, 1e-6))
+          << "parameter " << i << ", tied " << tied;
+    }
+  }
+}
+
 TEST(TransformerLmTest, AttentionRouterReceivesAttention) {
   torch::manual_seed(1);
   std::shared_ptr<Model> model = Build(SmallSpec("testing_models_attention"));

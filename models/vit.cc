@@ -214,14 +214,18 @@ ModelOutput VmoeVit::Forward(const Batch& batch,
               "vmoe_vit: inputs must be [B, ", channels_, ", H, W], got ",
               images.sizes());
   const int64_t batch_size = images.size(0);
-  // [B, D, H/p, W/p] -> [B, N, D]
-  at::Tensor x = patch_embedding_->forward(images).flatten(2).transpose(1, 2);
-  TORCH_CHECK(x.size(1) == num_patches_, "vmoe_vit: ", x.size(1),
-              " patches, the model was built for ", num_patches_);
-  if (class_token_.defined()) {
-    x = at::cat({class_token_.expand({batch_size, 1, x.size(2)}), x}, 1);
+  at::Tensor x;  // [B, T, D]
+  {
+    ScopedPhase phase(kPhaseEmbedding);
+    // [B, D, H/p, W/p] -> [B, N, D]
+    x = patch_embedding_->forward(images).flatten(2).transpose(1, 2);
+    TORCH_CHECK(x.size(1) == num_patches_, "vmoe_vit: ", x.size(1),
+                " patches, the model was built for ", num_patches_);
+    if (class_token_.defined()) {
+      x = at::cat({class_token_.expand({batch_size, 1, x.size(2)}), x}, 1);
+    }
+    x = embedding_dropout_->forward(x + position_embedding_);
   }
-  x = embedding_dropout_->forward(x + position_embedding_);  // [B, T, D]
 
   RoutingContext context;
   context.token_ids = at::arange(x.size(1), images.options().dtype(at::kLong))
@@ -242,10 +246,13 @@ ModelOutput VmoeVit::Forward(const Batch& batch,
       }
     }
   }
-  x = final_norm_->forward(x);
-  const at::Tensor pooled =
-      class_token_.defined() ? x.select(1, 0) : x.mean(1);  // [B, D]
-  out.logits = head_->forward(pooled);                      // [B, classes]
+  {
+    ScopedPhase phase(kPhaseOutput);
+    x = final_norm_->forward(x);
+    const at::Tensor pooled =
+        class_token_.defined() ? x.select(1, 0) : x.mean(1);  // [B, D]
+    out.logits = head_->forward(pooled);                      // [B, classes]
+  }
   if (batch.targets.defined()) {
     ScopedPhase phase(kPhaseLoss);
     out.loss = at::cross_entropy_loss(out.logits, batch.targets);
