@@ -10,8 +10,10 @@
 
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "core/step_profiler.h"
+#include "models/attention_kernel.h"
 
 namespace moelab {
 
@@ -47,23 +49,32 @@ SelfAttentionOutput SelfAttentionImpl::forward(const at::Tensor& x,
           .reshape({3, batch * heads, tokens, head_dim});
   const at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];  // [B*H, T, D/H] each
 
-  // Scores q k^T / sqrt(D/H) [B*H, T, T]; the scale (and the causal mask,
-  // as an additive -inf above the diagonal) ride on the matmul, sparing a
-  // pass and a copy over the [B*H, T, T] scores.
+  // Scores q k^T / sqrt(D/H), the (causal) softmax and the context in one
+  // autograd function over the B*H matrices (models/attention_kernel.h);
+  // LibTorch's CPU bmm would call a GEMM per small matrix.
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  at::Tensor scores;
-  if (options.causal()) {
-    const at::Tensor mask =
-        at::full({tokens, tokens}, -std::numeric_limits<double>::infinity(),
-                 x.options())
-            .triu(1);
-    scores = at::baddbmm(mask.expand({batch * heads, tokens, tokens}), q,
-                         k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
+  at::Tensor context_heads, probs;  // [B*H, T, D/H], [B*H, T, T]
+  if (x.device().is_cpu()) {
+    std::tie(context_heads, probs) =
+        ScaledDotProductAttention(q, k, v, scale, options.causal());
   } else {
-    scores = at::bmm(q, k.transpose(1, 2)).mul_(scale);
+    // Other devices batch small matmuls well: plain ATen, the causal mask
+    // as an additive -inf riding on the scores' matmul.
+    at::Tensor scores;
+    if (options.causal()) {
+      const at::Tensor mask =
+          at::full({tokens, tokens}, -std::numeric_limits<double>::infinity(),
+                   x.options())
+              .triu(1);
+      scores = at::baddbmm(mask.expand({batch * heads, tokens, tokens}), q,
+                           k.transpose(1, 2), /*beta=*/1.0, /*alpha=*/scale);
+    } else {
+      scores = at::bmm(q, k.transpose(1, 2)).mul_(scale);
+    }
+    probs = at::softmax(scores, -1);
+    context_heads = at::bmm(probs, v);
   }
-  const at::Tensor probs = at::softmax(scores, -1);  // [B*H, T, T]
-  const at::Tensor context = at::bmm(probs, v)       // [B*H, T, D/H]
+  const at::Tensor context = context_heads
                                  .view({batch, heads, tokens, head_dim})
                                  .transpose(1, 2)
                                  .reshape({batch, tokens, options.model_dim()});
