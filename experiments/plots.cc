@@ -11,6 +11,13 @@
 namespace moelab {
 namespace {
 
+// A file name for gnuplot: single-quoted, so that nothing in it is escaped
+// (a label's "\\_" would land in the name).
+std::string QuotePath(const std::string& path) {
+  return absl::StrCat("'", absl::StrReplaceAll(path, {{"'", "''"}}), "'");
+}
+
+// Enhanced-text labels: "_" would start a subscript.
 std::string Quote(const std::string& s) {
   return absl::StrCat("\"", absl::StrReplaceAll(s, {{"\"", "'"}, {"_", "\\\\_"}}), "\"");
 }
@@ -21,7 +28,7 @@ absl::Status RunGnuplot(const std::string& png_path, const std::string& body) {
   const std::string temporary = TemporaryPathFor(png_path);
   const std::string script = absl::StrCat(
       "set terminal pngcairo size 900,560 enhanced font 'Sans,11'\n",
-      "set output ", Quote(temporary), "\n", body);
+      "set output ", QuotePath(temporary), "\n", body);
   const std::string script_path = png_path.substr(0, png_path.size() - 4) + ".gp";
   if (absl::Status s = WriteFileAtomically(script_path, script); !s.ok()) return s;
   const std::string command =

@@ -2,7 +2,7 @@
 //
 // Runs every (row, seed) whose result is not cached (the cache key is the
 // resolved spec's hash), then writes NAME.md, NAME.csv and the pictures to
-// --output_dir. --render-only rebuilds the outputs from cached results;
+// --output_dir. --render_only rebuilds the outputs from cached results;
 // --list shows the tables.
 
 #include <algorithm>
