@@ -1,0 +1,15 @@
+set terminal pngcairo size 900,560 enhanced font 'Sans,11'
+set output '/work/main/results/usmoe_training_free_fluctuation.png.tmp.519'
+$s0 << EOD
+2 63.8468424
+3 32.6293945
+4 16.9189453
+5 9.97314453
+6 5.64371745
+EOD
+set title "USMoE, training-free: one trained token-choice model evaluated with each router swapped in: routing fluctuation per epoch"
+set xlabel "epoch"
+set ylabel "top-1 fluctuation (%, mean over layers and seeds)"
+set grid
+set key outside right top
+plot $s0 using 1:2 with linespoints lw 2 title "Token choice (trained)"
