@@ -6,12 +6,19 @@
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
+#include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include "absl/strings/str_format.h"
 #include "core/step_profiler.h"
 
 namespace moelab {
+
+int ThreadsFor(const RuntimeSpec& runtime) {
+  return runtime.threads() > 0 ? runtime.threads()
+                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& training,
                                                        Model& model) {

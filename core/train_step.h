@@ -15,6 +15,9 @@
 
 namespace moelab {
 
+// Intra-op threads a run uses: runtime.threads, or every core when it is 0.
+int ThreadsFor(const RuntimeSpec& runtime);
+
 // The optimizer `training` names, over all of the model's parameters.
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& training,
                                                        Model& model);

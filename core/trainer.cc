@@ -303,9 +303,7 @@ std::string RunDirectory(const ExperimentSpec& spec, const RunOptions& options) 
 absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
                                         const RunOptions& options) {
   const auto wall_start = std::chrono::steady_clock::now();
-  const int threads = spec.runtime().threads() > 0
-                          ? spec.runtime().threads()
-                          : std::max(1u, std::thread::hardware_concurrency());
+  const int threads = ThreadsFor(spec.runtime());
   at::set_num_threads(threads);
   const at::Device device(spec.runtime().device());
   if (device.is_cuda() && !torch::cuda::is_available()) {

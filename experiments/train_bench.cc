@@ -14,7 +14,6 @@
 #include <chrono>
 #include <cstdio>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -53,8 +52,7 @@ absl::Status Main() {
   }
   absl::StatusOr<ExperimentSpec> spec = LoadSpec(ResolveUserPath(spec_flag));
   if (!spec.ok()) return spec.status();
-  at::set_num_threads(spec->runtime().threads() > 0 ? spec->runtime().threads()
-                                                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  at::set_num_threads(ThreadsFor(spec->runtime()));
   torch::manual_seed(spec->seed());
   const at::Device device(spec->runtime().device());
 

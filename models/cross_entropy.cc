@@ -21,6 +21,14 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// Turns log-probabilities [n, V] in place into the gradient of the summed
+// cross-entropy with respect to the logits: softmax - onehot(index).
+at::Tensor& LogProbsToLogitGradient(at::Tensor& log_probs, const at::Tensor& index) {
+  log_probs.exp_();
+  log_probs.scatter_add_(1, index, at::full_like(index, -1, log_probs.options()));
+  return log_probs;
+}
+
 class MeanCrossEntropyFunction
     : public torch::autograd::Function<MeanCrossEntropyFunction> {
  public:
@@ -42,9 +50,8 @@ class MeanCrossEntropyFunction
     // second backward through the same graph fails here instead of reading
     // a gradient.
     const variable_list saved = ctx->get_saved_variables();
-    at::Tensor grad = saved[0].exp_();  // softmax, then d loss / d logits in place
-    const at::Tensor& index = saved[1];
-    grad.scatter_add_(1, index, at::full_like(index, -1, grad.options()));
+    at::Tensor grad = saved[0];
+    LogProbsToLogitGradient(grad, saved[1]);
     grad.mul_(grad_outputs[0] / static_cast<double>(grad.size(0)));
     return {grad, at::Tensor()};
   }
@@ -65,7 +72,6 @@ double LinearCrossEntropySum(const at::Tensor& hidden, const at::Tensor& weight,
   const int64_t block = std::min(rows, BlockRows(vocab));
   at::Tensor logits = at::empty({block, vocab}, hidden.options());
   at::Tensor log_probs = at::empty({block, vocab}, hidden.options());
-  const at::Tensor minus_one = at::full({block, 1}, -1, hidden.options());
   at::Tensor total = at::zeros({}, hidden.options().dtype(at::kDouble));
   for (int64_t begin = 0; begin < rows; begin += block) {
     const int64_t n = std::min(block, rows - begin);
@@ -77,8 +83,7 @@ double LinearCrossEntropySum(const at::Tensor& hidden, const at::Tensor& weight,
     at::_log_softmax_out(lp, z, 1, /*half_to_float=*/false);
     total.sub_(lp.gather(1, index).sum().to(at::kDouble));
     if (grad_hidden == nullptr) continue;
-    at::Tensor grad_logits = lp.exp_();  // softmax, then softmax - onehot
-    grad_logits.scatter_add_(1, index, minus_one.narrow(0, 0, n));
+    const at::Tensor& grad_logits = LogProbsToLogitGradient(lp, index);
     at::Tensor gh = grad_hidden->narrow(0, begin, n);
     at::mm_out(gh, grad_logits, weight);
     grad_weight->addmm_(grad_logits.t(), x);
