@@ -2,8 +2,6 @@
 
 #include <torch/types.h>  // clip_grad.h is not self-contained
 #include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adam.h>
-#include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
 
 #include <algorithm>
@@ -11,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_format.h"
+#include "core/fused_adam.h"
 #include "core/step_profiler.h"
 
 namespace moelab {
@@ -30,11 +29,11 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& train
                       .momentum(training.momentum())
                       .weight_decay(training.weight_decay()));
     case ADAM:
-      return std::make_unique<torch::optim::Adam>(
+      return std::make_unique<FusedAdam>(
           params, torch::optim::AdamOptions(training.learning_rate())
                       .weight_decay(training.weight_decay()));
     default:
-      return std::make_unique<torch::optim::AdamW>(
+      return std::make_unique<FusedAdamW>(
           params, torch::optim::AdamWOptions(training.learning_rate())
                       .weight_decay(training.weight_decay()));
   }

@@ -1,5 +1,7 @@
 #include "models/cross_entropy.h"
 
+#include <cmath>
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/generated/variable_factories.h>
@@ -74,6 +76,28 @@ TEST(MeanLinearCrossEntropyTest, MatchesAtenOnLogitsAcrossPartialBlocks) {
                 tol * 10);
     }
   }
+}
+
+TEST(MeanLinearCrossEntropyTest, TargetFarBelowTheMaximumKeepsAFiniteExactLoss) {
+  // Logits (0, 200, -300) for target 0 and (1, 0, 0) for target 0: the first
+  // target's float softmax probability underflows to 0, yet its loss is
+  // logsumexp - logit = 200 + log(1 + e^-200 + e^-500) = 200 (to 1e-80).
+  const at::Tensor hidden = torch::tensor({{1.0f, 0.0f}, {0.0f, 1.0f}});
+  const at::Tensor weight =
+      torch::tensor({{0.0f, 1.0f}, {200.0f, 0.0f}, {-300.0f, 0.0f}});
+  const at::Tensor targets = torch::tensor({0, 0}, at::kLong);
+  const double second_row = std::log(std::exp(1.0) + 2.0) - 1.0;
+  const double expected = (200.0 + second_row) / 2.0;
+  EXPECT_NEAR(MeanLinearCrossEntropy(hidden, weight, targets).item<double>(), expected,
+              1e-4);
+  const at::Tensor hidden_grad = hidden.clone().requires_grad_(true);
+  const at::Tensor loss = MeanLinearCrossEntropy(hidden_grad, weight, targets);
+  EXPECT_NEAR(loss.item<double>(), expected, 1e-4);
+  loss.backward();
+  // Row 0: softmax is (0, 1, 0), minus onehot(0) gives (-1, 1, 0); times the
+  // weight rows and halved: (-0 + 200, -1 + 0) / 2 = (100, -0.5).
+  EXPECT_NEAR(hidden_grad.grad()[0][0].item<double>(), 100.0, 1e-4);
+  EXPECT_NEAR(hidden_grad.grad()[0][1].item<double>(), -0.5, 1e-4);
 }
 
 TEST(MeanLinearCrossEntropyTest, HandComputedValue) {
