@@ -208,21 +208,33 @@ double UnigramPerplexity(const Dataset& data, int64_t batch_size,
   return n > 0 ? std::exp(nll / n) : 0;
 }
 
-// Perplexity when every position is routed with only its prefix visible
-// (each prefix run on its own, as at generation time), beside the usual
-// teacher-forced perplexity on the same sequences.
-std::pair<double, double> GenerationPerplexity(Model& model, const Dataset& data,
-                                               int sequences,
-                                               const at::Device& device) {
+// Perplexity on the first `sequences` validation sequences, teacher-forced
+// and, for a router that leaks the future, also generation-time: every
+// position routed with only its prefix visible (each prefix run on its own).
+// A causal router routes a position the same way with or without the
+// future, so its generation-time perplexity is the teacher-forced one on
+// the same sequences; every row of a table then reports it on the same
+// subset.
+struct SubsetPerplexities {
+  double generation = 0;
+  double teacher_forced = 0;
+};
+SubsetPerplexities PerplexitiesOnValidSubset(Model& model, const Dataset& data,
+                                             int sequences, bool prefix_only_routing,
+                                             const at::Device& device) {
   torch::NoGradGuard no_grad;
   model.eval();
   const int64_t n = std::min<int64_t>(sequences, data.NumExamples(Split::kValid));
   std::vector<int64_t> indices(n);
   for (int64_t i = 0; i < n; ++i) indices[i] = i;
   Batch batch = ToDevice(data.GetExamples(Split::kValid, indices), device);
+  SubsetPerplexities out;
+  out.teacher_forced = std::exp(model.Forward(batch, ForwardOptions{}).loss.item<double>());
+  if (!prefix_only_routing) {
+    out.generation = out.teacher_forced;
+    return out;
+  }
   const int64_t length = batch.inputs.size(1);
-  double teacher_forced =
-      model.Forward(batch, ForwardOptions{}).loss.item<double>();
   double nll = 0;
   for (int64_t t = 0; t < length; ++t) {
     Batch prefix{batch.inputs.slice(1, 0, t + 1), batch.targets.slice(1, 0, t + 1)};
@@ -230,7 +242,8 @@ std::pair<double, double> GenerationPerplexity(Model& model, const Dataset& data
     at::Tensor last = at::log_softmax(logits.select(1, t).to(at::kDouble), -1);
     nll -= last.gather(1, batch.targets.select(1, t).unsqueeze(1)).sum().item<double>();
   }
-  return {std::exp(nll / (n * length)), std::exp(teacher_forced)};
+  out.generation = std::exp(nll / (n * length));
+  return out;
 }
 
 std::string JsonOf(const RunResult& result) {
@@ -541,11 +554,11 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
     final_metrics->set_unigram_perplexity(
         UnigramPerplexity(data, batch_size, spec.evaluation().max_eval_batches()));
   }
-  if (leaks_future && spec.evaluation().generation_eval_sequences() > 0) {
-    auto [generation, teacher_forced] = GenerationPerplexity(
-        model, data, spec.evaluation().generation_eval_sequences(), device);
-    final_metrics->set_generation_perplexity(generation);
-    final_metrics->set_teacher_forced_perplexity_same_subset(teacher_forced);
+  if (language && model.IsCausal() && spec.evaluation().generation_eval_sequences() > 0) {
+    const SubsetPerplexities subset = PerplexitiesOnValidSubset(
+        model, data, spec.evaluation().generation_eval_sequences(), leaks_future, device);
+    final_metrics->set_generation_perplexity(subset.generation);
+    final_metrics->set_teacher_forced_perplexity_same_subset(subset.teacher_forced);
   }
   double experts_per_token = 0;
   for (const auto& layer : valid.layers) experts_per_token += layer.experts_per_token();
@@ -612,7 +625,7 @@ std::string FormatRunSummary(const RunResult& result) {
     }
     out += "\n";
   }
-  if (f.generation_perplexity() > 0) {
+  if (result.non_causal_router_in_causal_model() && f.generation_perplexity() > 0) {
     absl::StrAppendFormat(&out,
                           "NON-CAUSAL ROUTER: generation-time perplexity %.2f vs "
                           "teacher-forced %.2f on the same %d sequences\n",

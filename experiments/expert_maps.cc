@@ -436,7 +436,7 @@ absl::StatusOr<ExpertMapFigure> RenderExpertMaps(const std::vector<ExpertMapRow>
       return row_error(absl::NotFoundError(absl::StrCat(
           "no checkpoint '", row.checkpoint, "'; ",
           row.partial_weights ? "the run whose checkpoint it evaluates" : "the run",
-          " must be trained first (reproduce without --render-only trains it)")));
+          " must be trained first (reproduce without --render_only trains it)")));
     }
     // The seed decides the values of parameters the checkpoint lacks
     // (partial_weights); the trainer seeds model creation the same way.

@@ -1,11 +1,16 @@
 #include "experiments/plots.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "core/atomic_file.h"
 
 namespace moelab {
@@ -53,9 +58,25 @@ std::string DataBlocks(const std::vector<Series>& series) {
   return out;
 }
 
+// Breaks a title at spaces into lines of at most `width` characters: gnuplot
+// centres one long line over the plot and clips what overhangs the image.
+std::string WrapTitle(const std::string& title, size_t width) {
+  std::string wrapped, line;
+  for (absl::string_view word : absl::StrSplit(title, ' ', absl::SkipEmpty())) {
+    if (!line.empty() && line.size() + 1 + word.size() > width) {
+      absl::StrAppend(&wrapped, wrapped.empty() ? "" : "\\n", line);
+      line.clear();
+    }
+    absl::StrAppend(&line, line.empty() ? "" : " ", word);
+  }
+  absl::StrAppend(&wrapped, wrapped.empty() || line.empty() ? "" : "\\n", line);
+  return wrapped;
+}
+
 std::string Axes(const std::string& title, const std::string& x_label,
                  const std::string& y_label) {
-  return absl::StrCat("set title ", Quote(title), "\nset xlabel ", Quote(x_label),
+  // 60 characters of Sans 11 fit the 900-pixel image with the key outside.
+  return absl::StrCat("set title ", Quote(WrapTitle(title, 60)), "\nset xlabel ", Quote(x_label),
                       "\nset ylabel ", Quote(y_label),
                       "\nset grid\nset key outside right top\n");
 }
@@ -64,6 +85,17 @@ absl::Status PlotSeries(const std::string& png_path, const std::string& title,
                         const std::string& x_label, const std::string& y_label,
                         const std::vector<Series>& series, const std::string& style) {
   std::string body = DataBlocks(series) + Axes(title, x_label, y_label);
+  // Epochs and the like: whole-number ticks, not 2.5.
+  bool whole_x = true;
+  double x_min = std::numeric_limits<double>::infinity(), x_max = -x_min;
+  for (const Series& one : series) {
+    for (const auto& [x, y] : one.points) {
+      whole_x = whole_x && x == std::floor(x);
+      x_min = std::min(x_min, x);
+      x_max = std::max(x_max, x);
+    }
+  }
+  if (whole_x && x_max - x_min <= 20) body += "set xtics 1\n";
   body += "plot ";
   for (size_t i = 0; i < series.size(); ++i) {
     absl::StrAppend(&body, i ? ", " : "", "$s", i, " using 1:2 with ", style,

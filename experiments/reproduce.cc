@@ -105,7 +105,7 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
         if (render_only) {
           return absl::NotFoundError(absl::StrCat(
               "row '", row.label(), "' seed ", spec->seed(),
-              ": no cached result; run without --render-only"));
+              ": no cached result; run without --render_only"));
         }
         std::fprintf(stderr, "== %s: row '%s', seed %llu (spec %s)\n", table.name().c_str(),
                      row.label().c_str(), static_cast<unsigned long long>(spec->seed()),
@@ -366,7 +366,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Reproduces a paper table.\n"
       "  reproduce --list\n"
-      "  reproduce --table=graph_of_tokens_lm [--render-only] [--output_dir=results]");
+      "  reproduce --table=graph_of_tokens_lm [--render_only] [--output_dir=results]");
   absl::ParseCommandLine(argc, argv);
   return moelab::Main();
 }

@@ -155,7 +155,14 @@ TEST(TrainerTest, NonFiniteLossStopsTheRunWithAClearError) {
 
 TEST(TrainerTest, TrainingFreeEvaluationWithAnotherRouter) {
   const std::string dir = TempDir("trained");
-  RunTiny(Tiny(), dir);
+  const RunResult trained = RunTiny(Tiny(), dir);
+  // Token choice is causal: it reports the generation-time perplexity on the
+  // same validation subset as non-causal routers do, equal there to its
+  // teacher-forced one.
+  EXPECT_FALSE(trained.non_causal_router_in_causal_model());
+  EXPECT_GT(trained.final().generation_perplexity(), 1);
+  EXPECT_EQ(trained.final().generation_perplexity(),
+            trained.final().teacher_forced_perplexity_same_subset());
   ExperimentSpec swapped = Tiny();
   swapped.set_name("swapped");
   swapped.mutable_router()->Clear();
@@ -172,6 +179,9 @@ TEST(TrainerTest, TrainingFreeEvaluationWithAnotherRouter) {
   // Unified routing in a causal LM (per-sequence top-c) is not causal.
   EXPECT_TRUE(result.non_causal_router_in_causal_model());
   EXPECT_GT(result.final().generation_perplexity(), 1);
+  EXPECT_GT(result.final().teacher_forced_perplexity_same_subset(), 1);
+  EXPECT_NE(result.final().generation_perplexity(),
+            result.final().teacher_forced_perplexity_same_subset());
 }
 
 }  // namespace

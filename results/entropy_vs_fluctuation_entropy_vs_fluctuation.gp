@@ -1,5 +1,5 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output '/work/main/results/entropy_vs_fluctuation_entropy_vs_fluctuation.png.tmp.480'
+set output 'results/entropy_vs_fluctuation_entropy_vs_fluctuation.png.tmp.12210'
 $s0 << EOD
 1.05400098 4.66308594
 1.18129716 6.37207031

@@ -1,5 +1,5 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output '/work/main/results/usmoe_training_free_load_row0.png.tmp.519'
+set output 'results/usmoe_training_free_load_row0.png.tmp.12145'
 $m << EOD
 0.148975 0.150342 0.126013 0.167126 0.0658936 0.088208 0.139697 0.113745
 0.121533 0.141895 0.117078 0.124194 0.0655518 0.170044 0.148376 0.111328
