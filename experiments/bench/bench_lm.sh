@@ -2,17 +2,19 @@
 # moelab beside PyTorch eager on the same model (experiments/specs/bench_lm.pbtxt
 # and experiments/bench/pytorch_bench_lm.py), in one invocation:
 #
-#   bazel run //experiments:bench_lm [-- --steps=30 --rounds=2]
+#   bazel run //experiments:bench_lm [-- --steps=30 --rounds=3]
 #
 # Both get the same threads (2), the same warm-up and timed steps, and the same
 # OMP_WAIT_POLICY (PASSIVE unless the caller sets it). They run alternately,
-# --rounds times each, and each side's best round counts. The last line is
-# moelab's figure: `train_tokens_per_s: N`.
+# --rounds times each; each side's best round counts, and because a shared
+# machine's speed drifts between rounds, the ratio within each round (the two
+# ran back to back) is shown too, with its median. The last line is moelab's
+# figure: `train_tokens_per_s: N`.
 set -euo pipefail
 
 steps=30
 warmup_steps=5
-rounds=2
+rounds=3
 for arg in "$@"; do
   case "$arg" in
     --steps=*) steps="${arg#*=}" ;;
@@ -44,6 +46,7 @@ threads="${threads:-2}"
 last_value() { tail -n 1 | sed -n 's/^train_tokens_per_s: *//p'; }
 best_torch=0
 best_moelab=0
+round_ratios=()
 for ((round = 1; round <= rounds; ++round)); do
   torch_out=$("$python" "$script" --steps "$steps" --warmup_steps "$warmup_steps" \
     --threads "$threads")
@@ -58,11 +61,17 @@ for ((round = 1; round <= rounds; ++round)); do
   fi
   torch_rate=$(echo "$torch_out" | last_value)
   moelab_rate=$(echo "$moelab_out" | last_value)
-  echo "round $round: pytorch eager $torch_rate tokens/s, moelab $moelab_rate tokens/s"
+  round_ratio=$(awk -v m="$moelab_rate" -v t="$torch_rate" 'BEGIN { printf "%.2f", m / t }')
+  round_ratios+=("$round_ratio")
+  echo "round $round: pytorch eager $torch_rate tokens/s, moelab $moelab_rate tokens/s," \
+    "ratio ${round_ratio}x"
   best_torch=$(awk -v a="$best_torch" -v b="$torch_rate" 'BEGIN { print (b > a ? b : a) }')
   best_moelab=$(awk -v a="$best_moelab" -v b="$moelab_rate" 'BEGIN { print (b > a ? b : a) }')
 done
 echo "OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $threads threads, $steps timed steps, best of $rounds"
 echo "pytorch_eager_train_tokens_per_s: $best_torch"
 awk -v m="$best_moelab" -v t="$best_torch" 'BEGIN { printf "ratio moelab / pytorch eager: %.2fx\n", m / t }'
+printf '%s\n' "${round_ratios[@]}" | sort -g | awk '{ r[NR] = $1 }
+  END { m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+        printf "ratio within rounds: median %.2fx, min %.2fx, max %.2fx\n", m, r[1], r[NR] }'
 echo "train_tokens_per_s: $best_moelab"
