@@ -53,10 +53,13 @@ constexpr int64_t kGrainSize = 32768;
 void Update(const at::Tensor& param, const at::Tensor& grad, const at::Tensor& exp_avg,
             const at::Tensor& exp_avg_sq, double lr, double beta1, double beta2,
             double eps, double l2, double decay, int64_t step) {
-  TORCH_CHECK(param.is_contiguous() && exp_avg.is_contiguous() &&
-                  exp_avg_sq.is_contiguous(),
-              "FusedAdam: parameters and their state must be contiguous");
-  TORCH_CHECK(!grad.is_sparse(), "FusedAdam: sparse gradients are not supported");
+  for (const at::Tensor* moment : {&exp_avg, &exp_avg_sq}) {
+    TORCH_CHECK(moment->is_contiguous() && moment->numel() == param.numel() &&
+                    moment->scalar_type() == param.scalar_type() &&
+                    moment->device() == param.device(),
+                "FusedAdam: a parameter's moments must be contiguous tensors of its "
+                "size, type and device (a checkpoint of another model?)");
+  }
   const at::Tensor dense_grad = grad.contiguous();
   const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(step));
   const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(step));
@@ -91,6 +94,10 @@ void FusedStep(torch::optim::Optimizer& optimizer) {
   for (torch::optim::OptimizerParamGroup& group : optimizer.param_groups()) {
     const auto& options = static_cast<const Options&>(group.options());
     TORCH_CHECK(!options.amsgrad(), "FusedAdam: amsgrad is not supported");
+    for (const at::Tensor& param : group.params()) {
+      TORCH_CHECK(!param.grad().defined() || !param.grad().is_sparse(),
+                  "FusedAdam: sparse gradients are not supported");
+    }
     const double beta1 = std::get<0>(options.betas());
     const double beta2 = std::get<1>(options.betas());
     const double weight_decay = options.weight_decay();
@@ -115,6 +122,21 @@ void FusedStep(torch::optim::Optimizer& optimizer) {
   }
 }
 
+// The fused loop runs on the CPU over dense float or double memory; other
+// parameters (a CUDA model, say) take LibTorch's own step, which keeps the
+// same state.
+bool FusedLoopApplies(const torch::optim::Optimizer& optimizer) {
+  for (const torch::optim::OptimizerParamGroup& group : optimizer.param_groups()) {
+    for (const at::Tensor& param : group.params()) {
+      if (!param.device().is_cpu() || !param.is_contiguous() ||
+          (param.scalar_type() != at::kFloat && param.scalar_type() != at::kDouble)) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
 at::Tensor EvaluateClosure(const torch::optim::Optimizer::LossClosure& closure) {
   if (closure == nullptr) return {};
   at::AutoGradMode enable_grad(true);
@@ -124,6 +146,7 @@ at::Tensor EvaluateClosure(const torch::optim::Optimizer::LossClosure& closure) 
 }  // namespace
 
 at::Tensor FusedAdam::step(LossClosure closure) {
+  if (!FusedLoopApplies(*this)) return torch::optim::Adam::step(closure);
   at::Tensor loss = EvaluateClosure(closure);
   FusedStep<torch::optim::AdamParamState, torch::optim::AdamOptions,
             /*kDecoupledWeightDecay=*/false>(*this);
@@ -131,6 +154,7 @@ at::Tensor FusedAdam::step(LossClosure closure) {
 }
 
 at::Tensor FusedAdamW::step(LossClosure closure) {
+  if (!FusedLoopApplies(*this)) return torch::optim::AdamW::step(closure);
   at::Tensor loss = EvaluateClosure(closure);
   FusedStep<torch::optim::AdamWParamState, torch::optim::AdamWOptions,
             /*kDecoupledWeightDecay=*/true>(*this);

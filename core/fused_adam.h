@@ -10,11 +10,14 @@
 // replaced by one parallel loop that reads the gradient and the two moments
 // once and writes each once. Options, parameter groups and per-parameter
 // state (AdamParamState / AdamWParamState) are LibTorch's own, so learning
-// rate schedules and checkpoints work unchanged, and a checkpoint written by
-// one loads into the other.
+// rate schedules and checkpoints work unchanged: FusedAdam and
+// torch::optim::Adam load each other's checkpoints, as do FusedAdamW and
+// torch::optim::AdamW.
 //
-// Dense float or double parameters only; amsgrad is not supported (a
-// TORCH_CHECK: the trainer never asks for it).
+// The fused loop serves contiguous float or double CPU parameters; when any
+// parameter is otherwise (a CUDA model, say) the step is LibTorch's own.
+// Sparse gradients and amsgrad are refused (TORCH_CHECK: the trainer never
+// produces or asks for them).
 
 #include <torch/optim/adam.h>
 #include <torch/optim/adamw.h>

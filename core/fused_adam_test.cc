@@ -50,7 +50,13 @@ double MaxRelativeDiff(const std::vector<at::Tensor>& a, const std::vector<at::T
   return worst;
 }
 
-template <typename Fused, typename Reference, typename Options>
+// Moments are sums of signed terms whose elements can cancel to near zero,
+// so they are compared against the tensor's scale, not elementwise.
+double DiffOverScale(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().max().item<double>() / b.abs().max().item<double>();
+}
+
+template <typename Fused, typename Reference, typename State, typename Options>
 void ExpectSameTrajectory(const Options& options, at::ScalarType dtype, double tol) {
   std::vector<at::Tensor> fused_params = MakeParameters(dtype);
   std::vector<at::Tensor> reference_params = Clone(fused_params);
@@ -67,21 +73,59 @@ void ExpectSameTrajectory(const Options& options, at::ScalarType dtype, double t
     ASSERT_LT(MaxRelativeDiff(fused_params, reference_params), tol) << "step " << step;
   }
   // The moments agree too, under LibTorch's own state keys.
-  for (const at::Tensor& p : fused_params) {
-    EXPECT_EQ(fused.state().count(c10::guts::to_string(p.unsafeGetTensorImpl())), 1u);
+  for (size_t i = 0; i < fused_params.size(); ++i) {
+    const auto& fused_state = static_cast<const State&>(
+        *fused.state().at(c10::guts::to_string(fused_params[i].unsafeGetTensorImpl())));
+    const auto& reference_state = static_cast<const State&>(
+        *reference.state().at(c10::guts::to_string(reference_params[i].unsafeGetTensorImpl())));
+    EXPECT_EQ(fused_state.step(), reference_state.step());
+    EXPECT_LT(DiffOverScale(fused_state.exp_avg(), reference_state.exp_avg()), tol);
+    EXPECT_LT(DiffOverScale(fused_state.exp_avg_sq(), reference_state.exp_avg_sq()), tol);
   }
 }
 
-TEST(FusedAdamTest, MatchesTorchAdamWithL2WeightDecay) {
-  const auto options = torch::optim::AdamOptions(1e-2).weight_decay(0.1).eps(1e-6);
-  ExpectSameTrajectory<FusedAdam, torch::optim::Adam>(options, at::kDouble, 1e-12);
-  ExpectSameTrajectory<FusedAdam, torch::optim::Adam>(options, at::kFloat, 1e-5);
+using torch::optim::AdamParamState;
+using torch::optim::AdamWParamState;
+
+TEST(FusedAdamTest, MatchesTorchAdamWithAndWithoutL2WeightDecay) {
+  for (double weight_decay : {0.0, 0.1}) {
+    const auto options = torch::optim::AdamOptions(1e-2).weight_decay(weight_decay).eps(1e-6);
+    ExpectSameTrajectory<FusedAdam, torch::optim::Adam, AdamParamState>(options, at::kDouble,
+                                                                         1e-12);
+    ExpectSameTrajectory<FusedAdam, torch::optim::Adam, AdamParamState>(options, at::kFloat,
+                                                                         1e-5);
+  }
 }
 
 TEST(FusedAdamTest, MatchesTorchAdamWithDecoupledWeightDecay) {
   const auto options = torch::optim::AdamWOptions(1e-2).weight_decay(0.1).betas({0.8, 0.95});
-  ExpectSameTrajectory<FusedAdamW, torch::optim::AdamW>(options, at::kDouble, 1e-12);
-  ExpectSameTrajectory<FusedAdamW, torch::optim::AdamW>(options, at::kFloat, 1e-5);
+  ExpectSameTrajectory<FusedAdamW, torch::optim::AdamW, AdamWParamState>(options, at::kDouble,
+                                                                          1e-12);
+  ExpectSameTrajectory<FusedAdamW, torch::optim::AdamW, AdamWParamState>(options, at::kFloat,
+                                                                          1e-5);
+}
+
+TEST(FusedAdamTest, NonContiguousGradientsAndParametersMatchTorchAdam) {
+  // A transposed gradient, and a transposed parameter (which LibTorch's own
+  // step then serves): both trajectories still match the reference.
+  torch::manual_seed(3);
+  const at::Tensor base = torch::randn({40, 30}, at::kDouble);
+  for (bool transposed_param : {false, true}) {
+    at::Tensor fused_param =
+        (transposed_param ? base.t().clone().t() : base.clone()).requires_grad_(true);
+    at::Tensor reference_param = base.clone().requires_grad_(true);
+    FusedAdam fused({fused_param}, torch::optim::AdamOptions(1e-2).weight_decay(0.01));
+    torch::optim::Adam reference({reference_param},
+                                 torch::optim::AdamOptions(1e-2).weight_decay(0.01));
+    for (int step = 0; step < 4; ++step) {
+      const at::Tensor grad_t = torch::randn({30, 40}, at::kDouble);
+      fused_param.mutable_grad() = grad_t.t();  // not contiguous
+      reference_param.mutable_grad() = grad_t.t().contiguous();
+      fused.step();
+      reference.step();
+    }
+    EXPECT_LT(MaxRelativeDiff({fused_param}, {reference_param}), 1e-12) << transposed_param;
+  }
 }
 
 TEST(FusedAdamTest, FirstStepMovesEachParameterByTheLearningRate) {
@@ -128,6 +172,49 @@ TEST(FusedAdamTest, CheckpointsAreInterchangeableWithTorchAdamW) {
     reference.step();
   }
   EXPECT_LT(MaxRelativeDiff(fused_params, reference_params), 1e-12);
+}
+
+TEST(FusedAdamTest, ResumesFromATorchAdamCheckpoint) {
+  // Runs from before the fused optimizer saved LibTorch's Adam.
+  const auto options = torch::optim::AdamOptions(1e-2);
+  std::vector<at::Tensor> reference_params = MakeParameters(at::kFloat);
+  std::vector<at::Tensor> fused_params = Clone(reference_params);
+  torch::optim::Adam reference(reference_params, options);
+  for (int step = 0; step < 3; ++step) {
+    SetGradients(reference_params, fused_params, step);
+    reference.step();
+  }
+  std::stringstream buffer;
+  {
+    torch::serialize::OutputArchive archive;
+    reference.save(archive);
+    archive.save_to(buffer);
+  }
+  for (size_t i = 0; i < fused_params.size(); ++i) {
+    torch::NoGradGuard no_grad;
+    fused_params[i].copy_(reference_params[i]);
+  }
+  FusedAdam fused(fused_params, options);
+  {
+    torch::serialize::InputArchive archive;
+    archive.load_from(buffer);
+    fused.load(archive);
+  }
+  for (int step = 3; step < 6; ++step) {
+    SetGradients(fused_params, reference_params, step);
+    fused.step();
+    reference.step();
+  }
+  EXPECT_LT(MaxRelativeDiff(fused_params, reference_params), 1e-5);
+}
+
+TEST(FusedAdamTest, SparseGradientIsRefusedBeforeAnyStateChanges) {
+  at::Tensor param = torch::ones({4}).requires_grad_(true);
+  FusedAdam optimizer({param});
+  param.mutable_grad() = torch::ones({4}).to_sparse();
+  EXPECT_ANY_THROW(optimizer.step());
+  EXPECT_TRUE(optimizer.state().empty());
+  EXPECT_TRUE(torch::equal(param.detach(), torch::ones({4})));
 }
 
 TEST(FusedAdamTest, AmsgradIsRefused) {

@@ -158,6 +158,9 @@ at::Tensor MeanLinearCrossEntropy(const at::Tensor& hidden, const at::Tensor& we
               "MeanLinearCrossEntropy: hidden must be [N, D], weight [V, D] and "
               "targets [N], got ",
               hidden.sizes(), ", ", weight.sizes(), " and ", targets.sizes());
+  TORCH_CHECK((hidden.scalar_type() == at::kFloat || hidden.scalar_type() == at::kDouble) &&
+                  weight.scalar_type() == hidden.scalar_type(),
+              "MeanLinearCrossEntropy: hidden and weight must both be float or both double");
   if (!at::GradMode::is_enabled() || (!hidden.requires_grad() && !weight.requires_grad())) {
     const double sum = LinearCrossEntropySum(hidden, weight, targets, nullptr, nullptr);
     return at::scalar_tensor(sum / static_cast<double>(hidden.size(0)), hidden.options());

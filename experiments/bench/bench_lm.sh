@@ -30,6 +30,10 @@ for value in "$steps" "$warmup_steps" "$rounds"; do
     exit 2
   fi
 done
+if ((steps < 1 || rounds < 1)); then
+  echo "error: --steps and --rounds must be at least 1" >&2
+  exit 2
+fi
 
 train_bench="$PWD/experiments/train_bench"
 script="$PWD/experiments/bench/pytorch_bench_lm.py"
