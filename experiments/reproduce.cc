@@ -42,6 +42,9 @@ ABSL_FLAG(bool, render_only, false,
 ABSL_FLAG(std::string, output_dir, "results",
           "Where reports and the run cache (runs/<spec hash>/) go.");
 ABSL_FLAG(int, seeds, 0, "Seeds per row (0: the table's own, default 3).");
+ABSL_FLAG(int, threads, 0,
+          "Threads per run (0: each spec's runtime.threads). Not part of the cache "
+          "key: e.g. two tables side by side with --threads=1 each on 2 cores.");
 ABSL_FLAG(bool, paper_scale, false,
           "Run the table's paper-scale spec set (WikiText-103 / ImageNet) instead "
           "of the CPU-scale one; needs the data and, realistically, a GPU.");
@@ -72,7 +75,8 @@ struct TableRuns {
 };
 
 absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& out_dir,
-                                   int seeds, bool render_only, bool paper_scale) {
+                                   int seeds, int threads, bool render_only,
+                                   bool paper_scale) {
   TableRuns runs;
   runs.rows.reserve(table.rows_size());
   for (const TableRow& row : table.rows()) {
@@ -84,6 +88,7 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
                             absl::StrCat("row '", row.label(), "': ", spec.status().message()));
       }
       spec->set_seed(spec->seed() + s);
+      if (threads > 0) spec->mutable_runtime()->set_threads(threads);
       spec->set_name(absl::StrCat(spec->name(), "_s", spec->seed()));
       if (!row.init_from_row().empty()) {
         auto source = runs.run_dirs.find({row.init_from_row(), s});
@@ -317,9 +322,14 @@ int Main() {
   const int seeds = absl::GetFlag(FLAGS_seeds) > 0 ? absl::GetFlag(FLAGS_seeds)
                     : table->seeds() > 0           ? table->seeds()
                                                    : 3;
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads < 0) {
+    std::fprintf(stderr, "error: --threads must be >= 0, got %d\n", threads);
+    return 2;
+  }
   ProgressReporter clock(stderr, "", 1, "");
   absl::StatusOr<TableRuns> runs =
-      RunTable(*table, out_dir, seeds, absl::GetFlag(FLAGS_render_only),
+      RunTable(*table, out_dir, seeds, threads, absl::GetFlag(FLAGS_render_only),
                absl::GetFlag(FLAGS_paper_scale));
   if (!runs.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(runs.status().message()).c_str());

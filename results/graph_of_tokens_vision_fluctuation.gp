@@ -1,5 +1,5 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/graph_of_tokens_vision_fluctuation.png.tmp.10099'
+set output 'results/graph_of_tokens_vision_fluctuation.png.tmp.18585'
 $s0 << EOD
 2 54.3198529
 3 42.0955882
@@ -21,9 +21,10 @@ $s2 << EOD
 5 41.6207108
 6 27.7113971
 EOD
-set title "Graph of tokens, vision: V-MoE vs Similarity-Aware vs Attention-Aware: routing fluctuation per epoch"
+set title "Graph of tokens, vision: V-MoE vs Similarity-Aware vs\nAttention-Aware: routing fluctuation per epoch"
 set xlabel "epoch"
 set ylabel "top-1 fluctuation (%, mean over layers and seeds)"
 set grid
 set key outside right top
+set xtics 1
 plot $s0 using 1:2 with linespoints lw 2 title "V-MoE (token choice)", $s1 using 1:2 with linespoints lw 2 title "Similarity-Aware V-MoE", $s2 using 1:2 with linespoints lw 2 title "Attention-Aware V-MoE"

@@ -1,5 +1,5 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/graph_of_tokens_vision_load_row0.png.tmp.10099'
+set output 'results/graph_of_tokens_vision_load_row0.png.tmp.18585'
 $m << EOD
 0.119301 0.157698 0.121186 0.134283 0.140878 0.132652 0.122978 0.0710248
 0.102619 0.145565 0.127642 0.13665 0.115395 0.101746 0.138764 0.131618
