@@ -1,5 +1,6 @@
 #include "experiments/table_report.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -26,6 +27,18 @@ const RowRuns* FindRow(const std::vector<RowRuns>& rows, const std::string& labe
 bool IsPercent(Column c) {
   return c == VALID_ACCURACY || c == TEST_ACCURACY || c == FLUCTUATION_TOP1 ||
          c == FLUCTUATION_TOPK || c == CORRUPTION_EXPERT_CHANGE;
+}
+
+// Decimals shown for a column's values: whole seconds, one decimal for
+// percentages, two otherwise, and for expert GFLOPs (a CPU-scale model
+// spends ~0.0003 per token) enough for three significant digits.
+int DecimalsFor(Column column, double mean) {
+  if (column == WALL_TIME_S) return 0;
+  if (IsPercent(column)) return 1;
+  if (column == EXPERT_GFLOPS_PER_TOKEN && mean > 0 && mean < 1) {
+    return std::min(9, 2 - static_cast<int>(std::floor(std::log10(mean))));
+  }
+  return 2;
 }
 
 double LastEpochLayerMean(const RunResult& run,
@@ -209,7 +222,7 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
     for (int c : table.columns()) {
       const Column column = static_cast<Column>(c);
       const Stat s = ColumnStat(r, column);
-      const int digits = column == WALL_TIME_S ? 0 : (IsPercent(column) ? 1 : 2);
+      const int digits = DecimalsFor(column, s.mean);
       cells.push_back(s.n == 0 ? "–"
                       : s.n == 1 ? absl::StrFormat("%.*f", digits, s.mean)
                                  : absl::StrFormat("%.*f ± %.*f", digits, s.mean, digits, s.std));

@@ -69,6 +69,21 @@ TEST(TableReportTest, MeanAndSampleStdOverSeeds) {
   EXPECT_DOUBLE_EQ(s.std, 10);
 }
 
+TEST(TableReportTest, SmallExpertGflopsKeepThreeSignificantDigits) {
+  // A CPU-scale model spends ~0.0003 expert GFLOPs per token: two decimals
+  // would print 0.00 for every router.
+  TableSpec table = Table();
+  table.clear_columns();
+  table.add_columns(EXPERT_GFLOPS_PER_TOKEN);
+  table.add_columns(VALID_PERPLEXITY);
+  RunResult a = LmRun(50, {0.3}), b = LmRun(50, {0.3});
+  a.mutable_final()->set_expert_flops_per_token(262144);
+  b.mutable_final()->set_expert_flops_per_token(393216);
+  const std::vector<RowRuns> rows = {{&table.rows(0), {a, b}}};
+  EXPECT_THAT(RenderMarkdown(table, rows, {}),
+              HasSubstr("| smoe | 0.000328 ± 0.000093 | 50.00 ± 0.00 |"));
+}
+
 TEST(TableReportTest, ClaimsAndMarkdown) {
   TableSpec table = Table();
   std::vector<RowRuns> rows = {
