@@ -17,9 +17,11 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "core/atomic_file.h"
 #include "core/paths.h"
 #include "core/progress.h"
@@ -45,6 +47,11 @@ ABSL_FLAG(int, seeds, 0, "Seeds per row (0: the table's own, default 3).");
 ABSL_FLAG(int, threads, 0,
           "Threads per run (0: each spec's runtime.threads). Not part of the cache "
           "key: e.g. two tables side by side with --threads=1 each on 2 cores.");
+ABSL_FLAG(std::string, shard, "",
+          "I/N: run only the uncached runs whose index (row-major over rows and "
+          "seeds) is I modulo N, and write no report; N such processes (e.g. with "
+          "--threads=1 on an N-core machine) share a table's runs, and a last "
+          "invocation without --shard writes the report.");
 ABSL_FLAG(bool, paper_scale, false,
           "Run the table's paper-scale spec set (WikiText-103 / ImageNet) instead "
           "of the CPU-scale one; needs the data and, realistically, a GPU.");
@@ -72,16 +79,32 @@ struct TableRuns {
   std::vector<RowRuns> rows;
   // run directory per (row label, seed index), for training-free rows.
   std::map<std::pair<std::string, int>, std::string> run_dirs;
+  // Uncached runs this invocation left to other shards (or that wait for a
+  // source checkpoint another shard has not written yet).
+  int left_to_other_shards = 0;
+};
+
+struct RunTableOptions {
+  int seeds = 3;
+  int threads = 0;  // 0: each spec's own
+  bool render_only = false;
+  bool paper_scale = false;
+  int shard_index = 0;
+  int shard_count = 1;
 };
 
 absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& out_dir,
-                                   int seeds, int threads, bool render_only,
-                                   bool paper_scale) {
+                                   const RunTableOptions& run_options) {
+  const bool render_only = run_options.render_only;
+  const bool paper_scale = run_options.paper_scale;
+  const int threads = run_options.threads;
   TableRuns runs;
   runs.rows.reserve(table.rows_size());
+  int run_index = -1;
   for (const TableRow& row : table.rows()) {
     RowRuns row_runs{&row, {}};
-    for (int s = 0; s < seeds; ++s) {
+    for (int s = 0; s < run_options.seeds; ++s) {
+      ++run_index;
       absl::StatusOr<ExperimentSpec> spec = RowSpec(table, row, paper_scale);
       if (!spec.ok()) {
         return absl::Status(spec.status().code(),
@@ -111,6 +134,14 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
           return absl::NotFoundError(absl::StrCat(
               "row '", row.label(), "' seed ", spec->seed(),
               ": no cached result; run without --render_only"));
+        }
+        const bool source_pending =
+            !row.init_from_row().empty() &&
+            !fs::exists(spec->evaluation().init_checkpoint());
+        if (run_index % run_options.shard_count != run_options.shard_index ||
+            source_pending) {
+          ++runs.left_to_other_shards;
+          continue;
         }
         std::fprintf(stderr, "== %s: row '%s', seed %llu (spec %s)\n", table.name().c_str(),
                      row.label().c_str(), static_cast<unsigned long long>(spec->seed()),
@@ -327,13 +358,35 @@ int Main() {
     std::fprintf(stderr, "error: --threads must be >= 0, got %d\n", threads);
     return 2;
   }
+  RunTableOptions run_options;
+  run_options.seeds = seeds;
+  run_options.threads = threads;
+  run_options.render_only = absl::GetFlag(FLAGS_render_only);
+  run_options.paper_scale = absl::GetFlag(FLAGS_paper_scale);
+  if (const std::string shard = absl::GetFlag(FLAGS_shard); !shard.empty()) {
+    const std::vector<std::string> parts = absl::StrSplit(shard, '/');
+    if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &run_options.shard_index) ||
+        !absl::SimpleAtoi(parts[1], &run_options.shard_count) ||
+        run_options.shard_count < 1 || run_options.shard_index < 0 ||
+        run_options.shard_index >= run_options.shard_count) {
+      std::fprintf(stderr, "error: --shard must be I/N with 0 <= I < N, got '%s'\n",
+                   shard.c_str());
+      return 2;
+    }
+  }
   ProgressReporter clock(stderr, "", 1, "");
-  absl::StatusOr<TableRuns> runs =
-      RunTable(*table, out_dir, seeds, threads, absl::GetFlag(FLAGS_render_only),
-               absl::GetFlag(FLAGS_paper_scale));
+  absl::StatusOr<TableRuns> runs = RunTable(*table, out_dir, run_options);
   if (!runs.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(runs.status().message()).c_str());
     return 1;
+  }
+  if (runs->left_to_other_shards > 0) {
+    std::fprintf(stderr,
+                 "shard %d/%d of %s done; %d uncached runs are left to other shards. When "
+                 "they are done, reproduce --table=%s (no --shard) writes the report.\n",
+                 run_options.shard_index, run_options.shard_count, name.c_str(),
+                 runs->left_to_other_shards, name.c_str());
+    return 0;
   }
   std::vector<std::string> pictures;
   std::string extra;
