@@ -1,11 +1,11 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_training_free_fluctuation.png.tmp.12145'
+set output 'results/usmoe_training_free_fluctuation.png.tmp.22130'
 $s0 << EOD
-2 63.8468424
-3 32.6293945
-4 16.9189453
-5 9.97314453
-6 5.64371745
+2 67.0979818
+3 29.5898438
+4 15.1692708
+5 9.35058594
+6 5.55013021
 EOD
 set title "USMoE, training-free: one trained token-choice model\nevaluated with each router swapped in: routing fluctuation\nper epoch"
 set xlabel "epoch"

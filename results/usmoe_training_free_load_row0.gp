@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_training_free_load_row0.png.tmp.12145'
+set output 'results/usmoe_training_free_load_row0.png.tmp.22130'
 $m << EOD
-0.148975 0.150342 0.126013 0.167126 0.0658936 0.088208 0.139697 0.113745
-0.121533 0.141895 0.117078 0.124194 0.0655518 0.170044 0.148376 0.111328
+0.121619 0.138159 0.133032 0.163721 0.0809204 0.0950684 0.139258 0.128223
+0.134106 0.124109 0.119861 0.127368 0.0641479 0.171863 0.152161 0.106384
 EOD
 set title "Token choice (trained): load (last epoch, first seed)"
 set xlabel "expert"
