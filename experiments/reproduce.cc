@@ -96,8 +96,6 @@ struct RunTableOptions {
 absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& out_dir,
                                    const RunTableOptions& run_options) {
   const bool render_only = run_options.render_only;
-  const bool paper_scale = run_options.paper_scale;
-  const int threads = run_options.threads;
   TableRuns runs;
   runs.rows.reserve(table.rows_size());
   int run_index = -1;
@@ -105,13 +103,13 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
     RowRuns row_runs{&row, {}};
     for (int s = 0; s < run_options.seeds; ++s) {
       ++run_index;
-      absl::StatusOr<ExperimentSpec> spec = RowSpec(table, row, paper_scale);
+      absl::StatusOr<ExperimentSpec> spec = RowSpec(table, row, run_options.paper_scale);
       if (!spec.ok()) {
         return absl::Status(spec.status().code(),
                             absl::StrCat("row '", row.label(), "': ", spec.status().message()));
       }
       spec->set_seed(spec->seed() + s);
-      if (threads > 0) spec->mutable_runtime()->set_threads(threads);
+      if (run_options.threads > 0) spec->mutable_runtime()->set_threads(run_options.threads);
       spec->set_name(absl::StrCat(spec->name(), "_s", spec->seed()));
       if (!row.init_from_row().empty()) {
         auto source = runs.run_dirs.find({row.init_from_row(), s});

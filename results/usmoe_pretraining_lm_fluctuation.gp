@@ -1,5 +1,5 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_lm_fluctuation.png.tmp.24555'
+set output 'results/usmoe_pretraining_lm_fluctuation.png.tmp.25646'
 $s0 << EOD
 2 80.3141276
 3 60.9985352
