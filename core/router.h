@@ -65,6 +65,16 @@ struct RoutingDecision {
   // [B, T] bool: tokens that lost at least one of their choices to expert
   // capacity; undefined when the router never drops.
   at::Tensor dropped;
+  // Routers that aggregate the gate over tokens, p_i = sum_j W_ij r_j (the
+  // graph-of-tokens routers), describe W here for the analytics; undefined
+  // for the others. Detached, float32.
+  // [B, T] W_ii: the weight token i keeps on itself.
+  at::Tensor aggregation_self_weight;
+  // [B, T] exp(H(W_i)): the effective number of tokens i aggregates over.
+  at::Tensor aggregation_effective_neighbours;
+  // [B, T] int64: the attention head whose posterior token i aggregates with
+  // (attention-aware; the largest-weight head when heads are mixed).
+  at::Tensor aggregation_head;
   // Auxiliary losses, already multiplied by their coefficients, by name
   // ("load_balance", "z_loss"). Scalars.
   std::vector<std::pair<std::string, at::Tensor>> aux_losses;
