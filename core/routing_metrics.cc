@@ -30,7 +30,20 @@ ProbeAssignment AssignmentOf(const RoutingDecision& decision) {
                       at::full_like(weights, -1.0, at::kDouble));
   a.top1 = at::where(a.selected.any(1), weights.argmax(1),
                      at::full({weights.size(0)}, -1, at::kLong));
+  if (decision.aggregation_head.defined()) {
+    a.head = decision.aggregation_head.detach().reshape({-1}).to(at::kCPU, at::kLong);
+  }
   return a;
+}
+
+bool HeadChange(const ProbeAssignment& before, const ProbeAssignment& after,
+                double* share) {
+  if (!before.head.defined() || !after.head.defined()) return false;
+  TORCH_CHECK(before.head.sizes() == after.head.sizes(), "probe sets differ in size");
+  *share = before.head.numel() == 0
+               ? 0
+               : before.head.ne(after.head).to(at::kDouble).mean().item<double>();
+  return true;
 }
 
 double Top1Fluctuation(const ProbeAssignment& before,
@@ -73,6 +86,18 @@ void LayerRoutingAccumulator::Add(const RoutingDecision& decision) {
     has_aggregated_ = true;
     aggregated_entropy_sum_ += EntropySum(decision.aggregated_probs);
   }
+  if (decision.aggregation_self_weight.defined()) {
+    TORCH_CHECK(decision.aggregation_effective_neighbours.defined(),
+                "a router that reports aggregation_self_weight must also report "
+                "aggregation_effective_neighbours");
+    self_weight_sum_ +=
+        decision.aggregation_self_weight.detach().to(at::kDouble).sum().item<double>();
+    neighbours_sum_ += decision.aggregation_effective_neighbours.detach()
+                           .to(at::kDouble)
+                           .sum()
+                           .item<double>();
+    aggregation_tokens_ += decision.aggregation_self_weight.numel();
+  }
 }
 
 LayerRoutingMetrics LayerRoutingAccumulator::Finish(int layer) const {
@@ -99,6 +124,11 @@ LayerRoutingMetrics LayerRoutingAccumulator::Finish(int layer) const {
     m.set_dropped_fraction(static_cast<double>(dropped_tokens_) / tokens_);
     m.set_gate_entropy(gate_entropy_sum_ / tokens_);
     if (has_aggregated_) m.set_aggregated_entropy(aggregated_entropy_sum_ / tokens_);
+  }
+  if (aggregation_tokens_ > 0) {
+    m.set_has_aggregation(true);
+    m.set_aggregation_self_weight(self_weight_sum_ / aggregation_tokens_);
+    m.set_aggregation_effective_neighbours(neighbours_sum_ / aggregation_tokens_);
   }
   return m;
 }

@@ -14,6 +14,11 @@
 
 namespace moelab {
 
+// A router whose mean self-weight W_ii exceeds this in some MoE layer is
+// effectively the identity there (p = r): it routes as token choice does.
+// At 0.99 a token's own gate outweighs all its neighbours' together ~100:1.
+inline constexpr double kIdentityAggregationSelfWeight = 0.99;
+
 // Which experts a fixed set of N probe tokens went to in one layer.
 struct ProbeAssignment {
   // [N] int64: the expert with the largest combine weight, -1 when the
@@ -21,6 +26,9 @@ struct ProbeAssignment {
   at::Tensor top1;
   // [N, E] bool: the token's selected experts.
   at::Tensor selected;
+  // [N] int64: the attention head the token aggregated with; undefined for
+  // routers that do not choose one.
+  at::Tensor head;
 };
 
 // Flattens a decision over [B, T] tokens into N = B*T probe tokens.
@@ -34,6 +42,11 @@ double Top1Fluctuation(const ProbeAssignment& before,
 double SetFluctuation(const ProbeAssignment& before,
                       const ProbeAssignment& after);
 
+// Share of tokens whose aggregation head differs; false when either side
+// has no head.
+bool HeadChange(const ProbeAssignment& before, const ProbeAssignment& after,
+                double* share);
+
 // Accumulates one MoE layer's routing over many batches.
 class LayerRoutingAccumulator {
  public:
@@ -44,7 +57,8 @@ class LayerRoutingAccumulator {
   // Per-expert share of routed pairs, coefficient of variation (population
   // std / mean of the per-expert pair counts), max/mean, experts with no
   // pair, share of tokens that lost a choice to capacity, mean experts per
-  // token, and mean entropies of r and p (nats).
+  // token, mean entropies of r and p (nats), and for aggregating routers the
+  // mean self-weight and effective neighbours of the aggregation.
   LayerRoutingMetrics Finish(int layer) const;
 
   int64_t tokens() const { return tokens_; }
@@ -57,6 +71,9 @@ class LayerRoutingAccumulator {
   double gate_entropy_sum_ = 0;
   double aggregated_entropy_sum_ = 0;
   bool has_aggregated_ = false;
+  double self_weight_sum_ = 0;
+  double neighbours_sum_ = 0;
+  int64_t aggregation_tokens_ = 0;
 };
 
 // Pearson correlation of two equally long series (0 when either is flat).

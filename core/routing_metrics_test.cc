@@ -70,6 +70,41 @@ TEST(RoutingMetricsTest, AccumulatesAcrossBatches) {
   EXPECT_DOUBLE_EQ(m.load_cv(), 0.5);
 }
 
+TEST(RoutingMetricsTest, AggregationDiagnosticsAveragedOverTokens) {
+  // Batch 1: two tokens with self-weights 1 and 0.5 (neighbours 1 and 2);
+  // batch 2: one token with self-weight 0.25 over four tokens (neighbours 4).
+  RoutingDecision first = Decision({{1, 0}, {0, 1}});
+  first.aggregation_self_weight = at::tensor({1.0f, 0.5f}).reshape({1, 2});
+  first.aggregation_effective_neighbours = at::tensor({1.0f, 2.0f}).reshape({1, 2});
+  RoutingDecision second = Decision({{1, 0}});
+  second.aggregation_self_weight = at::tensor({0.25f}).reshape({1, 1});
+  second.aggregation_effective_neighbours = at::tensor({4.0f}).reshape({1, 1});
+  LayerRoutingAccumulator acc(2);
+  acc.Add(first);
+  acc.Add(second);
+  const LayerRoutingMetrics m = acc.Finish(0);
+  EXPECT_TRUE(m.has_aggregation());
+  EXPECT_NEAR(m.aggregation_self_weight(), (1 + 0.5 + 0.25) / 3, 1e-7);
+  EXPECT_NEAR(m.aggregation_effective_neighbours(), 7.0 / 3, 1e-7);
+
+  LayerRoutingAccumulator plain(2);
+  plain.Add(Decision({{1, 0}}));
+  EXPECT_FALSE(plain.Finish(0).has_aggregation());
+}
+
+TEST(RoutingMetricsTest, HeadChangeOnProbeTokens) {
+  RoutingDecision before = Decision({{1, 0}, {1, 0}, {0, 1}, {0, 1}});
+  before.aggregation_head = at::tensor({0, 1, 2, 3}, at::kLong).reshape({1, 4});
+  RoutingDecision after = Decision({{1, 0}, {1, 0}, {0, 1}, {0, 1}});
+  after.aggregation_head = at::tensor({0, 2, 2, 0}, at::kLong).reshape({1, 4});
+  double share = -1;
+  ASSERT_TRUE(HeadChange(AssignmentOf(before), AssignmentOf(after), &share));
+  EXPECT_DOUBLE_EQ(share, 0.5);
+  // A router without heads has no head change.
+  EXPECT_FALSE(HeadChange(AssignmentOf(Decision({{1, 0}})),
+                          AssignmentOf(Decision({{1, 0}})), &share));
+}
+
 TEST(RoutingMetricsTest, PearsonCorrelation) {
   EXPECT_NEAR(PearsonCorrelation({1, 2, 3}, {2, 4, 6}), 1, 1e-12);
   EXPECT_NEAR(PearsonCorrelation({1, 2, 3}, {3, 2, 1}), -1, 1e-12);
