@@ -2,10 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <map>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/provenance.h"
+#include "core/routing_metrics.h"
 
 namespace moelab {
 namespace {
@@ -26,37 +31,54 @@ const RowRuns* FindRow(const std::vector<RowRuns>& rows, const std::string& labe
 
 bool IsPercent(Column c) {
   return c == VALID_ACCURACY || c == TEST_ACCURACY || c == FLUCTUATION_TOP1 ||
-         c == FLUCTUATION_TOPK || c == CORRUPTION_EXPERT_CHANGE;
+         c == FLUCTUATION_TOPK || c == CORRUPTION_EXPERT_CHANGE || c == HEAD_CHANGE;
 }
 
 // Decimals shown for a column's values: whole seconds, one decimal for
-// percentages, two otherwise, and for expert GFLOPs (a CPU-scale model
-// spends ~0.0003 per token) enough for three significant digits.
+// percentages, three where the third matters (a self-weight of 0.995 is
+// the identity, 0.95 is not; a leak of 0.004 nats/token), two otherwise,
+// and for expert GFLOPs (a CPU-scale model spends ~0.0003 per token)
+// enough for three significant digits.
 int DecimalsFor(Column column, double mean) {
   if (column == WALL_TIME_S) return 0;
   if (IsPercent(column)) return 1;
+  if (column == AGGREGATION_SELF_WEIGHT || column == LEAK_NLL_GAP) return 3;
   if (column == EXPERT_GFLOPS_PER_TOKEN && mean > 0 && mean < 1) {
     return std::min(9, 2 - static_cast<int>(std::floor(std::log10(mean))));
   }
   return 2;
 }
 
-double LastEpochLayerMean(const RunResult& run,
-                          double (LayerRoutingMetrics::*field)() const,
-                          bool needs_fluctuation, bool* ok) {
-  *ok = false;
-  if (run.epochs_size() == 0) return 0;
-  const EpochMetrics& last = run.epochs(run.epochs_size() - 1);
+// Mean of `field` over `layers`, skipping those without `has` (when given);
+// false when no layer counts.
+bool LayerMean(const google::protobuf::RepeatedPtrField<LayerRoutingMetrics>& layers,
+               double (LayerRoutingMetrics::*field)() const,
+               bool (LayerRoutingMetrics::*has)() const, double* mean) {
   double sum = 0;
   int n = 0;
-  for (const LayerRoutingMetrics& l : last.layers()) {
-    if (needs_fluctuation && !l.has_fluctuation()) continue;
+  for (const LayerRoutingMetrics& l : layers) {
+    if (has != nullptr && !(l.*has)()) continue;
     sum += (l.*field)();
     ++n;
   }
-  if (n == 0) return 0;
-  *ok = true;
-  return sum / n;
+  if (n == 0) return false;
+  *mean = sum / n;
+  return true;
+}
+
+bool LastEpochLayerMean(const RunResult& run, double (LayerRoutingMetrics::*field)() const,
+                        bool (LayerRoutingMetrics::*has)() const, double* mean) {
+  if (run.epochs_size() == 0) return false;
+  return LayerMean(run.epochs(run.epochs_size() - 1).layers(), field, has, mean);
+}
+
+// The routing at the end: the final whole-split evaluation's layers when
+// the run has them (training-free runs have no epochs), else the last
+// epoch's.
+bool FinalLayerMean(const RunResult& run, double (LayerRoutingMetrics::*field)() const,
+                    bool (LayerRoutingMetrics::*has)() const, double* mean) {
+  if (run.final().layers_size() > 0) return LayerMean(run.final().layers(), field, has, mean);
+  return LastEpochLayerMean(run, field, has, mean);
 }
 
 }  // namespace
@@ -64,7 +86,7 @@ double LastEpochLayerMean(const RunResult& run,
 bool ColumnValue(const RunResult& run, Column column, double* value) {
   const FinalMetrics& f = run.final();
   const bool language = f.unigram_perplexity() > 0;
-  bool ok = true;
+  using L = LayerRoutingMetrics;
   switch (column) {
     case VALID_PERPLEXITY:
       *value = f.valid_perplexity();
@@ -85,23 +107,23 @@ bool ColumnValue(const RunResult& run, Column column, double* value) {
       *value = 100 * f.test_accuracy();
       return !language && f.test_accuracy() > 0;
     case FLUCTUATION_TOP1:
-      *value = 100 * LastEpochLayerMean(run, &LayerRoutingMetrics::fluctuation_top1,
-                                        true, &ok);
-      return ok;
+      if (!LastEpochLayerMean(run, &L::fluctuation_top1, &L::has_fluctuation, value)) {
+        return false;
+      }
+      *value *= 100;
+      return true;
     case FLUCTUATION_TOPK:
-      *value = 100 * LastEpochLayerMean(run, &LayerRoutingMetrics::fluctuation_topk,
-                                        true, &ok);
-      return ok;
+      if (!LastEpochLayerMean(run, &L::fluctuation_topk, &L::has_fluctuation, value)) {
+        return false;
+      }
+      *value *= 100;
+      return true;
     case GATE_ENTROPY:
-      *value = LastEpochLayerMean(run, &LayerRoutingMetrics::gate_entropy, false, &ok);
-      return ok;
+      return LastEpochLayerMean(run, &L::gate_entropy, nullptr, value);
     case AGGREGATED_ENTROPY:
-      *value = LastEpochLayerMean(run, &LayerRoutingMetrics::aggregated_entropy,
-                                  false, &ok);
-      return ok && *value > 0;
+      return LastEpochLayerMean(run, &L::aggregated_entropy, nullptr, value) && *value > 0;
     case LOAD_CV:
-      *value = LastEpochLayerMean(run, &LayerRoutingMetrics::load_cv, false, &ok);
-      return ok;
+      return LastEpochLayerMean(run, &L::load_cv, nullptr, value);
     case EXPERTS_PER_TOKEN:
       *value = f.experts_per_token();
       return true;
@@ -133,6 +155,18 @@ bool ColumnValue(const RunResult& run, Column column, double* value) {
     case EXPERT_GFLOPS_PER_TOKEN:
       *value = f.expert_flops_per_token() / 1e9;
       return true;
+    case AGGREGATION_SELF_WEIGHT:
+      return FinalLayerMean(run, &L::aggregation_self_weight, &L::has_aggregation, value);
+    case AGGREGATION_EFFECTIVE_NEIGHBOURS:
+      return FinalLayerMean(run, &L::aggregation_effective_neighbours, &L::has_aggregation,
+                            value);
+    case HEAD_CHANGE:
+      if (!LastEpochLayerMean(run, &L::head_change, &L::has_head_change, value)) return false;
+      *value *= 100;
+      return true;
+    case LEAK_NLL_GAP:
+      *value = f.leak_nll_gap();
+      return f.leak_sequences() > 0;
     default:
       return false;
   }
@@ -174,26 +208,337 @@ std::string ColumnTitle(Column column) {
     case CORRUPTION_EXPERT_CHANGE: return "Experts changed by corruption (%)";
     case WALL_TIME_S: return "Wall time (s)";
     case EXPERT_GFLOPS_PER_TOKEN: return "Expert GFLOPs/token";
+    case AGGREGATION_SELF_WEIGHT: return "Aggregation self-weight W_ii";
+    case AGGREGATION_EFFECTIVE_NEIGHBOURS: return "Aggregation neighbours exp(H(W_i))";
+    case HEAD_CHANGE: return "Head change (%)";
+    case LEAK_NLL_GAP: return "Leak: generation-time minus teacher-forced NLL (nats/token)";
     default: return Column_Name(column);
   }
 }
 
-std::string ClaimVerdict(const Claim& claim, const std::vector<RowRuns>& rows) {
-  const RowRuns* a = FindRow(rows, claim.row_a());
-  const RowRuns* b = FindRow(rows, claim.row_b());
-  if (a == nullptr || b == nullptr) return "n/a (row missing)";
-  const Stat sa = ColumnStat(*a, claim.column());
-  const Stat sb = ColumnStat(*b, claim.column());
-  if (sa.n == 0 || sb.n == 0) return "n/a (no value)";
-  const bool a_lower = sa.mean < sb.mean;
-  const bool holds = (claim.expect() == A_LOWER) == a_lower;
-  const bool within_noise = std::abs(sa.mean - sb.mean) <= std::max(sa.std, sb.std);
-  return absl::StrCat(holds ? "yes" : "no", within_noise ? " (within noise)" : "");
+namespace {
+
+// ln B(a, b).
+double LogBeta(double a, double b) {
+  return std::lgamma(a) + std::lgamma(b) - std::lgamma(a + b);
 }
+
+// The continued fraction of the incomplete beta function (modified Lentz),
+// converging for x < (a + 1) / (a + b + 2).
+double BetaContinuedFraction(double a, double b, double x) {
+  constexpr double kTiny = 1e-300;
+  constexpr double kEpsilon = 1e-16;
+  double c = 1;
+  double d = 1 - (a + b) * x / (a + 1);
+  if (std::abs(d) < kTiny) d = kTiny;
+  d = 1 / d;
+  double h = d;
+  for (int m = 1; m <= 100000; ++m) {
+    // Even step.
+    double numerator = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m));
+    d = 1 + numerator * d;
+    if (std::abs(d) < kTiny) d = kTiny;
+    c = 1 + numerator / c;
+    if (std::abs(c) < kTiny) c = kTiny;
+    d = 1 / d;
+    h *= d * c;
+    // Odd step.
+    numerator = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1));
+    d = 1 + numerator * d;
+    if (std::abs(d) < kTiny) d = kTiny;
+    c = 1 + numerator / c;
+    if (std::abs(c) < kTiny) c = kTiny;
+    d = 1 / d;
+    const double step = d * c;
+    h *= step;
+    if (std::abs(step - 1) < kEpsilon) break;
+  }
+  return h;
+}
+
+// I_x(a, b), the regularized incomplete beta function.
+double RegularizedIncompleteBeta(double a, double b, double x) {
+  if (x <= 0) return 0;
+  if (x >= 1) return 1;
+  const double front = std::exp(a * std::log(x) + b * std::log1p(-x) - LogBeta(a, b));
+  if (x < (a + 1) / (a + b + 2)) return front * BetaContinuedFraction(a, b, x) / a;
+  return 1 - front * BetaContinuedFraction(b, a, 1 - x) / b;
+}
+
+// P(T > t) for t >= 0, T ~ Student t with df degrees of freedom.
+double StudentTUpperTail(double t, double df) {
+  return 0.5 * RegularizedIncompleteBeta(df / 2, 0.5, df / (df + t * t));
+}
+
+}  // namespace
+
+double StudentTQuantile(double p, double df) {
+  if (!(p > 0 && p < 1) || !(df >= 1)) return std::numeric_limits<double>::quiet_NaN();
+  if (p == 0.5) return 0;
+  if (p < 0.5) return -StudentTQuantile(1 - p, df);
+  const double tail = 1 - p;
+  double lo = 0, hi = 1;
+  while (StudentTUpperTail(hi, df) > tail) {
+    lo = hi;
+    hi *= 2;
+  }
+  // The tail falls monotonically in t: bisect until the bracket is as
+  // narrow as doubles allow.
+  for (int i = 0; i < 200 && hi - lo > 1e-13 * hi; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (StudentTUpperTail(mid, df) > tail ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
+}
+
+PairedDifference PairedDifferences(const RowRuns& a, Column column_a, const RowRuns& b,
+                                   Column column_b) {
+  std::map<uint64_t, double> b_by_seed;
+  for (const RunResult& run : b.runs) {
+    double v;
+    if (ColumnValue(run, column_b, &v)) b_by_seed[run.spec().seed()] = v;
+  }
+  std::map<uint64_t, double> differences;
+  for (const RunResult& run : a.runs) {
+    double v;
+    auto other = b_by_seed.find(run.spec().seed());
+    if (other == b_by_seed.end() || !ColumnValue(run, column_a, &v)) continue;
+    differences[run.spec().seed()] = v - other->second;
+  }
+  PairedDifference d;
+  d.n = differences.size();
+  d.lo = -std::numeric_limits<double>::infinity();
+  d.hi = std::numeric_limits<double>::infinity();
+  if (d.n == 0) return d;
+  for (const auto& [seed, difference] : differences) {
+    d.seeds.push_back(seed);
+    d.mean += difference;
+  }
+  d.mean /= d.n;
+  if (d.n < 2) return d;
+  double sq = 0;
+  for (const auto& [seed, difference] : differences) {
+    sq += (difference - d.mean) * (difference - d.mean);
+  }
+  const double half_width =
+      StudentTQuantile(0.975, d.n - 1) * std::sqrt(sq / (d.n - 1)) / std::sqrt(d.n);
+  d.lo = d.mean - half_width;
+  d.hi = d.mean + half_width;
+  return d;
+}
+
+ClaimJudgement JudgeClaim(const Claim& claim, const std::vector<RowRuns>& rows) {
+  ClaimJudgement judgement;
+  const RowRuns* a = FindRow(rows, claim.row_a());
+  const RowRuns* b = claim.row_b().empty() ? a : FindRow(rows, claim.row_b());
+  if (a == nullptr || b == nullptr) {
+    judgement.verdict = "n/a (row missing)";
+    return judgement;
+  }
+  const Column column_b =
+      claim.column_b() == COLUMN_UNSPECIFIED ? claim.column() : claim.column_b();
+  judgement.difference = PairedDifferences(*a, claim.column(), *b, column_b);
+  const PairedDifference& d = judgement.difference;
+  // Which side of 0 the interval lies on, if it excludes 0: -1 below, +1 above.
+  const int side = d.n < 2 ? 0 : d.hi < 0 ? -1 : d.lo > 0 ? 1 : 0;
+  const int expected = claim.expect() == A_LOWER ? -1 : claim.expect() == A_HIGHER ? 1 : 0;
+  judgement.verdict = side == 0 || expected == 0 ? "inconclusive"
+                      : side == expected         ? "yes"
+                                                 : "opposite";
+  return judgement;
+}
+
+std::string ClaimVerdict(const Claim& claim, const std::vector<RowRuns>& rows) {
+  return JudgeClaim(claim, rows).verdict;
+}
+
+std::string RunRevision(const RunResult& run) {
+  const SourceRevision& source = run.source();
+  if (!run.has_source() || (source.revision().empty() && source.commit().empty())) {
+    return kRevisionBeforeProvenance;
+  }
+  return source.revision().empty() ? RevisionLabel(source) : source.revision();
+}
+
+std::vector<std::string> RowRevisions(const RowRuns& row) {
+  std::set<std::string> revisions;
+  for (const RunResult& run : row.runs) revisions.insert(RunRevision(run));
+  return {revisions.begin(), revisions.end()};
+}
+
+absl::Status CheckSingleRevision(const TableSpec& table, const std::vector<RowRuns>& rows) {
+  std::set<std::string> all;
+  for (const RowRuns& row : rows) {
+    for (const RunResult& run : row.runs) all.insert(RunRevision(run));
+  }
+  if (all.size() <= 1) return absl::OkStatus();
+  std::vector<std::string> lines;
+  for (const RowRuns& row : rows) {
+    std::map<std::string, std::vector<uint64_t>> seeds_by_revision;
+    for (const RunResult& run : row.runs) {
+      seeds_by_revision[RunRevision(run)].push_back(run.spec().seed());
+    }
+    std::vector<std::string> parts;
+    for (const auto& [revision, seeds] : seeds_by_revision) {
+      parts.push_back(absl::StrCat(revision, " (seed", seeds.size() > 1 ? "s " : " ",
+                                   absl::StrJoin(seeds, ", "), ")"));
+    }
+    lines.push_back(absl::StrCat("  row '", row.row->label(), "': ", absl::StrJoin(parts, "; ")));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "table '", table.name(), "': its runs come from ", all.size(),
+      " code revisions (", absl::StrJoin(all, ", "), "), and numbers from different code "
+      "do not compare:\n", absl::StrJoin(lines, "\n"),
+      "\nRe-run the stale runs with --rerun_stale, or render anyway with "
+      "--allow_mixed_revisions."));
+}
+
+std::vector<std::pair<double, double>> EntropyFluctuationPoints(const RowRuns& row) {
+  std::vector<std::pair<double, double>> points;
+  for (const RunResult& run : row.runs) {
+    if (run.epochs_size() == 0) continue;
+    for (const LayerRoutingMetrics& l : run.epochs(run.epochs_size() - 1).layers()) {
+      if (!l.has_fluctuation()) continue;
+      // Routers that aggregate select on p, so p's entropy is the one that matters.
+      const double h = l.aggregated_entropy() > 0 ? l.aggregated_entropy() : l.gate_entropy();
+      points.emplace_back(h, 100 * l.fluctuation_top1());
+    }
+  }
+  return points;
+}
+
+namespace {
+
+// "0.873" or "–" when fewer than 3 points (two points always give ±1).
+std::string FormatCorrelation(const std::vector<std::pair<double, double>>& points) {
+  if (points.size() < 3) return "–";
+  std::vector<double> x, y;
+  for (const auto& [entropy, fluctuation] : points) {
+    x.push_back(entropy);
+    y.push_back(fluctuation);
+  }
+  return absl::StrFormat("%.3f", PearsonCorrelation(x, y));
+}
+
+}  // namespace
+
+std::string RenderEntropyVsFluctuation(const std::vector<RowRuns>& rows) {
+  std::string md =
+      "\n## Entropy vs fluctuation per layer (last epoch)\n\n"
+      "One point per MoE layer and seed: the entropy of the distribution the router selects "
+      "on (H(p) for routers that aggregate, H(r) otherwise) against the top-1 fluctuation. "
+      "*Within the row* is the Pearson r over one router's points; *pooled over all rows* "
+      "mixes the routers, whose points form separate clusters, so it also measures that the "
+      "routers differ, not only that entropy and fluctuation go together within a router. "
+      "r is not given below 3 points.\n\n"
+      "| Row | Scope | n (layers × seeds) | Pearson r (entropy, fluctuation) |\n"
+      "| --- | --- | --- | --- |\n";
+  std::vector<std::pair<double, double>> pooled;
+  for (const RowRuns& row : rows) {
+    const std::vector<std::pair<double, double>> points = EntropyFluctuationPoints(row);
+    pooled.insert(pooled.end(), points.begin(), points.end());
+    absl::StrAppend(&md, "| ", row.row->label(), " | within the row | ", points.size(), " | ",
+                    FormatCorrelation(points), " |\n");
+  }
+  absl::StrAppend(&md, "| all rows | pooled over all rows | ", pooled.size(), " | ",
+                  FormatCorrelation(pooled), " |\n");
+  return md;
+}
+
+namespace {
+
+// Decimals for a paired difference: the column's own, or more so that the
+// interval's half-width shows two significant digits.
+int DifferenceDecimals(Column column, const PairedDifference& d) {
+  int digits = DecimalsFor(column, std::abs(d.mean));
+  const double half_width = 0.5 * (d.hi - d.lo);
+  if (std::isfinite(half_width) && half_width > 0) {
+    digits = std::max(digits, 1 - static_cast<int>(std::floor(std::log10(half_width))));
+  }
+  return std::min(digits, 9);
+}
+
+// What a claim compares: "A − B, Column", or "A: Column − Column_b" within a
+// row, or "A, Column − B, Column_b".
+std::string ClaimComparison(const Claim& claim) {
+  const Column column_b =
+      claim.column_b() == COLUMN_UNSPECIFIED ? claim.column() : claim.column_b();
+  const bool within_row = claim.row_b().empty() || claim.row_b() == claim.row_a();
+  if (within_row) {
+    return absl::StrCat(claim.row_a(), ": ", ColumnTitle(claim.column()), " − ",
+                        ColumnTitle(column_b));
+  }
+  if (column_b == claim.column()) {
+    return absl::StrCat(claim.row_a(), " − ", claim.row_b(), ", ", ColumnTitle(claim.column()));
+  }
+  return absl::StrCat(claim.row_a(), ", ", ColumnTitle(claim.column()), " − ", claim.row_b(),
+                      ", ", ColumnTitle(column_b));
+}
+
+std::string RenderClaims(const TableSpec& table, const std::vector<RowRuns>& rows) {
+  std::string md =
+      "\n## Claims\n\n"
+      "Each claim is judged on per-seed paired differences a − b (runs with the same seed "
+      "share data order and initialisation; only seeds both sides have are paired): their "
+      "mean, the 95% two-sided Student-t interval of the mean (n − 1 degrees of freedom) and "
+      "the number of pairs n. *yes*: the interval excludes 0 in the paper's direction; "
+      "*opposite*: it excludes 0 the other way; *inconclusive*: it contains 0, or n < 2.\n\n"
+      "| The paper says | a − b | Paper expects | Mean a − b | 95% interval | n | Verdict |\n"
+      "| --- | --- | --- | --- | --- | --- | --- |\n";
+  for (const Claim& claim : table.claims()) {
+    const ClaimJudgement j = JudgeClaim(claim, rows);
+    const PairedDifference& d = j.difference;
+    const int digits = DifferenceDecimals(claim.column(), d);
+    const std::string mean = d.n == 0 ? "–" : absl::StrFormat("%.*f", digits, d.mean);
+    const std::string interval =
+        d.n < 2 ? "–" : absl::StrFormat("[%.*f, %.*f]", digits, d.lo, digits, d.hi);
+    absl::StrAppend(&md, "| ", claim.text(), " | ", ClaimComparison(claim), " | ",
+                    claim.expect() == A_LOWER ? "< 0" : claim.expect() == A_HIGHER ? "> 0" : "?",
+                    " | ", mean, " | ", interval, " | ", d.n, " | ", j.verdict, " |\n");
+  }
+  return md;
+}
+
+bool RowIsNonCausal(const RowRuns& row) {
+  for (const RunResult& run : row.runs) {
+    if (run.non_causal_router_in_causal_model()) return true;
+  }
+  return false;
+}
+
+// "layers 0, 1 in 3 of 3 seeds" for a row whose aggregation is the
+// identity in some run; empty otherwise.
+std::string IdentityAggregation(const RowRuns& row) {
+  std::set<int> layers;
+  int seeds = 0;
+  for (const RunResult& run : row.runs) {
+    if (run.identity_aggregation_layers_size() == 0) continue;
+    ++seeds;
+    layers.insert(run.identity_aggregation_layers().begin(),
+                  run.identity_aggregation_layers().end());
+  }
+  if (seeds == 0) return "";
+  return absl::StrCat(layers.size() > 1 ? "MoE layers " : "MoE layer ",
+                      absl::StrJoin(layers, ", "), " in ", seeds, " of ", row.runs.size(),
+                      row.runs.size() > 1 ? " seeds" : " seed");
+}
+
+}  // namespace
 
 std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& rows,
                            const std::vector<std::string>& pictures) {
   std::string md = absl::StrCat("# ", table.title(), "\n\n");
+  std::set<std::string> revisions;
+  for (const RowRuns& r : rows) {
+    for (const std::string& revision : RowRevisions(r)) revisions.insert(revision);
+  }
+  const bool mixed_revisions = revisions.size() > 1;
+  if (mixed_revisions) {
+    absl::StrAppend(&md, "> **Warning: the runs of this table come from ", revisions.size(),
+                    " different code revisions** (", absl::StrJoin(revisions, ", "),
+                    "), rendered with `--allow_mixed_revisions`. Numbers from different code "
+                    "may not compare; each row's revision is in the *Code revision* column.\n\n");
+  }
   absl::StrAppend(&md, "- Paper: ", table.paper(), "\n");
   absl::StrAppend(&md, "- The paper's setting: ", table.paper_setting(), "\n");
   absl::StrAppend(&md, "- Our setting: ", table.our_setting(), "\n");
@@ -201,38 +546,59 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
   for (const RowRuns& r : rows) seeds = std::max<int>(seeds, r.runs.size());
   absl::StrAppend(&md, "- Ours: mean ± std over ", seeds,
                   " seeds. Columns marked *paper* are the paper's published numbers, "
-                  "from its setting, not ours.\n\n");
+                  "from its setting, not ours.\n");
+  if (!revisions.empty()) {
+    absl::StrAppend(&md, mixed_revisions ? "- Code revisions (mixed): " : "- Code revision of every run: ",
+                    absl::StrJoin(revisions, ", ",
+                                  [](std::string* out, const std::string& r) {
+                                    absl::StrAppend(out, "`", r, "`");
+                                  }),
+                    "\n");
+  }
+  md += "\n";
+  std::vector<bool> any_paper;
   std::vector<std::string> header = {"Row"};
   for (int c : table.columns()) {
     const Column column = static_cast<Column>(c);
     header.push_back(ColumnTitle(column));
-    bool any_paper = false;
-    for (const TableRow& row : table.rows()) any_paper |= FindPaperValue(row, column) != nullptr;
-    if (any_paper) header.push_back(absl::StrCat(ColumnTitle(column), " *paper*"));
+    bool paper = false;
+    for (const TableRow& row : table.rows()) paper |= FindPaperValue(row, column) != nullptr;
+    any_paper.push_back(paper);
+    if (paper) header.push_back(absl::StrCat(ColumnTitle(column), " *paper*"));
   }
+  if (mixed_revisions) header.push_back("Code revision");
   absl::StrAppend(&md, "| ", absl::StrJoin(header, " | "), " |\n|");
   for (size_t i = 0; i < header.size(); ++i) md += " --- |";
   md += "\n";
   bool any_non_causal = false;
+  std::vector<std::string> identity_rows;
   for (const RowRuns& r : rows) {
-    bool non_causal = false;
-    for (const RunResult& run : r.runs) non_causal |= run.non_causal_router_in_causal_model();
+    const bool non_causal = RowIsNonCausal(r);
     any_non_causal |= non_causal;
-    std::vector<std::string> cells = {absl::StrCat(r.row->label(), non_causal ? " †" : "")};
-    for (int c : table.columns()) {
-      const Column column = static_cast<Column>(c);
+    const std::string identity = IdentityAggregation(r);
+    if (!identity.empty()) {
+      const Stat self_weight = ColumnStat(r, AGGREGATION_SELF_WEIGHT);
+      identity_rows.push_back(absl::StrCat(
+          "- ", r.row->label(), ": ", identity,
+          self_weight.n > 0 ? absl::StrFormat(" (self-weight %.4f, mean over layers and seeds)",
+                                              self_weight.mean)
+                            : ""));
+    }
+    std::vector<std::string> cells = {absl::StrCat(r.row->label(), non_causal ? " †" : "",
+                                                   identity.empty() ? "" : " ‡")};
+    for (int i = 0; i < table.columns_size(); ++i) {
+      const Column column = static_cast<Column>(table.columns(i));
       const Stat s = ColumnStat(r, column);
       const int digits = DecimalsFor(column, s.mean);
       cells.push_back(s.n == 0 ? "–"
                       : s.n == 1 ? absl::StrFormat("%.*f", digits, s.mean)
                                  : absl::StrFormat("%.*f ± %.*f", digits, s.mean, digits, s.std));
-      bool any_paper = false;
-      for (const TableRow& row : table.rows()) any_paper |= FindPaperValue(row, column) != nullptr;
-      if (any_paper) {
+      if (any_paper[i]) {
         const PaperValue* p = FindPaperValue(*r.row, column);
         cells.push_back(p == nullptr ? "" : absl::StrFormat("%g", p->value()));
       }
     }
+    if (mixed_revisions) cells.push_back(absl::StrJoin(RowRevisions(r), ", "));
     absl::StrAppend(&md, "| ", absl::StrJoin(cells, " | "), " |\n");
   }
   if (any_non_causal) {
@@ -243,6 +609,16 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
           "(evaluation.generation_eval_sequences), where a causal router's equals its "
           "teacher-forced perplexity.\n";
   }
+  if (!identity_rows.empty()) {
+    absl::StrAppend(
+        &md,
+        "\n‡ The aggregation is effectively the identity: in these MoE layers the mean weight "
+        "W_ii a token keeps on itself is above kIdentityAggregationSelfWeight "
+        "(core/routing_metrics.h), so p = r and the router selects exactly as token choice "
+        "does. The row is token choice under another name, not a test of the paper's "
+        "mechanism.\n",
+        absl::StrJoin(identity_rows, "\n"), "\n");
+  }
   std::vector<std::string> notes;
   for (const TableRow& row : table.rows()) {
     for (const PaperValue& p : row.paper()) {
@@ -252,14 +628,10 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
       }
     }
   }
-  if (!notes.empty()) absl::StrAppend(&md, "\nSources of the paper's numbers:\n", absl::StrJoin(notes, "\n"), "\n");
-  if (table.claims_size() > 0) {
-    md += "\n## Claims\n\n| The paper says | Column | Our runs point the same way? |\n| --- | --- | --- |\n";
-    for (const Claim& claim : table.claims()) {
-      absl::StrAppend(&md, "| ", claim.text(), " | ", ColumnTitle(claim.column()), " | ",
-                      ClaimVerdict(claim, rows), " |\n");
-    }
+  if (!notes.empty()) {
+    absl::StrAppend(&md, "\nSources of the paper's numbers:\n", absl::StrJoin(notes, "\n"), "\n");
   }
+  if (table.claims_size() > 0) md += RenderClaims(table, rows);
   if (!pictures.empty()) {
     md += "\n## Pictures\n\n";
     for (const std::string& p : pictures) absl::StrAppend(&md, "![", p, "](", p, ")\n\n");
@@ -272,15 +644,16 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
 }
 
 std::string RenderCsv(const TableSpec& table, const std::vector<RowRuns>& rows) {
-  std::string csv = "row,column,mean,std,n,paper_value\n";
+  std::string csv = "row,column,mean,std,n,paper_value,revisions\n";
   for (const RowRuns& r : rows) {
+    const std::string revisions = absl::StrJoin(RowRevisions(r), ";");
     for (int c : table.columns()) {
       const Column column = static_cast<Column>(c);
       const Stat s = ColumnStat(r, column);
       const PaperValue* p = FindPaperValue(*r.row, column);
-      absl::StrAppendFormat(&csv, "\"%s\",%s,%.6g,%.6g,%d,%s\n", r.row->label(),
+      absl::StrAppendFormat(&csv, "\"%s\",%s,%.6g,%.6g,%d,%s,\"%s\"\n", r.row->label(),
                             Column_Name(column), s.mean, s.std, s.n,
-                            p ? absl::StrFormat("%g", p->value()) : "");
+                            p ? absl::StrFormat("%g", p->value()) : "", revisions);
     }
   }
   return csv;

@@ -2,15 +2,17 @@
 #define MOELAB_EXPERIMENTS_TABLE_REPORT_H_
 
 // Turns the runs of a paper table into its report: per-row mean and standard
-// deviation over seeds beside the paper's numbers, the claims checked, and
+// deviation over seeds beside the paper's numbers, the claims judged on
+// per-seed paired differences, the code revision the runs come from, and
 // the data behind the pictures. Pure functions of RunResults, so they are
 // tested without training anything.
 
-#include <map>
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
-#include "absl/status/statusor.h"
+#include "absl/status/status.h"
 #include "proto/result.pb.h"
 #include "proto/table.pb.h"
 
@@ -23,7 +25,8 @@ struct RowRuns {
 };
 
 // The value of `column` in one run; false when the run does not have it
-// (e.g. perplexity of a vision run, fluctuation after a single epoch).
+// (e.g. perplexity of a vision run, fluctuation after a single epoch,
+// aggregation diagnostics of a router that does not aggregate).
 bool ColumnValue(const RunResult& run, Column column, double* value);
 
 struct Stat {
@@ -37,17 +40,73 @@ Stat ColumnStat(const RowRuns& row, Column column);
 // "Perplexity (valid)", "Fluctuation top-1 (%)", ...
 std::string ColumnTitle(Column column);
 
-// Whether our runs point the same way as the claim: "yes", "no", or
-// "yes (within noise)" when the difference is below the larger std.
+// The p-quantile of Student's t distribution with `df` >= 1 degrees of
+// freedom, 0 < p < 1: the CDF (a regularized incomplete beta function)
+// inverted by bisection, accurate to about 1e-10 at every df.
+double StudentTQuantile(double p, double df);
+
+// Per-seed paired differences a - b: the runs of `a` and `b` with the same
+// spec.seed() that both have a value (a's in `column_a`, b's in
+// `column_b`), their mean, and its 95% two-sided Student-t interval
+// mean ± t(0.975, n - 1) * sd / sqrt(n). With n < 2 the interval is
+// unknown (lo = -inf, hi = +inf).
+struct PairedDifference {
+  std::vector<uint64_t> seeds;  // the paired seeds, ascending
+  int n = 0;
+  double mean = 0;
+  double lo = 0;
+  double hi = 0;
+};
+
+PairedDifference PairedDifferences(const RowRuns& a, Column column_a, const RowRuns& b,
+                                   Column column_b);
+
+// A claim judged on its paired differences (see proto/table.proto Claim).
+struct ClaimJudgement {
+  // "yes" (the interval excludes 0 in the expected direction), "opposite"
+  // (it excludes 0 the other way), "inconclusive" (it contains 0, or fewer
+  // than 2 pairs), or "n/a (row missing)".
+  std::string verdict;
+  PairedDifference difference;
+};
+
+ClaimJudgement JudgeClaim(const Claim& claim, const std::vector<RowRuns>& rows);
+
+// JudgeClaim(...).verdict.
 std::string ClaimVerdict(const Claim& claim, const std::vector<RowRuns>& rows);
 
-// The Markdown report: settings, table with ours (mean ± std over seeds)
-// and the paper's values labelled as the paper's, claims and verdicts,
-// notes on non-causal rows, pictures.
+// The code revision a run comes from (RunResult.source): its `revision`,
+// "unknown" when it was not run from a git checkout, and
+// kRevisionBeforeProvenance for runs written before sources were recorded.
+inline constexpr char kRevisionBeforeProvenance[] = "unknown (before provenance)";
+std::string RunRevision(const RunResult& run);
+
+// The distinct revisions of a row's runs, sorted.
+std::vector<std::string> RowRevisions(const RowRuns& row);
+
+// OK when every run of every row (training-free rows' source runs are rows
+// of the table too) comes from one code revision; otherwise
+// FailedPreconditionError listing each row's revisions and seeds.
+absl::Status CheckSingleRevision(const TableSpec& table, const std::vector<RowRuns>& rows);
+
+// One point per MoE layer and seed of the row's runs (last epoch, layers
+// that have a fluctuation): x the entropy of the distribution the router
+// selects on (H(p) for routers that aggregate, H(r) otherwise, nats), y the
+// top-1 fluctuation (%).
+std::vector<std::pair<double, double>> EntropyFluctuationPoints(const RowRuns& row);
+
+// The Markdown section on entropy vs fluctuation: Pearson r and n within
+// each row (one router), and pooled over all rows, labelled as such.
+std::string RenderEntropyVsFluctuation(const std::vector<RowRuns>& rows);
+
+// The Markdown report: settings (with the code revision), table with ours
+// (mean ± std over seeds) and the paper's values labelled as the paper's,
+// claims judged on paired differences, notes on non-causal rows and rows
+// whose aggregation is the identity, pictures.
 std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& rows,
                            const std::vector<std::string>& pictures);
 
-// row,column,mean,std,n,paper_value
+// row,column,mean,std,n,paper_value,revisions
 std::string RenderCsv(const TableSpec& table, const std::vector<RowRuns>& rows);
 
 }  // namespace moelab

@@ -1,5 +1,8 @@
 #include "experiments/table_report.h"
 
+#include <array>
+#include <cmath>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -8,10 +11,16 @@
 namespace moelab {
 namespace {
 
+using ::testing::DoubleNear;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::Pair;
 
-RunResult LmRun(double ppl, std::vector<double> fluctuation, bool non_causal = false) {
+RunResult LmRun(double ppl, std::vector<double> fluctuation, bool non_causal = false,
+                uint64_t seed = 1) {
   RunResult run;
+  run.mutable_spec()->set_seed(seed);
   run.mutable_final()->set_valid_perplexity(ppl);
   run.mutable_final()->set_unigram_perplexity(900);
   run.set_non_causal_router_in_causal_model(non_causal);
@@ -27,6 +36,15 @@ RunResult LmRun(double ppl, std::vector<double> fluctuation, bool non_causal = f
   return run;
 }
 
+// A run whose last epoch has one layer with these entropies.
+RunResult EntropyRun(uint64_t seed, double gate_entropy, double aggregated_entropy) {
+  RunResult run = LmRun(50, {0.1}, false, seed);
+  LayerRoutingMetrics* layer = run.mutable_epochs(1)->mutable_layers(0);
+  layer->set_gate_entropy(gate_entropy);
+  layer->set_aggregated_entropy(aggregated_entropy);
+  return run;
+}
+
 TableSpec Table() {
   TableSpec table;
   google::protobuf::TextFormat::ParseFromString(R"pb(
@@ -39,8 +57,21 @@ TableSpec Table() {
              row_a: "sim" row_b: "smoe" expect: A_LOWER }
     claims { text: "sim has lower perplexity" column: VALID_PERPLEXITY
              row_a: "sim" row_b: "smoe" expect: A_LOWER }
+    claims { text: "sim fluctuates more" column: FLUCTUATION_TOP1
+             row_a: "sim" row_b: "smoe" expect: A_HIGHER }
   )pb", &table);
   return table;
+}
+
+// Seeds 1..3: smoe fluctuates 30, 34, 32%, sim 15, 17, 18%; perplexities
+// 50, 52, 51 and 51, 53, 49.
+std::vector<RowRuns> ThreeSeedRows(const TableSpec& table) {
+  return {{&table.rows(0),
+           {LmRun(50, {0.30}, false, 1), LmRun(52, {0.34}, false, 2),
+            LmRun(51, {0.32}, false, 3)}},
+          {&table.rows(1),
+           {LmRun(51, {0.15}, true, 1), LmRun(53, {0.17}, true, 2),
+            LmRun(49, {0.18}, true, 3)}}};
 }
 
 TEST(TableReportTest, ColumnValuesComeFromTheLastEpoch) {
@@ -60,6 +91,61 @@ TEST(TableReportTest, ColumnValuesComeFromTheLastEpoch) {
   EXPECT_EQ(v, 61);
 }
 
+TEST(TableReportTest, AggregationDiagnosticsPreferTheFinalEvaluation) {
+  RunResult run = LmRun(50, {0.2, 0.4});
+  double v = 0;
+  // A router that does not aggregate has no self-weight.
+  EXPECT_FALSE(ColumnValue(run, AGGREGATION_SELF_WEIGHT, &v));
+  EXPECT_FALSE(ColumnValue(run, AGGREGATION_EFFECTIVE_NEIGHBOURS, &v));
+  for (LayerRoutingMetrics& l : *run.mutable_epochs(1)->mutable_layers()) {
+    l.set_has_aggregation(true);
+    l.set_aggregation_self_weight(0.9);
+    l.set_aggregation_effective_neighbours(1.5);
+  }
+  // No final layers: the last epoch's.
+  ASSERT_TRUE(ColumnValue(run, AGGREGATION_SELF_WEIGHT, &v));
+  EXPECT_NEAR(v, 0.9, 1e-12);
+  ASSERT_TRUE(ColumnValue(run, AGGREGATION_EFFECTIVE_NEIGHBOURS, &v));
+  EXPECT_NEAR(v, 1.5, 1e-12);
+  // With the final whole-split evaluation's layers: those, and only the
+  // layers that aggregate.
+  for (double w : {0.5, 0.7}) {
+    LayerRoutingMetrics* l = run.mutable_final()->add_layers();
+    l->set_has_aggregation(true);
+    l->set_aggregation_self_weight(w);
+    l->set_aggregation_effective_neighbours(10 * w);
+  }
+  LayerRoutingMetrics* plain = run.mutable_final()->add_layers();
+  plain->set_aggregation_self_weight(0);
+  ASSERT_TRUE(ColumnValue(run, AGGREGATION_SELF_WEIGHT, &v));
+  EXPECT_NEAR(v, 0.6, 1e-12);
+  ASSERT_TRUE(ColumnValue(run, AGGREGATION_EFFECTIVE_NEIGHBOURS, &v));
+  EXPECT_NEAR(v, 6, 1e-12);
+}
+
+TEST(TableReportTest, HeadChangeAndLeak) {
+  RunResult run = LmRun(50, {0.2, 0.4, 0.1});
+  double v = 0;
+  EXPECT_FALSE(ColumnValue(run, HEAD_CHANGE, &v));
+  auto* layers = run.mutable_epochs(1)->mutable_layers();
+  layers->Mutable(0)->set_has_head_change(true);
+  layers->Mutable(0)->set_head_change(0.1);
+  layers->Mutable(1)->set_has_head_change(true);
+  layers->Mutable(1)->set_head_change(0.3);
+  layers->Mutable(2)->set_head_change(0.9);  // no head change recorded: skipped
+  ASSERT_TRUE(ColumnValue(run, HEAD_CHANGE, &v));
+  EXPECT_NEAR(v, 20, 1e-9);  // percent
+  // The leak is there only when it was measured on some sequences.
+  EXPECT_FALSE(ColumnValue(run, LEAK_NLL_GAP, &v));
+  run.mutable_final()->set_leak_nll_gap(0.042);
+  EXPECT_FALSE(ColumnValue(run, LEAK_NLL_GAP, &v));
+  run.mutable_final()->set_leak_sequences(32);
+  ASSERT_TRUE(ColumnValue(run, LEAK_NLL_GAP, &v));
+  EXPECT_EQ(v, 0.042);
+  EXPECT_EQ(ColumnTitle(LEAK_NLL_GAP),
+            "Leak: generation-time minus teacher-forced NLL (nats/token)");
+}
+
 TEST(TableReportTest, MeanAndSampleStdOverSeeds) {
   TableSpec table = Table();
   RowRuns row{&table.rows(0), {LmRun(10, {0.1}), LmRun(20, {0.3}), LmRun(30, {0.5})}};
@@ -67,6 +153,107 @@ TEST(TableReportTest, MeanAndSampleStdOverSeeds) {
   EXPECT_EQ(s.n, 3);
   EXPECT_DOUBLE_EQ(s.mean, 20);
   EXPECT_DOUBLE_EQ(s.std, 10);
+}
+
+TEST(TableReportTest, StudentTQuantilesMatchTheTables) {
+  // Printed tables of t(0.975, df).
+  EXPECT_NEAR(StudentTQuantile(0.975, 1), 12.7062, 1e-4);
+  EXPECT_NEAR(StudentTQuantile(0.975, 2), 4.3027, 1e-4);
+  EXPECT_NEAR(StudentTQuantile(0.975, 4), 2.7764, 1e-4);
+  EXPECT_NEAR(StudentTQuantile(0.975, 10), 2.2281, 1e-4);
+  EXPECT_NEAR(StudentTQuantile(0.975, 29), 2.0452, 1e-4);
+  EXPECT_NEAR(StudentTQuantile(0.975, 120), 1.9799, 1e-4);
+  // df -> infinity: the normal quantile 1.959964.
+  EXPECT_NEAR(StudentTQuantile(0.975, 1e7), 1.959964, 1e-6);
+  EXPECT_NEAR(StudentTQuantile(0.995, 3), 5.8409, 1e-4);
+  // Closed forms: df 1 is Cauchy, t = tan(pi (p - 1/2)); df 2 has
+  // t = (2p - 1) / sqrt(2 p (1 - p)).
+  for (double p : {0.6, 0.9, 0.975, 0.999}) {
+    EXPECT_NEAR(StudentTQuantile(p, 1), std::tan(M_PI * (p - 0.5)), 1e-9 * (1 + p)) << p;
+    EXPECT_NEAR(StudentTQuantile(p, 2), (2 * p - 1) / std::sqrt(2 * p * (1 - p)), 1e-9) << p;
+  }
+  // Symmetric about 0.
+  EXPECT_EQ(StudentTQuantile(0.5, 7), 0);
+  EXPECT_NEAR(StudentTQuantile(0.025, 4), -2.7764, 1e-4);
+  EXPECT_TRUE(std::isnan(StudentTQuantile(1, 4)));
+  EXPECT_TRUE(std::isnan(StudentTQuantile(0.975, 0)));
+}
+
+TEST(TableReportTest, ClaimsAreJudgedOnPairedDifferences) {
+  TableSpec table = Table();
+  const std::vector<RowRuns> rows = ThreeSeedRows(table);
+  // Fluctuation, sim - smoe per seed: -15, -17, -14; mean -15.333, sample sd
+  // sqrt(7/3) = 1.5275, t(0.975, 2) = 4.3027: -15.333 ± 3.7946.
+  ClaimJudgement fluctuation = JudgeClaim(table.claims(0), rows);
+  EXPECT_EQ(fluctuation.verdict, "yes");
+  EXPECT_EQ(fluctuation.difference.n, 3);
+  EXPECT_THAT(fluctuation.difference.seeds, ElementsAre(1, 2, 3));
+  EXPECT_NEAR(fluctuation.difference.mean, -46.0 / 3, 1e-9);
+  EXPECT_NEAR(fluctuation.difference.lo, -19.128, 1e-3);
+  EXPECT_NEAR(fluctuation.difference.hi, -11.539, 1e-3);
+  // The same data against the opposite expectation.
+  EXPECT_EQ(ClaimVerdict(table.claims(2), rows), "opposite");
+  // Perplexity differences 1, 1, -2: mean 0, sd sqrt(3), standard error 1,
+  // so the interval is ±t(0.975, 2) = ±4.3027 and contains 0.
+  ClaimJudgement perplexity = JudgeClaim(table.claims(1), rows);
+  EXPECT_EQ(perplexity.verdict, "inconclusive");
+  EXPECT_NEAR(perplexity.difference.mean, 0, 1e-12);
+  EXPECT_NEAR(perplexity.difference.lo, -4.30265, 1e-4);
+  EXPECT_NEAR(perplexity.difference.hi, 4.30265, 1e-4);
+}
+
+TEST(TableReportTest, ClaimsPairRunsBySeedNotByPosition) {
+  TableSpec table = Table();
+  // smoe has seeds 1, 2, 3; sim has 3, 2 and 4 (in that order): only seeds
+  // 2 and 3 pair. Seed 1's 100 would swing the mean if it were used.
+  const std::vector<RowRuns> rows = {
+      {&table.rows(0),
+       {LmRun(100, {0.3}, false, 1), LmRun(11, {0.3}, false, 2), LmRun(12, {0.3}, false, 3)}},
+      {&table.rows(1),
+       {LmRun(14, {0.3}, false, 3), LmRun(10, {0.3}, false, 2), LmRun(0, {0.3}, false, 4)}}};
+  // Differences sim - smoe: seed 2: -1, seed 3: 2. Mean 0.5, sd 2.1213,
+  // standard error 1.5, t(0.975, 1) = 12.7062: 0.5 ± 19.0593.
+  const ClaimJudgement j = JudgeClaim(table.claims(1), rows);
+  EXPECT_THAT(j.difference.seeds, ElementsAre(2, 3));
+  EXPECT_EQ(j.difference.n, 2);
+  EXPECT_NEAR(j.difference.mean, 0.5, 1e-12);
+  EXPECT_NEAR(j.difference.lo, 0.5 - 19.0593, 1e-3);
+  EXPECT_NEAR(j.difference.hi, 0.5 + 19.0593, 1e-3);
+  EXPECT_EQ(j.verdict, "inconclusive");
+}
+
+TEST(TableReportTest, OnePairIsInconclusiveHoweverLarge) {
+  TableSpec table = Table();
+  const std::vector<RowRuns> rows = {{&table.rows(0), {LmRun(50, {0.9}, false, 1)}},
+                                     {&table.rows(1), {LmRun(50, {0.1}, false, 1)}}};
+  const ClaimJudgement j = JudgeClaim(table.claims(0), rows);
+  EXPECT_EQ(j.difference.n, 1);
+  EXPECT_NEAR(j.difference.mean, -80, 1e-9);
+  EXPECT_EQ(j.verdict, "inconclusive");
+  EXPECT_EQ(ClaimVerdict(table.claims(0), {rows[0]}), "n/a (row missing)");
+}
+
+TEST(TableReportTest, WithinRowClaimComparesTwoColumnsOfTheSameRuns) {
+  TableSpec table;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"pb(
+    name: "t" title: "T" columns: [GATE_ENTROPY, AGGREGATED_ENTROPY]
+    rows { label: "sim" }
+    claims { text: "H(p) < H(r) (Proposition 1)" column: AGGREGATED_ENTROPY
+             column_b: GATE_ENTROPY row_a: "sim" expect: A_LOWER }
+  )pb", &table));
+  // H(p) - H(r) per seed: -0.5, -0.5, -0.55; mean -0.51667, sd 0.028868,
+  // standard error 0.016667, half-width 4.3027 * 0.016667 = 0.071711.
+  const std::vector<RowRuns> rows = {
+      {&table.rows(0), {EntropyRun(1, 1.5, 1.0), EntropyRun(2, 1.6, 1.1),
+                        EntropyRun(3, 1.45, 0.9)}}};
+  const ClaimJudgement j = JudgeClaim(table.claims(0), rows);
+  EXPECT_EQ(j.verdict, "yes");
+  EXPECT_EQ(j.difference.n, 3);
+  EXPECT_NEAR(j.difference.mean, -0.516667, 1e-6);
+  EXPECT_NEAR(j.difference.hi, -0.516667 + 0.071711, 1e-5);
+  const std::string md = RenderMarkdown(table, rows, {});
+  EXPECT_THAT(md, HasSubstr("| H(p) < H(r) (Proposition 1) | sim: Entropy H(p) (nats) − "
+                            "Entropy H(r) (nats) | < 0 | -0.517 | [-0.588, -0.445] | 3 | yes |"));
 }
 
 TEST(TableReportTest, SmallExpertGflopsKeepThreeSignificantDigits) {
@@ -86,19 +273,127 @@ TEST(TableReportTest, SmallExpertGflopsKeepThreeSignificantDigits) {
 
 TEST(TableReportTest, ClaimsAndMarkdown) {
   TableSpec table = Table();
-  std::vector<RowRuns> rows = {
-      {&table.rows(0), {LmRun(50, {0.30}), LmRun(52, {0.34})}},
-      {&table.rows(1), {LmRun(51, {0.15}, true), LmRun(53, {0.17}, true)}}};
-  EXPECT_EQ(ClaimVerdict(table.claims(0), rows), "yes");
-  EXPECT_EQ(ClaimVerdict(table.claims(1), rows), "no (within noise)");
+  const std::vector<RowRuns> rows = ThreeSeedRows(table);
   const std::string md = RenderMarkdown(table, rows, {"t_fluctuation.png"});
-  EXPECT_THAT(md, HasSubstr("| smoe | 51.00 ± 1.41 | 32.0 ± 2.8 | 33 |"));
+  EXPECT_THAT(md, HasSubstr("| smoe | 51.00 ± 1.00 | 32.0 ± 2.0 | 33 |"));
   EXPECT_THAT(md, HasSubstr("| sim † |"));
   EXPECT_THAT(md, HasSubstr("Fluctuation top-1 (%) *paper*"));
   EXPECT_THAT(md, HasSubstr("*paper* smoe, Fluctuation top-1 (%): Figure 3"));
   EXPECT_THAT(md, HasSubstr("![t_fluctuation.png]"));
+  EXPECT_THAT(md, HasSubstr("| sim fluctuates less | sim − smoe, Fluctuation top-1 (%) | < 0 | "
+                            "-15.3 | [-19.1, -11.5] | 3 | yes |"));
+  EXPECT_THAT(md, HasSubstr("| sim has lower perplexity | sim − smoe, Perplexity (valid) | < 0 | "
+                            "0.00 | [-4.30, 4.30] | 3 | inconclusive |"));
+  EXPECT_THAT(md, HasSubstr("| > 0 | -15.3 | [-19.1, -11.5] | 3 | opposite |"));
+  // Runs written before provenance was recorded share one revision.
+  EXPECT_THAT(md, HasSubstr("- Code revision of every run: `unknown (before provenance)`"));
+  EXPECT_THAT(md, Not(HasSubstr("‡")));
   const std::string csv = RenderCsv(table, rows);
-  EXPECT_THAT(csv, HasSubstr("\"smoe\",FLUCTUATION_TOP1,32,2.82843,2,33"));
+  EXPECT_THAT(csv, HasSubstr("row,column,mean,std,n,paper_value,revisions\n"));
+  EXPECT_THAT(csv, HasSubstr("\"smoe\",FLUCTUATION_TOP1,32,2,3,33,\"unknown (before provenance)\""));
+}
+
+TEST(TableReportTest, IdentityAggregationIsMarked) {
+  TableSpec table = Table();
+  std::vector<RowRuns> rows = ThreeSeedRows(table);
+  for (int s : {0, 2}) {
+    RunResult& run = rows[1].runs[s];
+    run.add_identity_aggregation_layers(0);
+    run.add_identity_aggregation_layers(s == 0 ? 1 : 0);
+    LayerRoutingMetrics* layer = run.mutable_final()->add_layers();
+    layer->set_has_aggregation(true);
+    layer->set_aggregation_self_weight(s == 0 ? 0.996 : 0.998);
+  }
+  const std::string md = RenderMarkdown(table, rows, {});
+  EXPECT_THAT(md, HasSubstr("| sim † ‡ |"));
+  EXPECT_THAT(md, HasSubstr("| smoe |"));
+  EXPECT_THAT(md, HasSubstr("‡ The aggregation is effectively the identity"));
+  EXPECT_THAT(md, HasSubstr("token choice under another name"));
+  EXPECT_THAT(md, HasSubstr("- sim: MoE layers 0, 1 in 2 of 3 seeds (self-weight 0.9970, "
+                            "mean over layers and seeds)"));
+}
+
+TEST(TableReportTest, EntropyVsFluctuationPerRowAndPooled) {
+  TableSpec table = Table();
+  auto run = [](uint64_t seed, std::vector<std::array<double, 3>> layers) {
+    RunResult r;
+    r.mutable_spec()->set_seed(seed);
+    EpochMetrics* first = r.add_epochs();
+    first->add_layers()->set_gate_entropy(9);  // not the last epoch: ignored
+    EpochMetrics* last = r.add_epochs();
+    for (const auto& [gate, aggregated, fluctuation] : layers) {
+      LayerRoutingMetrics* l = last->add_layers();
+      l->set_has_fluctuation(true);
+      l->set_gate_entropy(gate);
+      l->set_aggregated_entropy(aggregated);
+      l->set_fluctuation_top1(fluctuation);
+    }
+    return r;
+  };
+  // smoe (H(r)): (1.0, 10), (1.2, 20), (1.1, 15): r = 1 within the row.
+  // sim (H(p), not H(r) = 5): (2.0, 30), (2.1, 25), (2.2, 20): r = -1.
+  const std::vector<RowRuns> rows = {
+      {&table.rows(0), {run(1, {{1.0, 0, 0.10}, {1.2, 0, 0.20}}), run(2, {{1.1, 0, 0.15}})}},
+      {&table.rows(1), {run(1, {{5, 2.0, 0.30}, {5, 2.1, 0.25}}), run(2, {{5, 2.2, 0.20}})}}};
+  EXPECT_THAT(EntropyFluctuationPoints(rows[1]),
+              ElementsAre(Pair(2.0, DoubleNear(30, 1e-9)), Pair(2.1, DoubleNear(25, 1e-9)),
+                          Pair(2.2, DoubleNear(20, 1e-9))));
+  // Pooled over the six points: means 1.6 and 20, Sxy = 15, Sxx = 1.54,
+  // Syy = 250, r = 15 / sqrt(385) = 0.764.
+  const std::string md = RenderEntropyVsFluctuation(rows);
+  EXPECT_THAT(md, HasSubstr("| smoe | within the row | 3 | 1.000 |"));
+  EXPECT_THAT(md, HasSubstr("| sim | within the row | 3 | -1.000 |"));
+  EXPECT_THAT(md, HasSubstr("| all rows | pooled over all rows | 6 | 0.764 |"));
+  // Two points always correlate perfectly: no r.
+  const std::vector<RowRuns> two = {{&table.rows(0), {run(1, {{1.0, 0, 0.1}, {1.2, 0, 0.3}})}}};
+  EXPECT_THAT(RenderEntropyVsFluctuation(two), HasSubstr("| smoe | within the row | 2 | – |"));
+}
+
+TEST(TableReportTest, RevisionOfARun) {
+  RunResult run;
+  EXPECT_EQ(RunRevision(run), kRevisionBeforeProvenance);
+  run.mutable_source();  // present but empty: still nothing recorded
+  EXPECT_EQ(RunRevision(run), kRevisionBeforeProvenance);
+  run.mutable_source()->set_revision("unknown");  // recorded, not from a git checkout
+  EXPECT_EQ(RunRevision(run), "unknown");
+  run.mutable_source()->set_revision("0123456789ab+ffeeddccbbaa");
+  EXPECT_EQ(RunRevision(run), "0123456789ab+ffeeddccbbaa");
+  // A source with its parts but no label gets the label from them.
+  run.mutable_source()->clear_revision();
+  run.mutable_source()->set_commit("0123456789abcdef0123456789abcdef01234567");
+  EXPECT_EQ(RunRevision(run), "0123456789ab");
+}
+
+TEST(TableReportTest, MixedRevisionsAreRefusedAndNamed) {
+  TableSpec table = Table();
+  std::vector<RowRuns> rows = ThreeSeedRows(table);
+  for (RowRuns& row : rows) {
+    for (RunResult& run : row.runs) run.mutable_source()->set_revision("aaaaaaaaaaaa");
+  }
+  EXPECT_TRUE(CheckSingleRevision(table, rows).ok());
+  EXPECT_THAT(RenderMarkdown(table, rows, {}),
+              HasSubstr("- Code revision of every run: `aaaaaaaaaaaa`\n"));
+  // sim's seed 2 is from other code, its seed 3 from before provenance.
+  rows[1].runs[1].mutable_source()->set_revision("bbbbbbbbbbbb");
+  rows[1].runs[2].clear_source();
+  const absl::Status status = CheckSingleRevision(table, rows);
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(status.message(), HasSubstr("table 't': its runs come from 3 code revisions"));
+  EXPECT_THAT(status.message(), HasSubstr("row 'smoe': aaaaaaaaaaaa (seeds 1, 2, 3)"));
+  EXPECT_THAT(status.message(),
+              HasSubstr("row 'sim': aaaaaaaaaaaa (seed 1); bbbbbbbbbbbb (seed 2); "
+                        "unknown (before provenance) (seed 3)"));
+  EXPECT_THAT(status.message(), HasSubstr("--rerun_stale"));
+  EXPECT_THAT(status.message(), HasSubstr("--allow_mixed_revisions"));
+  // Rendered anyway: a warning at the top and each row's revisions.
+  const std::string md = RenderMarkdown(table, rows, {});
+  EXPECT_THAT(md, HasSubstr("# T\n\n> **Warning: the runs of this table come from 3 different "
+                            "code revisions**"));
+  EXPECT_THAT(md, HasSubstr("| Code revision |"));
+  EXPECT_THAT(md, HasSubstr("| smoe | 51.00 ± 1.00 | 32.0 ± 2.0 | 33 | aaaaaaaaaaaa |"));
+  EXPECT_THAT(md, HasSubstr(" | aaaaaaaaaaaa, bbbbbbbbbbbb, unknown (before provenance) |"));
+  EXPECT_THAT(RenderCsv(table, rows),
+              HasSubstr(",\"aaaaaaaaaaaa;bbbbbbbbbbbb;unknown (before provenance)\"\n"));
 }
 
 }  // namespace
