@@ -1,6 +1,11 @@
 #include "models/model_spec_util.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/Generator.h>
+
 #include <cmath>
+#include <mutex>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -90,6 +95,59 @@ int64_t ActiveParametersPerToken(const TransformerStackShape& shape,
   const double inactive_experts = shape.moe.num_experts() - shape.top_k;
   return total - std::llround(NumMoeBlocks(shape) * inactive_experts *
                               double(ParametersPerExpert(shape)));
+}
+
+namespace {
+
+// While alive, the global CPU generator runs a stream seeded with `seed`; on
+// destruction it returns to the state (engine and cached normal samples) it
+// had before.
+class ScopedGeneratorStream {
+ public:
+  explicit ScopedGeneratorStream(uint64_t seed) {
+    at::Generator global = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(global.mutex());
+    saved_ = global.clone();
+    global.set_current_seed(seed);  // also drops the cached normal samples
+  }
+  ~ScopedGeneratorStream() {
+    at::Generator global = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(global.mutex());
+    global.set_state(saved_.get_state());
+  }
+  ScopedGeneratorStream(const ScopedGeneratorStream&) = delete;
+  ScopedGeneratorStream& operator=(const ScopedGeneratorStream&) = delete;
+
+ private:
+  at::Generator saved_;
+};
+
+uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+uint64_t RouterStreamKey() {
+  at::Generator global = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(global.mutex());
+  at::Generator copy = global.clone();
+  return copy.get<at::CPUGeneratorImpl>()->random64();
+}
+
+uint64_t RouterStreamSeed(uint64_t key, int64_t layer) {
+  constexpr uint64_t kRouterSalt = 0x726f75746572ull;  // "router"
+  return SplitMix64(SplitMix64(key ^ kRouterSalt) + static_cast<uint64_t>(layer));
+}
+
+absl::StatusOr<std::shared_ptr<Router>> CreateRouterOnOwnStream(
+    const RouterSpec& spec, const RouterDims& dims, uint64_t key,
+    int64_t layer) {
+  ScopedGeneratorStream stream(RouterStreamSeed(key, layer));
+  return CreateRouter(spec, dims);
 }
 
 absl::Status FieldError(absl::string_view field, absl::string_view message) {

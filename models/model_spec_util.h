@@ -2,15 +2,18 @@
 #define MOELAB_MODELS_MODEL_SPEC_UTIL_H_
 
 // Pieces shared by the model plugins: presets of the MoE part of ModelSpec,
-// its validation, which blocks are MoE blocks, and the auxiliary-loss sum.
+// its validation, which blocks are MoE blocks, the auxiliary-loss sum, and
+// the generator streams the routers are initialised on.
 
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "core/model.h"
 #include "core/router.h"
@@ -80,6 +83,38 @@ int64_t ActiveParametersPerToken(const TransformerStackShape& shape,
 // `extra_flops_per_token` for what surrounds the stack (embeddings, head).
 ModelStats StackStats(const TransformerStackShape& shape, int64_t total_parameters,
                       double extra_flops_per_token);
+
+// Router initialisation on streams of its own.
+//
+// Every other parameter of a model is drawn from the global CPU generator in
+// construction order. If the routers drew from it too, a router that draws
+// more random numbers (xmoe's projection, a learnable W_s) or fewer (hash)
+// would shift the initialisation of every module built after it (its own
+// layer's experts, the later blocks, the head), and two runs with the same
+// seed and different routers would differ in far more than the router: the
+// rows of a table would not be paired. So each router is built under a
+// stream of its own: the global generator is reseeded from (key, layer) for
+// the router's construction and then put back exactly as it was, so the rest
+// of the model draws what it would draw with no router at all, and two
+// routers that draw the same shapes in the same order (token_choice and
+// unified: one [E, D] gate from N(0, 0.02)) get identical initial values.
+
+// A key for the router streams of the model about to be built: one 64-bit
+// draw from a copy of the global CPU generator (which does not advance), so
+// it follows torch::manual_seed and anything drawn since.
+uint64_t RouterStreamKey();
+
+// The seed of MoE block `layer`'s router stream: `key` and `layer` mixed
+// (SplitMix64), distinct for each layer.
+uint64_t RouterStreamSeed(uint64_t key, int64_t layer);
+
+// CreateRouter(spec, dims) with the global CPU generator seeded with
+// RouterStreamSeed(key, layer) for the call and restored afterwards (its
+// Mersenne Twister state and its cached normal samples), whether or not the
+// router is built.
+absl::StatusOr<std::shared_ptr<Router>> CreateRouterOnOwnStream(
+    const RouterSpec& spec, const RouterDims& dims, uint64_t key,
+    int64_t layer);
 
 // Shortcut for an InvalidArgumentError "<field>: <message>".
 absl::Status FieldError(absl::string_view field, absl::string_view message);

@@ -153,6 +153,8 @@ absl::StatusOr<std::shared_ptr<MoeTransformerLm>> MoeTransformerLm::Create(
   if (absl::Status s = ValidateTransformerLmSpec(spec.model()); !s.ok()) {
     return s;
   }
+  // Taken before anything is drawn; see CreateRouterOnOwnStream.
+  const uint64_t router_key = RouterStreamKey();
   std::shared_ptr<MoeTransformerLm> lm(
       new MoeTransformerLm(spec.model(), spec.router().top_k(), info));
   const TransformerLmOptions& o = spec.model().transformer_lm();
@@ -182,8 +184,10 @@ absl::StatusOr<std::shared_ptr<MoeTransformerLm>> MoeTransformerLm::Create(
   for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
     TransformerBlock block{nullptr};
     if (IsMoeBlock(layer, moe.moe_every())) {
+      // On a stream of its own (model_spec_util.h): the experts and every
+      // later module get the same initial values whichever router this is.
       absl::StatusOr<std::shared_ptr<Router>> router =
-          CreateRouter(spec.router(), dims);
+          CreateRouterOnOwnStream(spec.router(), dims, router_key, layer);
       if (!router.ok()) return router.status();
       MoeLayer moe_layer(
           MoeLayerOptions(d, moe.num_experts(), moe.expert_hidden())

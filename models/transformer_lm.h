@@ -62,7 +62,10 @@ RouterDims TransformerLmRouterDims(const ModelSpec& spec);
 class MoeTransformerLm : public Model {
  public:
   // `spec.model` resolved and validated; every MoE layer gets its own router
-  // built from spec.router. Parameters are drawn from the global generator.
+  // built from spec.router. Parameters are drawn from the global generator,
+  // each router's on a stream of its own derived from the generator's state
+  // (CreateRouterOnOwnStream), so that the other parameters do not depend
+  // on the router.
   static absl::StatusOr<std::shared_ptr<MoeTransformerLm>> Create(
       const ExperimentSpec& spec, const DatasetInfo& info);
 

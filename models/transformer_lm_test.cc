@@ -6,6 +6,7 @@
 #include <torch/utils.h>
 
 #include <cmath>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "core/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "models/model_spec_util.h"
 #include "models/testing/test_routers.h"
 
 namespace moelab {
@@ -330,6 +332,126 @@ TEST(TransformerLmTest, StatsMatchAHandCount) {
   std::shared_ptr<Model> tied_model = Build(tied);
   ASSERT_NE(tied_model, nullptr);
   EXPECT_EQ(tied_model->Stats().total_parameters, total - v * d);
+}
+
+// Router streams (model_spec_util.h): building a router leaves the global
+// generator exactly where it was, cached normal sample included (an odd
+// count of scalar-path normals leaves one cached).
+TEST(RouterStreamTest, LeavesTheGlobalGeneratorWhereItWas) {
+  const auto draws_after = [](bool build_router) {
+    torch::manual_seed(5);
+    torch::randn({3});  // < 16 elements: the scalar path, caches a sample
+    if (build_router) {
+      RouterSpec spec;
+      spec.set_name("xmoe");  // draws a projection and an orthogonal matrix
+      spec.set_top_k(2);
+      const RouterDims dims{.model_dim = 16, .num_experts = 4};
+      absl::StatusOr<std::shared_ptr<Router>> router =
+          CreateRouterOnOwnStream(spec, dims, RouterStreamKey(), 0);
+      EXPECT_TRUE(router.ok()) << router.status();
+    }
+    return std::vector<at::Tensor>{torch::randn({3}), torch::randn({40}),
+                                   torch::rand({5})};
+  };
+  const std::vector<at::Tensor> plain = draws_after(false);
+  const std::vector<at::Tensor> with_router = draws_after(true);
+  for (size_t i = 0; i < plain.size(); ++i) {
+    EXPECT_TRUE(plain[i].equal(with_router[i])) << "draw " << i;
+  }
+}
+
+TEST(RouterStreamTest, KeyFollowsTheGeneratorWithoutAdvancingIt) {
+  torch::manual_seed(5);
+  const uint64_t key = RouterStreamKey();
+  EXPECT_EQ(RouterStreamKey(), key);  // nothing was consumed
+  const at::Tensor next = torch::rand({4});
+  torch::manual_seed(5);
+  EXPECT_TRUE(torch::rand({4}).equal(next));
+  EXPECT_NE(RouterStreamKey(), key);  // the state moved on: so did the key
+  torch::manual_seed(6);
+  EXPECT_NE(RouterStreamKey(), key);
+  EXPECT_NE(RouterStreamSeed(key, 0), RouterStreamSeed(key, 1));
+}
+
+ExperimentSpec SpecWithRouter(const std::string& router) {
+  ExperimentSpec spec = SmallSpec(router);
+  if (router == "similarity_aware_full") {
+    spec.mutable_router()->set_name("similarity_aware");
+    spec.mutable_router()->mutable_similarity_aware()->set_projection(FULL);
+  }
+  return spec;
+}
+
+// name -> value of every parameter outside the routers.
+std::map<std::string, at::Tensor> NonRouterParameters(const Model& model) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : model.named_parameters()) {
+    if (p.key().find(".router.") == std::string::npos) out[p.key()] = p.value();
+  }
+  return out;
+}
+
+// Paired seeds: two models with the same seed and different routers differ
+// in their routers only, however many random numbers each router draws
+// (token_choice: an [E, D] gate; similarity_aware FULL: a gate and W_s = I;
+// xmoe: a projection, orthogonal expert embeddings and a temperature;
+// hash: nothing).
+TEST(TransformerLmTest, SameSeedDifferentRoutersShareEveryOtherParameter) {
+  torch::manual_seed(11);
+  std::shared_ptr<Model> reference = Build(SpecWithRouter("token_choice"));
+  ASSERT_NE(reference, nullptr);
+  const std::map<std::string, at::Tensor> expected =
+      NonRouterParameters(*reference);
+  // The embeddings, both blocks' attention and experts, the final norm.
+  ASSERT_GE(expected.size(), 20u);
+  ASSERT_TRUE(expected.count("block1.moe.w1"));
+  for (const std::string router :
+       {"similarity_aware_full", "xmoe", "hash", "testing_models_top_k"}) {
+    torch::manual_seed(11);
+    std::shared_ptr<Model> model = Build(SpecWithRouter(router));
+    ASSERT_NE(model, nullptr) << router;
+    const std::map<std::string, at::Tensor> got = NonRouterParameters(*model);
+    ASSERT_EQ(got.size(), expected.size()) << router;
+    for (const auto& [name, value] : expected) {
+      ASSERT_TRUE(got.count(name)) << router << " has no " << name;
+      EXPECT_TRUE(got.at(name).equal(value))
+          << name << " differs between token_choice and " << router
+          << " under the same seed";
+    }
+  }
+  // The comparison can fail: another seed changes them.
+  torch::manual_seed(12);
+  std::shared_ptr<Model> other = Build(SpecWithRouter("token_choice"));
+  ASSERT_NE(other, nullptr);
+  EXPECT_FALSE(NonRouterParameters(*other)
+                   .at("block1.moe.w1")
+                   .equal(expected.at("block1.moe.w1")));
+}
+
+// Routers that draw the same shapes get the same values: token_choice and
+// unified both draw one [E, D] gate from N(0, 0.02) on the same stream.
+// Each layer's stream is its own, and the seed moves them all.
+TEST(TransformerLmTest, RoutersOfTheSameShapeStartFromTheSameGate) {
+  const auto gates = [](const std::string& router, uint64_t seed) {
+    torch::manual_seed(seed);
+    std::shared_ptr<Model> model = Build(SpecWithRouter(router));
+    std::vector<at::Tensor> out;
+    if (model == nullptr) return out;
+    for (const auto& r : model->Routers()) {
+      out.push_back(r->named_parameters()["gate_weight"]);
+    }
+    return out;
+  };
+  const std::vector<at::Tensor> token_choice = gates("token_choice", 21);
+  const std::vector<at::Tensor> unified = gates("unified", 21);
+  ASSERT_EQ(token_choice.size(), 2u);
+  ASSERT_EQ(unified.size(), 2u);
+  for (size_t layer = 0; layer < 2; ++layer) {
+    EXPECT_EQ(token_choice[layer].sizes(), (std::vector<int64_t>{4, 16}));
+    EXPECT_TRUE(token_choice[layer].equal(unified[layer])) << "layer " << layer;
+  }
+  EXPECT_FALSE(token_choice[0].equal(token_choice[1]));
+  EXPECT_FALSE(gates("token_choice", 22)[0].equal(token_choice[0]));
 }
 
 }  // namespace

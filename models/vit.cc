@@ -155,6 +155,8 @@ absl::StatusOr<std::shared_ptr<VmoeVit>> VmoeVit::Create(
                       absl::StrCat(p, " does not divide the dataset's ",
                                    info.height, "x", info.width, " images"));
   }
+  // Taken before anything is drawn; see CreateRouterOnOwnStream.
+  const uint64_t router_key = RouterStreamKey();
   std::shared_ptr<VmoeVit> vit(
       new VmoeVit(spec.model(), spec.router().top_k(), info));
   vit->patch_embedding_ = vit->register_module(
@@ -185,8 +187,10 @@ absl::StatusOr<std::shared_ptr<VmoeVit>> VmoeVit::Create(
   for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
     TransformerBlock block{nullptr};
     if (IsMoeBlock(layer, moe.moe_every())) {
+      // On a stream of its own (model_spec_util.h): the experts and every
+      // later module get the same initial values whichever router this is.
       absl::StatusOr<std::shared_ptr<Router>> router =
-          CreateRouter(spec.router(), dims);
+          CreateRouterOnOwnStream(spec.router(), dims, router_key, layer);
       if (!router.ok()) return router.status();
       MoeLayer moe_layer(
           MoeLayerOptions(d, moe.num_experts(), moe.expert_hidden())

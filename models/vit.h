@@ -54,7 +54,8 @@ class VmoeVit : public Model {
  public:
   // `spec.model` resolved and validated; `info` an image-classification
   // dataset whose height and width patch_size divides (else an error naming
-  // model.vit.patch_size).
+  // model.vit.patch_size). Parameters are drawn from the global generator,
+  // each router's on a stream of its own (as in MoeTransformerLm::Create).
   static absl::StatusOr<std::shared_ptr<VmoeVit>> Create(
       const ExperimentSpec& spec, const DatasetInfo& info);
 

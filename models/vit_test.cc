@@ -5,6 +5,7 @@
 #include <torch/optim/adam.h>
 
 #include <cmath>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -222,6 +223,83 @@ TEST(VitTest, StatsMatchAHandCount) {
   const double flops = 2 * (8.0 * d * d + 4.0 * t * d) + 4.0 * d * dense +
                        (2.0 * d * e + k * 4.0 * d * h) + per_image_extra / t;
   EXPECT_DOUBLE_EQ(stats.flops_per_token, flops);
+}
+
+// Four blocks, MoE in blocks 1 and 3, with `router` ("similarity_aware_full":
+// similarity_aware with a learnable D x D W_s).
+ExperimentSpec FourBlocksWithRouter(const std::string& router) {
+  ExperimentSpec spec = SmallSpec();
+  spec.mutable_model()->mutable_vit()->set_num_layers(4);
+  spec.mutable_router()->set_name(router);
+  if (router == "similarity_aware_full") {
+    spec.mutable_router()->set_name("similarity_aware");
+    spec.mutable_router()->mutable_similarity_aware()->set_projection(FULL);
+  }
+  return spec;
+}
+
+// name -> value of every parameter outside the routers.
+std::map<std::string, at::Tensor> NonRouterParameters(const Model& model) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : model.named_parameters()) {
+    if (p.key().find(".router.") == std::string::npos) out[p.key()] = p.value();
+  }
+  return out;
+}
+
+// Paired seeds: the same seed with different routers gives the same
+// patch embedding, blocks, experts and head, however many random numbers
+// each router draws (see models/model_spec_util.h).
+TEST(VitTest, SameSeedDifferentRoutersShareEveryOtherParameter) {
+  torch::manual_seed(11);
+  std::shared_ptr<Model> reference = Build(FourBlocksWithRouter("token_choice"));
+  ASSERT_NE(reference, nullptr);
+  ASSERT_EQ(reference->Routers().size(), 2u);
+  const std::map<std::string, at::Tensor> expected =
+      NonRouterParameters(*reference);
+  ASSERT_TRUE(expected.count("block3.moe.w1"));
+  ASSERT_TRUE(expected.count("head.weight"));
+  for (const std::string router :
+       {"similarity_aware_full", "xmoe", "hash", "testing_models_top_k"}) {
+    torch::manual_seed(11);
+    std::shared_ptr<Model> model = Build(FourBlocksWithRouter(router));
+    ASSERT_NE(model, nullptr) << router;
+    const std::map<std::string, at::Tensor> got = NonRouterParameters(*model);
+    ASSERT_EQ(got.size(), expected.size()) << router;
+    for (const auto& [name, value] : expected) {
+      ASSERT_TRUE(got.count(name)) << router << " has no " << name;
+      EXPECT_TRUE(got.at(name).equal(value))
+          << name << " differs between token_choice and " << router
+          << " under the same seed";
+    }
+  }
+  torch::manual_seed(12);
+  std::shared_ptr<Model> other = Build(FourBlocksWithRouter("token_choice"));
+  ASSERT_NE(other, nullptr);
+  EXPECT_FALSE(
+      NonRouterParameters(*other).at("head.weight").equal(expected.at("head.weight")));
+}
+
+// token_choice and unified draw one [E, D] gate each, on the same stream.
+TEST(VitTest, RoutersOfTheSameShapeStartFromTheSameGate) {
+  const auto gates = [](const std::string& router) {
+    torch::manual_seed(21);
+    std::shared_ptr<Model> model = Build(FourBlocksWithRouter(router));
+    std::vector<at::Tensor> out;
+    if (model == nullptr) return out;
+    for (const auto& r : model->Routers()) {
+      out.push_back(r->named_parameters()["gate_weight"]);
+    }
+    return out;
+  };
+  const std::vector<at::Tensor> token_choice = gates("token_choice");
+  const std::vector<at::Tensor> unified = gates("unified");
+  ASSERT_EQ(token_choice.size(), 2u);
+  ASSERT_EQ(unified.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_TRUE(token_choice[i].equal(unified[i])) << "MoE layer " << i;
+  }
+  EXPECT_FALSE(token_choice[0].equal(token_choice[1]));
 }
 
 }  // namespace
