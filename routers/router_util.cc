@@ -41,15 +41,35 @@ at::Tensor ApplyGate(const at::Tensor& logits, GateFunction gate) {
   return at::softmax(logits, -1, at::kFloat).to(logits.scalar_type());
 }
 
-at::Tensor LoadBalanceLoss(const at::Tensor& gate_probs,
-                           const at::Tensor& selected) {
+at::Tensor LoadBalanceLoss(const at::Tensor& gate_probs, const at::Tensor& counted,
+                           LoadBalanceScores scores) {
   const int64_t num_experts = gate_probs.size(-1);
-  at::Tensor probs = gate_probs.reshape({-1, num_experts});
-  at::Tensor routed = selected.reshape({-1, num_experts}).to(probs.scalar_type());
+  at::Tensor probs = gate_probs.reshape({-1, num_experts});  // [N, E]
+  TORCH_CHECK(counted.numel() == probs.numel(),
+              "LoadBalanceLoss: counted must be [N, E] like gate_probs ",
+              probs.sizes(), ", got ", counted.sizes());
+  at::Tensor routed =
+      counted.reshape({-1, num_experts}).to(probs.scalar_type());  // [N, E]
   at::Tensor pairs = routed.sum().clamp_min(1.0);
   at::Tensor share = routed.sum(0) / pairs;  // f_e, no gradient
-  at::Tensor mean_prob = probs.mean(0);      // P_e
+  if (scores != RAW_GATE) {
+    // r_e / sum_e' r_e' per token (Megatron-Core's sigmoid-gate form).
+    probs = probs / probs.sum(-1, /*keepdim=*/true).clamp_min(1e-30);
+  }
+  at::Tensor mean_prob = probs.mean(0);  // P_e
   return num_experts * (share * mean_prob).sum();
+}
+
+LoadBalanceCounting ResolvedLoadBalanceCounting(const RouterSpec& spec) {
+  return spec.load_balance_counting() == LOAD_BALANCE_COUNTING_UNSPECIFIED
+             ? CHOICES_BEFORE_CAPACITY
+             : spec.load_balance_counting();
+}
+
+LoadBalanceScores ResolvedLoadBalanceScores(const RouterSpec& spec) {
+  return spec.load_balance_scores() == LOAD_BALANCE_SCORES_UNSPECIFIED
+             ? NORMALIZED_OVER_EXPERTS
+             : spec.load_balance_scores();
 }
 
 at::Tensor RouterZLoss(const at::Tensor& logits) {
@@ -57,16 +77,39 @@ at::Tensor RouterZLoss(const at::Tensor& logits) {
   return (lse * lse).mean();
 }
 
-void AddStandardAuxLosses(const RouterSpec& spec, RoutingDecision* decision) {
+void AddStandardAuxLosses(const RouterSpec& spec, RoutingDecision* decision,
+                          const at::Tensor& choices) {
   if (spec.load_balance_coef() > 0) {
+    const at::Tensor& counted =
+        choices.defined() &&
+                ResolvedLoadBalanceCounting(spec) == CHOICES_BEFORE_CAPACITY
+            ? choices
+            : decision->selected;
     decision->aux_losses.emplace_back(
-        "load_balance", spec.load_balance_coef() *
-                            LoadBalanceLoss(decision->gate_probs, decision->selected));
+        "load_balance",
+        spec.load_balance_coef() *
+            LoadBalanceLoss(decision->gate_probs, counted,
+                            ResolvedLoadBalanceScores(spec)));
   }
   if (spec.z_loss_coef() > 0) {
     decision->aux_losses.emplace_back(
         "z_loss", spec.z_loss_coef() * RouterZLoss(decision->logits));
   }
+}
+
+void DescribeAggregation(const at::Tensor& weights, RoutingDecision* decision) {
+  TORCH_CHECK(weights.dim() == 3 && weights.size(1) == weights.size(2),
+              "DescribeAggregation: weights must be [B, T, T], got ",
+              weights.sizes());
+  const at::Tensor w = weights.detach().to(at::kFloat);  // [B, T, T]
+  decision->aggregation_self_weight =
+      w.diagonal(/*offset=*/0, /*dim1=*/1, /*dim2=*/2).contiguous();  // [B, T]
+  // 0 log 0 = 0; the inner `where` keeps log away from 0.
+  const at::Tensor positive = w > 0;
+  const at::Tensor w_log_w =
+      at::where(positive, w * at::log(at::where(positive, w, at::ones_like(w))),
+                at::zeros_like(w));
+  decision->aggregation_effective_neighbours = at::exp(-w_log_w.sum(-1));
 }
 
 at::Tensor MeanEntropy(const at::Tensor& probs) {
@@ -97,6 +140,18 @@ absl::Status CheckWholeTopK(const RouterSpec& spec, const RouterDims& dims) {
 
 int64_t WholeTopK(const RouterSpec& spec) {
   return static_cast<int64_t>(std::llround(spec.top_k()));
+}
+
+absl::Status CheckRenormalizeLetsTheGateLearn(const RouterSpec& spec,
+                                              bool renormalize,
+                                              absl::string_view field,
+                                              absl::string_view weight) {
+  if (!renormalize || WholeTopK(spec) != 1) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      field, ": with top_k = 1 every combine weight is ", weight, "/", weight,
+      " = 1, so the task loss gives the gate zero gradient (only the "
+      "load-balance loss would train it); set renormalize: false "
+      "(Switch-style) or top_k >= 2"));
 }
 
 at::Tensor IndicesToMask(const at::Tensor& indices, int64_t num_experts) {

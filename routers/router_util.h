@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "core/router.h"
 #include "proto/experiment.pb.h"
 
@@ -30,12 +31,23 @@ at::Tensor SelectedWeights(const at::Tensor& scores, const at::Tensor& selected,
 // element-wise sigmoid.
 at::Tensor ApplyGate(const at::Tensor& logits, GateFunction gate);
 
-// Switch/GShard load-balancing loss over N tokens: E * sum_e f_e * P_e, where
-// f_e is the share of routed (token, expert) pairs that went to expert e and
-// P_e the mean gate probability of e. Equals 1 under perfect balance.
-// gate_probs: [N, E]; selected: [N, E] bool. Gradient flows through P_e only.
-at::Tensor LoadBalanceLoss(const at::Tensor& gate_probs,
-                           const at::Tensor& selected);
+// Switch/GShard/Megatron-Core load-balancing loss over N tokens:
+// E * sum_e f_e * P_e, equal to 1 under perfect balance.
+// f_e: the share of the pairs in `counted` [N, E] bool that went to expert e
+// (the caller chooses the pairs: the tokens' top-k choices before capacity,
+// or the pairs kept after it; see AddStandardAuxLosses).
+// P_e: the mean over tokens of gate_probs [N, E], with NORMALIZED_OVER_EXPERTS
+// (default; UNSPECIFIED means it) first divided by its sum over experts,
+// r_e / sum_e' r_e' (equal to r for a softmax gate; for a sigmoid gate it
+// keeps the loss from being lowered by pushing every logit down), or the raw
+// gate with RAW_GATE. Gradient flows through P_e only.
+at::Tensor LoadBalanceLoss(const at::Tensor& gate_probs, const at::Tensor& counted,
+                           LoadBalanceScores scores = NORMALIZED_OVER_EXPERTS);
+
+// spec.load_balance_counting / load_balance_scores with UNSPECIFIED resolved
+// to the defaults, CHOICES_BEFORE_CAPACITY and NORMALIZED_OVER_EXPERTS.
+LoadBalanceCounting ResolvedLoadBalanceCounting(const RouterSpec& spec);
+LoadBalanceScores ResolvedLoadBalanceScores(const RouterSpec& spec);
 
 // Router z-loss (ST-MoE): mean over tokens of logsumexp(logits)^2.
 // logits: [N, E].
@@ -43,8 +55,22 @@ at::Tensor RouterZLoss(const at::Tensor& logits);
 
 // Appends the load-balance and z losses with the spec's coefficients (each
 // only when its coefficient is > 0) to decision->aux_losses, computed from
-// decision->logits, gate_probs and selected.
-void AddStandardAuxLosses(const RouterSpec& spec, RoutingDecision* decision);
+// decision->logits, gate_probs and selected. `choices` [B, T, E] bool: the
+// tokens' top-k choices before any capacity dropped some of them, given by
+// routers with a capacity stage (token_choice); f_e counts them under
+// CHOICES_BEFORE_CAPACITY, and decision->selected under PAIRS_AFTER_CAPACITY.
+// Undefined (routers whose selection has no capacity stage): `selected` is
+// counted either way.
+void AddStandardAuxLosses(const RouterSpec& spec, RoutingDecision* decision,
+                          const at::Tensor& choices = at::Tensor());
+
+// Describes the aggregation p_i = sum_j W_ij r_j of a graph-of-tokens router
+// for the analytics: fills decision->aggregation_self_weight [B, T] with W_ii
+// and decision->aggregation_effective_neighbours [B, T] with exp(H(W_i)),
+// H(W_i) = -sum_j W_ij log W_ij with 0 log 0 = 0 (1 for a one-hot row, n for
+// a row uniform over n tokens). Both detached, float32. weights: [B, T, T],
+// rows summing to one.
+void DescribeAggregation(const at::Tensor& weights, RoutingDecision* decision);
 
 // Mean entropy (nats) of distributions along the last dimension; zero
 // entries contribute zero.
@@ -65,6 +91,17 @@ absl::Status CheckWholeTopK(const RouterSpec& spec, const RouterDims& dims);
 
 // spec.top_k as a count of experts; call after CheckWholeTopK passed.
 int64_t WholeTopK(const RouterSpec& spec);
+
+// For a plugin's `validate`, routers with a `renormalize` option: with a
+// whole top_k of 1, renormalising makes every combine weight w/w = 1, so the
+// task loss gives the gate no gradient. `field` is the option's full name
+// ("router.token_choice.renormalize"), `weight` the symbol of the weight in
+// the message ("r" for the gate, "p" for an aggregate). Call after
+// CheckWholeTopK passed.
+absl::Status CheckRenormalizeLetsTheGateLearn(const RouterSpec& spec,
+                                              bool renormalize,
+                                              absl::string_view field,
+                                              absl::string_view weight);
 
 // [.., k] int64 expert indices -> [.., E] bool mask.
 at::Tensor IndicesToMask(const at::Tensor& indices, int64_t num_experts);

@@ -1,0 +1,216 @@
+#include "routers/router_util.h"
+
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "core/router.h"
+#include "proto/experiment.pb.h"
+#include "routers/testing/router_test_util.h"
+
+namespace moelab {
+namespace {
+
+using ::moelab::testing::ExpectTensorNear;
+using ::moelab::testing::Mask;
+
+// ------------------------------------------------------ DescribeAggregation
+
+TEST(DescribeAggregationTest, IdentityKeepsEveryTokenToItself) {
+  RoutingDecision d;
+  DescribeAggregation(at::eye(3).unsqueeze(0).repeat({2, 1, 1}), &d);
+  ASSERT_TRUE(d.aggregation_self_weight.defined());
+  ASSERT_TRUE(d.aggregation_effective_neighbours.defined());
+  EXPECT_EQ(d.aggregation_self_weight.sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(d.aggregation_effective_neighbours.sizes(),
+            (std::vector<int64_t>{2, 3}));
+  ExpectTensorNear(d.aggregation_self_weight, std::vector<double>(6, 1.0));
+  // One-hot rows: H = 0 (0 log 0 = 0, never NaN), exp(0) = 1.
+  ExpectTensorNear(d.aggregation_effective_neighbours, std::vector<double>(6, 1.0));
+  EXPECT_FALSE(d.aggregation_head.defined());
+}
+
+TEST(DescribeAggregationTest, UniformRowsAggregateOverEveryToken) {
+  RoutingDecision d;
+  DescribeAggregation(at::full({1, 4, 4}, 0.25), &d);
+  ExpectTensorNear(d.aggregation_self_weight, std::vector<double>(4, 0.25));
+  ExpectTensorNear(d.aggregation_effective_neighbours,
+                   std::vector<double>(4, 4.0), 1e-5);
+}
+
+// Rows uniform over the prefix (a causal average): token i keeps 1/(i+1)
+// and aggregates over i+1 tokens.
+TEST(DescribeAggregationTest, CausalUniformRowsCountThePrefix) {
+  const at::Tensor rows = at::ones({5, 5}).tril();
+  RoutingDecision d;
+  DescribeAggregation((rows / rows.sum(-1, true)).unsqueeze(0), &d);
+  ExpectTensorNear(d.aggregation_self_weight, {1, 1.0 / 2, 1.0 / 3, 1.0 / 4, 1.0 / 5});
+  ExpectTensorNear(d.aggregation_effective_neighbours, {1, 2, 3, 4, 5}, 1e-5);
+}
+
+// W = [[3/4, 1/4], [1/2, 1/2]]: self-weights 3/4 and 1/2; H(W_0) =
+// -(3/4 log 3/4 + 1/4 log 1/4) = 0.5623, exp = 1.7548; H(W_1) = log 2.
+TEST(DescribeAggregationTest, TwoByTwoByHand) {
+  const at::Tensor w =
+      at::tensor({0.75, 0.25, 0.5, 0.5}, at::kDouble).reshape({1, 2, 2});
+  RoutingDecision d;
+  DescribeAggregation(w.requires_grad_(true), &d);
+  const double h0 = -(0.75 * std::log(0.75) + 0.25 * std::log(0.25));
+  ExpectTensorNear(d.aggregation_self_weight, {0.75, 0.5});
+  ExpectTensorNear(d.aggregation_effective_neighbours, {std::exp(h0), 2.0});
+  EXPECT_NEAR(std::exp(h0), 1.7548, 1e-4);
+  // Detached float32, whatever came in.
+  EXPECT_EQ(d.aggregation_self_weight.scalar_type(), at::kFloat);
+  EXPECT_EQ(d.aggregation_effective_neighbours.scalar_type(), at::kFloat);
+  EXPECT_FALSE(d.aggregation_self_weight.requires_grad());
+  EXPECT_FALSE(d.aggregation_effective_neighbours.requires_grad());
+}
+
+// ------------------------------------------------------------ LoadBalanceLoss
+
+// Softmax rows sum to one, so both score conventions give the old loss.
+TEST(LoadBalanceLossTest, SoftmaxScoresAreTheSameEitherWay) {
+  at::manual_seed(1);
+  const at::Tensor r = at::softmax(at::randn({12, 5}) * 2, -1);
+  const at::Tensor selected = TopKMask(r, 2);
+  // The old loss, written out: E * sum_e f_e P_e, f over selected pairs.
+  const at::Tensor f = selected.to(at::kFloat).sum(0) / 24.0;
+  const double old = 5 * (f * r.mean(0)).sum().item<double>();
+  EXPECT_NEAR(LoadBalanceLoss(r, selected, RAW_GATE).item<double>(), old, 1e-6);
+  EXPECT_NEAR(LoadBalanceLoss(r, selected, NORMALIZED_OVER_EXPERTS).item<double>(),
+              old, 1e-6);
+  EXPECT_NEAR(LoadBalanceLoss(r, selected).item<double>(), old, 1e-6);
+}
+
+// Sigmoid gate r = [[0.9, 0.3], [0.8, 0.1]], both tokens pick expert 0:
+// f = [1, 0]. RAW: P_0 = 0.85, loss 2 * 0.85 = 1.7. NORMALIZED: rows become
+// [3/4, 1/4] and [8/9, 1/9], P_0 = 59/72, loss 59/36.
+TEST(LoadBalanceLossTest, SigmoidScoresByHand) {
+  const at::Tensor r = at::tensor({0.9, 0.3, 0.8, 0.1}).to(at::kFloat).reshape({2, 2});
+  const at::Tensor counted = Mask({1, 0, 1, 0}, {2, 2});
+  EXPECT_NEAR(LoadBalanceLoss(r, counted, RAW_GATE).item<double>(), 1.7, 1e-6);
+  EXPECT_NEAR(LoadBalanceLoss(r, counted, NORMALIZED_OVER_EXPERTS).item<double>(),
+              59.0 / 36, 1e-6);
+  EXPECT_NEAR(LoadBalanceLoss(r, counted).item<double>(), 59.0 / 36, 1e-6);
+}
+
+// With a sigmoid gate, RAW_GATE is lowered by pushing every logit down (the
+// selection does not move); NORMALIZED_OVER_EXPERTS is not: on a balanced
+// selection it is exactly 1 at every shift, with zero gradient along it.
+TEST(LoadBalanceLossTest, SigmoidShiftDownLowersOnlyTheRawLoss) {
+  at::manual_seed(2);
+  const at::Tensor logits = at::randn({4, 4});
+  // Each token picks a different expert: f = 1/E.
+  const at::Tensor counted = at::eye(4).to(at::kBool);
+  double previous_raw = 1e9;
+  for (double shift : {0.0, 2.0, 5.0, 10.0}) {
+    // The loss as a function of the shift c, and its derivative in c.
+    auto loss_and_slope = [&](LoadBalanceScores scores) {
+      const at::Tensor c = at::tensor({shift}, at::kFloat).requires_grad_(true);
+      const at::Tensor loss = LoadBalanceLoss(at::sigmoid(logits - c), counted, scores);
+      loss.backward();
+      return std::make_pair(loss.item<double>(), c.grad().item<double>());
+    };
+    const auto [raw, raw_slope] = loss_and_slope(RAW_GATE);
+    const auto [normalized, normalized_slope] =
+        loss_and_slope(NORMALIZED_OVER_EXPERTS);
+    EXPECT_NEAR(normalized, 1.0, 1e-5) << "shift " << shift;
+    EXPECT_NEAR(normalized_slope, 0.0, 1e-5) << "shift " << shift;
+    EXPECT_LT(raw, previous_raw) << "shift " << shift;
+    EXPECT_LT(raw_slope, 0) << "shift " << shift;
+    previous_raw = raw;
+  }
+  EXPECT_LT(previous_raw, 0.01);
+}
+
+// ------------------------------------------------------- AddStandardAuxLosses
+
+// Four tokens, two experts, k = 1: r = [[.7, .3], [.6, .4], [.8, .2],
+// [.4, .6]], so P = [.625, .375]. Tokens 0-2 chose expert 0, token 3 expert
+// 1, and a capacity of 2 dropped token 2's choice.
+// Choices: f = [3/4, 1/4], loss 2 (3/4 .625 + 1/4 .375) = 1.125.
+// Kept pairs: f = [2/3, 1/3], loss 2 (2/3 .625 + 1/3 .375) = 13/12.
+TEST(AddStandardAuxLossesTest, CountsChoicesOrKeptPairsAsTheSpecSays) {
+  RoutingDecision d;
+  d.gate_probs = at::tensor({.7, .3, .6, .4, .8, .2, .4, .6})
+                     .to(at::kFloat).reshape({1, 4, 2});
+  d.logits = at::log(d.gate_probs);
+  const at::Tensor choices = Mask({1, 0, 1, 0, 1, 0, 0, 1}, {1, 4, 2});
+  d.selected = Mask({1, 0, 1, 0, 0, 0, 0, 1}, {1, 4, 2});
+  RouterSpec spec;
+  spec.set_load_balance_coef(2.0);
+
+  RoutingDecision by_default = d;
+  AddStandardAuxLosses(spec, &by_default, choices);
+  ASSERT_EQ(by_default.aux_losses.size(), 1u);
+  EXPECT_EQ(by_default.aux_losses[0].first, "load_balance");
+  EXPECT_NEAR(by_default.aux_losses[0].second.item<double>(), 2 * 1.125, 1e-6);
+
+  spec.set_load_balance_counting(CHOICES_BEFORE_CAPACITY);
+  RoutingDecision choices_counted = d;
+  AddStandardAuxLosses(spec, &choices_counted, choices);
+  EXPECT_NEAR(choices_counted.aux_losses[0].second.item<double>(), 2 * 1.125, 1e-6);
+
+  spec.set_load_balance_counting(PAIRS_AFTER_CAPACITY);
+  RoutingDecision kept = d;
+  AddStandardAuxLosses(spec, &kept, choices);
+  EXPECT_NEAR(kept.aux_losses[0].second.item<double>(), 2 * 13.0 / 12, 1e-6);
+
+  // Without a capacity stage (no choices given) `selected` is counted.
+  spec.set_load_balance_counting(CHOICES_BEFORE_CAPACITY);
+  RoutingDecision no_capacity = d;
+  AddStandardAuxLosses(spec, &no_capacity);
+  EXPECT_NEAR(no_capacity.aux_losses[0].second.item<double>(), 2 * 13.0 / 12, 1e-6);
+
+  // z-loss only with its coefficient.
+  spec.set_z_loss_coef(0.5);
+  RoutingDecision both = d;
+  AddStandardAuxLosses(spec, &both, choices);
+  ASSERT_EQ(both.aux_losses.size(), 2u);
+  EXPECT_EQ(both.aux_losses[1].first, "z_loss");
+}
+
+// Scores follow spec.load_balance_scores; UNSPECIFIED is NORMALIZED.
+TEST(AddStandardAuxLossesTest, ScoresAsTheSpecSays) {
+  RoutingDecision d;
+  d.gate_probs = at::tensor({0.9, 0.3, 0.8, 0.1}).to(at::kFloat).reshape({1, 2, 2});
+  d.logits = at::zeros({1, 2, 2});
+  d.selected = Mask({1, 0, 1, 0}, {1, 2, 2});
+  RouterSpec spec;
+  spec.set_load_balance_coef(1.0);
+  RoutingDecision normalized = d;
+  AddStandardAuxLosses(spec, &normalized);
+  EXPECT_NEAR(normalized.aux_losses[0].second.item<double>(), 59.0 / 36, 1e-6);
+  spec.set_load_balance_scores(RAW_GATE);
+  RoutingDecision raw = d;
+  AddStandardAuxLosses(spec, &raw);
+  EXPECT_NEAR(raw.aux_losses[0].second.item<double>(), 1.7, 1e-6);
+  EXPECT_EQ(ResolvedLoadBalanceScores(RouterSpec()), NORMALIZED_OVER_EXPERTS);
+  EXPECT_EQ(ResolvedLoadBalanceCounting(RouterSpec()), CHOICES_BEFORE_CAPACITY);
+}
+
+// ------------------------------------------- CheckRenormalizeLetsTheGateLearn
+
+TEST(CheckRenormalizeTest, RefusesRenormalisingASingleExpert) {
+  RouterSpec spec;
+  spec.set_top_k(1);
+  absl::Status status = CheckRenormalizeLetsTheGateLearn(
+      spec, /*renormalize=*/true, "router.token_choice.renormalize", "r");
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(),
+            "router.token_choice.renormalize: with top_k = 1 every combine "
+            "weight is r/r = 1, so the task loss gives the gate zero gradient "
+            "(only the load-balance loss would train it); set renormalize: "
+            "false (Switch-style) or top_k >= 2");
+  EXPECT_TRUE(CheckRenormalizeLetsTheGateLearn(spec, false, "x", "r").ok());
+  spec.set_top_k(2);
+  EXPECT_TRUE(CheckRenormalizeLetsTheGateLearn(spec, true, "x", "r").ok());
+}
+
+}  // namespace
+}  // namespace moelab
