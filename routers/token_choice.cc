@@ -57,7 +57,7 @@ RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden,
   if (options_.capacity_factor() <= 0) {
     d.selected = chosen;
     d.combine_weights = weights;
-    AddStandardAuxLosses(spec_, &d);
+    AddStandardAuxLosses(spec_, &d, chosen);
     return d;
   }
 
@@ -92,7 +92,9 @@ RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden,
   d.selected = kept;
   d.dropped = (chosen & ~kept).any(-1);
   d.combine_weights = weights * kept.to(weights.scalar_type());
-  AddStandardAuxLosses(spec_, &d);
+  // The load-balance loss counts the choices before capacity (Switch,
+  // GShard, Megatron-Core) unless the spec asks for the kept pairs.
+  AddStandardAuxLosses(spec_, &d, chosen);
   return d;
 }
 
@@ -135,7 +137,8 @@ absl::Status ValidateTokenChoice(const RouterSpec& spec,
         "got ",
         options.capacity_factor()));
   }
-  return absl::OkStatus();
+  return CheckRenormalizeLetsTheGateLearn(
+      spec, options.renormalize(), "router.token_choice.renormalize", "r");
 }
 
 MOELAB_REGISTER_ROUTER(

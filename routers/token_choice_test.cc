@@ -104,6 +104,100 @@ TEST(TokenChoiceTest, DropByPositionByHand) {
   EXPECT_TRUE(at::equal(d.dropped, Mask({0, 1, 0}, {1, 3})));
 }
 
+// The load-balance loss of DropByScoreByHand (coefficient 1):
+// P = mean r = [17, 21, 22] / 60. Choices before capacity: expert counts
+// [1, 3, 2] of 6, f = [1, 3, 2] / 6 -> 3 * 124 / 360 = 31/30 (the overloaded
+// expert 1 counts all three tokens that chose it). Pairs kept after
+// capacity: [1, 2, 2] of 5 -> 3 * 103 / 300 = 103/100.
+TEST(TokenChoiceTest, LoadBalanceCountsChoicesBeforeCapacityByHand) {
+  for (LoadBalanceCounting counting :
+       {LOAD_BALANCE_COUNTING_UNSPECIFIED, CHOICES_BEFORE_CAPACITY,
+        PAIRS_AFTER_CAPACITY}) {
+    RouterSpec spec = Spec(2);
+    spec.mutable_token_choice()->set_capacity_factor(1.0);
+    spec.set_load_balance_coef(1.0);
+    spec.set_load_balance_counting(counting);
+    auto router = IdentityGateRouter(spec, 3);
+    RoutingDecision d = router->Route(HandLogits(), Context(false));
+    ASSERT_EQ(d.aux_losses.size(), 1u);
+    EXPECT_NEAR(d.aux_losses[0].second.item<double>(),
+                counting == PAIRS_AFTER_CAPACITY ? 103.0 / 100 : 31.0 / 30, 1e-6)
+        << counting;
+  }
+}
+
+// Dropless with a softmax gate, the new conventions give the old loss
+// (kept pairs, raw gate).
+TEST(TokenChoiceTest, LoadBalanceIsTheOldOneWhenDroplessWithSoftmax) {
+  torch::manual_seed(4);
+  const at::Tensor hidden = at::randn({2, 7, 8});
+  const at::Tensor gate = at::randn({4, 8});
+  std::vector<double> losses;
+  for (bool old : {false, true}) {
+    RouterSpec spec = Spec(2);
+    spec.set_load_balance_coef(1.0);
+    if (old) {
+      spec.set_load_balance_counting(PAIRS_AFTER_CAPACITY);
+      spec.set_load_balance_scores(RAW_GATE);
+    }
+    auto router = ResolveAndCreate(spec, RouterDims{8, 4, 2, true});
+    ASSERT_TRUE(router.ok()) << router.status();
+    SetParameter(**router, "gate_weight", gate);
+    losses.push_back(
+        (*router)->Route(hidden, Context(false)).aux_losses[0].second.item<double>());
+  }
+  EXPECT_NEAR(losses[0], losses[1], 1e-6);
+  EXPECT_GT(losses[0], 1.0);  // a random gate is not perfectly balanced
+}
+
+// Sigmoid gate, k = 1: r rows [1/2, 2/3, 5/6], [6/7, 3/4, 1/2],
+// [1/2, 4/5, 3/4]; the tokens choose experts 2, 0, 1: f = 1/3 each.
+// NORMALIZED_OVER_EXPERTS: each row of P sums to one, loss exactly 1.
+// RAW_GATE: E * sum_e f_e P_e = mean row sum = (2 + 59/28 + 41/20) / 3.
+// Pushing every logit down by 5 keeps the choices: the raw loss falls, the
+// normalised one stays 1.
+TEST(TokenChoiceTest, LoadBalanceScoresOfASigmoidGateByHand) {
+  for (double shift : {0.0, 5.0}) {
+    for (LoadBalanceScores scores : {NORMALIZED_OVER_EXPERTS, RAW_GATE}) {
+      RouterSpec spec = Spec(1);
+      spec.mutable_token_choice()->set_gate(SIGMOID);
+      spec.set_load_balance_coef(1.0);
+      spec.set_load_balance_scores(scores);
+      auto router = IdentityGateRouter(spec, 3);
+      RoutingDecision d = router->Route(HandLogits() - shift, Context(false));
+      EXPECT_TRUE(at::equal(d.selected, Mask({0, 0, 1, 1, 0, 0, 0, 1, 0}, {1, 3, 3})));
+      const double loss = d.aux_losses[0].second.item<double>();
+      if (scores == NORMALIZED_OVER_EXPERTS) {
+        EXPECT_NEAR(loss, 1.0, 1e-6) << "shift " << shift;
+      } else if (shift == 0) {
+        EXPECT_NEAR(loss, (2 + 59.0 / 28 + 41.0 / 20) / 3, 1e-6);
+      } else {
+        EXPECT_LT(loss, 0.1);
+      }
+    }
+  }
+}
+
+// With k = 1, renormalising makes every combine weight r/r = 1: the gate
+// would get no gradient from the task loss.
+TEST(TokenChoiceTest, RenormalizeNeedsTwoExperts) {
+  RouterSpec spec = Spec(1);
+  spec.mutable_token_choice()->set_renormalize(true);
+  auto router = ResolveAndCreate(spec, RouterDims{8, 4, 2, true});
+  ASSERT_FALSE(router.ok());
+  EXPECT_EQ(router.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(router.status().message(),
+            "router.token_choice.renormalize: with top_k = 1 every combine "
+            "weight is r/r = 1, so the task loss gives the gate zero gradient "
+            "(only the load-balance loss would train it); set renormalize: "
+            "false (Switch-style) or top_k >= 2");
+  spec.mutable_token_choice()->set_renormalize(false);
+  EXPECT_TRUE(ResolveAndCreate(spec, RouterDims{8, 4, 2, true}).ok());
+  spec = Spec(2);
+  spec.mutable_token_choice()->set_renormalize(true);
+  EXPECT_TRUE(ResolveAndCreate(spec, RouterDims{8, 4, 2, true}).ok());
+}
+
 TEST(TokenChoiceTest, CapacityFormula) {
   EXPECT_EQ(TokenChoiceCapacity(1.0, 3, 2, 3), 2);
   EXPECT_EQ(TokenChoiceCapacity(1.0, 4, 1, 3), 2);    // ceil(4/3)
