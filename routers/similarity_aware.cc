@@ -30,6 +30,11 @@ absl::Status ValidateSimilarityAware(const RouterSpec& spec,
   if (absl::Status s = CheckWholeTopK(spec, dims); !s.ok()) return s;
   const SimilarityAwareOptions options =
       ResolvedSimilarityAwareOptions(spec, dims);
+  if (options.scale() != COSINE_SIMILARITY && options.scale() != RAW_DOT_PRODUCT) {
+    return FieldError("scale", absl::StrCat("must be COSINE_SIMILARITY or "
+                                            "RAW_DOT_PRODUCT, got ",
+                                            options.scale()));
+  }
   if (!(options.temperature() > 0)) {
     return FieldError("temperature",
                       absl::StrCat("must be > 0, got ", options.temperature()));
@@ -65,7 +70,8 @@ absl::Status ValidateSimilarityAware(const RouterSpec& spec,
   if (options.gate() != SOFTMAX && options.gate() != SIGMOID) {
     return FieldError("gate", absl::StrCat("unknown value ", options.gate()));
   }
-  return absl::OkStatus();
+  return CheckRenormalizeLetsTheGateLearn(
+      spec, options.renormalize(), absl::StrCat(kField, ".renormalize"), "p");
 }
 
 }  // namespace
@@ -73,7 +79,15 @@ absl::Status ValidateSimilarityAware(const RouterSpec& spec,
 SimilarityAwareOptions ResolvedSimilarityAwareOptions(const RouterSpec& spec,
                                                       const RouterDims& dims) {
   SimilarityAwareOptions options = spec.similarity_aware();
-  if (!options.has_temperature()) options.set_temperature(1.0f);
+  if (options.scale() == SIMILARITY_SCALE_UNSPECIFIED) {
+    options.set_scale(COSINE_SIMILARITY);
+  }
+  if (!options.has_temperature()) {
+    // The paper's tau = 1 belongs to its raw dot products.
+    options.set_temperature(options.scale() == RAW_DOT_PRODUCT
+                                ? 1.0f
+                                : kDefaultCosineTemperature);
+  }
   if (options.projection() == PROJECTION_UNSPECIFIED) {
     options.set_projection(IDENTITY);
   }
@@ -110,7 +124,12 @@ at::Tensor SimilarityAwareRouter::Similarity(
     const at::Tensor& hidden, const at::Tensor& padding_mask) const {
   TORCH_CHECK(hidden.dim() == 3, "similarity_aware: hidden must be [B, T, D], got ",
               hidden.sizes());
-  const at::Tensor u = hidden.to(at::kFloat);  // [B, T, D]
+  at::Tensor u = hidden.to(at::kFloat);  // [B, T, D]
+  if (options_.scale() == COSINE_SIMILARITY) {
+    // û_i = u_i / max(||u_i||, 1e-12): a zero vector stays zero, never NaN.
+    u = u / at::linalg_vector_norm(u, 2, /*dim=*/{-1}, /*keepdim=*/true)
+                .clamp_min(1e-12);
+  }
   const int64_t tokens = u.size(1);
   // u_i^T W_s u_j as (U W_s) U^T, or (U A)(U B)^T for W_s = A B^T.
   at::Tensor left = u, right = u;
@@ -153,8 +172,9 @@ RoutingDecision SimilarityAwareRouter::Route(const at::Tensor& hidden,
   d.logits = at::matmul(u, gate_weight_.t());  // [B, T, E]
   d.gate_probs = ApplyGate(d.logits, options_.gate());
   // p_i = sum_j S_ij r_j: [B, T, T] x [B, T, E].
-  d.aggregated_probs =
-      at::matmul(Similarity(u, context.padding_mask), d.gate_probs);
+  const at::Tensor similarity = Similarity(u, context.padding_mask);
+  d.aggregated_probs = at::matmul(similarity, d.gate_probs);
+  DescribeAggregation(similarity, &d);
   d.selected = TopKMask(d.aggregated_probs.detach(), top_k_);
   d.combine_weights =
       SelectedWeights(d.aggregated_probs, d.selected, options_.renormalize());
@@ -166,7 +186,8 @@ MOELAB_REGISTER_ROUTER(
     "similarity_aware",
     {.description =
          "Similarity-Aware SMoE (graph of tokens): top-k of p_i = sum_j S_ij "
-         "r_j with S = softmax(U W_s U^T / tau)",
+         "r_j with S = softmax(U W_s U^T / tau) on unit-length rows of U "
+         "(COSINE_SIMILARITY, ours) or raw ones (RAW_DOT_PRODUCT, the paper's)",
      .resolve =
          [](RouterSpec* spec, const RouterDims& dims) {
            // Another router's options stay as they are, for validate to report.

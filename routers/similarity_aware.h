@@ -7,6 +7,12 @@
 // S = row-softmax(U W_s U^T / tau). Similar tokens thereby share experts and
 // an indecisive token borrows the confidence of its neighbours, which lowers
 // routing entropy and fluctuation. Registered as "similarity_aware".
+//
+// `scale` COSINE_SIMILARITY (default, ours) takes U on unit-length rows,
+// u_i / ||u_i||, so that tau means the same at every hidden size and scale;
+// RAW_DOT_PRODUCT is the paper's formula as written, whose S is one-hot on
+// the diagonal for layer-normed states at tau = 1 (u_i.u_i ~ D), making
+// p = r.
 
 #include <cstdint>
 
@@ -16,6 +22,11 @@
 #include "proto/experiment.pb.h"
 
 namespace moelab {
+
+// The temperature scale COSINE_SIMILARITY resolves to when none is set (ours;
+// the paper's tau = 1 was for raw dot products). On unit vectors the logits
+// cos(u_i, u_j) / tau span [-1/tau, 1/tau].
+inline constexpr float kDefaultCosineTemperature = 0.1f;
 
 // `spec.similarity_aware` with every unset option at its documented default
 // (what the registration's `resolve` writes).
@@ -37,7 +48,8 @@ class SimilarityAwareRouter : public Router {
 
   bool IsCausal(bool causal_model) const override { return options_.causal(); }
 
-  // [B, T, T] the row-stochastic similarity S (float32). Entry (i, j) is zero
+  // [B, T, T] the row-stochastic similarity S (float32), from unit-length
+  // rows of `hidden` with scale COSINE_SIMILARITY. Entry (i, j) is zero
   // where j is masked (j > i when causal, padded j); a row with no allowed j
   // (a padded token with no unpadded token before it) keeps only its own
   // token, S_ii = 1, so that no row is ever NaN.

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
 
+#include "absl/status/status.h"
 #include "core/router.h"
 #include "proto/experiment.pb.h"
 #include "routers/router_util.h"
@@ -61,10 +62,11 @@ double Entropy(const at::Tensor& distribution) {
 
 // Two tokens u0 = e0, u1 = e1 and a gate that reads coordinate e of u for
 // expert e: r0 = softmax([1, 0]) = [a, b], r1 = [b, a] with a = e / (1 + e).
-// S = softmax(U U^T) = [[a, b], [b, a]], so p0 = a r0 + b r1 =
-// [a^2 + b^2, 2ab] and p1 = [2ab, a^2 + b^2].
+// The paper's literal S = softmax(U U^T / 1) = [[a, b], [b, a]], so
+// p0 = a r0 + b r1 = [a^2 + b^2, 2ab] and p1 = [2ab, a^2 + b^2].
 TEST(SimilarityAwareTest, TwoTokensByHand) {
   RouterSpec spec = Spec(1);
+  spec.mutable_similarity_aware()->set_scale(RAW_DOT_PRODUCT);
   spec.mutable_similarity_aware()->set_causal(false);
   auto router = Create(spec, {.model_dim = 2, .num_experts = 2});
   SetParameter(*router, "gate_weight", Tensor2d({{1, 0}, {0, 1}}));
@@ -90,13 +92,14 @@ TEST(SimilarityAwareTest, TwoTokensByHand) {
 }
 
 // Three tokens u0 = e0, u1 = e1, u2 = e0 + e1, three experts, the third with
-// a zero gate row; causal, tau = 2, k = 2, renormalised.
+// a zero gate row; raw dot products, causal, tau = 2, k = 2, renormalised.
 // logits: [1,0,0], [0,1,0], [1,1,0]. Causal S / 2:
 //   row 0: [1]
 //   row 1: softmax([0, 1/2])          = [c, d]    c = 1/(1+e^.5)
 //   row 2: softmax([1/2, 1/2, 1])     = [f, f, g] f = 1/(2+e^.5)
 TEST(SimilarityAwareTest, ThreeCausalTokensByHand) {
   RouterSpec spec = Spec(2);
+  spec.mutable_similarity_aware()->set_scale(RAW_DOT_PRODUCT);
   spec.mutable_similarity_aware()->set_causal(true);
   spec.mutable_similarity_aware()->set_temperature(2);
   spec.mutable_similarity_aware()->set_renormalize(true);
@@ -295,7 +298,7 @@ TEST(SimilarityAwareTest, PaddedTokensAreNotAggregated) {
 }
 
 // W_s = c I is the identity projection at temperature tau / c, and a
-// full-rank A B^T = I is W_s = I.
+// full-rank A B^T = I is W_s = I (on the default unit-length rows).
 TEST(SimilarityAwareTest, ProjectionsAgreeWithIdentity) {
   at::manual_seed(5);
   const RouterDims dims{.model_dim = 4, .num_experts = 3};
@@ -309,6 +312,7 @@ TEST(SimilarityAwareTest, ProjectionsAgreeWithIdentity) {
 
   RouterSpec full_spec = Spec(2);
   full_spec.mutable_similarity_aware()->set_projection(FULL);
+  full_spec.mutable_similarity_aware()->set_temperature(1);
   auto full = Create(full_spec, dims);
   SetParameter(*full, "gate_weight", gate);
   SetParameter(*full, "similarity_weight", at::eye(4) * 2);
@@ -395,6 +399,142 @@ TEST(SimilarityAwareTest, CombineWeightsAreZeroOutsideTheSelection) {
   EXPECT_TRUE(at::allclose(d.aggregated_probs.sum(-1), at::ones({4, 9}), 0, 1e-5));
 }
 
+// Cosine scale: û0 = e0 (u0 = 2 e0), û1 = (e0 + e1) / sqrt(2), cos = c =
+// 1/sqrt(2). At tau = 0.5 both rows are softmax over {2, 2c} with their own
+// entry first: S = [[q, 1 - q], [1 - q, q]], q = 1 / (1 + e^(2c - 2)).
+// Raw dot products: U U^T = [[4, 2], [2, 2]], so S_raw / 0.5 rows are
+// softmax([8, 4]) and softmax([4, 4]).
+TEST(SimilarityAwareTest, CosineScaleByHand) {
+  const at::Tensor hidden = Tensor2d({{2, 0}, {1, 1}}).unsqueeze(0);
+  const double c = 1 / std::sqrt(2.0);
+  const float q = 1 / (1 + std::exp(2 * c - 2));
+  const float raw0 = 1 / (1 + std::exp(-4.0));
+  for (SimilarityScale scale : {COSINE_SIMILARITY, RAW_DOT_PRODUCT}) {
+    RouterSpec spec = Spec(1);
+    spec.mutable_similarity_aware()->set_scale(scale);
+    spec.mutable_similarity_aware()->set_temperature(0.5);
+    spec.mutable_similarity_aware()->set_causal(false);
+    auto router = Create(spec, {.model_dim = 2, .num_experts = 2});
+    const at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(
+        hidden, at::Tensor());
+    const at::Tensor expected =
+        scale == COSINE_SIMILARITY
+            ? Tensor2d({{q, 1 - q}, {1 - q, q}})
+            : Tensor2d({{raw0, 1 - raw0}, {0.5, 0.5}});
+    EXPECT_TRUE(at::allclose(s[0], expected, 0, 1e-6)) << scale << "\n" << s;
+  }
+}
+
+// Cosine S does not change when tokens are rescaled (each by its own
+// factor); raw S does. A zero token stays finite.
+TEST(SimilarityAwareTest, CosineIgnoresTheScaleOfEachToken) {
+  at::manual_seed(8);
+  const at::Tensor hidden = at::randn({2, 6, 8});
+  const at::Tensor scaled = hidden * (at::rand({2, 6, 1}) * 10 + 0.1);
+  for (SimilarityScale scale : {COSINE_SIMILARITY, RAW_DOT_PRODUCT}) {
+    RouterSpec spec = Spec(2);
+    spec.mutable_similarity_aware()->set_scale(scale);
+    auto router = Create(spec, {.model_dim = 8, .num_experts = 4});
+    auto& similarity = dynamic_cast<SimilarityAwareRouter&>(*router);
+    const bool same = at::allclose(similarity.Similarity(hidden, at::Tensor()),
+                                   similarity.Similarity(scaled, at::Tensor()),
+                                   0, 1e-5);
+    EXPECT_EQ(same, scale == COSINE_SIMILARITY) << scale;
+  }
+  RouterSpec spec = Spec(2);
+  auto router = Create(spec, {.model_dim = 8, .num_experts = 4});
+  at::Tensor with_zero = hidden.clone();
+  with_zero[0][2].zero_();
+  EXPECT_TRUE(at::isfinite(router->Route(with_zero, {}).aggregated_probs)
+                  .all().item<bool>());
+}
+
+// The decision describes S: W_ii and exp(H(S_i)), detached float32; no head.
+TEST(SimilarityAwareTest, DescribesTheAggregation) {
+  at::manual_seed(9);
+  RouterSpec spec = Spec(2);
+  spec.mutable_similarity_aware()->set_causal(true);
+  auto router = Create(spec, {.model_dim = 8, .num_experts = 4});
+  const at::Tensor hidden = at::randn({2, 5, 8}).requires_grad_(true);
+  RoutingDecision d = router->Route(hidden, {});
+  const at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router)
+                           .Similarity(hidden, at::Tensor()).detach();
+  ASSERT_TRUE(d.aggregation_self_weight.defined());
+  ASSERT_TRUE(d.aggregation_effective_neighbours.defined());
+  EXPECT_FALSE(d.aggregation_head.defined());
+  EXPECT_FALSE(d.aggregation_self_weight.requires_grad());
+  EXPECT_EQ(d.aggregation_self_weight.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::allclose(d.aggregation_self_weight,
+                           s.diagonal(0, 1, 2), 0, 1e-6));
+  for (int64_t b = 0; b < 2; ++b) {
+    for (int64_t i = 0; i < 5; ++i) {
+      EXPECT_NEAR(d.aggregation_effective_neighbours[b][i].item<double>(),
+                  std::exp(Entropy(s[b][i])), 1e-5);
+    }
+  }
+  // Token 0 of a causal S sees only itself.
+  EXPECT_TRUE(at::allclose(d.aggregation_self_weight.select(1, 0), at::ones({2})));
+}
+
+// A very large tau makes S uniform over the visible tokens: every token's
+// neighbours are T (or i + 1 when causal), its self-weight 1 / that.
+TEST(SimilarityAwareTest, LargeTemperatureAggregatesOverEveryVisibleToken) {
+  at::manual_seed(10);
+  const at::Tensor hidden = at::randn({1, 6, 8});
+  for (bool causal : {false, true}) {
+    for (SimilarityScale scale : {COSINE_SIMILARITY, RAW_DOT_PRODUCT}) {
+      RouterSpec spec = Spec(2);
+      spec.mutable_similarity_aware()->set_scale(scale);
+      spec.mutable_similarity_aware()->set_temperature(1e7);
+      spec.mutable_similarity_aware()->set_causal(causal);
+      auto router = Create(spec, {.model_dim = 8, .num_experts = 4});
+      RoutingDecision d = router->Route(hidden, {});
+      for (int64_t i = 0; i < 6; ++i) {
+        const double visible = causal ? i + 1 : 6;
+        EXPECT_NEAR(d.aggregation_effective_neighbours[0][i].item<double>(),
+                    visible, 1e-4) << "causal " << causal << " i " << i;
+        EXPECT_NEAR(d.aggregation_self_weight[0][i].item<double>(), 1 / visible,
+                    1e-5);
+      }
+    }
+  }
+}
+
+// Layer-normed D = 128 states in 4 clusters (same-cluster cosine about 0.6):
+// the paper's literal setting (raw dot products, tau = 1) keeps every
+// token to itself (u_i.u_i ~ 128 exceeds u_i.u_j ~ 77 by ~50 nats), so
+// p = r; the default cosine scale aggregates over the cluster.
+TEST(SimilarityAwareTest, LiteralSettingIsTheIdentityOnLayerNormedStates) {
+  at::manual_seed(11);
+  const int64_t dim = 128, tokens = 32;
+  const at::Tensor centers = at::randn({4, dim});
+  const at::Tensor cluster = at::arange(tokens) % 4;
+  at::Tensor hidden =
+      centers.index_select(0, cluster).unsqueeze(0).repeat({2, 1, 1}) +
+      0.8 * at::randn({2, tokens, dim});
+  hidden = at::layer_norm(hidden, {dim});
+  const RouterDims dims{.model_dim = dim, .num_experts = 8};
+
+  RouterSpec literal = Spec(2);
+  literal.mutable_similarity_aware()->set_scale(RAW_DOT_PRODUCT);
+  literal.mutable_similarity_aware()->set_temperature(1);
+  const at::Tensor gate = at::randn({8, dim}) * 0.1;
+  auto literal_router = Create(literal, dims);
+  SetParameter(*literal_router, "gate_weight", gate);
+  RoutingDecision raw = literal_router->Route(hidden, {});
+  EXPECT_GT(raw.aggregation_self_weight.min().item<double>(), 0.99);
+  EXPECT_LT(raw.aggregation_effective_neighbours.max().item<double>(), 1.01);
+  EXPECT_TRUE(at::allclose(raw.aggregated_probs, raw.gate_probs, 0, 1e-5));
+
+  auto cosine_router = Create(Spec(2), dims);
+  SetParameter(*cosine_router, "gate_weight", gate);
+  RoutingDecision cosine = cosine_router->Route(hidden, {});
+  EXPECT_LT(cosine.aggregation_self_weight.mean().item<double>(), 0.95);
+  EXPECT_GT(cosine.aggregation_effective_neighbours.mean().item<double>(), 1.5);
+  EXPECT_GT((cosine.aggregated_probs - cosine.gate_probs).abs().max().item<double>(),
+            1e-3);
+}
+
 TEST(SimilarityAwareRegistrationTest, ResolveWritesEveryDefault) {
   const RouterRegistration* entry = *RouterRegistry().Find("similarity_aware");
   ASSERT_TRUE(entry->resolve);
@@ -402,8 +542,10 @@ TEST(SimilarityAwareRegistrationTest, ResolveWritesEveryDefault) {
   entry->resolve(&spec, {.model_dim = 4, .num_experts = 2, .causal_model = true});
   ASSERT_TRUE(spec.has_similarity_aware());
   const SimilarityAwareOptions& o = spec.similarity_aware();
+  EXPECT_EQ(o.scale(), COSINE_SIMILARITY);
   EXPECT_TRUE(o.has_temperature());
-  EXPECT_EQ(o.temperature(), 1.0f);
+  EXPECT_EQ(o.temperature(), kDefaultCosineTemperature);
+  EXPECT_EQ(o.temperature(), 0.1f);
   EXPECT_EQ(o.projection(), IDENTITY);
   EXPECT_EQ(o.gate(), SOFTMAX);
   ASSERT_TRUE(o.has_causal());
@@ -418,6 +560,14 @@ TEST(SimilarityAwareRegistrationTest, ResolveWritesEveryDefault) {
   EXPECT_EQ(set.similarity_aware().temperature(), 0.25f);
   EXPECT_FALSE(set.similarity_aware().causal());
   EXPECT_EQ(set.similarity_aware().gate(), SIGMOID);
+  EXPECT_EQ(set.similarity_aware().scale(), COSINE_SIMILARITY);
+
+  // The paper's raw dot products default to its tau = 1.
+  RouterSpec raw = Spec(2);
+  raw.mutable_similarity_aware()->set_scale(RAW_DOT_PRODUCT);
+  entry->resolve(&raw, {.model_dim = 4, .num_experts = 2});
+  EXPECT_EQ(raw.similarity_aware().scale(), RAW_DOT_PRODUCT);
+  EXPECT_EQ(raw.similarity_aware().temperature(), 1.0f);
 
   // Another router's options are left for validate to report.
   RouterSpec wrong = Spec(2);
@@ -462,6 +612,32 @@ TEST(SimilarityAwareRegistrationTest, ValidateNamesTheField) {
   spec = Spec(2);
   spec.mutable_attention_aware();
   EXPECT_THAT(error(spec), HasSubstr("takes router.similarity_aware"));
+
+  spec = Spec(2);
+  spec.mutable_similarity_aware()->set_scale(static_cast<SimilarityScale>(9));
+  EXPECT_EQ(error(spec),
+            "router.similarity_aware.scale: must be COSINE_SIMILARITY or "
+            "RAW_DOT_PRODUCT, got 9");
+}
+
+// With k = 1, renormalising p makes every combine weight p/p = 1: the gate
+// would learn nothing from the task.
+TEST(SimilarityAwareRegistrationTest, RenormalizeNeedsTwoExperts) {
+  const RouterDims dims{.model_dim = 4, .num_experts = 3};
+  RouterSpec spec = Spec(1);
+  spec.mutable_similarity_aware()->set_renormalize(true);
+  const absl::Status status = CreateRouter(spec, dims).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status.message(),
+            "router.similarity_aware.renormalize: with top_k = 1 every combine "
+            "weight is p/p = 1, so the task loss gives the gate zero gradient "
+            "(only the load-balance loss would train it); set renormalize: "
+            "false (Switch-style) or top_k >= 2");
+  spec.mutable_similarity_aware()->set_renormalize(false);
+  EXPECT_TRUE(CreateRouter(spec, dims).ok());
+  spec = Spec(2);
+  spec.mutable_similarity_aware()->set_renormalize(true);
+  EXPECT_TRUE(CreateRouter(spec, dims).ok());
 }
 
 }  // namespace
