@@ -34,6 +34,12 @@ absl::Status ValidateAttentionAware(const RouterSpec& spec,
   if (!std::isfinite(options.sigma())) {
     return FieldError("sigma", absl::StrCat("must be finite, got ", options.sigma()));
   }
+  if (options.likelihood_scale() != RELATIVE &&
+      options.likelihood_scale() != ABSOLUTE) {
+    return FieldError("likelihood_scale",
+                      absl::StrCat("must be RELATIVE or ABSOLUTE, got ",
+                                   options.likelihood_scale()));
+  }
   if (options.head_selection() != LOWEST_ENTROPY &&
       options.head_selection() != LOWEST_MEAN_ENTROPY &&
       options.head_selection() != ALL_HEADS_WEIGHTED) {
@@ -43,7 +49,8 @@ absl::Status ValidateAttentionAware(const RouterSpec& spec,
   if (options.gate() != SOFTMAX && options.gate() != SIGMOID) {
     return FieldError("gate", absl::StrCat("unknown value ", options.gate()));
   }
-  return absl::OkStatus();
+  return CheckRenormalizeLetsTheGateLearn(
+      spec, options.renormalize(), "router.attention_aware.renormalize", "p");
 }
 
 }  // namespace
@@ -51,6 +58,9 @@ absl::Status ValidateAttentionAware(const RouterSpec& spec,
 AttentionAwareOptions ResolvedAttentionAwareOptions(const RouterSpec& spec) {
   AttentionAwareOptions options = spec.attention_aware();
   if (!options.has_sigma()) options.set_sigma(1.0f);
+  if (options.likelihood_scale() == LIKELIHOOD_SCALE_UNSPECIFIED) {
+    options.set_likelihood_scale(RELATIVE);
+  }
   if (options.head_selection() == HEAD_SELECTION_UNSPECIFIED) {
     options.set_head_selection(LOWEST_ENTROPY);
   }
@@ -95,13 +105,19 @@ at::Tensor AttentionAwareRouter::Posterior(const at::Tensor& hidden,
   const at::Tensor a = probs.to(at::kFloat);                 // [B, H, T, T]
   const at::Tensor v = values.to(at::kFloat);                // [B, H, T, D]
 
-  // -||u_i - v_j||^2 / (2 sigma^2) up to -||u_i||^2 / (2 sigma^2), which is
+  // -||u_i - v_j||^2 / (2 s_i^2) up to -||u_i||^2 / (2 s_i^2), which is
   // constant along j and cancels in the normalisation over j; expanding the
-  // square avoids a [B, H, T, T, D] difference tensor.
+  // square avoids a [B, H, T, T, D] difference tensor. s_i = sigma
+  // (ABSOLUTE) or sigma ||u_i|| (RELATIVE, ||u_i||^2 clamped to >= 1e-12).
   const double two_sigma_sq = 2.0 * options_.sigma() * options_.sigma();
   at::Tensor log_likelihood =
       (2.0 * at::matmul(u, v.transpose(-1, -2)) -
        (v * v).sum(-1).unsqueeze(-2)) / two_sigma_sq;  // [B, H, T, T]
+  if (options_.likelihood_scale() == RELATIVE) {
+    const at::Tensor norm_sq =
+        (u * u).sum(-1, /*keepdim=*/true).clamp_min(1e-12);  // [B, 1, T, 1]
+    log_likelihood = log_likelihood / norm_sq;
+  }
 
   const at::TensorOptions bool_options = a.options().dtype(at::kBool);
   at::Tensor positive = a > 0;
@@ -128,7 +144,7 @@ at::Tensor AttentionAwareRouter::Posterior(const at::Tensor& hidden,
   return at::softmax(log_joint, -1);
 }
 
-at::Tensor AttentionAwareRouter::AggregationWeights(
+AttentionAwareRouter::Aggregation AttentionAwareRouter::Aggregate(
     const at::Tensor& hidden, const RoutingContext& context) const {
   const at::Tensor posterior = Posterior(hidden, context);  // [B, H, T, T]
   const int64_t batch = posterior.size(0), tokens = posterior.size(2);
@@ -139,10 +155,14 @@ at::Tensor AttentionAwareRouter::AggregationWeights(
       at::log(at::where(nonzero, posterior, at::ones_like(posterior)));
   const at::Tensor entropy = -(posterior * safe_log).sum(-1);
 
+  Aggregation aggregation;
   switch (options_.head_selection()) {
     case ALL_HEADS_WEIGHTED: {
       const at::Tensor head_weight = at::softmax(-entropy, 1);  // [B, H, T]
-      return (head_weight.unsqueeze(-1) * posterior).sum(1);
+      aggregation.weights = (head_weight.unsqueeze(-1) * posterior).sum(1);
+      // The largest weight softmax(-H) is the lowest entropy.
+      aggregation.head = at::argmin(entropy.detach(), 1);  // [B, T]
+      break;
     }
     case LOWEST_MEAN_ENTROPY: {
       at::Tensor mean_entropy;  // [B, H]
@@ -154,17 +174,30 @@ at::Tensor AttentionAwareRouter::AggregationWeights(
         mean_entropy = entropy.mean(-1);
       }
       const at::Tensor head = at::argmin(mean_entropy.detach(), 1);  // [B]
-      return posterior
-          .gather(1, head.view({batch, 1, 1, 1}).expand({batch, 1, tokens, tokens}))
-          .squeeze(1);
+      aggregation.weights =
+          posterior
+              .gather(1, head.view({batch, 1, 1, 1})
+                             .expand({batch, 1, tokens, tokens}))
+              .squeeze(1);
+      aggregation.head = head.unsqueeze(1).expand({batch, tokens}).contiguous();
+      break;
     }
     default: {  // LOWEST_ENTROPY, per token
       const at::Tensor head = at::argmin(entropy.detach(), 1);  // [B, T]
-      return posterior
-          .gather(1, head.view({batch, 1, tokens, 1}).expand({batch, 1, tokens, tokens}))
-          .squeeze(1);
+      aggregation.weights =
+          posterior
+              .gather(1, head.view({batch, 1, tokens, 1})
+                             .expand({batch, 1, tokens, tokens}))
+              .squeeze(1);
+      aggregation.head = head;
     }
   }
+  return aggregation;
+}
+
+at::Tensor AttentionAwareRouter::AggregationWeights(
+    const at::Tensor& hidden, const RoutingContext& context) const {
+  return Aggregate(hidden, context).weights;
 }
 
 RoutingDecision AttentionAwareRouter::Route(const at::Tensor& hidden,
@@ -177,8 +210,10 @@ RoutingDecision AttentionAwareRouter::Route(const at::Tensor& hidden,
   d.logits = at::matmul(u, gate_weight_.t());  // [B, T, E]
   d.gate_probs = ApplyGate(d.logits, options_.gate());
   // p_i = sum_j A^p_{h*}[i, j] r_j: [B, T, T] x [B, T, E].
-  d.aggregated_probs =
-      at::matmul(AggregationWeights(u, context), d.gate_probs);
+  const Aggregation aggregation = Aggregate(u, context);
+  d.aggregated_probs = at::matmul(aggregation.weights, d.gate_probs);
+  DescribeAggregation(aggregation.weights, &d);
+  d.aggregation_head = aggregation.head;
   d.selected = TopKMask(d.aggregated_probs.detach(), top_k_);
   d.combine_weights =
       SelectedWeights(d.aggregated_probs, d.selected, options_.renormalize());
@@ -191,7 +226,8 @@ MOELAB_REGISTER_ROUTER(
     {.description =
          "Attention-Aware SMoE (graph of tokens): top-k of p_i = sum_j "
          "A^p_h*[i,j] r_j, the posterior of the preceding attention's "
-         "lowest-entropy head",
+         "lowest-entropy head; sigma relative to ||u_i|| (RELATIVE, ours) or "
+         "absolute (ABSOLUTE, the paper's)",
      .resolve =
          [](RouterSpec* spec, const RouterDims&) {
            // Another router's options stay as they are, for validate to report.

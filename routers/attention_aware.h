@@ -8,6 +8,11 @@
 // sequence, or all heads are weighted) by the posterior's entropy, and
 // p_i = sum_j A^p_{h*}[i, j] r_j replaces r_i for top-k selection.
 // Registered as "attention_aware".
+//
+// `likelihood_scale` RELATIVE (default, ours) measures sigma in units of the
+// token's own norm, N(u_i; V_h[j], (sigma ||u_i||)^2 I); ABSOLUTE is the
+// paper's formula as written, whose posterior is one-hot on a single j at
+// sigma = 1 and a trained model's hidden scale.
 
 #include <cstdint>
 
@@ -49,8 +54,19 @@ class AttentionAwareRouter : public Router {
   at::Tensor Posterior(const at::Tensor& hidden,
                        const RoutingContext& context) const;
 
-  // [B, T, T] the token-to-token weights p is aggregated with: the chosen
-  // head's posterior rows (or the entropy-weighted mix of all heads).
+  struct Aggregation {
+    // [B, T, T] the token-to-token weights p is aggregated with: the chosen
+    // head's posterior rows (or the entropy-weighted mix of all heads).
+    at::Tensor weights;
+    // [B, T] int64: token i's head: its lowest-entropy head (LOWEST_ENTROPY;
+    // also the largest-weight head of ALL_HEADS_WEIGHTED), or its sequence's
+    // head (LOWEST_MEAN_ENTROPY). Ties go to the lower index.
+    at::Tensor head;
+  };
+  Aggregation Aggregate(const at::Tensor& hidden,
+                        const RoutingContext& context) const;
+
+  // Aggregate(hidden, context).weights.
   at::Tensor AggregationWeights(const at::Tensor& hidden,
                                 const RoutingContext& context) const;
 

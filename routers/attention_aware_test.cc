@@ -84,7 +84,7 @@ at::Tensor RandomAttention(int64_t batch, int64_t heads, int64_t tokens,
 
 // The hand example. Tokens u0 = e1, u1 = e0; both heads' values V[0] = e1,
 // V[1] = e0, so ||u_i - V[j]||^2 is 0 for i = j and 2 otherwise: likelihood
-// ratio e^-1 with sigma = 1. Gate reads coordinate e for expert e:
+// ratio e^-1 with sigma = 1 (||u_i|| = 1, so RELATIVE and ABSOLUTE agree). Gate reads coordinate e for expert e:
 // r0 = [b, a], r1 = [a, b] with a = e / (1 + e), b = 1 - a.
 // Head 0, A = [[.5, .5], [.5, .5]]: rows [a, b] and [b, a].
 // Head 1, A = [[1, 0], [.6, .4]]: rows [1, 0] (entropy 0) and
@@ -144,6 +144,16 @@ TEST(AttentionAwareTest, LowestEntropyPerTokenByHand) {
   EXPECT_TRUE(router->IsCausal(true));
   EXPECT_FALSE(router->IsCausal(false));
   EXPECT_TRUE(router->NeedsAttention());
+  // Token 0 aggregates with head 1's row [1, 0], token 1 with head 0's
+  // [b, a].
+  ASSERT_TRUE(d.aggregation_head.defined());
+  EXPECT_EQ(d.aggregation_head.scalar_type(), at::kLong);
+  EXPECT_TRUE(at::equal(d.aggregation_head, at::tensor({1, 0}, at::kLong).view({1, 2})));
+  EXPECT_TRUE(at::allclose(d.aggregation_self_weight,
+                           Tensor2d({{1, float(x.a)}}), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.aggregation_effective_neighbours,
+                           Tensor2d({{1, float(std::exp(Entropy({x.a, x.b})))}}),
+                           0, 1e-5));
 }
 
 // One head per sequence: mean entropies are H([a, b]) = 0.582 for head 0 and
@@ -157,6 +167,13 @@ TEST(AttentionAwareTest, LowestMeanEntropyByHand) {
   EXPECT_TRUE(at::allclose(d.aggregated_probs[0],
                            Tensor2d({{float(x.b), float(x.a)}, p1}), 0, 1e-6));
   EXPECT_FALSE(router->IsCausal(true));
+  // The sequence's head, broadcast to its tokens; rows [1, 0] and [c0, c1].
+  EXPECT_TRUE(at::equal(d.aggregation_head, at::tensor({1, 1}, at::kLong).view({1, 2})));
+  EXPECT_TRUE(at::allclose(d.aggregation_self_weight,
+                           Tensor2d({{1, float(x.c1)}}), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.aggregation_effective_neighbours,
+                           Tensor2d({{1, float(std::exp(Entropy({x.c0, x.c1})))}}),
+                           0, 1e-5));
 }
 
 // All heads, weighted by softmax over heads of minus the row entropy.
@@ -179,6 +196,98 @@ TEST(AttentionAwareTest, AllHeadsWeightedByHand) {
   EXPECT_TRUE(at::allclose(d.aggregated_probs[0], Tensor2d({p0, p1}), 0, 1e-6))
       << d.aggregated_probs;
   EXPECT_TRUE(router->IsCausal(true));
+  // The mixed rows W_0 = w00 [a, b] + w01 [1, 0], W_1 = w10 [b, a] +
+  // w11 [c0, c1]; the largest-weight heads are 1 (entropy 0) and 0
+  // (h_ab < h_c).
+  const std::vector<double> row0 = {w00 * x.a + w01, w00 * x.b};
+  const std::vector<double> row1 = {w10 * x.b + w11 * x.c0, w10 * x.a + w11 * x.c1};
+  EXPECT_TRUE(at::equal(d.aggregation_head, at::tensor({1, 0}, at::kLong).view({1, 2})));
+  EXPECT_TRUE(at::allclose(d.aggregation_self_weight,
+                           Tensor2d({{float(row0[0]), float(row1[1])}}), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(
+      d.aggregation_effective_neighbours,
+      Tensor2d({{float(std::exp(Entropy(row0))), float(std::exp(Entropy(row1)))}}),
+      0, 1e-5));
+}
+
+// RELATIVE divides the squared distance by ||u_i||^2. One head, uniform
+// attention, u0 = (0, 2), V = [(0, 2), (2, 0)]: ||u0 - V[1]||^2 = 8, so the
+// likelihood ratio of j = 1 to j = 0 is e^(-8/2) = e^-4 (ABSOLUTE, sigma 1)
+// and e^(-8/(2*4)) = e^-1 (RELATIVE). Token 1 = (1, 0): distances 5 and 1,
+// ratio e^(-2) either way (||u1|| = 1).
+TEST(AttentionAwareTest, RelativeLikelihoodByHand) {
+  const at::Tensor hidden = Tensor2d({{0, 2}, {1, 0}}).unsqueeze(0);
+  RoutingContext context;
+  context.attention_probs = at::full({1, 1, 2, 2}, 0.5);
+  context.attention_values = Tensor2d({{0, 2}, {2, 0}}).view({1, 1, 2, 2});
+  const float token1 = 1 / (1 + std::exp(2.0));  // weight on j = 0
+  for (LikelihoodScale scale : {RELATIVE, ABSOLUTE}) {
+    RouterSpec spec = Spec(1);
+    spec.mutable_attention_aware()->set_likelihood_scale(scale);
+    auto router = Create(spec, {.model_dim = 2, .num_experts = 2, .num_heads = 1});
+    const float ratio = std::exp(scale == RELATIVE ? -1.0 : -4.0);
+    const at::Tensor posterior = router->Posterior(hidden, context);
+    EXPECT_TRUE(at::allclose(
+        posterior[0][0],
+        Tensor2d({{1 / (1 + ratio), ratio / (1 + ratio)}, {token1, 1 - token1}}),
+        0, 1e-6))
+        << scale << "\n" << posterior;
+  }
+}
+
+// RELATIVE: scaling the token and the values together leaves the posterior
+// as it is; ABSOLUTE sharpens it. A zero token stays finite.
+TEST(AttentionAwareTest, RelativeIgnoresTheHiddenScale) {
+  at::manual_seed(17);
+  const at::Tensor hidden = at::randn({2, 5, 6});
+  RoutingContext context;
+  context.attention_probs = RandomAttention(2, 2, 5, /*causal=*/true);
+  context.attention_values = at::randn({2, 2, 5, 6});
+  RoutingContext scaled = context;
+  scaled.attention_values = context.attention_values * 7;
+  for (LikelihoodScale scale : {RELATIVE, ABSOLUTE}) {
+    RouterSpec spec = Spec(2);
+    spec.mutable_attention_aware()->set_likelihood_scale(scale);
+    auto router = Create(spec, {.model_dim = 6, .num_experts = 3, .num_heads = 2});
+    const bool same = at::allclose(router->Posterior(hidden, context),
+                                   router->Posterior(hidden * 7, scaled), 0, 1e-5);
+    EXPECT_EQ(same, scale == RELATIVE) << scale;
+  }
+  auto router = Create(Spec(2), {.model_dim = 6, .num_experts = 3, .num_heads = 2});
+  at::Tensor with_zero = hidden.clone();
+  with_zero[1][3].zero_();
+  EXPECT_TRUE(at::isfinite(router->Posterior(with_zero, context)).all().item<bool>());
+}
+
+// Hidden states at a trained model's scale (D = 128, ||u|| ~ 11) and values
+// that half-explain them: the paper's literal setting (ABSOLUTE, sigma 1)
+// puts every posterior row on a single j, so only the attention head's
+// choice of that j matters; RELATIVE keeps several tokens in play.
+TEST(AttentionAwareTest, LiteralSettingIsOneHotAtTrainedScale) {
+  at::manual_seed(18);
+  const int64_t batch = 2, heads = 4, tokens = 16, dim = 128;
+  const at::Tensor hidden = at::randn({batch, tokens, dim});
+  RoutingContext context;
+  context.attention_probs = RandomAttention(batch, heads, tokens, /*causal=*/false, 1.5);
+  context.attention_values = 0.5 * hidden.unsqueeze(1) +
+                             at::randn({batch, heads, tokens, dim});
+  const RouterDims dims{.model_dim = dim, .num_experts = 8, .num_heads = heads};
+
+  RouterSpec literal = Spec(2);
+  literal.mutable_attention_aware()->set_likelihood_scale(ABSOLUTE);
+  literal.mutable_attention_aware()->set_sigma(1);
+  auto absolute = Create(literal, dims);
+  EXPECT_GT(std::get<0>(absolute->Posterior(hidden, context).max(-1))
+                .mean().item<double>(), 0.99);
+  RoutingDecision a = absolute->Route(hidden, context);
+  EXPECT_LT(a.aggregation_effective_neighbours.mean().item<double>(), 1.05);
+
+  auto relative = Create(Spec(2), dims);
+  EXPECT_LT(std::get<0>(relative->Posterior(hidden, context).max(-1))
+                .mean().item<double>(), 0.6);
+  RoutingDecision r = relative->Route(hidden, context);
+  EXPECT_GT(r.aggregation_effective_neighbours.mean().item<double>(), 2.0);
+  EXPECT_LT(r.aggregation_self_weight.mean().item<double>(), 0.5);
 }
 
 // With every V_h[j] equal the likelihood is flat in j, so the posterior is A
@@ -393,6 +502,7 @@ TEST(AttentionAwareRegistrationTest, ResolveAndValidate) {
   ASSERT_TRUE(spec.has_attention_aware());
   EXPECT_TRUE(spec.attention_aware().has_sigma());
   EXPECT_EQ(spec.attention_aware().sigma(), 1.0f);
+  EXPECT_EQ(spec.attention_aware().likelihood_scale(), RELATIVE);
   EXPECT_EQ(spec.attention_aware().head_selection(), LOWEST_ENTROPY);
   EXPECT_EQ(spec.attention_aware().gate(), SOFTMAX);
 
@@ -416,6 +526,27 @@ TEST(AttentionAwareRegistrationTest, ResolveAndValidate) {
   RouterSpec wrong = Spec(1);
   wrong.mutable_similarity_aware();
   EXPECT_THAT(error(wrong), HasSubstr("takes router.attention_aware"));
+
+  RouterSpec bad_scale = Spec(2);
+  bad_scale.mutable_attention_aware()->set_likelihood_scale(
+      static_cast<LikelihoodScale>(7));
+  EXPECT_EQ(error(bad_scale),
+            "router.attention_aware.likelihood_scale: must be RELATIVE or "
+            "ABSOLUTE, got 7");
+
+  // With k = 1, renormalising p makes every combine weight p/p = 1.
+  RouterSpec single = Spec(1);
+  single.mutable_attention_aware()->set_renormalize(true);
+  EXPECT_EQ(error(single),
+            "router.attention_aware.renormalize: with top_k = 1 every combine "
+            "weight is p/p = 1, so the task loss gives the gate zero gradient "
+            "(only the load-balance loss would train it); set renormalize: "
+            "false (Switch-style) or top_k >= 2");
+  single.set_top_k(2);
+  EXPECT_TRUE(CreateRouter(single, dims).ok());
+  single.set_top_k(1);
+  single.mutable_attention_aware()->set_renormalize(false);
+  EXPECT_TRUE(CreateRouter(single, dims).ok());
 }
 
 }  // namespace
