@@ -129,12 +129,16 @@ TEST(RouteToolTest, UnbatchedRoundTripMatchesDirectRoute) {
            {"logits", d.logits[0]},
            {"gate_probs", d.gate_probs[0]},
            {"aggregated_probs", d.aggregated_probs[0]},
+           {"aggregation_self_weight", d.aggregation_self_weight[0]},
+           {"aggregation_effective_neighbours",
+            d.aggregation_effective_neighbours[0]},
            {"combine_weights", d.combine_weights[0]},
            {"aux_load_balance", d.aux_losses[0].second}}) {
     ASSERT_TRUE(out.contains(key)) << key;
     EXPECT_TRUE(at::allclose(out.at(key), expected, 0, 1e-6)) << key;
   }
   EXPECT_FALSE(out.contains("dropped"));
+  EXPECT_FALSE(out.contains("aggregation_head"));  // attention-aware only
 }
 
 // The unknown-name error lists every router linked into the binary: all of
@@ -191,6 +195,13 @@ TEST_F(RouteToolInProcessTest, BatchedAttentionRoundTripMatchesDirectRoute) {
   EXPECT_TRUE(at::equal(out.at("selected"), d.selected));
   EXPECT_TRUE(at::allclose(out.at("aggregated_probs"), d.aggregated_probs, 0, 1e-6));
   EXPECT_TRUE(at::allclose(out.at("combine_weights"), d.combine_weights, 0, 1e-6));
+  ASSERT_TRUE(out.contains("aggregation_head"));
+  EXPECT_EQ(out.at("aggregation_head").scalar_type(), at::kLong);
+  EXPECT_TRUE(at::equal(out.at("aggregation_head"), d.aggregation_head));
+  EXPECT_TRUE(at::allclose(out.at("aggregation_self_weight"),
+                           d.aggregation_self_weight, 0, 1e-6));
+  EXPECT_TRUE(at::allclose(out.at("aggregation_effective_neighbours"),
+                           d.aggregation_effective_neighbours, 0, 1e-6));
 }
 
 struct ErrorCase {

@@ -324,6 +324,10 @@ absl::Status WriteDecision(const RoutingDecision& decision, bool unbatched,
   put("selected", decision.selected.to(at::kBool));
   put("combine_weights", decision.combine_weights);
   if (decision.dropped.defined()) put("dropped", decision.dropped.to(at::kBool));
+  put("aggregation_self_weight", decision.aggregation_self_weight);
+  put("aggregation_effective_neighbours",
+      decision.aggregation_effective_neighbours);
+  put("aggregation_head", decision.aggregation_head);
   for (const auto& [name, loss] : decision.aux_losses) {
     put(absl::StrCat("aux_", name), loss);
   }
