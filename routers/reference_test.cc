@@ -20,6 +20,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -223,6 +224,30 @@ TEST_P(ReferenceTest, MatchesReference) {
   } else {
     EXPECT_FALSE(d.aggregated_probs.defined())
         << "aggregated_probs is for graph-of-tokens routers only";
+  }
+  // The description of the aggregation weights W (graph-of-tokens routers).
+  for (const auto& [field, actual] :
+       {std::pair<std::string, at::Tensor>{"aggregation_self_weight",
+                                           d.aggregation_self_weight},
+        {"aggregation_effective_neighbours",
+         d.aggregation_effective_neighbours}}) {
+    if (has(kExpectedPrefix + field)) {
+      expect_close(field, actual);
+      EXPECT_FALSE(actual.requires_grad()) << field << " must be detached";
+    } else {
+      EXPECT_FALSE(actual.defined()) << field << " is for aggregating routers";
+    }
+  }
+  if (has("expected_aggregation_head")) {
+    const at::Tensor& expected = t.at("expected_aggregation_head");
+    ASSERT_TRUE(d.aggregation_head.defined()) << "aggregation_head is undefined";
+    ASSERT_EQ(d.aggregation_head.scalar_type(), at::kLong);
+    EXPECT_TRUE(at::equal(d.aggregation_head, expected))
+        << "aggregation_head: got\n" << d.aggregation_head << "\nreference\n"
+        << expected;
+  } else {
+    EXPECT_FALSE(d.aggregation_head.defined())
+        << "aggregation_head is for attention-aware routing only";
   }
   expect_equal_mask("selected", d.selected);
   expect_close("combine_weights", d.combine_weights);

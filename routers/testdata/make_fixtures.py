@@ -123,9 +123,15 @@ def acceptable(c, inputs, out):
             c["kw"].get("head_selection", "LOWEST_ENTROPY") == "LOWEST_ENTROPY":
         _, entropy = ref.attention_posterior(
             inputs["hidden"], inputs["attention_probs"],
-            inputs["attention_values"], c["kw"].get("sigma", 1.0))
+            inputs["attention_values"], c["kw"].get("sigma", 1.0),
+            c["kw"].get("likelihood_scale", "RELATIVE"))
         heads = entropy.argmin(1)
         ok = ok and bool((heads != heads[:, :1]).any())  # heads vary per token
+    for overrides in c.get("load_balance_differs_from", []):
+        # The load-balance conventions must change the loss visibly.
+        mine = load_balance(c, out)
+        other = load_balance(dict(c, **overrides), out)
+        ok = ok and abs(mine - other) > 1e-3 * abs(mine)
     ref.Margins.smallest = saved
     return ok
 
@@ -158,11 +164,20 @@ def make_case(index, c):
     raise RuntimeError(f"{c['name']}: no acceptable draw in {MAX_TRIES} tries")
 
 
+def load_balance(c, out):
+    """The unweighted load-balance loss under case c's conventions."""
+    counted = ref.load_balance_counted(
+        out, c.get("load_balance_counting", "CHOICES_BEFORE_CAPACITY"))
+    return ref.load_balance_loss(
+        out["gate_probs"], counted,
+        c.get("load_balance_scores", "NORMALIZED_OVER_EXPERTS"))
+
+
 def aux_losses(c, out):
     aux = {}
     if c.get("load_balance_coef"):
-        aux["expected_aux_load_balance"] = c["load_balance_coef"] * \
-            ref.load_balance_loss(out["gate_probs"], out["selected"])
+        aux["expected_aux_load_balance"] = \
+            c["load_balance_coef"] * load_balance(c, out)
     if c.get("z_loss_coef"):
         aux["expected_aux_z_loss"] = c["z_loss_coef"] * \
             ref.router_z_loss(out["logits"])
@@ -175,6 +190,9 @@ def spec_text(c):
         lines.append(f'load_balance_coef: {c["load_balance_coef"]}')
     if c.get("z_loss_coef"):
         lines.append(f'z_loss_coef: {c["z_loss_coef"]}')
+    for field in ("load_balance_counting", "load_balance_scores"):
+        if c.get(field):
+            lines.append(f"{field}: {c[field]}")
     if c.get("options"):
         lines.append(f'{c["router"]} {{ {c["options"]} }}')
     return "\n".join(lines) + "\n"
@@ -186,6 +204,8 @@ def save_case(index, c):
     data["training"] = torch.tensor(c.get("training", False))
     data["causal_model"] = torch.tensor(c.get("causal_model", False))
     for key, value in out.items():
+        if key == "choices":  # not an output of the contract
+            continue
         data["expected_" + key] = value.float() if value.is_floating_point() \
             else value
     for key, value in aux_losses(c, out).items():
@@ -230,7 +250,9 @@ CASES = [
          options="renormalize: true capacity_factor: 0.75 "
                  "drop_policy: DROP_BY_SCORE",
          differs_from=[dict(drop_policy="DROP_BY_POSITION")],
-         load_balance_coef=0.5, z_loss_coef=0.25),
+         load_balance_coef=0.5, z_loss_coef=0.25,
+         # moelab's loss before 2026-12: f_e over the pairs kept.
+         load_balance_counting="PAIRS_AFTER_CAPACITY"),
     dict(name="token_choice_capacity_by_position_training",
          router="token_choice", B=3, T=6, D=8, E=4, top_k=2, hidden_mean=0.5,
          kw=dict(k=2, capacity_factor=0.75, drop_policy="DROP_BY_POSITION"),
@@ -284,38 +306,51 @@ CASES = [
          options="alpha: 0.7 beta: 0.3 token_score: SOFTMAX_OVER_TOKENS "
                  "scope: PER_POSITION"),
     # similarity_aware -------------------------------------------------
+    # The paper's raw dot products (RAW_DOT_PRODUCT, tau 1 unless set).
     dict(name="similarity_aware_noncausal", router="similarity_aware",
          B=2, T=7, D=8, E=4, top_k=2, hidden_std=0.5,
-         kw=dict(k=2, causal=False), options="causal: false",
+         kw=dict(k=2, causal=False, scale="RAW_DOT_PRODUCT"),
+         options="causal: false scale: RAW_DOT_PRODUCT",
          causal_model=True, differs_from=[dict(causal=True)]),
     dict(name="similarity_aware_causal_renormalize", router="similarity_aware",
          B=2, T=8, D=6, E=5, top_k=2, hidden_std=0.6,
-         kw=dict(k=2, temperature=2.0, causal=True, renormalize=True),
+         kw=dict(k=2, temperature=2.0, causal=True, renormalize=True,
+                 scale="RAW_DOT_PRODUCT"),
          # `causal` left unset: resolved from the causal model.
-         options="temperature: 2 renormalize: true", causal_model=True,
-         differs_from=[dict(causal=False)]),
+         options="temperature: 2 renormalize: true scale: RAW_DOT_PRODUCT",
+         causal_model=True, differs_from=[dict(causal=False)]),
     dict(name="similarity_aware_padding_sigmoid", router="similarity_aware",
          B=3, T=6, D=8, E=4, top_k=1, hidden_std=0.5, lengths=[6, 4, 3],
-         kw=dict(k=1, temperature=0.5, causal=True, gate="SIGMOID"),
-         options="temperature: 0.5 causal: true gate: SIGMOID",
-         load_balance_coef=0.5, z_loss_coef=0.25),
+         kw=dict(k=1, temperature=0.5, causal=True, gate="SIGMOID",
+                 scale="RAW_DOT_PRODUCT"),
+         options="temperature: 0.5 causal: true gate: SIGMOID "
+                 "scale: RAW_DOT_PRODUCT",
+         load_balance_coef=0.5, z_loss_coef=0.25,
+         # moelab's loss before 2026-12: P_e from the raw sigmoid.
+         load_balance_scores="RAW_GATE"),
     # attention_aware --------------------------------------------------
+    # The paper's likelihood in absolute units (ABSOLUTE).
     dict(name="attention_aware_lowest_entropy", router="attention_aware",
          B=2, T=6, D=8, E=4, H=2, top_k=2, hidden_std=0.5,
          attention_causal=True, causal_model=True,
-         kw=dict(k=2), options="",
+         kw=dict(k=2, likelihood_scale="ABSOLUTE"),
+         options="likelihood_scale: ABSOLUTE",
          differs_from=[dict(head_selection="LOWEST_MEAN_ENTROPY")]),
     dict(name="attention_aware_lowest_mean_entropy", router="attention_aware",
          B=2, T=5, D=8, E=4, H=3, top_k=1, hidden_std=0.5,
          attention_causal=False,
-         kw=dict(k=1, sigma=1.5, head_selection="LOWEST_MEAN_ENTROPY"),
-         options="sigma: 1.5 head_selection: LOWEST_MEAN_ENTROPY",
+         kw=dict(k=1, sigma=1.5, head_selection="LOWEST_MEAN_ENTROPY",
+                 likelihood_scale="ABSOLUTE"),
+         options="sigma: 1.5 head_selection: LOWEST_MEAN_ENTROPY "
+                 "likelihood_scale: ABSOLUTE",
          differs_from=[dict(head_selection="LOWEST_ENTROPY")]),
     dict(name="attention_aware_all_heads_renormalize", router="attention_aware",
          B=1, T=7, D=6, E=5, H=3, top_k=2, hidden_std=0.5,
          attention_causal=True, causal_model=True,
-         kw=dict(k=2, head_selection="ALL_HEADS_WEIGHTED", renormalize=True),
-         options="head_selection: ALL_HEADS_WEIGHTED renormalize: true",
+         kw=dict(k=2, head_selection="ALL_HEADS_WEIGHTED", renormalize=True,
+                 likelihood_scale="ABSOLUTE"),
+         options="head_selection: ALL_HEADS_WEIGHTED renormalize: true "
+                 "likelihood_scale: ABSOLUTE",
          differs_from=[dict(head_selection="LOWEST_ENTROPY")]),
     # xmoe -------------------------------------------------------------
     dict(name="xmoe_k2", router="xmoe", B=2, T=6, D=8, E=4, P=4,
@@ -339,6 +374,55 @@ CASES = [
          training=True, B=3, T=4, D=6, E=4, top_k=2, hidden_mean=1.5,
          kw=dict(k=2, training=True, iterations=3), options="iterations: 3",
          differs_from=[dict(training=False)]),
+    # Cases added later go here, at the end: a case's seed depends on its
+    # index, so inserting one earlier would redraw every case after it.
+    # The load-balance loss as Switch/GShard/Megatron-Core define it (the
+    # defaults): f_e over the choices before capacity ...
+    dict(name="token_choice_capacity_load_balance_choices",
+         router="token_choice", B=2, T=8, D=8, E=4, top_k=2, hidden_mean=0.5,
+         kw=dict(k=2, capacity_factor=0.75), options="capacity_factor: 0.75",
+         load_balance_coef=0.5,
+         load_balance_differs_from=[
+             dict(load_balance_counting="PAIRS_AFTER_CAPACITY")]),
+    # ... and P_e from a sigmoid gate normalised over the experts.
+    dict(name="token_choice_sigmoid_load_balance_normalized",
+         router="token_choice", B=2, T=6, D=6, E=4, top_k=2, gate_scale=2.0,
+         kw=dict(k=2, gate="SIGMOID"), options="gate: SIGMOID",
+         load_balance_coef=1.0,
+         load_balance_differs_from=[dict(load_balance_scores="RAW_GATE")]),
+    # similarity_aware on unit-length states (COSINE_SIMILARITY, tau 0.1
+    # unless set), moelab's default.
+    dict(name="similarity_aware_cosine_default", router="similarity_aware",
+         # A shared direction makes the tokens similar (cosine ~0.8), so S
+         # is far from the identity at tau 0.1.
+         B=2, T=7, D=8, E=4, top_k=2, hidden_mean=2.0,
+         # Every option at its default; causal from the causal model.
+         kw=dict(k=2, causal=True), options="", causal_model=True,
+         load_balance_coef=0.5,
+         differs_from=[dict(scale="RAW_DOT_PRODUCT", temperature=None)]),
+    dict(name="similarity_aware_cosine_padding_sigmoid",
+         router="similarity_aware",
+         B=3, T=6, D=8, E=4, top_k=2, lengths=[6, 4, 3],
+         kw=dict(k=2, temperature=0.5, causal=False, gate="SIGMOID",
+                 renormalize=True),
+         options="temperature: 0.5 causal: false gate: SIGMOID "
+                 "renormalize: true",
+         load_balance_coef=0.5, z_loss_coef=0.25,
+         differs_from=[dict(scale="RAW_DOT_PRODUCT")],
+         load_balance_differs_from=[dict(load_balance_scores="RAW_GATE")]),
+    # attention_aware with sigma relative to the token's norm (RELATIVE),
+    # moelab's default.
+    dict(name="attention_aware_relative_default", router="attention_aware",
+         B=2, T=6, D=8, E=4, H=2, top_k=2,
+         attention_causal=True, causal_model=True,
+         kw=dict(k=2), options="", load_balance_coef=0.5,
+         differs_from=[dict(likelihood_scale="ABSOLUTE")]),
+    dict(name="attention_aware_relative_all_heads", router="attention_aware",
+         B=2, T=5, D=8, E=4, H=3, top_k=2, hidden_std=2.0,
+         attention_causal=False,
+         kw=dict(k=2, sigma=f32(0.5), head_selection="ALL_HEADS_WEIGHTED"),
+         options="sigma: 0.5 head_selection: ALL_HEADS_WEIGHTED",
+         differs_from=[dict(likelihood_scale="ABSOLUTE")]),
 ]
 
 

@@ -8,8 +8,13 @@ contract. Run with Debian's /usr/bin/python3 (torch 1.13).
 Every router takes float32 inputs, computes in float64 and returns a dict with
   logits, gate_probs, aggregated_probs (graph-of-tokens routers only),
   selected [B, T, E] bool, combine_weights [B, T, E], dropped [B, T] bool
-  (token_choice only)
-in float64/bool. Selections never depend on how ties are broken: every top-k,
+  (token_choice only), choices [B, T, E] bool (token_choice only: the top-k
+  choices before capacity, for the load-balance loss), and for the
+  graph-of-tokens routers the description of the token-to-token weights W of
+  p_i = sum_j W_ij r_j: aggregation_self_weight [B, T] (W_ii),
+  aggregation_effective_neighbours [B, T] (exp of the row entropy) and, for
+  attention_aware, aggregation_head [B, T] int64
+in float64/bool/int64. Selections never depend on how ties are broken: every top-k,
 top-c, capacity cut and head choice records its margin through `Margins`, and
 make_fixtures.py redraws a case whose margin is too small.
 """
@@ -75,6 +80,29 @@ def argmin_checked(values, dim, matters=None):
     return values.argmin(dim=dim)
 
 
+def head_choice_margins(entropy):
+    """Records, for each token, the gap between its lowest and second-lowest
+    head entropy ([B, H, T]); exact ties (e.g. every head one-hot on the
+    first token of a causal sequence) go to the lower index in both
+    implementations and are not recorded."""
+    if entropy.size(1) > 1:
+        ordered = entropy.sort(dim=1).values
+        lowest, second = ordered[:, 0], ordered[:, 1]
+        differ = second > lowest
+        if differ.any():
+            Margins.record(-lowest[differ], -second[differ])
+
+
+def describe_aggregation(weights):
+    """W [B, T, T] (rows sum to one) -> self-weight W_ii and exp(H(W_i)),
+    with 0 log 0 = 0."""
+    w = weights.double()
+    plogp = torch.where(w > 0, w * w.clamp_min(1e-300).log(),
+                        torch.zeros_like(w))
+    return dict(aggregation_self_weight=w.diagonal(dim1=1, dim2=2),
+                aggregation_effective_neighbours=(-plogp.sum(-1)).exp())
+
+
 def gate_logits(hidden, gate_weight):
     # [B, T, D] @ [D, E] -> [B, T, E]
     return hidden.double() @ gate_weight.double().t()
@@ -115,6 +143,7 @@ def token_choice(hidden, gate_weight, k, gate="SOFTMAX", renormalize=False,
     if renormalize:
         combine = renormalise(combine)
     dropped = torch.zeros(B, T, dtype=torch.bool)
+    choices = selected
 
     if capacity_factor > 0:
         N = B * T
@@ -143,7 +172,7 @@ def token_choice(hidden, gate_weight, k, gate="SOFTMAX", renormalize=False,
         combine = combine * selected
 
     return dict(logits=logits, gate_probs=r, selected=selected,
-                combine_weights=combine, dropped=dropped)
+                combine_weights=combine, dropped=dropped, choices=choices)
 
 
 def token_choice_capacity(capacity_factor, num_tokens, k, num_experts):
@@ -222,10 +251,24 @@ def _select_on_p(p, k, renormalize):
     return selected, combine
 
 
-def similarity_aware(hidden, gate_weight, k, temperature=1.0, causal=False,
-                     gate="SOFTMAX", renormalize=False, padding_mask=None):
-    """p_i = sum_j S_ij r_j with S = row-softmax(u_i . u_j / tau), W_s = I."""
+# tau when none is given: 1 for the paper's raw dot products, 0.1 (as the
+# float32 a proto field holds) on unit vectors (moelab's own default).
+DEFAULT_TEMPERATURE = {"RAW_DOT_PRODUCT": 1.0,
+                       "COSINE_SIMILARITY": float(torch.tensor(0.1))}
+
+
+def similarity_aware(hidden, gate_weight, k, temperature=None,
+                     scale="COSINE_SIMILARITY", causal=False, gate="SOFTMAX",
+                     renormalize=False, padding_mask=None):
+    """p_i = sum_j S_ij r_j with S = row-softmax(u_i . u_j / tau), W_s = I;
+    with scale COSINE_SIMILARITY the u_i are first scaled to unit length."""
     u = hidden.double()
+    if scale == "COSINE_SIMILARITY":
+        u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    elif scale != "RAW_DOT_PRODUCT":
+        raise ValueError(scale)
+    if temperature is None:
+        temperature = DEFAULT_TEMPERATURE[scale]
     logits = gate_logits(hidden, gate_weight)
     r = apply_gate(logits, gate)
     B, T, _ = u.shape
@@ -242,13 +285,16 @@ def similarity_aware(hidden, gate_weight, k, temperature=1.0, causal=False,
     p = S @ r
     selected, combine = _select_on_p(p, k, renormalize)
     return dict(logits=logits, gate_probs=r, aggregated_probs=p,
-                selected=selected, combine_weights=combine)
+                selected=selected, combine_weights=combine,
+                **describe_aggregation(S))
 
 
 # ------------------------------------------------------------- attention_aware
 
-def attention_posterior(hidden, attention_probs, attention_values, sigma):
-    """A^p_h[i, j] proportional to A_h[i, j] N(u_i; V_h[j], sigma^2 I).
+def attention_posterior(hidden, attention_probs, attention_values, sigma,
+                        likelihood_scale="RELATIVE"):
+    """A^p_h[i, j] proportional to A_h[i, j] N(u_i; V_h[j], s_i^2 I), with
+    s_i = sigma (ABSOLUTE, the paper's formula) or sigma ||u_i|| (RELATIVE).
 
     hidden [B, T, D], attention_probs [B, H, T, T], attention_values
     [B, H, T, D] -> posterior [B, H, T, T] and its row entropies [B, H, T].
@@ -258,7 +304,13 @@ def attention_posterior(hidden, attention_probs, attention_values, sigma):
     V = attention_values.double()
     # ||u_i - V_h[j]||^2: [B, 1, T(i), 1, D] - [B, H, 1, T(j), D]
     sq = ((u[:, None, :, None, :] - V[:, :, None, :, :]) ** 2).sum(-1)
-    log_likelihood = A.log() - sq / (2.0 * sigma * sigma)  # -inf where A = 0
+    variance = sigma * sigma * torch.ones(u.shape[:2], dtype=u.dtype)  # [B, T]
+    if likelihood_scale == "RELATIVE":
+        variance = variance * (u * u).sum(-1).clamp_min(1e-12)
+    elif likelihood_scale != "ABSOLUTE":
+        raise ValueError(likelihood_scale)
+    # -inf where A = 0
+    log_likelihood = A.log() - sq / (2.0 * variance[:, None, :, None])
     posterior = log_likelihood.softmax(-1)  # exp(-inf) = 0: never NaN
     plogp = torch.where(posterior > 0, posterior * posterior.log(),
                         torch.zeros_like(posterior))
@@ -267,12 +319,14 @@ def attention_posterior(hidden, attention_probs, attention_values, sigma):
 
 
 def attention_aware(hidden, gate_weight, attention_probs, attention_values, k,
-                    sigma=1.0, head_selection="LOWEST_ENTROPY", gate="SOFTMAX",
+                    sigma=1.0, likelihood_scale="RELATIVE",
+                    head_selection="LOWEST_ENTROPY", gate="SOFTMAX",
                     renormalize=False):
     logits = gate_logits(hidden, gate_weight)
     r = apply_gate(logits, gate)
     posterior, entropy = attention_posterior(hidden, attention_probs,
-                                             attention_values, sigma)
+                                             attention_values, sigma,
+                                             likelihood_scale)
     B, H, T, _ = posterior.shape
     per_head = posterior @ r[:, None]  # [B, H, T, E]: sum_j A^p_h[i, j] r_j
     if head_selection == "LOWEST_ENTROPY":
@@ -280,19 +334,30 @@ def attention_aware(hidden, gate_weight, attention_probs, attention_values, k,
         # at token 0 under causal attention, where every head has A^p = 1).
         spread = (per_head.amax(1) - per_head.amin(1)).amax(-1)  # [B, T]
         head = argmin_checked(entropy, dim=1, matters=spread > 1e-9)  # [B, T]
+        # The reported head is compared too.
+        head_choice_margins(entropy)
         p = per_head.gather(1, head[:, None, :, None].expand(B, 1, T, per_head.size(-1)))
         p = p[:, 0]
+        weights = posterior.gather(
+            1, head[:, None, :, None].expand(B, 1, T, T))[:, 0]
     elif head_selection == "LOWEST_MEAN_ENTROPY":
-        head = argmin_checked(entropy.mean(-1), dim=1)  # [B]
-        p = per_head[torch.arange(B), head]
+        seq_head = argmin_checked(entropy.mean(-1), dim=1)  # [B]
+        p = per_head[torch.arange(B), seq_head]
+        weights = posterior[torch.arange(B), seq_head]
+        head = seq_head[:, None].expand(B, T)
     elif head_selection == "ALL_HEADS_WEIGHTED":
         weight = (-entropy).softmax(1)  # [B, H, T], over heads
         p = (weight[..., None] * per_head).sum(1)
+        weights = (weight[..., None] * posterior).sum(1)
+        # The reported head: the largest weight, i.e. the lowest entropy.
+        head = entropy.argmin(1)
+        head_choice_margins(entropy)
     else:
         raise ValueError(head_selection)
     selected, combine = _select_on_p(p, k, renormalize)
     return dict(logits=logits, gate_probs=r, aggregated_probs=p,
-                selected=selected, combine_weights=combine)
+                selected=selected, combine_weights=combine,
+                aggregation_head=head.long(), **describe_aggregation(weights))
 
 
 # ------------------------------------------------------------------------ xmoe
@@ -352,14 +417,33 @@ def sinkhorn(hidden, gate_weight, k, training, iterations=8, row_first=True,
 
 # ---------------------------------------------------------- auxiliary losses
 
-def load_balance_loss(gate_probs, selected):
-    """E * sum_e f_e P_e over all tokens; f_e = share of routed pairs."""
+def load_balance_loss(gate_probs, counted, scores="NORMALIZED_OVER_EXPERTS"):
+    """E * sum_e f_e P_e over all tokens (Switch/GShard/Megatron-Core).
+
+    f_e: share of the (token, expert) pairs in `counted` that went to e (the
+    caller passes the top-k choices before capacity, or the pairs kept after
+    it). P_e: mean over tokens of r_e / sum_e' r_e' (NORMALIZED_OVER_EXPERTS)
+    or of the raw gate r_e (RAW_GATE)."""
     E = gate_probs.size(-1)
     g = gate_probs.reshape(-1, E).double()
-    s = selected.reshape(-1, E).double()
+    if scores == "NORMALIZED_OVER_EXPERTS":
+        g = g / g.sum(-1, keepdim=True)
+    elif scores != "RAW_GATE":
+        raise ValueError(scores)
+    s = counted.reshape(-1, E).double()
     f = s.sum(0) / s.sum()
     P = g.mean(0)
     return E * (f * P).sum()
+
+
+def load_balance_counted(out, counting="CHOICES_BEFORE_CAPACITY"):
+    """The pairs f_e counts: a router's choices before capacity where it has
+    a capacity stage (token_choice), otherwise its selection."""
+    if counting == "CHOICES_BEFORE_CAPACITY":
+        return out.get("choices", out["selected"])
+    if counting == "PAIRS_AFTER_CAPACITY":
+        return out["selected"]
+    raise ValueError(counting)
 
 
 def router_z_loss(logits):
