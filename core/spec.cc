@@ -189,11 +189,18 @@ absl::Status ResolveSpec(ExperimentSpec* spec) {
   }
   EvaluationSpec* e = spec->mutable_evaluation();
   if (!e->has_probe_examples()) e->set_probe_examples(32);
-  if (!e->has_generation_eval_sequences()) e->set_generation_eval_sequences(4);
+  if (!e->has_generation_eval_sequences()) e->set_generation_eval_sequences(32);
   TrainingSpec* t = spec->mutable_training();
   if (t->optimizer() == OPTIMIZER_UNSPECIFIED) t->set_optimizer(ADAMW);
   if (t->schedule() == SCHEDULE_UNSPECIFIED) t->set_schedule(COSINE);
-  if (spec->router().top_k() == 0) spec->mutable_router()->set_top_k(2);
+  RouterSpec* r = spec->mutable_router();
+  if (r->top_k() == 0) r->set_top_k(2);
+  if (r->load_balance_counting() == LOAD_BALANCE_COUNTING_UNSPECIFIED) {
+    r->set_load_balance_counting(CHOICES_BEFORE_CAPACITY);
+  }
+  if (r->load_balance_scores() == LOAD_BALANCE_SCORES_UNSPECIFIED) {
+    r->set_load_balance_scores(NORMALIZED_OVER_EXPERTS);
+  }
 
   absl::StatusOr<const DatasetRegistration*> dataset =
       DatasetRegistry().Find(spec->dataset().name());
@@ -257,6 +264,14 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
     return FieldError("router.load_balance_coef",
                       absl::StrCat("must be >= 0, got ",
                                    spec.router().load_balance_coef()));
+  }
+  if (!LoadBalanceCounting_IsValid(spec.router().load_balance_counting())) {
+    return FieldError("router.load_balance_counting",
+                      absl::StrCat("unknown value ", spec.router().load_balance_counting()));
+  }
+  if (!LoadBalanceScores_IsValid(spec.router().load_balance_scores())) {
+    return FieldError("router.load_balance_scores",
+                      absl::StrCat("unknown value ", spec.router().load_balance_scores()));
   }
   if (spec.router().z_loss_coef() < 0) {
     return FieldError("router.z_loss_coef",

@@ -29,8 +29,10 @@
 #include "core/model.h"
 #include "core/paths.h"
 #include "core/progress.h"
+#include "core/provenance.h"
 #include "core/routing_metrics.h"
 #include "core/spec.h"
+#include "core/statistics.h"
 #include "core/train_step.h"
 #include "google/protobuf/stubs/common.h"
 #include "google/protobuf/util/json_util.h"
@@ -214,10 +216,13 @@ double UnigramPerplexity(const Dataset& data, int64_t batch_size,
 // A causal router routes a position the same way with or without the
 // future, so its generation-time perplexity is the teacher-forced one on
 // the same sequences; every row of a table then reports it on the same
-// subset.
+// subset. The leak is the per-sequence difference of mean NLLs
+// (generation-time minus teacher-forced), with its 95% interval over the
+// sequences.
 struct SubsetPerplexities {
   double generation = 0;
   double teacher_forced = 0;
+  MeanInterval leak;
 };
 SubsetPerplexities PerplexitiesOnValidSubset(Model& model, const Dataset& data,
                                              int sequences, bool prefix_only_routing,
@@ -228,21 +233,32 @@ SubsetPerplexities PerplexitiesOnValidSubset(Model& model, const Dataset& data,
   std::vector<int64_t> indices(n);
   for (int64_t i = 0; i < n; ++i) indices[i] = i;
   Batch batch = ToDevice(data.GetExamples(Split::kValid, indices), device);
+  const int64_t length = batch.inputs.size(1);
+  // [n, T] per-token NLL of the teacher-forced pass.
+  const at::Tensor logits = model.Forward(batch, ForwardOptions{}).logits;
+  const at::Tensor teacher_nll =
+      -at::log_softmax(logits.to(at::kDouble), -1)
+           .gather(2, batch.targets.unsqueeze(2))
+           .squeeze(2);
   SubsetPerplexities out;
-  out.teacher_forced = std::exp(model.Forward(batch, ForwardOptions{}).loss.item<double>());
+  out.teacher_forced = std::exp(teacher_nll.mean().item<double>());
   if (!prefix_only_routing) {
     out.generation = out.teacher_forced;
+    out.leak = MeanWithInterval95(std::vector<double>(n, 0.0));
     return out;
   }
-  const int64_t length = batch.inputs.size(1);
-  double nll = 0;
+  at::Tensor generation_nll = at::empty_like(teacher_nll);  // [n, T]
   for (int64_t t = 0; t < length; ++t) {
     Batch prefix{batch.inputs.slice(1, 0, t + 1), batch.targets.slice(1, 0, t + 1)};
-    at::Tensor logits = model.Forward(prefix, ForwardOptions{}).logits;
-    at::Tensor last = at::log_softmax(logits.select(1, t).to(at::kDouble), -1);
-    nll -= last.gather(1, batch.targets.select(1, t).unsqueeze(1)).sum().item<double>();
+    at::Tensor last = at::log_softmax(
+        model.Forward(prefix, ForwardOptions{}).logits.select(1, t).to(at::kDouble), -1);
+    generation_nll.select(1, t).copy_(
+        -last.gather(1, batch.targets.select(1, t).unsqueeze(1)).squeeze(1));
   }
-  out.generation = std::exp(nll / (n * length));
+  out.generation = std::exp(generation_nll.mean().item<double>());
+  const at::Tensor gap = (generation_nll.mean(1) - teacher_nll.mean(1)).contiguous().cpu();
+  out.leak = MeanWithInterval95(
+      std::vector<double>(gap.data_ptr<double>(), gap.data_ptr<double>() + n));
   return out;
 }
 
@@ -266,8 +282,9 @@ std::string MetricsCsv(const RunResult& result) {
     absl::StrAppendFormat(
         &csv,
         ",l%d_fluct_top1,l%d_fluct_topk,l%d_gate_entropy,l%d_agg_entropy,"
-        "l%d_load_cv,l%d_max_over_mean,l%d_dead,l%d_dropped,l%d_experts_per_token",
-        l, l, l, l, l, l, l, l, l);
+        "l%d_load_cv,l%d_max_over_mean,l%d_dead,l%d_dropped,l%d_experts_per_token,"
+        "l%d_self_weight,l%d_effective_neighbours,l%d_head_change",
+        l, l, l, l, l, l, l, l, l, l, l, l);
   }
   csv += "\n";
   for (const EpochMetrics& e : result.epochs()) {
@@ -277,12 +294,20 @@ std::string MetricsCsv(const RunResult& result) {
                           e.learning_rate(), e.tokens_per_s(), e.examples_per_s(),
                           e.epoch_wall_s(), e.peak_rss_mb(), e.rss_mb());
     for (const LayerRoutingMetrics& m : e.layers()) {
-      std::string top1 = m.has_fluctuation() ? absl::StrFormat("%.6g", m.fluctuation_top1()) : "";
-      std::string topk = m.has_fluctuation() ? absl::StrFormat("%.6g", m.fluctuation_topk()) : "";
-      absl::StrAppendFormat(&csv, ",%s,%s,%.6g,%.6g,%.6g,%.6g,%d,%.6g,%.6g", top1, topk,
+      auto optional = [](bool present, double value) {
+        return present ? absl::StrFormat("%.6g", value) : std::string();
+      };
+      absl::StrAppendFormat(&csv, ",%s,%s,%.6g,%.6g,%.6g,%.6g,%d,%.6g,%.6g,%s,%s,%s",
+                            optional(m.has_fluctuation(), m.fluctuation_top1()),
+                            optional(m.has_fluctuation(), m.fluctuation_topk()),
                             m.gate_entropy(), m.aggregated_entropy(), m.load_cv(),
                             m.load_max_over_mean(), m.dead_experts(),
-                            m.dropped_fraction(), m.experts_per_token());
+                            m.dropped_fraction(), m.experts_per_token(),
+                            optional(m.has_aggregation(), m.aggregation_self_weight()),
+                            optional(m.has_aggregation(),
+                                     m.aggregation_effective_neighbours()),
+                            optional(m.has_head_change(), m.head_change()));
+
     }
     csv += "\n";
   }
@@ -305,6 +330,30 @@ double Mean(const std::vector<double>& v) {
 }
 
 }  // namespace
+
+std::string FlagIdentityAggregation(RunResult* result) {
+  result->clear_identity_aggregation_layers();
+  std::vector<std::string> described;
+  for (const LayerRoutingMetrics& layer : result->final().layers()) {
+    if (layer.has_aggregation() &&
+        layer.aggregation_self_weight() > kIdentityAggregationSelfWeight) {
+      result->add_identity_aggregation_layers(layer.layer());
+      described.push_back(absl::StrFormat("MoE layer %d: mean self-weight %.5f, %.3f "
+                                          "effective neighbours",
+                                          layer.layer(), layer.aggregation_self_weight(),
+                                          layer.aggregation_effective_neighbours()));
+    }
+  }
+  if (described.empty()) return "";
+  const std::string message = absl::StrFormat(
+      "router '%s' aggregates effectively nothing (mean self-weight above %.2f): %s; "
+      "p = r there, so it routes as token choice does. Check the similarity scale and "
+      "temperature or the likelihood's sigma (routers/README.md)",
+      result->spec().router().name(), kIdentityAggregationSelfWeight,
+      absl::StrJoin(described, "; "));
+  result->add_warnings(message);
+  return message;
+}
 
 std::string RunDirectory(const ExperimentSpec& spec, const RunOptions& options) {
   const std::string root = options.output_directory.empty()
@@ -363,6 +412,8 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
       google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION));
   result.mutable_versions()->set_threads(threads);
   result.mutable_versions()->set_device(spec.runtime().device());
+  const SourceRevision source = CurrentSourceRevision();
+  *result.mutable_source() = source;
 
   std::vector<std::shared_ptr<Router>> routers = model.Routers();
   const bool leaks_future =
@@ -389,6 +440,19 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
           "cannot resume: ", checkpoint, " was written by a different spec (hash ",
           state.result.spec_hash(), ", this spec ", SpecHash(spec),
           "); remove it or choose another output directory"));
+    }
+    if (result.source().revision() != source.revision()) {
+      // The run's numbers now come from two versions of the code: say so, and
+      // give it a revision of its own that matches neither, so that tables
+      // never count it as either.
+      const std::string before =
+          result.source().revision().empty() ? "unknown" : result.source().revision();
+      result.add_warnings(absl::StrCat("resumed with different source code: epochs 1-",
+                                       state.epochs_done, " ran at revision ", before,
+                                       ", the rest at ", source.revision()));
+      SourceRevision mixed = source;
+      mixed.set_revision(absl::StrCat(before, ",", source.revision()));
+      *result.mutable_source() = mixed;
     }
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(state.rng_state);
@@ -498,6 +562,11 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
         layer->set_has_fluctuation(true);
         layer->set_fluctuation_top1(Top1Fluctuation(state.probe[l], assignment[l]));
         layer->set_fluctuation_topk(SetFluctuation(state.probe[l], assignment[l]));
+        double head_change = 0;
+        if (HeadChange(state.probe[l], assignment[l], &head_change)) {
+          layer->set_has_head_change(true);
+          layer->set_head_change(head_change);
+        }
       }
     }
     state.probe = std::move(assignment);
@@ -528,15 +597,22 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
     }
   }
 
+  // The final evaluation covers whole splits (max_eval_batches only bounds
+  // the per-epoch one), so every reported number uses every sequence.
   FinalMetrics* final_metrics = result.mutable_final();
   Evaluation valid = Evaluate(model, data, Split::kValid, batch_size,
-                              spec.evaluation().max_eval_batches(), device);
+                              /*max_batches=*/0, device);
   final_metrics->set_valid_loss(valid.loss);
+  for (const LayerRoutingMetrics& layer : valid.layers) *final_metrics->add_layers() = layer;
+  if (const std::string warning = FlagIdentityAggregation(&result);
+      options.verbose && !warning.empty()) {
+    std::fprintf(log, "warning: %s\n", warning.c_str());
+  }
   final_metrics->set_valid_accuracy(valid.accuracy);
   if (language) final_metrics->set_valid_perplexity(std::exp(valid.loss));
   if (spec.evaluation().test_at_end()) {
     Evaluation test = Evaluate(model, data, Split::kTest, batch_size,
-                               spec.evaluation().max_eval_batches(), device);
+                               /*max_batches=*/0, device);
     final_metrics->set_test_loss(test.loss);
     final_metrics->set_test_accuracy(test.accuracy);
     if (language) final_metrics->set_test_perplexity(std::exp(test.loss));
@@ -552,13 +628,16 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
   }
   if (language) {
     final_metrics->set_unigram_perplexity(
-        UnigramPerplexity(data, batch_size, spec.evaluation().max_eval_batches()));
+        UnigramPerplexity(data, batch_size, /*max_eval_batches=*/0));
   }
   if (language && model.IsCausal() && spec.evaluation().generation_eval_sequences() > 0) {
     const SubsetPerplexities subset = PerplexitiesOnValidSubset(
         model, data, spec.evaluation().generation_eval_sequences(), leaks_future, device);
     final_metrics->set_generation_perplexity(subset.generation);
     final_metrics->set_teacher_forced_perplexity_same_subset(subset.teacher_forced);
+    final_metrics->set_leak_nll_gap(subset.leak.mean);
+    final_metrics->set_leak_nll_gap_ci95(leaks_future ? subset.leak.half_width : 0);
+    final_metrics->set_leak_sequences(subset.leak.n);
   }
   double experts_per_token = 0;
   for (const auto& layer : valid.layers) experts_per_token += layer.experts_per_token();
@@ -582,9 +661,10 @@ std::string FormatRunSummary(const RunResult& result) {
   const bool language = result.final().unigram_perplexity() > 0 ||
                         result.final().valid_perplexity() > 0;
   std::string out = absl::StrFormat(
-      "\n== %s  (router %s, spec %s, %d threads, %s) ==\n", spec.name(),
-      spec.router().name(), result.spec_hash(), result.versions().threads(),
-      FormatDuration(result.wall_time_s()));
+      "\n== %s  (router %s, spec %s, source %s, %d threads, %s) ==\n", spec.name(),
+      spec.router().name(), result.spec_hash(),
+      result.source().revision().empty() ? "unknown" : result.source().revision(),
+      result.versions().threads(), FormatDuration(result.wall_time_s()));
   absl::StrAppendFormat(&out, "%5s  %10s  %10s  %12s  %12s  %12s\n", "epoch",
                         "train loss", language ? "valid ppl" : "valid acc",
                         "fluct top-1", "gate entropy", language ? "tokens/s" : "images/s");
@@ -625,12 +705,26 @@ std::string FormatRunSummary(const RunResult& result) {
     }
     out += "\n";
   }
+  for (const LayerRoutingMetrics& layer : f.layers()) {
+    if (!layer.has_aggregation()) continue;
+    absl::StrAppendFormat(&out,
+                          "aggregation, MoE layer %d: mean self-weight %.4f, effective "
+                          "neighbours %.2f%s\n",
+                          layer.layer(), layer.aggregation_self_weight(),
+                          layer.aggregation_effective_neighbours(),
+                          layer.aggregation_self_weight() > kIdentityAggregationSelfWeight
+                              ? "  (IDENTITY: p = r)"
+                              : "");
+  }
   if (result.non_causal_router_in_causal_model() && f.generation_perplexity() > 0) {
     absl::StrAppendFormat(&out,
                           "NON-CAUSAL ROUTER: generation-time perplexity %.2f vs "
-                          "teacher-forced %.2f on the same %d sequences\n",
+                          "teacher-forced %.2f on the same %d sequences; leak %+.4f "
+                          "nats/token, 95%% interval [%+.4f, %+.4f]\n",
                           f.generation_perplexity(), f.teacher_forced_perplexity_same_subset(),
-                          spec.evaluation().generation_eval_sequences());
+                          f.leak_sequences(), f.leak_nll_gap(),
+                          f.leak_nll_gap() - f.leak_nll_gap_ci95(),
+                          f.leak_nll_gap() + f.leak_nll_gap_ci95());
   }
   absl::StrAppendFormat(&out,
                         "experts/token %.2f  parameters %d (active/token %d)  "

@@ -36,6 +36,12 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
 // The human-readable summary printed at the end of a run.
 std::string FormatRunSummary(const RunResult& result);
 
+// Records in result->identity_aggregation_layers the MoE layers whose final
+// aggregation (result->final().layers()) is effectively the identity, mean
+// self-weight above kIdentityAggregationSelfWeight, adds a warning naming
+// them and returns it; returns "" when there are none.
+std::string FlagIdentityAggregation(RunResult* result);
+
 // The run's output directory for `spec` under `options`.
 std::string RunDirectory(const ExperimentSpec& spec, const RunOptions& options);
 

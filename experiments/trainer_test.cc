@@ -1,6 +1,8 @@
 // End-to-end trainer behaviour on a tiny real spec: determinism,
 // kill-and-resume, training-free evaluation, outputs on disk.
 
+#include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -9,8 +11,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/atomic_file.h"
+#include "core/provenance.h"
+#include "core/routing_metrics.h"
 #include "core/spec.h"
 #include "core/trainer.h"
+#include "google/protobuf/text_format.h"
 
 namespace moelab {
 namespace {
@@ -163,6 +168,13 @@ TEST(TrainerTest, TrainingFreeEvaluationWithAnotherRouter) {
   EXPECT_GT(trained.final().generation_perplexity(), 1);
   EXPECT_EQ(trained.final().generation_perplexity(),
             trained.final().teacher_forced_perplexity_same_subset());
+  EXPECT_EQ(trained.final().leak_nll_gap(), 0);
+  EXPECT_EQ(trained.final().leak_nll_gap_ci95(), 0);
+  EXPECT_EQ(trained.final().leak_sequences(), 32);  // the default, of 96
+  // The final evaluation's routing, whole validation split, every MoE layer.
+  ASSERT_EQ(trained.final().layers_size(), trained.epochs(0).layers_size());
+  EXPECT_GT(trained.final().layers(0).experts_per_token(), 0);
+  EXPECT_FALSE(trained.final().layers(0).has_aggregation());
   ExperimentSpec swapped = Tiny();
   swapped.set_name("swapped");
   swapped.mutable_router()->Clear();
@@ -182,6 +194,111 @@ TEST(TrainerTest, TrainingFreeEvaluationWithAnotherRouter) {
   EXPECT_GT(result.final().teacher_forced_perplexity_same_subset(), 1);
   EXPECT_NE(result.final().generation_perplexity(),
             result.final().teacher_forced_perplexity_same_subset());
+  // The leak, per sequence on equally long sequences, averages to the log
+  // ratio of the two perplexities; its interval is over 32 sequences.
+  EXPECT_EQ(result.final().leak_sequences(), 32);
+  EXPECT_NEAR(result.final().leak_nll_gap(),
+              std::log(result.final().generation_perplexity() /
+                       result.final().teacher_forced_perplexity_same_subset()),
+              1e-9);
+  EXPECT_GT(result.final().leak_nll_gap_ci95(), 0);
+  EXPECT_TRUE(std::isfinite(result.final().leak_nll_gap_ci95()));
+  ASSERT_EQ(result.final().layers_size(), trained.final().layers_size());
+}
+
+TEST(TrainerTest, IdentityAggregationIsFlaggedNotSilent) {
+  // Raw dot products at a temperature far below the differences between
+  // u_i.u_i and u_i.u_j: each row of S is one-hot on i, p = r. (The paper's
+  // literal tau = 1 does this on trained D = 128 states; the tiny model's
+  // barely trained states are too alike for tau = 1 to show it.)
+  const std::string dir = TempDir("identity");
+  ExperimentSpec literal = Tiny();
+  literal.mutable_router()->Clear();
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      R"pb(name: "similarity_aware" top_k: 2
+           similarity_aware { scale: RAW_DOT_PRODUCT temperature: 0.001 })pb",
+      literal.mutable_router()));
+  literal.mutable_training()->set_epochs(1);
+  ASSERT_TRUE(ResolveSpec(&literal).ok());
+  ASSERT_TRUE(ValidateSpec(literal).ok()) << ValidateSpec(literal);
+  const RunResult flagged = RunTiny(literal, dir);
+  ASSERT_GT(flagged.final().layers_size(), 0);
+  for (const LayerRoutingMetrics& layer : flagged.final().layers()) {
+    EXPECT_TRUE(layer.has_aggregation());
+    EXPECT_GT(layer.aggregation_self_weight(), kIdentityAggregationSelfWeight);
+    EXPECT_NEAR(layer.aggregation_effective_neighbours(), 1, 0.1);
+  }
+  EXPECT_EQ(flagged.identity_aggregation_layers_size(), flagged.final().layers_size());
+  bool warned = false;
+  for (const std::string& w : flagged.warnings()) {
+    warned |= w.find("aggregates effectively nothing") != std::string::npos;
+  }
+  EXPECT_TRUE(warned);
+  absl::StatusOr<std::string> csv = ReadFile(dir + "/tiny/metrics.csv");
+  ASSERT_TRUE(csv.ok());
+  EXPECT_THAT(*csv, HasSubstr(",l0_self_weight,l0_effective_neighbours,l0_head_change"));
+
+  // A temperature far above u.u spreads S over the visible tokens.
+  ExperimentSpec spread = literal;
+  spread.mutable_router()->mutable_similarity_aware()->set_temperature(1e4);
+  const RunResult mixed = RunTiny(spread, TempDir("spread"));
+  EXPECT_EQ(mixed.identity_aggregation_layers_size(), 0);
+  for (const LayerRoutingMetrics& layer : mixed.final().layers()) {
+    EXPECT_LT(layer.aggregation_self_weight(), 0.5);
+    EXPECT_GT(layer.aggregation_effective_neighbours(), 2);
+  }
+}
+
+TEST(TrainerTest, FlagIdentityAggregationOnHandMadeLayers) {
+  RunResult result;
+  result.mutable_spec()->mutable_router()->set_name("similarity_aware");
+  LayerRoutingMetrics* spread = result.mutable_final()->add_layers();
+  spread->set_layer(0);
+  spread->set_has_aggregation(true);
+  spread->set_aggregation_self_weight(0.6);
+  LayerRoutingMetrics* identity = result.mutable_final()->add_layers();
+  identity->set_layer(1);
+  identity->set_has_aggregation(true);
+  identity->set_aggregation_self_weight(0.995);
+  LayerRoutingMetrics* plain = result.mutable_final()->add_layers();
+  plain->set_layer(2);  // no aggregation at all: never flagged
+  const std::string warning = FlagIdentityAggregation(&result);
+  EXPECT_THAT(warning, HasSubstr("MoE layer 1: mean self-weight 0.99500"));
+  ASSERT_EQ(result.identity_aggregation_layers_size(), 1);
+  EXPECT_EQ(result.identity_aggregation_layers(0), 1);
+  ASSERT_EQ(result.warnings_size(), 1);
+  identity->set_aggregation_self_weight(0.9);
+  result.clear_warnings();
+  EXPECT_EQ(FlagIdentityAggregation(&result), "");
+  EXPECT_EQ(result.identity_aggregation_layers_size(), 0);
+}
+
+TEST(TrainerTest, RecordsTheSourceRevisionAndAResumeAcrossRevisions) {
+  const std::string repo = TempDir("source_repo");
+  ASSERT_EQ(std::system(absl::StrCat("cd '", repo,
+                                     "' && git init -q && echo x > f && git add f && "
+                                     "git -c user.name=t -c user.email=t@t commit -qm x")
+                            .c_str()),
+            0);
+  setenv("MOELAB_SOURCE_DIR", repo.c_str(), 1);
+  const std::string revision = CurrentSourceRevision().revision();
+  ASSERT_EQ(revision.size(), 12u);
+  const std::string dir = TempDir("provenance");
+  const RunResult partial = RunTiny(Tiny(), dir, /*resume=*/false, /*stop_after=*/1);
+  EXPECT_EQ(partial.source().revision(), revision);
+  EXPECT_EQ(partial.source().commit().substr(0, 12), revision);
+
+  // Resumed from another tree: the run now mixes code, and says so.
+  const std::string elsewhere = TempDir("not_a_checkout");
+  setenv("MOELAB_SOURCE_DIR", elsewhere.c_str(), 1);
+  const RunResult resumed = RunTiny(Tiny(), dir, /*resume=*/true);
+  unsetenv("MOELAB_SOURCE_DIR");
+  EXPECT_EQ(resumed.source().revision(), absl::StrCat(revision, ",unknown"));
+  bool warned = false;
+  for (const std::string& w : resumed.warnings()) {
+    warned |= w.find("resumed with different source code") != std::string::npos;
+  }
+  EXPECT_TRUE(warned);
 }
 
 }  // namespace
