@@ -25,6 +25,8 @@ UnifiedOptions ResolvedUnifiedOptions(const RouterSpec& spec) {
   if (options.token_score() == TOKEN_SCORE_UNSPECIFIED) {
     options.set_token_score(SIGMOID_SCALED);
   }
+  // Ours: PER_SEQUENCE is the authors' training-free selection, PER_POSITION
+  // that of their from-scratch LM code.
   if (options.scope() == SCOPE_UNSPECIFIED) options.set_scope(PER_SEQUENCE);
   return options;
 }

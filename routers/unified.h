@@ -17,8 +17,10 @@
 namespace moelab {
 
 // spec.unified with the documented defaults filled in: alpha = beta = 0.5
-// (when only one is set, the other becomes 1 minus it), token_score
-// SIGMOID_SCALED, scope PER_SEQUENCE.
+// (when only one is set, the other becomes 1 minus it; the authors' code),
+// token_score SIGMOID_SCALED (the authors' code), scope PER_SEQUENCE (ours:
+// the selection of the authors' training-free code, while their from-scratch
+// LM code selects PER_POSITION; neither is stated as the default).
 UnifiedOptions ResolvedUnifiedOptions(const RouterSpec& spec);
 
 // The unified score [B, T, E] from logits [B, T, E] (float32). A
