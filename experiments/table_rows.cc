@@ -1,5 +1,7 @@
 #include "experiments/table_rows.h"
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "core/atomic_file.h"
 #include "core/paths.h"
@@ -22,7 +24,43 @@ absl::StatusOr<TableSpec> LoadTable(const std::string& name) {
   if (table.rows_size() == 0) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": rows: the table has no rows"));
   }
+  if (absl::Status s = ValidateClaims(table); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+  }
   return table;
+}
+
+absl::Status ValidateClaims(const TableSpec& table) {
+  std::set<std::string> labels;
+  for (const TableRow& row : table.rows()) labels.insert(row.label());
+  for (int i = 0; i < table.claims_size(); ++i) {
+    const Claim& claim = table.claims(i);
+    const std::string where = absl::StrCat("claims[", i, "] ('", claim.text(), "')");
+    if (!labels.count(claim.row_a())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": row_a: no row '", claim.row_a(), "' in the table"));
+    }
+    if (!claim.row_b().empty() && !labels.count(claim.row_b())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": row_b: no row '", claim.row_b(), "' in the table"));
+    }
+    if (claim.column() == COLUMN_UNSPECIFIED) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": column: unset"));
+    }
+    if (claim.expect() == EXPECTATION_UNSPECIFIED) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": expect: unset (A_LOWER or A_HIGHER)"));
+    }
+    const bool within_row = claim.row_b().empty() || claim.row_b() == claim.row_a();
+    const Column column_b =
+        claim.column_b() == COLUMN_UNSPECIFIED ? claim.column() : claim.column_b();
+    if (within_row && column_b == claim.column()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": a claim within row '", claim.row_a(),
+          "' compares a column with itself; set column_b (or row_b)"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // The row's spec file with its overrides merged in, resolved and validated.
@@ -44,12 +82,17 @@ absl::StatusOr<ExperimentSpec> RowSpec(const TableSpec& table, const TableRow& r
     if (overrides->has_router()) spec->clear_router();
     spec->MergeFrom(*overrides);
   }
+  // Where the spec's fields come from, for errors.
+  const std::string source =
+      row.spec_overrides().empty()
+          ? path
+          : absl::StrCat(path, " with the spec_overrides of row '", row.label(), "'");
   if (absl::Status s = ResolveSpec(&*spec); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+    return absl::Status(s.code(), absl::StrCat(source, ": ", s.message()));
   }
   if (!validate) return spec;
   if (absl::Status s = ValidateSpec(*spec); !s.ok()) {
-    return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+    return absl::Status(s.code(), absl::StrCat(source, ": ", s.message()));
   }
   return spec;
 }

@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "proto/experiment.pb.h"
 #include "proto/table.pb.h"
@@ -14,8 +15,14 @@ namespace moelab {
 
 inline constexpr char kTablesDirectory[] = "experiments/tables";
 
-// Reads experiments/tables/<name>.pbtxt (from the workspace under `bazel run`).
+// Reads experiments/tables/<name>.pbtxt (from the workspace under `bazel run`)
+// and checks its claims (ValidateClaims).
 absl::StatusOr<TableSpec> LoadTable(const std::string& name);
+
+// Every claim names rows of the table (row_a; row_b empty or a row), a
+// column and a direction, and a claim within one row compares two
+// different columns (column_b set).
+absl::Status ValidateClaims(const TableSpec& table);
 
 // The row's spec (its own `spec`, else the table's base or paper-scale base)
 // with its spec_overrides merged in, resolved and validated. With

@@ -1,4 +1,5 @@
 #include <filesystem>
+#include <map>
 #include <set>
 #include <string>
 
@@ -7,9 +8,12 @@
 
 #include "core/spec.h"
 #include "experiments/table_rows.h"
+#include "google/protobuf/text_format.h"
 
 namespace moelab {
 namespace {
+
+using ::testing::HasSubstr;
 
 std::vector<std::string> TableNames() {
   std::vector<std::string> names;
@@ -17,6 +21,20 @@ std::vector<std::string> TableNames() {
     if (entry.path().extension() == ".pbtxt") names.push_back(entry.path().stem());
   }
   return names;
+}
+
+bool Aggregates(const RouterSpec& router) {
+  return router.name() == "similarity_aware" || router.name() == "attention_aware";
+}
+
+// Whether the router keeps only one expert per token and renormalises its
+// weight to 1, which leaves the gate no gradient from the task loss.
+bool RenormalisedTopOne(const RouterSpec& router) {
+  if (router.top_k() != 1) return false;
+  if (router.name() == "token_choice") return router.token_choice().renormalize();
+  if (router.name() == "similarity_aware") return router.similarity_aware().renormalize();
+  if (router.name() == "attention_aware") return router.attention_aware().renormalize();
+  return false;
 }
 
 class TableTest : public ::testing::TestWithParam<std::string> {};
@@ -29,6 +47,7 @@ TEST_P(TableTest, ParsesAndEveryRowBuildsAValidSpec) {
   EXPECT_FALSE(table->paper_setting().empty());
   EXPECT_FALSE(table->our_setting().empty());
   EXPECT_FALSE(table->paper_scale_base_spec().empty());
+  EXPECT_THAT(table->our_setting(), ::testing::Not(HasSubstr("authors' default")));
   std::set<std::string> labels, names;
   for (const TableRow& row : table->rows()) {
     EXPECT_TRUE(labels.insert(row.label()).second) << "duplicate row " << row.label();
@@ -36,6 +55,9 @@ TEST_P(TableTest, ParsesAndEveryRowBuildsAValidSpec) {
     ASSERT_TRUE(spec.ok()) << row.label() << ": " << spec.status();
     EXPECT_TRUE(names.insert(spec->name()).second)
         << "rows '" << row.label() << "' and another share the run name " << spec->name();
+    EXPECT_FALSE(RenormalisedTopOne(spec->router()))
+        << row.label() << ": a renormalised top-1 router gives the gate no gradient; "
+        << "use renormalize: false (Switch-style)";
     if (!row.init_from_row().empty()) {
       EXPECT_TRUE(labels.count(row.init_from_row())) << row.init_from_row();
     }
@@ -48,8 +70,32 @@ TEST_P(TableTest, ParsesAndEveryRowBuildsAValidSpec) {
   }
   for (const Claim& claim : table->claims()) {
     EXPECT_TRUE(labels.count(claim.row_a())) << claim.row_a();
-    EXPECT_TRUE(labels.count(claim.row_b())) << claim.row_b();
+    if (!claim.row_b().empty()) {
+      EXPECT_TRUE(labels.count(claim.row_b())) << claim.row_b();
+    }
     EXPECT_NE(claim.expect(), EXPECTATION_UNSPECIFIED) << claim.text();
+  }
+}
+
+// Proposition 1 (H(p) < H(r)) is checked within each aggregating row of a
+// table that shows H(p): token choice has no p to compare with.
+TEST_P(TableTest, EveryAggregatingRowHasAWithinRowEntropyClaim) {
+  absl::StatusOr<TableSpec> table = LoadTable(GetParam());
+  ASSERT_TRUE(table.ok()) << table.status();
+  bool shows_aggregated_entropy = false;
+  for (int c : table->columns()) shows_aggregated_entropy |= c == AGGREGATED_ENTROPY;
+  if (!shows_aggregated_entropy) return;
+  for (const TableRow& row : table->rows()) {
+    absl::StatusOr<ExperimentSpec> spec = RowSpec(*table, row, /*paper_scale=*/false);
+    ASSERT_TRUE(spec.ok()) << row.label() << ": " << spec.status();
+    if (!Aggregates(spec->router())) continue;
+    bool found = false;
+    for (const Claim& claim : table->claims()) {
+      found |= claim.row_a() == row.label() && claim.row_b().empty() &&
+               claim.column() == AGGREGATED_ENTROPY && claim.column_b() == GATE_ENTROPY &&
+               claim.expect() == A_LOWER;
+    }
+    EXPECT_TRUE(found) << row.label() << ": no within-row H(p) < H(r) claim";
   }
 }
 
@@ -61,6 +107,56 @@ TEST(TablesTest, TheFivePaperTablesExist) {
                                 {"graph_of_tokens_lm", "graph_of_tokens_vision",
                                  "usmoe_pretraining_lm", "usmoe_pretraining_vision",
                                  "usmoe_training_free", "entropy_vs_fluctuation"}));
+}
+
+// Tables share runs through the cache when their rows resolve to the same
+// spec; a run name used in two tables must mean the same spec in both, or
+// the tables would read one name two ways.
+TEST(TablesTest, ARunNameMeansOneSpecAcrossTables) {
+  std::map<std::string, std::pair<std::string, std::string>> first;  // name -> (hash, where)
+  for (const std::string& name : TableNames()) {
+    absl::StatusOr<TableSpec> table = LoadTable(name);
+    ASSERT_TRUE(table.ok()) << table.status();
+    for (const TableRow& row : table->rows()) {
+      if (!row.init_from_row().empty()) continue;  // its checkpoint path is set at run time
+      absl::StatusOr<ExperimentSpec> spec = RowSpec(*table, row, /*paper_scale=*/false);
+      ASSERT_TRUE(spec.ok()) << name << " row " << row.label() << ": " << spec.status();
+      const std::string where = name + " row '" + row.label() + "'";
+      auto [it, inserted] = first.try_emplace(spec->name(), SpecHash(*spec), where);
+      EXPECT_TRUE(inserted || it->second.first == SpecHash(*spec))
+          << "run name " << spec->name() << ": " << it->second.second << " and " << where
+          << " resolve to different specs";
+    }
+  }
+  // The tables that say they share runs do.
+  EXPECT_TRUE(first.count("lm_similarity_literal_k2"));
+  EXPECT_THAT(first.at("lm_token_choice_k2").second, HasSubstr("entropy_vs_fluctuation"));
+}
+
+TableSpec ParseTable(const std::string& text) {
+  TableSpec table;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &table)) << text;
+  return table;
+}
+
+TEST(TablesTest, ClaimsAreChecked) {
+  const std::string rows = R"pb(rows { label: "a" } rows { label: "b" })pb";
+  EXPECT_TRUE(ValidateClaims(ParseTable(rows + R"pb(
+    claims { text: "x" column: VALID_PERPLEXITY row_a: "a" row_b: "b" expect: A_LOWER }
+    claims { text: "H(p) < H(r)" column: AGGREGATED_ENTROPY column_b: GATE_ENTROPY
+             row_a: "a" expect: A_LOWER })pb")).ok());
+  absl::Status s = ValidateClaims(ParseTable(rows + R"pb(
+    claims { text: "x" column: VALID_PERPLEXITY row_a: "a" row_b: "c" expect: A_LOWER })pb"));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("claims[0] ('x'): row_b: no row 'c'"));
+  s = ValidateClaims(ParseTable(rows + R"pb(
+    claims { text: "x" column: VALID_PERPLEXITY row_a: "a" row_b: "b" expect: A_LOWER }
+    claims { text: "y" column: GATE_ENTROPY row_a: "a" expect: A_LOWER })pb"));
+  EXPECT_THAT(s.message(), HasSubstr("claims[1] ('y'): a claim within row 'a' compares a "
+                                     "column with itself; set column_b"));
+  s = ValidateClaims(ParseTable(rows + R"pb(
+    claims { text: "z" column: VALID_PERPLEXITY row_a: "a" row_b: "b" })pb"));
+  EXPECT_THAT(s.message(), HasSubstr("claims[0] ('z'): expect: unset"));
 }
 
 }  // namespace
