@@ -3,12 +3,16 @@
 // Runs every (row, seed) whose result is not cached (the cache key is the
 // resolved spec's hash), then writes NAME.md, NAME.csv and the pictures to
 // --output_dir. --render_only rebuilds the outputs from cached results;
-// --list shows the tables.
+// --list shows the tables. A table whose runs come from different code
+// revisions (RunResult.source) is refused unless --allow_mixed_revisions;
+// --rerun_stale runs the cached runs from other code again.
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -21,11 +25,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "core/atomic_file.h"
 #include "core/paths.h"
 #include "core/progress.h"
-#include "core/routing_metrics.h"
+#include "core/provenance.h"
 #include "core/spec.h"
 #include "core/threading_environment.h"
 #include "core/trainer.h"
@@ -55,6 +60,14 @@ ABSL_FLAG(std::string, shard, "",
 ABSL_FLAG(bool, paper_scale, false,
           "Run the table's paper-scale spec set (WikiText-103 / ImageNet) instead "
           "of the CPU-scale one; needs the data and, realistically, a GPU.");
+ABSL_FLAG(bool, rerun_stale, false,
+          "Run again, from scratch, every cached run whose code revision differs from "
+          "the source tree's now (the old run directory moves to "
+          "runs_superseded/<name>-<revision>).");
+ABSL_FLAG(bool, allow_mixed_revisions, false,
+          "Write the report even when its runs come from different code revisions "
+          "(the report then says so at the top and names each row's revision); "
+          "without it reproduce refuses.");
 
 namespace moelab {
 namespace {
@@ -80,8 +93,10 @@ struct TableRuns {
   // run directory per (row label, seed index), for training-free rows.
   std::map<std::pair<std::string, int>, std::string> run_dirs;
   // Uncached runs this invocation left to other shards (or that wait for a
-  // source checkpoint another shard has not written yet).
+  // source run another shard has not finished yet).
   int left_to_other_shards = 0;
+  // Cached runs from other code that --rerun_stale ran again.
+  int superseded = 0;
 };
 
 struct RunTableOptions {
@@ -91,13 +106,57 @@ struct RunTableOptions {
   bool paper_scale = false;
   int shard_index = 0;
   int shard_count = 1;
+  // Run again (from scratch) every cached run whose code revision is not
+  // `current_revision`.
+  bool rerun_stale = false;
+  std::string current_revision;
 };
+
+// runs_superseded/<name>-<revision>, with the revision made safe for a file
+// name, and -2, -3, ... when that is taken.
+std::string SupersededDirectory(const std::string& out_dir, const std::string& name,
+                                const std::string& revision) {
+  std::string safe = revision == kRevisionBeforeProvenance ? "before-provenance" : revision;
+  for (char& c : safe) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.') {
+      c = '_';
+    }
+  }
+  const std::string base = absl::StrCat(out_dir, "/runs_superseded/", name, "-", safe);
+  std::string dir = base;
+  for (int i = 2; fs::exists(dir); ++i) dir = absl::StrCat(base, "-", i);
+  return dir;
+}
+
+// Moves a cached run out of the cache, keeping it for reference.
+absl::Status SupersedeRun(const std::string& run_dir, const std::string& target) {
+  std::error_code error;
+  fs::create_directories(fs::path(target).parent_path(), error);
+  if (!error) fs::rename(run_dir, target, error);
+  if (error) {
+    return absl::InternalError(absl::StrCat("cannot move ", run_dir, " aside to ", target, ": ",
+                                            error.message()));
+  }
+  return absl::OkStatus();
+}
+
+// Whether a's result.json was written after b's (a training-free run whose
+// source run was run again since evaluated the old checkpoint).
+bool ResultIsNewer(const std::string& a_dir, const std::string& b_dir) {
+  std::error_code a_error, b_error;
+  const auto a = fs::last_write_time(a_dir + "/result.json", a_error);
+  const auto b = fs::last_write_time(b_dir + "/result.json", b_error);
+  return !a_error && !b_error && a > b;
+}
 
 absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& out_dir,
                                    const RunTableOptions& run_options) {
   const bool render_only = run_options.render_only;
   TableRuns runs;
   runs.rows.reserve(table.rows_size());
+  // Spec hash per (row label, seed index), and the runs this invocation ran.
+  std::map<std::pair<std::string, int>, std::string> hashes;
+  std::set<std::pair<std::string, int>> executed;
   int run_index = -1;
   for (const TableRow& row : table.rows()) {
     RowRuns row_runs{&row, {}};
@@ -111,8 +170,10 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
       spec->set_seed(spec->seed() + s);
       if (run_options.threads > 0) spec->mutable_runtime()->set_threads(run_options.threads);
       spec->set_name(absl::StrCat(spec->name(), "_s", spec->seed()));
-      if (!row.init_from_row().empty()) {
-        auto source = runs.run_dirs.find({row.init_from_row(), s});
+      const std::pair<std::string, int> source_key{row.init_from_row(), s};
+      const bool training_free = !row.init_from_row().empty();
+      if (training_free) {
+        auto source = runs.run_dirs.find(source_key);
         if (source == runs.run_dirs.end()) {
           return absl::InvalidArgumentError(absl::StrCat(
               "row '", row.label(), "': init_from_row '", row.init_from_row(),
@@ -120,39 +181,74 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
         }
         spec->mutable_training()->set_epochs(0);
         spec->mutable_evaluation()->set_init_checkpoint(source->second + "/checkpoint.pt");
-        if (absl::Status v = ValidateSpec(*spec); !v.ok() && !render_only) return v;
       }
       const std::string hash = SpecHash(*spec);
       const std::string run_root = absl::StrCat(out_dir, "/runs/", hash);
       const std::string run_dir = absl::StrCat(run_root, "/", spec->name());
       runs.run_dirs[{row.label(), s}] = run_dir;
+      hashes[{row.label(), s}] = hash;
       absl::StatusOr<RunResult> result = ReadCachedResult(run_dir, hash);
-      if (!result.ok()) {
+      // Why a cached result must be run again; empty: it stands.
+      std::string stale;
+      if (result.ok() && run_options.rerun_stale &&
+          RunRevision(*result) != run_options.current_revision) {
+        stale = absl::StrCat("code revision ", RunRevision(*result), ", not ",
+                             run_options.current_revision);
+      } else if (result.ok() && training_free && !render_only &&
+                 ResultIsNewer(runs.run_dirs.at(source_key), run_dir)) {
+        stale = absl::StrCat("row '", row.init_from_row(),
+                             "' was run again after it: it evaluated the old checkpoint");
+      }
+      if (!result.ok() || !stale.empty()) {
         if (render_only) {
           return absl::NotFoundError(absl::StrCat(
               "row '", row.label(), "' seed ", spec->seed(),
               ": no cached result; run without --render_only"));
         }
-        const bool source_pending =
-            !row.init_from_row().empty() &&
-            !fs::exists(spec->evaluation().init_checkpoint());
+        // A training-free run waits for its source run to complete, here or
+        // in another shard (a checkpoint alone may be a training run's
+        // last epoch so far).
+        bool source_pending = false;
+        if (training_free && !executed.count(source_key)) {
+          absl::StatusOr<RunResult> source =
+              ReadCachedResult(runs.run_dirs.at(source_key), hashes.at(source_key));
+          source_pending = !source.ok() || (run_options.rerun_stale &&
+                                            RunRevision(*source) != run_options.current_revision);
+        }
         if (run_index % run_options.shard_count != run_options.shard_index ||
             source_pending) {
           ++runs.left_to_other_shards;
           continue;
+        }
+        if (training_free) {
+          if (absl::Status v = ValidateSpec(*spec); !v.ok()) {
+            return absl::Status(v.code(), absl::StrCat("row '", row.label(), "': ", v.message()));
+          }
+        }
+        if (!stale.empty()) {
+          const std::string target =
+              SupersededDirectory(out_dir, spec->name(), RunRevision(*result));
+          if (absl::Status moved = SupersedeRun(run_dir, target); !moved.ok()) return moved;
+          std::fprintf(stderr, "== %s: row '%s', seed %llu: the cached run is stale (%s); "
+                       "moved to %s, running again\n", table.name().c_str(), row.label().c_str(),
+                       static_cast<unsigned long long>(spec->seed()), stale.c_str(),
+                       target.c_str());
+          ++runs.superseded;
         }
         std::fprintf(stderr, "== %s: row '%s', seed %llu (spec %s)\n", table.name().c_str(),
                      row.label().c_str(), static_cast<unsigned long long>(spec->seed()),
                      hash.c_str());
         RunOptions options;
         options.output_directory = run_root;
-        options.resume = true;
+        // A stale run starts from scratch; an interrupted one continues.
+        options.resume = stale.empty();
         result = RunExperiment(*spec, options);
         if (!result.ok()) {
           return absl::Status(result.status().code(),
                               absl::StrCat("row '", row.label(), "' seed ", spec->seed(),
                                            ": ", result.status().message()));
         }
+        executed.insert({row.label(), s});
       }
       row_runs.runs.push_back(*std::move(result));
     }
@@ -223,32 +319,12 @@ absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs,
     pictures->push_back(png);
   }
   if (table.entropy_vs_fluctuation()) {
+    *extra_markdown += RenderEntropyVsFluctuation(runs.rows);
     std::vector<Series> scatter;
-    std::vector<double> all_entropy, all_fluctuation;
-    *extra_markdown += "\n## Entropy vs fluctuation per layer (last epoch)\n\n"
-                       "| Row | Pearson r (entropy, fluctuation) over layers x seeds |\n| --- | --- |\n";
     for (const RowRuns& row : runs.rows) {
-      Series series{row.row->label(), {}};
-      std::vector<double> entropy, fluct;
-      for (const RunResult& run : row.runs) {
-        if (run.epochs_size() == 0) continue;
-        for (const auto& l : run.epochs(run.epochs_size() - 1).layers()) {
-          if (!l.has_fluctuation()) continue;
-          // Routers that aggregate select on p, so p's entropy is the one that matters.
-          const double h = l.aggregated_entropy() > 0 ? l.aggregated_entropy() : l.gate_entropy();
-          series.points.emplace_back(h, 100 * l.fluctuation_top1());
-          entropy.push_back(h);
-          fluct.push_back(l.fluctuation_top1());
-        }
-      }
-      all_entropy.insert(all_entropy.end(), entropy.begin(), entropy.end());
-      all_fluctuation.insert(all_fluctuation.end(), fluct.begin(), fluct.end());
-      absl::StrAppendFormat(extra_markdown, "| %s | %.3f |\n", row.row->label(),
-                            PearsonCorrelation(entropy, fluct));
+      Series series{row.row->label(), EntropyFluctuationPoints(row)};
       if (!series.points.empty()) scatter.push_back(std::move(series));
     }
-    absl::StrAppendFormat(extra_markdown, "| all rows | %.3f |\n",
-                          PearsonCorrelation(all_entropy, all_fluctuation));
     if (!scatter.empty()) {
       const std::string png = table.name() + "_entropy_vs_fluctuation.png";
       if (absl::Status s = PlotScatter(out_dir + "/" + png,
@@ -277,7 +353,8 @@ absl::Status DrawTableExpertMaps(const TableSpec& table, const TableRuns& runs,
       return absl::NotFoundError(absl::StrCat("expert_maps.rows: no runs of row '", label, "'"));
     }
     ExpertMapRow map_row;
-    map_row.label = label;
+    // OpenCV's Hershey fonts draw only ASCII.
+    map_row.label = absl::StrReplaceAll(label, {{"τ", "tau"}, {"σ", "sigma"}});
     map_row.spec = row->runs.front().spec();
     const EvaluationSpec& evaluation = map_row.spec.evaluation();
     if (map_row.spec.training().epochs() == 0 && !evaluation.init_checkpoint().empty()) {
@@ -361,6 +438,16 @@ int Main() {
   run_options.threads = threads;
   run_options.render_only = absl::GetFlag(FLAGS_render_only);
   run_options.paper_scale = absl::GetFlag(FLAGS_paper_scale);
+  run_options.rerun_stale = absl::GetFlag(FLAGS_rerun_stale);
+  if (run_options.rerun_stale && run_options.render_only) {
+    std::fprintf(stderr, "error: --rerun_stale runs again; --render_only runs nothing\n");
+    return 2;
+  }
+  if (run_options.rerun_stale) {
+    run_options.current_revision = CurrentSourceRevision().revision();
+    std::fprintf(stderr, "reproduce: the source tree is at revision %s\n",
+                 run_options.current_revision.c_str());
+  }
   if (const std::string shard = absl::GetFlag(FLAGS_shard); !shard.empty()) {
     const std::vector<std::string> parts = absl::StrSplit(shard, '/');
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &run_options.shard_index) ||
@@ -381,10 +468,19 @@ int Main() {
   if (runs->left_to_other_shards > 0) {
     std::fprintf(stderr,
                  "shard %d/%d of %s done; %d uncached runs are left to other shards. When "
-                 "they are done, reproduce --table=%s (no --shard) writes the report.\n",
+                 "they are done, reproduce --table=%s%s (no --shard) writes the report.\n",
                  run_options.shard_index, run_options.shard_count, name.c_str(),
-                 runs->left_to_other_shards, name.c_str());
+                 runs->left_to_other_shards, name.c_str(),
+                 run_options.rerun_stale ? " --rerun_stale" : "");
     return 0;
+  }
+  if (absl::Status s = CheckSingleRevision(*table, runs->rows); !s.ok()) {
+    if (!absl::GetFlag(FLAGS_allow_mixed_revisions)) {
+      std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "warning (--allow_mixed_revisions): %s\n",
+                 std::string(s.message()).c_str());
   }
   std::vector<std::string> pictures;
   std::string extra;
@@ -414,8 +510,13 @@ int Main() {
       return 1;
     }
   }
-  std::printf("%s\nwrote %s.md, %s.csv (%s this invocation)\n", md.c_str(), base.c_str(),
+  std::printf("%s\nwrote %s.md, %s.csv (%s this invocation", md.c_str(), base.c_str(),
               base.c_str(), FormatDuration(clock.elapsed_seconds()).c_str());
+  if (runs->superseded > 0) {
+    std::printf("; %d stale runs run again, the old ones in %s/runs_superseded", runs->superseded,
+                out_dir.c_str());
+  }
+  std::printf(")\n");
   return 0;
 }
 
@@ -427,7 +528,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Reproduces a paper table.\n"
       "  reproduce --list\n"
-      "  reproduce --table=graph_of_tokens_lm [--render_only] [--output_dir=results]");
+      "  reproduce --table=graph_of_tokens_lm [--render_only] [--output_dir=results]\n"
+      "  reproduce --table=graph_of_tokens_lm --rerun_stale  # runs from other code, again");
   absl::ParseCommandLine(argc, argv);
   return moelab::Main();
 }

@@ -383,7 +383,11 @@ absl::Status CheckSingleRevision(const TableSpec& table, const std::vector<RowRu
       parts.push_back(absl::StrCat(revision, " (seed", seeds.size() > 1 ? "s " : " ",
                                    absl::StrJoin(seeds, ", "), ")"));
     }
-    lines.push_back(absl::StrCat("  row '", row.row->label(), "': ", absl::StrJoin(parts, "; ")));
+    lines.push_back(absl::StrCat("  row '", row.row->label(), "': ", absl::StrJoin(parts, "; "),
+                                 row.row->init_from_row().empty()
+                                     ? ""
+                                     : absl::StrCat(" (evaluating the checkpoints of row '",
+                                                    row.row->init_from_row(), "')")));
   }
   return absl::FailedPreconditionError(absl::StrCat(
       "table '", table.name(), "': its runs come from ", all.size(),
@@ -598,7 +602,16 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
         cells.push_back(p == nullptr ? "" : absl::StrFormat("%g", p->value()));
       }
     }
-    if (mixed_revisions) cells.push_back(absl::StrJoin(RowRevisions(r), ", "));
+    if (mixed_revisions) {
+      std::string cell = absl::StrJoin(RowRevisions(r), ", ");
+      const RowRuns* source =
+          r.row->init_from_row().empty() ? nullptr : FindRow(rows, r.row->init_from_row());
+      if (source != nullptr) {
+        absl::StrAppend(&cell, " (checkpoints: ", absl::StrJoin(RowRevisions(*source), ", "),
+                        ")");
+      }
+      cells.push_back(cell);
+    }
     absl::StrAppend(&md, "| ", absl::StrJoin(cells, " | "), " |\n");
   }
   if (any_non_causal) {
@@ -612,11 +625,13 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
   if (!identity_rows.empty()) {
     absl::StrAppend(
         &md,
-        "\n‡ The aggregation is effectively the identity: in these MoE layers the mean weight "
-        "W_ii a token keeps on itself is above kIdentityAggregationSelfWeight "
-        "(core/routing_metrics.h), so p = r and the router selects exactly as token choice "
-        "does. The row is token choice under another name, not a test of the paper's "
-        "mechanism.\n",
+        absl::StrFormat(
+            "\n‡ The aggregation is effectively the identity: in these MoE layers the mean "
+            "weight W_ii a token keeps on itself is above %g (kIdentityAggregationSelfWeight, "
+            "core/routing_metrics.h), so p = r and the router selects as token choice does. "
+            "The row is token choice under another name, not a test of the paper's "
+            "mechanism.\n",
+            kIdentityAggregationSelfWeight),
         absl::StrJoin(identity_rows, "\n"), "\n");
   }
   std::vector<std::string> notes;

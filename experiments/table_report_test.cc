@@ -307,7 +307,8 @@ TEST(TableReportTest, IdentityAggregationIsMarked) {
   const std::string md = RenderMarkdown(table, rows, {});
   EXPECT_THAT(md, HasSubstr("| sim † ‡ |"));
   EXPECT_THAT(md, HasSubstr("| smoe |"));
-  EXPECT_THAT(md, HasSubstr("‡ The aggregation is effectively the identity"));
+  EXPECT_THAT(md, HasSubstr("‡ The aggregation is effectively the identity: in these MoE "
+                            "layers the mean weight W_ii a token keeps on itself is above 0.99"));
   EXPECT_THAT(md, HasSubstr("token choice under another name"));
   EXPECT_THAT(md, HasSubstr("- sim: MoE layers 0, 1 in 2 of 3 seeds (self-weight 0.9970, "
                             "mean over layers and seeds)"));
@@ -394,6 +395,28 @@ TEST(TableReportTest, MixedRevisionsAreRefusedAndNamed) {
   EXPECT_THAT(md, HasSubstr(" | aaaaaaaaaaaa, bbbbbbbbbbbb, unknown (before provenance) |"));
   EXPECT_THAT(RenderCsv(table, rows),
               HasSubstr(",\"aaaaaaaaaaaa;bbbbbbbbbbbb;unknown (before provenance)\"\n"));
+}
+
+TEST(TableReportTest, TrainingFreeRowsNameTheirCheckpointsRevisions) {
+  TableSpec table = Table();
+  TableRow* swapped = table.add_rows();
+  swapped->set_label("swapped");
+  swapped->set_init_from_row("smoe");
+  std::vector<RowRuns> rows = ThreeSeedRows(table);
+  rows.push_back({&table.rows(2), rows[0].runs});
+  for (RowRuns& row : rows) {
+    for (RunResult& run : row.runs) run.mutable_source()->set_revision("aaaaaaaaaaaa");
+  }
+  // The trained model's seed 3 comes from other code: the swapped row,
+  // itself all from one revision, evaluated that checkpoint.
+  rows[0].runs[2].mutable_source()->set_revision("cccccccccccc");
+  const absl::Status status = CheckSingleRevision(table, rows);
+  EXPECT_THAT(status.message(), HasSubstr("row 'smoe': aaaaaaaaaaaa (seeds 1, 2); "
+                                          "cccccccccccc (seed 3)\n"));
+  EXPECT_THAT(status.message(), HasSubstr("row 'swapped': aaaaaaaaaaaa (seeds 1, 2, 3) "
+                                          "(evaluating the checkpoints of row 'smoe')"));
+  EXPECT_THAT(RenderMarkdown(table, rows, {}),
+              HasSubstr(" | aaaaaaaaaaaa (checkpoints: aaaaaaaaaaaa, cccccccccccc) |\n"));
 }
 
 }  // namespace
