@@ -98,6 +98,9 @@ absl::Status SaveCheckpoint(const std::string& path, Model& model,
       archive.write(absl::StrCat("probe/", i, "/top1"), state.probe[i].top1);
       archive.write(absl::StrCat("probe/", i, "/selected"),
                     state.probe[i].selected);
+      if (state.probe[i].head.defined()) {
+        archive.write(absl::StrCat("probe/", i, "/head"), state.probe[i].head);
+      }
     }
     WriteWeights(archive, model);
     torch::serialize::OutputArchive optimizer_archive;
@@ -135,6 +138,11 @@ absl::Status LoadCheckpoint(const std::string& path, Model& model,
       archive.read(absl::StrCat("probe/", i, "/top1"), state->probe[i].top1);
       archive.read(absl::StrCat("probe/", i, "/selected"),
                    state->probe[i].selected);
+      // Only routers that choose an attention head have one.
+      at::Tensor head;
+      if (archive.try_read(absl::StrCat("probe/", i, "/head"), head)) {
+        state->probe[i].head = head;
+      }
     }
     if (absl::Status s = ReadWeights(archive, model, path, nullptr); !s.ok()) {
       return s;

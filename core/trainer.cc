@@ -162,7 +162,7 @@ std::vector<ProbeAssignment> ProbeRouting(Model& model, const Dataset& data,
                                           const at::Device& device) {
   torch::NoGradGuard no_grad;
   model.eval();
-  std::vector<std::vector<at::Tensor>> top1, selected;
+  std::vector<std::vector<at::Tensor>> top1, selected, head;
   for (size_t start = 0; start < indices.size(); start += batch_size) {
     std::vector<int64_t> chunk(
         indices.begin() + start,
@@ -171,16 +171,19 @@ std::vector<ProbeAssignment> ProbeRouting(Model& model, const Dataset& data,
     ModelOutput out = model.Forward(batch, ForwardOptions{.keep_routing = true});
     top1.resize(out.routing.size());
     selected.resize(out.routing.size());
+    head.resize(out.routing.size());
     for (size_t l = 0; l < out.routing.size(); ++l) {
       ProbeAssignment a = AssignmentOf(out.routing[l]);
       top1[l].push_back(a.top1);
       selected[l].push_back(a.selected);
+      if (a.head.defined()) head[l].push_back(a.head);
     }
   }
   std::vector<ProbeAssignment> result(top1.size());
   for (size_t l = 0; l < top1.size(); ++l) {
     result[l].top1 = at::cat(top1[l]);
     result[l].selected = at::cat(selected[l]);
+    if (!head[l].empty()) result[l].head = at::cat(head[l]);
   }
   return result;
 }

@@ -249,6 +249,40 @@ TEST(TrainerTest, IdentityAggregationIsFlaggedNotSilent) {
   }
 }
 
+TEST(TrainerTest, AttentionAwareHeadChangeSurvivesAResume) {
+  ExperimentSpec spec = Tiny();
+  spec.mutable_router()->Clear();
+  spec.mutable_router()->set_name("attention_aware");
+  spec.mutable_router()->set_top_k(2);
+  ASSERT_TRUE(ResolveSpec(&spec).ok());
+  ASSERT_TRUE(ValidateSpec(spec).ok()) << ValidateSpec(spec);
+  const RunResult straight = RunTiny(spec, TempDir("attention_straight"));
+  ASSERT_EQ(straight.epochs_size(), 3);
+  for (int e = 0; e < 3; ++e) {
+    for (const LayerRoutingMetrics& layer : straight.epochs(e).layers()) {
+      EXPECT_TRUE(layer.has_aggregation()) << "epoch " << e;
+      EXPECT_GT(layer.aggregation_effective_neighbours(), 1) << "epoch " << e;
+      // No previous epoch to compare the first one with.
+      EXPECT_EQ(layer.has_head_change(), e > 0) << "epoch " << e;
+      EXPECT_GE(layer.head_change(), 0);
+      EXPECT_LE(layer.head_change(), 1);
+    }
+  }
+  // The probe's heads travel in the checkpoint: a resumed run reports the
+  // same head change as an uninterrupted one.
+  const std::string dir = TempDir("attention_resumed");
+  RunTiny(spec, dir, /*resume=*/false, /*stop_after=*/1);
+  const RunResult resumed = RunTiny(spec, dir, /*resume=*/true);
+  ExpectSameMetrics(straight, resumed);
+  for (int e = 1; e < 3; ++e) {
+    for (int l = 0; l < straight.epochs(e).layers_size(); ++l) {
+      EXPECT_TRUE(resumed.epochs(e).layers(l).has_head_change());
+      EXPECT_EQ(resumed.epochs(e).layers(l).head_change(),
+                straight.epochs(e).layers(l).head_change());
+    }
+  }
+}
+
 TEST(TrainerTest, FlagIdentityAggregationOnHandMadeLayers) {
   RunResult result;
   result.mutable_spec()->mutable_router()->set_name("similarity_aware");
