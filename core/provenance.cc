@@ -38,6 +38,10 @@ std::string SourceDirectory() {
   return ".";
 }
 
+// Tables write their reports into results/ while their runs are cached:
+// those files are outputs, not the code that produced the numbers.
+constexpr char kCodePaths[] = " -- . ':(exclude)results'";
+
 }  // namespace
 
 std::string RevisionLabel(const SourceRevision& source) {
@@ -59,16 +63,18 @@ SourceRevision CurrentSourceRevision() {
   }
   source.set_commit(commit);
   std::string changes;
-  if (CommandOutput(git + "status --porcelain 2>/dev/null", &changes) &&
+  if (CommandOutput(absl::StrCat(git, "status --porcelain", kCodePaths, " 2>/dev/null"),
+                    &changes) &&
       !changes.empty()) {
     source.set_modified(true);
     // Tracked changes, plus each untracked file's name and content hash: the
     // same modified tree always gets the same hash.
     std::string hash;
+    const std::string untracked =
+        absl::StrCat(git, "ls-files --others --exclude-standard");
     const std::string command = absl::StrCat(
-        "{ ", git, "diff HEAD --binary; ", git,
-        "ls-files --others --exclude-standard; ", git,
-        "ls-files --others --exclude-standard -z | (cd ", ShellQuoted(SourceDirectory()),
+        "{ ", git, "diff HEAD --binary", kCodePaths, "; ", untracked, kCodePaths, "; ",
+        untracked, " -z", kCodePaths, " | (cd ", ShellQuoted(SourceDirectory()),
         " && xargs -0 -r git hash-object --); } 2>/dev/null | git hash-object --stdin");
     if (CommandOutput(command, &hash) && hash.size() >= 12) {
       source.set_modification_hash(hash.substr(0, 12));

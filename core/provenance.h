@@ -14,7 +14,9 @@ namespace moelab {
 // The source tree's revision. The tree is found from $BUILD_WORKSPACE_DIRECTORY
 // (set by `bazel run`), else $MOELAB_SOURCE_DIR, else the working directory;
 // `revision` is "unknown" when none of them is a git checkout or git is
-// missing. Never fails: provenance is recorded, not required.
+// missing. Changes under results/ (reports that tables write while their runs
+// are cached) do not count as modifications. Never fails: provenance is
+// recorded, not required.
 SourceRevision CurrentSourceRevision();
 
 // "abc123def456" or "abc123def456+1f2e3d4c5b6a" (modified tree), from the

@@ -77,6 +77,13 @@ TEST_F(CurrentSourceRevisionTest, CleanModifiedAndUntrackedTrees) {
   Write("a.cc", "int a = 2;\n");
   EXPECT_NE(CurrentSourceRevision().revision(), modified.revision());
 
+  // Reports under results/ are outputs, not code: writing one leaves the
+  // revision as it was.
+  Write("a.cc", "int a;\n");
+  std::filesystem::create_directories(dir_ / "results");
+  Write("results/table.md", "a table\n");
+  EXPECT_EQ(CurrentSourceRevision().revision(), clean.revision());
+
   // An untracked file's content counts too.
   Write("a.cc", "int a;\n");
   Write("b.cc", "int b;\n");
