@@ -3,44 +3,96 @@
 #include <cmath>
 #include <limits>
 
-#include <c10/util/Exception.h>
-
 namespace moelab {
+namespace {
 
-double StudentT975(int df) {
-  TORCH_CHECK(df >= 1, "StudentT975: df must be >= 1, got ", df);
-  // Published quantiles (4 decimals) where the expansion below is poor.
-  static constexpr double kTable[] = {
-      12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060,
-      2.2622,  2.2281, 2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199,
-      2.1098,  2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
-      2.0595,  2.0555, 2.0518, 2.0484, 2.0452, 2.0423};
-  if (df <= 30) return kTable[df - 1];
-  // Cornish-Fisher expansion of t around the normal quantile (Abramowitz &
-  // Stegun 26.7.5); beyond 30 degrees of freedom its error is below 1e-5.
-  const double z = 1.959963984540054, v = df;
-  const double z3 = z * z * z, z5 = z3 * z * z, z7 = z5 * z * z;
-  return z + (z3 + z) / (4 * v) + (5 * z5 + 16 * z3 + 3 * z) / (96 * v * v) +
-         (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * v * v * v);
+// ln B(a, b).
+double LogBeta(double a, double b) {
+  return std::lgamma(a) + std::lgamma(b) - std::lgamma(a + b);
+}
+
+// The continued fraction of the incomplete beta function (modified Lentz),
+// converging for x < (a + 1) / (a + b + 2).
+double BetaContinuedFraction(double a, double b, double x) {
+  constexpr double kTiny = 1e-300;
+  constexpr double kEpsilon = 1e-16;
+  double c = 1;
+  double d = 1 - (a + b) * x / (a + 1);
+  if (std::abs(d) < kTiny) d = kTiny;
+  d = 1 / d;
+  double h = d;
+  for (int m = 1; m <= 100000; ++m) {
+    // Even step.
+    double numerator = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m));
+    d = 1 + numerator * d;
+    if (std::abs(d) < kTiny) d = kTiny;
+    c = 1 + numerator / c;
+    if (std::abs(c) < kTiny) c = kTiny;
+    d = 1 / d;
+    h *= d * c;
+    // Odd step.
+    numerator = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1));
+    d = 1 + numerator * d;
+    if (std::abs(d) < kTiny) d = kTiny;
+    c = 1 + numerator / c;
+    if (std::abs(c) < kTiny) c = kTiny;
+    d = 1 / d;
+    const double step = d * c;
+    h *= step;
+    if (std::abs(step - 1) < kEpsilon) break;
+  }
+  return h;
+}
+
+// I_x(a, b), the regularized incomplete beta function.
+double RegularizedIncompleteBeta(double a, double b, double x) {
+  if (x <= 0) return 0;
+  if (x >= 1) return 1;
+  const double front = std::exp(a * std::log(x) + b * std::log1p(-x) - LogBeta(a, b));
+  if (x < (a + 1) / (a + b + 2)) return front * BetaContinuedFraction(a, b, x) / a;
+  return 1 - front * BetaContinuedFraction(b, a, 1 - x) / b;
+}
+
+// P(T > t) for t >= 0, T ~ Student t with df degrees of freedom.
+double StudentTUpperTail(double t, double df) {
+  return 0.5 * RegularizedIncompleteBeta(df / 2, 0.5, df / (df + t * t));
+}
+
+}  // namespace
+
+double StudentTQuantile(double p, double df) {
+  if (!(p > 0 && p < 1) || !(df >= 1)) return std::numeric_limits<double>::quiet_NaN();
+  if (p == 0.5) return 0;
+  if (p < 0.5) return -StudentTQuantile(1 - p, df);
+  const double tail = 1 - p;
+  double lo = 0, hi = 1;
+  while (StudentTUpperTail(hi, df) > tail) {
+    lo = hi;
+    hi *= 2;
+  }
+  // The tail falls monotonically in t: bisect until the bracket is as
+  // narrow as doubles allow.
+  for (int i = 0; i < 200 && hi - lo > 1e-13 * hi; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (StudentTUpperTail(mid, df) > tail ? lo : hi) = mid;
+  }
+  return 0.5 * (lo + hi);
 }
 
 MeanInterval MeanWithInterval95(const std::vector<double>& values) {
   MeanInterval out;
   out.n = static_cast<int>(values.size());
-  if (values.empty()) {
+  if (out.n < 2) {
+    for (double v : values) out.mean = v;
     out.half_width = std::numeric_limits<double>::infinity();
     return out;
   }
   for (double v : values) out.mean += v;
   out.mean /= out.n;
-  if (out.n < 2) {
-    out.half_width = std::numeric_limits<double>::infinity();
-    return out;
-  }
   double squares = 0;
   for (double v : values) squares += (v - out.mean) * (v - out.mean);
-  const double std_error = std::sqrt(squares / (out.n - 1) / out.n);
-  out.half_width = StudentT975(out.n - 1) * std_error;
+  out.half_width =
+      StudentTQuantile(0.975, out.n - 1) * std::sqrt(squares / (out.n - 1) / out.n);
   return out;
 }
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "core/provenance.h"
 #include "core/routing_metrics.h"
+#include "core/statistics.h"
 
 namespace moelab {
 namespace {
@@ -216,81 +217,6 @@ std::string ColumnTitle(Column column) {
   }
 }
 
-namespace {
-
-// ln B(a, b).
-double LogBeta(double a, double b) {
-  return std::lgamma(a) + std::lgamma(b) - std::lgamma(a + b);
-}
-
-// The continued fraction of the incomplete beta function (modified Lentz),
-// converging for x < (a + 1) / (a + b + 2).
-double BetaContinuedFraction(double a, double b, double x) {
-  constexpr double kTiny = 1e-300;
-  constexpr double kEpsilon = 1e-16;
-  double c = 1;
-  double d = 1 - (a + b) * x / (a + 1);
-  if (std::abs(d) < kTiny) d = kTiny;
-  d = 1 / d;
-  double h = d;
-  for (int m = 1; m <= 100000; ++m) {
-    // Even step.
-    double numerator = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m));
-    d = 1 + numerator * d;
-    if (std::abs(d) < kTiny) d = kTiny;
-    c = 1 + numerator / c;
-    if (std::abs(c) < kTiny) c = kTiny;
-    d = 1 / d;
-    h *= d * c;
-    // Odd step.
-    numerator = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1));
-    d = 1 + numerator * d;
-    if (std::abs(d) < kTiny) d = kTiny;
-    c = 1 + numerator / c;
-    if (std::abs(c) < kTiny) c = kTiny;
-    d = 1 / d;
-    const double step = d * c;
-    h *= step;
-    if (std::abs(step - 1) < kEpsilon) break;
-  }
-  return h;
-}
-
-// I_x(a, b), the regularized incomplete beta function.
-double RegularizedIncompleteBeta(double a, double b, double x) {
-  if (x <= 0) return 0;
-  if (x >= 1) return 1;
-  const double front = std::exp(a * std::log(x) + b * std::log1p(-x) - LogBeta(a, b));
-  if (x < (a + 1) / (a + b + 2)) return front * BetaContinuedFraction(a, b, x) / a;
-  return 1 - front * BetaContinuedFraction(b, a, 1 - x) / b;
-}
-
-// P(T > t) for t >= 0, T ~ Student t with df degrees of freedom.
-double StudentTUpperTail(double t, double df) {
-  return 0.5 * RegularizedIncompleteBeta(df / 2, 0.5, df / (df + t * t));
-}
-
-}  // namespace
-
-double StudentTQuantile(double p, double df) {
-  if (!(p > 0 && p < 1) || !(df >= 1)) return std::numeric_limits<double>::quiet_NaN();
-  if (p == 0.5) return 0;
-  if (p < 0.5) return -StudentTQuantile(1 - p, df);
-  const double tail = 1 - p;
-  double lo = 0, hi = 1;
-  while (StudentTUpperTail(hi, df) > tail) {
-    lo = hi;
-    hi *= 2;
-  }
-  // The tail falls monotonically in t: bisect until the bracket is as
-  // narrow as doubles allow.
-  for (int i = 0; i < 200 && hi - lo > 1e-13 * hi; ++i) {
-    const double mid = 0.5 * (lo + hi);
-    (StudentTUpperTail(mid, df) > tail ? lo : hi) = mid;
-  }
-  return 0.5 * (lo + hi);
-}
-
 PairedDifference PairedDifferences(const RowRuns& a, Column column_a, const RowRuns& b,
                                    Column column_b) {
   std::map<uint64_t, double> b_by_seed;
@@ -306,24 +232,16 @@ PairedDifference PairedDifferences(const RowRuns& a, Column column_a, const RowR
     differences[run.spec().seed()] = v - other->second;
   }
   PairedDifference d;
-  d.n = differences.size();
-  d.lo = -std::numeric_limits<double>::infinity();
-  d.hi = std::numeric_limits<double>::infinity();
-  if (d.n == 0) return d;
+  std::vector<double> values;
   for (const auto& [seed, difference] : differences) {
     d.seeds.push_back(seed);
-    d.mean += difference;
+    values.push_back(difference);
   }
-  d.mean /= d.n;
-  if (d.n < 2) return d;
-  double sq = 0;
-  for (const auto& [seed, difference] : differences) {
-    sq += (difference - d.mean) * (difference - d.mean);
-  }
-  const double half_width =
-      StudentTQuantile(0.975, d.n - 1) * std::sqrt(sq / (d.n - 1)) / std::sqrt(d.n);
-  d.lo = d.mean - half_width;
-  d.hi = d.mean + half_width;
+  const MeanInterval interval = MeanWithInterval95(values);
+  d.n = interval.n;
+  d.mean = interval.mean;
+  d.lo = interval.low();
+  d.hi = interval.high();
   return d;
 }
 

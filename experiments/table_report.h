@@ -40,11 +40,6 @@ Stat ColumnStat(const RowRuns& row, Column column);
 // "Perplexity (valid)", "Fluctuation top-1 (%)", ...
 std::string ColumnTitle(Column column);
 
-// The p-quantile of Student's t distribution with `df` >= 1 degrees of
-// freedom, 0 < p < 1: the CDF (a regularized incomplete beta function)
-// inverted by bisection, accurate to about 1e-10 at every df.
-double StudentTQuantile(double p, double df);
-
 // Per-seed paired differences a - b: the runs of `a` and `b` with the same
 // spec.seed() that both have a value (a's in `column_a`, b's in
 // `column_b`), their mean, and its 95% two-sided Student-t interval

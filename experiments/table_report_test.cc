@@ -155,30 +155,6 @@ TEST(TableReportTest, MeanAndSampleStdOverSeeds) {
   EXPECT_DOUBLE_EQ(s.std, 10);
 }
 
-TEST(TableReportTest, StudentTQuantilesMatchTheTables) {
-  // Printed tables of t(0.975, df).
-  EXPECT_NEAR(StudentTQuantile(0.975, 1), 12.7062, 1e-4);
-  EXPECT_NEAR(StudentTQuantile(0.975, 2), 4.3027, 1e-4);
-  EXPECT_NEAR(StudentTQuantile(0.975, 4), 2.7764, 1e-4);
-  EXPECT_NEAR(StudentTQuantile(0.975, 10), 2.2281, 1e-4);
-  EXPECT_NEAR(StudentTQuantile(0.975, 29), 2.0452, 1e-4);
-  EXPECT_NEAR(StudentTQuantile(0.975, 120), 1.9799, 1e-4);
-  // df -> infinity: the normal quantile 1.959964.
-  EXPECT_NEAR(StudentTQuantile(0.975, 1e7), 1.959964, 1e-6);
-  EXPECT_NEAR(StudentTQuantile(0.995, 3), 5.8409, 1e-4);
-  // Closed forms: df 1 is Cauchy, t = tan(pi (p - 1/2)); df 2 has
-  // t = (2p - 1) / sqrt(2 p (1 - p)).
-  for (double p : {0.6, 0.9, 0.975, 0.999}) {
-    EXPECT_NEAR(StudentTQuantile(p, 1), std::tan(M_PI * (p - 0.5)), 1e-9 * (1 + p)) << p;
-    EXPECT_NEAR(StudentTQuantile(p, 2), (2 * p - 1) / std::sqrt(2 * p * (1 - p)), 1e-9) << p;
-  }
-  // Symmetric about 0.
-  EXPECT_EQ(StudentTQuantile(0.5, 7), 0);
-  EXPECT_NEAR(StudentTQuantile(0.025, 4), -2.7764, 1e-4);
-  EXPECT_TRUE(std::isnan(StudentTQuantile(1, 4)));
-  EXPECT_TRUE(std::isnan(StudentTQuantile(0.975, 0)));
-}
-
 TEST(TableReportTest, ClaimsAreJudgedOnPairedDifferences) {
   TableSpec table = Table();
   const std::vector<RowRuns> rows = ThreeSeedRows(table);
