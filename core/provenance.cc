@@ -52,6 +52,14 @@ std::string RevisionLabel(const SourceRevision& source) {
 }
 
 SourceRevision CurrentSourceRevision() {
+  // Taken once per process: a long `reproduce` must record the code its
+  // binary was built from for every run, not whatever the tree holds when
+  // each run starts.
+  static const SourceRevision* const kRevision = new SourceRevision(ReadSourceRevision());
+  return *kRevision;
+}
+
+SourceRevision ReadSourceRevision() {
   SourceRevision source;
   const std::string git =
       absl::StrCat("git -C ", ShellQuoted(SourceDirectory()), " ");

@@ -17,7 +17,13 @@ namespace moelab {
 // missing. Changes under results/ (reports that tables write while their runs
 // are cached) do not count as modifications. Never fails: provenance is
 // recorded, not required.
+// Read once per process (the first call) and remembered: `bazel run` builds
+// the binary from the tree it then runs in, so the tree at start is the code
+// of every run this process makes, even if the tree changes meanwhile.
 SourceRevision CurrentSourceRevision();
+
+// The same, read from the tree now (for tests of the reading itself).
+SourceRevision ReadSourceRevision();
 
 // "abc123def456" or "abc123def456+1f2e3d4c5b6a" (modified tree), from the
 // parts; "unknown" for an empty commit.

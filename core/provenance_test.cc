@@ -31,9 +31,15 @@ class CurrentSourceRevisionTest : public ::testing::Test {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     unsetenv("BUILD_WORKSPACE_DIRECTORY");
+    // Even when the test's temporary folder lies inside some checkout, git
+    // must not find that one above dir_.
+    setenv("GIT_CEILING_DIRECTORIES", dir_.parent_path().c_str(), 1);
     setenv("MOELAB_SOURCE_DIR", dir_.c_str(), 1);
   }
-  void TearDown() override { unsetenv("MOELAB_SOURCE_DIR"); }
+  void TearDown() override {
+    unsetenv("MOELAB_SOURCE_DIR");
+    unsetenv("GIT_CEILING_DIRECTORIES");
+  }
 
   void Write(const std::string& name, const std::string& text) {
     std::ofstream(dir_ / name) << text;
@@ -49,7 +55,7 @@ class CurrentSourceRevisionTest : public ::testing::Test {
 };
 
 TEST_F(CurrentSourceRevisionTest, NotACheckoutIsUnknown) {
-  const SourceRevision source = CurrentSourceRevision();
+  const SourceRevision source = ReadSourceRevision();
   EXPECT_EQ(source.commit(), "");
   EXPECT_EQ(source.revision(), "unknown");
 }
@@ -60,37 +66,37 @@ TEST_F(CurrentSourceRevisionTest, CleanModifiedAndUntrackedTrees) {
   ASSERT_EQ(Git("add a.cc"), 0);
   ASSERT_EQ(Git("commit -q -m first"), 0);
 
-  const SourceRevision clean = CurrentSourceRevision();
+  const SourceRevision clean = ReadSourceRevision();
   ASSERT_EQ(clean.commit().size(), 40u);
   EXPECT_FALSE(clean.modified());
   EXPECT_EQ(clean.revision(), clean.commit().substr(0, 12));
 
   Write("a.cc", "int a = 1;\n");
-  const SourceRevision modified = CurrentSourceRevision();
+  const SourceRevision modified = ReadSourceRevision();
   EXPECT_EQ(modified.commit(), clean.commit());
   EXPECT_TRUE(modified.modified());
   EXPECT_EQ(modified.modification_hash().size(), 12u);
   EXPECT_EQ(modified.revision(),
             absl::StrCat(clean.commit().substr(0, 12), "+", modified.modification_hash()));
   // The same tree gives the same label; another modification another one.
-  EXPECT_EQ(CurrentSourceRevision().revision(), modified.revision());
+  EXPECT_EQ(ReadSourceRevision().revision(), modified.revision());
   Write("a.cc", "int a = 2;\n");
-  EXPECT_NE(CurrentSourceRevision().revision(), modified.revision());
+  EXPECT_NE(ReadSourceRevision().revision(), modified.revision());
 
   // Reports under results/ are outputs, not code: writing one leaves the
   // revision as it was.
   Write("a.cc", "int a;\n");
   std::filesystem::create_directories(dir_ / "results");
   Write("results/table.md", "a table\n");
-  EXPECT_EQ(CurrentSourceRevision().revision(), clean.revision());
+  EXPECT_EQ(ReadSourceRevision().revision(), clean.revision());
 
   // An untracked file's content counts too.
   Write("a.cc", "int a;\n");
   Write("b.cc", "int b;\n");
-  const SourceRevision untracked = CurrentSourceRevision();
+  const SourceRevision untracked = ReadSourceRevision();
   EXPECT_TRUE(untracked.modified());
   Write("b.cc", "int b = 3;\n");
-  EXPECT_NE(CurrentSourceRevision().revision(), untracked.revision());
+  EXPECT_NE(ReadSourceRevision().revision(), untracked.revision());
 }
 
 }  // namespace

@@ -45,6 +45,18 @@ absl::Status CheckTopK(const RouterSpec& spec, const RouterRegistration& registr
   return absl::OkStatus();
 }
 
+absl::Status CheckLoadBalanceConventions(const RouterSpec& spec) {
+  if (!LoadBalanceCounting_IsValid(spec.load_balance_counting())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "router.load_balance_counting: unknown value ", spec.load_balance_counting()));
+  }
+  if (!LoadBalanceScores_IsValid(spec.load_balance_scores())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "router.load_balance_scores: unknown value ", spec.load_balance_scores()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::shared_ptr<Router>> CreateRouter(const RouterSpec& spec,
                                                      const RouterDims& dims) {
   absl::StatusOr<const RouterRegistration*> entry =
@@ -52,6 +64,9 @@ absl::StatusOr<std::shared_ptr<Router>> CreateRouter(const RouterSpec& spec,
   if (!entry.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("router.name: ", entry.status().message()));
+  }
+  if (absl::Status status = CheckLoadBalanceConventions(spec); !status.ok()) {
+    return status;
   }
   if (absl::Status status = (*entry)->validate(spec, dims); !status.ok()) {
     return status;

@@ -124,6 +124,10 @@ Registry<RouterRegistration>& RouterRegistry();
 absl::StatusOr<std::shared_ptr<Router>> CreateRouter(const RouterSpec& spec,
                                                      const RouterDims& dims);
 
+// Checks that the load-balance convention enums hold known values (every
+// router shares them; CreateRouter calls it).
+absl::Status CheckLoadBalanceConventions(const RouterSpec& spec);
+
 // Checks spec.top_k against the router's registration and dims: > 0,
 // whole unless the router accepts fractional k, at most dims.num_experts.
 absl::Status CheckTopK(const RouterSpec& spec, const RouterRegistration& registration,

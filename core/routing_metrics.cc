@@ -38,8 +38,10 @@ ProbeAssignment AssignmentOf(const RoutingDecision& decision) {
 
 bool HeadChange(const ProbeAssignment& before, const ProbeAssignment& after,
                 double* share) {
-  if (!before.head.defined() || !after.head.defined()) return false;
-  TORCH_CHECK(before.head.sizes() == after.head.sizes(), "probe sets differ in size");
+  if (!before.head.defined() || !after.head.defined() ||
+      before.head.sizes() != after.head.sizes()) {
+    return false;
+  }
   *share = before.head.numel() == 0
                ? 0
                : before.head.ne(after.head).to(at::kDouble).mean().item<double>();
@@ -86,10 +88,10 @@ void LayerRoutingAccumulator::Add(const RoutingDecision& decision) {
     has_aggregated_ = true;
     aggregated_entropy_sum_ += EntropySum(decision.aggregated_probs);
   }
-  if (decision.aggregation_self_weight.defined()) {
-    TORCH_CHECK(decision.aggregation_effective_neighbours.defined(),
-                "a router that reports aggregation_self_weight must also report "
-                "aggregation_effective_neighbours");
+  // A router reports both or neither; one without the other is ignored
+  // rather than thrown through the trainer's Status boundary.
+  if (decision.aggregation_self_weight.defined() &&
+      decision.aggregation_effective_neighbours.defined()) {
     self_weight_sum_ +=
         decision.aggregation_self_weight.detach().to(at::kDouble).sum().item<double>();
     neighbours_sum_ += decision.aggregation_effective_neighbours.detach()

@@ -265,14 +265,7 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
                       absl::StrCat("must be >= 0, got ",
                                    spec.router().load_balance_coef()));
   }
-  if (!LoadBalanceCounting_IsValid(spec.router().load_balance_counting())) {
-    return FieldError("router.load_balance_counting",
-                      absl::StrCat("unknown value ", spec.router().load_balance_counting()));
-  }
-  if (!LoadBalanceScores_IsValid(spec.router().load_balance_scores())) {
-    return FieldError("router.load_balance_scores",
-                      absl::StrCat("unknown value ", spec.router().load_balance_scores()));
-  }
+  if (absl::Status s = CheckLoadBalanceConventions(spec.router()); !s.ok()) return s;
   if (spec.router().z_loss_coef() < 0) {
     return FieldError("router.z_loss_coef",
                       absl::StrCat("must be >= 0, got ", spec.router().z_loss_coef()));

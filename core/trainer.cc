@@ -227,41 +227,63 @@ struct SubsetPerplexities {
   double teacher_forced = 0;
   MeanInterval leak;
 };
+// [N, T] per-token NLL (float64) of logits [N, T, V] (or [N, V]) at targets
+// [N, T] (or [N]); the log-softmax runs in the logits' precision so that no
+// float64 copy of the vocabulary-wide tensor is made.
+at::Tensor TokenNll(const at::Tensor& logits, const at::Tensor& targets) {
+  return -at::log_softmax(logits, -1)
+              .gather(-1, targets.unsqueeze(-1))
+              .squeeze(-1)
+              .to(at::kDouble);
+}
+
 SubsetPerplexities PerplexitiesOnValidSubset(Model& model, const Dataset& data,
-                                             int sequences, bool prefix_only_routing,
+                                             int sequences, int64_t batch_size,
+                                             bool prefix_only_routing,
                                              const at::Device& device) {
   torch::NoGradGuard no_grad;
   model.eval();
   const int64_t n = std::min<int64_t>(sequences, data.NumExamples(Split::kValid));
-  std::vector<int64_t> indices(n);
-  for (int64_t i = 0; i < n; ++i) indices[i] = i;
-  Batch batch = ToDevice(data.GetExamples(Split::kValid, indices), device);
-  const int64_t length = batch.inputs.size(1);
-  // [n, T] per-token NLL of the teacher-forced pass.
-  const at::Tensor logits = model.Forward(batch, ForwardOptions{}).logits;
-  const at::Tensor teacher_nll =
-      -at::log_softmax(logits.to(at::kDouble), -1)
-           .gather(2, batch.targets.unsqueeze(2))
-           .squeeze(2);
+  // Per sequence: mean NLL per token, teacher-forced and generation-time.
+  std::vector<double> teacher(n), generation(n);
+  double teacher_sum = 0, generation_sum = 0;
+  int64_t tokens = 0;
+  // batch_size sequences at a time, so memory stays that of one evaluation
+  // batch whatever `sequences` asks for.
+  for (int64_t start = 0; start < n; start += batch_size) {
+    std::vector<int64_t> indices;
+    for (int64_t i = start; i < std::min(n, start + batch_size); ++i) indices.push_back(i);
+    const Batch batch = ToDevice(data.GetExamples(Split::kValid, indices), device);
+    const int64_t length = batch.inputs.size(1);
+    const at::Tensor teacher_nll =  // [b, T]
+        TokenNll(model.Forward(batch, ForwardOptions{}).logits, batch.targets);
+    at::Tensor generation_nll = teacher_nll;
+    if (prefix_only_routing) {
+      generation_nll = at::empty_like(teacher_nll);
+      for (int64_t t = 0; t < length; ++t) {
+        const Batch prefix{batch.inputs.slice(1, 0, t + 1), batch.targets.slice(1, 0, t + 1)};
+        generation_nll.select(1, t).copy_(
+            TokenNll(model.Forward(prefix, ForwardOptions{}).logits.select(1, t),
+                     batch.targets.select(1, t)));
+      }
+    }
+    const at::Tensor teacher_mean = teacher_nll.mean(1).contiguous().cpu();
+    const at::Tensor generation_mean = generation_nll.mean(1).contiguous().cpu();
+    for (size_t i = 0; i < indices.size(); ++i) {
+      teacher[start + i] = teacher_mean.data_ptr<double>()[i];
+      generation[start + i] = generation_mean.data_ptr<double>()[i];
+    }
+    teacher_sum += teacher_nll.sum().item<double>();
+    generation_sum += generation_nll.sum().item<double>();
+    tokens += teacher_nll.numel();
+  }
   SubsetPerplexities out;
-  out.teacher_forced = std::exp(teacher_nll.mean().item<double>());
-  if (!prefix_only_routing) {
-    out.generation = out.teacher_forced;
-    out.leak = MeanWithInterval95(std::vector<double>(n, 0.0));
-    return out;
-  }
-  at::Tensor generation_nll = at::empty_like(teacher_nll);  // [n, T]
-  for (int64_t t = 0; t < length; ++t) {
-    Batch prefix{batch.inputs.slice(1, 0, t + 1), batch.targets.slice(1, 0, t + 1)};
-    at::Tensor last = at::log_softmax(
-        model.Forward(prefix, ForwardOptions{}).logits.select(1, t).to(at::kDouble), -1);
-    generation_nll.select(1, t).copy_(
-        -last.gather(1, batch.targets.select(1, t).unsqueeze(1)).squeeze(1));
-  }
-  out.generation = std::exp(generation_nll.mean().item<double>());
-  const at::Tensor gap = (generation_nll.mean(1) - teacher_nll.mean(1)).contiguous().cpu();
-  out.leak = MeanWithInterval95(
-      std::vector<double>(gap.data_ptr<double>(), gap.data_ptr<double>() + n));
+  if (tokens == 0) return out;
+  out.teacher_forced = std::exp(teacher_sum / tokens);
+  out.generation = std::exp(generation_sum / tokens);
+  std::vector<double> gap(n);
+  for (int64_t i = 0; i < n; ++i) gap[i] = generation[i] - teacher[i];
+  out.leak = MeanWithInterval95(gap);
   return out;
 }
 
@@ -415,7 +437,7 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
       google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION));
   result.mutable_versions()->set_threads(threads);
   result.mutable_versions()->set_device(spec.runtime().device());
-  const SourceRevision source = CurrentSourceRevision();
+  const SourceRevision source = options.source.value_or(CurrentSourceRevision());
   *result.mutable_source() = source;
 
   std::vector<std::shared_ptr<Router>> routers = model.Routers();
@@ -444,14 +466,19 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
           state.result.spec_hash(), ", this spec ", SpecHash(spec),
           "); remove it or choose another output directory"));
     }
-    if (result.source().revision() != source.revision()) {
-      // The run's numbers now come from two versions of the code: say so, and
-      // give it a revision of its own that matches neither, so that tables
-      // never count it as either.
-      const std::string before =
-          result.source().revision().empty() ? "unknown" : result.source().revision();
+    // The checkpoint's record holds the revision(s) its epochs ran at,
+    // joined by ',' once a resume changed it.
+    const std::string before =
+        result.source().revision().empty() ? "unknown" : result.source().revision();
+    const size_t last_comma = before.rfind(',');
+    const std::string latest =
+        last_comma == std::string::npos ? before : before.substr(last_comma + 1);
+    if (latest != source.revision()) {
+      // The run's numbers now come from more than one version of the code:
+      // say so, and give it a revision of its own that matches none, so that
+      // tables never count it as any of them.
       result.add_warnings(absl::StrCat("resumed with different source code: epochs 1-",
-                                       state.epochs_done, " ran at revision ", before,
+                                       state.epochs_done, " ran at revision ", latest,
                                        ", the rest at ", source.revision()));
       SourceRevision mixed = source;
       mixed.set_revision(absl::StrCat(before, ",", source.revision()));
@@ -623,9 +650,9 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
   const int64_t change_batches =
       (spec.evaluation().probe_examples() + batch_size - 1) / batch_size;
   for (const CorruptionSpec& corruption : spec.evaluation().corruptions()) {
-    absl::StatusOr<CorruptedMetrics> corrupted = EvaluateCorrupted(
-        model, data, corruption, batch_size, spec.evaluation().max_eval_batches(),
-        change_batches, spec.seed(), device);
+    absl::StatusOr<CorruptedMetrics> corrupted =
+        EvaluateCorrupted(model, data, corruption, batch_size, /*max_batches=*/0,
+                          change_batches, spec.seed(), device);
     if (!corrupted.ok()) return corrupted.status();
     *final_metrics->add_corrupted() = *std::move(corrupted);
   }
@@ -634,8 +661,9 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
         UnigramPerplexity(data, batch_size, /*max_eval_batches=*/0));
   }
   if (language && model.IsCausal() && spec.evaluation().generation_eval_sequences() > 0) {
-    const SubsetPerplexities subset = PerplexitiesOnValidSubset(
-        model, data, spec.evaluation().generation_eval_sequences(), leaks_future, device);
+    const SubsetPerplexities subset =
+        PerplexitiesOnValidSubset(model, data, spec.evaluation().generation_eval_sequences(),
+                                  batch_size, leaks_future, device);
     final_metrics->set_generation_perplexity(subset.generation);
     final_metrics->set_teacher_forced_perplexity_same_subset(subset.teacher_forced);
     final_metrics->set_leak_nll_gap(subset.leak.mean);

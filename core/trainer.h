@@ -6,6 +6,7 @@
 // outputs (spec.pbtxt, result.json, metrics.csv, checkpoint.pt) into
 // <output.directory>/<name>/.
 
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -24,6 +25,8 @@ struct RunOptions {
   int stop_after_epochs = 0;
   // Print progress and the final summary to stderr/stdout.
   bool verbose = true;
+  // The code revision to record; unset: CurrentSourceRevision().
+  std::optional<SourceRevision> source;
 };
 
 // `spec` must be resolved and valid (core/spec.h LoadSpec). Returns the

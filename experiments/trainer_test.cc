@@ -2,8 +2,8 @@
 // kill-and-resume, training-free evaluation, outputs on disk.
 
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include <gmock/gmock.h>
@@ -56,8 +56,10 @@ ExperimentSpec Tiny(const std::string& extra = "") {
 }
 
 RunResult RunTiny(const ExperimentSpec& spec, const std::string& dir, bool resume = false,
-              int stop_after = 0) {
+                  int stop_after = 0,
+                  const std::optional<SourceRevision>& source = std::nullopt) {
   RunOptions options;
+  options.source = source;
   options.output_directory = dir;
   options.resume = resume;
   options.stop_after_epochs = stop_after;
@@ -307,32 +309,45 @@ TEST(TrainerTest, FlagIdentityAggregationOnHandMadeLayers) {
   EXPECT_EQ(result.identity_aggregation_layers_size(), 0);
 }
 
-TEST(TrainerTest, RecordsTheSourceRevisionAndAResumeAcrossRevisions) {
-  const std::string repo = TempDir("source_repo");
-  ASSERT_EQ(std::system(absl::StrCat("cd '", repo,
-                                     "' && git init -q && echo x > f && git add f && "
-                                     "git -c user.name=t -c user.email=t@t commit -qm x")
-                            .c_str()),
-            0);
-  setenv("MOELAB_SOURCE_DIR", repo.c_str(), 1);
-  const std::string revision = CurrentSourceRevision().revision();
-  ASSERT_EQ(revision.size(), 12u);
-  const std::string dir = TempDir("provenance");
-  const RunResult partial = RunTiny(Tiny(), dir, /*resume=*/false, /*stop_after=*/1);
-  EXPECT_EQ(partial.source().revision(), revision);
-  EXPECT_EQ(partial.source().commit().substr(0, 12), revision);
+SourceRevision Revision(char digit) {
+  SourceRevision source;
+  source.set_commit(std::string(40, digit));
+  source.set_revision(RevisionLabel(source));
+  return source;
+}
 
-  // Resumed from another tree: the run now mixes code, and says so.
-  const std::string elsewhere = TempDir("not_a_checkout");
-  setenv("MOELAB_SOURCE_DIR", elsewhere.c_str(), 1);
-  const RunResult resumed = RunTiny(Tiny(), dir, /*resume=*/true);
-  unsetenv("MOELAB_SOURCE_DIR");
-  EXPECT_EQ(resumed.source().revision(), absl::StrCat(revision, ",unknown"));
-  bool warned = false;
+TEST(TrainerTest, RecordsTheSourceRevisionAndAResumeAcrossRevisions) {
+  // Without an override the run records this process's revision.
+  const RunResult plain = RunTiny(Tiny(), TempDir("provenance_plain"));
+  EXPECT_EQ(plain.source().revision(), CurrentSourceRevision().revision());
+
+  const std::string dir = TempDir("provenance");
+  const RunResult partial =
+      RunTiny(Tiny(), dir, /*resume=*/false, /*stop_after=*/1, Revision('a'));
+  EXPECT_EQ(partial.source().revision(), "aaaaaaaaaaaa");
+  // Resumed by other code, twice: the run mixes two revisions and says so
+  // once, and its label matches neither.
+  const RunResult second =
+      RunTiny(Tiny(), dir, /*resume=*/true, /*stop_after=*/1, Revision('b'));
+  EXPECT_EQ(second.source().revision(), "aaaaaaaaaaaa,bbbbbbbbbbbb");
+  const RunResult resumed = RunTiny(Tiny(), dir, /*resume=*/true, 0, Revision('b'));
+  EXPECT_EQ(resumed.status(), "COMPLETED");
+  EXPECT_EQ(resumed.source().revision(), "aaaaaaaaaaaa,bbbbbbbbbbbb");
+  int warnings = 0;
   for (const std::string& w : resumed.warnings()) {
-    warned |= w.find("resumed with different source code") != std::string::npos;
+    if (w.find("resumed with different source code") != std::string::npos) {
+      EXPECT_THAT(w, HasSubstr("epochs 1-1 ran at revision aaaaaaaaaaaa, the rest at "
+                               "bbbbbbbbbbbb"));
+      ++warnings;
+    }
   }
-  EXPECT_TRUE(warned);
+  EXPECT_EQ(warnings, 1);
+  // A third revision extends the label.
+  const std::string third = TempDir("provenance_third");
+  RunTiny(Tiny(), third, false, 1, Revision('a'));
+  RunTiny(Tiny(), third, true, 1, Revision('b'));
+  EXPECT_EQ(RunTiny(Tiny(), third, true, 0, Revision('c')).source().revision(),
+            "aaaaaaaaaaaa,bbbbbbbbbbbb,cccccccccccc");
 }
 
 }  // namespace
