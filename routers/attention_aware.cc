@@ -195,11 +195,6 @@ AttentionAwareRouter::Aggregation AttentionAwareRouter::Aggregate(
   return aggregation;
 }
 
-at::Tensor AttentionAwareRouter::AggregationWeights(
-    const at::Tensor& hidden, const RoutingContext& context) const {
-  return Aggregate(hidden, context).weights;
-}
-
 RoutingDecision AttentionAwareRouter::Route(const at::Tensor& hidden,
                                             const RoutingContext& context) {
   TORCH_CHECK(hidden.dim() == 3 && hidden.size(2) == gate_weight_.size(1),

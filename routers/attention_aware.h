@@ -66,10 +66,6 @@ class AttentionAwareRouter : public Router {
   Aggregation Aggregate(const at::Tensor& hidden,
                         const RoutingContext& context) const;
 
-  // Aggregate(hidden, context).weights.
-  at::Tensor AggregationWeights(const at::Tensor& hidden,
-                                const RoutingContext& context) const;
-
  private:
   RouterSpec spec_;
   AttentionAwareOptions options_;
