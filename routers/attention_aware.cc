@@ -162,6 +162,7 @@ AttentionAwareRouter::Aggregation AttentionAwareRouter::Aggregate(
       aggregation.weights = (head_weight.unsqueeze(-1) * posterior).sum(1);
       // The largest weight softmax(-H) is the lowest entropy.
       aggregation.head = at::argmin(entropy.detach(), 1);  // [B, T]
+      // The mixed rows' entropy is not any head's: row_entropy undefined.
       break;
     }
     case LOWEST_MEAN_ENTROPY: {
@@ -180,6 +181,8 @@ AttentionAwareRouter::Aggregation AttentionAwareRouter::Aggregate(
                              .expand({batch, 1, tokens, tokens}))
               .squeeze(1);
       aggregation.head = head.unsqueeze(1).expand({batch, tokens}).contiguous();
+      aggregation.row_entropy =
+          entropy.detach().gather(1, aggregation.head.unsqueeze(1)).squeeze(1);
       break;
     }
     default: {  // LOWEST_ENTROPY, per token
@@ -190,6 +193,8 @@ AttentionAwareRouter::Aggregation AttentionAwareRouter::Aggregate(
                              .expand({batch, 1, tokens, tokens}))
               .squeeze(1);
       aggregation.head = head;
+      aggregation.row_entropy =
+          entropy.detach().gather(1, head.unsqueeze(1)).squeeze(1);
     }
   }
   return aggregation;
@@ -207,8 +212,15 @@ RoutingDecision AttentionAwareRouter::Route(const at::Tensor& hidden,
   // p_i = sum_j A^p_{h*}[i, j] r_j: [B, T, T] x [B, T, E].
   const Aggregation aggregation = Aggregate(u, context);
   d.aggregated_probs = at::matmul(aggregation.weights, d.gate_probs);
-  DescribeAggregation(aggregation.weights, &d);
-  d.aggregation_head = aggregation.head;
+  // The diagnostics are read only in evaluation (the trainer's validation
+  // and probe passes, the route tool without --training), and describing W
+  // over [B, T, T] costs a large share of this forward at sequence lengths
+  // in the thousands: skipped in training. A chosen head's row entropy is
+  // already known, so only ALL_HEADS_WEIGHTED recomputes it from W.
+  if (!context.training) {
+    DescribeAggregation(aggregation.weights, &d, aggregation.row_entropy);
+    d.aggregation_head = aggregation.head;
+  }
   d.selected = TopKMask(d.aggregated_probs.detach(), top_k_);
   d.combine_weights =
       SelectedWeights(d.aggregated_probs, d.selected, options_.renormalize());

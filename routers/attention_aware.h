@@ -35,7 +35,10 @@ class AttentionAwareRouter : public Router {
 
   // hidden: [B, T, D]. Needs context.attention_probs [B, H, T, T] and
   // context.attention_values [B, H, T, D] (a missing one is a programmer
-  // error in the model: TORCH_CHECK); reads context.padding_mask.
+  // error in the model: TORCH_CHECK); reads context.padding_mask. The
+  // aggregation diagnostics (aggregation_self_weight,
+  // aggregation_effective_neighbours, aggregation_head) are filled only when
+  // context.training is false.
   RoutingDecision Route(const at::Tensor& hidden,
                         const RoutingContext& context) override;
 
@@ -62,7 +65,15 @@ class AttentionAwareRouter : public Router {
     // also the largest-weight head of ALL_HEADS_WEIGHTED), or its sequence's
     // head (LOWEST_MEAN_ENTROPY). Ties go to the lower index.
     at::Tensor head;
+    // [B, T] float32, detached: H(weights[b, i, :]) in nats, the entropy the
+    // head was chosen by, gathered at `head` (LOWEST_ENTROPY,
+    // LOWEST_MEAN_ENTROPY); undefined for ALL_HEADS_WEIGHTED, whose mixed
+    // rows are no single head's.
+    at::Tensor row_entropy;
   };
+  // `head` and `row_entropy` are by-products of the choice of head, O(B H T)
+  // next to the O(B H T^2) posterior; Route reports them only outside
+  // training.
   Aggregation Aggregate(const at::Tensor& hidden,
                         const RoutingContext& context) const;
 

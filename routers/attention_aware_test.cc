@@ -14,6 +14,7 @@
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
+#include "routers/router_util.h"
 
 namespace moelab {
 namespace {
@@ -208,6 +209,53 @@ TEST(AttentionAwareTest, AllHeadsWeightedByHand) {
       d.aggregation_effective_neighbours,
       Tensor2d({{float(std::exp(Entropy(row0))), float(std::exp(Entropy(row1)))}}),
       0, 1e-5));
+}
+
+// The chosen head's row entropy, reused for exp(H(W_i)), agrees with the
+// entropy of W recomputed; padded rows and causal zeros included. Training
+// (context.training true) routes the same and leaves every diagnostic
+// undefined: only evaluation reads them. The tests above route with the
+// default context, training false.
+TEST(AttentionAwareTest, DiagnosticsOnlyOutsideTraining) {
+  at::manual_seed(19);
+  const at::Tensor hidden = at::randn({2, 6, 4});
+  RoutingContext context;
+  context.attention_probs = RandomAttention(2, 3, 6, /*causal=*/true);
+  context.attention_values = at::randn({2, 3, 6, 4});
+  context.padding_mask = at::ones({2, 6}, at::kBool);
+  context.padding_mask[1].slice(0, 4).fill_(false);
+  for (HeadSelection selection :
+       {LOWEST_ENTROPY, LOWEST_MEAN_ENTROPY, ALL_HEADS_WEIGHTED}) {
+    auto router = Create(Spec(2, selection),
+                         {.model_dim = 4, .num_experts = 3, .num_heads = 3});
+    RoutingDecision d = router->Route(hidden, context);
+    ASSERT_TRUE(d.aggregation_self_weight.defined()) << selection;
+    ASSERT_TRUE(d.aggregation_effective_neighbours.defined()) << selection;
+    ASSERT_TRUE(d.aggregation_head.defined()) << selection;
+    const AttentionAwareRouter::Aggregation aggregation =
+        router->Aggregate(hidden, context);
+    EXPECT_EQ(aggregation.row_entropy.defined(), selection != ALL_HEADS_WEIGHTED)
+        << selection;
+    RoutingDecision recomputed;
+    DescribeAggregation(aggregation.weights, &recomputed);
+    EXPECT_TRUE(at::allclose(d.aggregation_effective_neighbours,
+                             recomputed.aggregation_effective_neighbours, 1e-5, 1e-5))
+        << selection << "\n" << d.aggregation_effective_neighbours << "\n"
+        << recomputed.aggregation_effective_neighbours;
+    EXPECT_TRUE(at::equal(d.aggregation_self_weight,
+                          recomputed.aggregation_self_weight));
+    EXPECT_EQ(d.aggregation_effective_neighbours.scalar_type(), at::kFloat);
+    EXPECT_FALSE(d.aggregation_effective_neighbours.requires_grad());
+
+    RoutingContext training = context;
+    training.training = true;
+    RoutingDecision t = router->Route(hidden, training);
+    EXPECT_FALSE(t.aggregation_self_weight.defined()) << selection;
+    EXPECT_FALSE(t.aggregation_effective_neighbours.defined()) << selection;
+    EXPECT_FALSE(t.aggregation_head.defined()) << selection;
+    EXPECT_TRUE(at::equal(t.selected, d.selected)) << selection;
+    EXPECT_TRUE(at::allclose(t.combine_weights, d.combine_weights, 0, 0));
+  }
 }
 
 // RELATIVE divides the squared distance by ||u_i||^2. One head, uniform

@@ -202,6 +202,22 @@ TEST_F(RouteToolInProcessTest, BatchedAttentionRoundTripMatchesDirectRoute) {
                            d.aggregation_self_weight, 0, 1e-6));
   EXPECT_TRUE(at::allclose(out.at("aggregation_effective_neighbours"),
                            d.aggregation_effective_neighbours, 0, 1e-6));
+
+  // --training: the routers skip the diagnostics in training, so the file
+  // has none of them; the decision itself is the same.
+  status = RunRouteTool({.router_text = spec,
+                         .input_path = "att_in.pt",
+                         .output_path = TempDir() + "/att_train_out.pt",
+                         .training = true});
+  ASSERT_TRUE(status.ok()) << status;
+  auto trained = ReadTensors("att_train_out.pt");
+  for (const char* key : {"aggregation_self_weight",
+                          "aggregation_effective_neighbours", "aggregation_head"}) {
+    EXPECT_FALSE(trained.contains(key)) << key;
+  }
+  EXPECT_TRUE(at::equal(trained.at("selected"), d.selected));
+  EXPECT_TRUE(at::allclose(trained.at("aggregated_probs"), d.aggregated_probs, 0, 1e-6));
+  EXPECT_TRUE(at::allclose(trained.at("combine_weights"), d.combine_weights, 0, 1e-6));
 }
 
 struct ErrorCase {

@@ -97,13 +97,23 @@ void AddStandardAuxLosses(const RouterSpec& spec, RoutingDecision* decision,
   }
 }
 
-void DescribeAggregation(const at::Tensor& weights, RoutingDecision* decision) {
+void DescribeAggregation(const at::Tensor& weights, RoutingDecision* decision,
+                         const at::Tensor& row_entropy) {
   TORCH_CHECK(weights.dim() == 3 && weights.size(1) == weights.size(2),
               "DescribeAggregation: weights must be [B, T, T], got ",
               weights.sizes());
   const at::Tensor w = weights.detach().to(at::kFloat);  // [B, T, T]
   decision->aggregation_self_weight =
       w.diagonal(/*offset=*/0, /*dim1=*/1, /*dim2=*/2).contiguous();  // [B, T]
+  if (row_entropy.defined()) {
+    TORCH_CHECK(row_entropy.sizes() == decision->aggregation_self_weight.sizes(),
+                "DescribeAggregation: row_entropy must be [B, T] = ",
+                decision->aggregation_self_weight.sizes(), ", got ",
+                row_entropy.sizes());
+    decision->aggregation_effective_neighbours =
+        at::exp(row_entropy.detach().to(at::kFloat));
+    return;
+  }
   // 0 log 0 = 0; the inner `where` keeps log away from 0.
   const at::Tensor positive = w > 0;
   const at::Tensor w_log_w =

@@ -69,8 +69,12 @@ void AddStandardAuxLosses(const RouterSpec& spec, RoutingDecision* decision,
 // and decision->aggregation_effective_neighbours [B, T] with exp(H(W_i)),
 // H(W_i) = -sum_j W_ij log W_ij with 0 log 0 = 0 (1 for a one-hot row, n for
 // a row uniform over n tokens). Both detached, float32. weights: [B, T, T],
-// rows summing to one.
-void DescribeAggregation(const at::Tensor& weights, RoutingDecision* decision);
+// rows summing to one. `row_entropy` [B, T], when defined, is H(W_i) already
+// computed by the caller (attention-aware's chosen-head rows): its exp is
+// taken instead of recomputing the entropy over [B, T, T]. Routers call this
+// only outside training (context.training false), where it is read.
+void DescribeAggregation(const at::Tensor& weights, RoutingDecision* decision,
+                         const at::Tensor& row_entropy = at::Tensor());
 
 // Mean entropy (nats) of distributions along the last dimension; zero
 // entries contribute zero.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -69,6 +70,23 @@ TEST(DescribeAggregationTest, TwoByTwoByHand) {
   EXPECT_EQ(d.aggregation_effective_neighbours.scalar_type(), at::kFloat);
   EXPECT_FALSE(d.aggregation_self_weight.requires_grad());
   EXPECT_FALSE(d.aggregation_effective_neighbours.requires_grad());
+}
+
+// A caller that knows H(W_i) passes it: exp of it is taken as given (here
+// log 3 and 0 against rows whose own entropies differ, to show it is not
+// recomputed), detached float32; the self-weight still comes from W.
+TEST(DescribeAggregationTest, KnownRowEntropyIsUsedAsGiven) {
+  const at::Tensor w =
+      at::tensor({0.75, 0.25, 0.5, 0.5}, at::kFloat).reshape({1, 2, 2});
+  const at::Tensor entropy =
+      at::tensor({std::log(3.0), 0.0}, at::kDouble).reshape({1, 2}).requires_grad_(true);
+  RoutingDecision d;
+  DescribeAggregation(w, &d, entropy);
+  ExpectTensorNear(d.aggregation_self_weight, {0.75, 0.5});
+  ExpectTensorNear(d.aggregation_effective_neighbours, {3.0, 1.0}, 1e-6);
+  EXPECT_EQ(d.aggregation_effective_neighbours.scalar_type(), at::kFloat);
+  EXPECT_FALSE(d.aggregation_effective_neighbours.requires_grad());
+  EXPECT_THROW(DescribeAggregation(w, &d, at::zeros({2, 1})), c10::Error);
 }
 
 // ------------------------------------------------------------ LoadBalanceLoss

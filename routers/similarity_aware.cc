@@ -174,7 +174,11 @@ RoutingDecision SimilarityAwareRouter::Route(const at::Tensor& hidden,
   // p_i = sum_j S_ij r_j: [B, T, T] x [B, T, E].
   const at::Tensor similarity = Similarity(u, context.padding_mask);
   d.aggregated_probs = at::matmul(similarity, d.gate_probs);
-  DescribeAggregation(similarity, &d);
+  // The diagnostics are read only in evaluation (the trainer's validation
+  // and probe passes, the route tool without --training), and describing S
+  // (a log and two selects over [B, T, T]) costs a large share of this
+  // forward at sequence lengths in the thousands: skipped in training.
+  if (!context.training) DescribeAggregation(similarity, &d);
   d.selected = TopKMask(d.aggregated_probs.detach(), top_k_);
   d.combine_weights =
       SelectedWeights(d.aggregated_probs, d.selected, options_.renormalize());

@@ -42,7 +42,9 @@ class SimilarityAwareRouter : public Router {
   // random orthonormal columns, so W_s starts as an orthogonal projection).
   SimilarityAwareRouter(const RouterSpec& spec, const RouterDims& dims);
 
-  // hidden: [B, T, D]. Reads context.padding_mask.
+  // hidden: [B, T, D]. Reads context.padding_mask. The aggregation
+  // diagnostics (aggregation_self_weight, aggregation_effective_neighbours)
+  // are filled only when context.training is false.
   RoutingDecision Route(const at::Tensor& hidden,
                         const RoutingContext& context) override;
 

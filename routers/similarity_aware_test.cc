@@ -450,6 +450,8 @@ TEST(SimilarityAwareTest, CosineIgnoresTheScaleOfEachToken) {
 }
 
 // The decision describes S: W_ii and exp(H(S_i)), detached float32; no head.
+// In evaluation (context.training false, as `{}` and every other test here
+// route) only.
 TEST(SimilarityAwareTest, DescribesTheAggregation) {
   at::manual_seed(9);
   RouterSpec spec = Spec(2);
@@ -474,6 +476,17 @@ TEST(SimilarityAwareTest, DescribesTheAggregation) {
   }
   // Token 0 of a causal S sees only itself.
   EXPECT_TRUE(at::allclose(d.aggregation_self_weight.select(1, 0), at::ones({2})));
+
+  // Only evaluation reads the diagnostics: training skips them and routes
+  // the same.
+  RoutingContext training;
+  training.training = true;
+  RoutingDecision t = router->Route(hidden, training);
+  EXPECT_FALSE(t.aggregation_self_weight.defined());
+  EXPECT_FALSE(t.aggregation_effective_neighbours.defined());
+  EXPECT_FALSE(t.aggregation_head.defined());
+  EXPECT_TRUE(at::equal(t.selected, d.selected));
+  EXPECT_TRUE(at::allclose(t.combine_weights, d.combine_weights, 0, 0));
 }
 
 // A very large tau makes S uniform over the visible tokens: every token's

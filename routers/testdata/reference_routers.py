@@ -13,7 +13,9 @@ Every router takes float32 inputs, computes in float64 and returns a dict with
   graph-of-tokens routers the description of the token-to-token weights W of
   p_i = sum_j W_ij r_j: aggregation_self_weight [B, T] (W_ii),
   aggregation_effective_neighbours [B, T] (exp of the row entropy) and, for
-  attention_aware, aggregation_head [B, T] int64
+  attention_aware, aggregation_head [B, T] int64 (the C++ routers report
+  these only outside training; make_fixtures.py leaves them out of training
+  cases)
 in float64/bool/int64. Selections never depend on how ties are broken: every top-k,
 top-c, capacity cut and head choice records its margin through `Margins`, and
 make_fixtures.py redraws a case whose margin is too small.
