@@ -31,8 +31,9 @@ at::Tensor SelectedWeights(const at::Tensor& scores, const at::Tensor& selected,
 // element-wise sigmoid.
 at::Tensor ApplyGate(const at::Tensor& logits, GateFunction gate);
 
-// Switch/GShard/Megatron-Core load-balancing loss over N tokens:
-// E * sum_e f_e * P_e, equal to 1 under perfect balance.
+// The Switch/Megatron-Core load-balancing loss over N tokens:
+// E * sum_e f_e * P_e, equal to 1 under perfect balance (GShard's has the
+// same form but counts only each token's first choice in f_e).
 // f_e: the share of the pairs in `counted` [N, E] bool that went to expert e
 // (the caller chooses the pairs: the tokens' top-k choices before capacity,
 // or the pairs kept after it; see AddStandardAuxLosses).

@@ -92,8 +92,8 @@ RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden,
   d.selected = kept;
   d.dropped = (chosen & ~kept).any(-1);
   d.combine_weights = weights * kept.to(weights.scalar_type());
-  // The load-balance loss counts the choices before capacity (Switch,
-  // GShard, Megatron-Core) unless the spec asks for the kept pairs.
+  // The load-balance loss counts the choices before capacity (Switch at
+  // k = 1, Megatron-Core) unless the spec asks for the kept pairs.
   AddStandardAuxLosses(spec_, &d, chosen);
   return d;
 }

@@ -379,8 +379,8 @@ CASES = [
          differs_from=[dict(training=False)]),
     # Cases added later go here, at the end: a case's seed depends on its
     # index, so inserting one earlier would redraw every case after it.
-    # The load-balance loss as Switch/GShard/Megatron-Core define it (the
-    # defaults): f_e over the choices before capacity ...
+    # The load-balance loss as Switch (k = 1) and Megatron-Core define it
+    # (the defaults): f_e over the choices before capacity ...
     dict(name="token_choice_capacity_load_balance_choices",
          router="token_choice", B=2, T=8, D=8, E=4, top_k=2, hidden_mean=0.5,
          kw=dict(k=2, capacity_factor=0.75), options="capacity_factor: 0.75",

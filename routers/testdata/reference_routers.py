@@ -420,7 +420,8 @@ def sinkhorn(hidden, gate_weight, k, training, iterations=8, row_first=True,
 # ---------------------------------------------------------- auxiliary losses
 
 def load_balance_loss(gate_probs, counted, scores="NORMALIZED_OVER_EXPERTS"):
-    """E * sum_e f_e P_e over all tokens (Switch/GShard/Megatron-Core).
+    """E * sum_e f_e P_e over all tokens (Switch/Megatron-Core; GShard counts
+    only each token's first choice in f_e).
 
     f_e: share of the (token, expert) pairs in `counted` that went to e (the
     caller passes the top-k choices before capacity, or the pairs kept after
