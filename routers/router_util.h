@@ -39,9 +39,18 @@ at::Tensor ApplyGate(const at::Tensor& logits, GateFunction gate);
 // or the pairs kept after it; see AddStandardAuxLosses).
 // P_e: the mean over tokens of gate_probs [N, E], with NORMALIZED_OVER_EXPERTS
 // (default; UNSPECIFIED means it) first divided by its sum over experts,
-// r_e / sum_e' r_e' (equal to r for a softmax gate; for a sigmoid gate it
-// keeps the loss from being lowered by pushing every logit down), or the raw
-// gate with RAW_GATE. Gradient flows through P_e only.
+// r_e / sum_e' r_e' (equal to r for a softmax gate), or the raw gate with
+// RAW_GATE. Gradient flows through P_e only.
+// For a sigmoid gate, shifting every logit by c drives the RAW_GATE loss to
+// 0 as c -> -inf (every r_e -> 0) without balancing anything. Normalised, P
+// is a distribution over experts, so the loss is a P-weighted average of
+// E f_e: it lies in [E min_e f_e, E max_e f_e] and is exactly 1 whatever P
+// when f is balanced. Under the shift it tends to the softmax gate's loss
+// (c -> -inf) and to sum_e f_e = 1 (c -> +inf, sigmoids saturated, P
+// uniform), and at every c it is positive, so no shift drives it toward 0;
+// but with an imbalanced f it still moves: logits [[2, 0], [1.5, -1]],
+// f = [1, 0] give 1.39 at c = 0, 1.80 as c -> -inf and 1.00 at c = +10 (a
+// shift up lowers it), the routing one-sided throughout.
 at::Tensor LoadBalanceLoss(const at::Tensor& gate_probs, const at::Tensor& counted,
                            LoadBalanceScores scores = NORMALIZED_OVER_EXPERTS);
 

@@ -117,33 +117,91 @@ TEST(LoadBalanceLossTest, SigmoidScoresByHand) {
   EXPECT_NEAR(LoadBalanceLoss(r, counted).item<double>(), 59.0 / 36, 1e-6);
 }
 
-// With a sigmoid gate, RAW_GATE is lowered by pushing every logit down (the
-// selection does not move); NORMALIZED_OVER_EXPERTS is not: on a balanced
-// selection it is exactly 1 at every shift, with zero gradient along it.
-TEST(LoadBalanceLossTest, SigmoidShiftDownLowersOnlyTheRawLoss) {
+// The loss as a function of a shift c added to every logit of a sigmoid
+// gate, and its derivative in c.
+std::pair<double, double> SigmoidShiftLossAndSlope(const at::Tensor& logits,
+                                                   const at::Tensor& counted,
+                                                   double shift,
+                                                   LoadBalanceScores scores) {
+  const at::Tensor c = at::tensor({shift}, at::kFloat).requires_grad_(true);
+  const at::Tensor loss = LoadBalanceLoss(at::sigmoid(logits + c), counted, scores);
+  loss.backward();
+  return {loss.item<double>(), c.grad().item<double>()};
+}
+
+// With a sigmoid gate, shifting every logit down drives RAW_GATE toward 0
+// without moving the selection. On a balanced selection (f = 1/E)
+// NORMALIZED_OVER_EXPERTS is E sum_e (1/E) P_e = sum_e P_e = 1 for any
+// normalised P, whatever the shift: that half is an identity, not a test of
+// the gate; the imbalanced case below is the one that can fail.
+TEST(LoadBalanceLossTest, SigmoidShiftDownDrivesOnlyTheRawLossToZero) {
   at::manual_seed(2);
   const at::Tensor logits = at::randn({4, 4});
   // Each token picks a different expert: f = 1/E.
   const at::Tensor counted = at::eye(4).to(at::kBool);
   double previous_raw = 1e9;
-  for (double shift : {0.0, 2.0, 5.0, 10.0}) {
-    // The loss as a function of the shift c, and its derivative in c.
-    auto loss_and_slope = [&](LoadBalanceScores scores) {
-      const at::Tensor c = at::tensor({shift}, at::kFloat).requires_grad_(true);
-      const at::Tensor loss = LoadBalanceLoss(at::sigmoid(logits - c), counted, scores);
-      loss.backward();
-      return std::make_pair(loss.item<double>(), c.grad().item<double>());
-    };
-    const auto [raw, raw_slope] = loss_and_slope(RAW_GATE);
+  for (double shift : {0.0, -2.0, -5.0, -10.0}) {
+    const auto [raw, raw_slope] =
+        SigmoidShiftLossAndSlope(logits, counted, shift, RAW_GATE);
     const auto [normalized, normalized_slope] =
-        loss_and_slope(NORMALIZED_OVER_EXPERTS);
+        SigmoidShiftLossAndSlope(logits, counted, shift, NORMALIZED_OVER_EXPERTS);
     EXPECT_NEAR(normalized, 1.0, 1e-5) << "shift " << shift;
     EXPECT_NEAR(normalized_slope, 0.0, 1e-5) << "shift " << shift;
     EXPECT_LT(raw, previous_raw) << "shift " << shift;
-    EXPECT_LT(raw_slope, 0) << "shift " << shift;
+    EXPECT_GT(raw_slope, 0) << "shift " << shift;
     previous_raw = raw;
   }
   EXPECT_LT(previous_raw, 0.01);
+}
+
+// An imbalanced selection, by hand: logits x = [[2, 0], [1.5, -1]] shifted
+// by c, both tokens choose expert 0 at every c, f = [1, 0], so the loss is
+// 2 P_0 = the sum over the two tokens of their expert-0 score.
+// NORMALIZED: s(2+c)/(s(2+c)+s(c)) + s(1.5+c)/(s(1.5+c)+s(-1+c)), s the
+// sigmoid: at c = 0, 2/(3+e^-2) + (1+e)/(2+e+e^-1.5) = 0.6379 + 0.7525 =
+// 1.3904; as c -> -inf, s(y) ~ e^y turns the scores into softmax(x) and the
+// loss into s(2) + s(2.5) = 1.8049 (1.8049 at c = -20 already); as c ->
+// +inf both sigmoids saturate, the scores turn uniform and the loss falls to
+// sum_e f_e = 1 (1.00004 at c = +10). For E = 2 it falls monotonically in c
+// (each row's ratio s(x0+c)/s(x1+c) shrinks toward 1): pushing every logit
+// down cannot drive it below the softmax value, but pushing them up lowers
+// it toward 1 with the routing still one-sided. It stays in
+// [E min_e f_e, E max_e f_e] = [0, 2], as any normalised P keeps it.
+// RAW: s(2+c) + s(1.5+c): 1.6984 at c = 0, 2.4e-8 at c = -20, 1.99998 at
+// c = +10.
+TEST(LoadBalanceLossTest, SigmoidShiftMovesTheNormalizedLossOfAnImbalancedSelection) {
+  const auto s = [](double y) { return 1 / (1 + std::exp(-y)); };
+  const at::Tensor logits =
+      at::tensor({2.0, 0.0, 1.5, -1.0}).to(at::kFloat).reshape({2, 2});
+  const at::Tensor counted = Mask({1, 0, 1, 0}, {2, 2});
+  EXPECT_NEAR(2 / (3 + std::exp(-2.0)) +
+                  (1 + std::exp(1.0)) / (2 + std::exp(1.0) + std::exp(-1.5)),
+              1.3903639, 1e-7);
+  double previous_normalized = 1e9;
+  for (double shift : {-20.0, -5.0, 0.0, 5.0, 10.0}) {
+    const double normalized_by_hand =
+        s(2 + shift) / (s(2 + shift) + s(shift)) +
+        s(1.5 + shift) / (s(1.5 + shift) + s(-1 + shift));
+    const double raw_by_hand = s(2 + shift) + s(1.5 + shift);
+    const auto [normalized, normalized_slope] =
+        SigmoidShiftLossAndSlope(logits, counted, shift, NORMALIZED_OVER_EXPERTS);
+    const auto [raw, raw_slope] =
+        SigmoidShiftLossAndSlope(logits, counted, shift, RAW_GATE);
+    EXPECT_NEAR(normalized, normalized_by_hand, 1e-5) << "shift " << shift;
+    EXPECT_NEAR(raw, raw_by_hand, 1e-5) << "shift " << shift;
+    EXPECT_LT(normalized, previous_normalized) << "shift " << shift;
+    // At c = -20 the slope is ~e^-18, below float32 resolution.
+    if (shift > -20) EXPECT_LT(normalized_slope, 0) << "shift " << shift;
+    EXPECT_GE(normalized, 1.0) << "shift " << shift;
+    EXPECT_LE(normalized, 2.0) << "shift " << shift;
+    if (shift == 0) EXPECT_NEAR(normalized, 1.3903639, 1e-5);
+    previous_normalized = normalized;
+  }
+  EXPECT_NEAR(SigmoidShiftLossAndSlope(logits, counted, -20, NORMALIZED_OVER_EXPERTS).first,
+              s(2) + s(2.5), 1e-5);
+  EXPECT_NEAR(SigmoidShiftLossAndSlope(logits, counted, 10, NORMALIZED_OVER_EXPERTS).first,
+              1.0, 1e-4);
+  EXPECT_LT(SigmoidShiftLossAndSlope(logits, counted, -20, RAW_GATE).first, 1e-6);
 }
 
 // ------------------------------------------------------- AddStandardAuxLosses

@@ -152,10 +152,18 @@ TEST(TokenChoiceTest, LoadBalanceIsTheOldOneWhenDroplessWithSoftmax) {
 
 // Sigmoid gate, k = 1: r rows [1/2, 2/3, 5/6], [6/7, 3/4, 1/2],
 // [1/2, 4/5, 3/4]; the tokens choose experts 2, 0, 1: f = 1/3 each.
-// NORMALIZED_OVER_EXPERTS: each row of P sums to one, loss exactly 1.
+// NORMALIZED_OVER_EXPERTS: each row of P sums to one, so with f balanced the
+// loss is exactly 1 for any scores (an identity, not a test of the gate).
 // RAW_GATE: E * sum_e f_e P_e = mean row sum = (2 + 59/28 + 41/20) / 3.
 // Pushing every logit down by 5 keeps the choices: the raw loss falls, the
 // normalised one stays 1.
+// Imbalanced, two experts: logits [[2, 0], [1.5, -1]] + c, both tokens
+// choose expert 0 at every c (f = [1, 0]), loss = the sum of the tokens'
+// expert-0 scores, s the sigmoid. NORMALIZED: s(2+c)/(s(2+c)+s(c)) +
+// s(1.5+c)/(s(1.5+c)+s(-1+c)) = 2/(3+e^-2) + (1+e)/(2+e+e^-1.5) = 1.3904 at
+// c = 0, 1.8049 (the softmax gate's s(2) + s(2.5)) at c = -20, 1.00004 at
+// c = +10: down cannot drive it toward 0, up lowers it toward 1 with the
+// routing still one-sided. RAW: s(2+c) + s(1.5+c) = 1.6984, 2.4e-8, 1.99998.
 TEST(TokenChoiceTest, LoadBalanceScoresOfASigmoidGateByHand) {
   for (double shift : {0.0, 5.0}) {
     for (LoadBalanceScores scores : {NORMALIZED_OVER_EXPERTS, RAW_GATE}) {
@@ -173,6 +181,37 @@ TEST(TokenChoiceTest, LoadBalanceScoresOfASigmoidGateByHand) {
         EXPECT_NEAR(loss, (2 + 59.0 / 28 + 41.0 / 20) / 3, 1e-6);
       } else {
         EXPECT_LT(loss, 0.1);
+      }
+    }
+  }
+
+  const auto s = [](double y) { return 1 / (1 + std::exp(-y)); };
+  const at::Tensor imbalanced =
+      at::tensor({2.0, 0.0, 1.5, -1.0}).to(at::kFloat).reshape({1, 2, 2});
+  for (double shift : {0.0, -20.0, 10.0}) {
+    for (LoadBalanceScores scores : {NORMALIZED_OVER_EXPERTS, RAW_GATE}) {
+      RouterSpec spec = Spec(1);
+      spec.mutable_token_choice()->set_gate(SIGMOID);
+      spec.set_load_balance_coef(1.0);
+      spec.set_load_balance_scores(scores);
+      auto router = IdentityGateRouter(spec, 2);
+      RoutingDecision d = router->Route(imbalanced + shift, Context(false));
+      EXPECT_TRUE(at::equal(d.selected, Mask({1, 0, 1, 0}, {1, 2, 2})))
+          << "shift " << shift;
+      const double loss = d.aux_losses[0].second.item<double>();
+      const double by_hand =
+          scores == NORMALIZED_OVER_EXPERTS
+              ? s(2 + shift) / (s(2 + shift) + s(shift)) +
+                    s(1.5 + shift) / (s(1.5 + shift) + s(-1 + shift))
+              : s(2 + shift) + s(1.5 + shift);
+      EXPECT_NEAR(loss, by_hand, 1e-5) << "shift " << shift << " scores " << scores;
+      if (scores == NORMALIZED_OVER_EXPERTS) {
+        const double expected = shift == 0 ? 1.3903639
+                                : shift < 0 ? s(2) + s(2.5)  // 1.8049
+                                            : 1.0000381;
+        EXPECT_NEAR(loss, expected, 1e-5) << "shift " << shift;
+      } else if (shift < 0) {
+        EXPECT_LT(loss, 1e-6);
       }
     }
   }
