@@ -26,7 +26,13 @@ struct RowRuns {
 
 // The value of `column` in one run; false when the run does not have it
 // (e.g. perplexity of a vision run, fluctuation after a single epoch,
-// aggregation diagnostics of a router that does not aggregate).
+// aggregation diagnostics of a router that does not aggregate). The routing
+// columns that describe the end of training (entropies, load CV,
+// aggregation) come from the final whole-validation-split evaluation
+// (final.layers), so one row's columns describe the same tokens; only
+// results without final layers (written before they were recorded) fall
+// back to the last epoch's. Fluctuation and head change compare epochs and
+// come from the last epoch.
 bool ColumnValue(const RunResult& run, Column column, double* value);
 
 struct Stat {
@@ -44,13 +50,16 @@ std::string ColumnTitle(Column column);
 // spec.seed() that both have a value (a's in `column_a`, b's in
 // `column_b`), their mean, and its 95% two-sided Student-t interval
 // mean ± t(0.975, n - 1) * sd / sqrt(n). With n < 2 the interval is
-// unknown (lo = -inf, hi = +inf).
+// unknown (lo = -inf, hi = +inf). A row with two runs of one seed leaves
+// the pairing undefined: then `duplicate` says so ("duplicate seed 3 in row
+// 'sim'") and nothing is paired (n = 0).
 struct PairedDifference {
   std::vector<uint64_t> seeds;  // the paired seeds, ascending
   int n = 0;
   double mean = 0;
   double lo = 0;
   double hi = 0;
+  std::string duplicate;
 };
 
 PairedDifference PairedDifferences(const RowRuns& a, Column column_a, const RowRuns& b,
@@ -60,15 +69,13 @@ PairedDifference PairedDifferences(const RowRuns& a, Column column_a, const RowR
 struct ClaimJudgement {
   // "yes" (the interval excludes 0 in the expected direction), "opposite"
   // (it excludes 0 the other way), "inconclusive" (it contains 0, or fewer
-  // than 2 pairs), or "n/a (row missing)".
+  // than 2 pairs), "n/a (row missing)", or "n/a (duplicate seed S in row
+  // 'X')" (PairedDifference::duplicate).
   std::string verdict;
   PairedDifference difference;
 };
 
 ClaimJudgement JudgeClaim(const Claim& claim, const std::vector<RowRuns>& rows);
-
-// JudgeClaim(...).verdict.
-std::string ClaimVerdict(const Claim& claim, const std::vector<RowRuns>& rows);
 
 // The code revision a run comes from (RunResult.source): its `revision`,
 // "unknown" when it was not run from a git checkout, and

@@ -6,6 +6,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_format.h"
+#include "core/routing_metrics.h"
 #include "google/protobuf/text_format.h"
 
 namespace moelab {
@@ -123,6 +125,91 @@ TEST(TableReportTest, AggregationDiagnosticsPreferTheFinalEvaluation) {
   EXPECT_NEAR(v, 6, 1e-12);
 }
 
+// Each routing column that describes the end of training reads the final
+// whole-split evaluation, also when the last epoch's (capped) evaluation
+// says otherwise; fluctuation and head change, which compare epochs, read
+// the last epoch.
+TEST(TableReportTest, EndOfTrainingRoutingColumnsReadTheFinalEvaluation) {
+  RunResult run = LmRun(50, {0.2, 0.4});
+  for (LayerRoutingMetrics& l : *run.mutable_epochs(1)->mutable_layers()) {
+    l.set_gate_entropy(2.0);
+    l.set_aggregated_entropy(1.0);
+    l.set_load_cv(0.5);
+    l.set_has_aggregation(true);
+    l.set_aggregation_self_weight(0.9);
+    l.set_aggregation_effective_neighbours(1.5);
+    l.set_has_head_change(true);
+    l.set_head_change(0.25);
+  }
+  double v = 0;
+  // Without final layers (results written before they were recorded): the
+  // last epoch's.
+  ASSERT_TRUE(ColumnValue(run, GATE_ENTROPY, &v));
+  EXPECT_NEAR(v, 2.0, 1e-12);
+  ASSERT_TRUE(ColumnValue(run, AGGREGATED_ENTROPY, &v));
+  EXPECT_NEAR(v, 1.0, 1e-12);
+  ASSERT_TRUE(ColumnValue(run, LOAD_CV, &v));
+  EXPECT_NEAR(v, 0.5, 1e-12);
+  // The final evaluation's layers differ from the last epoch's.
+  for (int i = 0; i < 2; ++i) {
+    LayerRoutingMetrics* l = run.mutable_final()->add_layers();
+    l->set_layer(i);
+    l->set_gate_entropy(i == 0 ? 1.2 : 1.4);
+    l->set_aggregated_entropy(i == 0 ? 1.5 : 1.7);
+    l->set_load_cv(i == 0 ? 0.1 : 0.3);
+    l->set_has_aggregation(true);
+    l->set_aggregation_self_weight(i == 0 ? 0.3 : 0.5);
+    l->set_aggregation_effective_neighbours(i == 0 ? 4 : 6);
+    // The final evaluation compares no epochs; these must not be read.
+    l->set_has_fluctuation(true);
+    l->set_fluctuation_top1(0.9);
+    l->set_has_head_change(true);
+    l->set_head_change(0.9);
+  }
+  ASSERT_TRUE(ColumnValue(run, GATE_ENTROPY, &v));
+  EXPECT_NEAR(v, 1.3, 1e-12);
+  ASSERT_TRUE(ColumnValue(run, AGGREGATED_ENTROPY, &v));
+  EXPECT_NEAR(v, 1.6, 1e-12);
+  ASSERT_TRUE(ColumnValue(run, LOAD_CV, &v));
+  EXPECT_NEAR(v, 0.2, 1e-12);
+  ASSERT_TRUE(ColumnValue(run, AGGREGATION_SELF_WEIGHT, &v));
+  EXPECT_NEAR(v, 0.4, 1e-12);
+  ASSERT_TRUE(ColumnValue(run, AGGREGATION_EFFECTIVE_NEIGHBOURS, &v));
+  EXPECT_NEAR(v, 5, 1e-12);
+  ASSERT_TRUE(ColumnValue(run, FLUCTUATION_TOP1, &v));
+  EXPECT_NEAR(v, 30, 1e-9);  // the last epoch's 0.2 and 0.4
+  ASSERT_TRUE(ColumnValue(run, HEAD_CHANGE, &v));
+  EXPECT_NEAR(v, 25, 1e-9);
+}
+
+// The within-row claim H(p) < H(r) compares the final evaluation's
+// entropies: here the last epoch's say H(p) < H(r) and the final ones the
+// opposite, and the verdict follows the final ones.
+TEST(TableReportTest, WithinRowEntropyClaimUsesTheFinalEvaluation) {
+  TableSpec table;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"pb(
+    name: "t" title: "T" columns: [GATE_ENTROPY, AGGREGATED_ENTROPY, AGGREGATION_SELF_WEIGHT]
+    rows { label: "sim" }
+    claims { text: "H(p) < H(r) (Proposition 1)" column: AGGREGATED_ENTROPY
+             column_b: GATE_ENTROPY row_a: "sim" expect: A_LOWER }
+  )pb", &table));
+  RowRuns row{&table.rows(0), {}};
+  for (uint64_t seed : {1, 2, 3}) {
+    RunResult run = EntropyRun(seed, 1.5, 1.0);  // last epoch: H(p) - H(r) = -0.5
+    LayerRoutingMetrics* l = run.mutable_final()->add_layers();
+    l->set_gate_entropy(1.0);
+    l->set_aggregated_entropy(1.2 + 0.01 * seed);  // final: H(p) - H(r) > 0
+    l->set_has_aggregation(true);
+    l->set_aggregation_self_weight(0.25);
+    row.runs.push_back(run);
+  }
+  const ClaimJudgement j = JudgeClaim(table.claims(0), {row});
+  EXPECT_EQ(j.verdict, "opposite");
+  EXPECT_NEAR(j.difference.mean, 0.22, 1e-9);
+  const std::string md = RenderMarkdown(table, {row}, {});
+  EXPECT_THAT(md, HasSubstr("| sim | 1.00 ± 0.00 | 1.22 ± 0.01 | 0.250 ± 0.000 |"));
+}
+
 TEST(TableReportTest, HeadChangeAndLeak) {
   RunResult run = LmRun(50, {0.2, 0.4, 0.1});
   double v = 0;
@@ -168,7 +255,7 @@ TEST(TableReportTest, ClaimsAreJudgedOnPairedDifferences) {
   EXPECT_NEAR(fluctuation.difference.lo, -19.128, 1e-3);
   EXPECT_NEAR(fluctuation.difference.hi, -11.539, 1e-3);
   // The same data against the opposite expectation.
-  EXPECT_EQ(ClaimVerdict(table.claims(2), rows), "opposite");
+  EXPECT_EQ(JudgeClaim(table.claims(2), rows).verdict, "opposite");
   // Perplexity differences 1, 1, -2: mean 0, sd sqrt(3), standard error 1,
   // so the interval is ±t(0.975, 2) = ±4.3027 and contains 0.
   ClaimJudgement perplexity = JudgeClaim(table.claims(1), rows);
@@ -198,6 +285,34 @@ TEST(TableReportTest, ClaimsPairRunsBySeedNotByPosition) {
   EXPECT_EQ(j.verdict, "inconclusive");
 }
 
+// Two runs of one seed in a row leave the pairing undefined: the claim says
+// so instead of keeping one of them.
+TEST(TableReportTest, DuplicateSeedsMakeAClaimNotApplicable) {
+  TableSpec table = Table();
+  std::vector<RowRuns> rows = ThreeSeedRows(table);
+  rows[1].runs.push_back(LmRun(40, {0.9}, false, 2));  // sim: a second seed 2
+  const ClaimJudgement j = JudgeClaim(table.claims(0), rows);
+  EXPECT_EQ(j.verdict, "n/a (duplicate seed 2 in row 'sim')");
+  EXPECT_EQ(j.difference.duplicate, "duplicate seed 2 in row 'sim'");
+  EXPECT_EQ(j.difference.n, 0);
+  EXPECT_TRUE(j.difference.seeds.empty());
+  // Both sides with duplicates name both.
+  rows[0].runs.push_back(LmRun(40, {0.9}, false, 1));
+  EXPECT_EQ(PairedDifferences(rows[1], FLUCTUATION_TOP1, rows[0], FLUCTUATION_TOP1).duplicate,
+            "duplicate seed 2 in row 'sim'; duplicate seed 1 in row 'smoe'");
+  const std::string md = RenderMarkdown(table, rows, {});
+  EXPECT_THAT(md, HasSubstr("| sim fluctuates less | sim − smoe, Fluctuation top-1 (%) | < 0 | "
+                            "– | – | 0 | n/a (duplicate seed 2 in row 'sim'; duplicate seed 1 "
+                            "in row 'smoe') |"));
+  // A within-row claim reports a row's duplicate once.
+  Claim within;
+  within.set_row_a("sim");
+  within.set_column(AGGREGATED_ENTROPY);
+  within.set_column_b(GATE_ENTROPY);
+  within.set_expect(A_LOWER);
+  EXPECT_EQ(JudgeClaim(within, rows).verdict, "n/a (duplicate seed 2 in row 'sim')");
+}
+
 TEST(TableReportTest, OnePairIsInconclusiveHoweverLarge) {
   TableSpec table = Table();
   const std::vector<RowRuns> rows = {{&table.rows(0), {LmRun(50, {0.9}, false, 1)}},
@@ -206,7 +321,7 @@ TEST(TableReportTest, OnePairIsInconclusiveHoweverLarge) {
   EXPECT_EQ(j.difference.n, 1);
   EXPECT_NEAR(j.difference.mean, -80, 1e-9);
   EXPECT_EQ(j.verdict, "inconclusive");
-  EXPECT_EQ(ClaimVerdict(table.claims(0), {rows[0]}), "n/a (row missing)");
+  EXPECT_EQ(JudgeClaim(table.claims(0), {rows[0]}).verdict, "n/a (row missing)");
 }
 
 TEST(TableReportTest, WithinRowClaimComparesTwoColumnsOfTheSameRuns) {
@@ -272,22 +387,31 @@ TEST(TableReportTest, ClaimsAndMarkdown) {
 TEST(TableReportTest, IdentityAggregationIsMarked) {
   TableSpec table = Table();
   std::vector<RowRuns> rows = ThreeSeedRows(table);
+  // Seed 1 flags layers 0 and 1, seed 3 layer 0 (listed twice); layer 2
+  // aggregates but is not flagged, and its low self-weight must not enter
+  // the footnote.
   for (int s : {0, 2}) {
     RunResult& run = rows[1].runs[s];
     run.add_identity_aggregation_layers(0);
     run.add_identity_aggregation_layers(s == 0 ? 1 : 0);
-    LayerRoutingMetrics* layer = run.mutable_final()->add_layers();
-    layer->set_has_aggregation(true);
-    layer->set_aggregation_self_weight(s == 0 ? 0.996 : 0.998);
+    const double weights[3] = {s == 0 ? 0.996 : 0.998, s == 0 ? 0.9925 : 0.97, 0.2};
+    for (int l = 0; l < 3; ++l) {
+      LayerRoutingMetrics* layer = run.mutable_final()->add_layers();
+      layer->set_layer(l);
+      layer->set_has_aggregation(true);
+      layer->set_aggregation_self_weight(weights[l]);
+    }
   }
   const std::string md = RenderMarkdown(table, rows, {});
   EXPECT_THAT(md, HasSubstr("| sim † ‡ |"));
   EXPECT_THAT(md, HasSubstr("| smoe |"));
-  EXPECT_THAT(md, HasSubstr("‡ The aggregation is effectively the identity: in these MoE "
-                            "layers the mean weight W_ii a token keeps on itself is above 0.99"));
+  EXPECT_THAT(md, HasSubstr(absl::StrFormat(
+                      "‡ The aggregation is effectively the identity: in these MoE layers the "
+                      "mean weight W_ii a token keeps on itself is above %g",
+                      kIdentityAggregationSelfWeight)));
   EXPECT_THAT(md, HasSubstr("token choice under another name"));
-  EXPECT_THAT(md, HasSubstr("- sim: MoE layers 0, 1 in 2 of 3 seeds (self-weight 0.9970, "
-                            "mean over layers and seeds)"));
+  EXPECT_THAT(md, HasSubstr("- sim: MoE layer 0: self-weight 0.9970 in 2 of 3 seeds; "
+                            "MoE layer 1: self-weight 0.9925 in 1 of 3 seeds\n"));
 }
 
 TEST(TableReportTest, EntropyVsFluctuationPerRowAndPooled) {
