@@ -5,13 +5,17 @@
 // --output_dir. --render_only rebuilds the outputs from cached results;
 // --list shows the tables. A table whose runs come from different code
 // revisions (RunResult.source) is refused unless --allow_mixed_revisions;
-// --rerun_stale runs the cached runs from other code again.
+// --rerun_stale runs the cached runs from other code again. A training-free
+// row's run records which run of its source row it evaluated
+// (source_run.txt, SourceRunIdentity) and is made again when the source
+// row's run there now is another one; --render_only refuses such a run.
 
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -140,13 +144,12 @@ absl::Status SupersedeRun(const std::string& run_dir, const std::string& target)
   return absl::OkStatus();
 }
 
-// Whether a's result.json was written after b's (a training-free run whose
-// source run was run again since evaluated the old checkpoint).
-bool ResultIsNewer(const std::string& a_dir, const std::string& b_dir) {
-  std::error_code a_error, b_error;
-  const auto a = fs::last_write_time(a_dir + "/result.json", a_error);
-  const auto b = fs::last_write_time(b_dir + "/result.json", b_error);
-  return !a_error && !b_error && a > b;
+// What a training-free run's kSourceRunRecord holds; nullopt when it has
+// none (or it cannot be read).
+std::optional<std::string> ReadSourceRunRecord(const std::string& run_dir) {
+  absl::StatusOr<std::string> record = ReadFile(absl::StrCat(run_dir, "/", kSourceRunRecord));
+  if (!record.ok()) return std::nullopt;
+  return *std::move(record);
 }
 
 absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& out_dir,
@@ -154,9 +157,10 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
   const bool render_only = run_options.render_only;
   TableRuns runs;
   runs.rows.reserve(table.rows_size());
-  // Spec hash per (row label, seed index), and the runs this invocation ran.
-  std::map<std::pair<std::string, int>, std::string> hashes;
-  std::set<std::pair<std::string, int>> executed;
+  // SourceRunIdentity of each (row label, seed index) whose completed run
+  // stands (cached and not stale, or run by this invocation); a training-free
+  // run evaluates only such a run's checkpoint.
+  std::map<std::pair<std::string, int>, std::string> identities;
   int run_index = -1;
   for (const TableRow& row : table.rows()) {
     RowRuns row_runs{&row, {}};
@@ -172,6 +176,9 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
       spec->set_name(absl::StrCat(spec->name(), "_s", spec->seed()));
       const std::pair<std::string, int> source_key{row.init_from_row(), s};
       const bool training_free = !row.init_from_row().empty();
+      // The source run's identity; nullptr while it has no completed run that
+      // stands (another shard's, or not run yet).
+      const std::string* source_identity = nullptr;
       if (training_free) {
         auto source = runs.run_dirs.find(source_key);
         if (source == runs.run_dirs.end()) {
@@ -181,12 +188,13 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
         }
         spec->mutable_training()->set_epochs(0);
         spec->mutable_evaluation()->set_init_checkpoint(source->second + "/checkpoint.pt");
+        auto identity = identities.find(source_key);
+        if (identity != identities.end()) source_identity = &identity->second;
       }
       const std::string hash = SpecHash(*spec);
       const std::string run_root = absl::StrCat(out_dir, "/runs/", hash);
       const std::string run_dir = absl::StrCat(run_root, "/", spec->name());
       runs.run_dirs[{row.label(), s}] = run_dir;
-      hashes[{row.label(), s}] = hash;
       absl::StatusOr<RunResult> result = ReadCachedResult(run_dir, hash);
       // Why a cached result must be run again; empty: it stands.
       std::string stale;
@@ -194,27 +202,24 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
           RunRevision(*result) != run_options.current_revision) {
         stale = absl::StrCat("code revision ", RunRevision(*result), ", not ",
                              run_options.current_revision);
-      } else if (result.ok() && training_free && !render_only &&
-                 ResultIsNewer(runs.run_dirs.at(source_key), run_dir)) {
-        stale = absl::StrCat("row '", row.init_from_row(),
-                             "' was run again after it: it evaluated the old checkpoint");
+      } else if (result.ok() && training_free && source_identity != nullptr) {
+        // Whether it evaluated the source run there now: a comparison of
+        // what it recorded then with that run's identity, not of file times.
+        stale = TrainingFreeRerunReason(row.init_from_row(), ReadSourceRunRecord(run_dir),
+                                        *source_identity);
       }
       if (!result.ok() || !stale.empty()) {
         if (render_only) {
           return absl::NotFoundError(absl::StrCat(
-              "row '", row.label(), "' seed ", spec->seed(),
-              ": no cached result; run without --render_only"));
+              "row '", row.label(), "' seed ", spec->seed(), ": ",
+              result.ok() ? absl::StrCat("the cached run is stale (", stale, ")")
+                          : "no cached result",
+              "; run without --render_only"));
         }
         // A training-free run waits for its source run to complete, here or
         // in another shard (a checkpoint alone may be a training run's
         // last epoch so far).
-        bool source_pending = false;
-        if (training_free && !executed.count(source_key)) {
-          absl::StatusOr<RunResult> source =
-              ReadCachedResult(runs.run_dirs.at(source_key), hashes.at(source_key));
-          source_pending = !source.ok() || (run_options.rerun_stale &&
-                                            RunRevision(*source) != run_options.current_revision);
-        }
+        const bool source_pending = training_free && source_identity == nullptr;
         if (run_index % run_options.shard_count != run_options.shard_index ||
             source_pending) {
           ++runs.left_to_other_shards;
@@ -248,8 +253,17 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
                               absl::StrCat("row '", row.label(), "' seed ", spec->seed(),
                                            ": ", result.status().message()));
         }
-        executed.insert({row.label(), s});
+        if (training_free) {
+          // What it evaluated, so a later invocation can tell whether the
+          // source run has been made again since.
+          if (absl::Status written = WriteFileAtomically(
+                  absl::StrCat(run_dir, "/", kSourceRunRecord), *source_identity + "\n");
+              !written.ok()) {
+            return written;
+          }
+        }
       }
+      identities[{row.label(), s}] = SourceRunIdentity(*result);
       row_runs.runs.push_back(*std::move(result));
     }
     runs.rows.push_back(std::move(row_runs));

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "core/provenance.h"
 #include "core/routing_metrics.h"
 #include "core/statistics.h"
@@ -347,6 +348,29 @@ absl::Status CheckSingleRevision(const TableSpec& table, const std::vector<RowRu
       "do not compare:\n", absl::StrJoin(lines, "\n"),
       "\nRe-run the stale runs with --rerun_stale, or render anyway with "
       "--allow_mixed_revisions."));
+}
+
+std::string SourceRunIdentity(const RunResult& source) {
+  const int64_t step =
+      source.epochs_size() == 0 ? 0 : source.epochs(source.epochs_size() - 1).step();
+  // 12 significant digits: a repeated run that trained differently differs
+  // far earlier, and the loss survives result.json's round trip.
+  return absl::StrFormat("spec_hash=%s revision=%s epochs=%d step=%d valid_loss=%.12g",
+                         source.spec_hash(), RunRevision(source), source.epochs_size(), step,
+                         source.final().valid_loss());
+}
+
+std::string TrainingFreeRerunReason(const std::string& source_row,
+                                    const std::optional<std::string>& recorded,
+                                    const std::string& current) {
+  if (!recorded.has_value()) {
+    return absl::StrCat("it records no run of row '", source_row, "' (no ", kSourceRunRecord,
+                        "), so which checkpoint it evaluated is unknown");
+  }
+  const absl::string_view then = absl::StripAsciiWhitespace(*recorded);
+  if (then == absl::StripAsciiWhitespace(current)) return "";
+  return absl::StrCat("it evaluated another run of row '", source_row, "' (", then,
+                      ") than the one there now (", current, ")");
 }
 
 std::vector<std::pair<double, double>> EntropyFluctuationPoints(const RowRuns& row) {

@@ -8,6 +8,7 @@
 // tested without training anything.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -90,6 +91,26 @@ std::vector<std::string> RowRevisions(const RowRuns& row);
 // of the table too) comes from one code revision; otherwise
 // FailedPreconditionError listing each row's revisions and seeds.
 absl::Status CheckSingleRevision(const TableSpec& table, const std::vector<RowRuns>& rows);
+
+// A training-free row evaluates the checkpoints of another row's runs. What
+// identifies such a source run, independent of the file system (copying,
+// rsync or a checkout reorders file times) and of wall-clock fields: its
+// spec hash, code revision, number of epochs, last step and final
+// validation loss (which also tells a run repeated with other threads, not
+// part of the spec hash, from the first). One line. reproduce writes it to
+// kSourceRunRecord beside a training-free run's result.json when it makes
+// the run.
+inline constexpr char kSourceRunRecord[] = "source_run.txt";
+std::string SourceRunIdentity(const RunResult& source);
+
+// Why a cached training-free run must be made again, "" when it stands:
+// `recorded` is what its kSourceRunRecord holds (nullopt when it has none:
+// made before reproduce recorded it, or interrupted before it did) and
+// `current` the SourceRunIdentity of the completed run of row `source_row`
+// now. Surrounding whitespace in `recorded` does not count.
+std::string TrainingFreeRerunReason(const std::string& source_row,
+                                    const std::optional<std::string>& recorded,
+                                    const std::string& current);
 
 // One point per MoE layer and seed of the row's runs (last epoch, layers
 // that have a fluctuation): x the entropy of the distribution the router

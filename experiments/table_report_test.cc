@@ -450,6 +450,64 @@ TEST(TableReportTest, EntropyVsFluctuationPerRowAndPooled) {
   EXPECT_THAT(RenderEntropyVsFluctuation(two), HasSubstr("| smoe | within the row | 2 | – |"));
 }
 
+RunResult SourceRun() {
+  RunResult run;
+  run.set_spec_hash("0123abcd");
+  run.mutable_source()->set_revision("aaaaaaaaaaaa");
+  run.set_wall_time_s(100);
+  for (int e = 1; e <= 3; ++e) {
+    EpochMetrics* epoch = run.add_epochs();
+    epoch->set_epoch(e);
+    epoch->set_step(400 * e);
+    epoch->set_epoch_wall_s(30);
+  }
+  run.mutable_final()->set_valid_loss(4.0123456789012345);
+  return run;
+}
+
+TEST(TableReportTest, SourceRunIdentityIgnoresWallClockFields) {
+  const RunResult run = SourceRun();
+  EXPECT_EQ(SourceRunIdentity(run),
+            "spec_hash=0123abcd revision=aaaaaaaaaaaa epochs=3 step=1200 "
+            "valid_loss=4.0123456789");
+  RunResult slower = run;
+  slower.set_wall_time_s(900);
+  slower.mutable_epochs(2)->set_epoch_wall_s(300);
+  slower.mutable_epochs(2)->set_rss_mb(1000);
+  EXPECT_EQ(SourceRunIdentity(slower), SourceRunIdentity(run));
+  // What tells one run of a row from another.
+  RunResult other_code = run;
+  other_code.mutable_source()->set_revision("bbbbbbbbbbbb");
+  RunResult other_spec = run;
+  other_spec.set_spec_hash("4567ef01");
+  RunResult longer = run;
+  longer.add_epochs()->set_step(1600);
+  RunResult retrained = run;  // e.g. again with other threads
+  retrained.mutable_final()->set_valid_loss(4.0123456);
+  for (const RunResult& other : {other_code, other_spec, longer, retrained}) {
+    EXPECT_NE(SourceRunIdentity(other), SourceRunIdentity(run));
+  }
+}
+
+TEST(TableReportTest, TrainingFreeRunIsMadeAgainWhenItsSourceRunChanged) {
+  const std::string then = SourceRunIdentity(SourceRun());
+  // The same run: it stands, whatever the file times (the record may end
+  // with a newline).
+  EXPECT_EQ(TrainingFreeRerunReason("smoe", then, then), "");
+  EXPECT_EQ(TrainingFreeRerunReason("smoe", then + "\n", then), "");
+  // The source row was run again, under other code.
+  RunResult again = SourceRun();
+  again.mutable_source()->set_revision("bbbbbbbbbbbb");
+  const std::string now = SourceRunIdentity(again);
+  const std::string reason = TrainingFreeRerunReason("smoe", then + "\n", now);
+  EXPECT_THAT(reason, HasSubstr("it evaluated another run of row 'smoe'"));
+  EXPECT_THAT(reason, HasSubstr("revision=aaaaaaaaaaaa"));
+  EXPECT_THAT(reason, HasSubstr("revision=bbbbbbbbbbbb"));
+  // Nothing recorded (made before reproduce recorded it): unknown, made again.
+  EXPECT_THAT(TrainingFreeRerunReason("smoe", std::nullopt, now),
+              HasSubstr("records no run of row 'smoe' (no source_run.txt)"));
+}
+
 TEST(TableReportTest, RevisionOfARun) {
   RunResult run;
   EXPECT_EQ(RunRevision(run), kRevisionBeforeProvenance);
