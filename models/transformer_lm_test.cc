@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "models/model_spec_util.h"
 #include "models/testing/test_routers.h"
+#include "models/testing/non_router_parameters.h"
 
 namespace moelab {
 namespace {
@@ -380,15 +381,6 @@ ExperimentSpec SpecWithRouter(const std::string& router) {
     spec.mutable_router()->mutable_similarity_aware()->set_projection(FULL);
   }
   return spec;
-}
-
-// name -> value of every parameter outside the routers.
-std::map<std::string, at::Tensor> NonRouterParameters(const Model& model) {
-  std::map<std::string, at::Tensor> out;
-  for (const auto& p : model.named_parameters()) {
-    if (p.key().find(".router.") == std::string::npos) out[p.key()] = p.value();
-  }
-  return out;
 }
 
 // Paired seeds: two models with the same seed and different routers differ

@@ -15,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "models/testing/test_routers.h"
+#include "models/testing/non_router_parameters.h"
 
 namespace moelab {
 namespace {
@@ -236,15 +237,6 @@ ExperimentSpec FourBlocksWithRouter(const std::string& router) {
     spec.mutable_router()->mutable_similarity_aware()->set_projection(FULL);
   }
   return spec;
-}
-
-// name -> value of every parameter outside the routers.
-std::map<std::string, at::Tensor> NonRouterParameters(const Model& model) {
-  std::map<std::string, at::Tensor> out;
-  for (const auto& p : model.named_parameters()) {
-    if (p.key().find(".router.") == std::string::npos) out[p.key()] = p.value();
-  }
-  return out;
 }
 
 // Paired seeds: the same seed with different routers gives the same
