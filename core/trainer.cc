@@ -191,8 +191,7 @@ std::vector<ProbeAssignment> ProbeRouting(Model& model, const Dataset& data,
 // Perplexity of a unigram model estimated on the training split (add-one
 // smoothing over the vocabulary), on the validation split: the baseline a
 // language model must clearly beat.
-double UnigramPerplexity(const Dataset& data, int64_t batch_size,
-                         int max_eval_batches) {
+double UnigramPerplexity(const Dataset& data, int64_t batch_size) {
   const int64_t vocab = data.info().vocab_size;
   at::Tensor counts = at::zeros({vocab}, at::kDouble);
   const int64_t train_batches = data.NumBatches(Split::kTrain, batch_size);
@@ -202,7 +201,6 @@ double UnigramPerplexity(const Dataset& data, int64_t batch_size,
   }
   at::Tensor log_q = at::log((counts + 1) / (counts.sum() + vocab));
   int64_t batches = data.NumBatches(Split::kValid, batch_size);
-  if (max_eval_batches > 0) batches = std::min<int64_t>(batches, max_eval_batches);
   double nll = 0;
   int64_t n = 0;
   for (int64_t i = 0; i < batches; ++i) {
@@ -658,7 +656,7 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
   }
   if (language) {
     final_metrics->set_unigram_perplexity(
-        UnigramPerplexity(data, batch_size, /*max_eval_batches=*/0));
+        UnigramPerplexity(data, batch_size));
   }
   if (language && model.IsCausal() && spec.evaluation().generation_eval_sequences() > 0) {
     const SubsetPerplexities subset =
