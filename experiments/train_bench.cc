@@ -7,7 +7,9 @@
 //
 // Batches are read from the spec's dataset before timing, so data loading is
 // not timed (the PyTorch baseline does the same). The last line is
-// `train_tokens_per_s: N` (language models) or `train_images_per_s: N`.
+// `train_tokens_per_s: N` (language models) or `train_images_per_s: N`;
+// language models also print the useful work done per second,
+// `step_gflops: X`.
 
 #include <ATen/Parallel.h>
 
@@ -119,6 +121,14 @@ absl::Status Main() {
   }
   std::printf("mean_step_ms: %.2f\n", 1000 * seconds / steps);
   std::printf("peak_rss_mb: %.0f\n", ReadMemoryUsage().peak_resident_mb);
+  if (language) {
+    // Useful work: forward FLOPs per token (Model::Stats, at the configured
+    // k) times 3 for forward plus backward, the usual training count.
+    const double flops_per_token = model.Stats().flops_per_token;
+    std::printf("step_gflops: %.1f  (3 x %.2f MFLOP/token forward x tokens/s)\n",
+                3 * flops_per_token * steps * units_per_step / seconds / 1e9,
+                flops_per_token / 1e6);
+  }
   std::printf("%s: %.0f\n", language ? "train_tokens_per_s" : "train_images_per_s",
               steps * units_per_step / seconds);
   return absl::OkStatus();

@@ -1,0 +1,59 @@
+// This machine's GEMM peaks at moelab's shapes, per library and precision:
+//
+//   bazel run //experiments:gemm_peaks [-- --threads=2 --reps=10]
+//
+// The first line describes the processor; the last two are the best rate per
+// precision, `peak_fp32_gflops: X` and `peak_bf16_gflops: Y`, which bench_lm
+// prints beside the training step's achieved rate.
+
+#include <cstdio>
+#include <string>
+
+#include <ATen/Parallel.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "core/cpu_info.h"
+#include "experiments/gemm_peaks.h"
+
+ABSL_FLAG(int, threads, 2, "Intra-op threads.");
+ABSL_FLAG(int, reps, 10, "Timed products per shape and path (the median counts).");
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const int threads = absl::GetFlag(FLAGS_threads);
+  const int reps = absl::GetFlag(FLAGS_reps);
+  if (threads < 1 || reps < 1) {
+    std::fprintf(stderr, "error: --threads and --reps must be at least 1\n");
+    return 2;
+  }
+  at::set_num_threads(threads);
+  absl::StatusOr<moelab::CpuInfo> cpu = moelab::ReadCpuInfo();
+  std::printf("cpu: %s\n", cpu.ok() ? moelab::DescribeCpu(*cpu).c_str()
+                                    : std::string(cpu.status().message()).c_str());
+  std::printf("threads: %d, median of %d products\n", threads, reps);
+  double best_fp32 = 0, best_bf16 = 0;
+  std::string best_fp32_where, best_bf16_where;
+  for (const moelab::GemmShape& shape : moelab::MoelabGemmShapes()) {
+    for (moelab::GemmPath path : {moelab::GemmPath::kFp32Blas, moelab::GemmPath::kFp32OneDnn,
+                                  moelab::GemmPath::kBf16}) {
+      if (!moelab::GemmPathAvailable(path)) continue;
+      const double gflops = moelab::MeasureGemmGflops(path, shape, reps);
+      const std::string where = std::string(moelab::GemmPathName(path)) + " [" +
+                                std::to_string(shape.m) + "," + std::to_string(shape.k) +
+                                "]x[" + std::to_string(shape.k) + "," +
+                                std::to_string(shape.n) + "]";
+      std::printf("%-48s %8.1f GFLOP/s\n", where.c_str(), gflops);
+      double& best = path == moelab::GemmPath::kBf16 ? best_bf16 : best_fp32;
+      std::string& best_where =
+          path == moelab::GemmPath::kBf16 ? best_bf16_where : best_fp32_where;
+      if (gflops > best) {
+        best = gflops;
+        best_where = where;
+      }
+    }
+  }
+  std::printf("peak_fp32_gflops: %.1f  (%s)\n", best_fp32, best_fp32_where.c_str());
+  std::printf("peak_bf16_gflops: %.1f  (%s)\n", best_bf16, best_bf16_where.c_str());
+  return 0;
+}
