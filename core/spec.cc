@@ -80,9 +80,9 @@ absl::Status ValidateDevice(absl::string_view device) {
 absl::Status ValidateTraining(const ExperimentSpec& spec) {
   const TrainingSpec& t = spec.training();
   const bool training_free = !spec.evaluation().init_checkpoint().empty();
-  if (!(t.learning_rate() > 0) && !training_free) {
+  if (!(t.learning_rate() > 0 && std::isfinite(t.learning_rate())) && !training_free) {
     return FieldError("training.learning_rate",
-                      absl::StrCat("must be > 0, got ", t.learning_rate()));
+                      absl::StrCat("must be a finite number > 0, got ", t.learning_rate()));
   }
   if (t.epochs() < 0 || (t.epochs() == 0 && !training_free)) {
     return FieldError(
@@ -108,15 +108,17 @@ absl::Status ValidateTraining(const ExperimentSpec& spec) {
                       absl::StrCat("must be >= 0 (0 = off), got ",
                                    t.grad_clip_norm()));
   }
-  if (t.weight_decay() < 0) {
+  // Written as !(in range) so that NaN, which fails every comparison, is
+  // refused too.
+  if (!(t.weight_decay() >= 0 && std::isfinite(t.weight_decay()))) {
     return FieldError("training.weight_decay",
-                      absl::StrCat("must be >= 0, got ", t.weight_decay()));
+                      absl::StrCat("must be a finite number >= 0, got ", t.weight_decay()));
   }
-  if (t.momentum() < 0 || t.momentum() >= 1) {
+  if (!(t.momentum() >= 0 && t.momentum() < 1)) {
     return FieldError("training.momentum",
                       absl::StrCat("must be in [0, 1), got ", t.momentum()));
   }
-  if (t.min_lr_ratio() < 0 || t.min_lr_ratio() > 1) {
+  if (!(t.min_lr_ratio() >= 0 && t.min_lr_ratio() <= 1)) {
     return FieldError("training.min_lr_ratio",
                       absl::StrCat("must be in [0, 1], got ", t.min_lr_ratio()));
   }
@@ -194,7 +196,7 @@ absl::Status ResolveSpec(ExperimentSpec* spec) {
   if (t->optimizer() == OPTIMIZER_UNSPECIFIED) t->set_optimizer(ADAMW);
   if (t->schedule() == SCHEDULE_UNSPECIFIED) t->set_schedule(COSINE);
   RouterSpec* r = spec->mutable_router();
-  if (r->top_k() == 0) r->set_top_k(2);
+  if (!r->has_top_k()) r->set_top_k(2);
   if (r->load_balance_counting() == LOAD_BALANCE_COUNTING_UNSPECIFIED) {
     r->set_load_balance_counting(CHOICES_BEFORE_CAPACITY);
   }
@@ -260,15 +262,17 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
   if (absl::Status s = (*model)->validate(spec.model()); !s.ok()) return s;
   const RouterDims dims = (*model)->router_dims(spec.model());
   if (absl::Status s = CheckTopK(spec.router(), **router, dims); !s.ok()) return s;
-  if (spec.router().load_balance_coef() < 0) {
+  const RouterSpec& router_spec = spec.router();
+  if (!(router_spec.load_balance_coef() >= 0 && std::isfinite(router_spec.load_balance_coef()))) {
     return FieldError("router.load_balance_coef",
-                      absl::StrCat("must be >= 0, got ",
-                                   spec.router().load_balance_coef()));
+                      absl::StrCat("must be a finite number >= 0 (0 = off), got ",
+                                   router_spec.load_balance_coef()));
   }
   if (absl::Status s = CheckLoadBalanceConventions(spec.router()); !s.ok()) return s;
-  if (spec.router().z_loss_coef() < 0) {
+  if (!(router_spec.z_loss_coef() >= 0 && std::isfinite(router_spec.z_loss_coef()))) {
     return FieldError("router.z_loss_coef",
-                      absl::StrCat("must be >= 0, got ", spec.router().z_loss_coef()));
+                      absl::StrCat("must be a finite number >= 0 (0 = off), got ",
+                                   router_spec.z_loss_coef()));
   }
   if (absl::Status s = (*router)->validate(spec.router(), dims); !s.ok()) return s;
   return (*dataset)->validate(spec.dataset());

@@ -67,7 +67,7 @@ absl::StatusOr<RouterSpec> ParseRouterSpec(const std::string& text) {
     return absl::InvalidArgumentError(
         absl::StrCat("--router: not a RouterSpec in text format: ", errors.Joined()));
   }
-  if (spec.top_k() == 0) spec.set_top_k(2);  // core's default (core/spec.cc)
+  if (!spec.has_top_k()) spec.set_top_k(2);  // core's default (core/spec.cc)
   return spec;
 }
 

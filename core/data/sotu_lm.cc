@@ -68,7 +68,7 @@ void ResolveSotu(DatasetSpec* spec) {
   if (options->valid_first_year() == 0) options->set_valid_first_year(1990);
   if (options->test_first_year() == 0) options->set_test_first_year(2005);
   if (options->min_count() == 0) options->set_min_count(3);
-  if (options->sequence_length() == 0) options->set_sequence_length(64);
+  if (!options->has_sequence_length()) options->set_sequence_length(64);
 }
 
 absl::Status ValidateSotu(const DatasetSpec& spec) {

@@ -76,7 +76,7 @@ void ResolveWikiText(DatasetSpec* spec) {
     return;  // validate reports the mismatch
   }
   WikiTextOptions* options = spec->mutable_wikitext();
-  if (options->sequence_length() == 0) options->set_sequence_length(256);
+  if (!options->has_sequence_length()) options->set_sequence_length(256);
 }
 
 absl::Status ValidateWikiText(const DatasetSpec& spec) {
