@@ -1,15 +1,18 @@
 #include "core/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace moelab {
@@ -24,6 +27,24 @@ absl::Status ErrnoError(absl::string_view what, const std::string& path) {
 
 std::string TemporaryPathFor(const std::string& path) {
   return absl::StrCat(path, ".tmp.", ::getpid());
+}
+
+int RemoveStaleTemporaries(const std::string& directory) {
+  std::error_code error;
+  std::filesystem::directory_iterator it(directory, error);
+  if (error) return 0;
+  int removed = 0;
+  for (const std::filesystem::directory_entry& entry : it) {
+    const std::string name = entry.path().filename().string();
+    const size_t at = name.rfind(".tmp.");
+    if (at == std::string::npos || !entry.is_regular_file(error)) continue;
+    int pid = 0;
+    if (!absl::SimpleAtoi(name.substr(at + 5), &pid) || pid <= 0) continue;
+    // kill(pid, 0) probes without signalling: ESRCH means no such process.
+    const bool alive = pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH;
+    if (!alive && std::filesystem::remove(entry.path(), error)) ++removed;
+  }
+  return removed;
 }
 
 absl::Status CommitAtomicFile(const std::string& temporary,

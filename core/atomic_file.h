@@ -27,6 +27,12 @@ std::string TemporaryPathFor(const std::string& path);
 absl::Status CommitAtomicFile(const std::string& temporary,
                               const std::string& path);
 
+// Removes the temporaries (TemporaryPathFor names, "<file>.tmp.<pid>") that
+// writers killed mid-write left in `directory`: those whose process no
+// longer runs. A live writer's file is kept. Returns how many were removed;
+// a missing directory removes none.
+int RemoveStaleTemporaries(const std::string& directory);
+
 }  // namespace moelab
 
 #endif  // MOELAB_CORE_ATOMIC_FILE_H_

@@ -423,6 +423,12 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
     return s;
   }
   const std::string checkpoint = dir + "/checkpoint.pt";
+  // A run killed while writing left "<file>.tmp.<pid>" behind; it is never
+  // read, so it goes now.
+  if (const int removed = RemoveStaleTemporaries(dir); removed > 0 && options.verbose) {
+    std::fprintf(stderr, "removed %d temporary file(s) left in %s by a killed run\n",
+                 removed, dir.c_str());
+  }
   std::FILE* log = stderr;
 
   TrainingState state;
@@ -544,14 +550,20 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
           TrainStep(model, *optimizer, batch, training.grad_clip_norm());
       if (!losses.ok()) {
         progress.Finish();
+        const std::string kept =
+            state.epochs_done > 0
+                ? absl::StrFormat("the last good checkpoint (after epoch %d) is kept in %s",
+                                  state.epochs_done, checkpoint)
+                : std::string("no checkpoint was written (the run stopped in its first "
+                              "epoch)");
+        const std::string reason =
+            absl::StrFormat("training stopped: %s at epoch %d, step %d (lr %.3g); %s",
+                            losses.status().message(), epoch + 1, state.step, lr, kept);
         result.set_status("STOPPED_NONFINITE_LOSS");
+        result.set_status_reason(reason);
         result.set_wall_time_s(wall_now());
         (void)WriteOutputs(dir, result);
-        return absl::DataLossError(absl::StrFormat(
-            "training stopped: %s at epoch %d, step %d (lr %.3g); "
-            "the last good checkpoint (after epoch %d) is kept in %s",
-            losses.status().message(), epoch + 1, state.step, lr, state.epochs_done,
-            checkpoint));
+        return absl::DataLossError(reason);
       }
       loss_sum += losses->loss;
       aux_sum += losses->aux_loss;

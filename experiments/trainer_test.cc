@@ -1,6 +1,8 @@
 // End-to-end trainer behaviour on a tiny real spec: determinism,
 // kill-and-resume, training-free evaluation, outputs on disk.
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <optional>
@@ -130,6 +132,21 @@ TEST(TrainerTest, WritesItsOutputs) {
   EXPECT_THAT(*json, HasSubstr("\"status\": \"COMPLETED\""));
 }
 
+TEST(TrainerTest, ALaterRunRemovesTemporariesOfAKilledWriter) {
+  const std::string dir = TempDir("temporaries");
+  RunTiny(Tiny(), dir, /*resume=*/false, /*stop_after=*/1);
+  // A checkpoint write killed mid-way by a process that no longer exists
+  // (pid 2^22 + 1 is above the largest pid Linux allows), and one of a live
+  // process (our parent), which must stay.
+  const std::string dead = dir + "/tiny/checkpoint.pt.tmp.4194305";
+  const std::string live = absl::StrCat(dir, "/tiny/checkpoint.pt.tmp.", getppid());
+  ASSERT_TRUE(WriteFileAtomically(dead, "partial").ok());
+  ASSERT_TRUE(WriteFileAtomically(live, "partial").ok());
+  RunTiny(Tiny(), dir, /*resume=*/true);
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live));
+}
+
 TEST(TrainerTest, RefusesToResumeAnotherSpecsCheckpoint) {
   const std::string dir = TempDir("other_spec");
   RunTiny(Tiny(), dir, false, 1);
@@ -155,9 +172,12 @@ TEST(TrainerTest, NonFiniteLossStopsTheRunWithAClearError) {
   absl::StatusOr<RunResult> result = RunExperiment(spec, options);
   ASSERT_FALSE(result.ok());
   EXPECT_THAT(result.status().message(), HasSubstr("training stopped: the loss became"));
+  // It stopped in its first epoch: there is no earlier checkpoint to offer.
+  EXPECT_THAT(result.status().message(), HasSubstr("no checkpoint was written"));
   absl::StatusOr<std::string> json = ReadFile(dir + "/tiny/result.json");
   ASSERT_TRUE(json.ok());
   EXPECT_THAT(*json, HasSubstr("STOPPED_NONFINITE_LOSS"));
+  EXPECT_THAT(*json, HasSubstr("\"status_reason\": \"training stopped: the loss became"));
 }
 
 TEST(TrainerTest, TrainingFreeEvaluationWithAnotherRouter) {
