@@ -69,6 +69,8 @@ INSTANTIATE_TEST_SUITE_P(
              "router.load_balance_coef: must be a finite number >= 0"},
         Case{"infinite z-loss coefficient", "top_k: 2", "top_k: 2 z_loss_coef: inf",
              "router.z_loss_coef: must be a finite number >= 0"},
+        Case{"an explicit synthetic sequence_length 0 is refused", "sequence_length: 8",
+             "sequence_length: 0", "dataset.synthetic_lm.sequence_length: must be >= 1, got 0"},
         Case{"an explicit sequence_length 0 is refused",
              "dataset { name: \"synthetic_lm\" synthetic_lm { vocab_size: 50 sequence_length: 8 } }",
              "dataset { name: \"sotu_lm\" sotu { sequence_length: 0 } }",

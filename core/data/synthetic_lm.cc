@@ -23,9 +23,9 @@ void ResolveSyntheticLm(DatasetSpec* spec) {
     return;  // validate reports the mismatch
   }
   SyntheticLmOptions* options = spec->mutable_synthetic_lm();
-  if (options->vocab_size() == 0) options->set_vocab_size(10000);
-  if (options->sequence_length() == 0) options->set_sequence_length(128);
-  if (options->num_sequences() == 0) options->set_num_sequences(1024);
+  if (!options->has_vocab_size()) options->set_vocab_size(10000);
+  if (!options->has_sequence_length()) options->set_sequence_length(128);
+  if (!options->has_num_sequences()) options->set_num_sequences(1024);
 }
 
 absl::Status ValidateSyntheticLm(const DatasetSpec& spec) {
