@@ -402,14 +402,7 @@ TEST(TransformerLmTest, SameSeedDifferentRoutersShareEveryOtherParameter) {
     torch::manual_seed(11);
     std::shared_ptr<Model> model = Build(SpecWithRouter(router));
     ASSERT_NE(model, nullptr) << router;
-    const std::map<std::string, at::Tensor> got = NonRouterParameters(*model);
-    ASSERT_EQ(got.size(), expected.size()) << router;
-    for (const auto& [name, value] : expected) {
-      ASSERT_TRUE(got.count(name)) << router << " has no " << name;
-      EXPECT_TRUE(got.at(name).equal(value))
-          << name << " differs between token_choice and " << router
-          << " under the same seed";
-    }
+    ExpectSameNonRouterParameters(expected, *model, router);
   }
   // The comparison can fail: another seed changes them.
   torch::manual_seed(12);
