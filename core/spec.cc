@@ -186,6 +186,9 @@ absl::StatusOr<ExperimentSpec> ReadSpecFile(const std::string& path) {
 
 absl::Status ResolveSpec(ExperimentSpec* spec) {
   if (spec->runtime().device().empty()) spec->mutable_runtime()->set_device("cpu");
+  if (spec->runtime().precision() == PRECISION_UNSPECIFIED) {
+    spec->mutable_runtime()->set_precision(FP32);
+  }
   if (spec->output().directory().empty()) {
     spec->mutable_output()->set_directory("runs");
   }
@@ -251,6 +254,11 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
                      "the other for image classification)"));
   }
   if (absl::Status s = ValidateDevice(spec.runtime().device()); !s.ok()) return s;
+  if (!Precision_IsValid(spec.runtime().precision())) {
+    return FieldError("runtime.precision",
+                      absl::StrCat("unknown value ", spec.runtime().precision(),
+                                   " (expected FP32 or BF16)"));
+  }
   if (spec.runtime().threads() < 0) {
     return FieldError("runtime.threads",
                       absl::StrCat("must be >= 0 (0 = all cores), got ",
@@ -306,6 +314,8 @@ std::string SpecHash(const ExperimentSpec& spec) {
   ExperimentSpec key = spec;
   key.clear_output();
   key.mutable_runtime()->clear_threads();
+  // Runs from before runtime.precision existed were fp32: same key.
+  if (key.runtime().precision() == FP32) key.mutable_runtime()->clear_precision();
   std::string bytes;
   google::protobuf::io::StringOutputStream stream(&bytes);
   {

@@ -50,6 +50,19 @@ TEST(SpecTest, HashIgnoresOutputDirectoryButNotSeed) {
   EXPECT_EQ(SpecHash(*a).size(), 16u);
 }
 
+TEST(SpecTest, PrecisionDefaultsToFp32AndOnlyBf16ChangesTheHash) {
+  auto a = LoadSpecFromText(kValidSpec, "a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->runtime().precision(), FP32);
+  ExperimentSpec unset = *a;
+  unset.mutable_runtime()->clear_precision();
+  // Cached fp32 runs from before the field existed keep their key.
+  EXPECT_EQ(SpecHash(*a), SpecHash(unset));
+  ExperimentSpec bf16 = *a;
+  bf16.mutable_runtime()->set_precision(BF16);
+  EXPECT_NE(SpecHash(*a), SpecHash(bf16));
+}
+
 struct BadSpec {
   std::string label;
   // kValidSpec with its first occurrence of `from` replaced by `to`.

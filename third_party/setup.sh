@@ -13,6 +13,7 @@ packages=(
   bazel-bootstrap        # Bazel 4.2.3
   g++
   libtorch-dev           # LibTorch 1.13 (CPU)
+  libdnnl-dev            # oneDNN 2.6 headers: the GEMMs LibTorch already links (models/matmul.h)
   libabsl-dev
   libprotobuf-dev
   protobuf-compiler

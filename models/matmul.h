@@ -1,0 +1,60 @@
+#ifndef MOELAB_MODELS_MATMUL_H_
+#define MOELAB_MODELS_MATMUL_H_
+
+// The models' matrix products: fp32 results from fp32 or bf16 operands,
+// through oneDNN's GEMMs on CPU.
+//
+// Why not at::mm: LibTorch's fp32 products go to OpenBLAS, which runs 2-6x
+// below oneDNN at moelab's shapes on the machines measured (DESIGN.md,
+// `bazel run //experiments:gemm_peaks`), and its bf16 products return bf16,
+// so a weight gradient formed in bf16 would be rounded before reaching the
+// fp32 master gradient. oneDNN's bf16 x bf16 -> fp32 GEMM accumulates and
+// returns fp32, and can add into an existing fp32 buffer.
+//
+// A layer casts its operands once for the precision in force
+// (core/precision.h), keeps the cast copies for its backward pass, and forms
+// every product from them:
+//
+//   const Precision precision = CurrentPrecision();
+//   const at::Tensor x_op = MatmulOperand(x, precision);  // [N, D]
+//   const at::Tensor w_op = MatmulOperand(w, precision);  // [H, D]
+//   at::Tensor y = Matmul(x_op, w_op.t());                // [N, H] fp32
+//   ...backward, with g_op = MatmulOperand(grad_y, precision):
+//   MatmulInto(grad_w, g_op.t(), x_op, /*accumulate=*/true);  // [H, D] fp32
+//
+// Off CPU (CUDA) the same calls run ATen's products in the operand type and
+// convert the result to fp32.
+
+#include <ATen/core/Tensor.h>
+
+#include "proto/experiment.pb.h"
+
+namespace moelab {
+
+// kFloat for FP32 (and PRECISION_UNSPECIFIED), kBFloat16 for BF16.
+at::ScalarType OperandType(Precision precision);
+
+// `t` (floating point) in OperandType(precision); a no-op for an fp32 tensor
+// at FP32. Differentiable: the gradient flows back in t's own type.
+at::Tensor MatmulOperand(const at::Tensor& t, Precision precision);
+
+// out = a b, or out += a b when `accumulate`. a: [M, K], b: [K, N], both
+// fp32 or both bf16, each row-major or a transposed row-major matrix (other
+// layouts are copied first); out: fp32 [M, N] with unit column stride (a
+// row block of a larger matrix is fine). Not differentiable: for kernels
+// with hand-written backward passes.
+void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
+                bool accumulate = false);
+
+// a b as a new fp32 [M, N] tensor; same operand rules, not differentiable.
+at::Tensor Matmul(const at::Tensor& a, const at::Tensor& b);
+
+// Whether oneDNN runs bf16 products on this machine (it needs AVX-512;
+// AVX512-BF16 or AMX make them fast). Where it does not, MatmulInto forms a
+// product of bf16 operands in fp32 from their exact fp32 values: the same
+// numbers up to summation order, with none of the speed.
+bool HasOneDnnBf16Matmul();
+
+}  // namespace moelab
+
+#endif  // MOELAB_MODELS_MATMUL_H_
