@@ -28,6 +28,7 @@
 #include "core/memory_usage.h"
 #include "core/model.h"
 #include "core/paths.h"
+#include "core/precision.h"
 #include "core/progress.h"
 #include "core/provenance.h"
 #include "core/routing_metrics.h"
@@ -390,6 +391,8 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
   const auto wall_start = std::chrono::steady_clock::now();
   const int threads = ThreadsFor(spec.runtime());
   at::set_num_threads(threads);
+  // Every forward and backward pass of the run, evaluation included.
+  const PrecisionScope precision(spec.runtime().precision());
   const at::Device device(spec.runtime().device());
   if (device.is_cuda() && !torch::cuda::is_available()) {
     return absl::FailedPreconditionError(

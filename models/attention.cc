@@ -4,7 +4,6 @@
 #include <ATen/ops/bmm.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/full.h>
-#include <ATen/ops/linear.h>
 #include <ATen/ops/matmul.h>
 #include <ATen/ops/softmax.h>
 
@@ -14,6 +13,7 @@
 
 #include "core/step_profiler.h"
 #include "models/attention_kernel.h"
+#include "models/linear.h"
 
 namespace moelab {
 
@@ -42,8 +42,8 @@ SelfAttentionOutput SelfAttentionImpl::forward(const at::Tensor& x,
   // One [B*T, D] x [D, 3D] matmul for q, k and v instead of three, and one
   // head-splitting copy: [B, T, 3, H, D/H] -> [3, B*H, T, D/H].
   const at::Tensor qkv =
-      at::linear(x, at::cat({query->weight, key->weight, value->weight}),
-                 at::cat({query->bias, key->bias, value->bias}))
+      Linear(x, at::cat({query->weight, key->weight, value->weight}),
+             at::cat({query->bias, key->bias, value->bias}))
           .view({batch, tokens, 3, heads, head_dim})
           .permute({2, 0, 3, 1, 4})
           .reshape({3, batch * heads, tokens, head_dim});
@@ -79,7 +79,7 @@ SelfAttentionOutput SelfAttentionImpl::forward(const at::Tensor& x,
                                  .transpose(1, 2)
                                  .reshape({batch, tokens, options.model_dim()});
   SelfAttentionOutput result;
-  result.output = out->forward(context);
+  result.output = Linear(context, out->weight, out->bias);
   if (expose_for_routing) {
     result.probs = probs.view({batch, heads, tokens, tokens});
     // out.weight is [D, D] with out = context @ weight^T; head h's rows of

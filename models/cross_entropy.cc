@@ -19,6 +19,9 @@
 #include <algorithm>
 #include <limits>
 
+#include "core/precision.h"
+#include "models/matmul.h"
+
 namespace moelab {
 namespace {
 
@@ -94,14 +97,18 @@ class MeanCrossEntropyFunction
 int64_t BlockRows(int64_t vocab) { return std::max<int64_t>(16, (4 << 20) / vocab); }
 
 // Sum over rows of -log softmax(hidden · weightᵀ)[target]; when `grad_hidden`
-// and `grad_weight` are given, also writes the gradients of that sum.
-double LinearCrossEntropySum(const at::Tensor& hidden, const at::Tensor& weight,
-                             const at::Tensor& targets, at::Tensor* grad_hidden,
-                             at::Tensor* grad_weight) {
+// and `grad_weight` are given, also writes the gradients of that sum. The
+// products take operands in `precision` (models/matmul.h); logits, softmax,
+// loss and gradients keep the inputs' type (float, or double in tests).
+double LinearCrossEntropySum(const at::Tensor& hidden_in, const at::Tensor& weight_in,
+                             const at::Tensor& targets, Precision precision,
+                             at::Tensor* grad_hidden, at::Tensor* grad_weight) {
+  const at::Tensor hidden = MatmulOperand(hidden_in, precision);  // [N, D]
+  const at::Tensor weight = MatmulOperand(weight_in, precision);  // [V, D]
   const int64_t rows = hidden.size(0), vocab = weight.size(0);
   const int64_t block = std::min(rows, BlockRows(vocab));
-  at::Tensor logits = at::empty({block, vocab}, hidden.options());
-  at::Tensor probs = at::empty({block, vocab}, hidden.options());
+  at::Tensor logits = at::empty({block, vocab}, hidden_in.options());
+  at::Tensor probs = at::empty({block, vocab}, hidden_in.options());
   double total = 0;
   for (int64_t begin = 0; begin < rows; begin += block) {
     const int64_t n = std::min(block, rows - begin);
@@ -109,7 +116,7 @@ double LinearCrossEntropySum(const at::Tensor& hidden, const at::Tensor& weight,
     const at::Tensor index = targets.narrow(0, begin, n).unsqueeze(1);  // [n, 1]
     at::Tensor z = logits.narrow(0, 0, n);
     at::Tensor p = probs.narrow(0, 0, n);
-    at::mm_out(z, x, weight.t());
+    MatmulInto(z, x, weight.t());
     // softmax, not log_softmax: the gradient needs the probabilities, and
     // one exp pass over the block instead of two saved ~15 ms of a 450 ms
     // bench_lm step.
@@ -118,8 +125,9 @@ double LinearCrossEntropySum(const at::Tensor& hidden, const at::Tensor& weight,
     if (grad_hidden == nullptr) continue;
     const at::Tensor& grad_logits = SubtractOneHot(p, index);
     at::Tensor gh = grad_hidden->narrow(0, begin, n);
-    at::mm_out(gh, grad_logits, weight);
-    grad_weight->addmm_(grad_logits.t(), x);
+    const at::Tensor grad_logits_op = MatmulOperand(grad_logits, precision);
+    MatmulInto(gh, grad_logits_op, weight);
+    MatmulInto(*grad_weight, grad_logits_op.t(), x, /*accumulate=*/true);
   }
   return total;
 }
@@ -128,11 +136,13 @@ class MeanLinearCrossEntropyFunction
     : public torch::autograd::Function<MeanLinearCrossEntropyFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden,
-                            const at::Tensor& weight, const at::Tensor& targets) {
+                            const at::Tensor& weight, const at::Tensor& targets,
+                            int64_t precision) {
     at::Tensor grad_hidden = at::empty_like(hidden);
     at::Tensor grad_weight = at::zeros_like(weight);
     const double sum =
-        LinearCrossEntropySum(hidden, weight, targets, &grad_hidden, &grad_weight);
+        LinearCrossEntropySum(hidden, weight, targets, static_cast<Precision>(precision),
+                              &grad_hidden, &grad_weight);
     const double inverse_rows = 1.0 / static_cast<double>(hidden.size(0));
     grad_hidden.mul_(inverse_rows);
     grad_weight.mul_(inverse_rows);
@@ -145,7 +155,7 @@ class MeanLinearCrossEntropyFunction
     // unpacking instead of reading a scaled gradient.
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& g = grad_outputs[0];
-    return {saved[0].mul_(g), saved[1].mul_(g), at::Tensor()};
+    return {saved[0].mul_(g), saved[1].mul_(g), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -162,10 +172,12 @@ at::Tensor MeanLinearCrossEntropy(const at::Tensor& hidden, const at::Tensor& we
                   weight.scalar_type() == hidden.scalar_type(),
               "MeanLinearCrossEntropy: hidden and weight must both be float or both double");
   if (!at::GradMode::is_enabled() || (!hidden.requires_grad() && !weight.requires_grad())) {
-    const double sum = LinearCrossEntropySum(hidden, weight, targets, nullptr, nullptr);
+    const double sum = LinearCrossEntropySum(hidden, weight, targets, CurrentPrecision(),
+                                             nullptr, nullptr);
     return at::scalar_tensor(sum / static_cast<double>(hidden.size(0)), hidden.options());
   }
-  return MeanLinearCrossEntropyFunction::apply(hidden, weight, targets);
+  return MeanLinearCrossEntropyFunction::apply(hidden, weight, targets,
+                                               static_cast<int64_t>(CurrentPrecision()));
 }
 
 at::Tensor MeanCrossEntropy(const at::Tensor& logits,

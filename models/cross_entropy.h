@@ -29,7 +29,8 @@ at::Tensor MeanCrossEntropy(const at::Tensor& logits, const at::Tensor& targets)
 // hidden: [N, D]; weight: [V, D] (an untied output layer or the tied token
 // embedding); targets: [N]. Differentiable once with respect to hidden and
 // weight. Without grad mode or inputs that need gradients it only computes
-// the loss.
+// the loss. For float inputs the two products take operands in the precision
+// in force (core/precision.h); logits, softmax, loss and gradients are fp32.
 at::Tensor MeanLinearCrossEntropy(const at::Tensor& hidden, const at::Tensor& weight,
                                   const at::Tensor& targets);
 

@@ -3,6 +3,8 @@
 #include <ATen/ops/gelu.h>
 #include <ATen/ops/relu.h>
 
+#include "models/linear.h"
+
 namespace moelab {
 
 at::Tensor ApplyActivation(const at::Tensor& x, Activation activation) {
@@ -18,7 +20,8 @@ FeedForwardImpl::FeedForwardImpl(const FeedForwardOptions& options)
 }
 
 at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {
-  return down->forward(ApplyActivation(up->forward(x), options.activation()));
+  return Linear(ApplyActivation(Linear(x, up->weight, up->bias), options.activation()),
+                down->weight, down->bias);
 }
 
 }  // namespace moelab

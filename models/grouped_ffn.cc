@@ -1,16 +1,16 @@
 #include "models/grouped_ffn.h"
 
-#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/gelu_backward.h>
-#include <ATen/ops/mm.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/threshold_backward.h>
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <numeric>
 
+#include "core/precision.h"
 #include "models/feed_forward.h"
+#include "models/matmul.h"
 
 namespace moelab {
 namespace {
@@ -25,50 +25,62 @@ class GroupedExpertFfnFunction
                             const at::Tensor& w1, const at::Tensor& b1,
                             const at::Tensor& w2, const at::Tensor& b2,
                             const std::vector<int64_t>& group_sizes,
-                            int64_t activation) {
-    const at::Tensor x = x_in.contiguous();
+                            int64_t activation, int64_t precision_value) {
+    const auto precision = static_cast<Precision>(precision_value);
+    // Operands in the run's precision, cast once for all experts and kept
+    // for the backward pass; products and everything else in fp32.
+    const at::Tensor x = MatmulOperand(x_in, precision).contiguous();  // [P, D]
+    const at::Tensor w1_op = MatmulOperand(w1, precision);  // [E, D, H]
+    const at::Tensor w2_op = MatmulOperand(w2, precision);  // [E, H, D]
     const int64_t rows = x.size(0);
     const int64_t model_dim = w1.size(1), hidden_dim = w1.size(2);
-    at::Tensor h_pre = at::empty({rows, hidden_dim}, x.options());  // [P, H]
-    at::Tensor y = at::empty({rows, model_dim}, x.options());       // [P, D]
+    const at::TensorOptions fp32 = x_in.options();
+    at::Tensor h_pre = at::empty({rows, hidden_dim}, fp32);  // [P, H]
+    at::Tensor y = at::empty({rows, model_dim}, fp32);       // [P, D]
     int64_t offset = 0;
     for (int64_t e = 0; e < w1.size(0); ++e) {
       const int64_t n = group_sizes[e];
       if (n == 0) continue;
       at::Tensor h_e = h_pre.narrow(0, offset, n);
-      at::addmm_out(h_e, b1[e], x.narrow(0, offset, n), w1[e]);
+      h_e.copy_(b1[e].expand_as(h_e));
+      MatmulInto(h_e, x.narrow(0, offset, n), w1_op[e], /*accumulate=*/true);
       offset += n;
     }
-    const at::Tensor h =
-        ApplyActivation(h_pre, static_cast<Activation>(activation));
+    const at::Tensor h = MatmulOperand(
+        ApplyActivation(h_pre, static_cast<Activation>(activation)), precision);
     offset = 0;
     for (int64_t e = 0; e < w1.size(0); ++e) {
       const int64_t n = group_sizes[e];
       if (n == 0) continue;
       at::Tensor y_e = y.narrow(0, offset, n);
-      at::addmm_out(y_e, b2[e], h.narrow(0, offset, n), w2[e]);
+      y_e.copy_(b2[e].expand_as(y_e));
+      MatmulInto(y_e, h.narrow(0, offset, n), w2_op[e], /*accumulate=*/true);
       offset += n;
     }
-    ctx->save_for_backward({x, h_pre, h, w1, w2});
+    ctx->save_for_backward({x, h_pre, h, w1_op, w2_op});
     ctx->saved_data["group_sizes"] = group_sizes;
     ctx->saved_data["activation"] = activation;
+    ctx->saved_data["precision"] = precision_value;
     return y;
   }
 
   static variable_list backward(AutogradContext* ctx,
                                 variable_list grad_outputs) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor& x = saved[0];      // [P, D]
-    const at::Tensor& h_pre = saved[1];  // [P, H]
-    const at::Tensor& h = saved[2];      // [P, H]
-    const at::Tensor& w1 = saved[3];     // [E, D, H]
-    const at::Tensor& w2 = saved[4];     // [E, H, D]
+    const at::Tensor& x = saved[0];      // [P, D] operand type
+    const at::Tensor& h_pre = saved[1];  // [P, H] fp32
+    const at::Tensor& h = saved[2];      // [P, H] operand type
+    const at::Tensor& w1 = saved[3];     // [E, D, H] operand type
+    const at::Tensor& w2 = saved[4];     // [E, H, D] operand type
     const std::vector<int64_t> group_sizes =
         ctx->saved_data["group_sizes"].toIntVector();
     const auto activation =
         static_cast<Activation>(ctx->saved_data["activation"].toInt());
-    const at::Tensor grad_y = grad_outputs[0].contiguous();  // [P, D]
+    const auto precision = static_cast<Precision>(ctx->saved_data["precision"].toInt());
+    const at::Tensor grad_y_fp32 = grad_outputs[0].contiguous();         // [P, D]
+    const at::Tensor grad_y = MatmulOperand(grad_y_fp32, precision);     // [P, D]
     const int64_t num_experts = w1.size(0);
+    const at::TensorOptions fp32 = grad_y_fp32.options();
 
     const bool need_x = ctx->needs_input_grad(0);
     const bool need_w1 = ctx->needs_input_grad(1);
@@ -78,13 +90,13 @@ class GroupedExpertFfnFunction
     const bool need_hidden = need_x || need_w1 || need_b1;
 
     at::Tensor grad_x, grad_w1, grad_b1, grad_w2, grad_b2;
-    if (need_x) grad_x = at::empty_like(x);
-    if (need_w1) grad_w1 = at::empty_like(w1);
-    if (need_b1) grad_b1 = at::empty({num_experts, w1.size(2)}, x.options());
-    if (need_w2) grad_w2 = at::empty_like(w2);
-    if (need_b2) grad_b2 = at::empty({num_experts, w2.size(2)}, x.options());
+    if (need_x) grad_x = at::empty(x.sizes(), fp32);
+    if (need_w1) grad_w1 = at::empty(w1.sizes(), fp32);
+    if (need_b1) grad_b1 = at::empty({num_experts, w1.size(2)}, fp32);
+    if (need_w2) grad_w2 = at::empty(w2.sizes(), fp32);
+    if (need_b2) grad_b2 = at::empty({num_experts, w2.size(2)}, fp32);
     at::Tensor grad_h;
-    if (need_hidden) grad_h = at::empty_like(h);
+    if (need_hidden) grad_h = at::empty(h.sizes(), fp32);
 
     // Output layer: grads of w2, b2 and of the hidden activations.
     int64_t offset = 0;
@@ -99,22 +111,23 @@ class GroupedExpertFfnFunction
       const at::Tensor grad_y_e = grad_y.narrow(0, offset, n);
       if (need_w2) {
         at::Tensor out = grad_w2[e];
-        at::mm_out(out, h.narrow(0, offset, n).t(), grad_y_e);
+        MatmulInto(out, h.narrow(0, offset, n).t(), grad_y_e);
       }
       if (need_b2) {
         at::Tensor out = grad_b2[e];
-        at::sum_out(out, grad_y_e, at::IntArrayRef{0});
+        at::sum_out(out, grad_y_fp32.narrow(0, offset, n), at::IntArrayRef{0});
       }
       if (need_hidden) {
         at::Tensor out = grad_h.narrow(0, offset, n);
-        at::mm_out(out, grad_y_e, w2[e].t());
+        MatmulInto(out, grad_y_e, w2[e].t());
       }
       offset += n;
     }
     if (need_hidden) {
-      const at::Tensor grad_h_pre =
+      const at::Tensor grad_h_pre_fp32 =
           activation == RELU ? at::threshold_backward(grad_h, h_pre, 0)
                              : at::gelu_backward(grad_h, h_pre);
+      const at::Tensor grad_h_pre = MatmulOperand(grad_h_pre_fp32, precision);
       // Input layer: grads of w1, b1 and x.
       offset = 0;
       for (int64_t e = 0; e < num_experts; ++e) {
@@ -127,21 +140,21 @@ class GroupedExpertFfnFunction
         const at::Tensor grad_h_e = grad_h_pre.narrow(0, offset, n);
         if (need_w1) {
           at::Tensor out = grad_w1[e];
-          at::mm_out(out, x.narrow(0, offset, n).t(), grad_h_e);
+          MatmulInto(out, x.narrow(0, offset, n).t(), grad_h_e);
         }
         if (need_b1) {
           at::Tensor out = grad_b1[e];
-          at::sum_out(out, grad_h_e, at::IntArrayRef{0});
+          at::sum_out(out, grad_h_pre_fp32.narrow(0, offset, n), at::IntArrayRef{0});
         }
         if (need_x) {
           at::Tensor out = grad_x.narrow(0, offset, n);
-          at::mm_out(out, grad_h_e, w1[e].t());
+          MatmulInto(out, grad_h_e, w1[e].t());
         }
         offset += n;
       }
     }
-    return {grad_x,  grad_w1,      grad_b1,     grad_w2,
-            grad_b2, at::Tensor(), at::Tensor()};
+    return {grad_x,  grad_w1,      grad_b1,      grad_w2,
+            grad_b2, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -163,7 +176,8 @@ at::Tensor GroupedExpertFfn(const at::Tensor& x_sorted,
               "GroupedExpertFfn: group sizes do not add up to ",
               x_sorted.size(0), " rows");
   return GroupedExpertFfnFunction::apply(x_sorted, w1, b1, w2, b2, group_sizes,
-                                         static_cast<int64_t>(activation));
+                                         static_cast<int64_t>(activation),
+                                         static_cast<int64_t>(CurrentPrecision()));
 }
 
 }  // namespace moelab

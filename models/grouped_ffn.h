@@ -26,7 +26,9 @@ namespace moelab {
 // (group_sizes has E entries summing to P; empty groups are fine).
 // w1: [E, D, H], b1: [E, H], w2: [E, H, D], b2: [E, D].
 // Returns [P, D]: row r is act(x_r w1[e] + b1[e]) w2[e] + b2[e] for its e.
-// Differentiable (once) with respect to x_sorted, w1, b1, w2 and b2.
+// Differentiable (once) with respect to x_sorted, w1, b1, w2 and b2. All
+// float; the products take operands in the precision in force
+// (core/precision.h, models/matmul.h) and every result and gradient is fp32.
 at::Tensor GroupedExpertFfn(const at::Tensor& x_sorted,
                             const std::vector<int64_t>& group_sizes,
                             const at::Tensor& w1, const at::Tensor& b1,

@@ -52,7 +52,7 @@ bool OneDnnBf16Works() {
 // machines oneDNN's GEMMs do not serve.
 void AtenMatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
                     bool accumulate) {
-  const at::Tensor product = at::mm(a, b).to(at::kFloat);
+  const at::Tensor product = at::mm(a, b).to(out.scalar_type());
   if (accumulate) {
     out.add_(product);
   } else {
@@ -67,7 +67,7 @@ at::ScalarType OperandType(Precision precision) {
 }
 
 at::Tensor MatmulOperand(const at::Tensor& t, Precision precision) {
-  return t.to(OperandType(precision));
+  return t.scalar_type() == at::kFloat ? t.to(OperandType(precision)) : t;
 }
 
 bool HasOneDnnBf16Matmul() {
@@ -81,14 +81,19 @@ void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
                   out.size(0) == a.size(0) && out.size(1) == b.size(1),
               "MatmulInto: expected out [M, N] = a [M, K] b [K, N], got ", out.sizes(),
               " = ", a.sizes(), " x ", b.sizes());
+  TORCH_CHECK(a.device() == b.device() && a.device() == out.device(),
+              "MatmulInto: operands and out must be on one device");
+  if (a.scalar_type() == at::kDouble && b.scalar_type() == at::kDouble &&
+      out.scalar_type() == at::kDouble) {
+    AtenMatmulInto(out, a, b, accumulate);
+    return;
+  }
   TORCH_CHECK(a.scalar_type() == b.scalar_type() &&
                   (a.scalar_type() == at::kFloat || a.scalar_type() == at::kBFloat16),
-              "MatmulInto: operands must be both float or both bfloat16, got ",
+              "MatmulInto: operands must be both float, both bfloat16 or both double, got ",
               a.scalar_type(), " and ", b.scalar_type());
   TORCH_CHECK(out.scalar_type() == at::kFloat, "MatmulInto: out must be float, got ",
               out.scalar_type());
-  TORCH_CHECK(a.device() == b.device() && a.device() == out.device(),
-              "MatmulInto: operands and out must be on one device");
   const int64_t m = a.size(0), k = a.size(1), n = b.size(1);
   if (m == 0 || n == 0) return;
   if (k == 0) {
@@ -126,7 +131,9 @@ void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
 }
 
 at::Tensor Matmul(const at::Tensor& a, const at::Tensor& b) {
-  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options().dtype(at::kFloat));
+  const at::ScalarType result_type =
+      a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options().dtype(result_type));
   MatmulInto(out, a, b);
   return out;
 }

@@ -34,19 +34,22 @@ namespace moelab {
 // kFloat for FP32 (and PRECISION_UNSPECIFIED), kBFloat16 for BF16.
 at::ScalarType OperandType(Precision precision);
 
-// `t` (floating point) in OperandType(precision); a no-op for an fp32 tensor
-// at FP32. Differentiable: the gradient flows back in t's own type.
+// A float `t` in OperandType(precision): a no-op at FP32. Tensors of other
+// types (double, in tests' references) come back unchanged. Differentiable:
+// the gradient flows back in t's own type.
 at::Tensor MatmulOperand(const at::Tensor& t, Precision precision);
 
 // out = a b, or out += a b when `accumulate`. a: [M, K], b: [K, N], both
 // fp32 or both bf16, each row-major or a transposed row-major matrix (other
 // layouts are copied first); out: fp32 [M, N] with unit column stride (a
-// row block of a larger matrix is fine). Not differentiable: for kernels
-// with hand-written backward passes.
+// row block of a larger matrix is fine). Double operands with a double out
+// go through ATen, so that models run in double for reference tests. Not
+// differentiable: for kernels with hand-written backward passes.
 void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
                 bool accumulate = false);
 
-// a b as a new fp32 [M, N] tensor; same operand rules, not differentiable.
+// a b as a new [M, N] tensor (fp32, or double for double operands); same
+// operand rules, not differentiable.
 at::Tensor Matmul(const at::Tensor& a, const at::Tensor& b);
 
 // Whether oneDNN runs bf16 products on this machine (it needs AVX-512;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/step_profiler.h"
 #include "models/cross_entropy.h"
+#include "models/linear.h"
 #include "models/model_spec_util.h"
 #include "models/moe_layer.h"
 
@@ -256,7 +257,7 @@ ModelOutput MoeTransformerLm::Forward(const Batch& batch,
   {
     ScopedPhase phase(kPhaseOutput);
     x = final_norm_->forward(x);
-    out.logits = at::matmul(x, output_weight.t());  // [B, T, V]
+    out.logits = Linear(x, output_weight, at::Tensor());  // [B, T, V]
   }
   if (batch.targets.defined()) {
     ScopedPhase phase(kPhaseLoss);

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/step_profiler.h"
+#include "models/linear.h"
 #include "models/model_spec_util.h"
 #include "models/moe_layer.h"
 
@@ -221,8 +222,16 @@ ModelOutput VmoeVit::Forward(const Batch& batch,
   at::Tensor x;  // [B, T, D]
   {
     ScopedPhase phase(kPhaseEmbedding);
-    // [B, D, H/p, W/p] -> [B, N, D]
-    x = patch_embedding_->forward(images).flatten(2).transpose(1, 2);
+    // The stride-p convolution as the linear map it is on non-overlapping
+    // patches (p divides H and W), so it runs in the run's precision:
+    // [B, C, H, W] -> [B, N, C p p] -> [B, N, D].
+    const int64_t p = patch_embedding_->options.kernel_size()->at(0);
+    const at::Tensor patches =
+        images.view({batch_size, channels_, images.size(2) / p, p, images.size(3) / p, p})
+            .permute({0, 2, 4, 1, 3, 5})
+            .reshape({batch_size, -1, channels_ * p * p});
+    const at::Tensor& w = patch_embedding_->weight;  // [D, C, p, p]
+    x = Linear(patches, w.view({w.size(0), -1}), patch_embedding_->bias);
     TORCH_CHECK(x.size(1) == num_patches_, "vmoe_vit: ", x.size(1),
                 " patches, the model was built for ", num_patches_);
     if (class_token_.defined()) {
@@ -255,7 +264,7 @@ ModelOutput VmoeVit::Forward(const Batch& batch,
     x = final_norm_->forward(x);
     const at::Tensor pooled =
         class_token_.defined() ? x.select(1, 0) : x.mean(1);  // [B, D]
-    out.logits = head_->forward(pooled);                      // [B, classes]
+    out.logits = Linear(pooled, head_->weight, head_->bias);  // [B, classes]
   }
   if (batch.targets.defined()) {
     ScopedPhase phase(kPhaseLoss);

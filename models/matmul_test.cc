@@ -1,0 +1,84 @@
+#include "models/matmul.h"
+
+#include <torch/torch.h>
+
+#include "gtest/gtest.h"
+
+namespace moelab {
+namespace {
+
+// Largest |got - want| relative to the largest |want|.
+double RelativeError(const at::Tensor& got, const at::Tensor& want) {
+  return (got.to(at::kDouble) - want).abs().max().item<double>() /
+         want.abs().max().item<double>();
+}
+
+TEST(MatmulTest, Fp32MatchesADoubleReferenceInEveryLayout) {
+  torch::manual_seed(0);
+  const at::Tensor a = torch::randn({37, 19}), b = torch::randn({19, 23});
+  const at::Tensor want = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+  // Row-major, transposed and non-GEMM (column slice) layouts of each side.
+  const at::Tensor a_t = a.t().contiguous().t();
+  const at::Tensor b_t = b.t().contiguous().t();
+  const at::Tensor a_strided = torch::randn({37, 40}).narrow(1, 3, 19).copy_(a);
+  for (const at::Tensor& lhs : {a, a_t, a_strided}) {
+    for (const at::Tensor& rhs : {b, b_t}) {
+      EXPECT_LT(RelativeError(Matmul(lhs, rhs), want), 1e-6);
+    }
+  }
+}
+
+TEST(MatmulTest, AccumulatesIntoARowBlockOfALargerMatrix) {
+  torch::manual_seed(1);
+  const at::Tensor a = torch::randn({5, 8}), b = torch::randn({8, 6});
+  at::Tensor big = torch::ones({9, 6});
+  at::Tensor block = big.narrow(0, 2, 5);
+  MatmulInto(block, a, b, /*accumulate=*/true);
+  const at::Tensor want = at::mm(a, b) + 1;
+  EXPECT_TRUE(torch::allclose(big.narrow(0, 2, 5), want, 1e-5, 1e-5));
+  // Rows outside the block are untouched.
+  EXPECT_TRUE(torch::equal(big.narrow(0, 0, 2), torch::ones({2, 6})));
+  EXPECT_TRUE(torch::equal(big.narrow(0, 7, 2), torch::ones({2, 6})));
+  MatmulInto(block, a, b);  // overwrite
+  EXPECT_TRUE(torch::allclose(big.narrow(0, 2, 5), at::mm(a, b), 1e-5, 1e-5));
+}
+
+TEST(MatmulTest, Bf16OperandsAccumulateInFp32) {
+  // The result must be the exact product of the bf16-rounded operands up to
+  // fp32 summation error, not a bf16-rounded result (relative 2^-8 = 4e-3).
+  torch::manual_seed(2);
+  const at::Tensor a = torch::randn({64, 512}), b = torch::randn({512, 48});
+  const at::Tensor a16 = MatmulOperand(a, BF16), b16 = MatmulOperand(b, BF16);
+  ASSERT_EQ(a16.scalar_type(), at::kBFloat16);
+  const at::Tensor got = Matmul(a16, b16);
+  ASSERT_EQ(got.scalar_type(), at::kFloat);
+  const at::Tensor exact = at::mm(a16.to(at::kDouble), b16.to(at::kDouble));
+  EXPECT_LT(RelativeError(got, exact), 1e-5);
+  // Against the fp32 operands: bf16 keeps 8 significant bits.
+  const at::Tensor fp32 = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+  EXPECT_LT(RelativeError(got, fp32), 2e-2);
+  EXPECT_GT(RelativeError(got, fp32), 1e-5);  // it really ran on rounded operands
+  // Transposed bf16 operands too.
+  EXPECT_LT(RelativeError(Matmul(a16.t().contiguous().t(), b16), exact), 1e-5);
+}
+
+TEST(MatmulTest, EmptyDimensions) {
+  at::Tensor out = torch::full({3, 4}, 7.0f);
+  MatmulInto(out, torch::zeros({3, 0}), torch::zeros({0, 4}), /*accumulate=*/true);
+  EXPECT_TRUE(torch::equal(out, torch::full({3, 4}, 7.0f)));
+  MatmulInto(out, torch::zeros({3, 0}), torch::zeros({0, 4}));
+  EXPECT_TRUE(torch::equal(out, torch::zeros({3, 4})));
+  EXPECT_EQ(Matmul(torch::zeros({0, 5}), torch::zeros({5, 2})).sizes(),
+            (std::vector<int64_t>{0, 2}));
+}
+
+TEST(MatmulTest, OperandTypes) {
+  EXPECT_EQ(OperandType(FP32), at::kFloat);
+  EXPECT_EQ(OperandType(PRECISION_UNSPECIFIED), at::kFloat);
+  EXPECT_EQ(OperandType(BF16), at::kBFloat16);
+  const at::Tensor x = torch::randn({2, 3});
+  EXPECT_TRUE(MatmulOperand(x, FP32).is_same(x));  // no copy at fp32
+}
+
+}  // namespace
+}  // namespace moelab
