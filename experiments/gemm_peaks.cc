@@ -6,19 +6,42 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 
+#include "models/matmul.h"
+
 namespace moelab {
+
+std::vector<GemmPath> AllGemmPaths() {
+  return {GemmPath::kFp32Blas, GemmPath::kFp32OneDnn, GemmPath::kFp32Moelab,
+          GemmPath::kBf16, GemmPath::kBf16Moelab};
+}
 
 const char* GemmPathName(GemmPath path) {
   switch (path) {
     case GemmPath::kFp32Blas: return "fp32 ATen/BLAS";
     case GemmPath::kFp32OneDnn: return "fp32 oneDNN";
     case GemmPath::kBf16: return "bf16 ATen/oneDNN";
+    case GemmPath::kFp32Moelab: return "fp32 moelab (oneDNN sgemm)";
+    case GemmPath::kBf16Moelab: return "bf16 moelab (oneDNN bf16->fp32 gemm)";
   }
   return "?";
 }
 
+bool GemmPathIsBf16(GemmPath path) {
+  return path == GemmPath::kBf16 || path == GemmPath::kBf16Moelab;
+}
+
 bool GemmPathAvailable(GemmPath path) {
-  return path == GemmPath::kFp32Blas || at::hasMKLDNN();
+  switch (path) {
+    case GemmPath::kFp32Blas:
+    case GemmPath::kFp32Moelab:
+      return true;
+    case GemmPath::kFp32OneDnn:
+    case GemmPath::kBf16:
+      return at::hasMKLDNN();
+    case GemmPath::kBf16Moelab:
+      return HasOneDnnBf16Matmul();
+  }
+  return false;
 }
 
 namespace {
@@ -34,6 +57,7 @@ Operands Prepare(GemmPath path, const at::Tensor& x, const at::Tensor& w) {
       return {x.to(at::kFloat).contiguous().to_mkldnn(),
               w.to(at::kFloat).contiguous().to_mkldnn()};
     case GemmPath::kBf16:
+    case GemmPath::kBf16Moelab:
       return {x.to(at::kBFloat16).contiguous(), w.to(at::kBFloat16).contiguous()};
     default:
       return {x.to(at::kFloat).contiguous(), w.to(at::kFloat).contiguous()};
@@ -41,8 +65,17 @@ Operands Prepare(GemmPath path, const at::Tensor& x, const at::Tensor& w) {
 }
 
 at::Tensor Run(GemmPath path, const Operands& o) {
-  if (path == GemmPath::kFp32OneDnn) return at::mkldnn_linear(o.x, o.w, {});
-  return at::linear(o.x, o.w);
+  switch (path) {
+    case GemmPath::kFp32OneDnn:
+      return at::mkldnn_linear(o.x, o.w, {});
+    case GemmPath::kFp32Moelab:
+    case GemmPath::kBf16Moelab:
+      // As moelab's linear layer forms its forward product: x w^T, with w^T
+      // passed to the GEMM as a transposed row-major matrix (no copy).
+      return Matmul(o.x, o.w.t());
+    default:
+      return at::linear(o.x, o.w);
+  }
 }
 
 }  // namespace

@@ -2,9 +2,13 @@
 //
 //   bazel run //experiments:gemm_peaks [-- --threads=2 --reps=10]
 //
-// The first line describes the processor; the last two are the best rate per
-// precision, `peak_fp32_gflops: X` and `peak_bf16_gflops: Y`, which bench_lm
-// prints beside the training step's achieved rate.
+// The first line describes the processor (model, AVX-512, AVX512-BF16, AMX);
+// then one line per shape and path: ATen's BLAS, oneDNN and bf16 paths, and
+// the two that moelab's layers use (models/matmul.h); a path this build or
+// processor cannot run is named as skipped. The last two are the best
+// rate per precision over every path, `peak_fp32_gflops: X` and
+// `peak_bf16_gflops: Y`, which bench_lm prints beside the training step's
+// achieved rate.
 
 #include <cstdio>
 #include <string>
@@ -32,21 +36,26 @@ int main(int argc, char** argv) {
   std::printf("cpu: %s\n", cpu.ok() ? moelab::DescribeCpu(*cpu).c_str()
                                     : std::string(cpu.status().message()).c_str());
   std::printf("threads: %d, median of %d products\n", threads, reps);
+  for (moelab::GemmPath path : moelab::AllGemmPaths()) {
+    if (!moelab::GemmPathAvailable(path)) {
+      std::printf("skipped: %s (not available on this build or processor)\n",
+                  moelab::GemmPathName(path));
+    }
+  }
   double best_fp32 = 0, best_bf16 = 0;
   std::string best_fp32_where, best_bf16_where;
   for (const moelab::GemmShape& shape : moelab::MoelabGemmShapes()) {
-    for (moelab::GemmPath path : {moelab::GemmPath::kFp32Blas, moelab::GemmPath::kFp32OneDnn,
-                                  moelab::GemmPath::kBf16}) {
+    for (moelab::GemmPath path : moelab::AllGemmPaths()) {
       if (!moelab::GemmPathAvailable(path)) continue;
       const double gflops = moelab::MeasureGemmGflops(path, shape, reps);
       const std::string where = std::string(moelab::GemmPathName(path)) + " [" +
                                 std::to_string(shape.m) + "," + std::to_string(shape.k) +
                                 "]x[" + std::to_string(shape.k) + "," +
                                 std::to_string(shape.n) + "]";
-      std::printf("%-48s %8.1f GFLOP/s\n", where.c_str(), gflops);
-      double& best = path == moelab::GemmPath::kBf16 ? best_bf16 : best_fp32;
-      std::string& best_where =
-          path == moelab::GemmPath::kBf16 ? best_bf16_where : best_fp32_where;
+      std::printf("%-60s %8.1f GFLOP/s\n", where.c_str(), gflops);
+      const bool bf16 = moelab::GemmPathIsBf16(path);
+      double& best = bf16 ? best_bf16 : best_fp32;
+      std::string& best_where = bf16 ? best_bf16_where : best_fp32_where;
       if (gflops > best) {
         best = gflops;
         best_where = where;

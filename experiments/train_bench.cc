@@ -4,12 +4,16 @@
 //   bazel run //experiments:train_bench -- --spec=experiments/specs/bench_lm.pbtxt
 //   ... --profile    adds a per-phase profile (router, dispatch, expert
 //                    matmuls, combine, attention, loss, optimizer, other)
+//   ... --precision=bf16   overrides the spec's runtime.precision (fp32 or
+//                          bf16; empty keeps the spec's own)
 //
 // Batches are read from the spec's dataset before timing, so data loading is
-// not timed (the PyTorch baseline does the same). The last line is
-// `train_tokens_per_s: N` (language models) or `train_images_per_s: N`;
-// language models also print the useful work done per second,
-// `step_gflops: X`.
+// not timed (the PyTorch baseline does the same). Every step (warm-up and
+// profiled ones too) runs inside a PrecisionScope of the precision in force,
+// as the trainer's steps do; a line `precision: fp32` or `precision: bf16`
+// names it. The last line is `train_tokens_per_s: N` (language models) or
+// `train_images_per_s: N`; language models also print the useful work done
+// per second, `step_gflops: X`.
 
 #include <ATen/Parallel.h>
 
@@ -21,15 +25,18 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "core/dataset.h"
 #include "core/memory_usage.h"
 #include "core/model.h"
 #include "core/paths.h"
+#include "core/precision.h"
 #include "core/spec.h"
 #include "core/step_profiler.h"
 #include "core/threading_environment.h"
 #include "core/train_step.h"
+#include "models/matmul.h"
 
 ABSL_FLAG(std::string, spec, "", "Path of the experiment spec (.pbtxt).");
 ABSL_FLAG(int, steps, 30, "Timed training steps.");
@@ -37,9 +44,23 @@ ABSL_FLAG(int, warmup_steps, 5, "Untimed steps before timing.");
 ABSL_FLAG(bool, profile, false,
           "After timing, profile --profile_steps more steps phase by phase.");
 ABSL_FLAG(int, profile_steps, 10, "Steps recorded by --profile.");
+ABSL_FLAG(std::string, precision, "",
+          "fp32 or bf16: overrides the spec's runtime.precision; empty keeps the "
+          "spec's own.");
 
 namespace moelab {
 namespace {
+
+// --precision: fp32 or bf16 (any case); PRECISION_UNSPECIFIED when empty.
+absl::StatusOr<Precision> PrecisionFlag() {
+  const std::string value = absl::AsciiStrToLower(absl::GetFlag(FLAGS_precision));
+  if (value.empty()) return PRECISION_UNSPECIFIED;
+  if (value == "fp32") return FP32;
+  if (value == "bf16") return BF16;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--precision: expected fp32 or bf16 (or empty for the spec's own), got '",
+      absl::GetFlag(FLAGS_precision), "'"));
+}
 
 absl::Status Main() {
   const std::string spec_flag = absl::GetFlag(FLAGS_spec);
@@ -52,8 +73,14 @@ absl::Status Main() {
   if (profile_steps < 1) {
     return absl::InvalidArgumentError("--profile_steps: must be at least 1");
   }
+  const absl::StatusOr<Precision> precision_flag = PrecisionFlag();
+  if (!precision_flag.ok()) return precision_flag.status();
   absl::StatusOr<ExperimentSpec> spec = LoadSpec(ResolveUserPath(spec_flag));
   if (!spec.ok()) return spec.status();
+  if (*precision_flag != PRECISION_UNSPECIFIED) {
+    spec->mutable_runtime()->set_precision(*precision_flag);
+  }
+  const Precision precision = spec->runtime().precision();
   at::set_num_threads(ThreadsFor(spec->runtime()));
   torch::manual_seed(spec->seed());
   const at::Device device(spec->runtime().device());
@@ -91,6 +118,14 @@ absl::Status Main() {
               language ? absl::StrCat(" x ", info.sequence_length, " tokens").c_str()
                        : " images",
               at::get_num_threads(), spec->runtime().device().c_str());
+  std::printf("precision: %s\n", PrecisionName(precision));
+  if (precision == BF16 && device.is_cpu() && !HasOneDnnBf16Matmul()) {
+    std::printf("note: oneDNN runs no bf16 GEMM on this processor; bf16 products are "
+                "formed in fp32 (same numbers, no speed-up)\n");
+  }
+
+  // The trainer opens the same scope around its steps; TrainStep does not.
+  PrecisionScope precision_scope(precision);
 
   int next = 0;
   auto step = [&]() -> absl::Status {

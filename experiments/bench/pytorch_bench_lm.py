@@ -14,10 +14,19 @@ final LayerNorm, untied bias-free output projection; every block's FFN is an MoE
 renormalised weights, dropless, Switch load-balancing loss (coefficient 0.01).
 Sequence length 128, batch 16, Adam lr 1e-3, no dropout.
 
+Precision: --precision fp32 (default) trains in fp32 throughout. --precision
+bf16 is PyTorch's own CPU mixed precision, as its AMP documentation recommends:
+forward and loss inside torch.autocast("cpu", dtype=torch.bfloat16) (its op
+lists decide what runs in bf16: linear layers, matmuls, bmm), backward and the
+Adam step outside it, master weights and optimizer state fp32. No GradScaler
+(bf16 has fp32's exponent range).
+
 Run: /usr/bin/python3 experiments/bench/pytorch_bench_lm.py --steps 30 --threads 2
+     [--precision bf16]
 """
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -85,7 +94,10 @@ class TopKMoE(nn.Module):
                 continue
             expert_in = tokens.index_select(0, token_idx)  # [n_e, D]
             weight = top_weights[token_idx, slot].unsqueeze(-1)  # [n_e, 1]
-            output.index_add_(0, token_idx, expert(expert_in) * weight)
+            # .to(): under bf16 autocast the expert output is bf16 and
+            # index_add_ needs the accumulator's type (no-op in fp32).
+            output.index_add_(0, token_idx,
+                              (expert(expert_in) * weight).to(output.dtype))
         return output.reshape(batch, seq, dim), aux_loss
 
 
@@ -138,12 +150,22 @@ class MoELanguageModel(nn.Module):
         return self.output(self.ln_final(x)), aux_total
 
 
-def train_step(model, optimizer, batch):
+def autocast_for(precision):
+    """The context the forward pass and loss run in."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_step(model, optimizer, batch, precision):
     inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits, aux_loss = model(inputs)
-    lm_loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE),
-                              targets.reshape(-1))
-    loss = lm_loss + LOAD_BALANCE_COEF * aux_loss
+    with autocast_for(precision):
+        logits, aux_loss = model(inputs)
+        lm_loss = F.cross_entropy(logits.reshape(-1, VOCAB_SIZE),
+                                  targets.reshape(-1))
+        loss = lm_loss + LOAD_BALANCE_COEF * aux_loss
+    # Backward and the optimizer step outside autocast (the PyTorch AMP
+    # recipe): gradients reach the fp32 parameters in fp32.
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -158,6 +180,9 @@ def main():
                         help="untimed steps before timing")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="fp32, or bf16 through CPU autocast (forward and "
+                        "loss in torch.autocast('cpu', dtype=torch.bfloat16))")
     parser.add_argument("--profile", action="store_true",
                         help="profile a few extra steps and print top ops")
     args = parser.parse_args()
@@ -189,15 +214,18 @@ def main():
     print(f"  parameters: {num_params}")
     print(f"  threads: {args.threads}, warmup steps: {args.warmup_steps}, "
           f"timed steps: {args.steps}, seed: {args.seed}")
+    print(f"precision: {args.precision}"
+          + ("  (torch.autocast cpu bfloat16 around forward and loss; "
+             "fp32 weights and Adam)" if args.precision == "bf16" else ""))
 
     step = 0
     for _ in range(args.warmup_steps):
-        train_step(model, optimizer, batches[step])
+        train_step(model, optimizer, batches[step], args.precision)
         step += 1
 
     start = time.perf_counter()
     for _ in range(args.steps):
-        loss = train_step(model, optimizer, batches[step])
+        loss = train_step(model, optimizer, batches[step], args.precision)
         step += 1
     elapsed = time.perf_counter() - start
     final_loss = loss.item()
@@ -206,7 +234,7 @@ def main():
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(profile_steps):
-                train_step(model, optimizer, batches[step])
+                train_step(model, optimizer, batches[step], args.precision)
                 step += 1
         print(f"profile of {profile_steps} steps:")
         print(prof.key_averages().table(sort_by="self_cpu_time_total",
