@@ -11,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/model.h"
+#include "core/precision.h"
 #include "core/router.h"
 #include "gtest/gtest.h"
 #include "models/moe_layer.h"
@@ -43,6 +44,12 @@ RouterSpec TokenChoice(double capacity_factor) {
 
 const RouterDims kDims{
     .model_dim = 8, .num_experts = 4, .num_heads = 2, .causal_model = true};
+
+RouterDims kDims32() {
+  RouterDims dims = kDims;
+  dims.model_dim = 32;
+  return dims;
+}
 
 TEST(MoeWithRoutersTest, DroplessEqualsInfiniteCapacity) {
   torch::manual_seed(0);
@@ -179,6 +186,49 @@ TEST_P(CausalLmTest, TrainsAndStaysCausal) {
 INSTANTIATE_TEST_SUITE_P(Routers, CausalLmTest,
                          ::testing::Values("token_choice", "attention_aware",
                                            "similarity_aware"));
+
+// bf16 mixed precision (core/precision.h) in the layer: the router sees the
+// same fp32 input and computes in fp32, so its decisions and combine weights
+// are bit-identical; only the experts' products round their operands.
+TEST(MoeWithRoutersTest, Bf16MatchesFp32WithIdenticalRouting) {
+  torch::manual_seed(4);
+  MoeLayer layer(MoeLayerOptions(32, 4, 64), MakeRouter(TokenChoice(1.25), kDims32()));
+  const at::Tensor hidden = torch::randn({3, 10, 32});
+  const at::Tensor upstream = torch::randn({3, 10, 32});
+  struct Result {
+    MoeLayerOutput out;
+    at::Tensor grad_input;
+    std::vector<at::Tensor> grads;
+  };
+  auto run = [&](Precision precision) {
+    const PrecisionScope scope(precision);
+    layer->zero_grad();
+    at::Tensor x = hidden.clone().requires_grad_();
+    Result r{layer->forward(x, RoutingContext()), {}, {}};
+    (r.out.output * upstream).sum().backward();
+    r.grad_input = x.grad();
+    for (const at::Tensor& p : layer->parameters()) r.grads.push_back(p.grad().clone());
+    return r;
+  };
+  const Result fp32 = run(FP32), bf16 = run(BF16);
+  EXPECT_TRUE(fp32.out.decision.selected.equal(bf16.out.decision.selected));
+  EXPECT_TRUE(fp32.out.decision.combine_weights.equal(bf16.out.decision.combine_weights));
+  EXPECT_EQ(bf16.out.output.scalar_type(), at::kFloat);
+  auto relative = [](const at::Tensor& got, const at::Tensor& want) {
+    return (got - want).norm().item<double>() / want.norm().item<double>();
+  };
+  // Stated tolerances: 8-bit operand mantissas give relative errors of a few
+  // 1e-3 on sums of 32-64 products; 1e-2 leaves room, and a product left in
+  // fp32 by mistake would show as < 1e-5 (checked below).
+  EXPECT_LT(relative(bf16.out.output, fp32.out.output), 1e-2);
+  EXPECT_GT(relative(bf16.out.output, fp32.out.output), 1e-5);
+  EXPECT_LT(relative(bf16.grad_input, fp32.grad_input), 1e-2);
+  ASSERT_EQ(fp32.grads.size(), bf16.grads.size());
+  for (size_t i = 0; i < fp32.grads.size(); ++i) {
+    EXPECT_EQ(bf16.grads[i].scalar_type(), at::kFloat);
+    EXPECT_LT(relative(bf16.grads[i], fp32.grads[i]), 2e-2) << "parameter " << i;
+  }
+}
 
 }  // namespace
 }  // namespace moelab
