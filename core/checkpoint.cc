@@ -1,20 +1,66 @@
 #include "core/checkpoint.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <algorithm>
+#include <cstring>
 #include <exception>
+#include <memory>
+#include <unordered_set>
+#include <utility>
 
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
 #include <torch/serialize/input-archive.h>
-#include <torch/utils.h>
 #include <torch/serialize/output-archive.h>
+#include <torch/utils.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "core/atomic_file.h"
 
 namespace moelab {
 namespace {
 
-constexpr char kFormat[] = "moelab-checkpoint-v1";
+// The archive's "format" entry: v2 files end with a checksum trailer.
+constexpr char kFormat[] = "moelab-checkpoint-v2";
+constexpr char kFormatV1[] = "moelab-checkpoint-v1";
+constexpr char kTrailerMagic[] = "MOELABCK";  // 8 bytes, no terminator written
+constexpr size_t kTrailerSize = 24;
+
+// FNV-1a 64, the hash SpecHash uses: stable across versions and machines.
+class Fnv1a64 {
+ public:
+  void Update(const void* data, size_t n) {
+    const unsigned char* p = static_cast<const unsigned char*>(data);
+    uint64_t h = hash_;
+    for (size_t i = 0; i < n; ++i) {
+      h ^= p[i];
+      h *= 1099511628211ull;
+    }
+    hash_ = h;
+  }
+  uint64_t hash() const { return hash_; }
+
+ private:
+  uint64_t hash_ = 1469598103934665603ull;
+};
+
+void PutLittleEndian(uint64_t value, char* out) {
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((value >> (8 * i)) & 0xff);
+}
+
+uint64_t GetLittleEndian(const char* in) {
+  uint64_t value = 0;
+  for (int i = 7; i >= 0; --i) value = (value << 8) | static_cast<unsigned char>(in[i]);
+  return value;
+}
 
 std::string WeightKey(const std::string& name) { return "weights/" + name; }
 
@@ -28,21 +74,36 @@ void WriteWeights(torch::serialize::OutputArchive& archive, Model& model) {
   }
 }
 
-// Copies archived tensors into the model's parameters and buffers by name.
+// The tensors of the model's routers (parameters and buffers).
+std::unordered_set<const c10::TensorImpl*> RouterTensors(const Model& model) {
+  std::unordered_set<const c10::TensorImpl*> tensors;
+  for (const std::shared_ptr<Router>& router : model.Routers()) {
+    for (const at::Tensor& t : router->parameters()) tensors.insert(t.unsafeGetTensorImpl());
+    for (const at::Tensor& t : router->buffers()) tensors.insert(t.unsafeGetTensorImpl());
+  }
+  return tensors;
+}
+
+// Copies archived tensors into the model's parameters and buffers by name,
+// after checking all of them (see LoadWeights for the rule).
 absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
                          const std::string& path,
                          std::vector<std::string>* not_loaded) {
   torch::NoGradGuard no_grad;
-  auto load = [&](const std::string& name, at::Tensor& target,
-                  bool is_buffer) -> absl::Status {
+  const bool partial = not_loaded != nullptr;
+  const std::unordered_set<const c10::TensorImpl*> router_tensors =
+      partial ? RouterTensors(model) : std::unordered_set<const c10::TensorImpl*>{};
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (target, saved)
+  std::vector<std::string> missing_router, missing_required;
+  auto check = [&](const std::string& name, const at::Tensor& target,
+                   bool is_buffer) -> absl::Status {
     at::Tensor saved;
     if (!archive.try_read(WeightKey(name), saved, is_buffer)) {
-      if (not_loaded == nullptr) {
-        return absl::DataLossError(absl::StrCat(
-            "checkpoint '", path, "' has no tensor for '", name,
-            "' (was it written by a different spec?)"));
+      if (partial && router_tensors.count(target.unsafeGetTensorImpl()) > 0) {
+        missing_router.push_back(name);
+      } else {
+        missing_required.push_back(name);
       }
-      not_loaded->push_back(name);
       return absl::OkStatus();
     }
     if (saved.sizes() != target.sizes()) {
@@ -51,41 +112,186 @@ absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
           c10::str(saved.sizes()), ", the model expects ",
           c10::str(target.sizes())));
     }
-    target.copy_(saved);
+    copies.emplace_back(target, saved);
     return absl::OkStatus();
   };
-  for (auto& item : model.named_parameters()) {
-    if (absl::Status s = load(item.key(), item.value(), false); !s.ok()) return s;
+  int64_t tensors = 0;
+  for (const auto& item : model.named_parameters()) {
+    ++tensors;
+    if (absl::Status s = check(item.key(), item.value(), false); !s.ok()) return s;
   }
-  for (auto& item : model.named_buffers()) {
-    if (absl::Status s = load(item.key(), item.value(), true); !s.ok()) return s;
+  for (const auto& item : model.named_buffers()) {
+    ++tensors;
+    if (absl::Status s = check(item.key(), item.value(), true); !s.ok()) return s;
   }
+  if (!missing_required.empty()) {
+    constexpr size_t kListed = 5;
+    const std::vector<std::string> listed(
+        missing_required.begin(),
+        missing_required.begin() + std::min(kListed, missing_required.size()));
+    const std::string names = absl::StrCat(
+        absl::StrJoin(listed, ", "),
+        missing_required.size() > kListed
+            ? absl::StrCat(" and ", missing_required.size() - kListed, " more")
+            : "");
+    if (!partial) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint '", path, "' has no tensor for ", names,
+          " (was it written by a different spec?)"));
+    }
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "checkpoint '%s' does not fit this model: %d of its %d tensors outside the "
+        "routers are missing (%s); only router parameters may differ (a checkpoint of "
+        "the same model with another router). Was it written by another model?",
+        path, missing_required.size(), tensors - static_cast<int64_t>(router_tensors.size()),
+        names));
+  }
+  for (auto& [target, saved] : copies) target.copy_(saved);
+  if (partial) *not_loaded = std::move(missing_router);
   return absl::OkStatus();
 }
 
-absl::Status OpenArchive(const std::string& path,
-                         torch::serialize::InputArchive& archive) {
+// An open file descriptor, closed on scope exit.
+class ScopedFd {
+ public:
+  explicit ScopedFd(int fd) : fd_(fd) {}
+  ScopedFd(const ScopedFd&) = delete;
+  ScopedFd& operator=(const ScopedFd&) = delete;
+  ~ScopedFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Reads exactly `n` bytes at `offset`; false on an error or a short file.
+bool ReadAt(int fd, uint64_t offset, void* buffer, size_t n) {
+  char* out = static_cast<char*>(buffer);
+  while (n > 0) {
+    const ssize_t got = ::pread(fd, out, n, static_cast<off_t>(offset));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    out += got;
+    offset += got;
+    n -= static_cast<size_t>(got);
+  }
+  return true;
+}
+
+// Opens the checkpoint at `path`, verifies its checksum trailer and loads
+// the archive in front of it. The archive reads through `*file`, which the
+// caller keeps open while it reads from `archive`.
+absl::Status OpenArchive(const std::string& path, torch::serialize::InputArchive& archive,
+                         std::vector<std::string>* warnings,
+                         std::unique_ptr<ScopedFd>* file) {
+  *file = std::make_unique<ScopedFd>(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  const ScopedFd& fd = **file;
+  if (fd.get() < 0) {
+    const int error = errno;
+    const std::string message =
+        absl::StrCat("cannot open checkpoint '", path, "': ", std::strerror(error));
+    return error == ENOENT ? absl::NotFoundError(message) : absl::DataLossError(message);
+  }
+  struct stat info;
+  if (::fstat(fd.get(), &info) != 0) {
+    return absl::DataLossError(
+        absl::StrCat("cannot read checkpoint '", path, "': ", std::strerror(errno)));
+  }
+  const uint64_t file_size = static_cast<uint64_t>(info.st_size);
+  char trailer[kTrailerSize];
+  const bool has_trailer =
+      file_size >= kTrailerSize &&
+      ReadAt(fd.get(), file_size - kTrailerSize, trailer, kTrailerSize) &&
+      std::memcmp(trailer, kTrailerMagic, 8) == 0;
+  uint64_t archive_size = file_size;
+  if (has_trailer) {
+    archive_size = GetLittleEndian(trailer + 8);
+    const uint64_t recorded = GetLittleEndian(trailer + 16);
+    if (archive_size != file_size - kTrailerSize) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint '", path, "' is damaged: its checksum trailer records ", archive_size,
+          " archive bytes, the file holds ", file_size - kTrailerSize,
+          " (truncated or appended to?); it cannot be used"));
+    }
+    Fnv1a64 hash;
+    std::vector<char> buffer(1 << 20);
+    for (uint64_t at = 0; at < archive_size;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), archive_size - at));
+      if (!ReadAt(fd.get(), at, buffer.data(), n)) {
+        return absl::DataLossError(absl::StrCat("cannot read checkpoint '", path,
+                                                "' at byte ", at, ": ", std::strerror(errno)));
+      }
+      hash.Update(buffer.data(), n);
+      at += n;
+    }
+    if (hash.hash() != recorded) {
+      return absl::DataLossError(absl::StrFormat(
+          "checkpoint '%s' is corrupt: the FNV-1a 64 checksum of its %d archive bytes is "
+          "%016x, the file records %016x (bytes changed on disk after it was written); it "
+          "cannot be used",
+          path, archive_size, hash.hash(), recorded));
+    }
+  }
+  const int raw_fd = fd.get();
   try {
-    archive.load_from(path);
+    archive.load_from(
+        [raw_fd, archive_size](uint64_t pos, void* buf, size_t nbytes) -> size_t {
+          if (pos >= archive_size) return 0;
+          nbytes = static_cast<size_t>(std::min<uint64_t>(nbytes, archive_size - pos));
+          return ReadAt(raw_fd, pos, buf, nbytes) ? nbytes : 0;
+        },
+        [archive_size]() -> size_t { return static_cast<size_t>(archive_size); });
     c10::IValue format;
-    if (!archive.try_read("format", format) || !format.isString() ||
-        format.toStringRef() != kFormat) {
-      return absl::DataLossError(
-          absl::StrCat("'", path, "' is not a moelab checkpoint"));
+    const bool readable = archive.try_read("format", format) && format.isString();
+    const std::string name = readable ? format.toStringRef() : "";
+    if (name == kFormat && !has_trailer) {
+      return absl::DataLossError(absl::StrCat(
+          "checkpoint '", path, "' is damaged: a ", kFormat,
+          " file ends with a checksum trailer and this one does not (truncated or "
+          "overwritten?); it cannot be used"));
+    }
+    if (name == kFormatV1 && !has_trailer) {
+      const std::string warning = absl::StrCat(
+          "checkpoint '", path, "' was written before checkpoints carried a checksum (",
+          kFormatV1, "): it was loaded without verification");
+      if (warnings != nullptr) {
+        warnings->push_back(warning);
+      } else {
+        std::fprintf(stderr, "warning: %s\n", warning.c_str());
+      }
+    } else if (name != kFormat) {
+      return absl::DataLossError(absl::StrCat("'", path, "' is not a moelab checkpoint"));
     }
   } catch (const std::exception& e) {
     return absl::DataLossError(
-        absl::StrCat("cannot read checkpoint '", path, "': ", e.what()));
+        absl::StrCat("cannot read checkpoint '", path, "': ", ExceptionMessage(e)));
   }
   return absl::OkStatus();
 }
 
 }  // namespace
 
+std::string ExceptionMessage(const std::exception& e) {
+  const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
+  absl::string_view text = torch_error != nullptr ? torch_error->what_without_backtrace()
+                                                  : e.what();
+  text = text.substr(0, text.find('\n'));
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\r')) text.remove_suffix(1);
+  return text.empty() ? std::string("unknown error") : std::string(text);
+}
+
 absl::Status SaveCheckpoint(const std::string& path, Model& model,
                             torch::optim::Optimizer& optimizer,
                             const TrainingState& state) {
-  const std::string temporary = TemporaryPathFor(path);
+  absl::StatusOr<AtomicFileWriter> out = AtomicFileWriter::Open(path);
+  if (!out.ok()) {
+    return absl::Status(out.status().code(), absl::StrCat("cannot write checkpoint '", path,
+                                                          "': ", out.status().message()));
+  }
+  Fnv1a64 hash;
+  absl::Status write_error;
   try {
     torch::serialize::OutputArchive archive;
     archive.write("format", c10::IValue(std::string(kFormat)));
@@ -106,20 +312,50 @@ absl::Status SaveCheckpoint(const std::string& path, Model& model,
     torch::serialize::OutputArchive optimizer_archive;
     optimizer.save(optimizer_archive);
     archive.write("optimizer", optimizer_archive);
-    archive.save_to(temporary);
+    // LibTorch writes the zip sequentially through this function. A short
+    // count would make it throw, and throw again from its writer's
+    // destructor (std::terminate: the SIGABRT a full disk used to cause), so
+    // after a failed write the rest of the archive is consumed unwritten and
+    // the error reported below.
+    archive.save_to([&](const void* data, size_t n) -> size_t {
+      if (!write_error.ok()) return n;
+      write_error = out->Append(absl::string_view(static_cast<const char*>(data), n));
+      hash.Update(data, n);
+      return n;
+    });
   } catch (const std::exception& e) {
-    std::remove(temporary.c_str());
-    return absl::InternalError(
-        absl::StrCat("cannot write checkpoint '", path, "': ", e.what()));
+    // `out` removes its temporary when it goes out of scope.
+    const absl::Status cause =
+        write_error.ok() ? absl::InternalError(ExceptionMessage(e)) : write_error;
+    return absl::Status(cause.code(), absl::StrCat("cannot write checkpoint '", path, "': ",
+                                                   cause.message(),
+                                                   " (the partial file was removed)"));
   }
-  return CommitAtomicFile(temporary, path);
+  if (!write_error.ok()) {
+    return absl::Status(write_error.code(),
+                        absl::StrCat("cannot write checkpoint '", path, "': ",
+                                     write_error.message(), " (the partial file was removed)"));
+  }
+  char trailer[kTrailerSize];
+  std::memcpy(trailer, kTrailerMagic, 8);
+  PutLittleEndian(static_cast<uint64_t>(out->size()), trailer + 8);
+  PutLittleEndian(hash.hash(), trailer + 16);
+  absl::Status status = out->Append(absl::string_view(trailer, kTrailerSize));
+  if (status.ok()) status = out->Commit();
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat("cannot write checkpoint '", path, "': ",
+                                                    status.message(),
+                                                    " (the partial file was removed)"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LoadCheckpoint(const std::string& path, Model& model,
                             torch::optim::Optimizer& optimizer,
-                            TrainingState* state) {
+                            TrainingState* state, std::vector<std::string>* warnings) {
   torch::serialize::InputArchive archive;
-  if (absl::Status s = OpenArchive(path, archive); !s.ok()) return s;
+  std::unique_ptr<ScopedFd> file;
+  if (absl::Status s = OpenArchive(path, archive, warnings, &file); !s.ok()) return s;
   try {
     c10::IValue value;
     archive.read("epochs_done", value);
@@ -152,20 +388,22 @@ absl::Status LoadCheckpoint(const std::string& path, Model& model,
     optimizer.load(optimizer_archive);
   } catch (const std::exception& e) {
     return absl::DataLossError(
-        absl::StrCat("cannot read checkpoint '", path, "': ", e.what()));
+        absl::StrCat("cannot read checkpoint '", path, "': ", ExceptionMessage(e)));
   }
   return absl::OkStatus();
 }
 
 absl::Status LoadWeights(const std::string& path, Model& model,
-                         std::vector<std::string>* not_loaded) {
+                         std::vector<std::string>* not_loaded,
+                         std::vector<std::string>* warnings) {
   torch::serialize::InputArchive archive;
-  if (absl::Status s = OpenArchive(path, archive); !s.ok()) return s;
+  std::unique_ptr<ScopedFd> file;
+  if (absl::Status s = OpenArchive(path, archive, warnings, &file); !s.ok()) return s;
   try {
     return ReadWeights(archive, model, path, not_loaded);
   } catch (const std::exception& e) {
     return absl::DataLossError(
-        absl::StrCat("cannot read checkpoint '", path, "': ", e.what()));
+        absl::StrCat("cannot read checkpoint '", path, "': ", ExceptionMessage(e)));
   }
 }
 

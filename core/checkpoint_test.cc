@@ -1,0 +1,317 @@
+// Checkpoints: round trip, the checksum that catches changed bytes, old
+// (v1) files, a model that does not fit, and failed writes.
+
+#include "core/checkpoint.h"
+
+#include <signal.h>
+#include <sys/resource.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/optim/sgd.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/atomic_file.h"
+
+namespace moelab {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class TinyRouter : public Router {
+ public:
+  explicit TinyRouter(const std::string& parameter) {
+    register_parameter(parameter, at::randn({4, 8}));
+  }
+  RoutingDecision Route(const at::Tensor&, const RoutingContext&) override { return {}; }
+  bool IsCausal(bool) const override { return true; }
+};
+
+// A model with an embedding-like table large enough that the middle of its
+// checkpoint file lies inside tensor data, a buffer and one router.
+// `prefix` names its non-router tensors (another model: other names).
+class TinyModel : public Model {
+ public:
+  explicit TinyModel(const std::string& prefix = "token",
+                     const std::string& router_parameter = "gate_weight") {
+    register_parameter(prefix + "_table", at::randn({256, 64}));
+    register_parameter(prefix + "_out", at::randn({64, 8}));
+    register_buffer(prefix + "_scale", at::ones({8}));
+    router_ = register_module("router", std::make_shared<TinyRouter>(router_parameter));
+  }
+  ModelOutput Forward(const Batch&, const ForwardOptions&) override { return {}; }
+  ModelStats Stats() const override { return {}; }
+  bool IsCausal() const override { return true; }
+  std::vector<std::shared_ptr<Router>> Routers() const override { return {router_}; }
+
+ private:
+  std::shared_ptr<Router> router_;
+};
+
+std::string TempDir(const std::string& name) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/checkpoint_", name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+absl::Status Save(const std::string& path, TinyModel& model, int epochs_done = 2) {
+  torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(0.1));
+  TrainingState state;
+  state.epochs_done = epochs_done;
+  state.step = 40;
+  state.result.set_status("RUNNING");
+  state.rng_state = at::detail::getDefaultCPUGenerator().get_state();
+  return SaveCheckpoint(path, model, optimizer, state);
+}
+
+std::string Read(const std::string& path) {
+  absl::StatusOr<std::string> bytes = ReadFile(path);
+  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  return bytes.ok() ? *bytes : "";
+}
+
+void Write(const std::string& path, const std::string& bytes) {
+  ASSERT_TRUE(WriteFileAtomically(path, bytes).ok());
+}
+
+std::vector<std::string> Files(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    names.push_back(entry.path().filename().string());
+  }
+  return names;
+}
+
+TEST(CheckpointTest, RoundTripRestoresWeightsAndState) {
+  const std::string path = TempDir("round_trip") + "/checkpoint.pt";
+  TinyModel saved;
+  ASSERT_TRUE(Save(path, saved).ok());
+  TinyModel restored;
+  torch::optim::SGD optimizer(restored.parameters(), torch::optim::SGDOptions(0.1));
+  TrainingState state;
+  std::vector<std::string> warnings;
+  const absl::Status s = LoadCheckpoint(path, restored, optimizer, &state, &warnings);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(warnings.empty());
+  EXPECT_EQ(state.epochs_done, 2);
+  EXPECT_EQ(state.step, 40);
+  EXPECT_EQ(state.result.status(), "RUNNING");
+  const auto a = saved.named_parameters(), b = restored.named_parameters();
+  for (const auto& item : a) {
+    EXPECT_TRUE(at::equal(item.value(), b[item.key()])) << item.key();
+  }
+  // The file ends with the 24-byte trailer: "MOELABCK", then the archive
+  // length (little-endian) before it.
+  const std::string bytes = Read(path);
+  ASSERT_GT(bytes.size(), 24u);
+  EXPECT_EQ(bytes.substr(bytes.size() - 24, 8), "MOELABCK");
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i) {
+    length = (length << 8) | static_cast<unsigned char>(bytes[bytes.size() - 16 + i]);
+  }
+  EXPECT_EQ(length, bytes.size() - 24);
+}
+
+TEST(CheckpointTest, SixteenFlippedBytesInATensorAreDataLossNamingTheFile) {
+  const std::string path = TempDir("flipped") + "/checkpoint.pt";
+  TinyModel model;
+  ASSERT_TRUE(Save(path, model).ok());
+  std::string bytes = Read(path);
+  const size_t middle = bytes.size() / 2;
+  for (size_t i = middle; i < middle + 16; ++i) bytes[i] = static_cast<char>(~bytes[i]);
+  Write(path, bytes);
+  // The bytes are inside a tensor's data: the zip archive alone still loads
+  // (LibTorch does not check the zip's CRCs), so only the checksum sees it.
+  torch::serialize::InputArchive unchecked;
+  EXPECT_NO_THROW(unchecked.load_from(bytes.data(), bytes.size() - 24));
+
+  TinyModel target;
+  const at::Tensor before = target.named_parameters()["token_table"].clone();
+  torch::optim::SGD optimizer(target.parameters(), torch::optim::SGDOptions(0.1));
+  TrainingState state;
+  const absl::Status resumed = LoadCheckpoint(path, target, optimizer, &state);
+  EXPECT_TRUE(absl::IsDataLoss(resumed)) << resumed;
+  EXPECT_THAT(resumed.message(), HasSubstr(absl::StrCat("checkpoint '", path, "' is corrupt")));
+  EXPECT_THAT(resumed.message(), HasSubstr("checksum"));
+  const absl::Status weights = LoadWeights(path, target, nullptr);
+  EXPECT_TRUE(absl::IsDataLoss(weights)) << weights;
+  EXPECT_THAT(weights.message(), HasSubstr(path));
+  // Nothing was copied into the model.
+  EXPECT_TRUE(at::equal(target.named_parameters()["token_table"], before));
+}
+
+TEST(CheckpointTest, AVersionTwoFileWithoutItsTrailerIsRefused) {
+  const std::string path = TempDir("truncated") + "/checkpoint.pt";
+  TinyModel model;
+  ASSERT_TRUE(Save(path, model).ok());
+  const std::string bytes = Read(path);
+  Write(path, bytes.substr(0, bytes.size() - 24));
+  const absl::Status s = LoadWeights(path, model, nullptr);
+  EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("is damaged"));
+  // One byte appended: the trailer no longer ends the file.
+  Write(path, bytes + "x");
+  EXPECT_TRUE(absl::IsDataLoss(LoadWeights(path, model, nullptr)));
+}
+
+TEST(CheckpointTest, AVersionOneFileLoadsWithAWarning) {
+  const std::string path = TempDir("v1") + "/checkpoint.pt";
+  TinyModel saved;
+  torch::serialize::OutputArchive archive;
+  archive.write("format", c10::IValue(std::string("moelab-checkpoint-v1")));
+  for (const auto& item : saved.named_parameters()) {
+    archive.write("weights/" + item.key(), item.value().detach());
+  }
+  for (const auto& item : saved.named_buffers()) {
+    archive.write("weights/" + item.key(), item.value().detach(), /*is_buffer=*/true);
+  }
+  archive.save_to(path);
+  TinyModel restored;
+  std::vector<std::string> warnings;
+  const absl::Status s = LoadWeights(path, restored, nullptr, &warnings);
+  ASSERT_TRUE(s.ok()) << s;
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_THAT(warnings[0], HasSubstr("loaded without verification"));
+  EXPECT_THAT(warnings[0], HasSubstr(path));
+  EXPECT_TRUE(at::equal(restored.named_parameters()["token_table"],
+                        saved.named_parameters()["token_table"]));
+}
+
+TEST(CheckpointTest, ACorruptZipGivesOneLineWithoutABacktrace) {
+  const std::string path = TempDir("garbage") + "/checkpoint.pt";
+  Write(path, std::string(4096, 'z'));
+  TinyModel model;
+  const absl::Status s = LoadWeights(path, model, nullptr);
+  EXPECT_TRUE(absl::IsDataLoss(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("cannot read checkpoint '", path, "': ")));
+  EXPECT_THAT(s.message(), Not(HasSubstr("\n")));
+  EXPECT_THAT(s.message(), Not(HasSubstr("frame #")));
+}
+
+TEST(CheckpointTest, AnotherModelsCheckpointIsRefusedNotWarned) {
+  const std::string path = TempDir("other_model") + "/checkpoint.pt";
+  TinyModel vision("patch");  // same router, other tensors
+  ASSERT_TRUE(Save(path, vision).ok());
+  TinyModel language("token");
+  const at::Tensor before = language.named_parameters()["router.gate_weight"].clone();
+  std::vector<std::string> not_loaded;
+  const absl::Status s = LoadWeights(path, language, &not_loaded);
+  EXPECT_TRUE(absl::IsInvalidArgument(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("checkpoint '", path,
+                                                  "' does not fit this model: 3 of its 3 "
+                                                  "tensors outside the routers are missing")));
+  EXPECT_THAT(s.message(), HasSubstr("token_table"));
+  // Not even the matching router weight was copied.
+  EXPECT_TRUE(at::equal(language.named_parameters()["router.gate_weight"], before));
+}
+
+TEST(CheckpointTest, AnotherRoutersCheckpointLoadsAndListsTheRouterTensors) {
+  const std::string path = TempDir("other_router") + "/checkpoint.pt";
+  TinyModel trained("token", "gate_weight");
+  ASSERT_TRUE(Save(path, trained).ok());
+  TinyModel swapped("token", "similarity_weight");
+  std::vector<std::string> not_loaded;
+  const absl::Status s = LoadWeights(path, swapped, &not_loaded);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_THAT(not_loaded, ::testing::ElementsAre("router.similarity_weight"));
+  EXPECT_TRUE(at::equal(swapped.named_parameters()["token_table"],
+                        trained.named_parameters()["token_table"]));
+  // Without `not_loaded` every tensor must be there.
+  EXPECT_TRUE(absl::IsDataLoss(LoadWeights(path, swapped, nullptr)));
+}
+
+// Lowers the file size limit so that writes past `bytes` fail with EFBIG,
+// as a full disk fails them with ENOSPC: a real kernel write error in the
+// real directory, with a partial temporary on disk.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);  // else the kernel kills us
+    ::getrlimit(RLIMIT_FSIZE, &old_);
+    rlimit limited = old_;
+    limited.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &limited);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &old_);
+    ::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit old_;
+  sighandler_t old_handler_;
+};
+
+TEST(CheckpointTest, AFailedWriteReturnsAnErrorAndLeavesNoTemporary) {
+  const std::string dir = TempDir("full");
+  const std::string path = dir + "/checkpoint.pt";
+  TinyModel model;
+  ASSERT_TRUE(Save(path, model, /*epochs_done=*/1).ok());
+  const std::string good = Read(path);
+  ASSERT_GT(good.size(), 64u << 10);
+  absl::Status s;
+  {
+    FileSizeLimit limit(16 << 10);
+    s = Save(path, model, /*epochs_done=*/2);
+  }
+  EXPECT_TRUE(absl::IsResourceExhausted(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr(absl::StrCat("cannot write checkpoint '", path, "'")));
+  EXPECT_THAT(s.message(), HasSubstr("File too large"));
+  EXPECT_THAT(s.message(), HasSubstr("the partial file was removed"));
+  EXPECT_THAT(Files(dir), ::testing::ElementsAre("checkpoint.pt"));
+  EXPECT_EQ(Read(path), good);  // the previous checkpoint stands
+
+  // The same for small files written in one piece.
+  {
+    FileSizeLimit limit(1 << 10);
+    s = WriteFileAtomically(dir + "/result.json", std::string(4 << 10, '{'));
+  }
+  EXPECT_TRUE(absl::IsResourceExhausted(s)) << s;
+  EXPECT_THAT(s.message(), HasSubstr("cannot write '" + dir + "/result.json.tmp."));
+  EXPECT_THAT(Files(dir), ::testing::ElementsAre("checkpoint.pt"));
+}
+
+TEST(AtomicFileWriterTest, AnUncommittedWriterRemovesItsTemporary) {
+  const std::string dir = TempDir("writer");
+  {
+    absl::StatusOr<AtomicFileWriter> out = AtomicFileWriter::Open(dir + "/a.txt");
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_TRUE(out->Append("partial").ok());
+    EXPECT_TRUE(fs::exists(out->temporary_path()));
+  }
+  EXPECT_TRUE(Files(dir).empty());
+  absl::StatusOr<AtomicFileWriter> out = AtomicFileWriter::Open(dir + "/b.txt");
+  ASSERT_TRUE(out.ok());
+  ASSERT_TRUE(out->Append("one ").ok());
+  ASSERT_TRUE(out->Append("two").ok());
+  EXPECT_EQ(out->size(), 7);
+  ASSERT_TRUE(out->Commit().ok());
+  EXPECT_EQ(Read(dir + "/b.txt"), "one two");
+  EXPECT_THAT(Files(dir), ::testing::ElementsAre("b.txt"));
+}
+
+TEST(ExceptionMessageTest, TorchErrorsGiveTheirFirstLineOnly) {
+  try {
+    TORCH_CHECK(false, "tensor 'x' has 3 dimensions, expected 2");
+  } catch (const c10::Error& e) {
+    EXPECT_THAT(std::string(e.what()), HasSubstr("\n"));  // the backtrace
+    EXPECT_EQ(ExceptionMessage(e), "tensor 'x' has 3 dimensions, expected 2");
+  }
+  EXPECT_EQ(ExceptionMessage(std::runtime_error("one\ntwo")), "one");
+  EXPECT_EQ(ExceptionMessage(std::bad_alloc()), "std::bad_alloc");
+}
+
+}  // namespace
+}  // namespace moelab
