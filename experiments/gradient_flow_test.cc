@@ -28,6 +28,7 @@
 #include "core/dataset.h"
 #include "core/model.h"
 #include "core/router.h"
+#include "experiments/testing/tiny_lm.h"
 #include "proto/experiment.pb.h"
 
 namespace moelab {
@@ -43,8 +44,6 @@ const std::set<std::string>& ParameterFreeRouters() {
   return *names;
 }
 
-constexpr int64_t kVocab = 64, kTokens = 16, kBatch = 4;
-constexpr int64_t kDim = 32, kLayers = 2, kHeads = 2, kExperts = 4;
 
 struct Case {
   std::string router;
@@ -93,26 +92,11 @@ std::vector<Case> Cases() {
   return cases;
 }
 
-// A tiny moe_transformer_lm (attention-aware routers get the attention of
-// their block) with every MoE block routed by `c`, aux losses off, dropout
-// off.
+// The tiny LM (attention-aware routers get the attention of their block)
+// with every MoE block routed by `c`, aux losses off.
 ExperimentSpec TinyLmSpec(const Case& c) {
-  ExperimentSpec spec;
-  spec.set_name("gradient_flow");
-  spec.mutable_model()->set_name("moe_transformer_lm");
-  TransformerLmOptions* o = spec.mutable_model()->mutable_transformer_lm();
-  o->set_num_layers(kLayers);
-  o->set_model_dim(kDim);
-  o->set_num_heads(kHeads);
-  o->set_dense_hidden(kDim);
-  o->set_dropout(0.0f);
-  MoeSpec* moe = spec.mutable_model()->mutable_moe();
-  moe->set_num_experts(kExperts);
-  moe->set_expert_hidden(kDim);
-  moe->set_moe_every(1);
+  ExperimentSpec spec = TinyMoeLmSpec(c.router, c.top_k);
   RouterSpec* router = spec.mutable_router();
-  router->set_name(c.router);
-  router->set_top_k(c.top_k);
   router->set_load_balance_coef(0.0f);
   router->set_z_loss_coef(0.0f);
   if (c.options) c.options(router);
@@ -125,31 +109,18 @@ TEST_P(GradientFlowTest, TaskLossReachesEveryRouterParameter) {
   const Case& c = GetParam();
   const std::string what = Describe(c);
   ExperimentSpec spec = TinyLmSpec(c);
-  const ModelRegistration* model_entry =
-      *ModelRegistry().Find(spec.model().name());
-  ASSERT_TRUE(model_entry->resolve(spec.mutable_model()).ok());
-  const RouterRegistration* router_entry = *RouterRegistry().Find(c.router);
-  const RouterDims dims = model_entry->router_dims(spec.model());
-  if (router_entry->resolve) router_entry->resolve(spec.mutable_router(), dims);
-  ASSERT_TRUE(CheckTopK(spec.router(), *router_entry, dims).ok()) << what;
-
-  DatasetInfo info;
-  info.task = Task::kLanguageModeling;
-  info.vocab_size = kVocab;
-  info.sequence_length = kTokens;
-  at::manual_seed(1);
-  absl::StatusOr<std::shared_ptr<Model>> created = CreateModel(spec, info);
+  absl::StatusOr<std::shared_ptr<Model>> created = MakeTinyMoeLm(&spec, 1);
   ASSERT_TRUE(created.ok()) << what << ": " << created.status();
+  const RouterRegistration* router_entry = *RouterRegistry().Find(c.router);
+  const RouterDims dims =
+      (*ModelRegistry().Find(spec.model().name()))->router_dims(spec.model());
+  ASSERT_TRUE(CheckTopK(spec.router(), *router_entry, dims).ok()) << what;
   Model& model = **created;
   model.train();
   const std::vector<std::shared_ptr<Router>> routers = model.Routers();
-  ASSERT_EQ(routers.size(), static_cast<size_t>(kLayers)) << what;
+  ASSERT_EQ(routers.size(), static_cast<size_t>(kTinyLayers)) << what;
 
-  Batch batch;
-  at::Generator gen = at::detail::createCPUGenerator(2);
-  batch.inputs = at::randint(kVocab, {kBatch, kTokens}, gen);
-  batch.targets = at::randint(kVocab, {kBatch, kTokens}, gen);
-  ModelOutput out = model.Forward(batch, {});
+  ModelOutput out = model.Forward(TinyLmBatch(2), {});
   ASSERT_TRUE(out.loss.defined()) << what;
   // The coefficients are 0: nothing but the task loss can carry gradient.
   EXPECT_EQ(out.aux_loss.item<double>(), 0.0) << what;
@@ -210,7 +181,7 @@ TEST(GradientFlowAuditTest, RenormalizedTopOneTokenChoiceIsRefused) {
   spec.set_name("token_choice");
   spec.set_top_k(1);
   spec.mutable_token_choice()->set_renormalize(true);
-  const RouterDims dims{kDim, kExperts, kHeads, /*causal_model=*/true};
+  const RouterDims dims{kTinyDim, kTinyExperts, kTinyHeads, /*causal_model=*/true};
   const RouterRegistration* entry = *RouterRegistry().Find("token_choice");
   if (entry->resolve) entry->resolve(&spec, dims);
 

@@ -21,46 +21,20 @@
 #include "core/precision.h"
 #include "core/router.h"
 #include "core/train_step.h"
+#include "experiments/testing/tiny_lm.h"
 #include "proto/experiment.pb.h"
 
 namespace moelab {
 namespace {
 
-constexpr int64_t kVocab = 64, kTokens = 16, kBatch = 4;
-constexpr int64_t kDim = 32, kLayers = 2, kHeads = 2, kExperts = 4;
-
 ExperimentSpec TinyLmSpec(const std::string& router_name) {
-  ExperimentSpec spec;
-  spec.mutable_model()->set_name("moe_transformer_lm");
-  TransformerLmOptions* o = spec.mutable_model()->mutable_transformer_lm();
-  o->set_num_layers(kLayers);
-  o->set_model_dim(kDim);
-  o->set_num_heads(kHeads);
-  o->set_dense_hidden(kDim);
-  o->set_dropout(0.0f);
-  MoeSpec* moe = spec.mutable_model()->mutable_moe();
-  moe->set_num_experts(kExperts);
-  moe->set_expert_hidden(kDim);
-  moe->set_moe_every(1);
-  spec.mutable_router()->set_name(router_name);
-  spec.mutable_router()->set_top_k(2);
+  ExperimentSpec spec = TinyMoeLmSpec(router_name, /*top_k=*/2);
   spec.mutable_training()->set_learning_rate(1e-3);
   return spec;
 }
 
 std::shared_ptr<Model> MakeModel(ExperimentSpec spec, uint64_t seed) {
-  const ModelRegistration* model_entry = *ModelRegistry().Find(spec.model().name());
-  EXPECT_TRUE(model_entry->resolve(spec.mutable_model()).ok());
-  const RouterRegistration* router_entry = *RouterRegistry().Find(spec.router().name());
-  if (router_entry->resolve) {
-    router_entry->resolve(spec.mutable_router(), model_entry->router_dims(spec.model()));
-  }
-  DatasetInfo info;
-  info.task = Task::kLanguageModeling;
-  info.vocab_size = kVocab;
-  info.sequence_length = kTokens;
-  at::manual_seed(seed);
-  absl::StatusOr<std::shared_ptr<Model>> created = CreateModel(spec, info);
+  absl::StatusOr<std::shared_ptr<Model>> created = MakeTinyMoeLm(&spec, seed);
   EXPECT_TRUE(created.ok()) << created.status();
   return created.ok() ? *created : nullptr;
 }
@@ -76,14 +50,6 @@ std::shared_ptr<Model> MakeDecisiveModel(const ExperimentSpec& spec, uint64_t se
     for (at::Tensor& p : router->parameters()) p.mul_(8);
   }
   return model;
-}
-
-Batch MakeBatch(uint64_t seed) {
-  at::Generator gen = at::detail::createCPUGenerator(seed);
-  Batch batch;
-  batch.inputs = at::randint(kVocab, {kBatch, kTokens}, gen);
-  batch.targets = at::randint(kVocab, {kBatch, kTokens}, gen);
-  return batch;
 }
 
 ModelOutput ForwardIn(Precision precision, Model& model, const Batch& batch) {
@@ -116,7 +82,7 @@ TEST_P(MixedPrecisionTest, Bf16ForwardAndRoutingMatchFp32) {
   std::shared_ptr<Model> model = MakeDecisiveModel(TinyLmSpec(router), 1);
   ASSERT_NE(model, nullptr);
   model->eval();
-  const Batch batch = MakeBatch(2);
+  const Batch batch = TinyLmBatch(2);
   const ModelOutput fp32 = ForwardIn(FP32, *model, batch);
   const ModelOutput bf16 = ForwardIn(BF16, *model, batch);
   // The loss is fp32 from products with 8-bit operand mantissas.
@@ -141,8 +107,8 @@ TEST_P(MixedPrecisionTest, Bf16ForwardAndRoutingMatchFp32) {
       const at::Tensor sorted = std::get<0>(scores.sort(-1, true));        // [B, E, T]
       const at::Tensor last = sorted.gather(-1, (chosen - 1).clamp_min(0).unsqueeze(-1));
       const at::Tensor next =
-          sorted.gather(-1, chosen.clamp_max(kTokens - 1).unsqueeze(-1));
-      const at::Tensor clear = ((last - next).squeeze(-1) > 0.02).logical_and(chosen < kTokens);
+          sorted.gather(-1, chosen.clamp_max(kTinyTokens - 1).unsqueeze(-1));
+      const at::Tensor clear = ((last - next).squeeze(-1) > 0.02).logical_and(chosen < kTinyTokens);
       ASSERT_GT(clear.sum().item<int64_t>(), 0) << where;
       const at::Tensor same_column =
           (a.selected == b.selected).all(1);  // [B, E]
@@ -153,7 +119,7 @@ TEST_P(MixedPrecisionTest, Bf16ForwardAndRoutingMatchFp32) {
     const at::Tensor same_row = (a.selected == b.selected).all(-1);  // [B, T]
     // Tokens whose top-k has a clear margin in fp32 route identically.
     const at::Tensor clear = TopKMargin(a, 2) > 0.02;
-    ASSERT_GT(clear.sum().item<int64_t>(), kBatch * kTokens / 8) << where;
+    ASSERT_GT(clear.sum().item<int64_t>(), kTinyBatch * kTinyTokens / 8) << where;
     EXPECT_TRUE(same_row.masked_select(clear).all().item<bool>())
         << where << ": a token with a clear fp32 margin routed differently in bf16";
   }
@@ -166,7 +132,7 @@ TEST_P(MixedPrecisionTest, Bf16StepKeepsFp32MasterStateAndTracksTheFp32Gradient)
   ASSERT_TRUE(m32 && m16);
   m32->eval();  // no dropout: the two differ only in precision
   m16->eval();
-  const Batch batch = MakeBatch(4);
+  const Batch batch = TinyLmBatch(4);
   std::vector<at::Tensor> selected[2];
   int side = 0;
   for (auto& [model, precision] :
@@ -228,7 +194,7 @@ TEST(MixedPrecisionCheckpointTest, ResumesInTheOtherPrecision) {
   const ExperimentSpec spec = TinyLmSpec("token_choice");
   const std::string dir = ::testing::TempDir() + "/mixed_precision_checkpoint";
   std::filesystem::create_directories(dir);
-  const Batch batch = MakeBatch(5);
+  const Batch batch = TinyLmBatch(5);
   for (const auto& [written, resumed] :
        std::vector<std::pair<Precision, Precision>>{{BF16, FP32}, {FP32, BF16}}) {
     const std::string path = dir + "/" + PrecisionName(written) + ".pt";

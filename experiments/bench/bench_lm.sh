@@ -24,7 +24,8 @@
 #
 # First comes the machine (CPU model; AVX-512, AVX512-BF16, AMX-BF16) and its
 # GEMM peaks per library and precision (//experiments:gemm_peaks), then the
-# runs, then one roofline line per precision: moelab's useful GFLOP/s
+# runs (the first round's with moelab's per-phase profile at each precision),
+# then one roofline line per precision: moelab's useful GFLOP/s
 # (step_gflops) against that precision's GEMM peak. The last line is moelab's
 # best fp32 figure, `train_tokens_per_s: N` (its bf16 figure when only bf16
 # ran).
@@ -97,14 +98,16 @@ echo
 
 # One run of `side` (pytorch or moelab) at `precision`; prints its output and
 # checks that it ran at that precision.
+# In the first round moelab also prints its per-phase profile (recorded after
+# the timed steps, so the timing is unaffected).
 run_one() {
-  local side="$1" precision="$2" out
+  local side="$1" precision="$2" profile="$3" out
   if [[ "$side" == pytorch ]]; then
     out=$("$python" "$script" --steps "$steps" --warmup_steps "$warmup_steps" \
       --threads "$threads" --precision "$precision")
   else
     out=$("$train_bench" --spec="$spec" --steps="$steps" --warmup_steps="$warmup_steps" \
-      --precision="$precision")
+      --precision="$precision" --profile="$profile")
   fi
   if ! grep -Eq "^precision: $precision( |$)" <<<"$out"; then
     echo "error: the $side run did not report 'precision: $precision':" >&2
@@ -140,7 +143,7 @@ for ((round = 1; round <= rounds; ++round)); do
   fi
   for run in "${this_order[@]}"; do
     read -r side p <<<"$run"
-    out=$(run_one "$side" "$p")
+    out=$(run_one "$side" "$p" "$( ((round == 1)) && echo true || echo false)")
     if ((round == 1)); then
       if [[ "$side" == pytorch ]]; then
         echo "== PyTorch eager ($("$python" -c 'import torch; print(torch.__version__)')), $p"
