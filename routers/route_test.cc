@@ -5,6 +5,7 @@
 
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <caffe2/serialize/inline_container.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/jit/serialization/pickle.h>
@@ -220,6 +222,16 @@ TEST_F(RouteToolInProcessTest, BatchedAttentionRoundTripMatchesDirectRoute) {
   EXPECT_TRUE(at::allclose(trained.at("combine_weights"), d.combine_weights, 0, 1e-6));
 }
 
+// A copy of `t` with `value` at `index`.
+at::Tensor WithValueAt(const at::Tensor& t, const std::vector<int64_t>& index,
+                       double value) {
+  at::Tensor copy = t.clone();
+  at::Tensor element = copy;
+  for (int64_t i : index) element = element[i];
+  element.fill_(value);
+  return copy;
+}
+
 struct ErrorCase {
   std::string what;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
@@ -291,6 +303,24 @@ TEST_F(RouteToolInProcessTest, BadInputIsAClearError) {
       {"token ids dtype", {{"hidden", hidden}, {"gate_weight", gate},
                            {"token_ids", at::ones({3})}},
        similarity, "'token_ids' must hold integers"},
+      {"nan in hidden",
+       {{"hidden", WithValueAt(hidden.unsqueeze(0).repeat({2, 1, 1}), {1, 2, 3},
+                               NAN)},
+        {"gate_weight", gate}},
+       similarity,
+       "--input: key 'hidden' [2, 3, 4] holds nan at [1, 2, 3] (its first "
+       "non-finite element); expected finite numbers"},
+      {"inf in a parameter",
+       {{"hidden", hidden}, {"gate_weight", WithValueAt(gate, {1, 0}, INFINITY)}},
+       similarity,
+       "--input: key 'gate_weight' [2, 4] holds inf at [1, 0] (its first "
+       "non-finite element)"},
+      {"-inf in attention",
+       {{"hidden", hidden}, {"gate_weight", gate},
+        {"attention_probs", WithValueAt(at::ones({2, 3, 3}), {0, 2, 1}, -INFINITY)},
+        {"attention_values", at::ones({2, 3, 4})}},
+       "name: \"attention_aware\" top_k: 1",
+       "--input: key 'attention_probs' [2, 3, 3] holds -inf at [0, 2, 1]"},
   };
   for (const ErrorCase& c : cases) {
     WriteTensors("bad_in.pt", c.tensors);
@@ -326,6 +356,91 @@ TEST_F(RouteToolInProcessTest, BadInputIsAClearError) {
                                         .output_path = "no_such_dir/out.pt"})
                               .message()),
               HasSubstr("--output: cannot write"));
+}
+
+// What Python 1.13's `torch.save({'hidden': torch.zeros(2, 3)}, f)` writes
+// as data.pkl, opcode by opcode (pickletools.dis). A dict of one item ends in
+// SETITEM ('s') with no MARK, which LibTorch's own unpickler does not know
+// (it once refused such a file as "not a torch.save file").
+constexpr char kPythonOneKeyDictPickle[] =
+    "\x80\x02"                                        // PROTO 2
+    "}" "q\x00"                                       // EMPTY_DICT, BINPUT 0
+    "X\x06\x00\x00\x00" "hidden" "q\x01"              // BINUNICODE 'hidden'
+    "c" "torch._utils\n_rebuild_tensor_v2\n" "q\x02"  // GLOBAL
+    "(" "("                                           // MARK, MARK
+    "X\x07\x00\x00\x00" "storage" "q\x03"
+    "c" "torch\nFloatStorage\n" "q\x04"
+    "X\x01\x00\x00\x00" "0" "q\x05"                   // storage key '0'
+    "X\x03\x00\x00\x00" "cpu" "q\x06"
+    "K\x06" "t" "q\x07"                               // numel 6, TUPLE
+    "Q"                                               // BINPERSID
+    "K\x00" "K\x02" "K\x03" "\x86" "q\x08"             // offset 0, size (2, 3)
+    "K\x03" "K\x01" "\x86" "q\x09"                     // stride (3, 1)
+    "\x89"                                            // requires_grad False
+    "c" "collections\nOrderedDict\n" "q\x0a" ")" "R" "q\x0b"
+    "t" "q\x0c" "R" "q\x0d"                            // TUPLE, REDUCE
+    "s"                                               // SETITEM
+    ".";                                              // STOP
+
+// A torch.save zip archive as Python writes it: data.pkl above and the
+// storage of `hidden` ([2, 3] float) as data/0.
+void WritePythonOneKeyDict(const std::string& name, const at::Tensor& hidden) {
+  ASSERT_EQ(hidden.sizes(), (std::vector<int64_t>{2, 3}));
+  const at::Tensor storage = hidden.to(at::kFloat).contiguous();
+  std::ofstream out(TempDir() + "/" + name, std::ios::binary);
+  caffe2::serialize::PyTorchStreamWriter writer(
+      [&out](const void* data, size_t size) {
+        out.write(static_cast<const char*>(data), size);
+        return size;
+      });
+  writer.writeRecord("data.pkl", kPythonOneKeyDictPickle,
+                     sizeof(kPythonOneKeyDictPickle) - 1);
+  writer.writeRecord("data/0", storage.data_ptr(), storage.nbytes());
+  writer.writeEndOfFile();
+}
+
+// Through the binary, which links every router (`random` takes no
+// parameters, so `hidden` alone is a complete input).
+TEST(RouteToolTest, PythonOneKeyDictIsRead) {
+  WritePythonOneKeyDict("one_key.pt",
+                        at::arange(6, at::kFloat).view({2, 3}));
+  RunResult run = RunRoute({"--router=name: \"random\" top_k: 1",
+                            "--input=one_key.pt", "--output=one_key_out.pt",
+                            "--num_experts=4"});
+  ASSERT_EQ(run.exit_code, 0) << run.stderr_text;
+  auto out = ReadTensors("one_key_out.pt");
+  EXPECT_EQ(out.at("selected").sizes(), (std::vector<int64_t>{2, 4}));
+  EXPECT_TRUE(at::equal(out.at("selected").sum(-1), at::ones({2}, at::kLong)));
+}
+
+// The values and shape come through: a NaN is reported where it was put.
+TEST_F(RouteToolInProcessTest, PythonOneKeyDictValuesAreRead) {
+  WritePythonOneKeyDict(
+      "one_key_nan.pt",
+      WithValueAt(at::arange(6, at::kFloat).view({2, 3}), {1, 2}, NAN));
+  absl::Status status =
+      RunRouteTool({.router_text = "name: \"similarity_aware\" top_k: 1",
+                    .input_path = "one_key_nan.pt",
+                    .output_path = "one_key_nan_out.pt",
+                    .num_experts = 4});
+  EXPECT_EQ(status.message(),
+            "--input: key 'hidden' [2, 3] holds nan at [1, 2] (its first "
+            "non-finite element); expected finite numbers");
+}
+
+// A non-finite input through the binary: exit code 1, one line, no output.
+TEST(RouteToolTest, NonFiniteInputExitsWithOneLine) {
+  at::manual_seed(24);
+  WriteTensors("inf_in.pt",
+               {{"hidden", WithValueAt(at::randn({3, 4}), {0, 1}, INFINITY)},
+                {"gate_weight", at::randn({2, 4})}});
+  RunResult run = RunRoute({"--router=name: \"token_choice\" top_k: 1",
+                            "--input=inf_in.pt", "--output=inf_out.pt"});
+  EXPECT_EQ(run.exit_code, 1);
+  EXPECT_EQ(run.stderr_text,
+            "route: --input: key 'hidden' [3, 4] holds inf at [0, 1] (its "
+            "first non-finite element); expected finite numbers\n");
+  EXPECT_FALSE(std::ifstream(TempDir() + "/inf_out.pt").good());
 }
 
 }  // namespace

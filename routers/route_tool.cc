@@ -1,18 +1,23 @@
 #include "routers/route_tool.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/csrc/jit/serialization/unpickler.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -71,6 +76,62 @@ absl::StatusOr<RouterSpec> ParseRouterSpec(const std::string& text) {
   return spec;
 }
 
+// Python's pickler writes a dict of one item as EMPTY_DICT, the key, the value
+// and SETITEM ('s'); LibTorch 1.13's unpickler knows only the batched form,
+// MARK ('(') ... SETITEMS ('u'), which Python uses for two items or more. This
+// rewrites a top-level one-item dict into the batched form, leaving any other
+// stream as it is. Python writes the first batch of a dict with MARK unless
+// the dict has exactly one item, so "no MARK after the dict's memo entry and
+// SETITEM last" identifies that case; the memo indices do not change.
+std::string BatchSingleItemDict(std::string pickle) {
+  size_t i = 0;
+  if (pickle.size() >= 2 && pickle[0] == '\x80') i = 2;  // PROTO n
+  if (i >= pickle.size() || pickle[i] != '}') return pickle;  // EMPTY_DICT
+  ++i;
+  if (i < pickle.size() && pickle[i] == 'q') {  // BINPUT n
+    i += 2;
+  } else if (i < pickle.size() && pickle[i] == 'r') {  // LONG_BINPUT nnnn
+    i += 5;
+  } else if (i < pickle.size() && pickle[i] == '\x94') {  // MEMOIZE
+    i += 1;
+  }
+  // The key must follow; "s." (SETITEM, STOP) must end the stream.
+  if (i + 2 >= pickle.size() || pickle[i] == '(' || pickle[i] == '.' ||
+      pickle.compare(pickle.size() - 2, 2, "s.") != 0) {
+    return pickle;
+  }
+  pickle[pickle.size() - 2] = 'u';  // SETITEMS
+  pickle.insert(i, 1, '(');         // MARK
+  return pickle;
+}
+
+// The object of a torch.save zip archive (Python's or torch::pickle_save's),
+// read as torch::jit::pickle_load does but accepting a one-item dict. Throws
+// c10::Error on a malformed archive or pickle.
+c10::IValue UnpickleZipArchive(const std::string& path) {
+  caffe2::serialize::PyTorchStreamReader archive(path);
+  at::DataPtr pickle_data;
+  size_t pickle_size = 0;
+  std::tie(pickle_data, pickle_size) = archive.getRecord("data.pkl");
+  const std::string pickle = BatchSingleItemDict(
+      std::string(static_cast<const char*>(pickle_data.get()), pickle_size));
+  size_t position = 0;
+  auto read = [&](char* buffer, size_t length) -> size_t {
+    const size_t n = std::min(length, pickle.size() - position);
+    std::memcpy(buffer, pickle.data() + position, n);
+    position += n;
+    return n;
+  };
+  auto read_record = [&archive](const std::string& name) {
+    return std::get<0>(archive.getRecord("data/" + name));
+  };
+  torch::jit::Unpickler unpickler(read, /*type_resolver=*/nullptr,
+                                  /*obj_loader=*/nullptr, read_record,
+                                  /*device=*/c10::nullopt);
+  unpickler.set_version(archive.version());
+  return unpickler.parse_ivalue();
+}
+
 absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadInput(
     const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -79,9 +140,11 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadInput(
   }
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)),
                           std::istreambuf_iterator<char>());
+  const bool zip = bytes.size() >= 4 && bytes[0] == 'P' && bytes[1] == 'K' &&
+                   bytes[2] == '\x03' && bytes[3] == '\x04';
   c10::IValue value;
   try {
-    value = torch::jit::pickle_load(bytes);
+    value = zip ? UnpickleZipArchive(path) : torch::jit::pickle_load(bytes);
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("--input: '", path, "' is not a torch.save file: ",
@@ -108,6 +171,32 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadInput(
     tensors.emplace_back(key, item.value().toTensor());
   }
   return tensors;
+}
+
+// Every floating-point tensor of the file must hold finite numbers: a NaN or
+// an infinity would give arbitrary selections. The error names the key, the
+// first non-finite element's index in the file's shape and its value.
+absl::Status CheckFinite(
+    const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+  for (const auto& [key, tensor] : tensors) {
+    if (!tensor.is_floating_point() || tensor.numel() == 0) continue;
+    const at::Tensor flat = tensor.reshape({-1});
+    const at::Tensor bad = at::logical_not(at::isfinite(flat)).nonzero();
+    if (bad.numel() == 0) continue;
+    int64_t offset = bad[0][0].item<int64_t>();
+    const double value = flat[offset].item<double>();
+    std::vector<int64_t> index(tensor.dim());
+    for (int64_t d = tensor.dim() - 1; d >= 0; --d) {
+      index[d] = offset % tensor.size(d);
+      offset /= tensor.size(d);
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--input: key '", key, "' ", ShapeString(tensor), " holds ",
+        std::isnan(value) ? "nan" : (value > 0 ? "inf" : "-inf"), " at [",
+        absl::StrJoin(index, ", "),
+        "] (its first non-finite element); expected finite numbers"));
+  }
+  return absl::OkStatus();
 }
 
 // The router's inputs from the file, batched ([T, ...] gains B = 1).
@@ -364,6 +453,7 @@ absl::Status Run(const RouteToolOptions& options) {
   const std::string input_path = ResolveUserPath(options.input_path);
   auto tensors = ReadInput(input_path);
   if (!tensors.ok()) return tensors.status();
+  if (absl::Status s = CheckFinite(*tensors); !s.ok()) return s;
   absl::StatusOr<RouteInputs> inputs = SplitInputs(*std::move(tensors));
   if (!inputs.ok()) return inputs.status();
   absl::StatusOr<int64_t> experts = NumExperts(*inputs, options.num_experts);
