@@ -19,6 +19,8 @@
 #include "core/corruption.h"
 #include "core/dataset.h"
 #include "core/model.h"
+#include "core/paths.h"
+#include "core/registry.h"
 #include "core/router.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -63,6 +65,20 @@ bool IsValidRunName(absl::string_view name) {
     }
   }
   return true;
+}
+
+// Looks up a plugin by the spec's `field` (e.g. "dataset.name"); an empty
+// name is "required", not "unknown ''". Both list the registered names.
+template <typename Entry>
+absl::StatusOr<const Entry*> FindPlugin(const Registry<Entry>& registry,
+                                        absl::string_view field, const std::string& name) {
+  if (name.empty()) {
+    return FieldError(field, absl::StrCat("required; one of: ",
+                                          absl::StrJoin(registry.Names(), ", ")));
+  }
+  absl::StatusOr<const Entry*> entry = registry.Find(name);
+  if (!entry.ok()) return FieldError(field, entry.status().message());
+  return entry;
 }
 
 absl::Status ValidateDevice(absl::string_view device) {
@@ -150,10 +166,18 @@ absl::Status ValidateEvaluation(const ExperimentSpec& spec, Task task) {
                          absl::StrCat("evaluation.corruptions[", i, "]")}}));
     }
   }
-  if (!e.init_checkpoint().empty() &&
-      !std::filesystem::is_regular_file(e.init_checkpoint())) {
-    return FieldError("evaluation.init_checkpoint",
-                      absl::StrCat("file not found: ", e.init_checkpoint()));
+  if (!e.init_checkpoint().empty()) {
+    // The path the trainer will load: relative to where the command was
+    // typed under `bazel run`.
+    const std::string resolved = ResolveUserPath(e.init_checkpoint());
+    if (!std::filesystem::is_regular_file(resolved)) {
+      return FieldError(
+          "evaluation.init_checkpoint",
+          absl::StrCat("file not found: ", e.init_checkpoint(),
+                       resolved == e.init_checkpoint()
+                           ? ""
+                           : absl::StrCat(" (resolved as ", resolved, ")")));
+    }
   }
   return absl::OkStatus();
 }
@@ -208,14 +232,14 @@ absl::Status ResolveSpec(ExperimentSpec* spec) {
   }
 
   absl::StatusOr<const DatasetRegistration*> dataset =
-      DatasetRegistry().Find(spec->dataset().name());
-  if (!dataset.ok()) return FieldError("dataset.name", dataset.status().message());
+      FindPlugin(DatasetRegistry(), "dataset.name", spec->dataset().name());
+  if (!dataset.ok()) return dataset.status();
   absl::StatusOr<const ModelRegistration*> model =
-      ModelRegistry().Find(spec->model().name());
-  if (!model.ok()) return FieldError("model.name", model.status().message());
+      FindPlugin(ModelRegistry(), "model.name", spec->model().name());
+  if (!model.ok()) return model.status();
   absl::StatusOr<const RouterRegistration*> router =
-      RouterRegistry().Find(spec->router().name());
-  if (!router.ok()) return FieldError("router.name", router.status().message());
+      FindPlugin(RouterRegistry(), "router.name", spec->router().name());
+  if (!router.ok()) return router.status();
 
   if ((*dataset)->resolve) (*dataset)->resolve(spec->mutable_dataset());
   if ((*model)->resolve) {
@@ -237,14 +261,14 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
                                            spec.name(), "\""));
   }
   absl::StatusOr<const DatasetRegistration*> dataset =
-      DatasetRegistry().Find(spec.dataset().name());
-  if (!dataset.ok()) return FieldError("dataset.name", dataset.status().message());
+      FindPlugin(DatasetRegistry(), "dataset.name", spec.dataset().name());
+  if (!dataset.ok()) return dataset.status();
   absl::StatusOr<const ModelRegistration*> model =
-      ModelRegistry().Find(spec.model().name());
-  if (!model.ok()) return FieldError("model.name", model.status().message());
+      FindPlugin(ModelRegistry(), "model.name", spec.model().name());
+  if (!model.ok()) return model.status();
   absl::StatusOr<const RouterRegistration*> router =
-      RouterRegistry().Find(spec.router().name());
-  if (!router.ok()) return FieldError("router.name", router.status().message());
+      FindPlugin(RouterRegistry(), "router.name", spec.router().name());
+  if (!router.ok()) return router.status();
 
   if ((*dataset)->task != (*model)->task) {
     return FieldError(

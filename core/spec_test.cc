@@ -1,5 +1,11 @@
 #include "core/spec.h"
 
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -7,6 +13,7 @@ namespace moelab {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kValidSpec[] = R"pb(
   name: "ok"
@@ -63,6 +70,36 @@ TEST(SpecTest, PrecisionDefaultsToFp32AndOnlyBf16ChangesTheHash) {
   EXPECT_NE(SpecHash(*a), SpecHash(bf16));
 }
 
+TEST(SpecTest, AnEmptySpecSaysTheDatasetNameIsRequired) {
+  absl::StatusOr<ExperimentSpec> spec = LoadSpecFromText("", "empty.pbtxt");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_THAT(spec.status().message(),
+              HasSubstr("empty.pbtxt: dataset.name: required; one of: "));
+  EXPECT_THAT(spec.status().message(), HasSubstr("testing_text_dir"));
+  EXPECT_THAT(spec.status().message(), Not(HasSubstr("unknown dataset")));
+}
+
+// Under `bazel run` a relative evaluation.init_checkpoint is relative to the
+// directory the command was typed in ($BUILD_WORKING_DIRECTORY), which is
+// where the trainer loads it from: validation checks that same file.
+TEST(SpecTest, ARelativeInitCheckpointIsCheckedWhereItWillBeLoaded) {
+  const std::string typed_in = ::testing::TempDir() + "/spec_test_cwd";
+  std::filesystem::create_directories(typed_in + "/runs");
+  std::ofstream(typed_in + "/runs/checkpoint.pt") << "x";
+  const std::string text = std::string(kValidSpec) +
+                           "evaluation { init_checkpoint: \"runs/checkpoint.pt\" }";
+  ASSERT_EQ(::setenv("BUILD_WORKING_DIRECTORY", typed_in.c_str(), 1), 0);
+  absl::StatusOr<ExperimentSpec> found = LoadSpecFromText(text, "relative.pbtxt");
+  std::filesystem::remove(typed_in + "/runs/checkpoint.pt");
+  absl::StatusOr<ExperimentSpec> missing = LoadSpecFromText(text, "relative.pbtxt");
+  ::unsetenv("BUILD_WORKING_DIRECTORY");
+  EXPECT_TRUE(found.ok()) << found.status();
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(),
+              HasSubstr("evaluation.init_checkpoint: file not found: runs/checkpoint.pt "
+                        "(resolved as " + typed_in + "/runs/checkpoint.pt)"));
+}
+
 struct BadSpec {
   std::string label;
   // kValidSpec with its first occurrence of `from` replaced by `to`.
@@ -101,6 +138,12 @@ INSTANTIATE_TEST_SUITE_P(
                 "model.name: unknown model 'nope'"},
         BadSpec{"unknown dataset", "name: \"testing_text_dir\"",
                 "name: \"nope\"", "dataset.name: unknown dataset 'nope'"},
+        BadSpec{"empty dataset name", "name: \"testing_text_dir\"", "name: \"\"",
+                "dataset.name: required; one of: testing_text_dir"},
+        BadSpec{"no model", "model { name: \"testing_lm\" moe { num_experts: 4 } }", "",
+                "model.name: required; one of: "},
+        BadSpec{"no router", "router { name: \"testing_first_expert\" top_k: 1 }", "",
+                "router.name: required; one of: testing_first_expert"},
         BadSpec{"k > E", "top_k: 1", "top_k: 5",
                 "router.top_k: must be <= the number of experts (model.moe.num_experts = 4)"},
         BadSpec{"negative k", "top_k: 1", "top_k: -1", "router.top_k: must be > 0"},

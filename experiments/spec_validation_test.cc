@@ -35,6 +35,16 @@ TEST(ValidSpecTest, TheBaseSpecIsValid) {
   ASSERT_TRUE(spec.ok()) << spec.status();
 }
 
+TEST(EmptySpecTest, SaysTheDatasetNameIsRequiredAndListsTheDatasets) {
+  absl::StatusOr<ExperimentSpec> spec = LoadSpecFromText("", "empty.pbtxt");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_THAT(spec.status().message(),
+              HasSubstr("empty.pbtxt: dataset.name: required; one of: "));
+  for (const char* dataset : {"fashion_mnist", "sotu_lm", "synthetic_lm", "wikitext_lm"}) {
+    EXPECT_THAT(spec.status().message(), HasSubstr(dataset));
+  }
+}
+
 TEST_P(MalformedSpecTest, ClearErrorNamingTheField) {
   std::string text = kValid;
   const size_t at = text.find(GetParam().from);
@@ -52,6 +62,9 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         Case{"syntax error", "name: \"valid\"", "name: \"valid", "bad.pbtxt:2:"},
         Case{"unknown field", "top_k: 2", "topk: 2", "no field named \"topk\""},
+        Case{"no router name", "name: \"token_choice\"", "name: \"\"",
+             "router.name: required; one of: "},
+        Case{"no model name", "name: \"moe_transformer_lm\"", "", "model.name: required"},
         Case{"unknown router", "name: \"token_choice\"", "name: \"token_chioce\"",
              "router.name: unknown router 'token_chioce'; registered routers:"},
         Case{"k < 0", "top_k: 2", "top_k: -2", "router.top_k: must be > 0"},
