@@ -44,7 +44,7 @@ std::string YearRange(Split split, const SotuOptions& options) {
 absl::Status TokenizeAddresses(const std::vector<const SotuAddress*>& addresses,
                                TokenSink emit) {
   for (const SotuAddress* address : addresses) {
-    absl::StatusOr<std::string> text = ReadFileToString(address->path);
+    absl::StatusOr<std::string> text = ReadUtf8TextFile(address->path);
     if (!text.ok()) return text.status();
     if (std::all_of(text->begin(), text->end(),
                     [](char c) { return absl::ascii_isspace(c); })) {

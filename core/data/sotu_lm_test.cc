@@ -5,6 +5,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -193,6 +194,66 @@ TEST(SotuLmTest, CorpusErrorsNameTheFileOrDirectory) {
   EXPECT_THAT(dataset.status().message(),
               HasSubstr("SOTU addresses 1995-1995 in '" + shorter));
   EXPECT_THAT(dataset.status().message(), HasSubstr("3 tokens"));
+}
+
+// Deterministic pseudo-random bytes (a 64-bit LCG's high bytes).
+std::string RandomBytes(size_t n) {
+  std::string bytes(n, '\0');
+  uint64_t state = 0x243f6a8885a308d3ull;
+  for (char& b : bytes) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    b = static_cast<char>(state >> 56);
+  }
+  return bytes;
+}
+
+// A directory of random bytes, Latin-1 text or text with NUL bytes is refused
+// with the file and the first bad byte, instead of being tokenised.
+TEST(SotuLmTest, BinaryOrNonUtf8AddressesAreRefused) {
+  struct Case {
+    std::string name;
+    std::string bytes;
+    std::string message;  // after "<path>: "
+  };
+  const Case cases[] = {
+      {"latin1", "We met.\nThe caf\xe9 closed.",
+       "byte 15 (0xe9, line 2) is not valid UTF-8; expected UTF-8 text"},
+      {"nul", std::string("We met.\0\0\0The end.", 18),
+       "contains NUL bytes (the first at byte 7, line 1); expected UTF-8 "
+       "text"},
+      {"random", RandomBytes(4096), "; expected UTF-8 text"},
+  };
+  for (const Case& c : cases) {
+    const std::string dir = MakeDir("bad_" + c.name);
+    WriteFile(dir + "/1800_a_x.txt", "Words here.");
+    WriteFile(dir + "/1995_b_x.txt", c.bytes);
+    WriteFile(dir + "/2010_c_x.txt", "Words here.");
+    auto dataset = LoadSotu(Options(dir, 2));
+    ASSERT_FALSE(dataset.ok()) << c.name;
+    EXPECT_EQ(dataset.status().code(), absl::StatusCode::kDataLoss) << c.name;
+    EXPECT_THAT(std::string(dataset.status().message()),
+                ::testing::StartsWith(dir + "/1995_b_x.txt: "))
+        << c.name;
+    EXPECT_THAT(dataset.status().message(), HasSubstr(c.message)) << c.name;
+  }
+}
+
+// UTF-8 with 2-, 3- and 4-byte characters (and a byte-order mark) loads.
+TEST(SotuLmTest, MultibyteUtf8AddressesLoad) {
+  const std::string dir = MakeDir("multibyte");
+  const std::string text =
+      "\xef\xbb\xbf" "Caf\xc3\xa9 \xe2\x80\x9cna\xc3\xafve\xe2\x80\x9d "
+      "\xe6\x97\xa5 \xf0\x9f\x98\x80 Caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80.";
+  WriteFile(dir + "/1800_a_x.txt", text);
+  WriteFile(dir + "/1995_b_x.txt", text);
+  WriteFile(dir + "/2010_c_x.txt", text);
+  auto dataset = LoadSotu(Options(dir, 2));
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  const std::vector<std::string>& words = (*dataset)->corpus().words;
+  // Each twice in the training address (min_count 2).
+  for (const std::string word : {"Caf\xc3\xa9", "\xe6\x97\xa5", "\xf0\x9f\x98\x80"}) {
+    EXPECT_NE(std::find(words.begin(), words.end(), word), words.end()) << word;
+  }
 }
 
 DatasetSpec SotuSpec() {

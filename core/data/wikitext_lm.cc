@@ -56,7 +56,7 @@ void SplitOnWhitespace(absl::string_view line, TokenSink emit) {
 }
 
 absl::Status TokenizeFile(const std::string& path, TokenSink emit) {
-  absl::StatusOr<std::string> text = ReadFileToString(path);
+  absl::StatusOr<std::string> text = ReadUtf8TextFile(path);
   if (!text.ok()) return text.status();
   bool any_word = false;
   TokenizeLines(*text, SplitOnWhitespace, [&](absl::string_view token) {

@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -146,6 +148,62 @@ TEST(WikiTextLmTest, FileErrorsNameTheFile) {
       dataset.status().message(),
       HasSubstr(dir + "/wiki.valid.tokens: the valid split has 3 tokens"));
   EXPECT_TRUE(LoadWikiText(Options(dir, 2)).ok());
+}
+
+// Random bytes, Latin-1 text or NUL bytes in a token file are refused with
+// the file and the first bad byte, instead of being split into tokens.
+TEST(WikiTextLmTest, BinaryOrNonUtf8FilesAreRefused) {
+  std::string random(4096, '\0');
+  uint64_t state = 0x13198a2e03707344ull;
+  for (char& b : random) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    b = static_cast<char>(state >> 56);
+  }
+  struct Case {
+    std::string name;
+    std::string bytes;
+    std::string message;  // after "<path>: "
+  };
+  const Case cases[] = {
+      {"latin1", " a b \n = Caf\xe9 = \n",
+       "byte 12 (0xe9, line 2) is not valid UTF-8; expected UTF-8 text"},
+      {"nul", std::string(" a b \n c\0d \n", 12),
+       "contains NUL bytes (the first at byte 8, line 2); expected UTF-8 "
+       "text"},
+      {"random", random, "; expected UTF-8 text"},
+  };
+  for (const Case& c : cases) {
+    const std::string dir = MakeDir("bad_" + c.name);
+    WriteFile(dir + "/wiki.train.tokens", " a b c d e f \n");
+    WriteFile(dir + "/wiki.valid.tokens", " a b c d e f \n");
+    WriteFile(dir + "/wiki.test.tokens", c.bytes);
+    auto dataset = LoadWikiText(Options(dir, 2));
+    ASSERT_FALSE(dataset.ok()) << c.name;
+    EXPECT_EQ(dataset.status().code(), absl::StatusCode::kDataLoss) << c.name;
+    EXPECT_THAT(std::string(dataset.status().message()),
+                ::testing::StartsWith(dir + "/wiki.test.tokens: "))
+        << c.name;
+    EXPECT_THAT(dataset.status().message(), HasSubstr(c.message)) << c.name;
+  }
+}
+
+// UTF-8 with 2-, 3- and 4-byte characters loads; they stay in their tokens.
+TEST(WikiTextLmTest, MultibyteUtf8Loads) {
+  const std::string dir = MakeDir("multibyte");
+  const std::string text =
+      " = Caf\xc3\xa9 = \n \xe6\x97\xa5\xe6\x9c\xac Caf\xc3\xa9 "
+      "\xf0\x9f\x98\x80 \xe2\x80\x94 \n";
+  for (const char* file :
+       {"/wiki.train.tokens", "/wiki.valid.tokens", "/wiki.test.tokens"}) {
+    WriteFile(dir + file, text);
+  }
+  auto dataset = LoadWikiText(Options(dir, 2));
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
+  const std::vector<std::string>& words = (*dataset)->corpus().words;
+  for (const std::string word :
+       {"Caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "\xf0\x9f\x98\x80", "\xe2\x80\x94"}) {
+    EXPECT_NE(std::find(words.begin(), words.end(), word), words.end()) << word;
+  }
 }
 
 TEST(WikiTextLmTest, ResolveAndValidate) {
