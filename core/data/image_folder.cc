@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 #include <opencv2/core.hpp>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/data/dataset_util.h"
 #include "core/data/example_order.h"
+#include "core/data/image_check.h"
 #include "core/data/random.h"
 #include "core/paths.h"
 
@@ -136,7 +138,31 @@ absl::StatusOr<std::vector<ImageEntry>> ListSplit(
   return entries;
 }
 
-// The pixels of `path` as 8-bit RGB, or a c10::Error naming the file.
+// Decodes every image once (CheckImageDecodes), on ATen's threads; the
+// first damaged file in split and path order is the error. Batches decode
+// lazily and cannot return a Status (core/dataset.h), so this is where a
+// damaged image is refused.
+absl::Status CheckSplitsDecode(
+    const std::array<std::vector<ImageEntry>, 3>& splits) {
+  std::vector<const std::string*> paths;
+  for (const auto& split : splits) {
+    for (const ImageEntry& entry : split) paths.push_back(&entry.path);
+  }
+  std::vector<absl::Status> results(paths.size());
+  at::parallel_for(0, static_cast<int64_t>(paths.size()), /*grain_size=*/8,
+                   [&](int64_t begin, int64_t end) {
+                     for (int64_t i = begin; i < end; ++i) {
+                       results[i] = CheckImageDecodes(*paths[i]);
+                     }
+                   });
+  for (const absl::Status& status : results) {
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
+// The pixels of `path` as 8-bit RGB, or a c10::Error naming the file. Loading
+// has decoded every file once, so this fails only for a file changed since.
 cv::Mat DecodeRgb(const std::string& path) {
   cv::Mat bgr;
   try {
@@ -342,6 +368,7 @@ absl::StatusOr<std::unique_ptr<Dataset>> LoadImageFolder(
     if (!entries.ok()) return entries.status();
     splits[s] = *std::move(entries);
   }
+  if (absl::Status s = CheckSplitsDecode(splits); !s.ok()) return s;
   return std::unique_ptr<Dataset>(std::make_unique<ImageFolderDataset>(
       std::move(splits), static_cast<int64_t>(classes->size()),
       options.image_size(), options.augment()));

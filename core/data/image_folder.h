@@ -10,10 +10,16 @@
 //  * Images: files ending in .jpg .jpeg .png .bmp .ppm .pgm .pbm .tif .tiff
 //    .webp (any case) anywhere below a class directory, sorted by path;
 //    other files and hidden ones are skipped.
-//  * Loading lists the files and checks each one's header with OpenCV
-//    (cv::haveImageReader), so an unreadable or non-image file is an error
-//    naming it. Pixels are decoded on demand in GetBatch/GetExamples; a file
-//    damaged past its header fails there with a c10::Error naming it.
+//  * Loading lists the files, checks each one's header with OpenCV
+//    (cv::haveImageReader) and then decodes every file once
+//    (core/data/image_check.h: JPEGs with libjpeg at 1/8 scale, where a
+//    truncated or corrupt data segment is an error, other formats with
+//    OpenCV), so an unreadable, non-image or damaged file is a DataLoss error
+//    naming it before training starts. Batches cannot return a Status
+//    (core/dataset.h), hence the check at load; it costs about one reduced
+//    decode per image, spread over ATen's threads. Pixels are decoded again
+//    on demand in GetBatch/GetExamples; only a file changed after loading
+//    can still fail there (a c10::Error naming it).
 //  * Preprocessing: decode to RGB (grey images are replicated), resize so
 //    the shorter side is image_size (area interpolation when shrinking,
 //    bilinear when enlarging), crop the central image_size x image_size

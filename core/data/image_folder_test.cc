@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <string>
 #include <vector>
@@ -233,12 +234,60 @@ TEST(ImageFolderTest, DirectoryAndImageErrorsNameThePath) {
   EXPECT_THAT(LoadError(empty_file).message(),
               HasSubstr(empty_file + "/val/bee/2.jpg: unreadable image"));
 
-  // A PNG cut after its header passes the listing check and fails on decode.
+  // A PNG cut after its header passes the header check and fails the decode
+  // check at load.
   const std::string truncated = MakeFixture("truncated");
-  const std::string path = truncated + "/train/ant/1.png";
-  std::filesystem::resize_file(path, 40);
-  auto dataset = LoadImageFolder(Options(truncated, 4));
+  const std::string png = truncated + "/train/ant/1.png";
+  std::filesystem::resize_file(png, 40);
+  status = LoadError(truncated);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(status.message(),
+            png + ": cannot decode image (corrupt or truncated pixel data)");
+}
+
+// A JPEG written by OpenCV, then cut or damaged after its headers: OpenCV
+// would decode it silently (grey or garbled blocks) or fail mid-training;
+// loading refuses it, naming the file.
+TEST(ImageFolderTest, DamagedJpegIsRefusedAtLoad) {
+  const std::string dir = MakeFixture("damaged_jpeg");
+  const std::string jpeg = dir + "/val/bee/2.jpg";
+  cv::Mat noise(40, 40, CV_8UC3);
+  cv::RNG(3).fill(noise, cv::RNG::UNIFORM, 0, 256);
+  ASSERT_TRUE(cv::imwrite(jpeg, noise));
+  ASSERT_TRUE(LoadImageFolder(Options(dir, 8)).ok());  // intact: loads
+
+  std::string bytes;
+  {
+    std::ifstream in(jpeg, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const size_t sos = bytes.find("\xff\xda");
+  ASSERT_NE(sos, std::string::npos);
+  std::ofstream(jpeg, std::ios::binary | std::ios::trunc)
+      << bytes.substr(0, sos + 200);
+  absl::Status status = LoadError(dir);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(status.message(),
+            jpeg + ": damaged JPEG data: Premature end of JPEG file (expected "
+                   "an image that decodes intact)");
+
+  std::string corrupt = bytes;
+  for (size_t i = sos + 20; i < sos + 60; ++i) corrupt[i] = '\xd9';
+  std::ofstream(jpeg, std::ios::binary | std::ios::trunc) << corrupt;
+  status = LoadError(dir);
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(status.message(),
+              HasSubstr(jpeg + ": damaged JPEG data: Corrupt JPEG data: "));
+}
+
+// Only a file damaged after loading can still fail in a batch, with a
+// c10::Error naming it (Dataset::GetBatch returns no Status).
+TEST(ImageFolderTest, FileDamagedAfterLoadingFailsInTheBatch) {
+  const std::string dir = MakeFixture("damaged_later");
+  const std::string path = dir + "/train/ant/1.png";
+  auto dataset = LoadImageFolder(Options(dir, 4));
   ASSERT_TRUE(dataset.ok()) << dataset.status();
+  std::filesystem::resize_file(path, 40);
   try {
     (*dataset)->GetExamples(Split::kTrain, {0});
     ADD_FAILURE() << "decoding a truncated PNG did not fail";
