@@ -94,7 +94,7 @@ absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
   const std::unordered_set<const c10::TensorImpl*> router_tensors =
       partial ? RouterTensors(model) : std::unordered_set<const c10::TensorImpl*>{};
   std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (target, saved)
-  std::vector<std::string> missing_router, missing_required;
+  std::vector<std::string> missing_router, missing_required, mismatched;
   auto check = [&](const std::string& name, const at::Tensor& target,
                    bool is_buffer) -> absl::Status {
     at::Tensor saved;
@@ -107,10 +107,9 @@ absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
       return absl::OkStatus();
     }
     if (saved.sizes() != target.sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "checkpoint '", path, "': '", name, "' has shape ",
-          c10::str(saved.sizes()), ", the model expects ",
-          c10::str(target.sizes())));
+      mismatched.push_back(absl::StrCat("'", name, "' has shape ", c10::str(saved.sizes()),
+                                        ", the model expects ", c10::str(target.sizes())));
+      return absl::OkStatus();
     }
     copies.emplace_back(target, saved);
     return absl::OkStatus();
@@ -141,10 +140,21 @@ absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
     }
     return absl::InvalidArgumentError(absl::StrFormat(
         "checkpoint '%s' does not fit this model: %d of its %d tensors outside the "
-        "routers are missing (%s); only router parameters may differ (a checkpoint of "
+        "routers are missing (%s)%s; only router parameters may differ (a checkpoint of "
         "the same model with another router). Was it written by another model?",
         path, missing_required.size(), tensors - static_cast<int64_t>(router_tensors.size()),
-        names));
+        names,
+        mismatched.empty()
+            ? ""
+            : absl::StrCat(" and ", mismatched.size(), " have another shape (",
+                           mismatched.front(), mismatched.size() > 1 ? ", ..." : "", ")")));
+  }
+  if (!mismatched.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("checkpoint '", path, "': ", mismatched.front(),
+                     mismatched.size() > 1
+                         ? absl::StrCat(" (and ", mismatched.size() - 1, " more)")
+                         : ""));
   }
   for (auto& [target, saved] : copies) target.copy_(saved);
   if (partial) *not_loaded = std::move(missing_router);
