@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <new>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -17,6 +19,7 @@
 #include <torch/utils.h>
 #include <torch/version.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -353,6 +356,85 @@ double Mean(const std::vector<double>& v) {
   return s / v.size();
 }
 
+// What RunExperiment's error boundary needs to know about a run in progress.
+struct RunProgress {
+  // What the run was doing, for errors: "building model 'vmoe_vit'".
+  std::string stage = "setting up";
+  // The run directory once the run owns it (its result.json may be
+  // written); empty before that, or when it turned out to be another run's.
+  std::string dir;
+  // result.json of this spec's earlier invocation, when there was one.
+  std::optional<RunResult> previous;
+  // True once TrainingState::result holds the whole record (a resumed run's
+  // loaded from its checkpoint).
+  bool state_loaded = false;
+  std::chrono::steady_clock::time_point wall_start = std::chrono::steady_clock::now();
+  double wall_before = 0;
+};
+
+// Refuses to start in a directory that holds a run of another spec
+// (another spec hash in its result.json) unless options.overwrite; a run of
+// this spec found there is returned in `previous`.
+absl::Status CheckRunDirectory(const std::string& dir, const ExperimentSpec& spec,
+                               const RunOptions& options, std::optional<RunResult>* previous) {
+  const std::string path = dir + "/result.json";
+  std::error_code error;
+  if (!fs::exists(path, error)) return absl::OkStatus();
+  const std::string hash = SpecHash(spec);
+  absl::StatusOr<std::string> json = ReadFile(path);
+  RunResult existing;
+  google::protobuf::util::JsonParseOptions parse;
+  parse.ignore_unknown_fields = true;
+  const bool readable =
+      json.ok() && google::protobuf::util::JsonStringToMessage(*json, &existing, parse).ok();
+  if (readable && existing.spec_hash() == hash) {
+    *previous = std::move(existing);
+    return absl::OkStatus();
+  }
+  if (options.overwrite) {
+    if (options.verbose) {
+      std::fprintf(stderr, "warning: --overwrite: replacing the run in %s (spec %s)\n",
+                   dir.c_str(), readable ? existing.spec_hash().c_str() : "unreadable");
+    }
+    return absl::OkStatus();
+  }
+  const std::string what =
+      readable ? absl::StrCat("a ", existing.status().empty() ? "" : existing.status() + " ",
+                              "run of a different spec (hash ", existing.spec_hash(),
+                              "; this spec's hash is ", hash, ")")
+               : absl::StrCat("a result.json this run cannot read (this spec's hash is ",
+                              hash, ")");
+  return absl::FailedPreconditionError(absl::StrCat(
+      options.resume ? "cannot resume: " : "", "the run directory ", dir, " holds ", what,
+      "; refusing to overwrite it. Give the spec another name, choose another output "
+      "directory (--output_dir), or pass --overwrite to replace it"));
+}
+
+// Records a failed run in its result.json (when it owns its directory and
+// has not recorded a more specific end itself, as a non-finite stop does).
+void RecordFailure(const absl::Status& status, const RunOptions& options,
+                   const RunProgress& progress, const TrainingState& state) {
+  if (progress.dir.empty()) return;
+  const std::string& recorded = state.result.status();
+  if (!recorded.empty() && recorded != "RUNNING") return;
+  // A resumed run that failed before its checkpoint was read: what the
+  // directory held is still its record.
+  RunResult result = options.resume && !progress.state_loaded && progress.previous.has_value()
+                         ? *progress.previous
+                         : state.result;
+  result.set_status("FAILED");
+  result.set_status_reason(std::string(status.message()));
+  result.set_wall_time_s(progress.wall_before +
+                         std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                       progress.wall_start)
+                             .count());
+  if (absl::Status s = WriteOutputs(progress.dir, result); !s.ok()) {
+    // The disk may be what failed: say so, beside the run's own error.
+    std::fprintf(stderr, "error: cannot record the failure in %s/result.json: %s\n",
+                 progress.dir.c_str(), std::string(s.message()).c_str());
+  }
+}
+
 }  // namespace
 
 std::string FlagIdentityAggregation(RunResult* result) {
@@ -386,8 +468,12 @@ std::string RunDirectory(const ExperimentSpec& spec, const RunOptions& options) 
   return root + "/" + spec.name();
 }
 
-absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
-                                        const RunOptions& options) {
+namespace {
+
+// The run's stages, in RunExperiment's error boundary: what it does when
+// an exception escapes is decided by `boundary`.
+absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions& options,
+                                    TrainingState& state, RunProgress& boundary) {
   const auto wall_start = std::chrono::steady_clock::now();
   const int threads = ThreadsFor(spec.runtime());
   at::set_num_threads(threads);
@@ -401,20 +487,13 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
   }
   torch::manual_seed(spec.seed());
 
-  absl::StatusOr<std::unique_ptr<Dataset>> loaded = LoadDataset(spec.dataset());
-  if (!loaded.ok()) return loaded.status();
-  const Dataset& data = **loaded;
-  const DatasetInfo& info = data.info();
-  const bool language = info.task == Task::kLanguageModeling;
-
-  absl::StatusOr<std::shared_ptr<Model>> created = CreateModel(spec, info);
-  if (!created.ok()) return created.status();
-  Model& model = **created;
-  model.to(device);
-  std::unique_ptr<torch::optim::Optimizer> optimizer =
-      MakeOptimizer(spec.training(), model);
-
+  // The run directory first: refusing another spec's run costs nothing, and
+  // from here on every failure is recorded in result.json.
   const std::string dir = RunDirectory(spec, options);
+  boundary.stage = absl::StrCat("checking the run directory ", dir);
+  if (absl::Status s = CheckRunDirectory(dir, spec, options, &boundary.previous); !s.ok()) {
+    return s;
+  }
   std::error_code error;
   fs::create_directories(dir, error);
   if (error) {
@@ -434,7 +513,6 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
   }
   std::FILE* log = stderr;
 
-  TrainingState state;
   RunResult& result = state.result;
   *result.mutable_spec() = spec;
   result.set_spec_hash(SpecHash(spec));
@@ -446,6 +524,23 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
   result.mutable_versions()->set_device(spec.runtime().device());
   const SourceRevision source = options.source.value_or(CurrentSourceRevision());
   *result.mutable_source() = source;
+  boundary.dir = dir;
+  boundary.wall_start = wall_start;
+
+  boundary.stage = absl::StrCat("loading dataset '", spec.dataset().name(), "'");
+  absl::StatusOr<std::unique_ptr<Dataset>> loaded = LoadDataset(spec.dataset());
+  if (!loaded.ok()) return loaded.status();
+  const Dataset& data = **loaded;
+  const DatasetInfo& info = data.info();
+  const bool language = info.task == Task::kLanguageModeling;
+
+  boundary.stage = absl::StrCat("building model '", spec.model().name(), "'");
+  absl::StatusOr<std::shared_ptr<Model>> created = CreateModel(spec, info);
+  if (!created.ok()) return created.status();
+  Model& model = **created;
+  model.to(device);
+  std::unique_ptr<torch::optim::Optimizer> optimizer =
+      MakeOptimizer(spec.training(), model);
 
   std::vector<std::shared_ptr<Router>> routers = model.Routers();
   const bool leaks_future =
@@ -462,12 +557,16 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
         "beside it"));
   }
 
+  std::vector<std::string> load_warnings;
   if (options.resume && fs::exists(checkpoint)) {
-    if (absl::Status s = LoadCheckpoint(checkpoint, model, *optimizer, &state);
+    boundary.stage = absl::StrCat("loading checkpoint '", checkpoint, "'");
+    if (absl::Status s = LoadCheckpoint(checkpoint, model, *optimizer, &state, &load_warnings);
         !s.ok()) {
       return s;
     }
     if (state.result.spec_hash() != SpecHash(spec)) {
+      // Not this run's directory after all: leave its result.json alone.
+      boundary.dir.clear();
       return absl::FailedPreconditionError(absl::StrCat(
           "cannot resume: ", checkpoint, " was written by a different spec (hash ",
           state.result.spec_hash(), ", this spec ", SpecHash(spec),
@@ -499,24 +598,27 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
                    static_cast<long long>(state.step));
     }
   } else if (!spec.evaluation().init_checkpoint().empty()) {
+    const std::string init = ResolveUserPath(spec.evaluation().init_checkpoint());
+    boundary.stage = absl::StrCat("loading evaluation.init_checkpoint '", init, "'");
     std::vector<std::string> not_loaded;
-    if (absl::Status s = LoadWeights(ResolveUserPath(spec.evaluation().init_checkpoint()),
-                                     model, &not_loaded);
-        !s.ok()) {
-      return s;
+    if (absl::Status s = LoadWeights(init, model, &not_loaded, &load_warnings); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("evaluation.init_checkpoint: ", s.message()));
     }
     if (!not_loaded.empty()) {
       result.add_warnings(absl::StrCat(
-          "parameters not in evaluation.init_checkpoint keep their initial values: ",
+          "router parameters not in evaluation.init_checkpoint keep their initial values: ",
           absl::StrJoin(not_loaded, ", ")));
     }
   }
+  for (const std::string& w : load_warnings) result.add_warnings(w);
+  boundary.state_loaded = true;
   for (const std::string& w : result.warnings()) {
     if (options.verbose) std::fprintf(log, "warning: %s\n", w.c_str());
   }
 
   // Wall time accumulates over resumed invocations.
   const double wall_before = result.wall_time_s();
+  boundary.wall_before = wall_before;
   auto wall_now = [&] {
     return wall_before + std::chrono::duration<double>(
                              std::chrono::steady_clock::now() - wall_start)
@@ -540,6 +642,7 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
 
   int epochs_this_run = 0;
   for (int epoch = state.epochs_done; epoch < training.epochs(); ++epoch) {
+    boundary.stage = absl::StrFormat("training epoch %d", epoch + 1);
     model.train();
     ProgressReporter progress(log, absl::StrFormat("epoch %d/%d", epoch + 1, training.epochs()),
                               steps_per_epoch, language ? "tok" : "img");
@@ -578,6 +681,7 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
     if (options.verbose) progress.Finish();
     const double train_seconds = progress.elapsed_seconds();
 
+    boundary.stage = absl::StrFormat("evaluating epoch %d", epoch + 1);
     Evaluation valid = Evaluate(model, data, Split::kValid, batch_size,
                                 spec.evaluation().max_eval_batches(), device);
     std::vector<ProbeAssignment> assignment =
@@ -617,9 +721,12 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
     state.rng_state = at::detail::getDefaultCPUGenerator().get_state();
     result.set_status("RUNNING");
     result.set_wall_time_s(wall_now());
+    boundary.stage = absl::StrFormat("writing the outputs of epoch %d", epoch + 1);
     if (absl::Status s = WriteOutputs(dir, result); !s.ok()) return s;
+    boundary.stage = absl::StrFormat("writing the checkpoint after epoch %d", epoch + 1);
     if (absl::Status s = SaveCheckpoint(checkpoint, model, *optimizer, state); !s.ok()) {
-      return s;
+      return absl::Status(s.code(), absl::StrFormat("epoch %d finished but %s", epoch + 1,
+                                                    s.message()));
     }
     if (options.verbose) {
       std::vector<double> fluct;
@@ -642,6 +749,7 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
 
   // The final evaluation covers whole splits (max_eval_batches only bounds
   // the per-epoch one), so every reported number uses every sequence.
+  boundary.stage = "the final evaluation";
   FinalMetrics* final_metrics = result.mutable_final();
   Evaluation valid = Evaluate(model, data, Split::kValid, batch_size,
                               /*max_batches=*/0, device);
@@ -695,8 +803,43 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
   final_metrics->set_flops_per_token(stats.flops_per_token);
   result.set_status("COMPLETED");
   result.set_wall_time_s(wall_now());
+  boundary.stage = "writing the final outputs";
   if (absl::Status s = WriteOutputs(dir, result); !s.ok()) return s;
   if (options.verbose) std::printf("%s", FormatRunSummary(result).c_str());
+  return result;
+}
+
+}  // namespace
+
+absl::Status StatusFromException(const std::exception& e, absl::string_view doing) {
+  const std::string message = ExceptionMessage(e);
+  const bool out_of_memory =
+      dynamic_cast<const std::bad_alloc*>(&e) != nullptr ||
+      absl::StrContains(message, "not enough memory") ||
+      absl::StrContains(message, "can't allocate memory") ||
+      absl::StrContains(message, "out of memory");
+  if (out_of_memory) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("out of memory while ", doing, ": ", message));
+  }
+  return absl::InternalError(absl::StrCat(doing, ": ", message));
+}
+
+absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
+                                        const RunOptions& options) {
+  TrainingState state;
+  RunProgress progress;
+  absl::StatusOr<RunResult> result;
+  // The one error boundary: LibTorch reports errors (and allocation
+  // failures) as exceptions, and none may escape a StatusOr function.
+  try {
+    result = RunStages(spec, options, state, progress);
+  } catch (const std::exception& e) {
+    result = StatusFromException(e, progress.stage);
+  } catch (...) {
+    result = absl::InternalError(absl::StrCat(progress.stage, ": unknown exception"));
+  }
+  if (!result.ok()) RecordFailure(result.status(), options, progress, state);
   return result;
 }
 

@@ -6,10 +6,13 @@
 // outputs (spec.pbtxt, result.json, metrics.csv, checkpoint.pt) into
 // <output.directory>/<name>/.
 
+#include <exception>
 #include <optional>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "proto/experiment.pb.h"
 #include "proto/result.pb.h"
 
@@ -20,6 +23,10 @@ struct RunOptions {
   std::string output_directory;
   // Continue from the run directory's checkpoint when there is one.
   bool resume = false;
+  // Replace a run of another spec found in the run directory; without it
+  // such a run is refused (FailedPrecondition naming the directory and both
+  // spec hashes).
+  bool overwrite = false;
   // Stop (as if killed) after this many epochs of this invocation; 0 = run
   // to the end. For testing kill-and-resume.
   int stop_after_epochs = 0;
@@ -33,8 +40,21 @@ struct RunOptions {
 // final RunResult; a run stopped by a non-finite loss returns an error that
 // says so, after writing result.json with that status and keeping the last
 // good checkpoint.
+//
+// No exception escapes: an error LibTorch throws (a c10::Error, a failed
+// allocation) becomes a Status through StatusFromException, named by what
+// the run was doing. Once the run owns its directory (after the check for
+// another spec's run there), any failure is recorded in result.json as
+// status "FAILED" with the error in status_reason, written atomically.
 absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
                                         const RunOptions& options);
+
+// The Status for an exception that escaped while `doing` something
+// ("building model 'vmoe_vit'"): ResourceExhausted "out of memory while
+// <doing>: ..." for std::bad_alloc and LibTorch's allocation failures,
+// Internal "<doing>: ..." otherwise; the message is one line (a c10::Error's
+// backtrace is dropped, see ExceptionMessage).
+absl::Status StatusFromException(const std::exception& e, absl::string_view doing);
 
 // The human-readable summary printed at the end of a run.
 std::string FormatRunSummary(const RunResult& result);

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -32,6 +33,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "core/atomic_file.h"
+#include "core/checkpoint.h"
 #include "core/paths.h"
 #include "core/progress.h"
 #include "core/provenance.h"
@@ -545,5 +547,14 @@ int main(int argc, char** argv) {
       "  reproduce --table=graph_of_tokens_lm [--render_only] [--output_dir=results]\n"
       "  reproduce --table=graph_of_tokens_lm --rerun_stale  # runs from other code, again");
   absl::ParseCommandLine(argc, argv);
-  return moelab::Main();
+  // RunExperiment converts errors to a Status; this is the last resort for
+  // anything outside it (spec loading, printing).
+  try {
+    return moelab::Main();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", moelab::ExceptionMessage(e).c_str());
+  } catch (...) {
+    std::fprintf(stderr, "error: unknown exception\n");
+  }
+  return 1;
 }

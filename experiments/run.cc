@@ -1,7 +1,10 @@
 // Runs one experiment spec: `bazel run //experiments:run -- --spec=PATH`.
-// `--list` prints every registered router, model and dataset.
+// `--list` prints every registered router, model and dataset. Every failure
+// ends with one "error: ..." line on stderr and a non-zero exit status (2 for
+// a missing flag, 1 otherwise); no exception escapes.
 
 #include <cstdio>
+#include <exception>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -9,6 +12,7 @@
 #include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "core/checkpoint.h"
 #include "core/dataset.h"
 #include "core/model.h"
 #include "core/paths.h"
@@ -24,6 +28,9 @@ ABSL_FLAG(bool, validate_only, false,
           "Load, resolve and validate the spec, print it, then exit.");
 ABSL_FLAG(bool, resume, false,
           "Continue from the run directory's last checkpoint, if any.");
+ABSL_FLAG(bool, overwrite, false,
+          "Replace a run of a different spec found in the run directory "
+          "(<output directory>/<name>); without it such a run is refused.");
 ABSL_FLAG(std::string, output_dir, "",
           "Write the run under this directory instead of the spec's "
           "output.directory.");
@@ -63,6 +70,7 @@ int Main() {
   }
   RunOptions options;
   options.resume = absl::GetFlag(FLAGS_resume);
+  options.overwrite = absl::GetFlag(FLAGS_overwrite);
   options.output_directory = ResolveUserPath(absl::GetFlag(FLAGS_output_dir));
   std::fprintf(stderr, "run %s (spec %s) -> %s\n", spec->name().c_str(),
                SpecHash(*spec).c_str(), RunDirectory(*spec, options).c_str());
@@ -84,5 +92,14 @@ int main(int argc, char** argv) {
       "  run --spec=experiments/specs/quickstart_sotu.pbtxt\n"
       "  run --list");
   absl::ParseCommandLine(argc, argv);
-  return moelab::Main();
+  // RunExperiment converts errors to a Status; this is the last resort for
+  // anything outside it (spec loading, printing).
+  try {
+    return moelab::Main();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", moelab::ExceptionMessage(e).c_str());
+  } catch (...) {
+    std::fprintf(stderr, "error: unknown exception\n");
+  }
+  return 1;
 }
