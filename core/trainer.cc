@@ -429,8 +429,8 @@ void RecordFailure(const absl::Status& status, const RunOptions& options,
                                                        progress.wall_start)
                              .count());
   if (absl::Status s = WriteOutputs(progress.dir, result); !s.ok()) {
-    // The disk may be what failed: say so, beside the run's own error.
-    std::fprintf(stderr, "error: cannot record the failure in %s/result.json: %s\n",
+    // The disk may be what failed: say so, beside the run's own error line.
+    std::fprintf(stderr, "warning: the failure could not be recorded in %s/result.json: %s\n",
                  progress.dir.c_str(), std::string(s.message()).c_str());
   }
 }
