@@ -25,6 +25,8 @@ absl::StatusOr<CpuInfo> ParseCpuInfo(absl::string_view text) {
     const absl::string_view value = absl::StripAsciiWhitespace(line.substr(colon + 1));
     if (key == "processor") {
       ++cpu.logical_cpus;
+    } else if (key == "vendor_id" && cpu.vendor.empty()) {
+      cpu.vendor = std::string(value);
     } else if (key == "model name" && cpu.model.empty()) {
       cpu.model = std::string(value);
     } else if (key == "cpu family" && cpu.family < 0) {
@@ -53,6 +55,10 @@ absl::StatusOr<CpuInfo> ReadCpuInfo() {
   std::stringstream text;
   text << in.rdbuf();
   return ParseCpuInfo(text.str());
+}
+
+bool Bf16MatmulOutrunsFp32(const CpuInfo& cpu) {
+  return cpu.amx_bf16 || (cpu.avx512_bf16 && cpu.vendor == "AuthenticAMD");
 }
 
 std::string DescribeCpu(const CpuInfo& cpu) {

@@ -36,6 +36,20 @@ TEST(CpuInfoTest, ParsesModelFamilyCountAndFlags) {
   EXPECT_FALSE(cpu->amx_bf16);
 }
 
+TEST(CpuInfoTest, Bf16OutrunsFp32OnAmdWithAvx512Bf16OrWithAmx) {
+  absl::StatusOr<CpuInfo> amd = ParseCpuInfo(kTwoCores);
+  ASSERT_TRUE(amd.ok());
+  EXPECT_EQ(amd->vendor, "AuthenticAMD");
+  EXPECT_TRUE(Bf16MatmulOutrunsFp32(*amd));
+  CpuInfo intel = *amd;
+  intel.vendor = "GenuineIntel";
+  EXPECT_FALSE(Bf16MatmulOutrunsFp32(intel));  // AVX512-BF16, no AMX
+  intel.amx_bf16 = true;
+  EXPECT_TRUE(Bf16MatmulOutrunsFp32(intel));
+  amd->avx512_bf16 = false;
+  EXPECT_FALSE(Bf16MatmulOutrunsFp32(*amd));
+}
+
 TEST(CpuInfoTest, FlagsAreWholeWords) {
   // "avx512_bf16_x" and "xavx2" are not avx512_bf16 and avx2.
   absl::StatusOr<CpuInfo> cpu =

@@ -118,10 +118,10 @@ absl::Status Main() {
               language ? absl::StrCat(" x ", info.sequence_length, " tokens").c_str()
                        : " images",
               at::get_num_threads(), spec->runtime().device().c_str());
-  std::printf("precision: %s\n", PrecisionName(precision));
-  if (precision == BF16 && device.is_cpu() && !HasOneDnnBf16Matmul()) {
-    std::printf("note: oneDNN runs no bf16 GEMM on this processor; bf16 products are "
-                "formed in fp32 (same numbers, no speed-up)\n");
+  if (precision == BF16) {
+    std::printf("precision: bf16 (%s)\n", DescribeBf16Operands());
+  } else {
+    std::printf("precision: %s\n", PrecisionName(precision));
   }
 
   // The trainer opens the same scope around its steps; TrainStep does not.

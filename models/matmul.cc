@@ -1,12 +1,19 @@
 #include "models/matmul.h"
 
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <c10/util/BFloat16.h>
 #include <oneapi/dnnl/dnnl.h>
 
+#include <atomic>
 #include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "core/cpu_info.h"
 
 // oneDNN exports its bf16 GEMM (used by its own tests and benchdnn) without
 // declaring it in the public headers; the declaration is the one in its
@@ -62,17 +69,74 @@ void AtenMatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
 
 }  // namespace
 
-at::ScalarType OperandType(Precision precision) {
-  return precision == BF16 ? at::kBFloat16 : at::kFloat;
-}
-
-at::Tensor MatmulOperand(const at::Tensor& t, Precision precision) {
-  return t.scalar_type() == at::kFloat ? t.to(OperandType(precision)) : t;
-}
-
 bool HasOneDnnBf16Matmul() {
   static const bool works = OneDnnBf16Works();
   return works;
+}
+
+namespace {
+
+Bf16Operands ChooseBf16Operands() {
+  const absl::StatusOr<CpuInfo> cpu = ReadCpuInfo();
+  return HasOneDnnBf16Matmul() && cpu.ok() && Bf16MatmulOutrunsFp32(*cpu)
+             ? Bf16Operands::kBf16
+             : Bf16Operands::kRoundedFp32;
+}
+
+std::atomic<Bf16Operands>& Bf16OperandsSetting() {
+  static std::atomic<Bf16Operands> setting(ChooseBf16Operands());
+  return setting;
+}
+
+}  // namespace
+
+Bf16Operands CurrentBf16Operands() { return Bf16OperandsSetting().load(); }
+
+void SetBf16Operands(Bf16Operands operands) { Bf16OperandsSetting().store(operands); }
+
+const char* DescribeBf16Operands() {
+  if (CurrentBf16Operands() == Bf16Operands::kBf16) {
+    return "bf16 operands, oneDNN bf16 x bf16 -> fp32 GEMM";
+  }
+  return "bf16-rounded operands held in fp32, oneDNN fp32 sgemm (this processor's bf16 "
+         "products are not faster)";
+}
+
+at::ScalarType OperandType(Precision precision) {
+  return precision == BF16 && CurrentBf16Operands() == Bf16Operands::kBf16 ? at::kBFloat16
+                                                                           : at::kFloat;
+}
+
+namespace {
+
+// t rounded to the nearest bf16 (ties to even, as c10::BFloat16 rounds),
+// kept in fp32, in one pass instead of the two of .to(bf16).to(float).
+at::Tensor RoundToBf16InFp32(const at::Tensor& t) {
+  const at::Tensor source = t.contiguous();
+  at::Tensor rounded = at::empty_like(source);
+  const auto* in = reinterpret_cast<const uint32_t*>(source.data_ptr<float>());
+  auto* out = reinterpret_cast<uint32_t*>(rounded.data_ptr<float>());
+  at::parallel_for(0, source.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const uint32_t bits = in[i];
+      const uint32_t nearest = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+      // NaN stays a (quiet) NaN instead of rounding into infinity.
+      const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+      out[i] = nan ? ((bits | 0x00400000u) & 0xffff0000u) : nearest;
+    }
+  });
+  return rounded;
+}
+
+}  // namespace
+
+at::Tensor MatmulOperand(const at::Tensor& t, Precision precision) {
+  if (t.scalar_type() != at::kFloat || precision != BF16) return t;
+  if (CurrentBf16Operands() == Bf16Operands::kBf16) return t.to(at::kBFloat16);
+  if (at::GradMode::is_enabled() && t.requires_grad()) {
+    return t.to(at::kBFloat16).to(at::kFloat);  // differentiable, as casts are
+  }
+  return RoundToBf16InFp32(t);
 }
 
 void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,

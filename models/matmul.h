@@ -31,12 +31,35 @@
 
 namespace moelab {
 
-// kFloat for FP32 (and PRECISION_UNSPECIFIED), kBFloat16 for BF16.
+// How BF16 holds its operands, chosen once per process from the processor
+// (core/cpu_info.h: Bf16MatmulOutrunsFp32), never from a timing, so that a
+// run's numbers do not depend on the machine's load that day.
+enum class Bf16Operands {
+  // bf16 tensors (half the memory), multiplied by oneDNN's bf16 x bf16 ->
+  // fp32 GEMM: where bf16 products outrun fp32 ones (AMX, AMD Zen 4/5).
+  kBf16,
+  // fp32 tensors holding bf16-rounded values, multiplied by the fp32 sgemm:
+  // the same arithmetic (the product of two bf16 numbers is exact in fp32,
+  // and both GEMMs accumulate in fp32) up to summation order, at the speed of
+  // the faster GEMM on processors whose bf16 products are slower.
+  kRoundedFp32,
+};
+Bf16Operands CurrentBf16Operands();
+// Overrides the choice for the rest of the process (tests, benchmarks).
+void SetBf16Operands(Bf16Operands operands);
+// One phrase for logs: how BF16's operands are held and multiplied here.
+const char* DescribeBf16Operands();
+
+// The type MatmulOperand gives a float tensor: kFloat for FP32 (and
+// PRECISION_UNSPECIFIED) and for BF16 held as kRoundedFp32; kBFloat16 for
+// BF16 held as kBf16.
 at::ScalarType OperandType(Precision precision);
 
-// A float `t` in OperandType(precision): a no-op at FP32. Tensors of other
-// types (double, in tests' references) come back unchanged. Differentiable:
-// the gradient flows back in t's own type.
+// A float `t` rounded to the precision's operands, in OperandType(precision):
+// a no-op at FP32. Tensors of other types (double, in tests' references) come
+// back unchanged. Meant for the forward passes of hand-written autograd
+// functions; under autograd it differentiates as a cast does (the gradient is
+// cast back, so it too is rounded to bf16).
 at::Tensor MatmulOperand(const at::Tensor& t, Precision precision);
 
 // out = a b, or out += a b when `accumulate`. a: [M, K], b: [K, N], both

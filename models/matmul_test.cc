@@ -2,6 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+#include <limits>
+
 #include "gtest/gtest.h"
 
 namespace moelab {
@@ -43,13 +46,45 @@ TEST(MatmulTest, AccumulatesIntoARowBlockOfALargerMatrix) {
   EXPECT_TRUE(torch::allclose(big.narrow(0, 2, 5), at::mm(a, b), 1e-5, 1e-5));
 }
 
-TEST(MatmulTest, Bf16OperandsAccumulateInFp32) {
+// Restores the process's choice of bf16 operands when a test ends.
+class Bf16OperandsTest : public ::testing::TestWithParam<Bf16Operands> {
+ protected:
+  void SetUp() override { SetBf16Operands(GetParam()); }
+  void TearDown() override { SetBf16Operands(saved_); }
+  const Bf16Operands saved_ = CurrentBf16Operands();
+};
+
+TEST_P(Bf16OperandsTest, OperandsAreBf16RoundedInTheChosenStorage) {
+  torch::manual_seed(5);
+  const at::Tensor x = torch::randn({7, 9});
+  const at::Tensor op = MatmulOperand(x, BF16);
+  EXPECT_EQ(op.scalar_type(), OperandType(BF16));
+  EXPECT_EQ(op.scalar_type(),
+            GetParam() == Bf16Operands::kBf16 ? at::kBFloat16 : at::kFloat);
+  const at::Tensor values = op.to(at::kFloat);
+  EXPECT_TRUE(values.equal(x.to(at::kBFloat16).to(at::kFloat)));  // exactly bf16
+  EXPECT_FALSE(values.equal(x));                                   // really rounded
+  // Ties, NaN, infinities and the largest finite numbers round as c10 does.
+  const at::Tensor special = torch::tensor(
+      {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -0.0f, 3.3895314e38f, -3.4e38f,
+       std::numeric_limits<float>::infinity(), 1e-40f});
+  EXPECT_TRUE(MatmulOperand(special, BF16).to(at::kFloat).equal(
+      special.to(at::kBFloat16).to(at::kFloat)));
+  const at::Tensor nan = MatmulOperand(torch::full({3}, std::nanf("")), BF16);
+  EXPECT_TRUE(nan.isnan().all().item<bool>());
+  // Under autograd it differentiates as casts do: the gradient comes back in
+  // fp32 (ones survive the round trip exactly).
+  const at::Tensor leaf = x.clone().requires_grad_();
+  MatmulOperand(leaf, BF16).to(at::kFloat).sum().backward();
+  EXPECT_TRUE(leaf.grad().equal(torch::ones({7, 9})));
+}
+
+TEST_P(Bf16OperandsTest, Bf16OperandsAccumulateInFp32) {
   // The result must be the exact product of the bf16-rounded operands up to
   // fp32 summation error, not a bf16-rounded result (relative 2^-8 = 4e-3).
   torch::manual_seed(2);
   const at::Tensor a = torch::randn({64, 512}), b = torch::randn({512, 48});
   const at::Tensor a16 = MatmulOperand(a, BF16), b16 = MatmulOperand(b, BF16);
-  ASSERT_EQ(a16.scalar_type(), at::kBFloat16);
   const at::Tensor got = Matmul(a16, b16);
   ASSERT_EQ(got.scalar_type(), at::kFloat);
   const at::Tensor exact = at::mm(a16.to(at::kDouble), b16.to(at::kDouble));
@@ -60,6 +95,20 @@ TEST(MatmulTest, Bf16OperandsAccumulateInFp32) {
   EXPECT_GT(RelativeError(got, fp32), 1e-5);  // it really ran on rounded operands
   // Transposed bf16 operands too.
   EXPECT_LT(RelativeError(Matmul(a16.t().contiguous().t(), b16), exact), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(BothStorages, Bf16OperandsTest,
+                         ::testing::Values(Bf16Operands::kBf16, Bf16Operands::kRoundedFp32),
+                         [](const auto& info) {
+                           return info.param == Bf16Operands::kBf16 ? "Bf16" : "RoundedFp32";
+                         });
+
+TEST(MatmulTest, Bf16TensorsMultiplyWhateverTheChosenStorage) {
+  torch::manual_seed(6);
+  const at::Tensor a = torch::randn({16, 32}).to(at::kBFloat16);
+  const at::Tensor b = torch::randn({32, 8}).to(at::kBFloat16);
+  const at::Tensor exact = at::mm(a.to(at::kDouble), b.to(at::kDouble));
+  EXPECT_LT(RelativeError(Matmul(a, b), exact), 1e-5);
 }
 
 TEST(MatmulTest, EmptyDimensions) {
@@ -75,7 +124,6 @@ TEST(MatmulTest, EmptyDimensions) {
 TEST(MatmulTest, OperandTypes) {
   EXPECT_EQ(OperandType(FP32), at::kFloat);
   EXPECT_EQ(OperandType(PRECISION_UNSPECIFIED), at::kFloat);
-  EXPECT_EQ(OperandType(BF16), at::kBFloat16);
   const at::Tensor x = torch::randn({2, 3});
   EXPECT_TRUE(MatmulOperand(x, FP32).is_same(x));  // no copy at fp32
 }
