@@ -1,7 +1,10 @@
 #include "core/threading_environment.h"
 
+#include <dlfcn.h>
 #include <malloc.h>
 #include <unistd.h>
+
+#include <ATen/Parallel.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +22,22 @@ void ReexecWithPassiveOpenMpWaiting(int argc, char** argv) {
   execv("/proc/self/exe", argv);
   // Only reached when exec failed: run on, just slower.
   std::perror("moelab: re-executing with OMP_WAIT_POLICY=PASSIVE failed");
+}
+
+void SetIntraOpThreads(int threads) {
+  at::set_num_threads(threads);
+  // Looked up at run time: libblas.so.3 is OpenBLAS only where Debian's
+  // alternatives say so (third_party/setup.sh installs it).
+  using SetThreads = void (*)(int);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
+    set(threads);
+  }
+}
+
+int OpenBlasThreads() {
+  using GetThreads = int (*)();
+  auto get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return get == nullptr ? -1 : get();
 }
 
 }  // namespace moelab

@@ -12,6 +12,17 @@ namespace moelab {
 // memory in the heap (see the .cc). Call first in main().
 void ReexecWithPassiveOpenMpWaiting(int argc, char** argv);
 
+// Bounds every thread pool a step uses to `threads`: LibTorch's intra-op
+// (OpenMP) pool, which oneDNN's products share, and OpenBLAS's own pool,
+// which at::set_num_threads does not reach (LibTorch still sends its
+// remaining fp32 products, the routers' gates among them, to OpenBLAS).
+// Otherwise runtime.threads: 1 ran OpenBLAS on every core, and the result
+// depended on OPENBLAS_NUM_THREADS under an unchanged spec hash.
+void SetIntraOpThreads(int threads);
+
+// OpenBLAS's current thread count; -1 when OpenBLAS is not loaded.
+int OpenBlasThreads();
+
 }  // namespace moelab
 
 #endif  // MOELAB_CORE_THREADING_ENVIRONMENT_H_

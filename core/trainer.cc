@@ -37,6 +37,7 @@
 #include "core/routing_metrics.h"
 #include "core/spec.h"
 #include "core/statistics.h"
+#include "core/threading_environment.h"
 #include "core/train_step.h"
 #include "google/protobuf/stubs/common.h"
 #include "google/protobuf/util/json_util.h"
@@ -476,7 +477,7 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
                                     TrainingState& state, RunProgress& boundary) {
   const auto wall_start = std::chrono::steady_clock::now();
   const int threads = ThreadsFor(spec.runtime());
-  at::set_num_threads(threads);
+  SetIntraOpThreads(threads);
   // Every forward and backward pass of the run, evaluation included.
   const PrecisionScope precision(spec.runtime().precision());
   const at::Device device(spec.runtime().device());

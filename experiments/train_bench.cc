@@ -81,7 +81,7 @@ absl::Status Main() {
     spec->mutable_runtime()->set_precision(*precision_flag);
   }
   const Precision precision = spec->runtime().precision();
-  at::set_num_threads(ThreadsFor(spec->runtime()));
+  SetIntraOpThreads(ThreadsFor(spec->runtime()));
   torch::manual_seed(spec->seed());
   const at::Device device(spec->runtime().device());
 
