@@ -923,4 +923,15 @@ std::string FormatRunSummary(const RunResult& result) {
   return out;
 }
 
+int CallMainWithErrorBoundary(const std::function<int()>& main) {
+  try {
+    return main();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", ExceptionMessage(e).c_str());
+  } catch (...) {
+    std::fprintf(stderr, "error: unknown exception\n");
+  }
+  return 1;
+}
+
 }  // namespace moelab

@@ -7,6 +7,7 @@
 // <output.directory>/<name>/.
 
 #include <exception>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -55,6 +56,11 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
 // Internal "<doing>: ..." otherwise; the message is one line (a c10::Error's
 // backtrace is dropped, see ExceptionMessage).
 absl::Status StatusFromException(const std::exception& e, absl::string_view doing);
+
+// A binary's last resort, for what escapes outside RunExperiment (spec
+// loading, printing): returns main()'s code, or prints one "error: ..." line
+// and returns 1 when it throws.
+int CallMainWithErrorBoundary(const std::function<int()>& main);
 
 // The human-readable summary printed at the end of a run.
 std::string FormatRunSummary(const RunResult& result);

@@ -23,6 +23,7 @@
 #include "core/model.h"
 #include "core/spec.h"
 #include "core/trainer.h"
+#include "experiments/testing/tiny_run.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace moelab {
@@ -32,30 +33,8 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-constexpr char kTinySpec[] = R"pb(
-  name: "tiny"
-  seed: 3
-  dataset {
-    name: "synthetic_lm"
-    synthetic_lm { vocab_size: 64 sequence_length: 16 num_sequences: 96 }
-  }
-  model {
-    name: "moe_transformer_lm"
-    preset: "cpu_tiny"
-    moe { num_experts: 4 expert_hidden: 32 }
-    transformer_lm { num_layers: 2 model_dim: 32 num_heads: 2 dense_hidden: 32 }
-  }
-  router { name: "token_choice" top_k: 2 load_balance_coef: 0.01 }
-  training { learning_rate: 0.003 epochs: 2 batch_size: 16 warmup_steps: 2 }
-  evaluation { probe_examples: 8 max_eval_batches: 2 }
-  runtime { threads: 1 }
-)pb";
 
-ExperimentSpec Tiny(const std::string& extra = "") {
-  absl::StatusOr<ExperimentSpec> spec = LoadSpecFromText(std::string(kTinySpec) + extra, "tiny");
-  EXPECT_TRUE(spec.ok()) << spec.status();
-  return spec.ok() ? *spec : ExperimentSpec{};
-}
+ExperimentSpec Tiny(const std::string& extra = "") { return TinyRunSpec(2, extra); }
 
 std::string TempDir(const std::string& name) {
   const std::string dir = absl::StrCat(::testing::TempDir(), "/bad_input_", name);

@@ -547,14 +547,5 @@ int main(int argc, char** argv) {
       "  reproduce --table=graph_of_tokens_lm [--render_only] [--output_dir=results]\n"
       "  reproduce --table=graph_of_tokens_lm --rerun_stale  # runs from other code, again");
   absl::ParseCommandLine(argc, argv);
-  // RunExperiment converts errors to a Status; this is the last resort for
-  // anything outside it (spec loading, printing).
-  try {
-    return moelab::Main();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", moelab::ExceptionMessage(e).c_str());
-  } catch (...) {
-    std::fprintf(stderr, "error: unknown exception\n");
-  }
-  return 1;
+  return moelab::CallMainWithErrorBoundary(moelab::Main);
 }

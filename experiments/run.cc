@@ -92,14 +92,5 @@ int main(int argc, char** argv) {
       "  run --spec=experiments/specs/quickstart_sotu.pbtxt\n"
       "  run --list");
   absl::ParseCommandLine(argc, argv);
-  // RunExperiment converts errors to a Status; this is the last resort for
-  // anything outside it (spec loading, printing).
-  try {
-    return moelab::Main();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", moelab::ExceptionMessage(e).c_str());
-  } catch (...) {
-    std::fprintf(stderr, "error: unknown exception\n");
-  }
-  return 1;
+  return moelab::CallMainWithErrorBoundary(moelab::Main);
 }

@@ -17,6 +17,7 @@
 #include "core/routing_metrics.h"
 #include "core/spec.h"
 #include "core/trainer.h"
+#include "experiments/testing/tiny_run.h"
 #include "google/protobuf/text_format.h"
 
 namespace moelab {
@@ -25,24 +26,6 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
-constexpr char kTinySpec[] = R"pb(
-  name: "tiny"
-  seed: 3
-  dataset {
-    name: "synthetic_lm"
-    synthetic_lm { vocab_size: 64 sequence_length: 16 num_sequences: 96 }
-  }
-  model {
-    name: "moe_transformer_lm"
-    preset: "cpu_tiny"
-    moe { num_experts: 4 expert_hidden: 32 }
-    transformer_lm { num_layers: 2 model_dim: 32 num_heads: 2 dense_hidden: 32 }
-  }
-  router { name: "token_choice" top_k: 2 load_balance_coef: 0.01 }
-  training { learning_rate: 0.003 epochs: 3 batch_size: 16 warmup_steps: 2 }
-  evaluation { probe_examples: 8 max_eval_batches: 2 }
-  runtime { threads: 1 }
-)pb";
 
 std::string TempDir(const std::string& name) {
   const std::string dir = absl::StrCat(::testing::TempDir(), "/", name);
@@ -51,11 +34,7 @@ std::string TempDir(const std::string& name) {
   return dir;
 }
 
-ExperimentSpec Tiny(const std::string& extra = "") {
-  absl::StatusOr<ExperimentSpec> spec = LoadSpecFromText(std::string(kTinySpec) + extra, "tiny");
-  EXPECT_TRUE(spec.ok()) << spec.status();
-  return *spec;
-}
+ExperimentSpec Tiny(const std::string& extra = "") { return TinyRunSpec(3, extra); }
 
 RunResult RunTiny(const ExperimentSpec& spec, const std::string& dir, bool resume = false,
                   int stop_after = 0,
