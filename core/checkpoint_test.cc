@@ -3,9 +3,6 @@
 
 #include "core/checkpoint.h"
 
-#include <signal.h>
-#include <sys/resource.h>
-
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -21,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/atomic_file.h"
+#include "core/testing/file_size_limit.h"
 
 namespace moelab {
 namespace {
@@ -231,28 +229,6 @@ TEST(CheckpointTest, AnotherRoutersCheckpointLoadsAndListsTheRouterTensors) {
   // Without `not_loaded` every tensor must be there.
   EXPECT_TRUE(absl::IsDataLoss(LoadWeights(path, swapped, nullptr)));
 }
-
-// Lowers the file size limit so that writes past `bytes` fail with EFBIG,
-// as a full disk fails them with ENOSPC: a real kernel write error in the
-// real directory, with a partial temporary on disk.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);  // else the kernel kills us
-    ::getrlimit(RLIMIT_FSIZE, &old_);
-    rlimit limited = old_;
-    limited.rlim_cur = bytes;
-    ::setrlimit(RLIMIT_FSIZE, &limited);
-  }
-  ~FileSizeLimit() {
-    ::setrlimit(RLIMIT_FSIZE, &old_);
-    ::signal(SIGXFSZ, old_handler_);
-  }
-
- private:
-  rlimit old_;
-  sighandler_t old_handler_;
-};
 
 TEST(CheckpointTest, AFailedWriteReturnsAnErrorAndLeavesNoTemporary) {
   const std::string dir = TempDir("full");

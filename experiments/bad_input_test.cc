@@ -3,9 +3,6 @@
 // message) and what its result.json says. The binaries' exit path (one
 // "error:" line, non-zero status) is bad_input_test.sh.
 
-#include <signal.h>
-#include <sys/resource.h>
-
 #include <filesystem>
 #include <memory>
 #include <new>
@@ -18,6 +15,7 @@
 #include <torch/optim/sgd.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/testing/file_size_limit.h"
 #include "core/atomic_file.h"
 #include "core/checkpoint.h"
 #include "core/model.h"
@@ -103,27 +101,6 @@ TEST(BadInputTest, StatusFromExceptionNamesTheStage) {
   EXPECT_TRUE(absl::IsInternal(other));
   EXPECT_EQ(other.message(), "training epoch 2: bad shape");
 }
-
-// Lowers the file size limit: writes past it fail with EFBIG as a full disk
-// fails them with ENOSPC (a real kernel write error, a real partial file).
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);
-    ::getrlimit(RLIMIT_FSIZE, &old_);
-    rlimit limited = old_;
-    limited.rlim_cur = bytes;
-    ::setrlimit(RLIMIT_FSIZE, &limited);
-  }
-  ~FileSizeLimit() {
-    ::setrlimit(RLIMIT_FSIZE, &old_);
-    ::signal(SIGXFSZ, old_handler_);
-  }
-
- private:
-  rlimit old_;
-  sighandler_t old_handler_;
-};
 
 TEST(BadInputTest, AFullDiskWhileWritingACheckpointEndsTheRunWithItsReason) {
   const std::string dir = TempDir("disk_full");
