@@ -21,10 +21,8 @@ namespace {
 
 // `what` the file at `path` failed with `error` (an errno value): out of
 // space or over a size limit is ResourceExhausted, the rest Internal.
-absl::Status ErrnoError(absl::string_view what, const std::string& path,
-                        int error = errno) {
-  const std::string message =
-      absl::StrCat(what, " '", path, "': ", std::strerror(error));
+absl::Status ErrnoError(absl::string_view what, const std::string& path, int error = errno) {
+  const std::string message = absl::StrCat(what, " '", path, "': ", std::strerror(error));
   if (error == ENOSPC || error == EDQUOT || error == EFBIG) {
     return absl::ResourceExhaustedError(message);
   }
@@ -55,8 +53,7 @@ int RemoveStaleTemporaries(const std::string& directory) {
   return removed;
 }
 
-absl::Status CommitAtomicFile(const std::string& temporary,
-                              const std::string& path) {
+absl::Status CommitAtomicFile(const std::string& temporary, const std::string& path) {
   const int fd = ::open(temporary.c_str(), O_RDONLY);
   if (fd < 0) return ErrnoError("cannot open", temporary);
   const bool synced = ::fsync(fd) == 0;
@@ -156,8 +153,7 @@ absl::Status AtomicFileWriter::Commit() {
   return absl::OkStatus();
 }
 
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view contents) {
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) {
   absl::StatusOr<AtomicFileWriter> out = AtomicFileWriter::Open(path);
   if (!out.ok()) return out.status();
   if (absl::Status s = out->Append(contents); !s.ok()) return s;

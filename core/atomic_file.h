@@ -15,8 +15,7 @@ namespace moelab {
 // file or the new one, never a partial file. A failed write (disk full, file
 // size limit, I/O error) removes the temporary and returns an error naming
 // it: ResourceExhausted for ENOSPC, EDQUOT and EFBIG.
-absl::Status WriteFileAtomically(const std::string& path,
-                                 absl::string_view contents);
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents);
 
 // Reads a whole file; NotFound names the path.
 absl::StatusOr<std::string> ReadFile(const std::string& path);
@@ -70,8 +69,7 @@ class AtomicFileWriter {
 std::string TemporaryPathFor(const std::string& path);
 
 // Flushes `temporary` to disk and renames it onto `path`.
-absl::Status CommitAtomicFile(const std::string& temporary,
-                              const std::string& path);
+absl::Status CommitAtomicFile(const std::string& temporary, const std::string& path);
 
 // Removes the temporaries (TemporaryPathFor names, "<file>.tmp.<pid>") that
 // writers killed mid-write left in `directory`: those whose process no

@@ -1,23 +1,22 @@
 #include "core/checkpoint.h"
 
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
+#include <torch/utils.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <unordered_set>
 #include <utility>
-
-#include <ATen/ATen.h>
-#include <c10/util/Exception.h>
-#include <torch/serialize/input-archive.h>
-#include <torch/serialize/output-archive.h>
-#include <torch/utils.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -87,8 +86,7 @@ std::unordered_set<const c10::TensorImpl*> RouterTensors(const Model& model) {
 // Copies archived tensors into the model's parameters and buffers by name,
 // after checking all of them (see LoadWeights for the rule).
 absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
-                         const std::string& path,
-                         std::vector<std::string>* not_loaded) {
+                         const std::string& path, std::vector<std::string>* not_loaded) {
   torch::NoGradGuard no_grad;
   const bool partial = not_loaded != nullptr;
   const std::unordered_set<const c10::TensorImpl*> router_tensors =
@@ -128,33 +126,29 @@ absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
     const std::vector<std::string> listed(
         missing_required.begin(),
         missing_required.begin() + std::min(kListed, missing_required.size()));
-    const std::string names = absl::StrCat(
-        absl::StrJoin(listed, ", "),
-        missing_required.size() > kListed
-            ? absl::StrCat(" and ", missing_required.size() - kListed, " more")
-            : "");
+    const std::string names =
+        absl::StrCat(absl::StrJoin(listed, ", "),
+                     missing_required.size() > kListed
+                         ? absl::StrCat(" and ", missing_required.size() - kListed, " more")
+                         : "");
     if (!partial) {
-      return absl::DataLossError(absl::StrCat(
-          "checkpoint '", path, "' has no tensor for ", names,
-          " (was it written by a different spec?)"));
+      return absl::DataLossError(absl::StrCat("checkpoint '", path, "' has no tensor for ", names,
+                                              " (was it written by a different spec?)"));
     }
     return absl::InvalidArgumentError(absl::StrFormat(
         "checkpoint '%s' does not fit this model: %d of its %d tensors outside the "
         "routers are missing (%s)%s; only router parameters may differ (a checkpoint of "
         "the same model with another router). Was it written by another model?",
-        path, missing_required.size(), tensors - static_cast<int64_t>(router_tensors.size()),
-        names,
+        path, missing_required.size(), tensors - static_cast<int64_t>(router_tensors.size()), names,
         mismatched.empty()
             ? ""
-            : absl::StrCat(" and ", mismatched.size(), " have another shape (",
-                           mismatched.front(), mismatched.size() > 1 ? ", ..." : "", ")")));
+            : absl::StrCat(" and ", mismatched.size(), " have another shape (", mismatched.front(),
+                           mismatched.size() > 1 ? ", ..." : "", ")")));
   }
   if (!mismatched.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("checkpoint '", path, "': ", mismatched.front(),
-                     mismatched.size() > 1
-                         ? absl::StrCat(" (and ", mismatched.size() - 1, " more)")
-                         : ""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint '", path, "': ", mismatched.front(),
+        mismatched.size() > 1 ? absl::StrCat(" (and ", mismatched.size() - 1, " more)") : ""));
   }
   for (auto& [target, saved] : copies) target.copy_(saved);
   if (partial) *not_loaded = std::move(missing_router);
@@ -194,8 +188,7 @@ bool ReadAt(int fd, uint64_t offset, void* buffer, size_t n) {
 // the archive in front of it. The archive reads through `*file`, which the
 // caller keeps open while it reads from `archive`.
 absl::Status OpenArchive(const std::string& path, torch::serialize::InputArchive& archive,
-                         std::vector<std::string>* warnings,
-                         std::unique_ptr<ScopedFd>* file) {
+                         std::vector<std::string>* warnings, std::unique_ptr<ScopedFd>* file) {
   *file = std::make_unique<ScopedFd>(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   const ScopedFd& fd = **file;
   if (fd.get() < 0) {
@@ -211,27 +204,26 @@ absl::Status OpenArchive(const std::string& path, torch::serialize::InputArchive
   }
   const uint64_t file_size = static_cast<uint64_t>(info.st_size);
   char trailer[kTrailerSize];
-  const bool has_trailer =
-      file_size >= kTrailerSize &&
-      ReadAt(fd.get(), file_size - kTrailerSize, trailer, kTrailerSize) &&
-      std::memcmp(trailer, kTrailerMagic, 8) == 0;
+  const bool has_trailer = file_size >= kTrailerSize &&
+                           ReadAt(fd.get(), file_size - kTrailerSize, trailer, kTrailerSize) &&
+                           std::memcmp(trailer, kTrailerMagic, 8) == 0;
   uint64_t archive_size = file_size;
   if (has_trailer) {
     archive_size = GetLittleEndian(trailer + 8);
     const uint64_t recorded = GetLittleEndian(trailer + 16);
     if (archive_size != file_size - kTrailerSize) {
-      return absl::DataLossError(absl::StrCat(
-          "checkpoint '", path, "' is damaged: its checksum trailer records ", archive_size,
-          " archive bytes, the file holds ", file_size - kTrailerSize,
-          " (truncated or appended to?); it cannot be used"));
+      return absl::DataLossError(
+          absl::StrCat("checkpoint '", path, "' is damaged: its checksum trailer records ",
+                       archive_size, " archive bytes, the file holds ", file_size - kTrailerSize,
+                       " (truncated or appended to?); it cannot be used"));
     }
     Fnv1a64 hash;
     std::vector<char> buffer(1 << 20);
     for (uint64_t at = 0; at < archive_size;) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(buffer.size(), archive_size - at));
       if (!ReadAt(fd.get(), at, buffer.data(), n)) {
-        return absl::DataLossError(absl::StrCat("cannot read checkpoint '", path,
-                                                "' at byte ", at, ": ", std::strerror(errno)));
+        return absl::DataLossError(absl::StrCat("cannot read checkpoint '", path, "' at byte ", at,
+                                                ": ", std::strerror(errno)));
       }
       hash.Update(buffer.data(), n);
       at += n;
@@ -257,15 +249,15 @@ absl::Status OpenArchive(const std::string& path, torch::serialize::InputArchive
     const bool readable = archive.try_read("format", format) && format.isString();
     const std::string name = readable ? format.toStringRef() : "";
     if (name == kFormat && !has_trailer) {
-      return absl::DataLossError(absl::StrCat(
-          "checkpoint '", path, "' is damaged: a ", kFormat,
-          " file ends with a checksum trailer and this one does not (truncated or "
-          "overwritten?); it cannot be used"));
+      return absl::DataLossError(
+          absl::StrCat("checkpoint '", path, "' is damaged: a ", kFormat,
+                       " file ends with a checksum trailer and this one does not (truncated or "
+                       "overwritten?); it cannot be used"));
     }
     if (name == kFormatV1 && !has_trailer) {
       const std::string warning = absl::StrCat(
-          "checkpoint '", path, "' was written before checkpoints carried a checksum (",
-          kFormatV1, "): it was loaded without verification");
+          "checkpoint '", path, "' was written before checkpoints carried a checksum (", kFormatV1,
+          "): it was loaded without verification");
       if (warnings != nullptr) {
         warnings->push_back(warning);
       } else {
@@ -285,16 +277,15 @@ absl::Status OpenArchive(const std::string& path, torch::serialize::InputArchive
 
 std::string ExceptionMessage(const std::exception& e) {
   const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
-  absl::string_view text = torch_error != nullptr ? torch_error->what_without_backtrace()
-                                                  : e.what();
+  absl::string_view text =
+      torch_error != nullptr ? torch_error->what_without_backtrace() : e.what();
   text = text.substr(0, text.find('\n'));
   while (!text.empty() && (text.back() == ' ' || text.back() == '\r')) text.remove_suffix(1);
   return text.empty() ? std::string("unknown error") : std::string(text);
 }
 
 absl::Status SaveCheckpoint(const std::string& path, Model& model,
-                            torch::optim::Optimizer& optimizer,
-                            const TrainingState& state) {
+                            torch::optim::Optimizer& optimizer, const TrainingState& state) {
   absl::StatusOr<AtomicFileWriter> out = AtomicFileWriter::Open(path);
   if (!out.ok()) {
     return absl::Status(out.status().code(), absl::StrCat("cannot write checkpoint '", path,
@@ -312,8 +303,7 @@ absl::Status SaveCheckpoint(const std::string& path, Model& model,
     archive.write("probe_layers", c10::IValue(int64_t(state.probe.size())));
     for (size_t i = 0; i < state.probe.size(); ++i) {
       archive.write(absl::StrCat("probe/", i, "/top1"), state.probe[i].top1);
-      archive.write(absl::StrCat("probe/", i, "/selected"),
-                    state.probe[i].selected);
+      archive.write(absl::StrCat("probe/", i, "/selected"), state.probe[i].selected);
       if (state.probe[i].head.defined()) {
         archive.write(absl::StrCat("probe/", i, "/head"), state.probe[i].head);
       }
@@ -337,14 +327,14 @@ absl::Status SaveCheckpoint(const std::string& path, Model& model,
     // `out` removes its temporary when it goes out of scope.
     const absl::Status cause =
         write_error.ok() ? absl::InternalError(ExceptionMessage(e)) : write_error;
-    return absl::Status(cause.code(), absl::StrCat("cannot write checkpoint '", path, "': ",
-                                                   cause.message(),
-                                                   " (the partial file was removed)"));
+    return absl::Status(cause.code(),
+                        absl::StrCat("cannot write checkpoint '", path, "': ", cause.message(),
+                                     " (the partial file was removed)"));
   }
   if (!write_error.ok()) {
-    return absl::Status(write_error.code(),
-                        absl::StrCat("cannot write checkpoint '", path, "': ",
-                                     write_error.message(), " (the partial file was removed)"));
+    return absl::Status(write_error.code(), absl::StrCat("cannot write checkpoint '", path,
+                                                         "': ", write_error.message(),
+                                                         " (the partial file was removed)"));
   }
   char trailer[kTrailerSize];
   std::memcpy(trailer, kTrailerMagic, 8);
@@ -353,16 +343,16 @@ absl::Status SaveCheckpoint(const std::string& path, Model& model,
   absl::Status status = out->Append(absl::string_view(trailer, kTrailerSize));
   if (status.ok()) status = out->Commit();
   if (!status.ok()) {
-    return absl::Status(status.code(), absl::StrCat("cannot write checkpoint '", path, "': ",
-                                                    status.message(),
-                                                    " (the partial file was removed)"));
+    return absl::Status(status.code(),
+                        absl::StrCat("cannot write checkpoint '", path, "': ", status.message(),
+                                     " (the partial file was removed)"));
   }
   return absl::OkStatus();
 }
 
 absl::Status LoadCheckpoint(const std::string& path, Model& model,
-                            torch::optim::Optimizer& optimizer,
-                            TrainingState* state, std::vector<std::string>* warnings) {
+                            torch::optim::Optimizer& optimizer, TrainingState* state,
+                            std::vector<std::string>* warnings) {
   torch::serialize::InputArchive archive;
   std::unique_ptr<ScopedFd> file;
   if (absl::Status s = OpenArchive(path, archive, warnings, &file); !s.ok()) return s;
@@ -374,16 +364,14 @@ absl::Status LoadCheckpoint(const std::string& path, Model& model,
     state->step = value.toInt();
     archive.read("result", value);
     if (!state->result.ParseFromString(value.toStringRef())) {
-      return absl::DataLossError(
-          absl::StrCat("checkpoint '", path, "': corrupt run record"));
+      return absl::DataLossError(absl::StrCat("checkpoint '", path, "': corrupt run record"));
     }
     archive.read("rng_state", state->rng_state);
     archive.read("probe_layers", value);
     state->probe.assign(value.toInt(), ProbeAssignment{});
     for (size_t i = 0; i < state->probe.size(); ++i) {
       archive.read(absl::StrCat("probe/", i, "/top1"), state->probe[i].top1);
-      archive.read(absl::StrCat("probe/", i, "/selected"),
-                   state->probe[i].selected);
+      archive.read(absl::StrCat("probe/", i, "/selected"), state->probe[i].selected);
       // Only routers that choose an attention head have one.
       at::Tensor head;
       if (archive.try_read(absl::StrCat("probe/", i, "/head"), head)) {
@@ -404,8 +392,7 @@ absl::Status LoadCheckpoint(const std::string& path, Model& model,
 }
 
 absl::Status LoadWeights(const std::string& path, Model& model,
-                         std::vector<std::string>* not_loaded,
-                         std::vector<std::string>* warnings) {
+                         std::vector<std::string>* not_loaded, std::vector<std::string>* warnings) {
   torch::serialize::InputArchive archive;
   std::unique_ptr<ScopedFd> file;
   if (absl::Status s = OpenArchive(path, archive, warnings, &file); !s.ok()) return s;

@@ -15,13 +15,13 @@
 // ("moelab-checkpoint-v1", no trailer) still load, with a warning that they
 // could not be verified.
 
+#include <ATen/core/Tensor.h>
+#include <torch/optim/optimizer.h>
+
 #include <cstdint>
 #include <exception>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
-#include <torch/optim/optimizer.h>
 
 #include "absl/status/status.h"
 #include "core/model.h"
@@ -46,16 +46,14 @@ struct TrainingState {
 // full: ResourceExhausted) removes the temporary and leaves an existing
 // `path` as it was; the error names the file and the cause.
 absl::Status SaveCheckpoint(const std::string& path, Model& model,
-                            torch::optim::Optimizer& optimizer,
-                            const TrainingState& state);
+                            torch::optim::Optimizer& optimizer, const TrainingState& state);
 
 // Restores everything SaveCheckpoint wrote into a model and optimizer built
 // from the same spec. Errors name the file; a checksum mismatch is DataLoss.
 // Warnings (a v1 checkpoint loaded unverified) go to `warnings`, or to
 // stderr when it is null.
 absl::Status LoadCheckpoint(const std::string& path, Model& model,
-                            torch::optim::Optimizer& optimizer,
-                            TrainingState* state,
+                            torch::optim::Optimizer& optimizer, TrainingState* state,
                             std::vector<std::string>* warnings = nullptr);
 
 // Loads only the weights, by parameter name, into `model`.

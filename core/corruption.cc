@@ -1,15 +1,15 @@
 #include "core/corruption.h"
 
-#include <algorithm>
-#include <cmath>
-#include <unordered_map>
-#include <utility>
-
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <unordered_map>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "core/data/random.h"
@@ -35,8 +35,7 @@ constexpr uint64_t kCorruptionSalt = 0x636f7272757074ull;  // "corrupt"
 constexpr char kField[] = "evaluation.corruptions";
 
 bool IsImageKind(CorruptionKind kind) {
-  return kind == GAUSSIAN_NOISE || kind == GAUSSIAN_BLUR || kind == CONTRAST ||
-         kind == JPEG;
+  return kind == GAUSSIAN_NOISE || kind == GAUSSIAN_BLUR || kind == CONTRAST || kind == JPEG;
 }
 
 bool IsTextKind(CorruptionKind kind) {
@@ -44,11 +43,9 @@ bool IsTextKind(CorruptionKind kind) {
 }
 
 // The seed of example `example` of `split` under `kind`.
-uint64_t ExampleSeed(uint64_t seed, CorruptionKind kind, Split split,
-                     int64_t example) {
+uint64_t ExampleSeed(uint64_t seed, CorruptionKind kind, Split split, int64_t example) {
   return DataRng::FromKeys({kCorruptionSalt, static_cast<uint64_t>(kind), seed,
-                            static_cast<uint64_t>(split),
-                            static_cast<uint64_t>(example)})
+                            static_cast<uint64_t>(split), static_cast<uint64_t>(example)})
       .Next();
 }
 
@@ -62,8 +59,7 @@ void ClipTo01(cv::Mat& image) {
 cv::Mat AddGaussianNoise(const cv::Mat& image, double std, uint64_t seed) {
   DataRng rng(seed);
   cv::Mat out = image.clone();
-  const int64_t values =
-      static_cast<int64_t>(out.total()) * out.channels();
+  const int64_t values = static_cast<int64_t>(out.total()) * out.channels();
   cv::Mat flat = out.reshape(1, 1);  // shares data with `out`
   float* x = flat.ptr<float>(0);
   constexpr double kTwoPi = 6.283185307179586;
@@ -84,8 +80,8 @@ cv::Mat AddGaussianNoise(const cv::Mat& image, double std, uint64_t seed) {
 cv::Mat GaussianBlurred(const cv::Mat& image, double sigma) {
   const int radius = static_cast<int>(4.0 * sigma + 0.5);
   cv::Mat out;
-  cv::GaussianBlur(image, out, cv::Size(2 * radius + 1, 2 * radius + 1), sigma,
-                   sigma, cv::BORDER_REPLICATE);
+  cv::GaussianBlur(image, out, cv::Size(2 * radius + 1, 2 * radius + 1), sigma, sigma,
+                   cv::BORDER_REPLICATE);
   return out;
 }
 
@@ -107,8 +103,7 @@ cv::Mat JpegRoundTrip(const cv::Mat& image, int quality) {
   image.convertTo(bytes8, image.channels() == 1 ? CV_8UC1 : CV_8UC3, 255.0);
   if (image.channels() == 3) cv::cvtColor(bytes8, bytes8, cv::COLOR_RGB2BGR);
   std::vector<uchar> encoded;
-  TORCH_CHECK(cv::imencode(".jpg", bytes8, encoded,
-                           {cv::IMWRITE_JPEG_QUALITY, quality}),
+  TORCH_CHECK(cv::imencode(".jpg", bytes8, encoded, {cv::IMWRITE_JPEG_QUALITY, quality}),
               "OpenCV could not encode a JPEG");
   cv::Mat decoded = cv::imdecode(encoded, cv::IMREAD_UNCHANGED);
   TORCH_CHECK(!decoded.empty() && decoded.channels() == image.channels(),
@@ -125,10 +120,7 @@ cv::Mat JpegRoundTrip(const cv::Mat& image, int quality) {
 class WindowCache {
  public:
   WindowCache(const Dataset& data, Split split, int64_t chunk)
-      : data_(data),
-        split_(split),
-        num_examples_(data.NumExamples(split)),
-        chunk_(chunk) {}
+      : data_(data), split_(split), num_examples_(data.NumExamples(split)), chunk_(chunk) {}
 
   int64_t num_examples() const { return num_examples_; }
 
@@ -137,8 +129,7 @@ class WindowCache {
     const int64_t* inputs = batch.inputs.data_ptr<int64_t>();
     const int64_t* targets = batch.targets.data_ptr<int64_t>();
     for (size_t row = 0; row < examples.size(); ++row) {
-      std::vector<int64_t> window(inputs + row * length,
-                                  inputs + (row + 1) * length);
+      std::vector<int64_t> window(inputs + row * length, inputs + (row + 1) * length);
       window.push_back(targets[(row + 1) * length - 1]);
       windows_[examples[row]] = std::move(window);
     }
@@ -148,8 +139,7 @@ class WindowCache {
     auto it = windows_.find(example);
     if (it != windows_.end()) return it->second;
     std::vector<int64_t> examples;
-    for (int64_t i = example; i < std::min(num_examples_, example + chunk_);
-         ++i) {
+    for (int64_t i = example; i < std::min(num_examples_, example + chunk_); ++i) {
       examples.push_back(i);
     }
     Batch batch = data_.GetExamples(split_, examples);
@@ -171,8 +161,7 @@ class WindowCache {
 // tokens, then the T tokens each following example adds (its targets; its
 // first input is the previous window's last token). After the last example
 // the stream wraps to the start of the split (example 0's whole window).
-std::function<std::vector<int64_t>()> StreamFrom(WindowCache& cache,
-                                                 int64_t first) {
+std::function<std::vector<int64_t>()> StreamFrom(WindowCache& cache, int64_t first) {
   return [&cache, next = first, started = false]() mutable {
     const bool wrapped = next == cache.num_examples();
     if (wrapped) next = 0;
@@ -185,33 +174,33 @@ std::function<std::vector<int64_t>()> StreamFrom(WindowCache& cache,
   };
 }
 
-absl::StatusOr<Batch> CorruptImages(const Dataset& data, const Batch& clean,
-                                    Split split, int64_t first_example,
-                                    const CorruptionSpec& corruption,
+absl::StatusOr<Batch> CorruptImages(const Dataset& data, const Batch& clean, Split split,
+                                    int64_t first_example, const CorruptionSpec& corruption,
                                     uint64_t seed) {
   const DatasetInfo& info = data.info();
   if (clean.inputs.dim() != 4) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        kField, ": image corruptions need [B, C, H, W] inputs, the dataset "
-                "gave ", clean.inputs.dim(), " dimensions"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(kField,
+                     ": image corruptions need [B, C, H, W] inputs, the dataset "
+                     "gave ",
+                     clean.inputs.dim(), " dimensions"));
   }
   const int64_t batch = clean.inputs.size(0), channels = clean.inputs.size(1),
                 height = clean.inputs.size(2), width = clean.inputs.size(3);
   if (channels != 1 && channels != 3) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        kField, ": image corruptions need grey or RGB images, the dataset has ",
-        channels, " channels"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(kField, ": image corruptions need grey or RGB images, the dataset has ",
+                     channels, " channels"));
   }
   const auto channel_count = [channels](const std::vector<float>& v) {
     return static_cast<int64_t>(v.size()) == channels || v.size() == 1;
   };
   if (!channel_count(info.pixel_mean) || !channel_count(info.pixel_std) ||
-      std::any_of(info.pixel_std.begin(), info.pixel_std.end(),
-                  [](float s) { return !(s > 0); })) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        kField, ": the dataset's pixel_mean/pixel_std (", info.pixel_mean.size(),
-        " and ", info.pixel_std.size(), " values) do not describe its ",
-        channels, " channels with positive stds"));
+      std::any_of(info.pixel_std.begin(), info.pixel_std.end(), [](float s) { return !(s > 0); })) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(kField, ": the dataset's pixel_mean/pixel_std (", info.pixel_mean.size(),
+                     " and ", info.pixel_std.size(), " values) do not describe its ", channels,
+                     " channels with positive stds"));
   }
   std::vector<float> mean(channels), std(channels);
   for (int64_t c = 0; c < channels; ++c) {
@@ -227,29 +216,27 @@ absl::StatusOr<Batch> CorruptImages(const Dataset& data, const Batch& clean,
   const int type = CV_MAKETYPE(CV_32F, static_cast<int>(channels));
   for (int64_t b = 0; b < batch; ++b) {
     const float* src = in_data + b * channels * plane;  // [C, H, W]
-    float* dst = out_data + b * channels * plane;        // [C, H, W]
+    float* dst = out_data + b * channels * plane;       // [C, H, W]
     cv::Mat image(static_cast<int>(height), static_cast<int>(width), type);
     for (int64_t y = 0; y < height; ++y) {
       float* row = image.ptr<float>(static_cast<int>(y));  // [W, C]
       for (int64_t x = 0; x < width; ++x) {
         for (int64_t c = 0; c < channels; ++c) {
-          row[x * channels + c] =
-              src[c * plane + y * width + x] * std[c] + mean[c];
+          row[x * channels + c] = src[c * plane + y * width + x] * std[c] + mean[c];
         }
       }
     }
     // Clean pixels may leave [0, 1] by float rounding only; ImageNet-C
     // corrupts images in [0, 1].
     ClipTo01(image);
-    const cv::Mat corrupted = CorruptImage(
-        image, corruption.kind(), corruption.severity(),
-        ExampleSeed(seed, corruption.kind(), split, first_example + b));
+    const cv::Mat corrupted =
+        CorruptImage(image, corruption.kind(), corruption.severity(),
+                     ExampleSeed(seed, corruption.kind(), split, first_example + b));
     for (int64_t y = 0; y < height; ++y) {
       const float* row = corrupted.ptr<float>(static_cast<int>(y));
       for (int64_t x = 0; x < width; ++x) {
         for (int64_t c = 0; c < channels; ++c) {
-          dst[c * plane + y * width + x] =
-              (row[x * channels + c] - mean[c]) / std[c];
+          dst[c * plane + y * width + x] = (row[x * channels + c] - mean[c]) / std[c];
         }
       }
     }
@@ -257,24 +244,24 @@ absl::StatusOr<Batch> CorruptImages(const Dataset& data, const Batch& clean,
   return Batch{out, clean.targets};
 }
 
-absl::StatusOr<Batch> CorruptTokenBatch(const Dataset& data, const Batch& clean,
-                                        Split split, int64_t first_example,
-                                        const CorruptionSpec& corruption,
+absl::StatusOr<Batch> CorruptTokenBatch(const Dataset& data, const Batch& clean, Split split,
+                                        int64_t first_example, const CorruptionSpec& corruption,
                                         uint64_t seed) {
   const DatasetInfo& info = data.info();
   if (clean.inputs.dim() != 2 || clean.targets.dim() != 2 ||
       clean.inputs.sizes() != clean.targets.sizes()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        kField, ": token corruptions need [B, T] inputs and targets"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(kField, ": token corruptions need [B, T] inputs and targets"));
   }
   const int64_t batch = clean.inputs.size(0), length = clean.inputs.size(1);
   const bool substitute = corruption.kind() == TOKEN_SUBSTITUTION;
   const bool has_unk = info.unk_id >= 0 && info.unk_id < info.vocab_size;
   if (substitute && info.vocab_size < (has_unk ? 3 : 2)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        kField, ": TOKEN_SUBSTITUTION needs a vocabulary with a token other "
-                "than <unk> and the replaced one; vocab_size is ",
-        info.vocab_size));
+    return absl::FailedPreconditionError(
+        absl::StrCat(kField,
+                     ": TOKEN_SUBSTITUTION needs a vocabulary with a token other "
+                     "than <unk> and the replaced one; vocab_size is ",
+                     info.vocab_size));
   }
   Batch clean_long{clean.inputs.to(at::kLong).contiguous(),
                    clean.targets.to(at::kLong).contiguous()};
@@ -288,14 +275,12 @@ absl::StatusOr<Batch> CorruptTokenBatch(const Dataset& data, const Batch& clean,
   int64_t* inputs = out.inputs.data_ptr<int64_t>();
   int64_t* targets = out.targets.data_ptr<int64_t>();
   for (int64_t b = 0; b < batch; ++b) {
-    const uint64_t example_seed =
-        ExampleSeed(seed, corruption.kind(), split, examples[b]);
+    const uint64_t example_seed = ExampleSeed(seed, corruption.kind(), split, examples[b]);
     const std::vector<int64_t> window =
-        substitute
-            ? SubstituteTokens(cache.Window(examples[b]), corruption.rate(),
-                               info.vocab_size, info.unk_id, example_seed)
-            : DeleteTokens(StreamFrom(cache, examples[b]), length + 1,
-                           corruption.rate(), example_seed);
+        substitute ? SubstituteTokens(cache.Window(examples[b]), corruption.rate(), info.vocab_size,
+                                      info.unk_id, example_seed)
+                   : DeleteTokens(StreamFrom(cache, examples[b]), length + 1, corruption.rate(),
+                                  example_seed);
     for (int64_t t = 0; t < length; ++t) {
       inputs[b * length + t] = window[t];
       targets[b * length + t] = window[t + 1];
@@ -310,51 +295,48 @@ absl::Status ValidateCorruption(const CorruptionSpec& corruption, Task task) {
   const CorruptionKind kind = corruption.kind();
   const std::string name = CorruptionKind_Name(kind);
   if (!IsImageKind(kind) && !IsTextKind(kind)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        kField, ".kind: must be one of GAUSSIAN_NOISE, GAUSSIAN_BLUR, "
-                "CONTRAST, JPEG (images) or TOKEN_SUBSTITUTION, "
-                "TOKEN_DELETION (text), got ",
-        name.empty() ? absl::StrCat(static_cast<int>(kind)) : name));
+    return absl::InvalidArgumentError(
+        absl::StrCat(kField,
+                     ".kind: must be one of GAUSSIAN_NOISE, GAUSSIAN_BLUR, "
+                     "CONTRAST, JPEG (images) or TOKEN_SUBSTITUTION, "
+                     "TOKEN_DELETION (text), got ",
+                     name.empty() ? absl::StrCat(static_cast<int>(kind)) : name));
   }
   if (IsImageKind(kind)) {
     if (task != Task::kImageClassification) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kField, ".kind: ", name,
-          " is an image corruption but the dataset is a language-modelling "
-          "one (use TOKEN_SUBSTITUTION or TOKEN_DELETION)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(kField, ".kind: ", name,
+                       " is an image corruption but the dataset is a language-modelling "
+                       "one (use TOKEN_SUBSTITUTION or TOKEN_DELETION)"));
     }
     if (corruption.severity() < 1 || corruption.severity() > 5) {
       return absl::InvalidArgumentError(
-          absl::StrCat(kField, ".severity: ", name, " needs 1..5, got ",
-                       corruption.severity()));
+          absl::StrCat(kField, ".severity: ", name, " needs 1..5, got ", corruption.severity()));
     }
     return absl::OkStatus();
   }
   if (task != Task::kLanguageModeling) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        kField, ".kind: ", name,
-        " is a text corruption but the dataset is an image one (use "
-        "GAUSSIAN_NOISE, GAUSSIAN_BLUR, CONTRAST or JPEG)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(kField, ".kind: ", name,
+                     " is a text corruption but the dataset is an image one (use "
+                     "GAUSSIAN_NOISE, GAUSSIAN_BLUR, CONTRAST or JPEG)"));
   }
   if (!(corruption.rate() > 0.0f && corruption.rate() < 1.0f)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        kField, ".rate: ", name, " needs a rate in (0, 1), got ",
-        corruption.rate()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(kField, ".rate: ", name, " needs a rate in (0, 1), got ", corruption.rate()));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<Batch> CorruptedBatch(const Dataset& data, Split split,
-                                     int64_t batch_size, int64_t index,
-                                     const CorruptionSpec& corruption,
+absl::StatusOr<Batch> CorruptedBatch(const Dataset& data, Split split, int64_t batch_size,
+                                     int64_t index, const CorruptionSpec& corruption,
                                      uint64_t seed) {
-  if (absl::Status status = ValidateCorruption(corruption, data.info().task);
-      !status.ok()) {
+  if (absl::Status status = ValidateCorruption(corruption, data.info().task); !status.ok()) {
     return status;
   }
   if (split == Split::kTrain) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        kField, ": corruptions apply to the evaluation splits, not train"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(kField, ": corruptions apply to the evaluation splits, not train"));
   }
   if (batch_size < 1) {
     return absl::InvalidArgumentError(
@@ -362,9 +344,9 @@ absl::StatusOr<Batch> CorruptedBatch(const Dataset& data, Split split,
   }
   const int64_t batches = data.NumBatches(split, batch_size);
   if (index < 0 || index >= batches) {
-    return absl::OutOfRangeError(absl::StrCat(
-        kField, ": ", SplitName(split), " batch index ", index,
-        " is outside [0, ", batches, ") for batch_size ", batch_size));
+    return absl::OutOfRangeError(absl::StrCat(kField, ": ", SplitName(split), " batch index ",
+                                              index, " is outside [0, ", batches,
+                                              ") for batch_size ", batch_size));
   }
   // Evaluation splits are read in order: batch `index` holds examples
   // index * batch_size, index * batch_size + 1, ...
@@ -373,20 +355,17 @@ absl::StatusOr<Batch> CorruptedBatch(const Dataset& data, Split split,
   if (IsImageKind(corruption.kind())) {
     return CorruptImages(data, clean, split, first_example, corruption, seed);
   }
-  return CorruptTokenBatch(data, clean, split, first_example, corruption,
-                           seed);
+  return CorruptTokenBatch(data, clean, split, first_example, corruption, seed);
 }
 
 bool PreservesPositions(CorruptionKind kind) {
   return IsImageKind(kind) || kind == TOKEN_SUBSTITUTION;
 }
 
-cv::Mat CorruptImage(const cv::Mat& image, CorruptionKind kind, int severity,
-                     uint64_t seed) {
+cv::Mat CorruptImage(const cv::Mat& image, CorruptionKind kind, int severity, uint64_t seed) {
   TORCH_CHECK(image.type() == CV_32FC1 || image.type() == CV_32FC3,
               "CorruptImage needs a CV_32FC1 or CV_32FC3 image");
-  TORCH_CHECK(severity >= 1 && severity <= 5, "severity must be in 1..5, got ",
-              severity);
+  TORCH_CHECK(severity >= 1 && severity <= 5, "severity must be in 1..5, got ", severity);
   const int level = severity - 1;
   cv::Mat out;
   switch (kind) {
@@ -403,19 +382,17 @@ cv::Mat CorruptImage(const cv::Mat& image, CorruptionKind kind, int severity,
       out = JpegRoundTrip(image, kJpegQuality[level]);
       break;
     default:
-      TORCH_CHECK(false, "not an image corruption: ",
-                  CorruptionKind_Name(kind));
+      TORCH_CHECK(false, "not an image corruption: ", CorruptionKind_Name(kind));
   }
   ClipTo01(out);
   return out;
 }
 
-std::vector<int64_t> SubstituteTokens(const std::vector<int64_t>& tokens,
-                                      double rate, int64_t vocab_size,
-                                      int64_t unk_id, uint64_t seed) {
+std::vector<int64_t> SubstituteTokens(const std::vector<int64_t>& tokens, double rate,
+                                      int64_t vocab_size, int64_t unk_id, uint64_t seed) {
   const bool has_unk = unk_id >= 0 && unk_id < vocab_size;
-  TORCH_CHECK(vocab_size >= (has_unk ? 3 : 2),
-              "no substitute token in a vocabulary of ", vocab_size);
+  TORCH_CHECK(vocab_size >= (has_unk ? 3 : 2), "no substitute token in a vocabulary of ",
+              vocab_size);
   DataRng rng(seed);
   std::vector<int64_t> out = tokens;
   for (int64_t& token : out) {
@@ -428,8 +405,8 @@ std::vector<int64_t> SubstituteTokens(const std::vector<int64_t>& tokens,
       excluded.push_back(token);
     }
     std::sort(excluded.begin(), excluded.end());
-    int64_t id = static_cast<int64_t>(rng.Below(
-        static_cast<uint64_t>(vocab_size - static_cast<int64_t>(excluded.size()))));
+    int64_t id = static_cast<int64_t>(
+        rng.Below(static_cast<uint64_t>(vocab_size - static_cast<int64_t>(excluded.size()))));
     for (int64_t skip : excluded) {
       if (id >= skip) ++id;
     }
@@ -438,9 +415,8 @@ std::vector<int64_t> SubstituteTokens(const std::vector<int64_t>& tokens,
   return out;
 }
 
-std::vector<int64_t> DeleteTokens(
-    const std::function<std::vector<int64_t>()>& next_tokens, int64_t length,
-    double rate, uint64_t seed) {
+std::vector<int64_t> DeleteTokens(const std::function<std::vector<int64_t>()>& next_tokens,
+                                  int64_t length, double rate, uint64_t seed) {
   TORCH_CHECK(rate < 1.0, "a deletion rate must be < 1, got ", rate);
   DataRng rng(seed);
   std::vector<int64_t> kept;

@@ -20,9 +20,8 @@
 
 #include <cstdint>
 #include <functional>
-#include <vector>
-
 #include <opencv2/core.hpp>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -44,9 +43,8 @@ absl::Status ValidateCorruption(const CorruptionSpec& corruption, Task task);
 // corrupted token windows. TOKEN_DELETION refills a window with the tokens
 // that follow it in the split's stream (the next examples, wrapping to the
 // start of the split after its last example).
-absl::StatusOr<Batch> CorruptedBatch(const Dataset& data, Split split,
-                                     int64_t batch_size, int64_t index,
-                                     const CorruptionSpec& corruption,
+absl::StatusOr<Batch> CorruptedBatch(const Dataset& data, Split split, int64_t batch_size,
+                                     int64_t index, const CorruptionSpec& corruption,
                                      uint64_t seed);
 
 // Whether position t of a corrupted batch still holds (a corrupted version
@@ -63,25 +61,22 @@ bool PreservesPositions(CorruptionKind kind);
 // `seed` drives the noise of GAUSSIAN_NOISE (other kinds are deterministic).
 // Preconditions (checked, programmer errors): the type, an image kind and
 // the severity range.
-cv::Mat CorruptImage(const cv::Mat& image, CorruptionKind kind, int severity,
-                     uint64_t seed);
+cv::Mat CorruptImage(const cv::Mat& image, CorruptionKind kind, int severity, uint64_t seed);
 
 // `tokens` with each token replaced, with probability `rate`, by a token id
 // drawn uniformly from [0, vocab_size) without `unk_id` and without the
 // token itself (so a substitution always changes the token and never
 // introduces <unk>; unk_id = -1 means there is none). Needs at least one
 // such id: vocab_size >= 3, or >= 2 without <unk>.
-std::vector<int64_t> SubstituteTokens(const std::vector<int64_t>& tokens,
-                                      double rate, int64_t vocab_size,
-                                      int64_t unk_id, uint64_t seed);
+std::vector<int64_t> SubstituteTokens(const std::vector<int64_t>& tokens, double rate,
+                                      int64_t vocab_size, int64_t unk_id, uint64_t seed);
 
 // Reads a token stream chunk by chunk from `next_tokens` (each call returns
 // the next, non-empty, piece of the stream) and deletes each token with
 // probability `rate` until `length` tokens survive; returns them in stream
 // order. The result does not depend on how the stream is cut into chunks.
-std::vector<int64_t> DeleteTokens(
-    const std::function<std::vector<int64_t>()>& next_tokens, int64_t length,
-    double rate, uint64_t seed);
+std::vector<int64_t> DeleteTokens(const std::function<std::vector<int64_t>()>& next_tokens,
+                                  int64_t length, double rate, uint64_t seed);
 
 }  // namespace moelab
 

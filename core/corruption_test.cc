@@ -1,18 +1,18 @@
 #include "core/corruption.h"
 
-#include <cmath>
-#include <cstdint>
-#include <memory>
-#include <string>
-#include <vector>
-
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/allclose.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/equal.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -26,8 +26,8 @@ class FakeImageDataset : public Dataset {
  public:
   // Example n is `images[n % images.size()]` ([0, 1] pixels, RGB or grey),
   // normalised with `mean` and `std`.
-  FakeImageDataset(std::vector<cv::Mat> images, int64_t num_examples,
-                   std::vector<float> mean, std::vector<float> std)
+  FakeImageDataset(std::vector<cv::Mat> images, int64_t num_examples, std::vector<float> mean,
+                   std::vector<float> std)
       : images_(std::move(images)), num_examples_(num_examples) {
     info_.task = Task::kImageClassification;
     info_.num_classes = 10;
@@ -41,22 +41,19 @@ class FakeImageDataset : public Dataset {
   const DatasetInfo& info() const override { return info_; }
   int64_t NumExamples(Split) const override { return num_examples_; }
 
-  Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t,
-                 uint64_t) const override {
+  Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t, uint64_t) const override {
     std::vector<int64_t> indices;
-    for (int64_t i = index * batch_size;
-         i < std::min(num_examples_, (index + 1) * batch_size); ++i) {
+    for (int64_t i = index * batch_size; i < std::min(num_examples_, (index + 1) * batch_size);
+         ++i) {
       indices.push_back(i);
     }
     return GetExamples(split, indices);
   }
 
-  Batch GetExamples(Split,
-                    const std::vector<int64_t>& indices) const override {
+  Batch GetExamples(Split, const std::vector<int64_t>& indices) const override {
     const int64_t batch = static_cast<int64_t>(indices.size());
     const int64_t c = info_.channels, h = info_.height, w = info_.width;
-    Batch out{at::empty({batch, c, h, w}, at::kFloat),
-              at::empty({batch}, at::kLong)};
+    Batch out{at::empty({batch, c, h, w}, at::kFloat), at::empty({batch}, at::kLong)};
     float* x = out.inputs.data_ptr<float>();
     for (int64_t b = 0; b < batch; ++b) {
       const cv::Mat& image = images_[indices[b] % images_.size()];
@@ -65,8 +62,7 @@ class FakeImageDataset : public Dataset {
         const float std = info_.pixel_std[info_.pixel_std.size() == 1 ? 0 : ch];
         for (int64_t y = 0; y < h; ++y) {
           for (int64_t xx = 0; xx < w; ++xx) {
-            x[((b * c + ch) * h + y) * w + xx] =
-                (image.ptr<float>(y)[xx * c + ch] - mean) / std;
+            x[((b * c + ch) * h + y) * w + xx] = (image.ptr<float>(y)[xx * c + ch] - mean) / std;
           }
         }
       }
@@ -85,8 +81,7 @@ class FakeImageDataset : public Dataset {
 // token_stream_dataset.h): example i holds s[i*L .. i*L + L].
 class FakeLmDataset : public Dataset {
  public:
-  FakeLmDataset(std::vector<int64_t> stream, int64_t length,
-                int64_t vocab_size, int64_t unk_id)
+  FakeLmDataset(std::vector<int64_t> stream, int64_t length, int64_t vocab_size, int64_t unk_id)
       : stream_(std::move(stream)) {
     info_.task = Task::kLanguageModeling;
     info_.vocab_size = vocab_size;
@@ -99,30 +94,25 @@ class FakeLmDataset : public Dataset {
     return (static_cast<int64_t>(stream_.size()) - 1) / info_.sequence_length;
   }
 
-  Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t,
-                 uint64_t) const override {
+  Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t, uint64_t) const override {
     std::vector<int64_t> indices;
-    for (int64_t i = index * batch_size;
-         i < std::min(NumExamples(split), (index + 1) * batch_size); ++i) {
+    for (int64_t i = index * batch_size; i < std::min(NumExamples(split), (index + 1) * batch_size);
+         ++i) {
       indices.push_back(i);
     }
     return GetExamples(split, indices);
   }
 
-  Batch GetExamples(Split split,
-                    const std::vector<int64_t>& indices) const override {
+  Batch GetExamples(Split split, const std::vector<int64_t>& indices) const override {
     const int64_t batch = static_cast<int64_t>(indices.size());
     const int64_t length = info_.sequence_length;
-    Batch out{at::empty({batch, length}, at::kLong),
-              at::empty({batch, length}, at::kLong)};
+    Batch out{at::empty({batch, length}, at::kLong), at::empty({batch, length}, at::kLong)};
     for (int64_t b = 0; b < batch; ++b) {
       EXPECT_GE(indices[b], 0);
       EXPECT_LT(indices[b], NumExamples(split));
       for (int64_t t = 0; t < length; ++t) {
-        out.inputs.data_ptr<int64_t>()[b * length + t] =
-            stream_[indices[b] * length + t];
-        out.targets.data_ptr<int64_t>()[b * length + t] =
-            stream_[indices[b] * length + t + 1];
+        out.inputs.data_ptr<int64_t>()[b * length + t] = stream_[indices[b] * length + t];
+        out.targets.data_ptr<int64_t>()[b * length + t] = stream_[indices[b] * length + t + 1];
       }
     }
     return out;
@@ -141,18 +131,15 @@ cv::Mat TestImage(int height, int width, int channels) {
   cv::Mat rgb(height, width, CV_32FC3);
   for (int y = 0; y < height; ++y) {
     for (int x = 0; x < width; ++x) {
-      rgb.at<cv::Vec3f>(y, x) = cv::Vec3f(
-          0.2f + 0.6f * x / width, 0.15f + 0.7f * y / height,
-          0.5f + 0.3f * std::sin(0.4f * x) * std::cos(0.3f * y));
+      rgb.at<cv::Vec3f>(y, x) = cv::Vec3f(0.2f + 0.6f * x / width, 0.15f + 0.7f * y / height,
+                                          0.5f + 0.3f * std::sin(0.4f * x) * std::cos(0.3f * y));
     }
   }
-  cv::rectangle(rgb, cv::Point(width / 8, height / 6),
-                cv::Point(width / 2, height / 2), cv::Scalar(0.95, 0.9, 0.1),
-                cv::FILLED);
-  cv::circle(rgb, cv::Point(2 * width / 3, 2 * height / 3), width / 5,
-             cv::Scalar(0.05, 0.1, 0.8), cv::FILLED);
-  cv::line(rgb, cv::Point(0, height - 3), cv::Point(width - 1, 2),
-           cv::Scalar(1, 1, 1), 1);
+  cv::rectangle(rgb, cv::Point(width / 8, height / 6), cv::Point(width / 2, height / 2),
+                cv::Scalar(0.95, 0.9, 0.1), cv::FILLED);
+  cv::circle(rgb, cv::Point(2 * width / 3, 2 * height / 3), width / 5, cv::Scalar(0.05, 0.1, 0.8),
+             cv::FILLED);
+  cv::line(rgb, cv::Point(0, height - 3), cv::Point(width - 1, 2), cv::Scalar(1, 1, 1), 1);
   if (channels == 3) return rgb;
   cv::Mat grey;
   cv::cvtColor(rgb, grey, cv::COLOR_RGB2GRAY);
@@ -189,8 +176,7 @@ CorruptionSpec Text(CorruptionKind kind, float rate) {
   return spec;
 }
 
-constexpr CorruptionKind kImageKinds[] = {GAUSSIAN_NOISE, GAUSSIAN_BLUR,
-                                          CONTRAST, JPEG};
+constexpr CorruptionKind kImageKinds[] = {GAUSSIAN_NOISE, GAUSSIAN_BLUR, CONTRAST, JPEG};
 
 // ------------------------------------------------------------ image kinds
 
@@ -223,9 +209,8 @@ TEST(CorruptImageTest, ChangeGrowsWithSeverityAndStaysInRange) {
         ASSERT_EQ(out.size(), image.size());
         EXPECT_TRUE(InUnitRange(out));
         const double change = MeanAbsDiff(out, image);
-        EXPECT_GT(change, previous)
-            << CorruptionKind_Name(kind) << " severity " << severity << " on "
-            << c.size << "x" << c.size << "x" << c.channels;
+        EXPECT_GT(change, previous) << CorruptionKind_Name(kind) << " severity " << severity
+                                    << " on " << c.size << "x" << c.size << "x" << c.channels;
         previous = change;
       }
     }
@@ -292,8 +277,8 @@ TEST(CorruptImageTest, BlurMatchesScipyGaussianFilterWithNearestBorder) {
   const cv::Mat image = TestImage(28, 28, 1);
   for (int severity : {1, 5}) {
     const double sigma = severity == 1 ? 1.0 : 6.0;
-    EXPECT_LT(cv::norm(CorruptImage(image, GAUSSIAN_BLUR, severity, 0),
-                       ReferenceBlur(image, sigma), cv::NORM_INF),
+    EXPECT_LT(cv::norm(CorruptImage(image, GAUSSIAN_BLUR, severity, 0), ReferenceBlur(image, sigma),
+                       cv::NORM_INF),
               1e-4)
         << "severity " << severity;
   }
@@ -319,9 +304,8 @@ std::unique_ptr<FakeImageDataset> ImageData() {
   cv::Mat flipped;
   cv::flip(images[0], flipped, 1);
   images.push_back(flipped);
-  return std::make_unique<FakeImageDataset>(
-      images, 10, std::vector<float>{0.485f, 0.456f, 0.406f},
-      std::vector<float>{0.229f, 0.224f, 0.225f});
+  return std::make_unique<FakeImageDataset>(images, 10, std::vector<float>{0.485f, 0.456f, 0.406f},
+                                            std::vector<float>{0.229f, 0.224f, 0.225f});
 }
 
 TEST(CorruptedBatchTest, ImagesAreCorruptedInPixelSpaceAndRenormalised) {
@@ -340,8 +324,7 @@ TEST(CorruptedBatchTest, ImagesAreCorruptedInPixelSpaceAndRenormalised) {
     for (int c = 0; c < 3; ++c) {
       for (int y = 0; y < 24; ++y) {
         for (int x = 0; x < 24; ++x) {
-          image.at<cv::Vec3f>(y, x)[c] =
-              clean.inputs[b][c][y][x].item<float>() * std[c] + mean[c];
+          image.at<cv::Vec3f>(y, x)[c] = clean.inputs[b][c][y][x].item<float>() * std[c] + mean[c];
         }
       }
     }
@@ -350,8 +333,7 @@ TEST(CorruptedBatchTest, ImagesAreCorruptedInPixelSpaceAndRenormalised) {
       for (int y = 0; y < 24; ++y) {
         for (int x = 0; x < 24; ++x) {
           ASSERT_NEAR(corrupted->inputs[b][c][y][x].item<float>(),
-                      (expected.at<cv::Vec3f>(y, x)[c] - mean[c]) / std[c],
-                      1e-4);
+                      (expected.at<cv::Vec3f>(y, x)[c] - mean[c]) / std[c], 1e-4);
         }
       }
     }
@@ -363,21 +345,18 @@ TEST(CorruptedBatchTest, ImageNoiseIsDeterministicPerExample) {
   const CorruptionSpec noise = Image(GAUSSIAN_NOISE, 2);
   absl::StatusOr<Batch> a = CorruptedBatch(*data, Split::kValid, 4, 2, noise, 1);
   absl::StatusOr<Batch> b = CorruptedBatch(*data, Split::kValid, 4, 2, noise, 1);
-  absl::StatusOr<Batch> other =
-      CorruptedBatch(*data, Split::kValid, 4, 2, noise, 2);
+  absl::StatusOr<Batch> other = CorruptedBatch(*data, Split::kValid, 4, 2, noise, 2);
   ASSERT_TRUE(a.ok() && b.ok() && other.ok());
   // The last batch is partial: examples 8 and 9.
   EXPECT_EQ(a->inputs.size(0), 2);
   EXPECT_TRUE(at::equal(a->inputs, b->inputs));
   EXPECT_FALSE(at::allclose(a->inputs, other->inputs));
   // Examples 0 and 2 hold the same clean image but get different noise.
-  absl::StatusOr<Batch> first =
-      CorruptedBatch(*data, Split::kValid, 4, 0, noise, 1);
+  absl::StatusOr<Batch> first = CorruptedBatch(*data, Split::kValid, 4, 0, noise, 1);
   ASSERT_TRUE(first.ok());
   EXPECT_FALSE(at::allclose(first->inputs[0], first->inputs[2]));
   // An example's corruption does not depend on the batch size.
-  absl::StatusOr<Batch> pair =
-      CorruptedBatch(*data, Split::kValid, 2, 1, noise, 1);
+  absl::StatusOr<Batch> pair = CorruptedBatch(*data, Split::kValid, 2, 1, noise, 1);
   ASSERT_TRUE(pair.ok());
   EXPECT_TRUE(at::equal(pair->inputs[0], first->inputs[2]));
 }
@@ -388,9 +367,8 @@ TEST(CorruptedBatchTest, ImageNoiseIsDeterministicPerExample) {
 std::unique_ptr<FakeLmDataset> CountingLm(int64_t examples, int64_t length) {
   std::vector<int64_t> stream(examples * length + 1);
   for (size_t j = 0; j < stream.size(); ++j) stream[j] = j;
-  return std::make_unique<FakeLmDataset>(
-      stream, length, static_cast<int64_t>(stream.size()) + 1,
-      /*unk_id=*/static_cast<int64_t>(stream.size()));
+  return std::make_unique<FakeLmDataset>(stream, length, static_cast<int64_t>(stream.size()) + 1,
+                                         /*unk_id=*/static_cast<int64_t>(stream.size()));
 }
 
 // The T + 1 token window of row b.
@@ -419,8 +397,8 @@ TEST(SubstituteTokensTest, ChangesAboutRateOfTokensAndNeverMakesUnk) {
   FakeLmDataset data(stream, kLength, kVocab, kUnk);
   for (float rate : {0.05f, 0.2f, 0.5f}) {
     const Batch clean = data.GetBatch(Split::kTest, kExamples, 0, 0, 0);
-    absl::StatusOr<Batch> corrupted = CorruptedBatch(
-        data, Split::kTest, kExamples, 0, Text(TOKEN_SUBSTITUTION, rate), 9);
+    absl::StatusOr<Batch> corrupted =
+        CorruptedBatch(data, Split::kTest, kExamples, 0, Text(TOKEN_SUBSTITUTION, rate), 9);
     ASSERT_TRUE(corrupted.ok()) << corrupted.status();
     ASSERT_EQ(corrupted->inputs.sizes(), clean.inputs.sizes());
     ExpectShifted(*corrupted);
@@ -441,8 +419,7 @@ TEST(SubstituteTokensTest, ChangesAboutRateOfTokensAndNeverMakesUnk) {
     }
     // 4096 tokens; four binomial standard deviations.
     const double sd = std::sqrt(rate * (1 - rate) / total);
-    EXPECT_NEAR(static_cast<double>(changed) / total, rate, 4 * sd)
-        << "rate " << rate;
+    EXPECT_NEAR(static_cast<double>(changed) / total, rate, 4 * sd) << "rate " << rate;
     // Every id other than <unk> is used as a replacement.
     for (int64_t id = 0; id < kVocab; ++id) {
       if (id == kUnk) {
@@ -459,15 +436,13 @@ TEST(SubstituteTokensTest, DeterministicAndPositionPreserving) {
   const CorruptionSpec swap = Text(TOKEN_SUBSTITUTION, 0.3f);
   absl::StatusOr<Batch> a = CorruptedBatch(*data, Split::kValid, 8, 1, swap, 4);
   absl::StatusOr<Batch> b = CorruptedBatch(*data, Split::kValid, 8, 1, swap, 4);
-  absl::StatusOr<Batch> other =
-      CorruptedBatch(*data, Split::kValid, 8, 1, swap, 5);
+  absl::StatusOr<Batch> other = CorruptedBatch(*data, Split::kValid, 8, 1, swap, 5);
   ASSERT_TRUE(a.ok() && b.ok() && other.ok());
   EXPECT_TRUE(at::equal(a->inputs, b->inputs));
   EXPECT_TRUE(at::equal(a->targets, b->targets));
   EXPECT_FALSE(at::equal(a->inputs, other->inputs));
   // Batch size 4, index 3 holds examples 12..15 = rows 4..7 of batch 1 of 8.
-  absl::StatusOr<Batch> quarter =
-      CorruptedBatch(*data, Split::kValid, 4, 3, swap, 4);
+  absl::StatusOr<Batch> quarter = CorruptedBatch(*data, Split::kValid, 4, 3, swap, 4);
   ASSERT_TRUE(quarter.ok());
   EXPECT_TRUE(at::equal(quarter->inputs, a->inputs.slice(0, 4, 8)));
   EXPECT_TRUE(PreservesPositions(TOKEN_SUBSTITUTION));
@@ -477,8 +452,8 @@ TEST(DeleteTokensTest, KeepsLengthOrderAndShiftedTargets) {
   constexpr int64_t kLength = 32, kExamples = 64;
   auto data = CountingLm(kExamples, kLength);
   for (float rate : {0.1f, 0.3f}) {
-    absl::StatusOr<Batch> corrupted = CorruptedBatch(
-        *data, Split::kValid, 16, 1, Text(TOKEN_DELETION, rate), 3);
+    absl::StatusOr<Batch> corrupted =
+        CorruptedBatch(*data, Split::kValid, 16, 1, Text(TOKEN_DELETION, rate), 3);
     ASSERT_TRUE(corrupted.ok()) << corrupted.status();
     ASSERT_EQ(corrupted->inputs.size(0), 16);
     ASSERT_EQ(corrupted->inputs.size(1), kLength);
@@ -496,8 +471,7 @@ TEST(DeleteTokensTest, KeepsLengthOrderAndShiftedTargets) {
     }
     // About 16 * 33 / (1 - rate) stream tokens read.
     const double sd = std::sqrt(rate * (1 - rate) / consumed);
-    EXPECT_NEAR(static_cast<double>(deleted) / consumed, rate, 4 * sd)
-        << "rate " << rate;
+    EXPECT_NEAR(static_cast<double>(deleted) / consumed, rate, 4 * sd) << "rate " << rate;
   }
   EXPECT_FALSE(PreservesPositions(TOKEN_DELETION));
 }
@@ -507,8 +481,8 @@ TEST(DeleteTokensTest, WrapsToTheStartOfTheSplitAfterItsEnd) {
   auto data = CountingLm(kExamples, kLength);
   // The last example's window (tokens 50..60) loses about half its tokens
   // and is refilled from the start of the split (tokens 0, 1, ...).
-  absl::StatusOr<Batch> corrupted = CorruptedBatch(
-      *data, Split::kTest, 1, kExamples - 1, Text(TOKEN_DELETION, 0.5f), 1);
+  absl::StatusOr<Batch> corrupted =
+      CorruptedBatch(*data, Split::kTest, 1, kExamples - 1, Text(TOKEN_DELETION, 0.5f), 1);
   ASSERT_TRUE(corrupted.ok()) << corrupted.status();
   const std::vector<int64_t> window = Window(*corrupted, 0);
   ASSERT_EQ(window.size(), kLength + 1);
@@ -524,8 +498,8 @@ TEST(DeleteTokensTest, WrapsToTheStartOfTheSplitAfterItsEnd) {
   EXPECT_EQ(descents, 1);
   EXPECT_GE(window.front(), (kExamples - 1) * kLength);
   // Determinism holds across the wrap too.
-  absl::StatusOr<Batch> again = CorruptedBatch(
-      *data, Split::kTest, 1, kExamples - 1, Text(TOKEN_DELETION, 0.5f), 1);
+  absl::StatusOr<Batch> again =
+      CorruptedBatch(*data, Split::kTest, 1, kExamples - 1, Text(TOKEN_DELETION, 0.5f), 1);
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(at::equal(again->inputs, corrupted->inputs));
 }
@@ -558,54 +532,43 @@ TEST(DeleteTokensTest, ResultDoesNotDependOnChunking) {
 
 // ------------------------------------------------------------------ errors
 
-void ExpectInvalid(const absl::StatusOr<Batch>& result,
-                   const std::string& fragment) {
+void ExpectInvalid(const absl::StatusOr<Batch>& result, const std::string& fragment) {
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(result.status().message().find("evaluation.corruptions"),
-            std::string::npos)
+  EXPECT_NE(result.status().message().find("evaluation.corruptions"), std::string::npos)
       << result.status();
-  EXPECT_NE(result.status().message().find(fragment), std::string::npos)
-      << result.status();
+  EXPECT_NE(result.status().message().find(fragment), std::string::npos) << result.status();
 }
 
 TEST(CorruptedBatchTest, RejectsBadSpecs) {
   auto images = ImageData();
   auto text = CountingLm(4, 8);
   for (int severity : {0, 6, -1}) {
-    ExpectInvalid(CorruptedBatch(*images, Split::kValid, 2, 0,
-                                 Image(GAUSSIAN_BLUR, severity), 0),
+    ExpectInvalid(CorruptedBatch(*images, Split::kValid, 2, 0, Image(GAUSSIAN_BLUR, severity), 0),
                   "severity");
   }
   for (float rate : {0.0f, 1.0f, -0.2f, 1.5f, std::nanf("")}) {
-    ExpectInvalid(CorruptedBatch(*text, Split::kValid, 2, 0,
-                                 Text(TOKEN_DELETION, rate), 0),
+    ExpectInvalid(CorruptedBatch(*text, Split::kValid, 2, 0, Text(TOKEN_DELETION, rate), 0),
                   "rate");
   }
-  ExpectInvalid(CorruptedBatch(*images, Split::kValid, 2, 0,
-                               Text(TOKEN_SUBSTITUTION, 0.1f), 0),
+  ExpectInvalid(CorruptedBatch(*images, Split::kValid, 2, 0, Text(TOKEN_SUBSTITUTION, 0.1f), 0),
                 "text corruption");
-  ExpectInvalid(
-      CorruptedBatch(*text, Split::kValid, 2, 0, Image(JPEG, 3), 0),
-      "image corruption");
-  ExpectInvalid(CorruptedBatch(*text, Split::kValid, 2, 0, CorruptionSpec(), 0),
-                "kind");
-  ExpectInvalid(CorruptedBatch(*images, Split::kTrain, 2, 0, Image(JPEG, 3), 0),
-                "train");
+  ExpectInvalid(CorruptedBatch(*text, Split::kValid, 2, 0, Image(JPEG, 3), 0), "image corruption");
+  ExpectInvalid(CorruptedBatch(*text, Split::kValid, 2, 0, CorruptionSpec(), 0), "kind");
+  ExpectInvalid(CorruptedBatch(*images, Split::kTrain, 2, 0, Image(JPEG, 3), 0), "train");
   absl::StatusOr<Batch> out_of_range =
       CorruptedBatch(*images, Split::kValid, 4, 3, Image(JPEG, 3), 0);
   EXPECT_EQ(out_of_range.status().code(), absl::StatusCode::kOutOfRange);
   EXPECT_TRUE(ValidateCorruption(Image(JPEG, 5), Task::kImageClassification).ok());
-  EXPECT_TRUE(
-      ValidateCorruption(Text(TOKEN_DELETION, 0.5f), Task::kLanguageModeling).ok());
+  EXPECT_TRUE(ValidateCorruption(Text(TOKEN_DELETION, 0.5f), Task::kLanguageModeling).ok());
   EXPECT_FALSE(PreservesPositions(CORRUPTION_UNSPECIFIED));
   for (CorruptionKind kind : kImageKinds) EXPECT_TRUE(PreservesPositions(kind));
 }
 
 TEST(CorruptedBatchTest, RejectsAVocabularyWithNothingToSubstitute) {
   FakeLmDataset data({0, 1, 0, 1, 0}, 2, /*vocab_size=*/2, /*unk_id=*/1);
-  absl::StatusOr<Batch> result = CorruptedBatch(
-      data, Split::kValid, 1, 0, Text(TOKEN_SUBSTITUTION, 0.5f), 0);
+  absl::StatusOr<Batch> result =
+      CorruptedBatch(data, Split::kValid, 1, 0, Text(TOKEN_SUBSTITUTION, 0.5f), 0);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 

@@ -15,7 +15,7 @@ namespace moelab {
 struct CpuInfo {
   std::string vendor;  // "AuthenticAMD", "GenuineIntel": the first "vendor_id"
   std::string model;   // "AMD EPYC 9B45", from the first "model name"
-  int family = -1;    // "cpu family"; -1 when absent
+  int family = -1;     // "cpu family"; -1 when absent
   int logical_cpus = 0;
   bool avx2 = false;
   bool avx512f = false;

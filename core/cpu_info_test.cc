@@ -1,9 +1,9 @@
 #include "core/cpu_info.h"
 
-#include <cstdlib>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cstdlib>
 
 namespace moelab {
 namespace {

@@ -30,11 +30,9 @@ Registry<DatasetRegistration>& DatasetRegistry() {
 }
 
 absl::StatusOr<std::unique_ptr<Dataset>> LoadDataset(const DatasetSpec& spec) {
-  absl::StatusOr<const DatasetRegistration*> entry =
-      DatasetRegistry().Find(spec.name());
+  absl::StatusOr<const DatasetRegistration*> entry = DatasetRegistry().Find(spec.name());
   if (!entry.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dataset.name: ", entry.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("dataset.name: ", entry.status().message()));
   }
   if (absl::Status status = (*entry)->validate(spec); !status.ok()) {
     return status;

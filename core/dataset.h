@@ -4,12 +4,12 @@
 // The dataset contract. Datasets are plugins registered by name with
 // MOELAB_REGISTER_DATASET; loaders live in core/data/.
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -66,12 +66,11 @@ class Dataset {
   // and augmented with a permutation drawn from (seed, epoch), evaluation
   // splits are never shuffled. Random access is what makes an interrupted
   // epoch resumable and a probe set fixed.
-  virtual Batch GetBatch(Split split, int64_t batch_size, int64_t index,
-                         int64_t epoch, uint64_t seed) const = 0;
+  virtual Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t epoch,
+                         uint64_t seed) const = 0;
 
   // The examples at `indices` of an evaluation split, in that order.
-  virtual Batch GetExamples(Split split, const std::vector<int64_t>& indices)
-      const = 0;
+  virtual Batch GetExamples(Split split, const std::vector<int64_t>& indices) const = 0;
 };
 
 struct DatasetRegistration {
@@ -82,8 +81,7 @@ struct DatasetRegistration {
   // the field and the file.
   std::function<absl::Status(const DatasetSpec&)> validate;
   // Reads and prepares the data; errors name the file and what was wrong.
-  std::function<absl::StatusOr<std::unique_ptr<Dataset>>(const DatasetSpec&)>
-      load;
+  std::function<absl::StatusOr<std::unique_ptr<Dataset>>(const DatasetSpec&)> load;
   Task task = Task::kLanguageModeling;
 };
 
@@ -98,10 +96,8 @@ std::string DataCacheDir();
 
 }  // namespace moelab
 
-#define MOELAB_REGISTER_DATASET(name, ...)                              \
-  static const bool MOELAB_REGISTRY_CONCAT(kMoelabDatasetRegistered_, \
-                                           __LINE__) =                 \
-      ::moelab::DatasetRegistry().Register(                            \
-          name, ::moelab::DatasetRegistration __VA_ARGS__)
+#define MOELAB_REGISTER_DATASET(name, ...)                                        \
+  static const bool MOELAB_REGISTRY_CONCAT(kMoelabDatasetRegistered_, __LINE__) = \
+      ::moelab::DatasetRegistry().Register(name, ::moelab::DatasetRegistration __VA_ARGS__)
 
 #endif  // MOELAB_CORE_DATASET_H_

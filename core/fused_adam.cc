@@ -18,8 +18,8 @@ namespace {
 // scalar-tensor operations use them.
 template <typename T>
 struct AdamCoefficients {
-  T l2;             // Adam: weight_decay, added to the gradient
-  T decay;          // AdamW: 1 - lr * weight_decay, applied to the parameter
+  T l2;     // Adam: weight_decay, added to the gradient
+  T decay;  // AdamW: 1 - lr * weight_decay, applied to the parameter
   T beta1, one_minus_beta1;
   T beta2, one_minus_beta2;
   T inverse_sqrt_bias_correction2;
@@ -33,9 +33,8 @@ struct AdamCoefficients {
 //   v = v * beta2 + (1 - beta2) * g * g
 //   p = p * decay - step_size * m / (sqrt(v) / sqrt(bias_correction2) + eps)
 template <typename T>
-void UpdateRange(const AdamCoefficients<T>& c, int64_t begin, int64_t end,
-                 T* __restrict__ param, const T* __restrict__ grad,
-                 T* __restrict__ exp_avg, T* __restrict__ exp_avg_sq) {
+void UpdateRange(const AdamCoefficients<T>& c, int64_t begin, int64_t end, T* __restrict__ param,
+                 const T* __restrict__ grad, T* __restrict__ exp_avg, T* __restrict__ exp_avg_sq) {
   for (int64_t i = begin; i < end; ++i) {
     const T g = grad[i] + c.l2 * param[i];
     const T m = exp_avg[i] * c.beta1 + c.one_minus_beta1 * g;
@@ -51,8 +50,8 @@ void UpdateRange(const AdamCoefficients<T>& c, int64_t begin, int64_t end,
 constexpr int64_t kGrainSize = 32768;
 
 void Update(const at::Tensor& param, const at::Tensor& grad, const at::Tensor& exp_avg,
-            const at::Tensor& exp_avg_sq, double lr, double beta1, double beta2,
-            double eps, double l2, double decay, int64_t step) {
+            const at::Tensor& exp_avg_sq, double lr, double beta1, double beta2, double eps,
+            double l2, double decay, int64_t step) {
   for (const at::Tensor* moment : {&exp_avg, &exp_avg_sq}) {
     TORCH_CHECK(moment->is_contiguous() && moment->numel() == param.numel() &&
                     moment->scalar_type() == param.scalar_type() &&
@@ -64,23 +63,21 @@ void Update(const at::Tensor& param, const at::Tensor& grad, const at::Tensor& e
   const double bias_correction1 = 1 - std::pow(beta1, static_cast<double>(step));
   const double bias_correction2 = 1 - std::pow(beta2, static_cast<double>(step));
   AT_DISPATCH_FLOATING_TYPES(param.scalar_type(), "FusedAdam", [&] {
-    const AdamCoefficients<scalar_t> c{
-        static_cast<scalar_t>(l2),
-        static_cast<scalar_t>(decay),
-        static_cast<scalar_t>(beta1),
-        static_cast<scalar_t>(1 - beta1),
-        static_cast<scalar_t>(beta2),
-        static_cast<scalar_t>(1 - beta2),
-        static_cast<scalar_t>(1 / std::sqrt(bias_correction2)),
-        static_cast<scalar_t>(eps),
-        static_cast<scalar_t>(-lr / bias_correction1)};
+    const AdamCoefficients<scalar_t> c{static_cast<scalar_t>(l2),
+                                       static_cast<scalar_t>(decay),
+                                       static_cast<scalar_t>(beta1),
+                                       static_cast<scalar_t>(1 - beta1),
+                                       static_cast<scalar_t>(beta2),
+                                       static_cast<scalar_t>(1 - beta2),
+                                       static_cast<scalar_t>(1 / std::sqrt(bias_correction2)),
+                                       static_cast<scalar_t>(eps),
+                                       static_cast<scalar_t>(-lr / bias_correction1)};
     scalar_t* p = param.data_ptr<scalar_t>();
     const scalar_t* g = dense_grad.data_ptr<scalar_t>();
     scalar_t* m = exp_avg.data_ptr<scalar_t>();
     scalar_t* v = exp_avg_sq.data_ptr<scalar_t>();
-    at::parallel_for(0, param.numel(), kGrainSize, [&](int64_t begin, int64_t end) {
-      UpdateRange(c, begin, end, p, g, m, v);
-    });
+    at::parallel_for(0, param.numel(), kGrainSize,
+                     [&](int64_t begin, int64_t end) { UpdateRange(c, begin, end, p, g, m, v); });
   });
 }
 
@@ -116,8 +113,8 @@ void FusedStep(torch::optim::Optimizer& optimizer) {
       }
       auto& state = static_cast<State&>(*slot);
       state.step(state.step() + 1);
-      Update(param, param.grad(), state.exp_avg(), state.exp_avg_sq(), options.lr(),
-             beta1, beta2, options.eps(), l2, decay, state.step());
+      Update(param, param.grad(), state.exp_avg(), state.exp_avg_sq(), options.lr(), beta1, beta2,
+             options.eps(), l2, decay, state.step());
     }
   }
 }

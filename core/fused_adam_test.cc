@@ -91,18 +91,16 @@ TEST(FusedAdamTest, MatchesTorchAdamWithAndWithoutL2WeightDecay) {
   for (double weight_decay : {0.0, 0.1}) {
     const auto options = torch::optim::AdamOptions(1e-2).weight_decay(weight_decay).eps(1e-6);
     ExpectSameTrajectory<FusedAdam, torch::optim::Adam, AdamParamState>(options, at::kDouble,
-                                                                         1e-12);
-    ExpectSameTrajectory<FusedAdam, torch::optim::Adam, AdamParamState>(options, at::kFloat,
-                                                                         1e-5);
+                                                                        1e-12);
+    ExpectSameTrajectory<FusedAdam, torch::optim::Adam, AdamParamState>(options, at::kFloat, 1e-5);
   }
 }
 
 TEST(FusedAdamTest, MatchesTorchAdamWithDecoupledWeightDecay) {
   const auto options = torch::optim::AdamWOptions(1e-2).weight_decay(0.1).betas({0.8, 0.95});
   ExpectSameTrajectory<FusedAdamW, torch::optim::AdamW, AdamWParamState>(options, at::kDouble,
-                                                                          1e-12);
-  ExpectSameTrajectory<FusedAdamW, torch::optim::AdamW, AdamWParamState>(options, at::kFloat,
-                                                                          1e-5);
+                                                                         1e-12);
+  ExpectSameTrajectory<FusedAdamW, torch::optim::AdamW, AdamWParamState>(options, at::kFloat, 1e-5);
 }
 
 TEST(FusedAdamTest, NonContiguousGradientsAndParametersMatchTorchAdam) {
@@ -178,16 +176,14 @@ double DivergenceAfterResumingAcross(const Options& options, at::ScalarType dtyp
 
 TEST(FusedAdamTest, TorchAdamWResumesFromAFusedCheckpoint) {
   const auto options = torch::optim::AdamWOptions(1e-2).weight_decay(0.05);
-  EXPECT_LT((DivergenceAfterResumingAcross<FusedAdamW, torch::optim::AdamW>(options,
-                                                                           at::kDouble)),
+  EXPECT_LT((DivergenceAfterResumingAcross<FusedAdamW, torch::optim::AdamW>(options, at::kDouble)),
             1e-12);
 }
 
 TEST(FusedAdamTest, ResumesFromATorchAdamCheckpoint) {
   // Runs from before the fused optimizer saved LibTorch's Adam.
   const auto options = torch::optim::AdamOptions(1e-2);
-  EXPECT_LT((DivergenceAfterResumingAcross<torch::optim::Adam, FusedAdam>(options,
-                                                                         at::kFloat)),
+  EXPECT_LT((DivergenceAfterResumingAcross<torch::optim::Adam, FusedAdam>(options, at::kFloat)),
             1e-5);
 }
 

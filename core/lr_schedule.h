@@ -10,8 +10,7 @@ namespace moelab {
 // Learning rate for optimizer step `step` (0-based) of `total_steps`:
 // linear warmup from lr/warmup to lr over warmup_steps, then CONSTANT, or a
 // COSINE / LINEAR decay from lr to lr * min_lr_ratio at the last step.
-double LearningRateAt(const TrainingSpec& training, int64_t step,
-                      int64_t total_steps);
+double LearningRateAt(const TrainingSpec& training, int64_t step, int64_t total_steps);
 
 }  // namespace moelab
 

@@ -11,11 +11,9 @@ Registry<ModelRegistration>& ModelRegistry() {
 
 absl::StatusOr<std::shared_ptr<Model>> CreateModel(const ExperimentSpec& spec,
                                                    const DatasetInfo& info) {
-  absl::StatusOr<const ModelRegistration*> entry =
-      ModelRegistry().Find(spec.model().name());
+  absl::StatusOr<const ModelRegistration*> entry = ModelRegistry().Find(spec.model().name());
   if (!entry.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model.name: ", entry.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("model.name: ", entry.status().message()));
   }
   if (absl::Status status = (*entry)->validate(spec.model()); !status.ok()) {
     return status;

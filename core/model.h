@@ -4,14 +4,14 @@
 // The model contract. Models are plugins registered by name with
 // MOELAB_REGISTER_MODEL; they live in models/.
 
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
-#include <torch/nn/module.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -59,8 +59,7 @@ struct ModelStats {
 
 class Model : public torch::nn::Module {
  public:
-  virtual ModelOutput Forward(const Batch& batch,
-                              const ForwardOptions& options) = 0;
+  virtual ModelOutput Forward(const Batch& batch, const ForwardOptions& options) = 0;
   virtual ModelStats Stats() const = 0;
   // True for autoregressive models, whose outputs at position i may depend
   // only on inputs 0..i.
@@ -80,8 +79,7 @@ struct ModelRegistration {
   std::function<RouterDims(const ModelSpec&)> router_dims;
   // Builds the model, its routers from spec.router, its parameters seeded
   // by the caller (torch::manual_seed) before the call.
-  std::function<absl::StatusOr<std::shared_ptr<Model>>(
-      const ExperimentSpec&, const DatasetInfo&)>
+  std::function<absl::StatusOr<std::shared_ptr<Model>>(const ExperimentSpec&, const DatasetInfo&)>
       create;
   Task task = Task::kLanguageModeling;
 };
@@ -94,10 +92,8 @@ absl::StatusOr<std::shared_ptr<Model>> CreateModel(const ExperimentSpec& spec,
 
 }  // namespace moelab
 
-#define MOELAB_REGISTER_MODEL(name, ...)                              \
-  static const bool MOELAB_REGISTRY_CONCAT(kMoelabModelRegistered_, \
-                                           __LINE__) =               \
-      ::moelab::ModelRegistry().Register(                            \
-          name, ::moelab::ModelRegistration __VA_ARGS__)
+#define MOELAB_REGISTER_MODEL(name, ...)                                        \
+  static const bool MOELAB_REGISTRY_CONCAT(kMoelabModelRegistered_, __LINE__) = \
+      ::moelab::ModelRegistry().Register(name, ::moelab::ModelRegistration __VA_ARGS__)
 
 #endif  // MOELAB_CORE_MODEL_H_

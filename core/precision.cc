@@ -15,8 +15,6 @@ PrecisionScope::PrecisionScope(Precision precision) : previous_(current_precisio
 
 PrecisionScope::~PrecisionScope() { current_precision = previous_; }
 
-const char* PrecisionName(Precision precision) {
-  return precision == BF16 ? "bf16" : "fp32";
-}
+const char* PrecisionName(Precision precision) { return precision == BF16 ? "bf16" : "fp32"; }
 
 }  // namespace moelab

@@ -17,8 +17,8 @@ std::string FormatDuration(double seconds) {
   return absl::StrFormat("%ds", s);
 }
 
-ProgressReporter::ProgressReporter(std::FILE* out, std::string label,
-                                   int64_t total_steps, std::string units)
+ProgressReporter::ProgressReporter(std::FILE* out, std::string label, int64_t total_steps,
+                                   std::string units)
     : out_(out),
       label_(std::move(label)),
       total_(std::max<int64_t>(total_steps, 1)),
@@ -28,8 +28,7 @@ ProgressReporter::ProgressReporter(std::FILE* out, std::string label,
       last_draw_(start_) {}
 
 double ProgressReporter::elapsed_seconds() const {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_)
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
 void ProgressReporter::Update(int64_t done, int64_t units_done, double loss) {
@@ -45,20 +44,18 @@ void ProgressReporter::Update(int64_t done, int64_t units_done, double loss) {
     const int filled = static_cast<int>(kWidth * done / total_);
     std::string bar(filled, '#');
     bar.resize(kWidth, '.');
-    std::fprintf(out_, "\r%s [%s] %lld/%lld  %.0f %s/s  loss %.4f  ETA %s   ",
-                 label_.c_str(), bar.c_str(), static_cast<long long>(done),
-                 static_cast<long long>(total_), rate, units_.c_str(), loss,
-                 FormatDuration(eta).c_str());
+    std::fprintf(out_, "\r%s [%s] %lld/%lld  %.0f %s/s  loss %.4f  ETA %s   ", label_.c_str(),
+                 bar.c_str(), static_cast<long long>(done), static_cast<long long>(total_), rate,
+                 units_.c_str(), loss, FormatDuration(eta).c_str());
     std::fflush(out_);
     return;
   }
   const int64_t tenth = std::max<int64_t>(1, total_ / 10);
   if (done != total_ && done / tenth == last_logged_ / tenth) return;
   last_logged_ = done;
-  std::fprintf(out_, "%s step %lld/%lld  %.0f %s/s  loss %.4f  ETA %s\n",
-               label_.c_str(), static_cast<long long>(done),
-               static_cast<long long>(total_), rate, units_.c_str(), loss,
-               FormatDuration(eta).c_str());
+  std::fprintf(out_, "%s step %lld/%lld  %.0f %s/s  loss %.4f  ETA %s\n", label_.c_str(),
+               static_cast<long long>(done), static_cast<long long>(total_), rate, units_.c_str(),
+               loss, FormatDuration(eta).c_str());
   std::fflush(out_);
 }
 

@@ -14,8 +14,7 @@ namespace moelab {
 class ProgressReporter {
  public:
   // `units` names what throughput counts ("tokens", "images").
-  ProgressReporter(std::FILE* out, std::string label, int64_t total_steps,
-                   std::string units);
+  ProgressReporter(std::FILE* out, std::string label, int64_t total_steps, std::string units);
 
   // After step `done` of total, with `units_done` units processed so far.
   void Update(int64_t done, int64_t units_done, double loss);

@@ -61,11 +61,9 @@ SourceRevision CurrentSourceRevision() {
 
 SourceRevision ReadSourceRevision() {
   SourceRevision source;
-  const std::string git =
-      absl::StrCat("git -C ", ShellQuoted(SourceDirectory()), " ");
+  const std::string git = absl::StrCat("git -C ", ShellQuoted(SourceDirectory()), " ");
   std::string commit;
-  if (!CommandOutput(git + "rev-parse --verify HEAD 2>/dev/null", &commit) ||
-      commit.empty()) {
+  if (!CommandOutput(git + "rev-parse --verify HEAD 2>/dev/null", &commit) || commit.empty()) {
     source.set_revision(RevisionLabel(source));
     return source;
   }
@@ -78,11 +76,10 @@ SourceRevision ReadSourceRevision() {
     // Tracked changes, plus each untracked file's name and content hash: the
     // same modified tree always gets the same hash.
     std::string hash;
-    const std::string untracked =
-        absl::StrCat(git, "ls-files --others --exclude-standard");
+    const std::string untracked = absl::StrCat(git, "ls-files --others --exclude-standard");
     const std::string command = absl::StrCat(
-        "{ ", git, "diff HEAD --binary", kCodePaths, "; ", untracked, kCodePaths, "; ",
-        untracked, " -z", kCodePaths, " | (cd ", ShellQuoted(SourceDirectory()),
+        "{ ", git, "diff HEAD --binary", kCodePaths, "; ", untracked, kCodePaths, "; ", untracked,
+        " -z", kCodePaths, " | (cd ", ShellQuoted(SourceDirectory()),
         " && xargs -0 -r git hash-object --); } 2>/dev/null | git hash-object --stdin");
     if (CommandOutput(command, &hash) && hash.size() >= 12) {
       source.set_modification_hash(hash.substr(0, 12));

@@ -46,8 +46,7 @@ class CurrentSourceRevisionTest : public ::testing::Test {
   }
   int Git(const std::string& args) {
     return std::system(absl::StrCat("git -C '", dir_.string(),
-                                    "' -c user.name=t -c user.email=t@t ", args,
-                                    " >/dev/null 2>&1")
+                                    "' -c user.name=t -c user.email=t@t ", args, " >/dev/null 2>&1")
                            .c_str());
   }
 

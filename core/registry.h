@@ -40,8 +40,7 @@ class Registry {
   bool Register(const std::string& name, Entry entry) {
     auto [it, inserted] = entries_.emplace(name, std::move(entry));
     if (!inserted) {
-      fprintf(stderr, "moelab: %s '%s' registered twice\n", kind_.c_str(),
-              name.c_str());
+      fprintf(stderr, "moelab: %s '%s' registered twice\n", kind_.c_str(), name.c_str());
       abort();
     }
     return true;
@@ -52,9 +51,8 @@ class Registry {
   absl::StatusOr<const Entry*> Find(absl::string_view name) const {
     auto it = entries_.find(std::string(name));
     if (it != entries_.end()) return &it->second;
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown ", kind_, " '", name, "'; registered ", kind_,
-                     "s: ", absl::StrJoin(Names(), ", ")));
+    return absl::InvalidArgumentError(absl::StrCat("unknown ", kind_, " '", name, "'; registered ",
+                                                   kind_, "s: ", absl::StrJoin(Names(), ", ")));
   }
 
   // Registered names, sorted.

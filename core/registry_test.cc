@@ -42,8 +42,7 @@ TEST(RegistryTest, RegistersAndFindsLocalEntries) {
   auto found = registry.Find("b");
   ASSERT_TRUE(found.ok());
   EXPECT_EQ((*found)->value, 2);
-  EXPECT_THAT(registry.Find("c").status().message(),
-              HasSubstr("registered widgets: a, b"));
+  EXPECT_THAT(registry.Find("c").status().message(), HasSubstr("registered widgets: a, b"));
 }
 
 TEST(RegistryDeathTest, DuplicateNameAborts) {

@@ -12,18 +12,16 @@ Registry<RouterRegistration>& RouterRegistry() {
   return *registry;
 }
 
-absl::Status CheckRouterOptionsCase(const RouterSpec& spec,
-                                    RouterSpec::OptionsCase expected,
+absl::Status CheckRouterOptionsCase(const RouterSpec& spec, RouterSpec::OptionsCase expected,
                                     absl::string_view expected_field) {
-  if (spec.options_case() == RouterSpec::OPTIONS_NOT_SET ||
-      spec.options_case() == expected) {
+  if (spec.options_case() == RouterSpec::OPTIONS_NOT_SET || spec.options_case() == expected) {
     return absl::OkStatus();
   }
-  const auto* field =
-      RouterSpec::descriptor()->FindFieldByNumber(spec.options_case());
-  return absl::InvalidArgumentError(absl::StrCat(
-      "router.", field->name(), ": these options belong to another router; "
-      "router '", spec.name(), "' takes router.", expected_field));
+  const auto* field = RouterSpec::descriptor()->FindFieldByNumber(spec.options_case());
+  return absl::InvalidArgumentError(absl::StrCat("router.", field->name(),
+                                                 ": these options belong to another router; "
+                                                 "router '",
+                                                 spec.name(), "' takes router.", expected_field));
 }
 
 absl::Status CheckTopK(const RouterSpec& spec, const RouterRegistration& registration,
@@ -33,37 +31,35 @@ absl::Status CheckTopK(const RouterSpec& spec, const RouterRegistration& registr
     return absl::InvalidArgumentError(absl::StrCat("router.top_k: must be > 0, got ", k));
   }
   if (!registration.fractional_top_k && k != std::floor(k)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("router.top_k: router '", spec.name(),
-                     "' needs a whole number of experts, got ", k));
+    return absl::InvalidArgumentError(absl::StrCat("router.top_k: router '", spec.name(),
+                                                   "' needs a whole number of experts, got ", k));
   }
   if (k > dims.num_experts) {
     return absl::InvalidArgumentError(
         absl::StrCat("router.top_k: must be <= the number of experts "
-                     "(model.moe.num_experts = ", dims.num_experts, "), got ", k));
+                     "(model.moe.num_experts = ",
+                     dims.num_experts, "), got ", k));
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckLoadBalanceConventions(const RouterSpec& spec) {
   if (!LoadBalanceCounting_IsValid(spec.load_balance_counting())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.load_balance_counting: unknown value ", spec.load_balance_counting()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.load_balance_counting: unknown value ", spec.load_balance_counting()));
   }
   if (!LoadBalanceScores_IsValid(spec.load_balance_scores())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.load_balance_scores: unknown value ", spec.load_balance_scores()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.load_balance_scores: unknown value ", spec.load_balance_scores()));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<Router>> CreateRouter(const RouterSpec& spec,
                                                      const RouterDims& dims) {
-  absl::StatusOr<const RouterRegistration*> entry =
-      RouterRegistry().Find(spec.name());
+  absl::StatusOr<const RouterRegistration*> entry = RouterRegistry().Find(spec.name());
   if (!entry.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("router.name: ", entry.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat("router.name: ", entry.status().message()));
   }
   if (absl::Status status = CheckLoadBalanceConventions(spec); !status.ok()) {
     return status;

@@ -8,14 +8,14 @@
 // register with MOELAB_REGISTER_ROUTER; nothing in core/ names a concrete
 // router.
 
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
 #include <functional>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
-#include <torch/nn/module.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -83,8 +83,7 @@ struct RoutingDecision {
 class Router : public torch::nn::Module {
  public:
   // hidden: [B, T, D] the token representations entering the MoE layer.
-  virtual RoutingDecision Route(const at::Tensor& hidden,
-                                const RoutingContext& context) = 0;
+  virtual RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) = 0;
 
   // True when Route reads context.attention_probs/attention_values.
   virtual bool NeedsAttention() const { return false; }
@@ -112,8 +111,7 @@ struct RouterRegistration {
   // Checks a resolved spec; errors name the field ("router.unified.alpha").
   std::function<absl::Status(const RouterSpec&, const RouterDims&)> validate;
   // Builds the router from a spec that passed `validate`.
-  std::function<std::shared_ptr<Router>(const RouterSpec&, const RouterDims&)>
-      create;
+  std::function<std::shared_ptr<Router>(const RouterSpec&, const RouterDims&)> create;
   // Whether the router accepts a fractional top_k.
   bool fractional_top_k = false;
 };
@@ -135,18 +133,15 @@ absl::Status CheckTopK(const RouterSpec& spec, const RouterRegistration& registr
 
 // For a plugin's `validate`: the spec's options oneof must be empty or the
 // plugin's own message; `expected_field` is that field's name.
-absl::Status CheckRouterOptionsCase(const RouterSpec& spec,
-                                    RouterSpec::OptionsCase expected,
+absl::Status CheckRouterOptionsCase(const RouterSpec& spec, RouterSpec::OptionsCase expected,
                                     absl::string_view expected_field);
 
 }  // namespace moelab
 
 // Registers a router under `name`: MOELAB_REGISTER_ROUTER("token_choice",
 // {.description = ..., .resolve = ..., .validate = ..., .create = ...});
-#define MOELAB_REGISTER_ROUTER(name, ...)                              \
-  static const bool MOELAB_REGISTRY_CONCAT(kMoelabRouterRegistered_, \
-                                           __LINE__) =                \
-      ::moelab::RouterRegistry().Register(                            \
-          name, ::moelab::RouterRegistration __VA_ARGS__)
+#define MOELAB_REGISTER_ROUTER(name, ...)                                        \
+  static const bool MOELAB_REGISTRY_CONCAT(kMoelabRouterRegistered_, __LINE__) = \
+      ::moelab::RouterRegistry().Register(name, ::moelab::RouterRegistration __VA_ARGS__)
 
 #endif  // MOELAB_CORE_ROUTER_H_

@@ -1,10 +1,10 @@
 #include "core/routing_metrics.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-
-#include <ATen/ATen.h>
 
 namespace moelab {
 namespace {
@@ -12,8 +12,7 @@ namespace {
 // Sum over tokens of the entropy of each row of probs [N, E].
 double EntropySum(const at::Tensor& probs) {
   at::Tensor p = probs.detach().to(at::kDouble).reshape({-1, probs.size(-1)});
-  at::Tensor terms = at::where(p > 0, -p * at::log(p.clamp_min(1e-300)),
-                               at::zeros_like(p));
+  at::Tensor terms = at::where(p > 0, -p * at::log(p.clamp_min(1e-300)), at::zeros_like(p));
   return terms.sum().item<double>();
 }
 
@@ -23,21 +22,19 @@ ProbeAssignment AssignmentOf(const RoutingDecision& decision) {
   const int64_t experts = decision.selected.size(-1);
   ProbeAssignment a;
   a.selected = decision.selected.detach().reshape({-1, experts}).to(at::kCPU);
-  at::Tensor weights =
-      decision.combine_weights.detach().reshape({-1, experts}).to(at::kCPU);
+  at::Tensor weights = decision.combine_weights.detach().reshape({-1, experts}).to(at::kCPU);
   // Unselected experts must never win the argmax, even with weight 0.
-  weights = at::where(a.selected, weights.to(at::kDouble),
-                      at::full_like(weights, -1.0, at::kDouble));
-  a.top1 = at::where(a.selected.any(1), weights.argmax(1),
-                     at::full({weights.size(0)}, -1, at::kLong));
+  weights =
+      at::where(a.selected, weights.to(at::kDouble), at::full_like(weights, -1.0, at::kDouble));
+  a.top1 =
+      at::where(a.selected.any(1), weights.argmax(1), at::full({weights.size(0)}, -1, at::kLong));
   if (decision.aggregation_head.defined()) {
     a.head = decision.aggregation_head.detach().reshape({-1}).to(at::kCPU, at::kLong);
   }
   return a;
 }
 
-bool HeadChange(const ProbeAssignment& before, const ProbeAssignment& after,
-                double* share) {
+bool HeadChange(const ProbeAssignment& before, const ProbeAssignment& after, double* share) {
   if (!before.head.defined() || !after.head.defined() ||
       before.head.sizes() != after.head.sizes()) {
     return false;
@@ -48,32 +45,23 @@ bool HeadChange(const ProbeAssignment& before, const ProbeAssignment& after,
   return true;
 }
 
-double Top1Fluctuation(const ProbeAssignment& before,
-                       const ProbeAssignment& after) {
-  TORCH_CHECK(before.top1.sizes() == after.top1.sizes(),
-              "probe sets differ in size");
+double Top1Fluctuation(const ProbeAssignment& before, const ProbeAssignment& after) {
+  TORCH_CHECK(before.top1.sizes() == after.top1.sizes(), "probe sets differ in size");
   if (before.top1.numel() == 0) return 0;
   return before.top1.ne(after.top1).to(at::kDouble).mean().item<double>();
 }
 
-double SetFluctuation(const ProbeAssignment& before,
-                      const ProbeAssignment& after) {
-  TORCH_CHECK(before.selected.sizes() == after.selected.sizes(),
-              "probe sets differ in size");
+double SetFluctuation(const ProbeAssignment& before, const ProbeAssignment& after) {
+  TORCH_CHECK(before.selected.sizes() == after.selected.sizes(), "probe sets differ in size");
   if (before.selected.numel() == 0) return 0;
-  return before.selected.ne(after.selected)
-      .any(1)
-      .to(at::kDouble)
-      .mean()
-      .item<double>();
+  return before.selected.ne(after.selected).any(1).to(at::kDouble).mean().item<double>();
 }
 
 LayerRoutingAccumulator::LayerRoutingAccumulator(int64_t num_experts)
     : num_experts_(num_experts), pairs_per_expert_(num_experts, 0.0) {}
 
 void LayerRoutingAccumulator::Add(const RoutingDecision& decision) {
-  at::Tensor selected =
-      decision.selected.detach().reshape({-1, num_experts_}).to(at::kCPU);
+  at::Tensor selected = decision.selected.detach().reshape({-1, num_experts_}).to(at::kCPU);
   at::Tensor counts = selected.sum(0).to(at::kDouble).contiguous();
   const double* c = counts.data_ptr<double>();
   for (int64_t e = 0; e < num_experts_; ++e) pairs_per_expert_[e] += c[e];
@@ -94,10 +82,8 @@ void LayerRoutingAccumulator::Add(const RoutingDecision& decision) {
       decision.aggregation_effective_neighbours.defined()) {
     self_weight_sum_ +=
         decision.aggregation_self_weight.detach().to(at::kDouble).sum().item<double>();
-    neighbours_sum_ += decision.aggregation_effective_neighbours.detach()
-                           .to(at::kDouble)
-                           .sum()
-                           .item<double>();
+    neighbours_sum_ +=
+        decision.aggregation_effective_neighbours.detach().to(at::kDouble).sum().item<double>();
     aggregation_tokens_ += decision.aggregation_self_weight.numel();
   }
 }
@@ -105,8 +91,7 @@ void LayerRoutingAccumulator::Add(const RoutingDecision& decision) {
 LayerRoutingMetrics LayerRoutingAccumulator::Finish(int layer) const {
   LayerRoutingMetrics m;
   m.set_layer(layer);
-  const double total =
-      std::accumulate(pairs_per_expert_.begin(), pairs_per_expert_.end(), 0.0);
+  const double total = std::accumulate(pairs_per_expert_.begin(), pairs_per_expert_.end(), 0.0);
   const double mean = total / num_experts_;
   double squares = 0, largest = 0;
   int dead = 0;
@@ -135,8 +120,7 @@ LayerRoutingMetrics LayerRoutingAccumulator::Finish(int layer) const {
   return m;
 }
 
-double PearsonCorrelation(const std::vector<double>& x,
-                          const std::vector<double>& y) {
+double PearsonCorrelation(const std::vector<double>& x, const std::vector<double>& y) {
   TORCH_CHECK(x.size() == y.size(), "series differ in length");
   const double n = static_cast<double>(x.size());
   if (n < 2) return 0;

@@ -4,10 +4,10 @@
 // Routing analytics: fluctuation between epochs, entropy and load, computed
 // from RoutingDecisions. Definitions follow ../shared/DESIGN.md "Metrics".
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "core/router.h"
 #include "proto/result.pb.h"
@@ -39,17 +39,14 @@ struct ProbeAssignment {
 ProbeAssignment AssignmentOf(const RoutingDecision& decision);
 
 // Share of tokens whose top-1 expert differs between `before` and `after`.
-double Top1Fluctuation(const ProbeAssignment& before,
-                       const ProbeAssignment& after);
+double Top1Fluctuation(const ProbeAssignment& before, const ProbeAssignment& after);
 
 // Share of tokens whose selected expert set differs.
-double SetFluctuation(const ProbeAssignment& before,
-                      const ProbeAssignment& after);
+double SetFluctuation(const ProbeAssignment& before, const ProbeAssignment& after);
 
 // Share of tokens whose aggregation head differs; false when either side
 // has no head (or they cover different probe sets).
-bool HeadChange(const ProbeAssignment& before, const ProbeAssignment& after,
-                double* share);
+bool HeadChange(const ProbeAssignment& before, const ProbeAssignment& after, double* share);
 
 // Accumulates one MoE layer's routing over many batches.
 class LayerRoutingAccumulator {
@@ -81,8 +78,7 @@ class LayerRoutingAccumulator {
 };
 
 // Pearson correlation of two equally long series (0 when either is flat).
-double PearsonCorrelation(const std::vector<double>& x,
-                          const std::vector<double>& y);
+double PearsonCorrelation(const std::vector<double>& x, const std::vector<double>& y);
 
 }  // namespace moelab
 

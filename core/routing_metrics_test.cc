@@ -1,9 +1,9 @@
 #include "core/routing_metrics.h"
 
-#include <cmath>
-
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 namespace moelab {
 namespace {
@@ -25,10 +25,10 @@ TEST(RoutingMetricsTest, FluctuationOnAHandMadeTrace) {
   // Four tokens, three experts, top-2. Epoch 1 -> epoch 2:
   // token 0: same set, same top-1; token 1: same set, top-1 flips;
   // token 2: set changes, top-1 kept; token 3: no expert -> expert 2.
-  ProbeAssignment before = AssignmentOf(Decision(
-      {{0.7, 0.3, 0}, {0.6, 0.4, 0}, {0.5, 0, 0.2}, {0, 0, 0}}));
-  ProbeAssignment after = AssignmentOf(Decision(
-      {{0.8, 0.2, 0}, {0.4, 0.6, 0}, {0.5, 0.1, 0}, {0, 0, 1}}));
+  ProbeAssignment before =
+      AssignmentOf(Decision({{0.7, 0.3, 0}, {0.6, 0.4, 0}, {0.5, 0, 0.2}, {0, 0, 0}}));
+  ProbeAssignment after =
+      AssignmentOf(Decision({{0.8, 0.2, 0}, {0.4, 0.6, 0}, {0.5, 0.1, 0}, {0, 0, 1}}));
   EXPECT_EQ(before.top1[3].item<int64_t>(), -1);
   EXPECT_DOUBLE_EQ(Top1Fluctuation(before, after), 2.0 / 4);
   EXPECT_DOUBLE_EQ(SetFluctuation(before, after), 2.0 / 4);
@@ -48,8 +48,8 @@ TEST(RoutingMetricsTest, LoadAndEntropyOnAHandMadeTrace) {
   EXPECT_DOUBLE_EQ(m.expert_share(1), 0.25);
   EXPECT_DOUBLE_EQ(m.expert_share(2), 0);
   const double mean = 4.0 / 3;
-  const double std = std::sqrt(((3 - mean) * (3 - mean) + (1 - mean) * (1 - mean) +
-                                mean * mean) / 3);
+  const double std =
+      std::sqrt(((3 - mean) * (3 - mean) + (1 - mean) * (1 - mean) + mean * mean) / 3);
   EXPECT_NEAR(m.load_cv(), std / mean, 1e-12);
   EXPECT_NEAR(m.load_max_over_mean(), 3 / mean, 1e-12);
   EXPECT_EQ(m.dead_experts(), 1);
@@ -101,8 +101,8 @@ TEST(RoutingMetricsTest, HeadChangeOnProbeTokens) {
   ASSERT_TRUE(HeadChange(AssignmentOf(before), AssignmentOf(after), &share));
   EXPECT_DOUBLE_EQ(share, 0.5);
   // A router without heads has no head change.
-  EXPECT_FALSE(HeadChange(AssignmentOf(Decision({{1, 0}})),
-                          AssignmentOf(Decision({{1, 0}})), &share));
+  EXPECT_FALSE(
+      HeadChange(AssignmentOf(Decision({{1, 0}})), AssignmentOf(Decision({{1, 0}})), &share));
 }
 
 TEST(RoutingMetricsTest, PearsonCorrelation) {

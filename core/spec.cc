@@ -32,14 +32,12 @@ namespace {
 
 class CollectingErrorCollector : public google::protobuf::io::ErrorCollector {
  public:
-  explicit CollectingErrorCollector(std::string source)
-      : source_(std::move(source)) {}
+  explicit CollectingErrorCollector(std::string source) : source_(std::move(source)) {}
 
   void AddError(int line, google::protobuf::io::ColumnNumber column,
                 const std::string& message) override {
     // The parser counts from zero; editors count from one.
-    errors_.push_back(
-        absl::StrCat(source_, ":", line + 1, ":", column + 1, ": ", message));
+    errors_.push_back(absl::StrCat(source_, ":", line + 1, ":", column + 1, ": ", message));
   }
   void AddWarning(int line, google::protobuf::io::ColumnNumber column,
                   const std::string& message) override {
@@ -70,11 +68,11 @@ bool IsValidRunName(absl::string_view name) {
 // Looks up a plugin by the spec's `field` (e.g. "dataset.name"); an empty
 // name is "required", not "unknown ''". Both list the registered names.
 template <typename Entry>
-absl::StatusOr<const Entry*> FindPlugin(const Registry<Entry>& registry,
-                                        absl::string_view field, const std::string& name) {
+absl::StatusOr<const Entry*> FindPlugin(const Registry<Entry>& registry, absl::string_view field,
+                                        const std::string& name) {
   if (name.empty()) {
-    return FieldError(field, absl::StrCat("required; one of: ",
-                                          absl::StrJoin(registry.Names(), ", ")));
+    return FieldError(field,
+                      absl::StrCat("required; one of: ", absl::StrJoin(registry.Names(), ", ")));
   }
   absl::StatusOr<const Entry*> entry = registry.Find(name);
   if (!entry.ok()) return FieldError(field, entry.status().message());
@@ -84,13 +82,11 @@ absl::StatusOr<const Entry*> FindPlugin(const Registry<Entry>& registry,
 absl::Status ValidateDevice(absl::string_view device) {
   if (device == "cpu" || device == "cuda") return absl::OkStatus();
   int index = 0;
-  if (absl::ConsumePrefix(&device, "cuda:") && absl::SimpleAtoi(device, &index) &&
-      index >= 0) {
+  if (absl::ConsumePrefix(&device, "cuda:") && absl::SimpleAtoi(device, &index) && index >= 0) {
     return absl::OkStatus();
   }
   return FieldError("runtime.device",
-                    absl::StrCat("expected \"cpu\", \"cuda\" or \"cuda:N\", got \"",
-                                 device, "\""));
+                    absl::StrCat("expected \"cpu\", \"cuda\" or \"cuda:N\", got \"", device, "\""));
 }
 
 absl::Status ValidateTraining(const ExperimentSpec& spec) {
@@ -101,15 +97,13 @@ absl::Status ValidateTraining(const ExperimentSpec& spec) {
                       absl::StrCat("must be a finite number > 0, got ", t.learning_rate()));
   }
   if (t.epochs() < 0 || (t.epochs() == 0 && !training_free)) {
-    return FieldError(
-        "training.epochs",
-        absl::StrCat("must be >= 1 (or 0 with evaluation.init_checkpoint for "
-                     "a training-free run), got ",
-                     t.epochs()));
+    return FieldError("training.epochs",
+                      absl::StrCat("must be >= 1 (or 0 with evaluation.init_checkpoint for "
+                                   "a training-free run), got ",
+                                   t.epochs()));
   }
   if (t.batch_size() < 1) {
-    return FieldError("training.batch_size",
-                      absl::StrCat("must be >= 1, got ", t.batch_size()));
+    return FieldError("training.batch_size", absl::StrCat("must be >= 1, got ", t.batch_size()));
   }
   if (t.steps_per_epoch() < 0) {
     return FieldError("training.steps_per_epoch",
@@ -121,8 +115,7 @@ absl::Status ValidateTraining(const ExperimentSpec& spec) {
   }
   if (t.grad_clip_norm() < 0 || !std::isfinite(t.grad_clip_norm())) {
     return FieldError("training.grad_clip_norm",
-                      absl::StrCat("must be >= 0 (0 = off), got ",
-                                   t.grad_clip_norm()));
+                      absl::StrCat("must be >= 0 (0 = off), got ", t.grad_clip_norm()));
   }
   // Written as !(in range) so that NaN, which fails every comparison, is
   // refused too.
@@ -131,8 +124,7 @@ absl::Status ValidateTraining(const ExperimentSpec& spec) {
                       absl::StrCat("must be a finite number >= 0, got ", t.weight_decay()));
   }
   if (!(t.momentum() >= 0 && t.momentum() < 1)) {
-    return FieldError("training.momentum",
-                      absl::StrCat("must be in [0, 1), got ", t.momentum()));
+    return FieldError("training.momentum", absl::StrCat("must be in [0, 1), got ", t.momentum()));
   }
   if (!(t.min_lr_ratio() >= 0 && t.min_lr_ratio() <= 1)) {
     return FieldError("training.min_lr_ratio",
@@ -145,8 +137,7 @@ absl::Status ValidateEvaluation(const ExperimentSpec& spec, Task task) {
   const EvaluationSpec& e = spec.evaluation();
   if (e.max_eval_batches() < 0) {
     return FieldError("evaluation.max_eval_batches",
-                      absl::StrCat("must be >= 0 (0 = all), got ",
-                                   e.max_eval_batches()));
+                      absl::StrCat("must be >= 0 (0 = all), got ", e.max_eval_batches()));
   }
   if (e.probe_examples() < 1) {
     return FieldError("evaluation.probe_examples",
@@ -154,16 +145,15 @@ absl::Status ValidateEvaluation(const ExperimentSpec& spec, Task task) {
   }
   if (e.generation_eval_sequences() < 0) {
     return FieldError("evaluation.generation_eval_sequences",
-                      absl::StrCat("must be >= 0, got ",
-                                   e.generation_eval_sequences()));
+                      absl::StrCat("must be >= 0, got ", e.generation_eval_sequences()));
   }
   for (int i = 0; i < e.corruptions_size(); ++i) {
     absl::Status s = ValidateCorruption(e.corruptions(i), task);
     if (!s.ok()) {
       // Point at the offending entry of the repeated field.
       return absl::InvalidArgumentError(absl::StrReplaceAll(
-          s.message(), {{"evaluation.corruptions",
-                         absl::StrCat("evaluation.corruptions[", i, "]")}}));
+          s.message(),
+          {{"evaluation.corruptions", absl::StrCat("evaluation.corruptions[", i, "]")}}));
     }
   }
   if (!e.init_checkpoint().empty()) {
@@ -171,12 +161,11 @@ absl::Status ValidateEvaluation(const ExperimentSpec& spec, Task task) {
     // typed under `bazel run`.
     const std::string resolved = ResolveUserPath(e.init_checkpoint());
     if (!std::filesystem::is_regular_file(resolved)) {
-      return FieldError(
-          "evaluation.init_checkpoint",
-          absl::StrCat("file not found: ", e.init_checkpoint(),
-                       resolved == e.init_checkpoint()
-                           ? ""
-                           : absl::StrCat(" (resolved as ", resolved, ")")));
+      return FieldError("evaluation.init_checkpoint",
+                        absl::StrCat("file not found: ", e.init_checkpoint(),
+                                     resolved == e.init_checkpoint()
+                                         ? ""
+                                         : absl::StrCat(" (resolved as ", resolved, ")")));
     }
   }
   return absl::OkStatus();
@@ -184,15 +173,14 @@ absl::Status ValidateEvaluation(const ExperimentSpec& spec, Task task) {
 
 }  // namespace
 
-absl::StatusOr<ExperimentSpec> ParseSpec(absl::string_view text,
-                                         absl::string_view source_name) {
+absl::StatusOr<ExperimentSpec> ParseSpec(absl::string_view text, absl::string_view source_name) {
   ExperimentSpec spec;
   google::protobuf::TextFormat::Parser parser;
   CollectingErrorCollector errors{std::string(source_name)};
   parser.RecordErrorsTo(&errors);
   if (!parser.ParseFromString(std::string(text), &spec)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot parse experiment spec: ", absl::StrJoin(errors.errors(), "; ")));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot parse experiment spec: ", absl::StrJoin(errors.errors(), "; ")));
   }
   return spec;
 }
@@ -200,8 +188,7 @@ absl::StatusOr<ExperimentSpec> ParseSpec(absl::string_view text,
 absl::StatusOr<ExperimentSpec> ReadSpecFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot open spec file '", path, "'"));
+    return absl::NotFoundError(absl::StrCat("cannot open spec file '", path, "'"));
   }
   std::stringstream buffer;
   buffer << in.rdbuf();
@@ -248,8 +235,7 @@ absl::Status ResolveSpec(ExperimentSpec* spec) {
     }
   }
   if ((*router)->resolve) {
-    (*router)->resolve(spec->mutable_router(),
-                       (*model)->router_dims(spec->model()));
+    (*router)->resolve(spec->mutable_router(), (*model)->router_dims(spec->model()));
   }
   return absl::OkStatus();
 }
@@ -271,22 +257,21 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
   if (!router.ok()) return router.status();
 
   if ((*dataset)->task != (*model)->task) {
-    return FieldError(
-        "model.name",
-        absl::StrCat("model '", spec.model().name(), "' cannot train on dataset '",
-                     spec.dataset().name(), "' (one is for language modelling, "
-                     "the other for image classification)"));
+    return FieldError("model.name",
+                      absl::StrCat("model '", spec.model().name(), "' cannot train on dataset '",
+                                   spec.dataset().name(),
+                                   "' (one is for language modelling, "
+                                   "the other for image classification)"));
   }
   if (absl::Status s = ValidateDevice(spec.runtime().device()); !s.ok()) return s;
   if (!Precision_IsValid(spec.runtime().precision())) {
-    return FieldError("runtime.precision",
-                      absl::StrCat("unknown value ", spec.runtime().precision(),
-                                   " (expected FP32 or BF16)"));
+    return FieldError(
+        "runtime.precision",
+        absl::StrCat("unknown value ", spec.runtime().precision(), " (expected FP32 or BF16)"));
   }
   if (spec.runtime().threads() < 0) {
     return FieldError("runtime.threads",
-                      absl::StrCat("must be >= 0 (0 = all cores), got ",
-                                   spec.runtime().threads()));
+                      absl::StrCat("must be >= 0 (0 = all cores), got ", spec.runtime().threads()));
   }
   if (absl::Status s = ValidateTraining(spec); !s.ok()) return s;
   if (absl::Status s = ValidateEvaluation(spec, (*dataset)->task); !s.ok()) return s;
@@ -302,9 +287,9 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
   }
   if (absl::Status s = CheckLoadBalanceConventions(spec.router()); !s.ok()) return s;
   if (!(router_spec.z_loss_coef() >= 0 && std::isfinite(router_spec.z_loss_coef()))) {
-    return FieldError("router.z_loss_coef",
-                      absl::StrCat("must be a finite number >= 0 (0 = off), got ",
-                                   router_spec.z_loss_coef()));
+    return FieldError(
+        "router.z_loss_coef",
+        absl::StrCat("must be a finite number >= 0 (0 = off), got ", router_spec.z_loss_coef()));
   }
   if (absl::Status s = (*router)->validate(spec.router(), dims); !s.ok()) return s;
   return (*dataset)->validate(spec.dataset());
@@ -317,8 +302,7 @@ absl::StatusOr<ExperimentSpec> LoadSpecFromText(absl::string_view text,
   absl::Status status = ResolveSpec(&*spec);
   if (status.ok()) status = ValidateSpec(*spec);
   if (!status.ok()) {
-    return absl::Status(status.code(),
-                        absl::StrCat(source_name, ": ", status.message()));
+    return absl::Status(status.code(), absl::StrCat(source_name, ": ", status.message()));
   }
   return spec;
 }
@@ -326,8 +310,7 @@ absl::StatusOr<ExperimentSpec> LoadSpecFromText(absl::string_view text,
 absl::StatusOr<ExperimentSpec> LoadSpec(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat("cannot open spec file '", path, "'"));
+    return absl::NotFoundError(absl::StrCat("cannot open spec file '", path, "'"));
   }
   std::stringstream buffer;
   buffer << in.rdbuf();

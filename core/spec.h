@@ -16,8 +16,7 @@ namespace moelab {
 
 // Parses text-format `text`; syntax errors and unknown fields are reported
 // as "<source_name>:<line>:<column>: <problem>".
-absl::StatusOr<ExperimentSpec> ParseSpec(absl::string_view text,
-                                         absl::string_view source_name);
+absl::StatusOr<ExperimentSpec> ParseSpec(absl::string_view text, absl::string_view source_name);
 
 // Reads and parses a .pbtxt file.
 absl::StatusOr<ExperimentSpec> ReadSpecFile(const std::string& path);

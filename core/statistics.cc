@@ -7,9 +7,7 @@ namespace moelab {
 namespace {
 
 // ln B(a, b).
-double LogBeta(double a, double b) {
-  return std::lgamma(a) + std::lgamma(b) - std::lgamma(a + b);
-}
+double LogBeta(double a, double b) { return std::lgamma(a) + std::lgamma(b) - std::lgamma(a + b); }
 
 // The continued fraction of the incomplete beta function (modified Lentz),
 // converging for x < (a + 1) / (a + b + 2).
@@ -91,8 +89,7 @@ MeanInterval MeanWithInterval95(const std::vector<double>& values) {
   out.mean /= out.n;
   double squares = 0;
   for (double v : values) squares += (v - out.mean) * (v - out.mean);
-  out.half_width =
-      StudentTQuantile(0.975, out.n - 1) * std::sqrt(squares / (out.n - 1) / out.n);
+  out.half_width = StudentTQuantile(0.975, out.n - 1) * std::sqrt(squares / (out.n - 1) / out.n);
   return out;
 }
 

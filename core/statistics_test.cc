@@ -1,8 +1,8 @@
 #include "core/statistics.h"
 
-#include <cmath>
-
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 namespace moelab {
 namespace {

@@ -69,8 +69,7 @@ void OnBackwardEnd(const at::RecordFunction& fn, at::ObserverContext* context) {
   auto it = std::lower_bound(
       ranges.begin(), ranges.end(), sequence_nr,
       [](const SequenceRange& r, int64_t nr) { return static_cast<int64_t>(r.last) < nr; });
-  if (sequence_nr >= 0 && it != ranges.end() &&
-      static_cast<int64_t>(it->first) <= sequence_nr) {
+  if (sequence_nr >= 0 && it != ranges.end() && static_cast<int64_t>(it->first) <= sequence_nr) {
     recording->Phase(it->phase).backward_ms += ms;
   } else {
     recording->other_backward_ms += ms;
@@ -82,9 +81,9 @@ void OnBackwardEnd(const at::RecordFunction& fn, at::ObserverContext* context) {
 // first profiler's construction.
 at::CallbackHandle BackwardCallback() {
   static const at::CallbackHandle handle = [] {
-    at::CallbackHandle h = at::addGlobalCallback(
-        at::RecordFunctionCallback(OnBackwardStart, OnBackwardEnd)
-            .scopes({at::RecordScope::BACKWARD_FUNCTION}));
+    at::CallbackHandle h =
+        at::addGlobalCallback(at::RecordFunctionCallback(OnBackwardStart, OnBackwardEnd)
+                                  .scopes({at::RecordScope::BACKWARD_FUNCTION}));
     at::disableCallback(h);
     return h;
   }();
@@ -113,8 +112,7 @@ ScopedPhase::~ScopedPhase() {
   std::lock_guard<std::mutex> lock(recording->mutex);
   recording->Phase(name_).forward_ms += ms;
   if (next_sequence_nr > first_sequence_nr_) {
-    recording->ranges.push_back(
-        SequenceRange{first_sequence_nr_, next_sequence_nr - 1, name_});
+    recording->ranges.push_back(SequenceRange{first_sequence_nr_, next_sequence_nr - 1, name_});
   }
 }
 
@@ -163,16 +161,16 @@ StepProfile StepProfiler::Profile() const {
 
 std::string StepProfiler::Format(const StepProfile& profile) {
   const double steps = std::max(1, profile.steps);
-  std::string out = absl::StrFormat("%-16s %10s %10s %10s %7s\n", "phase (ms/step)",
-                                    "forward", "backward", "total", "share");
+  std::string out = absl::StrFormat("%-16s %10s %10s %10s %7s\n", "phase (ms/step)", "forward",
+                                    "backward", "total", "share");
   for (const PhaseTime& p : profile.phases) {
     const double total = p.forward_ms + p.backward_ms;
     absl::StrAppendFormat(&out, "%-16s %10.2f %10.2f %10.2f %6.1f%%\n", p.name,
                           p.forward_ms / steps, p.backward_ms / steps, total / steps,
                           profile.step_ms > 0 ? 100 * total / profile.step_ms : 0.0);
   }
-  absl::StrAppendFormat(&out, "%-16s %10s %10s %10.2f %6.1f%%   (%d steps)\n", "step",
-                        "", "", profile.step_ms / steps, 100.0, profile.steps);
+  absl::StrAppendFormat(&out, "%-16s %10s %10s %10.2f %6.1f%%   (%d steps)\n", "step", "", "",
+                        profile.step_ms / steps, 100.0, profile.steps);
   return out;
 }
 

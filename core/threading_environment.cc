@@ -1,10 +1,9 @@
 #include "core/threading_environment.h"
 
+#include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <malloc.h>
 #include <unistd.h>
-
-#include <ATen/Parallel.h>
 
 #include <cstdio>
 #include <cstdlib>

@@ -1,8 +1,8 @@
 #include "core/train_step.h"
 
-#include <torch/types.h>  // clip_grad.h is not self-contained
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim/sgd.h>
+#include <torch/types.h>  // clip_grad.h is not self-contained
 
 #include <algorithm>
 #include <cmath>
@@ -15,27 +15,26 @@
 namespace moelab {
 
 int ThreadsFor(const RuntimeSpec& runtime) {
-  return runtime.threads() > 0 ? runtime.threads()
-                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return runtime.threads() > 0
+             ? runtime.threads()
+             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& training,
-                                                       Model& model) {
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& training, Model& model) {
   std::vector<at::Tensor> params = model.parameters();
   switch (training.optimizer()) {
     case SGD:
-      return std::make_unique<torch::optim::SGD>(
-          params, torch::optim::SGDOptions(training.learning_rate())
-                      .momentum(training.momentum())
-                      .weight_decay(training.weight_decay()));
+      return std::make_unique<torch::optim::SGD>(params,
+                                                 torch::optim::SGDOptions(training.learning_rate())
+                                                     .momentum(training.momentum())
+                                                     .weight_decay(training.weight_decay()));
     case ADAM:
-      return std::make_unique<FusedAdam>(
-          params, torch::optim::AdamOptions(training.learning_rate())
-                      .weight_decay(training.weight_decay()));
+      return std::make_unique<FusedAdam>(params, torch::optim::AdamOptions(training.learning_rate())
+                                                     .weight_decay(training.weight_decay()));
     default:
-      return std::make_unique<FusedAdamW>(
-          params, torch::optim::AdamWOptions(training.learning_rate())
-                      .weight_decay(training.weight_decay()));
+      return std::make_unique<FusedAdamW>(params,
+                                          torch::optim::AdamWOptions(training.learning_rate())
+                                              .weight_decay(training.weight_decay()));
   }
 }
 

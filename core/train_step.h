@@ -19,8 +19,7 @@ namespace moelab {
 int ThreadsFor(const RuntimeSpec& runtime);
 
 // The optimizer `training` names, over all of the model's parameters.
-std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& training,
-                                                       Model& model);
+std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(const TrainingSpec& training, Model& model);
 
 struct StepLosses {
   double loss = 0;      // the task loss

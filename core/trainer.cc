@@ -1,5 +1,10 @@
 #include "core/trainer.h"
 
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+#include <torch/utils.h>
+#include <torch/version.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,12 +17,6 @@
 #include <optional>
 #include <thread>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <ATen/Parallel.h>
-#include <torch/cuda.h>
-#include <torch/utils.h>
-#include <torch/version.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -67,9 +66,8 @@ struct Evaluation {
 
 // Mean loss and accuracy over (up to max_batches of) an evaluation split,
 // with every MoE layer's load and entropy accumulated over the same tokens.
-Evaluation Evaluate(Model& model, const Dataset& data, Split split,
-                    int64_t batch_size, int max_batches,
-                    const at::Device& device) {
+Evaluation Evaluate(Model& model, const Dataset& data, Split split, int64_t batch_size,
+                    int max_batches, const at::Device& device) {
   torch::NoGradGuard no_grad;
   model.eval();
   int64_t batches = data.NumBatches(split, batch_size);
@@ -156,22 +154,19 @@ std::vector<int64_t> ProbeIndices(const Dataset& data, int count, uint64_t seed)
   at::Tensor perm = at::randperm(available, gen, at::kLong);
   const int64_t n = std::min<int64_t>(count, available);
   at::Tensor chosen = std::get<0>(perm.slice(0, 0, n).sort());
-  return std::vector<int64_t>(chosen.data_ptr<int64_t>(),
-                              chosen.data_ptr<int64_t>() + n);
+  return std::vector<int64_t>(chosen.data_ptr<int64_t>(), chosen.data_ptr<int64_t>() + n);
 }
 
 // Each MoE layer's assignment of the probe tokens, in probe order.
 std::vector<ProbeAssignment> ProbeRouting(Model& model, const Dataset& data,
-                                          const std::vector<int64_t>& indices,
-                                          int64_t batch_size,
+                                          const std::vector<int64_t>& indices, int64_t batch_size,
                                           const at::Device& device) {
   torch::NoGradGuard no_grad;
   model.eval();
   std::vector<std::vector<at::Tensor>> top1, selected, head;
   for (size_t start = 0; start < indices.size(); start += batch_size) {
-    std::vector<int64_t> chunk(
-        indices.begin() + start,
-        indices.begin() + std::min(indices.size(), start + batch_size));
+    std::vector<int64_t> chunk(indices.begin() + start,
+                               indices.begin() + std::min(indices.size(), start + batch_size));
     Batch batch = ToDevice(data.GetExamples(Split::kValid, chunk), device);
     ModelOutput out = model.Forward(batch, ForwardOptions{.keep_routing = true});
     top1.resize(out.routing.size());
@@ -234,15 +229,11 @@ struct SubsetPerplexities {
 // [N, T] (or [N]); the log-softmax runs in the logits' precision so that no
 // float64 copy of the vocabulary-wide tensor is made.
 at::Tensor TokenNll(const at::Tensor& logits, const at::Tensor& targets) {
-  return -at::log_softmax(logits, -1)
-              .gather(-1, targets.unsqueeze(-1))
-              .squeeze(-1)
-              .to(at::kDouble);
+  return -at::log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1).to(at::kDouble);
 }
 
-SubsetPerplexities PerplexitiesOnValidSubset(Model& model, const Dataset& data,
-                                             int sequences, int64_t batch_size,
-                                             bool prefix_only_routing,
+SubsetPerplexities PerplexitiesOnValidSubset(Model& model, const Dataset& data, int sequences,
+                                             int64_t batch_size, bool prefix_only_routing,
                                              const at::Device& device) {
   torch::NoGradGuard no_grad;
   model.eval();
@@ -317,25 +308,22 @@ std::string MetricsCsv(const RunResult& result) {
   csv += "\n";
   for (const EpochMetrics& e : result.epochs()) {
     absl::StrAppendFormat(&csv, "%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.4g,%.1f,%.1f",
-                          e.epoch(), e.step(), e.train_loss(), e.train_aux_loss(),
-                          e.valid_loss(), e.valid_perplexity(), e.valid_accuracy(),
-                          e.learning_rate(), e.tokens_per_s(), e.examples_per_s(),
-                          e.epoch_wall_s(), e.peak_rss_mb(), e.rss_mb());
+                          e.epoch(), e.step(), e.train_loss(), e.train_aux_loss(), e.valid_loss(),
+                          e.valid_perplexity(), e.valid_accuracy(), e.learning_rate(),
+                          e.tokens_per_s(), e.examples_per_s(), e.epoch_wall_s(), e.peak_rss_mb(),
+                          e.rss_mb());
     for (const LayerRoutingMetrics& m : e.layers()) {
       auto optional = [](bool present, double value) {
         return present ? absl::StrFormat("%.6g", value) : std::string();
       };
       absl::StrAppendFormat(&csv, ",%s,%s,%.6g,%.6g,%.6g,%.6g,%d,%.6g,%.6g,%s,%s,%s",
                             optional(m.has_fluctuation(), m.fluctuation_top1()),
-                            optional(m.has_fluctuation(), m.fluctuation_topk()),
-                            m.gate_entropy(), m.aggregated_entropy(), m.load_cv(),
-                            m.load_max_over_mean(), m.dead_experts(),
-                            m.dropped_fraction(), m.experts_per_token(),
+                            optional(m.has_fluctuation(), m.fluctuation_topk()), m.gate_entropy(),
+                            m.aggregated_entropy(), m.load_cv(), m.load_max_over_mean(),
+                            m.dead_experts(), m.dropped_fraction(), m.experts_per_token(),
                             optional(m.has_aggregation(), m.aggregation_self_weight()),
-                            optional(m.has_aggregation(),
-                                     m.aggregation_effective_neighbours()),
+                            optional(m.has_aggregation(), m.aggregation_effective_neighbours()),
                             optional(m.has_head_change(), m.head_change()));
-
     }
     csv += "\n";
   }
@@ -343,8 +331,7 @@ std::string MetricsCsv(const RunResult& result) {
 }
 
 absl::Status WriteOutputs(const std::string& dir, const RunResult& result) {
-  if (absl::Status s = WriteFileAtomically(dir + "/result.json", JsonOf(result));
-      !s.ok()) {
+  if (absl::Status s = WriteFileAtomically(dir + "/result.json", JsonOf(result)); !s.ok()) {
     return s;
   }
   return WriteFileAtomically(dir + "/metrics.csv", MetricsCsv(result));
@@ -394,17 +381,17 @@ absl::Status CheckRunDirectory(const std::string& dir, const ExperimentSpec& spe
   }
   if (options.overwrite) {
     if (options.verbose) {
-      std::fprintf(stderr, "warning: --overwrite: replacing the run in %s (spec %s)\n",
-                   dir.c_str(), readable ? existing.spec_hash().c_str() : "unreadable");
+      std::fprintf(stderr, "warning: --overwrite: replacing the run in %s (spec %s)\n", dir.c_str(),
+                   readable ? existing.spec_hash().c_str() : "unreadable");
     }
     return absl::OkStatus();
   }
   const std::string what =
-      readable ? absl::StrCat("a ", existing.status().empty() ? "" : existing.status() + " ",
-                              "run of a different spec (hash ", existing.spec_hash(),
-                              "; this spec's hash is ", hash, ")")
-               : absl::StrCat("a result.json this run cannot read (this spec's hash is ",
-                              hash, ")");
+      readable
+          ? absl::StrCat("a ", existing.status().empty() ? "" : existing.status() + " ",
+                         "run of a different spec (hash ", existing.spec_hash(),
+                         "; this spec's hash is ", hash, ")")
+          : absl::StrCat("a result.json this run cannot read (this spec's hash is ", hash, ")");
   return absl::FailedPreconditionError(absl::StrCat(
       options.resume ? "cannot resume: " : "", "the run directory ", dir, " holds ", what,
       "; refusing to overwrite it. Give the spec another name, choose another output "
@@ -425,10 +412,10 @@ void RecordFailure(const absl::Status& status, const RunOptions& options,
                          : state.result;
   result.set_status("FAILED");
   result.set_status_reason(std::string(status.message()));
-  result.set_wall_time_s(progress.wall_before +
-                         std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                       progress.wall_start)
-                             .count());
+  result.set_wall_time_s(
+      progress.wall_before +
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - progress.wall_start)
+          .count());
   if (absl::Status s = WriteOutputs(progress.dir, result); !s.ok()) {
     // The disk may be what failed: say so, beside the run's own error line.
     std::fprintf(stderr, "warning: the failure could not be recorded in %s/result.json: %s\n",
@@ -445,10 +432,11 @@ std::string FlagIdentityAggregation(RunResult* result) {
     if (layer.has_aggregation() &&
         layer.aggregation_self_weight() > kIdentityAggregationSelfWeight) {
       result->add_identity_aggregation_layers(layer.layer());
-      described.push_back(absl::StrFormat("MoE layer %d: mean self-weight %.5f, %.3f "
-                                          "effective neighbours",
-                                          layer.layer(), layer.aggregation_self_weight(),
-                                          layer.aggregation_effective_neighbours()));
+      described.push_back(
+          absl::StrFormat("MoE layer %d: mean self-weight %.5f, %.3f "
+                          "effective neighbours",
+                          layer.layer(), layer.aggregation_self_weight(),
+                          layer.aggregation_effective_neighbours()));
     }
   }
   if (described.empty()) return "";
@@ -498,19 +486,18 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
   std::error_code error;
   fs::create_directories(dir, error);
   if (error) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "output.directory: cannot create '", dir, "': ", error.message()));
+    return absl::PermissionDeniedError(
+        absl::StrCat("output.directory: cannot create '", dir, "': ", error.message()));
   }
-  if (absl::Status s = WriteFileAtomically(dir + "/spec.pbtxt", SpecToText(spec));
-      !s.ok()) {
+  if (absl::Status s = WriteFileAtomically(dir + "/spec.pbtxt", SpecToText(spec)); !s.ok()) {
     return s;
   }
   const std::string checkpoint = dir + "/checkpoint.pt";
   // A run killed while writing left "<file>.tmp.<pid>" behind; it is never
   // read, so it goes now.
   if (const int removed = RemoveStaleTemporaries(dir); removed > 0 && options.verbose) {
-    std::fprintf(stderr, "removed %d temporary file(s) left in %s by a killed run\n",
-                 removed, dir.c_str());
+    std::fprintf(stderr, "removed %d temporary file(s) left in %s by a killed run\n", removed,
+                 dir.c_str());
   }
   std::FILE* log = stderr;
 
@@ -540,22 +527,21 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
   if (!created.ok()) return created.status();
   Model& model = **created;
   model.to(device);
-  std::unique_ptr<torch::optim::Optimizer> optimizer =
-      MakeOptimizer(spec.training(), model);
+  std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(spec.training(), model);
 
   std::vector<std::shared_ptr<Router>> routers = model.Routers();
   const bool leaks_future =
-      model.IsCausal() &&
-      std::any_of(routers.begin(), routers.end(),
-                  [](const auto& r) { return !r->IsCausal(/*causal_model=*/true); });
+      model.IsCausal() && std::any_of(routers.begin(), routers.end(), [](const auto& r) {
+        return !r->IsCausal(/*causal_model=*/true);
+      });
   if (leaks_future) {
     result.set_non_causal_router_in_causal_model(true);
-    result.add_warnings(absl::StrCat(
-        "router '", spec.router().name(),
-        "' is not causal: in this causal language model a token's experts depend "
-        "on later tokens, which leaks the future into training and teacher-forced "
-        "perplexity; a generation-time perplexity (prefix-only routing) is reported "
-        "beside it"));
+    result.add_warnings(
+        absl::StrCat("router '", spec.router().name(),
+                     "' is not causal: in this causal language model a token's experts depend "
+                     "on later tokens, which leaks the future into training and teacher-forced "
+                     "perplexity; a generation-time perplexity (prefix-only routing) is reported "
+                     "beside it"));
   }
 
   std::vector<std::string> load_warnings;
@@ -568,10 +554,10 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
     if (state.result.spec_hash() != SpecHash(spec)) {
       // Not this run's directory after all: leave its result.json alone.
       boundary.dir.clear();
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot resume: ", checkpoint, " was written by a different spec (hash ",
-          state.result.spec_hash(), ", this spec ", SpecHash(spec),
-          "); remove it or choose another output directory"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot resume: ", checkpoint, " was written by a different spec (hash ",
+                       state.result.spec_hash(), ", this spec ", SpecHash(spec),
+                       "); remove it or choose another output directory"));
     }
     // The checkpoint's record holds the revision(s) its epochs ran at,
     // joined by ',' once a resume changed it.
@@ -594,9 +580,8 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(state.rng_state);
     if (options.verbose) {
-      std::fprintf(log, "resuming %s after epoch %d (step %lld)\n",
-                   spec.name().c_str(), state.epochs_done,
-                   static_cast<long long>(state.step));
+      std::fprintf(log, "resuming %s after epoch %d (step %lld)\n", spec.name().c_str(),
+                   state.epochs_done, static_cast<long long>(state.step));
     }
   } else if (!spec.evaluation().init_checkpoint().empty()) {
     const std::string init = ResolveUserPath(spec.evaluation().init_checkpoint());
@@ -621,9 +606,8 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
   const double wall_before = result.wall_time_s();
   boundary.wall_before = wall_before;
   auto wall_now = [&] {
-    return wall_before + std::chrono::duration<double>(
-                             std::chrono::steady_clock::now() - wall_start)
-                             .count();
+    return wall_before +
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
   };
   const TrainingSpec& training = spec.training();
   const int64_t batch_size = training.batch_size();
@@ -632,9 +616,9 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
     steps_per_epoch = std::min<int64_t>(steps_per_epoch, training.steps_per_epoch());
   }
   if (steps_per_epoch == 0 && training.epochs() > 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "training.batch_size: ", batch_size, " is larger than the training split (",
-        data.NumExamples(Split::kTrain), " examples)"));
+    return absl::InvalidArgumentError(absl::StrCat("training.batch_size: ", batch_size,
+                                                   " is larger than the training split (",
+                                                   data.NumExamples(Split::kTrain), " examples)"));
   }
   const int64_t total_steps = steps_per_epoch * training.epochs();
   const std::vector<int64_t> probe =
@@ -649,8 +633,8 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
                               steps_per_epoch, language ? "tok" : "img");
     double loss_sum = 0, aux_sum = 0, lr = 0;
     for (int64_t i = 0; i < steps_per_epoch; ++i, ++state.step) {
-      Batch batch = ToDevice(data.GetBatch(Split::kTrain, batch_size, i, epoch, spec.seed()),
-                             device);
+      Batch batch =
+          ToDevice(data.GetBatch(Split::kTrain, batch_size, i, epoch, spec.seed()), device);
       lr = LearningRateAt(training, state.step, total_steps);
       SetLearningRate(*optimizer, lr);
       absl::StatusOr<StepLosses> losses =
@@ -661,8 +645,9 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
             state.epochs_done > 0
                 ? absl::StrFormat("the last good checkpoint (after epoch %d) is kept in %s",
                                   state.epochs_done, checkpoint)
-                : std::string("no checkpoint was written (the run stopped in its first "
-                              "epoch)");
+                : std::string(
+                      "no checkpoint was written (the run stopped in its first "
+                      "epoch)");
         const std::string reason =
             absl::StrFormat("training stopped: %s at epoch %d, step %d (lr %.3g); %s",
                             losses.status().message(), epoch + 1, state.step, lr, kept);
@@ -675,8 +660,7 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
       loss_sum += losses->loss;
       aux_sum += losses->aux_loss;
       if (options.verbose) {
-        progress.Update(i + 1, (i + 1) * batch_size * units_per_example,
-                        loss_sum / (i + 1));
+        progress.Update(i + 1, (i + 1) * batch_size * units_per_example, loss_sum / (i + 1));
       }
     }
     if (options.verbose) progress.Finish();
@@ -685,8 +669,7 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
     boundary.stage = absl::StrFormat("evaluating epoch %d", epoch + 1);
     Evaluation valid = Evaluate(model, data, Split::kValid, batch_size,
                                 spec.evaluation().max_eval_batches(), device);
-    std::vector<ProbeAssignment> assignment =
-        ProbeRouting(model, data, probe, batch_size, device);
+    std::vector<ProbeAssignment> assignment = ProbeRouting(model, data, probe, batch_size, device);
     EpochMetrics* m = result.add_epochs();
     m->set_epoch(epoch + 1);
     m->set_step(state.step);
@@ -726,16 +709,15 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
     if (absl::Status s = WriteOutputs(dir, result); !s.ok()) return s;
     boundary.stage = absl::StrFormat("writing the checkpoint after epoch %d", epoch + 1);
     if (absl::Status s = SaveCheckpoint(checkpoint, model, *optimizer, state); !s.ok()) {
-      return absl::Status(s.code(), absl::StrFormat("epoch %d finished but %s", epoch + 1,
-                                                    s.message()));
+      return absl::Status(s.code(),
+                          absl::StrFormat("epoch %d finished but %s", epoch + 1, s.message()));
     }
     if (options.verbose) {
       std::vector<double> fluct;
       for (const auto& layer : m->layers()) {
         if (layer.has_fluctuation()) fluct.push_back(layer.fluctuation_top1());
       }
-      std::fprintf(log,
-                   "epoch %d: train loss %.4f  valid %s %.4f  fluctuation %s  %.0f %s/s\n",
+      std::fprintf(log, "epoch %d: train loss %.4f  valid %s %.4f  fluctuation %s  %.0f %s/s\n",
                    epoch + 1, m->train_loss(), language ? "ppl" : "acc",
                    language ? m->valid_perplexity() : m->valid_accuracy(),
                    fluct.empty() ? "-" : absl::StrFormat("%.1f%%", 100 * Mean(fluct)).c_str(),
@@ -769,18 +751,16 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
     final_metrics->set_test_accuracy(test.accuracy);
     if (language) final_metrics->set_test_perplexity(std::exp(test.loss));
   }
-  const int64_t change_batches =
-      (spec.evaluation().probe_examples() + batch_size - 1) / batch_size;
+  const int64_t change_batches = (spec.evaluation().probe_examples() + batch_size - 1) / batch_size;
   for (const CorruptionSpec& corruption : spec.evaluation().corruptions()) {
     absl::StatusOr<CorruptedMetrics> corrupted =
-        EvaluateCorrupted(model, data, corruption, batch_size, /*max_batches=*/0,
-                          change_batches, spec.seed(), device);
+        EvaluateCorrupted(model, data, corruption, batch_size, /*max_batches=*/0, change_batches,
+                          spec.seed(), device);
     if (!corrupted.ok()) return corrupted.status();
     *final_metrics->add_corrupted() = *std::move(corrupted);
   }
   if (language) {
-    final_metrics->set_unigram_perplexity(
-        UnigramPerplexity(data, batch_size));
+    final_metrics->set_unigram_perplexity(UnigramPerplexity(data, batch_size));
   }
   if (language && model.IsCausal() && spec.evaluation().generation_eval_sequences() > 0) {
     const SubsetPerplexities subset =
@@ -814,20 +794,17 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
 
 absl::Status StatusFromException(const std::exception& e, absl::string_view doing) {
   const std::string message = ExceptionMessage(e);
-  const bool out_of_memory =
-      dynamic_cast<const std::bad_alloc*>(&e) != nullptr ||
-      absl::StrContains(message, "not enough memory") ||
-      absl::StrContains(message, "can't allocate memory") ||
-      absl::StrContains(message, "out of memory");
+  const bool out_of_memory = dynamic_cast<const std::bad_alloc*>(&e) != nullptr ||
+                             absl::StrContains(message, "not enough memory") ||
+                             absl::StrContains(message, "can't allocate memory") ||
+                             absl::StrContains(message, "out of memory");
   if (out_of_memory) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("out of memory while ", doing, ": ", message));
+    return absl::ResourceExhaustedError(absl::StrCat("out of memory while ", doing, ": ", message));
   }
   return absl::InternalError(absl::StrCat(doing, ": ", message));
 }
 
-absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
-                                        const RunOptions& options) {
+absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec, const RunOptions& options) {
   TrainingState state;
   RunProgress progress;
   absl::StatusOr<RunResult> result;
@@ -846,36 +823,37 @@ absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
 
 std::string FormatRunSummary(const RunResult& result) {
   const ExperimentSpec& spec = result.spec();
-  const bool language = result.final().unigram_perplexity() > 0 ||
-                        result.final().valid_perplexity() > 0;
-  std::string out = absl::StrFormat(
-      "\n== %s  (router %s, spec %s, source %s, %d threads, %s) ==\n", spec.name(),
-      spec.router().name(), result.spec_hash(),
-      result.source().revision().empty() ? "unknown" : result.source().revision(),
-      result.versions().threads(), FormatDuration(result.wall_time_s()));
-  absl::StrAppendFormat(&out, "%5s  %10s  %10s  %12s  %12s  %12s\n", "epoch",
-                        "train loss", language ? "valid ppl" : "valid acc",
-                        "fluct top-1", "gate entropy", language ? "tokens/s" : "images/s");
+  const bool language =
+      result.final().unigram_perplexity() > 0 || result.final().valid_perplexity() > 0;
+  std::string out =
+      absl::StrFormat("\n== %s  (router %s, spec %s, source %s, %d threads, %s) ==\n", spec.name(),
+                      spec.router().name(), result.spec_hash(),
+                      result.source().revision().empty() ? "unknown" : result.source().revision(),
+                      result.versions().threads(), FormatDuration(result.wall_time_s()));
+  absl::StrAppendFormat(&out, "%5s  %10s  %10s  %12s  %12s  %12s\n", "epoch", "train loss",
+                        language ? "valid ppl" : "valid acc", "fluct top-1", "gate entropy",
+                        language ? "tokens/s" : "images/s");
   for (const EpochMetrics& e : result.epochs()) {
     std::vector<double> fluct, entropy;
     for (const auto& l : e.layers()) {
       if (l.has_fluctuation()) fluct.push_back(l.fluctuation_top1());
       entropy.push_back(l.gate_entropy());
     }
-    absl::StrAppendFormat(
-        &out, "%5d  %10.4f  %10.4f  %12s  %12.4f  %12.0f\n", e.epoch(), e.train_loss(),
-        language ? e.valid_perplexity() : e.valid_accuracy(),
-        fluct.empty() ? "-" : absl::StrFormat("%.1f%%", 100 * Mean(fluct)),
-        Mean(entropy), language ? e.tokens_per_s() : e.examples_per_s());
+    absl::StrAppendFormat(&out, "%5d  %10.4f  %10.4f  %12s  %12.4f  %12.0f\n", e.epoch(),
+                          e.train_loss(), language ? e.valid_perplexity() : e.valid_accuracy(),
+                          fluct.empty() ? "-" : absl::StrFormat("%.1f%%", 100 * Mean(fluct)),
+                          Mean(entropy), language ? e.tokens_per_s() : e.examples_per_s());
   }
   const FinalMetrics& f = result.final();
   if (language) {
     absl::StrAppendFormat(&out, "valid perplexity %.2f", f.valid_perplexity());
-    if (f.test_perplexity() > 0) absl::StrAppendFormat(&out, "  test perplexity %.2f", f.test_perplexity());
+    if (f.test_perplexity() > 0)
+      absl::StrAppendFormat(&out, "  test perplexity %.2f", f.test_perplexity());
     absl::StrAppendFormat(&out, "  (unigram baseline %.2f)\n", f.unigram_perplexity());
   } else {
     absl::StrAppendFormat(&out, "valid accuracy %.2f%%", 100 * f.valid_accuracy());
-    if (f.test_accuracy() > 0) absl::StrAppendFormat(&out, "  test accuracy %.2f%%", 100 * f.test_accuracy());
+    if (f.test_accuracy() > 0)
+      absl::StrAppendFormat(&out, "  test accuracy %.2f%%", 100 * f.test_accuracy());
     out += "\n";
   }
   for (const CorruptedMetrics& c : f.corrupted()) {
@@ -895,14 +873,13 @@ std::string FormatRunSummary(const RunResult& result) {
   }
   for (const LayerRoutingMetrics& layer : f.layers()) {
     if (!layer.has_aggregation()) continue;
-    absl::StrAppendFormat(&out,
-                          "aggregation, MoE layer %d: mean self-weight %.4f, effective "
-                          "neighbours %.2f%s\n",
-                          layer.layer(), layer.aggregation_self_weight(),
-                          layer.aggregation_effective_neighbours(),
-                          layer.aggregation_self_weight() > kIdentityAggregationSelfWeight
-                              ? "  (IDENTITY: p = r)"
-                              : "");
+    absl::StrAppendFormat(
+        &out,
+        "aggregation, MoE layer %d: mean self-weight %.4f, effective "
+        "neighbours %.2f%s\n",
+        layer.layer(), layer.aggregation_self_weight(), layer.aggregation_effective_neighbours(),
+        layer.aggregation_self_weight() > kIdentityAggregationSelfWeight ? "  (IDENTITY: p = r)"
+                                                                         : "");
   }
   if (result.non_causal_router_in_causal_model() && f.generation_perplexity() > 0) {
     absl::StrAppendFormat(&out,

@@ -47,8 +47,7 @@ struct RunOptions {
 // the run was doing. Once the run owns its directory (after the check for
 // another spec's run there), any failure is recorded in result.json as
 // status "FAILED" with the error in status_reason, written atomically.
-absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec,
-                                        const RunOptions& options);
+absl::StatusOr<RunResult> RunExperiment(const ExperimentSpec& spec, const RunOptions& options);
 
 // The Status for an exception that escaped while `doing` something
 // ("building model 'vmoe_vit'"): ResourceExhausted "out of memory while

@@ -3,23 +3,23 @@
 // message) and what its result.json says. The binaries' exit path (one
 // "error:" line, non-zero status) is bad_input_test.sh.
 
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/optim/sgd.h>
+
 #include <filesystem>
 #include <memory>
 #include <new>
 #include <string>
 #include <vector>
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <ATen/ATen.h>
-#include <torch/optim/sgd.h>
-
 #include "absl/strings/str_cat.h"
-#include "core/testing/file_size_limit.h"
 #include "core/atomic_file.h"
 #include "core/checkpoint.h"
 #include "core/model.h"
 #include "core/spec.h"
+#include "core/testing/file_size_limit.h"
 #include "core/trainer.h"
 #include "experiments/testing/tiny_run.h"
 #include "google/protobuf/util/json_util.h"
@@ -31,7 +31,6 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-
 ExperimentSpec Tiny(const std::string& extra = "") { return TinyRunSpec(2, extra); }
 
 std::string TempDir(const std::string& name) {
@@ -42,8 +41,7 @@ std::string TempDir(const std::string& name) {
 }
 
 absl::StatusOr<RunResult> RunTiny(const ExperimentSpec& spec, const std::string& dir,
-                              bool resume = false, int stop_after = 0,
-                              bool overwrite = false) {
+                                  bool resume = false, int stop_after = 0, bool overwrite = false) {
   RunOptions options;
   options.output_directory = dir;
   options.resume = resume;
@@ -137,9 +135,9 @@ TEST(BadInputTest, ACheckpointWithFlippedBytesIsNotResumed) {
   const absl::StatusOr<RunResult> resumed = RunTiny(Tiny(), dir, /*resume=*/true);
   ASSERT_FALSE(resumed.ok());
   EXPECT_TRUE(absl::IsDataLoss(resumed.status())) << resumed.status();
-  EXPECT_THAT(resumed.status().message(),
-              HasSubstr(absl::StrCat("checkpoint '", checkpoint, "' is corrupt: the FNV-1a 64 "
-                                     "checksum")));
+  EXPECT_THAT(resumed.status().message(), HasSubstr(absl::StrCat("checkpoint '", checkpoint,
+                                                                 "' is corrupt: the FNV-1a 64 "
+                                                                 "checksum")));
   // The record of the epoch it had finished stays, now marked FAILED.
   const RunResult recorded = Recorded(dir + "/tiny");
   EXPECT_EQ(recorded.status(), "FAILED");
@@ -204,10 +202,12 @@ TEST(BadInputTest, AFreshRunDoesNotOverwriteAnotherSpecsCompletedRun) {
   const absl::StatusOr<RunResult> refused = RunTiny(second, dir);
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
-  EXPECT_THAT(refused.status().message(),
-              HasSubstr(absl::StrCat("the run directory ", dir, "/tiny holds a COMPLETED run "
-                                     "of a different spec (hash ", SpecHash(first),
-                                     "; this spec's hash is ", SpecHash(second), ")")));
+  EXPECT_THAT(
+      refused.status().message(),
+      HasSubstr(absl::StrCat("the run directory ", dir,
+                             "/tiny holds a COMPLETED run "
+                             "of a different spec (hash ",
+                             SpecHash(first), "; this spec's hash is ", SpecHash(second), ")")));
   EXPECT_THAT(refused.status().message(), HasSubstr("--overwrite"));
   // Untouched: neither overwritten nor marked FAILED.
   EXPECT_EQ(*ReadFile(dir + "/tiny/result.json"), before);

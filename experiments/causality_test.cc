@@ -92,13 +92,13 @@ TEST_P(CausalityTest, DeclarationMatchesBehaviour) {
   for (uint64_t trial = 0; trial < 5; ++trial) {
     Inputs clean = MakeInputs(100 + trial);
     Inputs perturbed = PerturbFuture(clean, 200 + trial);
-    largest_change = std::max(largest_change, PrefixDifference(Route(**router, clean),
-                                                               Route(**router, perturbed)));
+    largest_change = std::max(largest_change,
+                              PrefixDifference(Route(**router, clean), Route(**router, perturbed)));
   }
   if (causal) {
     EXPECT_LE(largest_change, 1e-6)
-        << name << " declares itself causal, but changing tokens after position "
-        << kPrefix << " changed its decisions before it";
+        << name << " declares itself causal, but changing tokens after position " << kPrefix
+        << " changed its decisions before it";
   } else {
     EXPECT_GT(largest_change, 1e-6)
         << name << " declares itself non-causal, yet the future never changed its "

@@ -1,21 +1,21 @@
 #include "experiments/expert_maps.h"
 
-#include <algorithm>
-#include <cmath>
-#include <filesystem>
-#include <limits>
-#include <set>
-#include <utility>
-
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/randperm.h>
 #include <ATen/ops/sort.h>
 #include <c10/util/Exception.h>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 #include <torch/csrc/autograd/grad_mode.h>
 #include <torch/utils.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -103,8 +103,8 @@ void PutCentred(cv::Mat& canvas, const std::string& text, int centre_x, int base
   scale = FitFontScale(text, scale, max_width);
   int baseline = 0;
   const cv::Size size = cv::getTextSize(text, kFont, scale, 1, &baseline);
-  cv::putText(canvas, text, cv::Point(centre_x - size.width / 2, baseline_y), kFont, scale,
-              kText, 1, cv::LINE_AA);
+  cv::putText(canvas, text, cv::Point(centre_x - size.width / 2, baseline_y), kFont, scale, kText,
+              1, cv::LINE_AA);
 }
 
 cv::Vec3b Blend(const cv::Vec3b& colour, const cv::Vec3b& pixel, double alpha) {
@@ -211,19 +211,19 @@ absl::StatusOr<PatchExperts> PatchExpertsFromDecision(const RoutingDecision& dec
   const int64_t tokens = decision.selected.size(1);
   const int64_t skip = tokens - num_patches;
   if (skip != 0 && skip != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the MoE layer routed ", tokens, " tokens per image; expected the ",
-                     num_patches, " patches, plus at most a class token"));
+    return absl::InvalidArgumentError(absl::StrCat("the MoE layer routed ", tokens,
+                                                   " tokens per image; expected the ", num_patches,
+                                                   " patches, plus at most a class token"));
   }
   // The class token is the first token (models/vit.h) and covers no patch.
-  const at::Tensor selected = decision.selected.slice(1, skip).to(at::kBool);    // [N, P, E]
+  const at::Tensor selected = decision.selected.slice(1, skip).to(at::kBool);  // [N, P, E]
   const at::Tensor weights = decision.combine_weights.slice(1, skip).detach().to(at::kFloat);
   PatchExperts out;
   out.num_experts = selected.sum(-1).to(at::kLong);  // [N, P]
-  out.top_expert = weights.masked_fill(selected.logical_not(),
-                                       -std::numeric_limits<float>::infinity())
-                       .argmax(-1)
-                       .masked_fill(out.num_experts.eq(0), -1);  // [N, P]
+  out.top_expert =
+      weights.masked_fill(selected.logical_not(), -std::numeric_limits<float>::infinity())
+          .argmax(-1)
+          .masked_fill(out.num_experts.eq(0), -1);  // [N, P]
   return out;
 }
 
@@ -243,9 +243,9 @@ absl::StatusOr<PatchExperts> RoutePatches(Model& model, const at::Tensor& images
   const int layers = static_cast<int>(out.routing.size());
   if (layers == 0) return absl::InvalidArgumentError("the model has no MoE layer");
   if (layer < -1 || layer >= layers) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "layer: ", layer, " is not an MoE layer of the model (it has ", layers,
-        ", counted from 0; -1 is the last)"));
+    return absl::InvalidArgumentError(absl::StrCat("layer: ", layer,
+                                                   " is not an MoE layer of the model (it has ",
+                                                   layers, ", counted from 0; -1 is the last)"));
   }
   const int used = layer == -1 ? layers - 1 : layer;
   absl::StatusOr<PatchExperts> patches = PatchExpertsFromDecision(out.routing[used], num_patches);
@@ -304,7 +304,8 @@ std::vector<cv::Mat> DisplayImages(const at::Tensor& images, const DatasetInfo& 
           // Datasets hand out RGB; OpenCV draws BGR.
           const int64_t source = channels == 3 ? 2 - c : std::min<int64_t>(c, channels - 1);
           const float v = data[((i * channels + source) * h + y) * w + xx];
-          const double mean = source < int64_t(info.pixel_mean.size()) ? info.pixel_mean[source] : 0;
+          const double mean =
+              source < int64_t(info.pixel_mean.size()) ? info.pixel_mean[source] : 0;
           const double sd = source < int64_t(info.pixel_std.size()) ? info.pixel_std[source] : 1;
           pixel[c] = cv::saturate_cast<uchar>((v * sd + mean) * 255.0);
         }
@@ -329,16 +330,16 @@ absl::StatusOr<cv::Mat> DrawExpertMaps(const std::vector<cv::Mat>& images,
     return absl::InvalidArgumentError(absl::StrCat(
         "patch size ", patch_size, " does not divide the ", height, "x", width, " images"));
   }
-  const ExpertMapLayout layout = ComputeExpertMapLayout(
-      static_cast<int>(images.size()), static_cast<int>(routing.size()), height, width,
-      patch_size, num_experts);
+  const ExpertMapLayout layout =
+      ComputeExpertMapLayout(static_cast<int>(images.size()), static_cast<int>(routing.size()),
+                             height, width, patch_size, num_experts);
   const int64_t num_patches = int64_t{layout.grid_rows} * layout.grid_columns;
   for (size_t c = 0; c < routing.size(); ++c) {
     const at::Tensor& top = routing[c].top_expert;
     if (!top.defined() || top.dim() != 2 || top.size(0) != int64_t(images.size()) ||
         top.size(1) != num_patches) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "column '", labels[c], "': routing is not [", images.size(), ", ", num_patches, "]"));
+      return absl::InvalidArgumentError(absl::StrCat("column '", labels[c], "': routing is not [",
+                                                     images.size(), ", ", num_patches, "]"));
     }
   }
   cv::Mat canvas(layout.height, layout.width, CV_8UC3, kBackground);
@@ -358,8 +359,7 @@ absl::StatusOr<cv::Mat> DrawExpertMaps(const std::vector<cv::Mat>& images,
     for (absl::string_view text : absl::StrSplit(row_labels[i], '\n')) {
       const cv::Rect cell = layout.Cell(i, 0);
       const std::string s(text);
-      cv::putText(canvas, s,
-                  cv::Point(ExpertMapLayout::kMargin, cell.y + 16 + 18 * line++), kFont,
+      cv::putText(canvas, s, cv::Point(ExpertMapLayout::kMargin, cell.y + 16 + 18 * line++), kFont,
                   FitFontScale(s, 0.45, ExpertMapLayout::kRowLabelWidth - 4), kText, 1,
                   cv::LINE_AA);
     }
@@ -375,8 +375,8 @@ absl::StatusOr<cv::Mat> DrawExpertMaps(const std::vector<cv::Mat>& images,
       const auto top_a = top.accessor<int64_t, 2>();
       const auto count_a = count.accessor<int64_t, 2>();
       for (int64_t p = 0; p < num_patches; ++p) {
-        TintPatch(canvas(layout.Patch(i, c, static_cast<int>(p))),
-                  static_cast<int>(top_a[i][p]), static_cast<int>(count_a[i][p]), alpha);
+        TintPatch(canvas(layout.Patch(i, c, static_cast<int>(p))), static_cast<int>(top_a[i][p]),
+                  static_cast<int>(count_a[i][p]), alpha);
       }
     }
   }
@@ -404,8 +404,8 @@ absl::StatusOr<ExpertMapFigure> RenderExpertMaps(const std::vector<ExpertMapRow>
   ExpertMapFigure figure;
   const Split split = data.NumExamples(Split::kTest) > 0 ? Split::kTest : Split::kValid;
   figure.split = SplitName(split);
-  figure.test_indices = ExpertMapImageIndices(data.NumExamples(split),
-                                              std::max(1, options.num_images), options.seed);
+  figure.test_indices =
+      ExpertMapImageIndices(data.NumExamples(split), std::max(1, options.num_images), options.seed);
   if (figure.test_indices.empty()) {
     return absl::InvalidArgumentError("expert maps: the dataset has no test or valid images");
   }
@@ -426,17 +426,17 @@ absl::StatusOr<ExpertMapFigure> RenderExpertMaps(const std::vector<ExpertMapRow>
     const int e = row.spec.model().moe().num_experts();
     if (patch_size != 0 && (p != patch_size || e != num_experts)) {
       return row_error(absl::InvalidArgumentError(absl::StrCat(
-          "patch size ", p, " and ", e, " experts differ from the first row's (", patch_size,
-          ", ", num_experts, "); one figure needs one patch grid and one palette")));
+          "patch size ", p, " and ", e, " experts differ from the first row's (", patch_size, ", ",
+          num_experts, "); one figure needs one patch grid and one palette")));
     }
     patch_size = p;
     num_experts = e;
     std::error_code error;
     if (!std::filesystem::exists(row.checkpoint, error)) {
-      return row_error(absl::NotFoundError(absl::StrCat(
-          "no checkpoint '", row.checkpoint, "'; ",
-          row.partial_weights ? "the run whose checkpoint it evaluates" : "the run",
-          " must be trained first (reproduce without --render_only trains it)")));
+      return row_error(absl::NotFoundError(
+          absl::StrCat("no checkpoint '", row.checkpoint, "'; ",
+                       row.partial_weights ? "the run whose checkpoint it evaluates" : "the run",
+                       " must be trained first (reproduce without --render_only trains it)")));
     }
     // The seed decides the values of parameters the checkpoint lacks
     // (partial_weights); the trainer seeds model creation the same way.

@@ -29,12 +29,12 @@
 // each keeps its pixels; the patch's centre pixel is never covered by the
 // count box.
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
+#include <opencv2/core.hpp>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
-#include <opencv2/core.hpp>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -101,8 +101,8 @@ struct PatchExperts {
 // the last `num_patches` are the patches in row-major order (a class token,
 // if any, comes first: T = num_patches + 1). Errors when T is neither
 // num_patches nor num_patches + 1.
-absl::StatusOr<PatchExperts> PatchExpertsFromDecision(
-    const RoutingDecision& decision, int64_t num_patches);
+absl::StatusOr<PatchExperts> PatchExpertsFromDecision(const RoutingDecision& decision,
+                                                      int64_t num_patches);
 
 // Runs `images` [N, C, H, W] (normalised, as the dataset returns them)
 // through `model` in eval mode with routing kept and returns MoE layer
@@ -133,7 +133,7 @@ struct ExpertMapLayout {
   int num_images = 0, num_columns = 0;  // columns including the original
   int grid_top = 0;                     // y of the first cell
   int legend_top = 0;
-  int width = 0, height = 0;            // of the whole picture
+  int width = 0, height = 0;  // of the whole picture
 
   // The cell of test image `image` in figure column `column`.
   cv::Rect Cell(int image, int column) const;
@@ -145,15 +145,13 @@ struct ExpertMapLayout {
 // `patch_size`, with `num_routers` router columns and `num_experts` experts
 // in the legend. width = 2 kMargin + kRowLabelWidth + columns (cell + kGap) -
 // kGap; the grid starts at kMargin + kTitleHeight + kColumnTitleHeight.
-ExpertMapLayout ComputeExpertMapLayout(int num_images, int num_routers,
-                                       int height, int width, int patch_size,
-                                       int num_experts);
+ExpertMapLayout ComputeExpertMapLayout(int num_images, int num_routers, int height, int width,
+                                       int patch_size, int num_experts);
 
 // The images as shown: [N, C, H, W] normalised inputs back to 8-bit BGR
 // pixels with the dataset's pixel_mean/pixel_std (1 channel: grey; 3: the
 // datasets' RGB order), not upscaled.
-std::vector<cv::Mat> DisplayImages(const at::Tensor& images,
-                                   const DatasetInfo& info);
+std::vector<cv::Mat> DisplayImages(const at::Tensor& images, const DatasetInfo& info);
 
 // Draws the figure from routing computed elsewhere: `images` from
 // DisplayImages, routing[c] the PatchExperts of column c (labels[c]).
@@ -162,9 +160,8 @@ std::vector<cv::Mat> DisplayImages(const at::Tensor& images,
 absl::StatusOr<cv::Mat> DrawExpertMaps(const std::vector<cv::Mat>& images,
                                        const std::vector<std::string>& row_labels,
                                        const std::vector<std::string>& labels,
-                                       const std::vector<PatchExperts>& routing,
-                                       int patch_size, int num_experts,
-                                       const std::string& title, double alpha);
+                                       const std::vector<PatchExperts>& routing, int patch_size,
+                                       int num_experts, const std::string& title, double alpha);
 
 // What RenderExpertMaps drew, for captions and tests.
 struct ExpertMapFigure {
@@ -179,30 +176,28 @@ struct ExpertMapFigure {
 
 // The test images chosen by `seed`: `count` distinct indices of [0,
 // num_examples), sorted.
-std::vector<int64_t> ExpertMapImageIndices(int64_t num_examples, int count,
-                                           uint64_t seed);
+std::vector<int64_t> ExpertMapImageIndices(int64_t num_examples, int count, uint64_t seed);
 
 // Builds each row's model from its spec, loads its checkpoint, routes the
 // same test images of `data` through all of them and draws the figure.
 // Errors name the row (a missing checkpoint: the run that must be trained
 // first). Every row must use a model with the same patch grid and experts.
-absl::StatusOr<ExpertMapFigure> RenderExpertMaps(
-    const std::vector<ExpertMapRow>& rows, const Dataset& data,
-    const ExpertMapOptions& options);
+absl::StatusOr<ExpertMapFigure> RenderExpertMaps(const std::vector<ExpertMapRow>& rows,
+                                                 const Dataset& data,
+                                                 const ExpertMapOptions& options);
 
 // RenderExpertMaps on the first row's dataset, written as a PNG to
 // `png_path` (atomically).
-absl::StatusOr<ExpertMapFigure> WriteExpertMaps(
-    const std::vector<ExpertMapRow>& rows, const ExpertMapOptions& options,
-    const std::string& png_path);
+absl::StatusOr<ExpertMapFigure> WriteExpertMaps(const std::vector<ExpertMapRow>& rows,
+                                                const ExpertMapOptions& options,
+                                                const std::string& png_path);
 
 // Checks a table's expert_maps against its rows: every label names a row,
 // at least one row, num_images >= 0 and layer >= -1.
 absl::Status ValidateExpertMaps(const TableSpec& table);
 
 // The options a table's expert_maps asks for (defaults filled in).
-ExpertMapOptions ExpertMapOptionsFrom(const ExpertMaps& spec,
-                                      const std::string& title);
+ExpertMapOptions ExpertMapOptionsFrom(const ExpertMaps& spec, const std::string& title);
 
 }  // namespace moelab
 

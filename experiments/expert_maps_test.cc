@@ -1,19 +1,19 @@
 #include "experiments/expert_maps.h"
 
-#include <cmath>
-#include <cstdlib>
-#include <filesystem>
-#include <memory>
-#include <string>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <opencv2/imgcodecs.hpp>
 #include <torch/optim/sgd.h>
 #include <torch/utils.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <opencv2/imgcodecs.hpp>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/checkpoint.h"
@@ -28,8 +28,8 @@ using ::testing::HasSubstr;
 
 constexpr int kSide = 28;
 constexpr int kPatch = 4;
-constexpr int kGrid = kSide / kPatch;        // 7 x 7 patches
-constexpr int kPatches = kGrid * kGrid;      // 49, plus the class token
+constexpr int kGrid = kSide / kPatch;    // 7 x 7 patches
+constexpr int kPatches = kGrid * kGrid;  // 49, plus the class token
 constexpr int kExperts = 4;
 constexpr float kMean = 0.5f, kStd = 0.25f;
 
@@ -125,8 +125,7 @@ std::vector<std::vector<Expected>> ExpectedRouting(const ExperimentSpec& spec,
   ModelOutput out = model->Forward(batch, ForwardOptions{.keep_routing = true});
   const RoutingDecision& d = out.routing.at(layer < 0 ? out.routing.size() - 1 : layer);
   EXPECT_EQ(d.selected.size(1), kPatches + 1);  // the class token comes first
-  std::vector<std::vector<Expected>> result(d.selected.size(0),
-                                            std::vector<Expected>(kPatches));
+  std::vector<std::vector<Expected>> result(d.selected.size(0), std::vector<Expected>(kPatches));
   for (int64_t i = 0; i < d.selected.size(0); ++i) {
     for (int p = 0; p < kPatches; ++p) {
       Expected& e = result[i][p];
@@ -152,14 +151,15 @@ uint8_t Grey(const Batch& batch, int image, int y, int x) {
 
 cv::Vec3b Blended(const cv::Vec3b& colour, uint8_t grey, double alpha) {
   cv::Vec3b out;
-  for (int c = 0; c < 3; ++c) out[c] = cv::saturate_cast<uchar>(alpha * colour[c] + (1 - alpha) * grey);
+  for (int c = 0; c < 3; ++c)
+    out[c] = cv::saturate_cast<uchar>(alpha * colour[c] + (1 - alpha) * grey);
   return out;
 }
 
 void ExpectNear(const cv::Vec3b& got, const cv::Vec3b& want, const std::string& where) {
   for (int c = 0; c < 3; ++c) {
-    EXPECT_NEAR(got[c], want[c], 2) << where << " channel " << c << ": got " << got
-                                    << ", want " << want;
+    EXPECT_NEAR(got[c], want[c], 2)
+        << where << " channel " << c << ": got " << got << ", want " << want;
   }
 }
 
@@ -301,8 +301,8 @@ TEST(ExpertMapsTablesTest, TablesNameVisionRows) {
     if (entry.path().extension() != ".pbtxt") continue;
     absl::StatusOr<TableSpec> table = LoadTable(entry.path().stem());
     ASSERT_TRUE(table.ok()) << table.status();
-    EXPECT_TRUE(ValidateExpertMaps(*table).ok()) << entry.path() << ": "
-                                                 << ValidateExpertMaps(*table);
+    EXPECT_TRUE(ValidateExpertMaps(*table).ok())
+        << entry.path() << ": " << ValidateExpertMaps(*table);
     if (!table->has_expert_maps()) continue;
     ++tables_with_maps;
     for (const TableRow& row : table->rows()) {

@@ -1,27 +1,32 @@
 #include "experiments/gemm_peaks.h"
 
-#include <algorithm>
-#include <chrono>
-
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+
+#include <algorithm>
+#include <chrono>
 
 #include "models/matmul.h"
 
 namespace moelab {
 
 std::vector<GemmPath> AllGemmPaths() {
-  return {GemmPath::kFp32Blas, GemmPath::kFp32OneDnn, GemmPath::kFp32Moelab,
-          GemmPath::kBf16, GemmPath::kBf16Moelab};
+  return {GemmPath::kFp32Blas, GemmPath::kFp32OneDnn, GemmPath::kFp32Moelab, GemmPath::kBf16,
+          GemmPath::kBf16Moelab};
 }
 
 const char* GemmPathName(GemmPath path) {
   switch (path) {
-    case GemmPath::kFp32Blas: return "fp32 ATen/BLAS";
-    case GemmPath::kFp32OneDnn: return "fp32 oneDNN";
-    case GemmPath::kBf16: return "bf16 ATen/oneDNN";
-    case GemmPath::kFp32Moelab: return "fp32 moelab (oneDNN sgemm)";
-    case GemmPath::kBf16Moelab: return "bf16 moelab (oneDNN bf16->fp32 gemm)";
+    case GemmPath::kFp32Blas:
+      return "fp32 ATen/BLAS";
+    case GemmPath::kFp32OneDnn:
+      return "fp32 oneDNN";
+    case GemmPath::kBf16:
+      return "bf16 ATen/oneDNN";
+    case GemmPath::kFp32Moelab:
+      return "fp32 moelab (oneDNN sgemm)";
+    case GemmPath::kBf16Moelab:
+      return "bf16 moelab (oneDNN bf16->fp32 gemm)";
   }
   return "?";
 }
@@ -54,8 +59,7 @@ struct Operands {
 Operands Prepare(GemmPath path, const at::Tensor& x, const at::Tensor& w) {
   switch (path) {
     case GemmPath::kFp32OneDnn:
-      return {x.to(at::kFloat).contiguous().to_mkldnn(),
-              w.to(at::kFloat).contiguous().to_mkldnn()};
+      return {x.to(at::kFloat).contiguous().to_mkldnn(), w.to(at::kFloat).contiguous().to_mkldnn()};
     case GemmPath::kBf16:
     case GemmPath::kBf16Moelab:
       return {x.to(at::kBFloat16).contiguous(), w.to(at::kBFloat16).contiguous()};

@@ -8,11 +8,11 @@
 // two paths moelab's layers take (models/matmul.h: oneDNN's sgemm for fp32,
 // its bf16 x bf16 -> fp32 GEMM for bf16) are measured beside them.
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 namespace moelab {
 

@@ -10,10 +10,10 @@
 // `peak_bf16_gflops: Y`, which bench_lm prints beside the training step's
 // achieved rate.
 
+#include <ATen/Parallel.h>
+
 #include <cstdio>
 #include <string>
-
-#include <ATen/Parallel.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -49,9 +49,8 @@ int main(int argc, char** argv) {
       if (!moelab::GemmPathAvailable(path)) continue;
       const double gflops = moelab::MeasureGemmGflops(path, shape, reps);
       const std::string where = std::string(moelab::GemmPathName(path)) + " [" +
-                                std::to_string(shape.m) + "," + std::to_string(shape.k) +
-                                "]x[" + std::to_string(shape.k) + "," +
-                                std::to_string(shape.n) + "]";
+                                std::to_string(shape.m) + "," + std::to_string(shape.k) + "]x[" +
+                                std::to_string(shape.k) + "," + std::to_string(shape.n) + "]";
       std::printf("%-60s %8.1f GFLOP/s\n", where.c_str(), gflops);
       const bool bf16 = moelab::GemmPathIsBf16(path);
       double& best = bf16 ? best_bf16 : best_fp32;

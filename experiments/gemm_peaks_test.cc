@@ -51,11 +51,10 @@ TEST(GemmPeaksTest, MoelabPathsAreMoelabsMatmul) {
   at::manual_seed(5);
   const at::Tensor x = at::randn({41, 96});
   const at::Tensor w = at::randn({29, 96});
-  EXPECT_TRUE(at::allclose(LinearThrough(GemmPath::kFp32Moelab, x, w),
-                           Matmul(x, w.t()), 1e-5, 1e-5));
+  EXPECT_TRUE(
+      at::allclose(LinearThrough(GemmPath::kFp32Moelab, x, w), Matmul(x, w.t()), 1e-5, 1e-5));
   const at::Tensor xb = x.to(at::kBFloat16), wb = w.to(at::kBFloat16);
-  const at::Tensor rounded_product =
-      at::matmul(xb.to(at::kDouble), wb.to(at::kDouble).t());
+  const at::Tensor rounded_product = at::matmul(xb.to(at::kDouble), wb.to(at::kDouble).t());
   const at::Tensor y = LinearThrough(GemmPath::kBf16Moelab, x, w).to(at::kDouble);
   // fp32 accumulation over K = 96 of |terms| ~ 1: error ~ 1e-5.
   EXPECT_LT((y - rounded_product).abs().max().item<double>(), 1e-3);

@@ -44,7 +44,6 @@ const std::set<std::string>& ParameterFreeRouters() {
   return *names;
 }
 
-
 struct Case {
   std::string router;
   // Names the non-default parameterisation ("" for the defaults).
@@ -57,16 +56,15 @@ struct Case {
 std::string CaseName(const Case& c) {
   std::ostringstream k;
   k << c.top_k;
-  std::string name = c.router + (c.variant.empty() ? "" : "_" + c.variant) +
-                     "_k" + absl::StrReplaceAll(k.str(), {{".", "_"}});
+  std::string name = c.router + (c.variant.empty() ? "" : "_" + c.variant) + "_k" +
+                     absl::StrReplaceAll(k.str(), {{".", "_"}});
   return name;
 }
 
 std::string Describe(const Case& c) {
   std::ostringstream out;
-  out << "router '" << c.router << "'"
-      << (c.variant.empty() ? "" : " (" + c.variant + ")") << " at top_k "
-      << c.top_k;
+  out << "router '" << c.router << "'" << (c.variant.empty() ? "" : " (" + c.variant + ")")
+      << " at top_k " << c.top_k;
   return out.str();
 }
 
@@ -80,14 +78,12 @@ std::vector<Case> Cases() {
   }
   // Parameterisations that add parameters: a learnable W_s.
   for (double k : {1.0, 2.0}) {
-    cases.push_back({"similarity_aware", "projection_full", k, [](RouterSpec* s) {
-                       s->mutable_similarity_aware()->set_projection(FULL);
+    cases.push_back({"similarity_aware", "projection_full", k,
+                     [](RouterSpec* s) { s->mutable_similarity_aware()->set_projection(FULL); }});
+    cases.push_back({"similarity_aware", "projection_low_rank", k, [](RouterSpec* s) {
+                       s->mutable_similarity_aware()->set_projection(LOW_RANK);
+                       s->mutable_similarity_aware()->set_projection_rank(8);
                      }});
-    cases.push_back(
-        {"similarity_aware", "projection_low_rank", k, [](RouterSpec* s) {
-           s->mutable_similarity_aware()->set_projection(LOW_RANK);
-           s->mutable_similarity_aware()->set_projection_rank(8);
-         }});
   }
   return cases;
 }
@@ -112,8 +108,7 @@ TEST_P(GradientFlowTest, TaskLossReachesEveryRouterParameter) {
   absl::StatusOr<std::shared_ptr<Model>> created = MakeTinyMoeLm(&spec, 1);
   ASSERT_TRUE(created.ok()) << what << ": " << created.status();
   const RouterRegistration* router_entry = *RouterRegistry().Find(c.router);
-  const RouterDims dims =
-      (*ModelRegistry().Find(spec.model().name()))->router_dims(spec.model());
+  const RouterDims dims = (*ModelRegistry().Find(spec.model().name()))->router_dims(spec.model());
   ASSERT_TRUE(CheckTopK(spec.router(), *router_entry, dims).ok()) << what;
   Model& model = **created;
   model.train();
@@ -130,23 +125,19 @@ TEST_P(GradientFlowTest, TaskLossReachesEveryRouterParameter) {
   for (size_t layer = 0; layer < routers.size(); ++layer) {
     const auto parameters = routers[layer]->named_parameters();
     if (parameter_free) {
-      EXPECT_EQ(parameters.size(), 0u)
-          << what << " is listed as parameter-free but layer " << layer
-          << " has " << parameters.size() << " parameters (first: '"
-          << parameters.keys().front() << "'); take it off the list";
+      EXPECT_EQ(parameters.size(), 0u) << what << " is listed as parameter-free but layer " << layer
+                                       << " has " << parameters.size() << " parameters (first: '"
+                                       << parameters.keys().front() << "'); take it off the list";
       continue;
     }
-    EXPECT_GT(parameters.size(), 0u)
-        << what << " has no learnable parameters in layer " << layer
-        << "; if that is by design, add it to ParameterFreeRouters()";
+    EXPECT_GT(parameters.size(), 0u) << what << " has no learnable parameters in layer " << layer
+                                     << "; if that is by design, add it to ParameterFreeRouters()";
     for (const auto& p : parameters) {
-      const std::string where = what + ", layer " + std::to_string(layer) +
-                                ", parameter '" + p.key() + "'";
+      const std::string where =
+          what + ", layer " + std::to_string(layer) + ", parameter '" + p.key() + "'";
       const at::Tensor& grad = p.value().grad();
-      ASSERT_TRUE(grad.defined())
-          << where << ": no gradient at all from the task loss";
-      EXPECT_TRUE(at::isfinite(grad).all().item<bool>())
-          << where << ": non-finite gradient";
+      ASSERT_TRUE(grad.defined()) << where << ": no gradient at all from the task loss";
+      EXPECT_TRUE(at::isfinite(grad).all().item<bool>()) << where << ": non-finite gradient";
       EXPECT_GT(grad.abs().max().item<double>(), 0.0)
           << where << ": the task loss gives it an all-zero gradient";
     }
@@ -208,8 +199,7 @@ constexpr int64_t kDataBatch = 8, kDataBatches = 3;
 // Resolves and loads `spec`, then takes the first kDataBatches training
 // batches of (seed, epoch); `disturb` runs before the load and before each
 // batch and may do anything to the global torch generator.
-std::vector<Batch> TrainingBatches(DatasetSpec spec, int64_t epoch,
-                                   uint64_t seed,
+std::vector<Batch> TrainingBatches(DatasetSpec spec, int64_t epoch, uint64_t seed,
                                    const std::function<void(int)>& disturb) {
   const DatasetRegistration* entry = *DatasetRegistry().Find(spec.name());
   if (entry->resolve) entry->resolve(&spec);

@@ -102,16 +102,14 @@ TEST_P(MixedPrecisionTest, Bf16ForwardAndRoutingMatchFp32) {
     if (router == "expert_choice") {
       // Experts choose tokens within each sequence: an expert's choice is
       // clear when its last chosen token outscores its first unchosen one.
-      const at::Tensor scores = a.gate_probs.transpose(1, 2);              // [B, E, T]
-      const at::Tensor chosen = a.selected.transpose(1, 2).sum(-1);        // [B, E]
-      const at::Tensor sorted = std::get<0>(scores.sort(-1, true));        // [B, E, T]
+      const at::Tensor scores = a.gate_probs.transpose(1, 2);        // [B, E, T]
+      const at::Tensor chosen = a.selected.transpose(1, 2).sum(-1);  // [B, E]
+      const at::Tensor sorted = std::get<0>(scores.sort(-1, true));  // [B, E, T]
       const at::Tensor last = sorted.gather(-1, (chosen - 1).clamp_min(0).unsqueeze(-1));
-      const at::Tensor next =
-          sorted.gather(-1, chosen.clamp_max(kTinyTokens - 1).unsqueeze(-1));
+      const at::Tensor next = sorted.gather(-1, chosen.clamp_max(kTinyTokens - 1).unsqueeze(-1));
       const at::Tensor clear = ((last - next).squeeze(-1) > 0.02).logical_and(chosen < kTinyTokens);
       ASSERT_GT(clear.sum().item<int64_t>(), 0) << where;
-      const at::Tensor same_column =
-          (a.selected == b.selected).all(1);  // [B, E]
+      const at::Tensor same_column = (a.selected == b.selected).all(1);  // [B, E]
       EXPECT_TRUE(same_column.masked_select(clear).all().item<bool>())
           << where << ": an expert with a clear fp32 choice chose differently in bf16";
       continue;
@@ -152,7 +150,9 @@ TEST_P(MixedPrecisionTest, Bf16StepKeepsFp32MasterStateAndTracksTheFp32Gradient)
   }
   // Hash routing depends on token ids alone: there the comparison always
   // happens.
-  if (router == "hash") ASSERT_TRUE(same_routing);
+  if (router == "hash") {
+    ASSERT_TRUE(same_routing);
+  }
   const auto p32 = m32->named_parameters(), p16 = m16->named_parameters();
   for (const auto& p : p16) {
     const at::Tensor& g16 = p.value().grad();
@@ -169,8 +169,7 @@ TEST_P(MixedPrecisionTest, Bf16StepKeepsFp32MasterStateAndTracksTheFp32Gradient)
     EXPECT_LT(relative, 5e-2) << router << ": " << p.key();
   }
   // An optimizer step in bf16: every parameter and every moment stays fp32.
-  std::unique_ptr<torch::optim::Optimizer> optimizer =
-      MakeOptimizer(spec.training(), *m16);
+  std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(spec.training(), *m16);
   {
     const PrecisionScope scope(BF16);
     ASSERT_TRUE(TrainStep(*m16, *optimizer, batch, /*grad_clip_norm=*/1.0).ok());

@@ -31,18 +31,17 @@ std::string Quote(const std::string& s) {
 // gnuplot, and renames the PNG into place.
 absl::Status RunGnuplot(const std::string& png_path, const std::string& body) {
   const std::string temporary = TemporaryPathFor(png_path);
-  const std::string script = absl::StrCat(
-      "set terminal pngcairo size 900,560 enhanced font 'Sans,11'\n",
-      "set output ", QuotePath(temporary), "\n", body);
+  const std::string script =
+      absl::StrCat("set terminal pngcairo size 900,560 enhanced font 'Sans,11'\n", "set output ",
+                   QuotePath(temporary), "\n", body);
   const std::string script_path = png_path.substr(0, png_path.size() - 4) + ".gp";
   if (absl::Status s = WriteFileAtomically(script_path, script); !s.ok()) return s;
-  const std::string command =
-      absl::StrCat("gnuplot '", script_path, "' 2>'", script_path, ".log'");
+  const std::string command = absl::StrCat("gnuplot '", script_path, "' 2>'", script_path, ".log'");
   if (std::system(command.c_str()) != 0) {
     std::remove(temporary.c_str());
-    return absl::InternalError(absl::StrCat(
-        "gnuplot failed on ", script_path, " (see ", script_path,
-        ".log; is gnuplot-nox installed? third_party/setup.sh installs it)"));
+    return absl::InternalError(
+        absl::StrCat("gnuplot failed on ", script_path, " (see ", script_path,
+                     ".log; is gnuplot-nox installed? third_party/setup.sh installs it)"));
   }
   std::remove((script_path + ".log").c_str());
   return CommitAtomicFile(temporary, png_path);
@@ -73,12 +72,10 @@ std::string WrapTitle(const std::string& title, size_t width) {
   return wrapped;
 }
 
-std::string Axes(const std::string& title, const std::string& x_label,
-                 const std::string& y_label) {
+std::string Axes(const std::string& title, const std::string& x_label, const std::string& y_label) {
   // 60 characters of Sans 11 fit the 900-pixel image with the key outside.
   return absl::StrCat("set title ", Quote(WrapTitle(title, 60)), "\nset xlabel ", Quote(x_label),
-                      "\nset ylabel ", Quote(y_label),
-                      "\nset grid\nset key outside right top\n");
+                      "\nset ylabel ", Quote(y_label), "\nset grid\nset key outside right top\n");
 }
 
 absl::Status PlotSeries(const std::string& png_path, const std::string& title,
@@ -98,8 +95,8 @@ absl::Status PlotSeries(const std::string& png_path, const std::string& title,
   if (whole_x && x_max - x_min <= 20) body += "set xtics 1\n";
   body += "plot ";
   for (size_t i = 0; i < series.size(); ++i) {
-    absl::StrAppend(&body, i ? ", " : "", "$s", i, " using 1:2 with ", style,
-                    " title ", Quote(series[i].label));
+    absl::StrAppend(&body, i ? ", " : "", "$s", i, " using 1:2 with ", style, " title ",
+                    Quote(series[i].label));
   }
   body += "\n";
   return RunGnuplot(png_path, body);
@@ -124,12 +121,14 @@ absl::Status PlotHeatmap(const std::string& png_path, const std::string& title,
                          const std::vector<std::vector<double>>& values) {
   std::string body = "$m << EOD\n";
   for (const auto& row : values) {
-    for (size_t c = 0; c < row.size(); ++c) absl::StrAppendFormat(&body, "%s%.6g", c ? " " : "", row[c]);
+    for (size_t c = 0; c < row.size(); ++c)
+      absl::StrAppendFormat(&body, "%s%.6g", c ? " " : "", row[c]);
     body += "\n";
   }
   body += "EOD\n" + Axes(title, x_label, y_label);
-  body += "unset grid\nset palette rgb 33,13,10\nset cblabel 'share of routed pairs'\n"
-          "set xtics 1\nset ytics 1\nplot $m matrix with image notitle\n";
+  body +=
+      "unset grid\nset palette rgb 33,13,10\nset cblabel 'share of routed pairs'\n"
+      "set xtics 1\nset ytics 1\nplot $m matrix with image notitle\n";
   return RunGnuplot(png_path, body);
 }
 

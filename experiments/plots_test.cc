@@ -18,10 +18,9 @@ TEST(PlotsTest, WritesAPngWhoseNameHasUnderscores) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   const std::string png =
       std::string(tmp != nullptr ? tmp : "/tmp") + "/graph_of_tokens_fluctuation.png";
-  const absl::Status status =
-      PlotLines(png, "fluctuation_top1 per epoch", "epoch", "top_1 (%)",
-                {Series{"token_choice", {{2, 60}, {3, 30}, {4, 15}}},
-                 Series{"similarity_aware", {{2, 62}, {3, 31}, {4, 14}}}});
+  const absl::Status status = PlotLines(png, "fluctuation_top1 per epoch", "epoch", "top_1 (%)",
+                                        {Series{"token_choice", {{2, 60}, {3, 30}, {4, 15}}},
+                                         Series{"similarity_aware", {{2, 62}, {3, 31}, {4, 14}}}});
   ASSERT_TRUE(status.ok()) << status;
   std::ifstream file(png, std::ios::binary);
   ASSERT_TRUE(file.good()) << png;

@@ -80,8 +80,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-absl::StatusOr<RunResult> ReadCachedResult(const std::string& run_dir,
-                                           const std::string& hash) {
+absl::StatusOr<RunResult> ReadCachedResult(const std::string& run_dir, const std::string& hash) {
   absl::StatusOr<std::string> json = ReadFile(run_dir + "/result.json");
   if (!json.ok()) return json.status();
   RunResult result;
@@ -140,8 +139,8 @@ absl::Status SupersedeRun(const std::string& run_dir, const std::string& target)
   fs::create_directories(fs::path(target).parent_path(), error);
   if (!error) fs::rename(run_dir, target, error);
   if (error) {
-    return absl::InternalError(absl::StrCat("cannot move ", run_dir, " aside to ", target, ": ",
-                                            error.message()));
+    return absl::InternalError(
+        absl::StrCat("cannot move ", run_dir, " aside to ", target, ": ", error.message()));
   }
   return absl::OkStatus();
 }
@@ -184,9 +183,9 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
       if (training_free) {
         auto source = runs.run_dirs.find(source_key);
         if (source == runs.run_dirs.end()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "row '", row.label(), "': init_from_row '", row.init_from_row(),
-              "' must name an earlier row of the table"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("row '", row.label(), "': init_from_row '", row.init_from_row(),
+                           "' must name an earlier row of the table"));
         }
         spec->mutable_training()->set_epochs(0);
         spec->mutable_evaluation()->set_init_checkpoint(source->second + "/checkpoint.pt");
@@ -212,18 +211,17 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
       }
       if (!result.ok() || !stale.empty()) {
         if (render_only) {
-          return absl::NotFoundError(absl::StrCat(
-              "row '", row.label(), "' seed ", spec->seed(), ": ",
-              result.ok() ? absl::StrCat("the cached run is stale (", stale, ")")
-                          : "no cached result",
-              "; run without --render_only"));
+          return absl::NotFoundError(
+              absl::StrCat("row '", row.label(), "' seed ", spec->seed(), ": ",
+                           result.ok() ? absl::StrCat("the cached run is stale (", stale, ")")
+                                       : "no cached result",
+                           "; run without --render_only"));
         }
         // A training-free run waits for its source run to complete, here or
         // in another shard (a checkpoint alone may be a training run's
         // last epoch so far).
         const bool source_pending = training_free && source_identity == nullptr;
-        if (run_index % run_options.shard_count != run_options.shard_index ||
-            source_pending) {
+        if (run_index % run_options.shard_count != run_options.shard_index || source_pending) {
           ++runs.left_to_other_shards;
           continue;
         }
@@ -236,8 +234,10 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
           const std::string target =
               SupersededDirectory(out_dir, spec->name(), RunRevision(*result));
           if (absl::Status moved = SupersedeRun(run_dir, target); !moved.ok()) return moved;
-          std::fprintf(stderr, "== %s: row '%s', seed %llu: the cached run is stale (%s); "
-                       "moved to %s, running again\n", table.name().c_str(), row.label().c_str(),
+          std::fprintf(stderr,
+                       "== %s: row '%s', seed %llu: the cached run is stale (%s); "
+                       "moved to %s, running again\n",
+                       table.name().c_str(), row.label().c_str(),
                        static_cast<unsigned long long>(spec->seed()), stale.c_str(),
                        target.c_str());
           ++runs.superseded;
@@ -252,8 +252,8 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
         result = RunExperiment(*spec, options);
         if (!result.ok()) {
           return absl::Status(result.status().code(),
-                              absl::StrCat("row '", row.label(), "' seed ", spec->seed(),
-                                           ": ", result.status().message()));
+                              absl::StrCat("row '", row.label(), "' seed ", spec->seed(), ": ",
+                                           result.status().message()));
         }
         if (training_free) {
           // What it evaluated, so a later invocation can tell whether the
@@ -285,9 +285,8 @@ double LayerMean(const EpochMetrics& epoch, double (LayerRoutingMetrics::*field)
 }
 
 // Pictures shared by every table: fluctuation per epoch and per-layer load.
-absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs,
-                          const std::string& out_dir, std::vector<std::string>* pictures,
-                          std::string* extra_markdown) {
+absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs, const std::string& out_dir,
+                          std::vector<std::string>* pictures, std::string* extra_markdown) {
   std::vector<Series> fluctuation;
   for (const RowRuns& row : runs.rows) {
     Series series{row.row->label(), {}};
@@ -307,10 +306,9 @@ absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs,
   }
   if (!fluctuation.empty()) {
     const std::string png = table.name() + "_fluctuation.png";
-    if (absl::Status s = PlotLines(out_dir + "/" + png,
-                                   table.title() + ": routing fluctuation per epoch",
-                                   "epoch", "top-1 fluctuation (%, mean over layers and seeds)",
-                                   fluctuation);
+    if (absl::Status s =
+            PlotLines(out_dir + "/" + png, table.title() + ": routing fluctuation per epoch",
+                      "epoch", "top-1 fluctuation (%, mean over layers and seeds)", fluctuation);
         !s.ok()) {
       return s;
     }
@@ -326,9 +324,9 @@ absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs,
     }
     if (load.empty()) continue;
     const std::string png = absl::StrCat(table.name(), "_load_row", r, ".png");
-    if (absl::Status s = PlotHeatmap(out_dir + "/" + png,
-                                     absl::StrCat(row.row->label(), ": load (last epoch, first seed)"),
-                                     "expert", "MoE layer", load);
+    if (absl::Status s = PlotHeatmap(
+            out_dir + "/" + png, absl::StrCat(row.row->label(), ": load (last epoch, first seed)"),
+            "expert", "MoE layer", load);
         !s.ok()) {
       return s;
     }
@@ -343,10 +341,9 @@ absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs,
     }
     if (!scatter.empty()) {
       const std::string png = table.name() + "_entropy_vs_fluctuation.png";
-      if (absl::Status s = PlotScatter(out_dir + "/" + png,
-                                       "Routing entropy vs fluctuation, one point per layer and seed",
-                                       "entropy of the selection distribution (nats)",
-                                       "top-1 fluctuation (%)", scatter);
+      if (absl::Status s = PlotScatter(
+              out_dir + "/" + png, "Routing entropy vs fluctuation, one point per layer and seed",
+              "entropy of the selection distribution (nats)", "top-1 fluctuation (%)", scatter);
           !s.ok()) {
         return s;
       }
@@ -416,8 +413,9 @@ int ListTables() {
   for (const std::string& name : names) {
     absl::StatusOr<TableSpec> table = LoadTable(name);
     std::printf("  %-28s %s\n", name.c_str(),
-                table.ok() ? absl::StrCat(table->title(), " (", table->rows_size(), " rows)").c_str()
-                           : std::string(table.status().message()).c_str());
+                table.ok()
+                    ? absl::StrCat(table->title(), " (", table->rows_size(), " rows)").c_str()
+                    : std::string(table.status().message()).c_str());
   }
   return 0;
 }
@@ -467,11 +465,9 @@ int Main() {
   if (const std::string shard = absl::GetFlag(FLAGS_shard); !shard.empty()) {
     const std::vector<std::string> parts = absl::StrSplit(shard, '/');
     if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &run_options.shard_index) ||
-        !absl::SimpleAtoi(parts[1], &run_options.shard_count) ||
-        run_options.shard_count < 1 || run_options.shard_index < 0 ||
-        run_options.shard_index >= run_options.shard_count) {
-      std::fprintf(stderr, "error: --shard must be I/N with 0 <= I < N, got '%s'\n",
-                   shard.c_str());
+        !absl::SimpleAtoi(parts[1], &run_options.shard_count) || run_options.shard_count < 1 ||
+        run_options.shard_index < 0 || run_options.shard_index >= run_options.shard_count) {
+      std::fprintf(stderr, "error: --shard must be I/N with 0 <= I < N, got '%s'\n", shard.c_str());
       return 2;
     }
   }
@@ -514,20 +510,20 @@ int Main() {
     for (const RunResult& run : row.runs) run_seconds += run.wall_time_s();
   }
   std::string md = RenderMarkdown(*table, runs->rows, pictures) + extra;
-  absl::StrAppendFormat(&md, "\nTraining and evaluation time of all runs: %s (sum of run wall times).\n",
+  absl::StrAppendFormat(&md,
+                        "\nTraining and evaluation time of all runs: %s (sum of run wall times).\n",
                         FormatDuration(run_seconds));
   const std::string base = absl::StrCat(out_dir, "/", table->name(),
                                         absl::GetFlag(FLAGS_paper_scale) ? "_paper_scale" : "");
-  for (const auto& [path, contents] :
-       {std::pair<std::string, std::string>{base + ".md", md},
-        {base + ".csv", RenderCsv(*table, runs->rows)}}) {
+  for (const auto& [path, contents] : {std::pair<std::string, std::string>{base + ".md", md},
+                                       {base + ".csv", RenderCsv(*table, runs->rows)}}) {
     if (absl::Status s = WriteFileAtomically(path, contents); !s.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
       return 1;
     }
   }
-  std::printf("%s\nwrote %s.md, %s.csv (%s this invocation", md.c_str(), base.c_str(),
-              base.c_str(), FormatDuration(clock.elapsed_seconds()).c_str());
+  std::printf("%s\nwrote %s.md, %s.csv (%s this invocation", md.c_str(), base.c_str(), base.c_str(),
+              FormatDuration(clock.elapsed_seconds()).c_str());
   if (runs->superseded > 0) {
     std::printf("; %d stale runs run again, the old ones in %s/runs_superseded", runs->superseded,
                 out_dir.c_str());

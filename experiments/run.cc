@@ -22,12 +22,9 @@
 #include "core/trainer.h"
 
 ABSL_FLAG(std::string, spec, "", "Path of the experiment spec (.pbtxt).");
-ABSL_FLAG(bool, list, false,
-          "Print every registered router, model and dataset, then exit.");
-ABSL_FLAG(bool, validate_only, false,
-          "Load, resolve and validate the spec, print it, then exit.");
-ABSL_FLAG(bool, resume, false,
-          "Continue from the run directory's last checkpoint, if any.");
+ABSL_FLAG(bool, list, false, "Print every registered router, model and dataset, then exit.");
+ABSL_FLAG(bool, validate_only, false, "Load, resolve and validate the spec, print it, then exit.");
+ABSL_FLAG(bool, resume, false, "Continue from the run directory's last checkpoint, if any.");
 ABSL_FLAG(bool, overwrite, false,
           "Replace a run of a different spec found in the run directory "
           "(<output directory>/<name>); without it such a run is refused.");
@@ -72,8 +69,8 @@ int Main() {
   options.resume = absl::GetFlag(FLAGS_resume);
   options.overwrite = absl::GetFlag(FLAGS_overwrite);
   options.output_directory = ResolveUserPath(absl::GetFlag(FLAGS_output_dir));
-  std::fprintf(stderr, "run %s (spec %s) -> %s\n", spec->name().c_str(),
-               SpecHash(*spec).c_str(), RunDirectory(*spec, options).c_str());
+  std::fprintf(stderr, "run %s (spec %s) -> %s\n", spec->name().c_str(), SpecHash(*spec).c_str(),
+               RunDirectory(*spec, options).c_str());
   absl::StatusOr<RunResult> result = RunExperiment(*spec, options);
   if (!result.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(result.status().message()).c_str());

@@ -1,10 +1,10 @@
 // Malformed specs against the real plugins: each must give a clear error
 // naming the field (or file) and never crash.
 
-#include <string>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "core/spec.h"
 
@@ -13,6 +13,8 @@ namespace {
 
 using ::testing::HasSubstr;
 
+// Tests edit this text by string replacement: keep it as written.
+// clang-format off
 constexpr char kValid[] = R"pb(
 name: "valid"
 dataset { name: "synthetic_lm" synthetic_lm { vocab_size: 50 sequence_length: 8 } }
@@ -20,6 +22,7 @@ model { name: "moe_transformer_lm" preset: "cpu_tiny" moe { num_experts: 4 } }
 router { name: "token_choice" top_k: 2 }
 training { learning_rate: 0.001 epochs: 1 batch_size: 4 }
 )pb";
+// clang-format on
 
 struct Case {
   std::string label;
@@ -38,8 +41,7 @@ TEST(ValidSpecTest, TheBaseSpecIsValid) {
 TEST(EmptySpecTest, SaysTheDatasetNameIsRequiredAndListsTheDatasets) {
   absl::StatusOr<ExperimentSpec> spec = LoadSpecFromText("", "empty.pbtxt");
   ASSERT_FALSE(spec.ok());
-  EXPECT_THAT(spec.status().message(),
-              HasSubstr("empty.pbtxt: dataset.name: required; one of: "));
+  EXPECT_THAT(spec.status().message(), HasSubstr("empty.pbtxt: dataset.name: required; one of: "));
   for (const char* dataset : {"fashion_mnist", "sotu_lm", "synthetic_lm", "wikitext_lm"}) {
     EXPECT_THAT(spec.status().message(), HasSubstr(dataset));
   }
@@ -68,30 +70,30 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"unknown router", "name: \"token_choice\"", "name: \"token_chioce\"",
              "router.name: unknown router 'token_chioce'; registered routers:"},
         Case{"k < 0", "top_k: 2", "top_k: -2", "router.top_k: must be > 0"},
-        Case{"an explicit k = 0 is refused, not replaced by the default", "top_k: 2",
-             "top_k: 0", "router.top_k: must be > 0, got 0"},
-        Case{"NaN weight decay", "learning_rate: 0.001",
-             "learning_rate: 0.001 weight_decay: nan", "training.weight_decay"},
+        Case{"an explicit k = 0 is refused, not replaced by the default", "top_k: 2", "top_k: 0",
+             "router.top_k: must be > 0, got 0"},
+        Case{"NaN weight decay", "learning_rate: 0.001", "learning_rate: 0.001 weight_decay: nan",
+             "training.weight_decay"},
         Case{"infinite learning rate", "learning_rate: 0.001", "learning_rate: inf",
              "training.learning_rate: must be a finite number > 0, got inf"},
         Case{"NaN momentum", "learning_rate: 0.001", "learning_rate: 0.001 momentum: nan",
              "training.momentum"},
-        Case{"NaN min_lr_ratio", "learning_rate: 0.001",
-             "learning_rate: 0.001 min_lr_ratio: nan", "training.min_lr_ratio"},
+        Case{"NaN min_lr_ratio", "learning_rate: 0.001", "learning_rate: 0.001 min_lr_ratio: nan",
+             "training.min_lr_ratio"},
         Case{"NaN load-balance coefficient", "top_k: 2", "top_k: 2 load_balance_coef: nan",
              "router.load_balance_coef: must be a finite number >= 0"},
         Case{"infinite z-loss coefficient", "top_k: 2", "top_k: 2 z_loss_coef: inf",
              "router.z_loss_coef: must be a finite number >= 0"},
         Case{"an explicit synthetic sequence_length 0 is refused", "sequence_length: 8",
              "sequence_length: 0", "dataset.synthetic_lm.sequence_length: must be >= 1, got 0"},
-        Case{"an explicit sequence_length 0 is refused",
-             "dataset { name: \"synthetic_lm\" synthetic_lm { vocab_size: 50 sequence_length: 8 } }",
-             "dataset { name: \"sotu_lm\" sotu { sequence_length: 0 } }",
-             "dataset.sotu.sequence_length: must be >= 1, got 0"},
+        Case{
+            "an explicit sequence_length 0 is refused",
+            "dataset { name: \"synthetic_lm\" synthetic_lm { vocab_size: 50 sequence_length: 8 } }",
+            "dataset { name: \"sotu_lm\" sotu { sequence_length: 0 } }",
+            "dataset.sotu.sequence_length: must be >= 1, got 0"},
         Case{"k > experts", "top_k: 2", "top_k: 5",
              "router.top_k: must be <= the number of experts (model.moe.num_experts = 4), got 5"},
-        Case{"fractional k for token choice", "top_k: 2", "top_k: 1.5",
-             "needs a whole number"},
+        Case{"fractional k for token choice", "top_k: 2", "top_k: 1.5", "needs a whole number"},
         Case{"tau <= 0", kRouter,
              "router { name: \"similarity_aware\" top_k: 2 similarity_aware { temperature: 0 } }",
              "router.similarity_aware.temperature"},
@@ -102,9 +104,10 @@ INSTANTIATE_TEST_SUITE_P(
              "router { name: \"token_choice\" top_k: 1 token_choice { renormalize: true } }",
              "router.token_choice.renormalize: with top_k = 1 every combine weight is r/r "
              "= 1, so the task loss gives the gate zero gradient"},
-        Case{"renormalised top-1 similarity-aware routing likewise", kRouter,
-             "router { name: \"similarity_aware\" top_k: 1 similarity_aware { renormalize: true } }",
-             "router.similarity_aware.renormalize"},
+        Case{
+            "renormalised top-1 similarity-aware routing likewise", kRouter,
+            "router { name: \"similarity_aware\" top_k: 1 similarity_aware { renormalize: true } }",
+            "router.similarity_aware.renormalize"},
         Case{"unknown load-balance counting", "top_k: 2", "top_k: 2 load_balance_counting: 7",
              "router.load_balance_counting: unknown value 7"},
         Case{"alpha + beta != 1", kRouter,
@@ -113,10 +116,11 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"options of another router", kRouter,
              "router { name: \"token_choice\" top_k: 2 unified { } }",
              "router.unified: these options belong to another router"},
-        Case{"missing dataset directory",
-             "dataset { name: \"synthetic_lm\" synthetic_lm { vocab_size: 50 sequence_length: 8 } }",
-             "dataset { name: \"wikitext_lm\" wikitext { data_dir: \"/no/such/wikitext\" } }",
-             "dataset.wikitext.data_dir"},
+        Case{
+            "missing dataset directory",
+            "dataset { name: \"synthetic_lm\" synthetic_lm { vocab_size: 50 sequence_length: 8 } }",
+            "dataset { name: \"wikitext_lm\" wikitext { data_dir: \"/no/such/wikitext\" } }",
+            "dataset.wikitext.data_dir"},
         Case{"vision model on text", "name: \"moe_transformer_lm\"", "name: \"vmoe_vit\"",
              "model.name"},
         Case{"unknown preset", "preset: \"cpu_tiny\"", "preset: \"huge\"", "model.preset"},

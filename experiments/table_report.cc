@@ -165,8 +165,7 @@ bool ColumnValue(const RunResult& run, Column column, double* value) {
     case AGGREGATION_SELF_WEIGHT:
       return FinalLayerMean(run, &L::aggregation_self_weight, &L::has_aggregation, value);
     case AGGREGATION_EFFECTIVE_NEIGHBOURS:
-      return FinalLayerMean(run, &L::aggregation_effective_neighbours, &L::has_aggregation,
-                            value);
+      return FinalLayerMean(run, &L::aggregation_effective_neighbours, &L::has_aggregation, value);
     // Head change, like fluctuation, compares two epochs' probe routing.
     case HEAD_CHANGE:
       if (!LastEpochLayerMean(run, &L::head_change, &L::has_head_change, value)) return false;
@@ -201,26 +200,46 @@ Stat ColumnStat(const RowRuns& row, Column column) {
 
 std::string ColumnTitle(Column column) {
   switch (column) {
-    case VALID_PERPLEXITY: return "Perplexity (valid)";
-    case TEST_PERPLEXITY: return "Perplexity (test)";
-    case GENERATION_PERPLEXITY: return "Perplexity (generation-time, valid subset)";
-    case VALID_ACCURACY: return "Top-1 acc. (valid, %)";
-    case TEST_ACCURACY: return "Top-1 acc. (test, %)";
-    case FLUCTUATION_TOP1: return "Fluctuation top-1 (%)";
-    case FLUCTUATION_TOPK: return "Fluctuation top-k set (%)";
-    case GATE_ENTROPY: return "Entropy H(r) (nats)";
-    case AGGREGATED_ENTROPY: return "Entropy H(p) (nats)";
-    case LOAD_CV: return "Load CV";
-    case EXPERTS_PER_TOKEN: return "Experts/token";
-    case CORRUPTED_METRIC: return "Under corruption";
-    case CORRUPTION_EXPERT_CHANGE: return "Experts changed by corruption (%)";
-    case WALL_TIME_S: return "Wall time (s)";
-    case EXPERT_GFLOPS_PER_TOKEN: return "Expert GFLOPs/token";
-    case AGGREGATION_SELF_WEIGHT: return "Aggregation self-weight W_ii";
-    case AGGREGATION_EFFECTIVE_NEIGHBOURS: return "Aggregation neighbours exp(H(W_i))";
-    case HEAD_CHANGE: return "Head change (%)";
-    case LEAK_NLL_GAP: return "Leak: generation-time minus teacher-forced NLL (nats/token)";
-    default: return Column_Name(column);
+    case VALID_PERPLEXITY:
+      return "Perplexity (valid)";
+    case TEST_PERPLEXITY:
+      return "Perplexity (test)";
+    case GENERATION_PERPLEXITY:
+      return "Perplexity (generation-time, valid subset)";
+    case VALID_ACCURACY:
+      return "Top-1 acc. (valid, %)";
+    case TEST_ACCURACY:
+      return "Top-1 acc. (test, %)";
+    case FLUCTUATION_TOP1:
+      return "Fluctuation top-1 (%)";
+    case FLUCTUATION_TOPK:
+      return "Fluctuation top-k set (%)";
+    case GATE_ENTROPY:
+      return "Entropy H(r) (nats)";
+    case AGGREGATED_ENTROPY:
+      return "Entropy H(p) (nats)";
+    case LOAD_CV:
+      return "Load CV";
+    case EXPERTS_PER_TOKEN:
+      return "Experts/token";
+    case CORRUPTED_METRIC:
+      return "Under corruption";
+    case CORRUPTION_EXPERT_CHANGE:
+      return "Experts changed by corruption (%)";
+    case WALL_TIME_S:
+      return "Wall time (s)";
+    case EXPERT_GFLOPS_PER_TOKEN:
+      return "Expert GFLOPs/token";
+    case AGGREGATION_SELF_WEIGHT:
+      return "Aggregation self-weight W_ii";
+    case AGGREGATION_EFFECTIVE_NEIGHBOURS:
+      return "Aggregation neighbours exp(H(W_i))";
+    case HEAD_CHANGE:
+      return "Head change (%)";
+    case LEAK_NLL_GAP:
+      return "Leak: generation-time minus teacher-forced NLL (nats/token)";
+    default:
+      return Column_Name(column);
   }
 }
 
@@ -342,12 +361,14 @@ absl::Status CheckSingleRevision(const TableSpec& table, const std::vector<RowRu
                                      : absl::StrCat(" (evaluating the checkpoints of row '",
                                                     row.row->init_from_row(), "')")));
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "table '", table.name(), "': its runs come from ", all.size(),
-      " code revisions (", absl::StrJoin(all, ", "), "), and numbers from different code "
-      "do not compare:\n", absl::StrJoin(lines, "\n"),
-      "\nRe-run the stale runs with --rerun_stale, or render anyway with "
-      "--allow_mixed_revisions."));
+  return absl::FailedPreconditionError(
+      absl::StrCat("table '", table.name(), "': its runs come from ", all.size(),
+                   " code revisions (", absl::StrJoin(all, ", "),
+                   "), and numbers from different code "
+                   "do not compare:\n",
+                   absl::StrJoin(lines, "\n"),
+                   "\nRe-run the stale runs with --rerun_stale, or render anyway with "
+                   "--allow_mixed_revisions."));
 }
 
 std::string SourceRunIdentity(const RunResult& source) {
@@ -451,8 +472,8 @@ std::string ClaimComparison(const Claim& claim) {
   if (column_b == claim.column()) {
     return absl::StrCat(claim.row_a(), " − ", claim.row_b(), ", ", ColumnTitle(claim.column()));
   }
-  return absl::StrCat(claim.row_a(), ", ", ColumnTitle(claim.column()), " − ", claim.row_b(),
-                      ", ", ColumnTitle(column_b));
+  return absl::StrCat(claim.row_a(), ", ", ColumnTitle(claim.column()), " − ", claim.row_b(), ", ",
+                      ColumnTitle(column_b));
 }
 
 std::string RenderClaims(const TableSpec& table, const std::vector<RowRuns>& rows) {
@@ -473,7 +494,9 @@ std::string RenderClaims(const TableSpec& table, const std::vector<RowRuns>& row
     const std::string interval =
         d.n < 2 ? "–" : absl::StrFormat("[%.*f, %.*f]", digits, d.lo, digits, d.hi);
     absl::StrAppend(&md, "| ", claim.text(), " | ", ClaimComparison(claim), " | ",
-                    claim.expect() == A_LOWER ? "< 0" : claim.expect() == A_HIGHER ? "> 0" : "?",
+                    claim.expect() == A_LOWER    ? "< 0"
+                    : claim.expect() == A_HIGHER ? "> 0"
+                                                 : "?",
                     " | ", mean, " | ", interval, " | ", d.n, " | ", j.verdict, " |\n");
   }
   return md;
@@ -515,8 +538,8 @@ std::string IdentityAggregation(const RowRuns& row) {
   }
   std::vector<std::string> parts;
   for (const auto& [layer, f] : layers) {
-    const std::string seeds = absl::StrCat(f.seeds, " of ", row.runs.size(),
-                                           row.runs.size() > 1 ? " seeds" : " seed");
+    const std::string seeds =
+        absl::StrCat(f.seeds, " of ", row.runs.size(), row.runs.size() > 1 ? " seeds" : " seed");
     parts.push_back(
         f.self_weights == 0
             ? absl::StrCat("MoE layer ", layer, " in ", seeds, " (self-weight not recorded)")
@@ -551,12 +574,12 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
                   " seeds. Columns marked *paper* are the paper's published numbers, "
                   "from its setting, not ours.\n");
   if (!revisions.empty()) {
-    absl::StrAppend(&md, mixed_revisions ? "- Code revisions (mixed): " : "- Code revision of every run: ",
-                    absl::StrJoin(revisions, ", ",
-                                  [](std::string* out, const std::string& r) {
-                                    absl::StrAppend(out, "`", r, "`");
-                                  }),
-                    "\n");
+    absl::StrAppend(
+        &md, mixed_revisions ? "- Code revisions (mixed): " : "- Code revision of every run: ",
+        absl::StrJoin(
+            revisions, ", ",
+            [](std::string* out, const std::string& r) { absl::StrAppend(out, "`", r, "`"); }),
+        "\n");
   }
   md += "\n";
   std::vector<bool> any_paper;
@@ -579,14 +602,15 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
     const bool non_causal = RowIsNonCausal(r);
     any_non_causal |= non_causal;
     const std::string identity = IdentityAggregation(r);
-    if (!identity.empty()) identity_rows.push_back(absl::StrCat("- ", r.row->label(), ": ", identity));
-    std::vector<std::string> cells = {absl::StrCat(r.row->label(), non_causal ? " †" : "",
-                                                   identity.empty() ? "" : " ‡")};
+    if (!identity.empty())
+      identity_rows.push_back(absl::StrCat("- ", r.row->label(), ": ", identity));
+    std::vector<std::string> cells = {
+        absl::StrCat(r.row->label(), non_causal ? " †" : "", identity.empty() ? "" : " ‡")};
     for (int i = 0; i < table.columns_size(); ++i) {
       const Column column = static_cast<Column>(table.columns(i));
       const Stat s = ColumnStat(r, column);
       const int digits = DecimalsFor(column, s.mean);
-      cells.push_back(s.n == 0 ? "–"
+      cells.push_back(s.n == 0   ? "–"
                       : s.n == 1 ? absl::StrFormat("%.*f", digits, s.mean)
                                  : absl::StrFormat("%.*f ± %.*f", digits, s.mean, digits, s.std));
       if (any_paper[i]) {
@@ -599,20 +623,20 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
       const RowRuns* source =
           r.row->init_from_row().empty() ? nullptr : FindRow(rows, r.row->init_from_row());
       if (source != nullptr) {
-        absl::StrAppend(&cell, " (checkpoints: ", absl::StrJoin(RowRevisions(*source), ", "),
-                        ")");
+        absl::StrAppend(&cell, " (checkpoints: ", absl::StrJoin(RowRevisions(*source), ", "), ")");
       }
       cells.push_back(cell);
     }
     absl::StrAppend(&md, "| ", absl::StrJoin(cells, " | "), " |\n");
   }
   if (any_non_causal) {
-    md += "\n† The router is not causal: in a causal language model a token's experts "
-          "depend on later tokens of its sequence, so teacher-forced perplexity sees the "
-          "future. The generation-time perplexity routes each position with only its "
-          "prefix visible; every row reports it on the same validation sequences "
-          "(evaluation.generation_eval_sequences), where a causal router's equals its "
-          "teacher-forced perplexity.\n";
+    md +=
+        "\n† The router is not causal: in a causal language model a token's experts "
+        "depend on later tokens of its sequence, so teacher-forced perplexity sees the "
+        "future. The generation-time perplexity routes each position with only its "
+        "prefix visible; every row reports it on the same validation sequences "
+        "(evaluation.generation_eval_sequences), where a causal router's equals its "
+        "teacher-forced perplexity.\n";
   }
   if (!identity_rows.empty()) {
     absl::StrAppend(
@@ -631,8 +655,8 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
   for (const TableRow& row : table.rows()) {
     for (const PaperValue& p : row.paper()) {
       if (!p.note().empty()) {
-        notes.push_back(absl::StrCat("- *paper* ", row.label(), ", ", ColumnTitle(p.column()),
-                                     ": ", p.note()));
+        notes.push_back(
+            absl::StrCat("- *paper* ", row.label(), ", ", ColumnTitle(p.column()), ": ", p.note()));
       }
     }
   }
@@ -645,8 +669,9 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
     for (const std::string& p : pictures) absl::StrAppend(&md, "![", p, "](", p, ")\n\n");
   }
   if (!table.paper_scale_base_spec().empty()) {
-    absl::StrAppend(&md, "\nThe same table at the paper's scale (GPU and data needed): `reproduce --table=",
-                    table.name(), " --paper_scale` (base spec ", table.paper_scale_base_spec(), ").\n");
+    absl::StrAppend(
+        &md, "\nThe same table at the paper's scale (GPU and data needed): `reproduce --table=",
+        table.name(), " --paper_scale` (base spec ", table.paper_scale_base_spec(), ").\n");
   }
   return md;
 }

@@ -1,10 +1,10 @@
 #include "experiments/table_report.h"
 
-#include <array>
-#include <cmath>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
 
 #include "absl/strings/str_format.h"
 #include "core/routing_metrics.h"
@@ -49,19 +49,47 @@ RunResult EntropyRun(uint64_t seed, double gate_entropy, double aggregated_entro
 
 TableSpec Table() {
   TableSpec table;
-  google::protobuf::TextFormat::ParseFromString(R"pb(
-    name: "t" title: "T" paper: "P" paper_setting: "S" our_setting: "O"
-    columns: [VALID_PERPLEXITY, FLUCTUATION_TOP1]
-    rows { label: "smoe" spec: "a.pbtxt"
-           paper { column: FLUCTUATION_TOP1 value: 33 note: "Figure 3" } }
-    rows { label: "sim" spec: "b.pbtxt" paper { column: FLUCTUATION_TOP1 value: 19 } }
-    claims { text: "sim fluctuates less" column: FLUCTUATION_TOP1
-             row_a: "sim" row_b: "smoe" expect: A_LOWER }
-    claims { text: "sim has lower perplexity" column: VALID_PERPLEXITY
-             row_a: "sim" row_b: "smoe" expect: A_LOWER }
-    claims { text: "sim fluctuates more" column: FLUCTUATION_TOP1
-             row_a: "sim" row_b: "smoe" expect: A_HIGHER }
-  )pb", &table);
+  google::protobuf::TextFormat::ParseFromString(
+      R"pb(
+        name: "t"
+        title: "T"
+        paper: "P"
+        paper_setting: "S"
+        our_setting: "O"
+        columns: [ VALID_PERPLEXITY, FLUCTUATION_TOP1 ]
+        rows {
+          label: "smoe"
+          spec: "a.pbtxt"
+          paper { column: FLUCTUATION_TOP1 value: 33 note: "Figure 3" }
+        }
+        rows {
+          label: "sim"
+          spec: "b.pbtxt"
+          paper { column: FLUCTUATION_TOP1 value: 19 }
+        }
+        claims {
+          text: "sim fluctuates less"
+          column: FLUCTUATION_TOP1
+          row_a: "sim"
+          row_b: "smoe"
+          expect: A_LOWER
+        }
+        claims {
+          text: "sim has lower perplexity"
+          column: VALID_PERPLEXITY
+          row_a: "sim"
+          row_b: "smoe"
+          expect: A_LOWER
+        }
+        claims {
+          text: "sim fluctuates more"
+          column: FLUCTUATION_TOP1
+          row_a: "sim"
+          row_b: "smoe"
+          expect: A_HIGHER
+        }
+      )pb",
+      &table);
   return table;
 }
 
@@ -69,11 +97,9 @@ TableSpec Table() {
 // 50, 52, 51 and 51, 53, 49.
 std::vector<RowRuns> ThreeSeedRows(const TableSpec& table) {
   return {{&table.rows(0),
-           {LmRun(50, {0.30}, false, 1), LmRun(52, {0.34}, false, 2),
-            LmRun(51, {0.32}, false, 3)}},
+           {LmRun(50, {0.30}, false, 1), LmRun(52, {0.34}, false, 2), LmRun(51, {0.32}, false, 3)}},
           {&table.rows(1),
-           {LmRun(51, {0.15}, true, 1), LmRun(53, {0.17}, true, 2),
-            LmRun(49, {0.18}, true, 3)}}};
+           {LmRun(51, {0.15}, true, 1), LmRun(53, {0.17}, true, 2), LmRun(49, {0.18}, true, 3)}}};
 }
 
 TEST(TableReportTest, ColumnValuesComeFromTheLastEpoch) {
@@ -187,12 +213,21 @@ TEST(TableReportTest, EndOfTrainingRoutingColumnsReadTheFinalEvaluation) {
 // opposite, and the verdict follows the final ones.
 TEST(TableReportTest, WithinRowEntropyClaimUsesTheFinalEvaluation) {
   TableSpec table;
-  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"pb(
-    name: "t" title: "T" columns: [GATE_ENTROPY, AGGREGATED_ENTROPY, AGGREGATION_SELF_WEIGHT]
-    rows { label: "sim" }
-    claims { text: "H(p) < H(r) (Proposition 1)" column: AGGREGATED_ENTROPY
-             column_b: GATE_ENTROPY row_a: "sim" expect: A_LOWER }
-  )pb", &table));
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      R"pb(
+        name: "t"
+        title: "T"
+        columns: [ GATE_ENTROPY, AGGREGATED_ENTROPY, AGGREGATION_SELF_WEIGHT ]
+        rows { label: "sim" }
+        claims {
+          text: "H(p) < H(r) (Proposition 1)"
+          column: AGGREGATED_ENTROPY
+          column_b: GATE_ENTROPY
+          row_a: "sim"
+          expect: A_LOWER
+        }
+      )pb",
+      &table));
   RowRuns row{&table.rows(0), {}};
   for (uint64_t seed : {1, 2, 3}) {
     RunResult run = EntropyRun(seed, 1.5, 1.0);  // last epoch: H(p) - H(r) = -0.5
@@ -326,17 +361,26 @@ TEST(TableReportTest, OnePairIsInconclusiveHoweverLarge) {
 
 TEST(TableReportTest, WithinRowClaimComparesTwoColumnsOfTheSameRuns) {
   TableSpec table;
-  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"pb(
-    name: "t" title: "T" columns: [GATE_ENTROPY, AGGREGATED_ENTROPY]
-    rows { label: "sim" }
-    claims { text: "H(p) < H(r) (Proposition 1)" column: AGGREGATED_ENTROPY
-             column_b: GATE_ENTROPY row_a: "sim" expect: A_LOWER }
-  )pb", &table));
+  ASSERT_TRUE(
+      google::protobuf::TextFormat::ParseFromString(R"pb(
+                                                      name: "t"
+                                                      title: "T"
+                                                      columns: [ GATE_ENTROPY, AGGREGATED_ENTROPY ]
+                                                      rows { label: "sim" }
+                                                      claims {
+                                                        text: "H(p) < H(r) (Proposition 1)"
+                                                        column: AGGREGATED_ENTROPY
+                                                        column_b: GATE_ENTROPY
+                                                        row_a: "sim"
+                                                        expect: A_LOWER
+                                                      }
+                                                    )pb",
+                                                    &table));
   // H(p) - H(r) per seed: -0.5, -0.5, -0.55; mean -0.51667, sd 0.028868,
   // standard error 0.016667, half-width 4.3027 * 0.016667 = 0.071711.
   const std::vector<RowRuns> rows = {
-      {&table.rows(0), {EntropyRun(1, 1.5, 1.0), EntropyRun(2, 1.6, 1.1),
-                        EntropyRun(3, 1.45, 0.9)}}};
+      {&table.rows(0),
+       {EntropyRun(1, 1.5, 1.0), EntropyRun(2, 1.6, 1.1), EntropyRun(3, 1.45, 0.9)}}};
   const ClaimJudgement j = JudgeClaim(table.claims(0), rows);
   EXPECT_EQ(j.verdict, "yes");
   EXPECT_EQ(j.difference.n, 3);
@@ -381,7 +425,8 @@ TEST(TableReportTest, ClaimsAndMarkdown) {
   EXPECT_THAT(md, Not(HasSubstr("‡")));
   const std::string csv = RenderCsv(table, rows);
   EXPECT_THAT(csv, HasSubstr("row,column,mean,std,n,paper_value,revisions\n"));
-  EXPECT_THAT(csv, HasSubstr("\"smoe\",FLUCTUATION_TOP1,32,2,3,33,\"unknown (before provenance)\""));
+  EXPECT_THAT(csv,
+              HasSubstr("\"smoe\",FLUCTUATION_TOP1,32,2,3,33,\"unknown (before provenance)\""));
 }
 
 TEST(TableReportTest, IdentityAggregationIsMarked) {

@@ -14,8 +14,8 @@ absl::StatusOr<TableSpec> LoadTable(const std::string& name) {
   const std::string path = WorkspacePath(absl::StrCat(kTablesDirectory, "/", name, ".pbtxt"));
   absl::StatusOr<std::string> text = ReadFile(path);
   if (!text.ok()) {
-    return absl::NotFoundError(absl::StrCat("--table: no table '", name, "' (", path,
-                                            "); --list shows the tables"));
+    return absl::NotFoundError(
+        absl::StrCat("--table: no table '", name, "' (", path, "); --list shows the tables"));
   }
   TableSpec table;
   if (!google::protobuf::TextFormat::ParseFromString(*text, &table)) {
@@ -55,9 +55,9 @@ absl::Status ValidateClaims(const TableSpec& table) {
     const Column column_b =
         claim.column_b() == COLUMN_UNSPECIFIED ? claim.column() : claim.column_b();
     if (within_row && column_b == claim.column()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": a claim within row '", claim.row_a(),
-          "' compares a column with itself; set column_b (or row_b)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": a claim within row '", claim.row_a(),
+                       "' compares a column with itself; set column_b (or row_b)"));
     }
   }
   return absl::OkStatus();
@@ -69,9 +69,9 @@ absl::StatusOr<ExperimentSpec> RowSpec(const TableSpec& table, const TableRow& r
   const std::string& base = paper_scale ? table.paper_scale_base_spec() : table.base_spec();
   const std::string path = WorkspacePath(row.spec().empty() ? base : row.spec());
   if (path.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "no spec: the row has no `spec` and the table no ",
-        paper_scale ? "paper_scale_base_spec" : "base_spec"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("no spec: the row has no `spec` and the table no ",
+                     paper_scale ? "paper_scale_base_spec" : "base_spec"));
   }
   absl::StatusOr<ExperimentSpec> spec = ReadSpecFile(path);
   if (!spec.ok()) return spec.status();

@@ -1,10 +1,10 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <map>
 #include <set>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "core/spec.h"
 #include "experiments/table_rows.h"
@@ -103,10 +103,10 @@ INSTANTIATE_TEST_SUITE_P(AllTables, TableTest, ::testing::ValuesIn(TableNames())
                          [](const auto& info) { return info.param; });
 
 TEST(TablesTest, TheFivePaperTablesExist) {
-  EXPECT_THAT(TableNames(), ::testing::IsSupersetOf(
-                                {"graph_of_tokens_lm", "graph_of_tokens_vision",
-                                 "usmoe_pretraining_lm", "usmoe_pretraining_vision",
-                                 "usmoe_training_free", "entropy_vs_fluctuation"}));
+  EXPECT_THAT(TableNames(),
+              ::testing::IsSupersetOf({"graph_of_tokens_lm", "graph_of_tokens_vision",
+                                       "usmoe_pretraining_lm", "usmoe_pretraining_vision",
+                                       "usmoe_training_free", "entropy_vs_fluctuation"}));
 }
 
 // Tables share runs through the cache when their rows resolve to the same
@@ -140,11 +140,18 @@ TableSpec ParseTable(const std::string& text) {
 }
 
 TEST(TablesTest, ClaimsAreChecked) {
-  const std::string rows = R"pb(rows { label: "a" } rows { label: "b" })pb";
+  const std::string rows = R"pb(rows { label: "a" }
+                                rows { label: "b" })pb";
   EXPECT_TRUE(ValidateClaims(ParseTable(rows + R"pb(
-    claims { text: "x" column: VALID_PERPLEXITY row_a: "a" row_b: "b" expect: A_LOWER }
-    claims { text: "H(p) < H(r)" column: AGGREGATED_ENTROPY column_b: GATE_ENTROPY
-             row_a: "a" expect: A_LOWER })pb")).ok());
+                claims { text: "x" column: VALID_PERPLEXITY row_a: "a" row_b: "b" expect: A_LOWER }
+                claims {
+                  text: "H(p) < H(r)"
+                  column: AGGREGATED_ENTROPY
+                  column_b: GATE_ENTROPY
+                  row_a: "a"
+                  expect: A_LOWER
+                })pb"))
+                  .ok());
   absl::Status s = ValidateClaims(ParseTable(rows + R"pb(
     claims { text: "x" column: VALID_PERPLEXITY row_a: "a" row_b: "c" expect: A_LOWER })pb"));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);

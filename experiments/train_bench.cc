@@ -41,8 +41,7 @@
 ABSL_FLAG(std::string, spec, "", "Path of the experiment spec (.pbtxt).");
 ABSL_FLAG(int, steps, 30, "Timed training steps.");
 ABSL_FLAG(int, warmup_steps, 5, "Untimed steps before timing.");
-ABSL_FLAG(bool, profile, false,
-          "After timing, profile --profile_steps more steps phase by phase.");
+ABSL_FLAG(bool, profile, false, "After timing, profile --profile_steps more steps phase by phase.");
 ABSL_FLAG(int, profile_steps, 10, "Steps recorded by --profile.");
 ABSL_FLAG(std::string, precision, "",
           "fp32 or bf16: overrides the spec's runtime.precision; empty keeps the "
@@ -57,9 +56,9 @@ absl::StatusOr<Precision> PrecisionFlag() {
   if (value.empty()) return PRECISION_UNSPECIFIED;
   if (value == "fp32") return FP32;
   if (value == "bf16") return BF16;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--precision: expected fp32 or bf16 (or empty for the spec's own), got '",
-      absl::GetFlag(FLAGS_precision), "'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--precision: expected fp32 or bf16 (or empty for the spec's own), got '",
+                   absl::GetFlag(FLAGS_precision), "'"));
 }
 
 absl::Status Main() {
@@ -93,14 +92,13 @@ absl::Status Main() {
   Model& model = **created;
   model.to(device);
   model.train();
-  std::unique_ptr<torch::optim::Optimizer> optimizer =
-      MakeOptimizer(spec->training(), model);
+  std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(spec->training(), model);
 
   const int64_t batch_size = spec->training().batch_size();
   const int64_t available = (*data)->NumBatches(Split::kTrain, batch_size);
   if (available == 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "training.batch_size: ", batch_size, " is larger than the training split"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("training.batch_size: ", batch_size, " is larger than the training split"));
   }
   const int total_steps = warmup_steps + steps + profile_steps;
   std::vector<Batch> batches;
@@ -113,10 +111,9 @@ absl::Status Main() {
   int64_t parameters = 0;
   for (const at::Tensor& p : model.parameters()) parameters += p.numel();
   std::printf("spec %s (hash %s): %lld parameters, batch %lld%s, %d threads, %s\n",
-              spec->name().c_str(), SpecHash(*spec).c_str(),
-              static_cast<long long>(parameters), static_cast<long long>(batch_size),
-              language ? absl::StrCat(" x ", info.sequence_length, " tokens").c_str()
-                       : " images",
+              spec->name().c_str(), SpecHash(*spec).c_str(), static_cast<long long>(parameters),
+              static_cast<long long>(batch_size),
+              language ? absl::StrCat(" x ", info.sequence_length, " tokens").c_str() : " images",
               at::get_num_threads(), spec->runtime().device().c_str());
   if (precision == BF16) {
     std::printf("precision: bf16 (%s)\n", DescribeBf16Operands());
@@ -129,9 +126,8 @@ absl::Status Main() {
 
   int next = 0;
   auto step = [&]() -> absl::Status {
-    absl::StatusOr<StepLosses> losses =
-        TrainStep(model, *optimizer, batches[next++ % batches.size()],
-                  spec->training().grad_clip_norm());
+    absl::StatusOr<StepLosses> losses = TrainStep(
+        model, *optimizer, batches[next++ % batches.size()], spec->training().grad_clip_norm());
     return losses.status();
   };
   for (int i = 0; i < warmup_steps; ++i) {

@@ -1,6 +1,10 @@
 // End-to-end trainer behaviour on a tiny real spec: determinism,
 // kill-and-resume, training-free evaluation, outputs on disk.
 
+#include "core/trainer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -8,15 +12,11 @@
 #include <optional>
 #include <string>
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include "absl/strings/str_cat.h"
 #include "core/atomic_file.h"
 #include "core/provenance.h"
 #include "core/routing_metrics.h"
 #include "core/spec.h"
-#include "core/trainer.h"
 #include "experiments/testing/tiny_run.h"
 #include "google/protobuf/text_format.h"
 
@@ -25,7 +25,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
-
 
 std::string TempDir(const std::string& name) {
   const std::string dir = absl::StrCat(::testing::TempDir(), "/", name);
@@ -37,8 +36,7 @@ std::string TempDir(const std::string& name) {
 ExperimentSpec Tiny(const std::string& extra = "") { return TinyRunSpec(3, extra); }
 
 RunResult RunTiny(const ExperimentSpec& spec, const std::string& dir, bool resume = false,
-                  int stop_after = 0,
-                  const std::optional<SourceRevision>& source = std::nullopt) {
+                  int stop_after = 0, const std::optional<SourceRevision>& source = std::nullopt) {
   RunOptions options;
   options.source = source;
   options.output_directory = dir;
@@ -216,7 +214,8 @@ TEST(TrainerTest, IdentityAggregationIsFlaggedNotSilent) {
   ExperimentSpec literal = Tiny();
   literal.mutable_router()->Clear();
   ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
-      R"pb(name: "similarity_aware" top_k: 2
+      R"pb(name: "similarity_aware"
+           top_k: 2
            similarity_aware { scale: RAW_DOT_PRODUCT temperature: 0.001 })pb",
       literal.mutable_router()));
   literal.mutable_training()->set_epochs(1);
@@ -321,13 +320,11 @@ TEST(TrainerTest, RecordsTheSourceRevisionAndAResumeAcrossRevisions) {
   EXPECT_EQ(plain.source().revision(), CurrentSourceRevision().revision());
 
   const std::string dir = TempDir("provenance");
-  const RunResult partial =
-      RunTiny(Tiny(), dir, /*resume=*/false, /*stop_after=*/1, Revision('a'));
+  const RunResult partial = RunTiny(Tiny(), dir, /*resume=*/false, /*stop_after=*/1, Revision('a'));
   EXPECT_EQ(partial.source().revision(), "aaaaaaaaaaaa");
   // Resumed by other code, twice: the run mixes two revisions and says so
   // once, and its label matches neither.
-  const RunResult second =
-      RunTiny(Tiny(), dir, /*resume=*/true, /*stop_after=*/1, Revision('b'));
+  const RunResult second = RunTiny(Tiny(), dir, /*resume=*/true, /*stop_after=*/1, Revision('b'));
   EXPECT_EQ(second.source().revision(), "aaaaaaaaaaaa,bbbbbbbbbbbb");
   const RunResult resumed = RunTiny(Tiny(), dir, /*resume=*/true, 0, Revision('b'));
   EXPECT_EQ(resumed.status(), "COMPLETED");

@@ -44,8 +44,7 @@ class SelfAttentionImpl : public torch::nn::Module {
   // x: [B, T, D]. With `expose_for_routing`, also returns probs and values
   // (differentiable); otherwise the per-head value contributions are never
   // formed.
-  SelfAttentionOutput forward(const at::Tensor& x,
-                              bool expose_for_routing = false);
+  SelfAttentionOutput forward(const at::Tensor& x, bool expose_for_routing = false);
 
   SelfAttentionOptions options;
   torch::nn::Linear query{nullptr};

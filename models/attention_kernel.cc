@@ -19,23 +19,20 @@ namespace moelab {
 #if defined(MOELAB_ATTENTION_HAVE_AVX2)
 // attention_kernel_avx2.cc: the same kernels compiled for AVX2 + FMA.
 namespace attention_avx2 {
-void Forward(const float* q, const float* k, const float* v, float* context,
-             float* probs, int64_t begin, int64_t end, int64_t t, int64_t dh,
-             float scale, bool causal, float* scratch);
-void Forward(const double* q, const double* k, const double* v,
-             double* context, double* probs, int64_t begin, int64_t end,
-             int64_t t, int64_t dh, double scale, bool causal,
+void Forward(const float* q, const float* k, const float* v, float* context, float* probs,
+             int64_t begin, int64_t end, int64_t t, int64_t dh, float scale, bool causal,
+             float* scratch);
+void Forward(const double* q, const double* k, const double* v, double* context, double* probs,
+             int64_t begin, int64_t end, int64_t t, int64_t dh, double scale, bool causal,
              double* scratch);
-void Backward(const float* q, const float* k, const float* v,
-              const float* probs, const float* grad_context,
-              const float* grad_probs, float* grad_q, float* grad_k,
-              float* grad_v, int64_t begin, int64_t end, int64_t t, int64_t dh,
-              float scale, bool causal, float* scratch);
-void Backward(const double* q, const double* k, const double* v,
-              const double* probs, const double* grad_context,
-              const double* grad_probs, double* grad_q, double* grad_k,
-              double* grad_v, int64_t begin, int64_t end, int64_t t,
-              int64_t dh, double scale, bool causal, double* scratch);
+void Backward(const float* q, const float* k, const float* v, const float* probs,
+              const float* grad_context, const float* grad_probs, float* grad_q, float* grad_k,
+              float* grad_v, int64_t begin, int64_t end, int64_t t, int64_t dh, float scale,
+              bool causal, float* scratch);
+void Backward(const double* q, const double* k, const double* v, const double* probs,
+              const double* grad_context, const double* grad_probs, double* grad_q, double* grad_k,
+              double* grad_v, int64_t begin, int64_t end, int64_t t, int64_t dh, double scale,
+              bool causal, double* scratch);
 }  // namespace attention_avx2
 #endif
 
@@ -60,8 +57,7 @@ std::atomic<bool> allow_avx2{true};
 // Whether attention_avx2 (attention_kernel_avx2.cc) may run here.
 bool UseAvx2() {
 #if defined(MOELAB_ATTENTION_HAVE_AVX2) && defined(__x86_64__)
-  static const bool supported = __builtin_cpu_supports("avx2") &&
-                                __builtin_cpu_supports("fma");
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return supported && allow_avx2.load(std::memory_order_relaxed);
 #else
   return false;
@@ -69,54 +65,45 @@ bool UseAvx2() {
 }
 
 template <typename T>
-void ForwardRange(const T* q, const T* k, const T* v, T* context, T* probs,
-                  int64_t begin, int64_t end, int64_t t, int64_t dh, T scale,
-                  bool causal, T* scratch) {
+void ForwardRange(const T* q, const T* k, const T* v, T* context, T* probs, int64_t begin,
+                  int64_t end, int64_t t, int64_t dh, T scale, bool causal, T* scratch) {
 #if defined(MOELAB_ATTENTION_HAVE_AVX2)
   if (UseAvx2()) {
-    return attention_avx2::Forward(q, k, v, context, probs, begin, end, t, dh,
-                                   scale, causal, scratch);
+    return attention_avx2::Forward(q, k, v, context, probs, begin, end, t, dh, scale, causal,
+                                   scratch);
   }
 #endif
-  attention_baseline::Forward(q, k, v, context, probs, begin, end, t, dh,
-                              scale, causal, scratch);
+  attention_baseline::Forward(q, k, v, context, probs, begin, end, t, dh, scale, causal, scratch);
 }
 
 template <typename T>
-void BackwardRange(const T* q, const T* k, const T* v, const T* probs,
-                   const T* grad_context, const T* grad_probs, T* grad_q,
-                   T* grad_k, T* grad_v, int64_t begin, int64_t end, int64_t t,
-                   int64_t dh, T scale, bool causal, T* scratch) {
+void BackwardRange(const T* q, const T* k, const T* v, const T* probs, const T* grad_context,
+                   const T* grad_probs, T* grad_q, T* grad_k, T* grad_v, int64_t begin, int64_t end,
+                   int64_t t, int64_t dh, T scale, bool causal, T* scratch) {
 #if defined(MOELAB_ATTENTION_HAVE_AVX2)
   if (UseAvx2()) {
-    return attention_avx2::Backward(q, k, v, probs, grad_context, grad_probs,
-                                    grad_q, grad_k, grad_v, begin, end, t, dh,
-                                    scale, causal, scratch);
+    return attention_avx2::Backward(q, k, v, probs, grad_context, grad_probs, grad_q, grad_k,
+                                    grad_v, begin, end, t, dh, scale, causal, scratch);
   }
 #endif
-  attention_baseline::Backward(q, k, v, probs, grad_context, grad_probs,
-                               grad_q, grad_k, grad_v, begin, end, t, dh,
-                               scale, causal, scratch);
+  attention_baseline::Backward(q, k, v, probs, grad_context, grad_probs, grad_q, grad_k, grad_v,
+                               begin, end, t, dh, scale, causal, scratch);
 }
 
 struct Dims {
   int64_t n, t, dh;
 };
 
-class AttentionFunction
-    : public torch::autograd::Function<AttentionFunction> {
+class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
  public:
-  static torch::autograd::variable_list forward(
-      torch::autograd::AutogradContext* ctx, const at::Tensor& q_in,
-      const at::Tensor& k_in, const at::Tensor& v_in, double scale,
-      bool causal) {
-    const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(),
-                     v = v_in.contiguous();
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& q_in, const at::Tensor& k_in,
+                                                const at::Tensor& v_in, double scale, bool causal) {
+    const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
     const Dims dims{q.size(0), q.size(1), q.size(2)};
     at::Tensor context = at::empty(q.sizes(), q.options());
     at::Tensor probs = at::empty({dims.n, dims.t, dims.t}, q.options());
-    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "ScaledDotProductAttention",
-                               [&] {
+    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "ScaledDotProductAttention", [&] {
       const scalar_t* qp = q.data_ptr<scalar_t>();
       const scalar_t* kp = k.data_ptr<scalar_t>();
       const scalar_t* vp = v.data_ptr<scalar_t>();
@@ -124,9 +111,8 @@ class AttentionFunction
       scalar_t* pp = probs.data_ptr<scalar_t>();
       at::parallel_for(0, dims.n, 1, [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> scratch(ScratchSize(dims.t, dims.dh));
-        ForwardRange<scalar_t>(qp, kp, vp, cp, pp, begin, end, dims.t,
-                               dims.dh, static_cast<scalar_t>(scale), causal,
-                               scratch.data());
+        ForwardRange<scalar_t>(qp, kp, vp, cp, pp, begin, end, dims.t, dims.dh,
+                               static_cast<scalar_t>(scale), causal, scratch.data());
       });
     });
     ctx->set_materialize_grads(false);
@@ -136,18 +122,15 @@ class AttentionFunction
     return {context, probs};
   }
 
-  static torch::autograd::variable_list backward(
-      torch::autograd::AutogradContext* ctx,
-      torch::autograd::variable_list grad_outputs) {
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2],
-                     &probs = saved[3];
+    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &probs = saved[3];
     const double scale = ctx->saved_data["scale"].toDouble();
     const bool causal = ctx->saved_data["causal"].toBool();
     at::Tensor grad_context = grad_outputs[0], grad_probs = grad_outputs[1];
     if (!grad_context.defined() && !grad_probs.defined()) {
-      return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-              at::Tensor()};
+      return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
     }
     if (grad_context.defined()) {
       grad_context = grad_context.to(q.scalar_type()).contiguous();
@@ -159,26 +142,20 @@ class AttentionFunction
     at::Tensor grad_q = at::zeros(q.sizes(), q.options());
     at::Tensor grad_k = at::zeros(q.sizes(), q.options());
     at::Tensor grad_v = at::zeros(q.sizes(), q.options());
-    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(),
-                               "ScaledDotProductAttentionBackward", [&] {
+    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "ScaledDotProductAttentionBackward", [&] {
       const scalar_t* qp = q.data_ptr<scalar_t>();
       const scalar_t* kp = k.data_ptr<scalar_t>();
       const scalar_t* vp = v.data_ptr<scalar_t>();
       const scalar_t* pp = probs.data_ptr<scalar_t>();
-      const scalar_t* dcp = grad_context.defined()
-                                ? grad_context.data_ptr<scalar_t>()
-                                : nullptr;
-      const scalar_t* dpp =
-          grad_probs.defined() ? grad_probs.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* dcp = grad_context.defined() ? grad_context.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* dpp = grad_probs.defined() ? grad_probs.data_ptr<scalar_t>() : nullptr;
       scalar_t* dqp = grad_q.data_ptr<scalar_t>();
       scalar_t* dkp = grad_k.data_ptr<scalar_t>();
       scalar_t* dvp = grad_v.data_ptr<scalar_t>();
       at::parallel_for(0, dims.n, 1, [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> scratch(ScratchSize(dims.t, dims.dh));
-        BackwardRange<scalar_t>(qp, kp, vp, pp, dcp, dpp, dqp, dkp, dvp,
-                                begin, end, dims.t, dims.dh,
-                                static_cast<scalar_t>(scale), causal,
-                                scratch.data());
+        BackwardRange<scalar_t>(qp, kp, vp, pp, dcp, dpp, dqp, dkp, dvp, begin, end, dims.t,
+                                dims.dh, static_cast<scalar_t>(scale), causal, scratch.data());
       });
     });
     if (!grad_context.defined()) grad_v = at::Tensor();
@@ -188,30 +165,25 @@ class AttentionFunction
 
 }  // namespace
 
-bool AllowAttentionKernelAvx2ForTesting(bool allow) {
-  return allow_avx2.exchange(allow);
-}
+bool AllowAttentionKernelAvx2ForTesting(bool allow) { return allow_avx2.exchange(allow); }
 
-std::pair<at::Tensor, at::Tensor> ScaledDotProductAttention(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    double scale, bool causal) {
+std::pair<at::Tensor, at::Tensor> ScaledDotProductAttention(const at::Tensor& q,
+                                                            const at::Tensor& k,
+                                                            const at::Tensor& v, double scale,
+                                                            bool causal) {
   TORCH_CHECK(q.dim() == 3 && q.sizes() == k.sizes() && q.sizes() == v.sizes(),
               "ScaledDotProductAttention: q, k and v must be [N, T, Dh] of one "
               "size, got ",
               q.sizes(), ", ", k.sizes(), ", ", v.sizes());
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() &&
-                  q.scalar_type() == v.scalar_type() &&
-                  (q.scalar_type() == at::kFloat ||
-                   q.scalar_type() == at::kDouble),
+  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type() &&
+                  (q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble),
               "ScaledDotProductAttention: q, k and v must all be float or all "
               "double");
   TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(),
               "ScaledDotProductAttention: CPU tensors only");
   TORCH_CHECK(q.size(1) >= 1 && q.size(2) >= 1,
-              "ScaledDotProductAttention: T and Dh must be positive, got ",
-              q.sizes());
-  torch::autograd::variable_list out =
-      AttentionFunction::apply(q, k, v, scale, causal);
+              "ScaledDotProductAttention: T and Dh must be positive, got ", q.sizes());
+  torch::autograd::variable_list out = AttentionFunction::apply(q, k, v, scale, causal);
   return {out[0], out[1]};
 }
 

@@ -26,9 +26,10 @@ namespace moelab {
 //   context[n, i]  = sum_j probs[n, i, j] v[n, j].
 // Differentiable in q, k and v through both outputs (gradients arriving at
 // probs are honoured); the backward is not itself differentiable.
-std::pair<at::Tensor, at::Tensor> ScaledDotProductAttention(
-    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    double scale, bool causal);
+std::pair<at::Tensor, at::Tensor> ScaledDotProductAttention(const at::Tensor& q,
+                                                            const at::Tensor& k,
+                                                            const at::Tensor& v, double scale,
+                                                            bool causal);
 
 // Where the CPU has AVX2 and FMA the kernels run in a build for them, else
 // in the portable one. For tests: false forces the portable build (process

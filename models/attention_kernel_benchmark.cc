@@ -16,21 +16,16 @@
 namespace {
 
 double Seconds() {
-  return std::chrono::duration<double>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-std::pair<at::Tensor, at::Tensor> Reference(const at::Tensor& q,
-                                            const at::Tensor& k,
+std::pair<at::Tensor, at::Tensor> Reference(const at::Tensor& q, const at::Tensor& k,
                                             const at::Tensor& v, double scale) {
   const int64_t n = q.size(0), t = q.size(1);
   const at::Tensor mask =
-      at::full({t, t}, -std::numeric_limits<double>::infinity(), q.options())
-          .triu(1);
-  const at::Tensor probs = at::softmax(
-      at::baddbmm(mask.expand({n, t, t}), q, k.transpose(1, 2), 1.0, scale),
-      -1);
+      at::full({t, t}, -std::numeric_limits<double>::infinity(), q.options()).triu(1);
+  const at::Tensor probs =
+      at::softmax(at::baddbmm(mask.expand({n, t, t}), q, k.transpose(1, 2), 1.0, scale), -1);
   return {at::bmm(probs, v), probs};
 }
 
@@ -49,8 +44,7 @@ int main(int argc, char** argv) {
     const int reps = 20;
     for (int r = 0; r < reps + 2; ++r) {
       const double t0 = Seconds();
-      auto [c, p] = kernel ? moelab::ScaledDotProductAttention(q, k, v, scale,
-                                                               true)
+      auto [c, p] = kernel ? moelab::ScaledDotProductAttention(q, k, v, scale, true)
                            : Reference(q, k, v, scale);
       const double t1 = Seconds();
       torch::autograd::grad({c}, {q, k, v}, {gc});
@@ -60,8 +54,8 @@ int main(int argc, char** argv) {
         bwd += t2 - t1;
       }
     }
-    std::printf("%s: forward %.2f ms, backward %.2f ms\n",
-                kernel ? "kernel" : "aten", 1e3 * fwd / reps, 1e3 * bwd / reps);
+    std::printf("%s: forward %.2f ms, backward %.2f ms\n", kernel ? "kernel" : "aten",
+                1e3 * fwd / reps, 1e3 * bwd / reps);
   }
   return 0;
 }

@@ -21,18 +21,14 @@ double MaxAbsDiff(const at::Tensor& a, const at::Tensor& b) {
 
 // The ATen sequence SelfAttention used before: baddbmm with an additive
 // -inf mask, softmax, bmm.
-std::pair<at::Tensor, at::Tensor> Reference(const at::Tensor& q,
-                                            const at::Tensor& k,
-                                            const at::Tensor& v, double scale,
-                                            bool causal) {
+std::pair<at::Tensor, at::Tensor> Reference(const at::Tensor& q, const at::Tensor& k,
+                                            const at::Tensor& v, double scale, bool causal) {
   const int64_t n = q.size(0), t = q.size(1);
   at::Tensor scores;
   if (causal) {
     const at::Tensor mask =
-        at::full({t, t}, -std::numeric_limits<double>::infinity(), q.options())
-            .triu(1);
-    scores = at::baddbmm(mask.expand({n, t, t}), q, k.transpose(1, 2), 1.0,
-                         scale);
+        at::full({t, t}, -std::numeric_limits<double>::infinity(), q.options()).triu(1);
+    scores = at::baddbmm(mask.expand({n, t, t}), q, k.transpose(1, 2), 1.0, scale);
   } else {
     scores = at::bmm(q, k.transpose(1, 2)).mul_(scale);
   }
@@ -49,12 +45,9 @@ struct Case {
 
 // Parameter: (case, whether the AVX2 build of the kernels may run; on a CPU
 // without AVX2 both runs test the portable build).
-class AttentionKernelTest
-    : public ::testing::TestWithParam<std::tuple<Case, bool>> {
+class AttentionKernelTest : public ::testing::TestWithParam<std::tuple<Case, bool>> {
  protected:
-  void SetUp() override {
-    previous_ = AllowAttentionKernelAvx2ForTesting(std::get<1>(GetParam()));
-  }
+  void SetUp() override { previous_ = AllowAttentionKernelAvx2ForTesting(std::get<1>(GetParam())); }
   void TearDown() override { AllowAttentionKernelAvx2ForTesting(previous_); }
   bool previous_ = true;
 };
@@ -77,8 +70,7 @@ TEST_P(AttentionKernelTest, OutputsAndGradientsMatchReference) {
   EXPECT_LT(MaxAbsDiff(context, ref_context), c.tol);
   EXPECT_LT(MaxAbsDiff(probs, ref_probs), c.tol);
   if (c.causal) {
-    const at::Tensor above =
-        probs.masked_select(torch::ones({c.t, c.t}, at::kBool).triu(1));
+    const at::Tensor above = probs.masked_select(torch::ones({c.t, c.t}, at::kBool).triu(1));
     if (above.numel() > 0) {
       EXPECT_EQ(above.abs().max().item<double>(), 0.0);
     }
@@ -101,17 +93,13 @@ TEST_P(AttentionKernelTest, OutputsAndGradientsMatchReference) {
                                              /*retain_graph=*/true,
                                              /*create_graph=*/false,
                                              /*allow_unused=*/true);
-    const auto ref_grads = torch::autograd::grad({ref_loss}, {q, k, v}, {},
-                                                 true, false, true);
+    const auto ref_grads = torch::autograd::grad({ref_loss}, {q, k, v}, {}, true, false, true);
     for (int g = 0; g < 3; ++g) {
       const at::Tensor& input = g == 0 ? q : (g == 1 ? k : v);
-      const at::Tensor got =
-          grads[g].defined() ? grads[g] : at::zeros_like(input);
-      const at::Tensor want =
-          ref_grads[g].defined() ? ref_grads[g] : at::zeros_like(input);
+      const at::Tensor got = grads[g].defined() ? grads[g] : at::zeros_like(input);
+      const at::Tensor want = ref_grads[g].defined() ? ref_grads[g] : at::zeros_like(input);
       const double tol = c.tol * std::max(1.0, want.abs().max().item<double>());
-      EXPECT_LT(MaxAbsDiff(got, want), tol)
-          << "which " << which << " input " << g;
+      EXPECT_LT(MaxAbsDiff(got, want), tol) << "which " << which << " input " << g;
     }
   }
 }
@@ -132,8 +120,7 @@ std::vector<Case> Cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Sizes, AttentionKernelTest,
-                         ::testing::Combine(::testing::ValuesIn(Cases()),
-                                            ::testing::Bool()));
+                         ::testing::Combine(::testing::ValuesIn(Cases()), ::testing::Bool()));
 
 // Central differences of a random projection of both outputs in double.
 TEST(AttentionKernelGradcheck, FiniteDifferences) {
@@ -168,8 +155,7 @@ TEST(AttentionKernelGradcheck, FiniteDifferences) {
         flat[e].fill_(old);
         numeric_flat[e].fill_((up - down) / (2 * eps));
       }
-      EXPECT_LT(MaxAbsDiff(grads[g], numeric), 1e-7)
-          << "causal " << causal << " input " << g;
+      EXPECT_LT(MaxAbsDiff(grads[g], numeric), 1e-7) << "causal " << causal << " input " << g;
     }
   }
 }
@@ -177,8 +163,8 @@ TEST(AttentionKernelGradcheck, FiniteDifferences) {
 TEST(AttentionKernel, NonContiguousInputsAndLargeScores) {
   torch::manual_seed(3);
   const at::Tensor qkv = torch::randn({3, 4, 9, 16}) * 10;  // logits beyond exp's range
-  const at::Tensor q = qkv.select(0, 0).transpose(0, 1).contiguous()
-                           .transpose(0, 1);  // non-contiguous view
+  const at::Tensor q =
+      qkv.select(0, 0).transpose(0, 1).contiguous().transpose(0, 1);  // non-contiguous view
   const at::Tensor k = qkv.select(0, 1), v = qkv.select(0, 2);
   auto [c, p] = ScaledDotProductAttention(q, k, v, 0.25, true);
   auto [rc, rp] = Reference(q.contiguous(), k, v, 0.25, true);

@@ -33,10 +33,10 @@ at::Tensor ReferenceProbs(SelfAttentionImpl& attn, const at::Tensor& x) {
         const int64_t visible = attn.options.causal() ? i + 1 : t;
         at::Tensor scores = torch::zeros({visible}, x.options());
         for (int64_t j = 0; j < visible; ++j) {
-          scores[j] = (q[n][i].slice(0, h * dh, (h + 1) * dh) *
-                       k[n][j].slice(0, h * dh, (h + 1) * dh))
-                          .sum() /
-                      std::sqrt(double(dh));
+          scores[j] =
+              (q[n][i].slice(0, h * dh, (h + 1) * dh) * k[n][j].slice(0, h * dh, (h + 1) * dh))
+                  .sum() /
+              std::sqrt(double(dh));
         }
         probs[n][h][i].slice(0, 0, visible).copy_(at::softmax(scores, 0));
       }
@@ -46,8 +46,7 @@ at::Tensor ReferenceProbs(SelfAttentionImpl& attn, const at::Tensor& x) {
 }
 
 // sum_h sum_j A_h[i, j] V_h[j] + out.bias.
-at::Tensor Reconstruct(const at::Tensor& probs, const at::Tensor& values,
-                       const at::Tensor& bias) {
+at::Tensor Reconstruct(const at::Tensor& probs, const at::Tensor& values, const at::Tensor& bias) {
   return at::matmul(probs, values).sum(1) + bias;
 }
 
@@ -64,13 +63,9 @@ TEST_P(SelfAttentionTest, ProbsMatchReferenceAndValuesReconstructOutput) {
   EXPECT_EQ(out.probs.sizes(), (std::vector<int64_t>{2, 3, 5, 5}));
   EXPECT_EQ(out.values.sizes(), (std::vector<int64_t>{2, 3, 5, 12}));
   EXPECT_LT(MaxAbsDiff(out.probs, ReferenceProbs(*attn, x)), 1e-12);
-  EXPECT_LT(MaxAbsDiff(out.probs.sum(-1), torch::ones({2, 3, 5}, at::kDouble)),
-            1e-12);
-  EXPECT_LT(MaxAbsDiff(Reconstruct(out.probs, out.values, attn->out->bias),
-                       out.output),
-            1e-12);
-  const at::Tensor above_diagonal =
-      out.probs.masked_select(torch::ones({5, 5}, at::kBool).triu(1));
+  EXPECT_LT(MaxAbsDiff(out.probs.sum(-1), torch::ones({2, 3, 5}, at::kDouble)), 1e-12);
+  EXPECT_LT(MaxAbsDiff(Reconstruct(out.probs, out.values, attn->out->bias), out.output), 1e-12);
+  const at::Tensor above_diagonal = out.probs.masked_select(torch::ones({5, 5}, at::kBool).triu(1));
   if (causal) {
     EXPECT_EQ(above_diagonal.abs().max().item<double>(), 0.0);
   } else {
@@ -78,8 +73,7 @@ TEST_P(SelfAttentionTest, ProbsMatchReferenceAndValuesReconstructOutput) {
   }
 }
 
-TEST_P(SelfAttentionTest,
-       FutureTokensAffectEarlierOutputsOnlyWhenBidirectional) {
+TEST_P(SelfAttentionTest, FutureTokensAffectEarlierOutputsOnlyWhenBidirectional) {
   torch::manual_seed(1);
   const bool causal = GetParam();
   SelfAttention attn(SelfAttentionOptions(8, 2).causal(causal));
@@ -87,8 +81,7 @@ TEST_P(SelfAttentionTest,
   const at::Tensor before = attn->forward(x).output;
   x[0][4] = torch::randn({8});
   const at::Tensor after = attn->forward(x).output;
-  const double earlier_change =
-      MaxAbsDiff(before.slice(1, 0, 4), after.slice(1, 0, 4));
+  const double earlier_change = MaxAbsDiff(before.slice(1, 0, 4), after.slice(1, 0, 4));
   if (causal) {
     EXPECT_EQ(earlier_change, 0.0);
   } else {
@@ -104,8 +97,7 @@ TEST_P(SelfAttentionTest, RoutingInputsOnlyWhenAsked) {
   EXPECT_FALSE(out.values.defined());
 }
 
-INSTANTIATE_TEST_SUITE_P(CausalAndBidirectional, SelfAttentionTest,
-                         ::testing::Bool());
+INSTANTIATE_TEST_SUITE_P(CausalAndBidirectional, SelfAttentionTest, ::testing::Bool());
 
 // In a block whose router NeedsAttention(), the router receives exactly the
 // attention the block used: rebuilding the attention output from the handed
@@ -132,16 +124,13 @@ TEST(TransformerBlockTest, RouterGetsTheAttentionTheBlockUsed) {
     }
     ASSERT_TRUE(seen.attention_probs.defined());
     EXPECT_EQ(seen.attention_probs.sizes(), (std::vector<int64_t>{2, 2, 5, 5}));
-    EXPECT_EQ(seen.attention_values.sizes(),
-              (std::vector<int64_t>{2, 2, 5, 8}));
+    EXPECT_EQ(seen.attention_values.sizes(), (std::vector<int64_t>{2, 2, 5, 8}));
     const at::Tensor attention_output =
-        Reconstruct(seen.attention_probs, seen.attention_values,
-                    block->attention->out->bias);
+        Reconstruct(seen.attention_probs, seen.attention_values, block->attention->out->bias);
     const at::Tensor u = block->ln2->forward(x + attention_output);
     EXPECT_LT(MaxAbsDiff(u, router->last_hidden()), 1e-12);
     EXPECT_LT(
-        MaxAbsDiff(seen.attention_probs,
-                   ReferenceProbs(*block->attention, block->ln1->forward(x))),
+        MaxAbsDiff(seen.attention_probs, ReferenceProbs(*block->attention, block->ln1->forward(x))),
         1e-12);
   }
 }
@@ -149,8 +138,7 @@ TEST(TransformerBlockTest, RouterGetsTheAttentionTheBlockUsed) {
 TEST(TransformerBlockTest, DenseBlockShapes) {
   TransformerBlock block(TransformerBlockOptions(8, 2).dense_hidden(12));
   EXPECT_FALSE(block->is_moe());
-  TransformerBlockOutput out =
-      block->forward(torch::randn({3, 4, 8}), RoutingContext());
+  TransformerBlockOutput out = block->forward(torch::randn({3, 4, 8}), RoutingContext());
   EXPECT_EQ(out.hidden.sizes(), (std::vector<int64_t>{3, 4, 8}));
   EXPECT_FALSE(out.decision.selected.defined());
 }

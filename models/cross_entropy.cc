@@ -1,16 +1,16 @@
 #include "models/cross_entropy.h"
 
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/full_like.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/ops/_log_softmax.h>
 #include <ATen/ops/_softmax.h>
-#include <ATen/ops/logsumexp.h>
-#include <ATen/ops/nonzero.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/full.h>
+#include <ATen/ops/full_like.h>
+#include <ATen/ops/logsumexp.h>
 #include <ATen/ops/mm.h>
+#include <ATen/ops/nonzero.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
@@ -55,15 +55,13 @@ double TargetLogProbSum(const at::Tensor& probs, const at::Tensor& logits,
   if (underflowed.numel() > 0) {
     const at::Tensor rows = logits.index_select(0, underflowed).to(at::kDouble);
     const at::Tensor exact =
-        rows.gather(1, index.index_select(0, underflowed)).squeeze(1) -
-        rows.logsumexp(1);
+        rows.gather(1, index.index_select(0, underflowed)).squeeze(1) - rows.logsumexp(1);
     log_probs.index_put_({underflowed}, exact.to(log_probs.scalar_type()));
   }
   return log_probs.sum(at::kDouble).item<double>();
 }
 
-class MeanCrossEntropyFunction
-    : public torch::autograd::Function<MeanCrossEntropyFunction> {
+class MeanCrossEntropyFunction : public torch::autograd::Function<MeanCrossEntropyFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits,
                             const at::Tensor& targets) {
@@ -77,8 +75,7 @@ class MeanCrossEntropyFunction
     return loss;
   }
 
-  static variable_list backward(AutogradContext* ctx,
-                                variable_list grad_outputs) {
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     // Unpacking checks that the saved log-probabilities are unmodified: a
     // second backward through the same graph fails here instead of reading
     // a gradient.
@@ -140,9 +137,8 @@ class MeanLinearCrossEntropyFunction
                             int64_t precision) {
     at::Tensor grad_hidden = at::empty_like(hidden);
     at::Tensor grad_weight = at::zeros_like(weight);
-    const double sum =
-        LinearCrossEntropySum(hidden, weight, targets, static_cast<Precision>(precision),
-                              &grad_hidden, &grad_weight);
+    const double sum = LinearCrossEntropySum(
+        hidden, weight, targets, static_cast<Precision>(precision), &grad_hidden, &grad_weight);
     const double inverse_rows = 1.0 / static_cast<double>(hidden.size(0));
     grad_hidden.mul_(inverse_rows);
     grad_weight.mul_(inverse_rows);
@@ -172,20 +168,18 @@ at::Tensor MeanLinearCrossEntropy(const at::Tensor& hidden, const at::Tensor& we
                   weight.scalar_type() == hidden.scalar_type(),
               "MeanLinearCrossEntropy: hidden and weight must both be float or both double");
   if (!at::GradMode::is_enabled() || (!hidden.requires_grad() && !weight.requires_grad())) {
-    const double sum = LinearCrossEntropySum(hidden, weight, targets, CurrentPrecision(),
-                                             nullptr, nullptr);
+    const double sum =
+        LinearCrossEntropySum(hidden, weight, targets, CurrentPrecision(), nullptr, nullptr);
     return at::scalar_tensor(sum / static_cast<double>(hidden.size(0)), hidden.options());
   }
   return MeanLinearCrossEntropyFunction::apply(hidden, weight, targets,
                                                static_cast<int64_t>(CurrentPrecision()));
 }
 
-at::Tensor MeanCrossEntropy(const at::Tensor& logits,
-                            const at::Tensor& targets) {
-  TORCH_CHECK(logits.dim() == 2 && targets.dim() == 1 &&
-                  targets.size(0) == logits.size(0),
-              "MeanCrossEntropy: logits must be [N, V] and targets [N], got ",
-              logits.sizes(), " and ", targets.sizes());
+at::Tensor MeanCrossEntropy(const at::Tensor& logits, const at::Tensor& targets) {
+  TORCH_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0),
+              "MeanCrossEntropy: logits must be [N, V] and targets [N], got ", logits.sizes(),
+              " and ", targets.sizes());
   return MeanCrossEntropyFunction::apply(logits, targets);
 }
 

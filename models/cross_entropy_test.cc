@@ -1,11 +1,11 @@
 #include "models/cross_entropy.h"
 
-#include <cmath>
-
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/generated/variable_factories.h>
 #include <torch/utils.h>
+
+#include <cmath>
 
 #include "gtest/gtest.h"
 
@@ -21,8 +21,7 @@ TEST(MeanCrossEntropyTest, MatchesAtenValuesAndGradients) {
   for (at::ScalarType dtype : {at::kDouble, at::kFloat}) {
     const double tol = dtype == at::kDouble ? 1e-12 : 1e-5;
     // Large logits check the max subtraction.
-    at::Tensor logits =
-        (torch::randn({7, 11}, dtype) * 30).requires_grad_(true);
+    at::Tensor logits = (torch::randn({7, 11}, dtype) * 30).requires_grad_(true);
     const at::Tensor targets = torch::randint(11, {7}, at::kLong);
     const at::Tensor loss = MeanCrossEntropy(logits, targets);
     const at::Tensor expected = at::cross_entropy_loss(logits, targets);
@@ -37,8 +36,7 @@ TEST(MeanCrossEntropyTest, MatchesAtenValuesAndGradients) {
 TEST(MeanCrossEntropyTest, HandComputedValue) {
   // Row 0: logsumexp(0, ln 3) = ln 4, target 1 -> ln 4 - ln 3.
   // Row 1: uniform over 2, target 0 -> ln 2.
-  const at::Tensor logits =
-      torch::tensor({0.0, std::log(3.0), 5.0, 5.0}, at::kDouble).view({2, 2});
+  const at::Tensor logits = torch::tensor({0.0, std::log(3.0), 5.0, 5.0}, at::kDouble).view({2, 2});
   const at::Tensor targets = torch::tensor({1, 0}, at::kLong);
   EXPECT_NEAR(MeanCrossEntropy(logits, targets).item<double>(),
               (std::log(4.0) - std::log(3.0) + std::log(2.0)) / 2, 1e-12);
@@ -46,8 +44,7 @@ TEST(MeanCrossEntropyTest, HandComputedValue) {
 
 TEST(MeanCrossEntropyTest, SecondBackwardThroughTheSameGraphFails) {
   at::Tensor logits = torch::randn({3, 4}).requires_grad_(true);
-  const at::Tensor loss =
-      MeanCrossEntropy(logits, torch::tensor({0, 1, 2}, at::kLong));
+  const at::Tensor loss = MeanCrossEntropy(logits, torch::tensor({0, 1, 2}, at::kLong));
   loss.backward({}, /*retain_graph=*/true);
   EXPECT_ANY_THROW(loss.backward());
 }
@@ -63,8 +60,7 @@ TEST(MeanLinearCrossEntropyTest, MatchesAtenOnLogitsAcrossPartialBlocks) {
     at::Tensor weight = (torch::randn({kVocab, kDim}, dtype) * 0.5).requires_grad_(true);
     const at::Tensor targets = torch::randint(kVocab, {kRows}, at::kLong);
     const at::Tensor loss = MeanLinearCrossEntropy(hidden, weight, targets);
-    const at::Tensor expected =
-        at::cross_entropy_loss(at::matmul(hidden, weight.t()), targets);
+    const at::Tensor expected = at::cross_entropy_loss(at::matmul(hidden, weight.t()), targets);
     EXPECT_LT(MaxAbsDiff(loss, expected), tol * 10);
     auto grads = torch::autograd::grad({loss * 3.0}, {hidden, weight});
     auto expected_grads = torch::autograd::grad({expected * 3.0}, {hidden, weight});
@@ -72,8 +68,7 @@ TEST(MeanLinearCrossEntropyTest, MatchesAtenOnLogitsAcrossPartialBlocks) {
     EXPECT_LT(MaxAbsDiff(grads[1], expected_grads[1]), tol);
     {
       at::NoGradGuard no_grad;  // the loss-only path
-      EXPECT_LT(MaxAbsDiff(MeanLinearCrossEntropy(hidden, weight, targets), expected),
-                tol * 10);
+      EXPECT_LT(MaxAbsDiff(MeanLinearCrossEntropy(hidden, weight, targets), expected), tol * 10);
     }
   }
 }
@@ -83,13 +78,11 @@ TEST(MeanLinearCrossEntropyTest, TargetFarBelowTheMaximumKeepsAFiniteExactLoss) 
   // target's float softmax probability underflows to 0, yet its loss is
   // logsumexp - logit = 200 + log(1 + e^-200 + e^-500) = 200 (to 1e-80).
   const at::Tensor hidden = torch::tensor({{1.0f, 0.0f}, {0.0f, 1.0f}});
-  const at::Tensor weight =
-      torch::tensor({{0.0f, 1.0f}, {200.0f, 0.0f}, {-300.0f, 0.0f}});
+  const at::Tensor weight = torch::tensor({{0.0f, 1.0f}, {200.0f, 0.0f}, {-300.0f, 0.0f}});
   const at::Tensor targets = torch::tensor({0, 0}, at::kLong);
   const double second_row = std::log(std::exp(1.0) + 2.0) - 1.0;
   const double expected = (200.0 + second_row) / 2.0;
-  EXPECT_NEAR(MeanLinearCrossEntropy(hidden, weight, targets).item<double>(), expected,
-              1e-4);
+  EXPECT_NEAR(MeanLinearCrossEntropy(hidden, weight, targets).item<double>(), expected, 1e-4);
   const at::Tensor hidden_grad = hidden.clone().requires_grad_(true);
   const at::Tensor loss = MeanLinearCrossEntropy(hidden_grad, weight, targets);
   EXPECT_NEAR(loss.item<double>(), expected, 1e-4);
@@ -103,8 +96,7 @@ TEST(MeanLinearCrossEntropyTest, TargetFarBelowTheMaximumKeepsAFiniteExactLoss) 
 TEST(MeanLinearCrossEntropyTest, HandComputedValue) {
   // hidden · weightᵀ gives the logits of HandComputedValue above.
   const at::Tensor hidden = torch::tensor({1.0, 0.0, 0.0, 5.0}, at::kDouble).view({2, 2});
-  const at::Tensor weight =
-      torch::tensor({0.0, 1.0, std::log(3.0), 1.0}, at::kDouble).view({2, 2});
+  const at::Tensor weight = torch::tensor({0.0, 1.0, std::log(3.0), 1.0}, at::kDouble).view({2, 2});
   const at::Tensor targets = torch::tensor({1, 0}, at::kLong);
   EXPECT_NEAR(MeanLinearCrossEntropy(hidden, weight, targets).item<double>(),
               (std::log(4.0) - std::log(3.0) + std::log(2.0)) / 2, 1e-12);
@@ -112,8 +104,8 @@ TEST(MeanLinearCrossEntropyTest, HandComputedValue) {
 
 TEST(MeanLinearCrossEntropyTest, SecondBackwardThroughTheSameGraphFails) {
   at::Tensor hidden = torch::randn({3, 4}).requires_grad_(true);
-  const at::Tensor loss = MeanLinearCrossEntropy(hidden, torch::randn({5, 4}),
-                                                 torch::tensor({0, 1, 4}, at::kLong));
+  const at::Tensor loss =
+      MeanLinearCrossEntropy(hidden, torch::randn({5, 4}), torch::tensor({0, 1, 4}, at::kLong));
   loss.backward({}, /*retain_graph=*/true);
   EXPECT_ANY_THROW(loss.backward());
 }

@@ -11,12 +11,9 @@ at::Tensor ApplyActivation(const at::Tensor& x, Activation activation) {
   return activation == RELU ? at::relu(x) : at::gelu(x);
 }
 
-FeedForwardImpl::FeedForwardImpl(const FeedForwardOptions& options)
-    : options(options) {
-  up = register_module(
-      "up", torch::nn::Linear(options.model_dim(), options.hidden_dim()));
-  down = register_module(
-      "down", torch::nn::Linear(options.hidden_dim(), options.model_dim()));
+FeedForwardImpl::FeedForwardImpl(const FeedForwardOptions& options) : options(options) {
+  up = register_module("up", torch::nn::Linear(options.model_dim(), options.hidden_dim()));
+  down = register_module("down", torch::nn::Linear(options.hidden_dim(), options.model_dim()));
 }
 
 at::Tensor FeedForwardImpl::forward(const at::Tensor& x) {

@@ -18,20 +18,18 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-class GroupedExpertFfnFunction
-    : public torch::autograd::Function<GroupedExpertFfnFunction> {
+class GroupedExpertFfnFunction : public torch::autograd::Function<GroupedExpertFfnFunction> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in,
-                            const at::Tensor& w1, const at::Tensor& b1,
-                            const at::Tensor& w2, const at::Tensor& b2,
-                            const std::vector<int64_t>& group_sizes,
-                            int64_t activation, int64_t precision_value) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& w1,
+                            const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
+                            const std::vector<int64_t>& group_sizes, int64_t activation,
+                            int64_t precision_value) {
     const auto precision = static_cast<Precision>(precision_value);
     // Operands in the run's precision, cast once for all experts and kept
     // for the backward pass; products and everything else in fp32.
     const at::Tensor x = MatmulOperand(x_in, precision).contiguous();  // [P, D]
-    const at::Tensor w1_op = MatmulOperand(w1, precision);  // [E, D, H]
-    const at::Tensor w2_op = MatmulOperand(w2, precision);  // [E, H, D]
+    const at::Tensor w1_op = MatmulOperand(w1, precision);             // [E, D, H]
+    const at::Tensor w2_op = MatmulOperand(w2, precision);             // [E, H, D]
     const int64_t rows = x.size(0);
     const int64_t model_dim = w1.size(1), hidden_dim = w1.size(2);
     const at::TensorOptions fp32 = x_in.options();
@@ -46,8 +44,8 @@ class GroupedExpertFfnFunction
       MatmulInto(h_e, x.narrow(0, offset, n), w1_op[e], /*accumulate=*/true);
       offset += n;
     }
-    const at::Tensor h = MatmulOperand(
-        ApplyActivation(h_pre, static_cast<Activation>(activation)), precision);
+    const at::Tensor h =
+        MatmulOperand(ApplyActivation(h_pre, static_cast<Activation>(activation)), precision);
     offset = 0;
     for (int64_t e = 0; e < w1.size(0); ++e) {
       const int64_t n = group_sizes[e];
@@ -64,21 +62,18 @@ class GroupedExpertFfnFunction
     return y;
   }
 
-  static variable_list backward(AutogradContext* ctx,
-                                variable_list grad_outputs) {
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& x = saved[0];      // [P, D] operand type
     const at::Tensor& h_pre = saved[1];  // [P, H] fp32
     const at::Tensor& h = saved[2];      // [P, H] operand type
     const at::Tensor& w1 = saved[3];     // [E, D, H] operand type
     const at::Tensor& w2 = saved[4];     // [E, H, D] operand type
-    const std::vector<int64_t> group_sizes =
-        ctx->saved_data["group_sizes"].toIntVector();
-    const auto activation =
-        static_cast<Activation>(ctx->saved_data["activation"].toInt());
+    const std::vector<int64_t> group_sizes = ctx->saved_data["group_sizes"].toIntVector();
+    const auto activation = static_cast<Activation>(ctx->saved_data["activation"].toInt());
     const auto precision = static_cast<Precision>(ctx->saved_data["precision"].toInt());
-    const at::Tensor grad_y_fp32 = grad_outputs[0].contiguous();         // [P, D]
-    const at::Tensor grad_y = MatmulOperand(grad_y_fp32, precision);     // [P, D]
+    const at::Tensor grad_y_fp32 = grad_outputs[0].contiguous();      // [P, D]
+    const at::Tensor grad_y = MatmulOperand(grad_y_fp32, precision);  // [P, D]
     const int64_t num_experts = w1.size(0);
     const at::TensorOptions fp32 = grad_y_fp32.options();
 
@@ -124,9 +119,9 @@ class GroupedExpertFfnFunction
       offset += n;
     }
     if (need_hidden) {
-      const at::Tensor grad_h_pre_fp32 =
-          activation == RELU ? at::threshold_backward(grad_h, h_pre, 0)
-                             : at::gelu_backward(grad_h, h_pre);
+      const at::Tensor grad_h_pre_fp32 = activation == RELU
+                                             ? at::threshold_backward(grad_h, h_pre, 0)
+                                             : at::gelu_backward(grad_h, h_pre);
       const at::Tensor grad_h_pre = MatmulOperand(grad_h_pre_fp32, precision);
       // Input layer: grads of w1, b1 and x.
       offset = 0;
@@ -153,28 +148,24 @@ class GroupedExpertFfnFunction
         offset += n;
       }
     }
-    return {grad_x,  grad_w1,      grad_b1,      grad_w2,
-            grad_b2, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad_x, grad_w1, grad_b1, grad_w2, grad_b2, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
-at::Tensor GroupedExpertFfn(const at::Tensor& x_sorted,
-                            const std::vector<int64_t>& group_sizes,
-                            const at::Tensor& w1, const at::Tensor& b1,
-                            const at::Tensor& w2, const at::Tensor& b2,
-                            Activation activation) {
+at::Tensor GroupedExpertFfn(const at::Tensor& x_sorted, const std::vector<int64_t>& group_sizes,
+                            const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                            const at::Tensor& b2, Activation activation) {
   TORCH_CHECK(x_sorted.dim() == 2 && w1.dim() == 3 && w2.dim() == 3,
               "GroupedExpertFfn: x_sorted must be [P, D], w1 [E, D, H], "
               "w2 [E, H, D]");
   TORCH_CHECK(static_cast<int64_t>(group_sizes.size()) == w1.size(0),
-              "GroupedExpertFfn: ", group_sizes.size(), " group sizes for ",
-              w1.size(0), " experts");
-  TORCH_CHECK(std::accumulate(group_sizes.begin(), group_sizes.end(),
-                              int64_t{0}) == x_sorted.size(0),
-              "GroupedExpertFfn: group sizes do not add up to ",
-              x_sorted.size(0), " rows");
+              "GroupedExpertFfn: ", group_sizes.size(), " group sizes for ", w1.size(0),
+              " experts");
+  TORCH_CHECK(
+      std::accumulate(group_sizes.begin(), group_sizes.end(), int64_t{0}) == x_sorted.size(0),
+      "GroupedExpertFfn: group sizes do not add up to ", x_sorted.size(0), " rows");
   return GroupedExpertFfnFunction::apply(x_sorted, w1, b1, w2, b2, group_sizes,
                                          static_cast<int64_t>(activation),
                                          static_cast<int64_t>(CurrentPrecision()));

@@ -29,11 +29,9 @@ namespace moelab {
 // Differentiable (once) with respect to x_sorted, w1, b1, w2 and b2. All
 // float; the products take operands in the precision in force
 // (core/precision.h, models/matmul.h) and every result and gradient is fp32.
-at::Tensor GroupedExpertFfn(const at::Tensor& x_sorted,
-                            const std::vector<int64_t>& group_sizes,
-                            const at::Tensor& w1, const at::Tensor& b1,
-                            const at::Tensor& w2, const at::Tensor& b2,
-                            Activation activation);
+at::Tensor GroupedExpertFfn(const at::Tensor& x_sorted, const std::vector<int64_t>& group_sizes,
+                            const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                            const at::Tensor& b2, Activation activation);
 
 }  // namespace moelab
 

@@ -30,14 +30,13 @@ Weights RandomWeights(int64_t e, int64_t d, int64_t h) {
 
 // Row by row, with the experts sliced out of the parameters: the plain
 // formula, differentiated by autograd.
-at::Tensor RowByRow(const at::Tensor& x, const std::vector<int64_t>& sizes,
-                    const Weights& w, Activation activation) {
+at::Tensor RowByRow(const at::Tensor& x, const std::vector<int64_t>& sizes, const Weights& w,
+                    Activation activation) {
   std::vector<at::Tensor> rows;
   int64_t row = 0;
   for (size_t e = 0; e < sizes.size(); ++e) {
     for (int64_t i = 0; i < sizes[e]; ++i, ++row) {
-      at::Tensor h =
-          ApplyActivation(at::matmul(x[row], w.w1[e]) + w.b1[e], activation);
+      at::Tensor h = ApplyActivation(at::matmul(x[row], w.w1[e]) + w.b1[e], activation);
       rows.push_back(at::matmul(h, w.w2[e]) + w.b2[e]);
     }
   }
@@ -50,8 +49,7 @@ TEST_P(GroupedExpertFfnTest, MatchesRowByRowValuesAndGradients) {
   torch::manual_seed(1);
   const std::vector<int64_t> sizes = {3, 0, 5, 1};  // expert 1 gets no rows
   const Weights w = RandomWeights(4, 6, 7);
-  at::Tensor x = torch::randn(
-      {9, 6}, at::TensorOptions().dtype(at::kDouble).requires_grad(true));
+  at::Tensor x = torch::randn({9, 6}, at::TensorOptions().dtype(at::kDouble).requires_grad(true));
   const at::Tensor probe = torch::randn({9, 6}, at::kDouble);
 
   at::Tensor y = GroupedExpertFfn(x, sizes, w.w1, w.b1, w.w2, w.b2, GetParam());
@@ -73,14 +71,11 @@ TEST_P(GroupedExpertFfnTest, GradientsMatchFiniteDifferences) {
   torch::manual_seed(2);
   const std::vector<int64_t> sizes = {2, 3, 0};
   const Weights w = RandomWeights(3, 4, 5);
-  at::Tensor x = torch::randn(
-      {5, 4}, at::TensorOptions().dtype(at::kDouble).requires_grad(true));
+  at::Tensor x = torch::randn({5, 4}, at::TensorOptions().dtype(at::kDouble).requires_grad(true));
   const at::Tensor probe = torch::randn({5, 4}, at::kDouble);
   const std::vector<at::Tensor> inputs = {x, w.w1, w.b1, w.w2, w.b2};
   auto objective = [&] {
-    return (GroupedExpertFfn(x, sizes, w.w1, w.b1, w.w2, w.b2, GetParam()) *
-            probe)
-        .sum();
+    return (GroupedExpertFfn(x, sizes, w.w1, w.b1, w.w2, w.b2, GetParam()) * probe).sum();
   };
   auto grads = torch::autograd::grad({objective()}, inputs);
   const double eps = 1e-6;
@@ -102,18 +97,15 @@ TEST_P(GroupedExpertFfnTest, GradientsMatchFiniteDifferences) {
 
 TEST_P(GroupedExpertFfnTest, NoRowsGivesEmptyOutputAndZeroGradients) {
   const Weights w = RandomWeights(2, 3, 4);
-  at::Tensor x = torch::zeros(
-      {0, 3}, at::TensorOptions().dtype(at::kDouble).requires_grad(true));
-  at::Tensor y =
-      GroupedExpertFfn(x, {0, 0}, w.w1, w.b1, w.w2, w.b2, GetParam());
+  at::Tensor x = torch::zeros({0, 3}, at::TensorOptions().dtype(at::kDouble).requires_grad(true));
+  at::Tensor y = GroupedExpertFfn(x, {0, 0}, w.w1, w.b1, w.w2, w.b2, GetParam());
   EXPECT_EQ(y.sizes(), (std::vector<int64_t>{0, 3}));
   auto grads = torch::autograd::grad({y.sum()}, {w.w1, w.b2});
   EXPECT_EQ(grads[0].abs().sum().item<double>(), 0.0);
   EXPECT_EQ(grads[1].abs().sum().item<double>(), 0.0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Activations, GroupedExpertFfnTest,
-                         ::testing::Values(GELU, RELU));
+INSTANTIATE_TEST_SUITE_P(Activations, GroupedExpertFfnTest, ::testing::Values(GELU, RELU));
 
 }  // namespace
 }  // namespace moelab

@@ -21,9 +21,9 @@ class LinearFunction : public torch::autograd::Function<LinearFunction> {
                             const at::Tensor& bias, int64_t precision_value) {
     const auto precision = static_cast<Precision>(precision_value);
     const int64_t in = weight.size(1), out_features = weight.size(0);
-    const at::Tensor rows = x.reshape({-1, in});                   // [N, in]
-    const at::Tensor x_op = MatmulOperand(rows, precision);        // [N, in]
-    const at::Tensor w_op = MatmulOperand(weight, precision);      // [out, in]
+    const at::Tensor rows = x.reshape({-1, in});                          // [N, in]
+    const at::Tensor x_op = MatmulOperand(rows, precision);               // [N, in]
+    const at::Tensor w_op = MatmulOperand(weight, precision);             // [out, in]
     at::Tensor y = at::empty({rows.size(0), out_features}, x.options());  // [N, out]
     const bool has_bias = bias.numel() > 0;
     if (has_bias) y.copy_(bias.expand_as(y));

@@ -15,7 +15,7 @@ struct Gradients {
 // Forward and backward of sum(y * upstream) through `linear`.
 template <typename LinearFn>
 Gradients RunLinear(LinearFn linear, const at::Tensor& x0, const at::Tensor& w0,
-              const at::Tensor& b0, const at::Tensor& upstream) {
+                    const at::Tensor& b0, const at::Tensor& upstream) {
   at::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_(),
              b = b0.clone().requires_grad_();
   at::Tensor y = linear(x, w, b);

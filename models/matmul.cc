@@ -18,10 +18,11 @@
 // oneDNN exports its bf16 GEMM (used by its own tests and benchdnn) without
 // declaring it in the public headers; the declaration is the one in its
 // src/cpu/gemm/gemm.hpp, stable through the 2.x and 3.x series.
-extern "C" dnnl_status_t DNNL_API dnnl_gemm_bf16bf16f32(
-    char transa, char transb, dnnl_dim_t M, dnnl_dim_t N, dnnl_dim_t K,
-    float alpha, const c10::BFloat16* A, dnnl_dim_t lda, const c10::BFloat16* B,
-    dnnl_dim_t ldb, float beta, float* C, dnnl_dim_t ldc);
+extern "C" dnnl_status_t DNNL_API dnnl_gemm_bf16bf16f32(char transa, char transb, dnnl_dim_t M,
+                                                        dnnl_dim_t N, dnnl_dim_t K, float alpha,
+                                                        const c10::BFloat16* A, dnnl_dim_t lda,
+                                                        const c10::BFloat16* B, dnnl_dim_t ldb,
+                                                        float beta, float* C, dnnl_dim_t ldc);
 
 namespace moelab {
 namespace {
@@ -57,8 +58,7 @@ bool OneDnnBf16Works() {
 
 // out (+)= a b through ATen, in the operands' own type, for devices and
 // machines oneDNN's GEMMs do not serve.
-void AtenMatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
-                    bool accumulate) {
+void AtenMatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
   const at::Tensor product = at::mm(a, b).to(out.scalar_type());
   if (accumulate) {
     out.add_(product);
@@ -139,12 +139,11 @@ at::Tensor MatmulOperand(const at::Tensor& t, Precision precision) {
   return RoundToBf16InFp32(t);
 }
 
-void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
-                bool accumulate) {
+void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
   TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.size(1) == b.size(0) &&
                   out.size(0) == a.size(0) && out.size(1) == b.size(1),
-              "MatmulInto: expected out [M, N] = a [M, K] b [K, N], got ", out.sizes(),
-              " = ", a.sizes(), " x ", b.sizes());
+              "MatmulInto: expected out [M, N] = a [M, K] b [K, N], got ", out.sizes(), " = ",
+              a.sizes(), " x ", b.sizes());
   TORCH_CHECK(a.device() == b.device() && a.device() == out.device(),
               "MatmulInto: operands and out must be on one device");
   if (a.scalar_type() == at::kDouble && b.scalar_type() == at::kDouble &&
@@ -179,24 +178,21 @@ void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
   const float beta = accumulate ? 1.0f : 0.0f;
   dnnl_status_t status;
   if (bf16) {
-    status = dnnl_gemm_bf16bf16f32(
-        lhs.transpose, rhs.transpose, m, n, k, 1.0f,
-        lhs.storage.data_ptr<c10::BFloat16>(), lhs.leading_dimension,
-        rhs.storage.data_ptr<c10::BFloat16>(), rhs.leading_dimension, beta,
-        out.data_ptr<float>(), out.stride(0));
+    status = dnnl_gemm_bf16bf16f32(lhs.transpose, rhs.transpose, m, n, k, 1.0f,
+                                   lhs.storage.data_ptr<c10::BFloat16>(), lhs.leading_dimension,
+                                   rhs.storage.data_ptr<c10::BFloat16>(), rhs.leading_dimension,
+                                   beta, out.data_ptr<float>(), out.stride(0));
   } else {
-    status = dnnl_sgemm(lhs.transpose, rhs.transpose, m, n, k, 1.0f,
-                        lhs.storage.data_ptr<float>(), lhs.leading_dimension,
-                        rhs.storage.data_ptr<float>(), rhs.leading_dimension, beta,
-                        out.data_ptr<float>(), out.stride(0));
+    status = dnnl_sgemm(lhs.transpose, rhs.transpose, m, n, k, 1.0f, lhs.storage.data_ptr<float>(),
+                        lhs.leading_dimension, rhs.storage.data_ptr<float>(), rhs.leading_dimension,
+                        beta, out.data_ptr<float>(), out.stride(0));
   }
   TORCH_CHECK(status == dnnl_success, "MatmulInto: oneDNN GEMM failed with status ",
               static_cast<int>(status), " for [", m, ", ", k, "] x [", k, ", ", n, "]");
 }
 
 at::Tensor Matmul(const at::Tensor& a, const at::Tensor& b) {
-  const at::ScalarType result_type =
-      a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::ScalarType result_type = a.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options().dtype(result_type));
   MatmulInto(out, a, b);
   return out;

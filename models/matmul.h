@@ -68,8 +68,7 @@ at::Tensor MatmulOperand(const at::Tensor& t, Precision precision);
 // row block of a larger matrix is fine). Double operands with a double out
 // go through ATen, so that models run in double for reference tests. Not
 // differentiable: for kernels with hand-written backward passes.
-void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b,
-                bool accumulate = false);
+void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate = false);
 
 // a b as a new [M, N] tensor (fp32, or double for double operands); same
 // operand rules, not differentiable.

@@ -12,8 +12,7 @@ namespace {
 
 // Largest |got - want| relative to the largest |want|.
 double RelativeError(const at::Tensor& got, const at::Tensor& want) {
-  return (got.to(at::kDouble) - want).abs().max().item<double>() /
-         want.abs().max().item<double>();
+  return (got.to(at::kDouble) - want).abs().max().item<double>() / want.abs().max().item<double>();
 }
 
 TEST(MatmulTest, Fp32MatchesADoubleReferenceInEveryLayout) {
@@ -59,17 +58,16 @@ TEST_P(Bf16OperandsTest, OperandsAreBf16RoundedInTheChosenStorage) {
   const at::Tensor x = torch::randn({7, 9});
   const at::Tensor op = MatmulOperand(x, BF16);
   EXPECT_EQ(op.scalar_type(), OperandType(BF16));
-  EXPECT_EQ(op.scalar_type(),
-            GetParam() == Bf16Operands::kBf16 ? at::kBFloat16 : at::kFloat);
+  EXPECT_EQ(op.scalar_type(), GetParam() == Bf16Operands::kBf16 ? at::kBFloat16 : at::kFloat);
   const at::Tensor values = op.to(at::kFloat);
   EXPECT_TRUE(values.equal(x.to(at::kBFloat16).to(at::kFloat)));  // exactly bf16
-  EXPECT_FALSE(values.equal(x));                                   // really rounded
+  EXPECT_FALSE(values.equal(x));                                  // really rounded
   // Ties, NaN, infinities and the largest finite numbers round as c10 does.
-  const at::Tensor special = torch::tensor(
-      {1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -0.0f, 3.3895314e38f, -3.4e38f,
-       std::numeric_limits<float>::infinity(), 1e-40f});
-  EXPECT_TRUE(MatmulOperand(special, BF16).to(at::kFloat).equal(
-      special.to(at::kBFloat16).to(at::kFloat)));
+  const at::Tensor special =
+      torch::tensor({1.0f + 1.0f / 256, 1.0f + 3.0f / 256, -0.0f, 3.3895314e38f, -3.4e38f,
+                     std::numeric_limits<float>::infinity(), 1e-40f});
+  EXPECT_TRUE(
+      MatmulOperand(special, BF16).to(at::kFloat).equal(special.to(at::kBFloat16).to(at::kFloat)));
   const at::Tensor nan = MatmulOperand(torch::full({3}, std::nanf("")), BF16);
   EXPECT_TRUE(nan.isnan().all().item<bool>());
   // Under autograd it differentiates as casts do: the gradient comes back in

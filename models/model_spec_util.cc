@@ -33,8 +33,7 @@ absl::Status ValidateMoeSpec(const MoeSpec& moe, int32_t num_layers) {
   if (moe.moe_every() < 1 || moe.moe_every() > num_layers) {
     return FieldError("model.moe.moe_every",
                       absl::StrCat("must be in [1, num_layers = ", num_layers,
-                                   "] so that the model has an MoE layer, got ",
-                                   moe.moe_every()));
+                                   "] so that the model has an MoE layer, got ", moe.moe_every()));
   }
   if (moe.activation() != GELU && moe.activation() != RELU) {
     return FieldError("model.moe.activation", "must be GELU or RELU");
@@ -42,17 +41,13 @@ absl::Status ValidateMoeSpec(const MoeSpec& moe, int32_t num_layers) {
   return absl::OkStatus();
 }
 
-bool IsMoeBlock(int64_t layer, int64_t moe_every) {
-  return (layer + 1) % moe_every == 0;
-}
+bool IsMoeBlock(int64_t layer, int64_t moe_every) { return (layer + 1) % moe_every == 0; }
 
-absl::Status UnknownPresetError(absl::string_view preset,
-                                absl::string_view model_name,
+absl::Status UnknownPresetError(absl::string_view preset, absl::string_view model_name,
                                 const std::vector<std::string>& known) {
-  return FieldError(
-      "model.preset",
-      absl::StrCat("unknown preset '", preset, "' for model '", model_name,
-                   "'; known presets: ", absl::StrJoin(known, ", ")));
+  return FieldError("model.preset",
+                    absl::StrCat("unknown preset '", preset, "' for model '", model_name,
+                                 "'; known presets: ", absl::StrJoin(known, ", ")));
 }
 
 void AccumulateAuxLosses(const RoutingDecision& decision, at::Tensor* total) {
@@ -69,8 +64,7 @@ double TransformerStackFlopsPerToken(const TransformerStackShape& shape) {
   const double moe = 2 * d * shape.moe.num_experts() + shape.top_k * expert +
                      (shape.moe.shared_expert() ? expert : 0.0);
   const int64_t num_moe = NumMoeBlocks(shape);
-  return shape.num_layers * attention + num_moe * moe +
-         (shape.num_layers - num_moe) * dense;
+  return shape.num_layers * attention + num_moe * moe + (shape.num_layers - num_moe) * dense;
 }
 
 int64_t NumMoeBlocks(const TransformerStackShape& shape) {
@@ -90,11 +84,10 @@ int64_t ParametersPerExpert(const TransformerStackShape& shape) {
   return 2 * d * h + h + d;
 }
 
-int64_t ActiveParametersPerToken(const TransformerStackShape& shape,
-                                 int64_t total) {
+int64_t ActiveParametersPerToken(const TransformerStackShape& shape, int64_t total) {
   const double inactive_experts = shape.moe.num_experts() - shape.top_k;
-  return total - std::llround(NumMoeBlocks(shape) * inactive_experts *
-                              double(ParametersPerExpert(shape)));
+  return total -
+         std::llround(NumMoeBlocks(shape) * inactive_experts * double(ParametersPerExpert(shape)));
 }
 
 namespace {
@@ -143,9 +136,9 @@ uint64_t RouterStreamSeed(uint64_t key, int64_t layer) {
   return SplitMix64(SplitMix64(key ^ kRouterSalt) + static_cast<uint64_t>(layer));
 }
 
-absl::StatusOr<std::shared_ptr<Router>> CreateRouterOnOwnStream(
-    const RouterSpec& spec, const RouterDims& dims, uint64_t key,
-    int64_t layer) {
+absl::StatusOr<std::shared_ptr<Router>> CreateRouterOnOwnStream(const RouterSpec& spec,
+                                                                const RouterDims& dims,
+                                                                uint64_t key, int64_t layer) {
   ScopedGeneratorStream stream(RouterStreamSeed(key, layer));
   return CreateRouter(spec, dims);
 }

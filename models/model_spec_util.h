@@ -40,8 +40,7 @@ absl::Status ValidateMoeSpec(const MoeSpec& moe, int32_t num_layers);
 bool IsMoeBlock(int64_t layer, int64_t moe_every);
 
 // "model.preset: unknown preset 'x' for model 'm'; known presets: a, b".
-absl::Status UnknownPresetError(absl::string_view preset,
-                                absl::string_view model_name,
+absl::Status UnknownPresetError(absl::string_view preset, absl::string_view model_name,
                                 const std::vector<std::string>& known);
 
 // Adds every aux loss of `decision` to `total` (a scalar).
@@ -76,8 +75,7 @@ int64_t ParametersPerExpert(const TransformerStackShape& shape);
 
 // Active parameters per token: `total` with each MoE layer's experts counted
 // top_k times instead of E times (rounded to the nearest integer).
-int64_t ActiveParametersPerToken(const TransformerStackShape& shape,
-                                 int64_t total);
+int64_t ActiveParametersPerToken(const TransformerStackShape& shape, int64_t total);
 
 // Model::Stats() of a transformer stack with `total_parameters`, plus
 // `extra_flops_per_token` for what surrounds the stack (embeddings, head).
@@ -112,9 +110,9 @@ uint64_t RouterStreamSeed(uint64_t key, int64_t layer);
 // RouterStreamSeed(key, layer) for the call and restored afterwards (its
 // Mersenne Twister state and its cached normal samples), whether or not the
 // router is built.
-absl::StatusOr<std::shared_ptr<Router>> CreateRouterOnOwnStream(
-    const RouterSpec& spec, const RouterDims& dims, uint64_t key,
-    int64_t layer);
+absl::StatusOr<std::shared_ptr<Router>> CreateRouterOnOwnStream(const RouterSpec& spec,
+                                                                const RouterDims& dims,
+                                                                uint64_t key, int64_t layer);
 
 // Shortcut for an InvalidArgumentError "<field>: <message>".
 absl::Status FieldError(absl::string_view field, absl::string_view message);

@@ -38,8 +38,7 @@ RouterSpec TopTwo() {
 }
 
 MoeLayer MakeLayer() {
-  const RouterDims dims{
-      .model_dim = kD, .num_experts = kE, .num_heads = 4, .causal_model = true};
+  const RouterDims dims{.model_dim = kD, .num_experts = kE, .num_heads = 4, .causal_model = true};
   return MoeLayer(MoeLayerOptions(kD, kE, kH), *CreateRouter(TopTwo(), dims));
 }
 
@@ -56,8 +55,7 @@ void BM_MoeGrouped(benchmark::State& state) {
 }
 
 // Experts sliced out of the batched parameters inside autograd.
-at::Tensor SlicedExperts(MoeLayerImpl& layer, const at::Tensor& hidden,
-                         const RoutingDecision& d) {
+at::Tensor SlicedExperts(MoeLayerImpl& layer, const at::Tensor& hidden, const RoutingDecision& d) {
   const at::Tensor x = hidden.reshape({-1, kD});
   const at::Tensor selected = d.selected.reshape({-1, kE});
   const at::Tensor combine = d.combine_weights.reshape({-1, kE});
@@ -65,11 +63,10 @@ at::Tensor SlicedExperts(MoeLayerImpl& layer, const at::Tensor& hidden,
   for (int64_t e = 0; e < kE; ++e) {
     const at::Tensor rows = at::nonzero(selected.select(1, e)).squeeze(1);
     if (rows.numel() == 0) continue;
-    const at::Tensor h = ApplyActivation(
-        at::addmm(layer.b1[e], x.index_select(0, rows), layer.w1[e]), GELU);
-    const at::Tensor y =
-        at::addmm(layer.b2[e], h, layer.w2[e]) *
-        combine.select(1, e).index_select(0, rows).unsqueeze(1);
+    const at::Tensor h =
+        ApplyActivation(at::addmm(layer.b1[e], x.index_select(0, rows), layer.w1[e]), GELU);
+    const at::Tensor y = at::addmm(layer.b2[e], h, layer.w2[e]) *
+                         combine.select(1, e).index_select(0, rows).unsqueeze(1);
     out = out.index_add(0, rows, y);
   }
   return out;
@@ -89,29 +86,23 @@ void BM_MoeSliced(benchmark::State& state) {
 }
 
 // Groups padded to the largest one and run as one batched matmul.
-at::Tensor PaddedExperts(MoeLayerImpl& layer, const at::Tensor& hidden,
-                         const RoutingDecision& d) {
+at::Tensor PaddedExperts(MoeLayerImpl& layer, const at::Tensor& hidden, const RoutingDecision& d) {
   const at::Tensor x = hidden.reshape({-1, kD});
-  const at::Tensor pairs =
-      at::nonzero(d.selected.reshape({-1, kE}).t());  // [P, 2] (e, token)
+  const at::Tensor pairs = at::nonzero(d.selected.reshape({-1, kE}).t());  // [P, 2] (e, token)
   const at::Tensor expert = pairs.select(1, 0), token = pairs.select(1, 1);
   const at::Tensor counts = at::bincount(expert, {}, kE);
   const int64_t capacity = counts.max().item<int64_t>();
   const at::Tensor starts = counts.cumsum(0) - counts;
-  const at::Tensor slot =
-      at::arange(pairs.size(0)) - starts.index_select(0, expert);
+  const at::Tensor slot = at::arange(pairs.size(0)) - starts.index_select(0, expert);
   const at::Tensor flat_slot = expert * capacity + slot;  // [P]
-  const at::Tensor padded =
-      at::zeros({kE * capacity, kD}, x.options())
-          .index_copy(0, flat_slot, x.index_select(0, token))
-          .view({kE, capacity, kD});
-  const at::Tensor h = ApplyActivation(
-      at::baddbmm(layer.b1.unsqueeze(1), padded, layer.w1), GELU);
+  const at::Tensor padded = at::zeros({kE * capacity, kD}, x.options())
+                                .index_copy(0, flat_slot, x.index_select(0, token))
+                                .view({kE, capacity, kD});
+  const at::Tensor h = ApplyActivation(at::baddbmm(layer.b1.unsqueeze(1), padded, layer.w1), GELU);
   const at::Tensor y = at::baddbmm(layer.b2.unsqueeze(1), h, layer.w2)
                            .view({kE * capacity, kD})
                            .index_select(0, flat_slot);
-  const at::Tensor weight =
-      d.combine_weights.reshape({-1}).index_select(0, token * kE + expert);
+  const at::Tensor weight = d.combine_weights.reshape({-1}).index_select(0, token * kE + expert);
   return at::zeros_like(x).index_add(0, token, y * weight.unsqueeze(1));
 }
 

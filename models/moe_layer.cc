@@ -18,12 +18,10 @@
 
 namespace moelab {
 
-MoeLayerImpl::MoeLayerImpl(const MoeLayerOptions& options,
-                           std::shared_ptr<Router> router)
+MoeLayerImpl::MoeLayerImpl(const MoeLayerOptions& options, std::shared_ptr<Router> router)
     : options(options), router_(std::move(router)) {
   TORCH_CHECK(router_ != nullptr, "MoeLayer needs a router");
-  const int64_t e = options.num_experts(), d = options.model_dim(),
-                h = options.expert_hidden();
+  const int64_t e = options.num_experts(), d = options.model_dim(), h = options.expert_hidden();
   TORCH_CHECK(e >= 1 && d >= 1 && h >= 1, "MoeLayer: E=", e, " D=", d, " H=", h,
               " must all be >= 1");
   w1 = register_parameter("w1", torch::empty({e, d, h}));
@@ -33,8 +31,7 @@ MoeLayerImpl::MoeLayerImpl(const MoeLayerOptions& options,
   reset_parameters();
   if (options.shared_expert()) {
     shared = register_module(
-        "shared",
-        FeedForward(FeedForwardOptions(d, h).activation(options.activation())));
+        "shared", FeedForward(FeedForwardOptions(d, h).activation(options.activation())));
   }
   register_module("router", router_);
 }
@@ -54,32 +51,26 @@ int64_t MoeLayerImpl::ParametersPerExpert() const {
   return 2 * d * h + h + d;
 }
 
-MoeLayerOutput MoeLayerImpl::forward(const at::Tensor& hidden,
-                                     const RoutingContext& context) {
+MoeLayerOutput MoeLayerImpl::forward(const at::Tensor& hidden, const RoutingContext& context) {
   MoeLayerOutput out;
   {
     ScopedPhase phase(kPhaseRouter);
     out.decision = router_->Route(hidden, context);
   }
-  out.output =
-      ApplyExperts(hidden, out.decision.selected, out.decision.combine_weights);
+  out.output = ApplyExperts(hidden, out.decision.selected, out.decision.combine_weights);
   return out;
 }
 
-at::Tensor MoeLayerImpl::ApplyExperts(const at::Tensor& hidden,
-                                      const at::Tensor& selected,
+at::Tensor MoeLayerImpl::ApplyExperts(const at::Tensor& hidden, const at::Tensor& selected,
                                       const at::Tensor& combine_weights) {
   const int64_t num_experts = options.num_experts();
   const int64_t model_dim = options.model_dim();
-  TORCH_CHECK(hidden.dim() == 3 && hidden.size(2) == model_dim,
-              "MoeLayer: hidden must be [B, T, ", model_dim, "], got ",
-              hidden.sizes());
-  TORCH_CHECK(
-      selected.defined() && combine_weights.defined() &&
-          selected.numel() == hidden.size(0) * hidden.size(1) * num_experts &&
-          combine_weights.numel() == selected.numel(),
-      "MoeLayer: the router's selected/combine_weights must be [B, T, ",
-      num_experts, "]");
+  TORCH_CHECK(hidden.dim() == 3 && hidden.size(2) == model_dim, "MoeLayer: hidden must be [B, T, ",
+              model_dim, "], got ", hidden.sizes());
+  TORCH_CHECK(selected.defined() && combine_weights.defined() &&
+                  selected.numel() == hidden.size(0) * hidden.size(1) * num_experts &&
+                  combine_weights.numel() == selected.numel(),
+              "MoeLayer: the router's selected/combine_weights must be [B, T, ", num_experts, "]");
   const int64_t num_tokens = hidden.size(0) * hidden.size(1);
   const at::Tensor x = hidden.reshape({num_tokens, model_dim});  // [N, D]
 
@@ -92,12 +83,11 @@ at::Tensor MoeLayerImpl::ApplyExperts(const at::Tensor& hidden,
   {
     ScopedPhase phase(kPhaseDispatch);
     // (expert, token) pairs in expert-major order: [P, 2].
-    const at::Tensor pairs = at::nonzero(
-        selected.reshape({num_tokens, num_experts}).to(at::kBool).t());
+    const at::Tensor pairs =
+        at::nonzero(selected.reshape({num_tokens, num_experts}).to(at::kBool).t());
     pair_expert = pairs.select(1, 0);
     pair_token = pairs.select(1, 1);
-    const at::Tensor counts =
-        at::bincount(pair_expert, /*weights=*/{}, num_experts).to(at::kCPU);
+    const at::Tensor counts = at::bincount(pair_expert, /*weights=*/{}, num_experts).to(at::kCPU);
     const int64_t* counts_data = counts.data_ptr<int64_t>();
     group_sizes.assign(counts_data, counts_data + num_experts);
     x_sorted = x.index_select(0, pair_token);
@@ -107,19 +97,16 @@ at::Tensor MoeLayerImpl::ApplyExperts(const at::Tensor& hidden,
   at::Tensor y_sorted, shared_output;
   {
     ScopedPhase phase(kPhaseExpertMatmuls);
-    y_sorted = GroupedExpertFfn(x_sorted, group_sizes, w1, b1, w2, b2,
-                                options.activation());
+    y_sorted = GroupedExpertFfn(x_sorted, group_sizes, w1, b1, w2, b2, options.activation());
     if (shared) shared_output = shared->forward(x);
   }
 
   ScopedPhase phase(kPhaseCombine);
-  const at::Tensor pair_weight =
-      combine_weights.reshape({num_tokens * num_experts})
-          .index_select(0, pair_token * num_experts + pair_expert)
-          .to(y_sorted.scalar_type());  // [P]
-  at::Tensor output =
-      at::zeros({num_tokens, model_dim}, hidden.options())
-          .index_add(0, pair_token, y_sorted * pair_weight.unsqueeze(1));
+  const at::Tensor pair_weight = combine_weights.reshape({num_tokens * num_experts})
+                                     .index_select(0, pair_token * num_experts + pair_expert)
+                                     .to(y_sorted.scalar_type());  // [P]
+  at::Tensor output = at::zeros({num_tokens, model_dim}, hidden.options())
+                          .index_add(0, pair_token, y_sorted * pair_weight.unsqueeze(1));
   if (shared) output = output + shared_output;
   return output.view(hidden.sizes());
 }

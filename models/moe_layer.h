@@ -34,9 +34,7 @@ namespace moelab {
 
 struct MoeLayerOptions {
   MoeLayerOptions(int64_t model_dim, int64_t num_experts, int64_t expert_hidden)
-      : model_dim_(model_dim),
-        num_experts_(num_experts),
-        expert_hidden_(expert_hidden) {}
+      : model_dim_(model_dim), num_experts_(num_experts), expert_hidden_(expert_hidden) {}
   TORCH_ARG(int64_t, model_dim);      // D
   TORCH_ARG(int64_t, num_experts);    // E
   TORCH_ARG(int64_t, expert_hidden);  // H
@@ -58,8 +56,7 @@ class MoeLayerImpl : public torch::nn::Module {
   MoeLayerImpl(const MoeLayerOptions& options, std::shared_ptr<Router> router);
 
   // hidden: [B, T, D] -> output [B, T, D] and the router's decision.
-  MoeLayerOutput forward(const at::Tensor& hidden,
-                         const RoutingContext& context);
+  MoeLayerOutput forward(const at::Tensor& hidden, const RoutingContext& context);
 
   // The experts (and shared expert) applied as `selected` and
   // `combine_weights` ([B, T, E] each) say, without routing.

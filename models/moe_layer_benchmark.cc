@@ -93,10 +93,10 @@ namespace moelab {
 namespace {
 
 struct Case {
-  int64_t tokens;       // T
-  int64_t num_experts;  // E
-  int64_t model_dim;    // D
-  int64_t top_k;        // k
+  int64_t tokens;                                   // T
+  int64_t num_experts;                              // E
+  int64_t model_dim;                                // D
+  int64_t top_k;                                    // k
   int64_t hidden() const { return 4 * model_dim; }  // H
 };
 
@@ -120,8 +120,7 @@ MoeLayer MakeLayer(const Case& c) {
                         .causal_model = false};
   absl::StatusOr<std::shared_ptr<Router>> router = CreateRouter(spec, dims);
   TORCH_CHECK(router.ok(), router.status().ToString());
-  return MoeLayer(MoeLayerOptions(c.model_dim, c.num_experts, c.hidden()),
-                  *std::move(router));
+  return MoeLayer(MoeLayerOptions(c.model_dim, c.num_experts, c.hidden()), *std::move(router));
 }
 
 // Backward from `output` (upstream gradient `grad_output`) and from the
@@ -146,8 +145,7 @@ void ClearGradients(torch::nn::Module& module, const at::Tensor& hidden) {
 }
 
 // One forward + backward of the layer as a training step runs it.
-void MoeStep(MoeLayer& layer, const at::Tensor& hidden,
-             const at::Tensor& grad_output) {
+void MoeStep(MoeLayer& layer, const at::Tensor& hidden, const at::Tensor& grad_output) {
   ClearGradients(*layer, hidden);
   MoeLayerOutput out = layer->forward(hidden, RoutingContext());
   Backward(out.output, grad_output, out.decision);
@@ -202,8 +200,7 @@ struct DenseFfn {
 };
 
 // Route, then backward of the combine weights and aux losses only.
-void RouterStep(MoeLayer& layer, const at::Tensor& hidden,
-                const at::Tensor& grad_combine) {
+void RouterStep(MoeLayer& layer, const at::Tensor& hidden, const at::Tensor& grad_combine) {
   // Only the router's own gradients: the experts' are not its cost.
   ClearGradients(*layer->router(), hidden);
   RoutingDecision d = layer->router()->Route(hidden, RoutingContext());
@@ -214,26 +211,20 @@ void BM_MoeLayer(benchmark::State& state) {
   const Case c{state.range(0), state.range(1), state.range(2), state.range(3)};
   torch::manual_seed(0);
   MoeLayer layer = MakeLayer(c);
-  const at::Tensor hidden =
-      at::randn({1, c.tokens, c.model_dim}).requires_grad_(true);
+  const at::Tensor hidden = at::randn({1, c.tokens, c.model_dim}).requires_grad_(true);
   const at::Tensor grad_output = at::randn({1, c.tokens, c.model_dim});
-  const at::Tensor grad_combine =
-      at::randn({1, c.tokens, c.num_experts});
+  const at::Tensor grad_combine = at::randn({1, c.tokens, c.num_experts});
 
   // The pairs actually routed, from a real decision.
   int64_t pairs = 0;
   {
     torch::NoGradGuard no_grad;
-    pairs = layer->router()
-                ->Route(hidden, RoutingContext())
-                .selected.sum()
-                .item<int64_t>();
+    pairs = layer->router()->Route(hidden, RoutingContext()).selected.sum().item<int64_t>();
   }
   if (pairs != c.tokens * c.top_k) {
-    state.SkipWithError(
-        absl::StrCat("routed ", pairs, " pairs, dropless top-", c.top_k,
-                     " should route ", c.tokens * c.top_k)
-            .c_str());
+    state.SkipWithError(absl::StrCat("routed ", pairs, " pairs, dropless top-", c.top_k,
+                                     " should route ", c.tokens * c.top_k)
+                            .c_str());
     return;
   }
   DenseSgemm sgemm(pairs, c.model_dim, c.hidden());
@@ -273,8 +264,7 @@ void BM_MoeLayer(benchmark::State& state) {
 }
 
 std::string CaseArgs(const Case& c) {
-  return absl::StrCat("T:", c.tokens, "/E:", c.num_experts, "/D:", c.model_dim,
-                      "/k:", c.top_k);
+  return absl::StrCat("T:", c.tokens, "/E:", c.num_experts, "/D:", c.model_dim, "/k:", c.top_k);
 }
 
 void Register(const char* name, const Case& c) {
@@ -333,9 +323,8 @@ class SummaryReporter : public benchmark::ConsoleReporter {
         "dense FFN with bias + GELU via autograd;\nratio = moe / sgemm; "
         "router share = router fwd+bwd / layer fwd+bwd.\n\n",
         absl::GetFlag(FLAGS_threads));
-    std::printf("%-26s %6s %9s %9s %9s %9s %7s %9s %7s\n", "case", "pairs",
-                "moe ms", "moe GF/s", "sgemm GF/s", "ffn GF/s", "ratio",
-                "router ms", "router");
+    std::printf("%-26s %6s %9s %9s %9s %9s %7s %9s %7s\n", "case", "pairs", "moe ms", "moe GF/s",
+                "sgemm GF/s", "ffn GF/s", "ratio", "router ms", "router");
     std::string headline = "headline case not run (filtered out)";
     for (const std::string& args : order_) {
       const Row& row = rows_.at(args);
@@ -348,11 +337,10 @@ class SummaryReporter : public benchmark::ConsoleReporter {
         auto it = row.counters.find(name);
         return it == row.counters.end() ? 0.0 : it->second.value;
       };
-      std::printf("%-26s %6.0f %9.1f %9.1f %10.1f %9.1f %6.0f%% %9.2f %6.1f%%\n",
-                  args.c_str(), counter("pairs"), row.ms,
-                  counter("moe_GFLOPs"), counter("sgemm_GFLOPs"),
-                  counter("ffn_GFLOPs"), 100 * counter("ratio"),
-                  counter("router_ms"), 100 * counter("router_share"));
+      std::printf("%-26s %6.0f %9.1f %9.1f %10.1f %9.1f %6.0f%% %9.2f %6.1f%%\n", args.c_str(),
+                  counter("pairs"), row.ms, counter("moe_GFLOPs"), counter("sgemm_GFLOPs"),
+                  counter("ffn_GFLOPs"), 100 * counter("ratio"), counter("router_ms"),
+                  100 * counter("router_share"));
       if (args == CaseArgs(kHeadline)) {
         headline_seen_ = true;
         const double ratio = counter("ratio"), share = counter("router_share");
@@ -392,8 +380,7 @@ void PrintHeadlineProfile() {
   MoeLayer layer = MakeLayer(kHeadline);
   const at::Tensor hidden =
       at::randn({1, kHeadline.tokens, kHeadline.model_dim}).requires_grad_(true);
-  const at::Tensor grad_output =
-      at::randn({1, kHeadline.tokens, kHeadline.model_dim});
+  const at::Tensor grad_output = at::randn({1, kHeadline.tokens, kHeadline.model_dim});
   MoeStep(layer, hidden, grad_output);  // warm-up
   StepProfiler profiler;
   for (int step = 0; step < 3; ++step) {
@@ -402,8 +389,7 @@ void PrintHeadlineProfile() {
     profiler.EndStep();
   }
   std::printf("\nPer-phase profile of the headline layer (%s), 3 steps:\n%s\n",
-              CaseArgs(kHeadline).c_str(),
-              StepProfiler::Format(profiler.Profile()).c_str());
+              CaseArgs(kHeadline).c_str(), StepProfiler::Format(profiler.Profile()).c_str());
 }
 
 }  // namespace

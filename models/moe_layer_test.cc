@@ -25,13 +25,12 @@ struct Fixture {
   MoeLayer layer{nullptr};
 };
 
-Fixture MakeLayer(int64_t d, int64_t e, int64_t h, int64_t k,
-                  Activation activation = GELU, bool shared = false) {
+Fixture MakeLayer(int64_t d, int64_t e, int64_t h, int64_t k, Activation activation = GELU,
+                  bool shared = false) {
   Fixture f;
   f.router = std::make_shared<TestRouter>(d, e, k);
-  f.layer = MoeLayer(
-      MoeLayerOptions(d, e, h).activation(activation).shared_expert(shared),
-      f.router);
+  f.layer =
+      MoeLayer(MoeLayerOptions(d, e, h).activation(activation).shared_expert(shared), f.router);
   return f;
 }
 
@@ -62,16 +61,13 @@ void ExpectMatchesNaive(Fixture& f, const at::Tensor& hidden_in) {
   EXPECT_LT(MaxAbsDiff(out.output, reference), 1e-10);
 
   const at::Tensor probe = torch::randn(hidden.sizes(), at::kDouble);
-  std::vector<at::Tensor> inputs = {hidden,      f.layer->w1,
-                                    f.layer->b1, f.layer->w2,
-                                    f.layer->b2, f.router->gate_weight};
+  std::vector<at::Tensor> inputs = {hidden,      f.layer->w1, f.layer->b1,
+                                    f.layer->w2, f.layer->b2, f.router->gate_weight};
   if (f.layer->shared) {
-    for (const at::Tensor& p : f.layer->shared->parameters())
-      inputs.push_back(p);
+    for (const at::Tensor& p : f.layer->shared->parameters()) inputs.push_back(p);
   }
-  auto grads =
-      torch::autograd::grad({(out.output * probe).sum()}, inputs,
-                            /*grad_outputs=*/{}, /*retain_graph=*/true);
+  auto grads = torch::autograd::grad({(out.output * probe).sum()}, inputs,
+                                     /*grad_outputs=*/{}, /*retain_graph=*/true);
   auto grads_ref = torch::autograd::grad({(reference * probe).sum()}, inputs);
   for (size_t i = 0; i < inputs.size(); ++i) {
     EXPECT_LT(MaxAbsDiff(grads[i], grads_ref[i]), 1e-10) << "input " << i;
@@ -106,8 +102,7 @@ TEST(MoeLayerTest, VariableExpertsPerTokenIncludingNone) {
   f.router->set_fixed_selection(mask);
   ExpectMatchesNaive(f, torch::randn({1, 6, 6}));
 
-  MoeLayerOutput out =
-      f.layer->forward(torch::randn({1, 6, 6}, at::kDouble), RoutingContext());
+  MoeLayerOutput out = f.layer->forward(torch::randn({1, 6, 6}, at::kDouble), RoutingContext());
   // A token without experts gets exactly zero from the layer.
   EXPECT_EQ(out.output[0][0].abs().max().item<double>(), 0.0);
   EXPECT_EQ(out.output[0][4].abs().max().item<double>(), 0.0);
@@ -121,8 +116,7 @@ TEST(MoeLayerTest, UnselectedExpertGetsExactlyZeroGradient) {
   mask.select(2, 0).fill_(true);
   mask[1][2][2] = true;  // expert 1 is never used
   f.router->set_fixed_selection(mask);
-  MoeLayerOutput out =
-      f.layer->forward(torch::randn({2, 3, 4}), RoutingContext());
+  MoeLayerOutput out = f.layer->forward(torch::randn({2, 3, 4}), RoutingContext());
   out.output.sum().backward();
   EXPECT_EQ(f.layer->w1.grad()[1].abs().max().item<float>(), 0.0f);
   EXPECT_EQ(f.layer->b2.grad()[1].abs().max().item<float>(), 0.0f);
@@ -162,8 +156,7 @@ TEST(MoeLayerTest, FloatMatchesNaiveWithinTolerance) {
   MoeLayerOutput out = f.layer->forward(hidden, RoutingContext());
   const at::Tensor reference = ReferenceMoe(*f.layer, hidden, out.decision);
   EXPECT_LT(MaxAbsDiff(out.output, reference), 1e-5);
-  auto g = torch::autograd::grad({out.output.sum()}, {hidden, f.layer->w2}, {},
-                                 true);
+  auto g = torch::autograd::grad({out.output.sum()}, {hidden, f.layer->w2}, {}, true);
   auto g_ref = torch::autograd::grad({reference.sum()}, {hidden, f.layer->w2});
   EXPECT_LT(MaxAbsDiff(g[0], g_ref[0]), 1e-4);
   EXPECT_LT(MaxAbsDiff(g[1], g_ref[1]), 1e-4);

@@ -42,8 +42,7 @@ RouterSpec TokenChoice(double capacity_factor) {
   return spec;
 }
 
-const RouterDims kDims{
-    .model_dim = 8, .num_experts = 4, .num_heads = 2, .causal_model = true};
+const RouterDims kDims{.model_dim = 8, .num_experts = 4, .num_heads = 2, .causal_model = true};
 
 RouterDims kDims32() {
   RouterDims dims = kDims;
@@ -53,16 +52,13 @@ RouterDims kDims32() {
 
 TEST(MoeWithRoutersTest, DroplessEqualsInfiniteCapacity) {
   torch::manual_seed(0);
-  MoeLayer dropless(MoeLayerOptions(8, 4, 12),
-                    MakeRouter(TokenChoice(0), kDims));
+  MoeLayer dropless(MoeLayerOptions(8, 4, 12), MakeRouter(TokenChoice(0), kDims));
   // C = ceil(cf * N * k / E) with cf = E / k is N: no expert can overflow.
-  MoeLayer unbounded(MoeLayerOptions(8, 4, 12),
-                     MakeRouter(TokenChoice(2.0), kDims));
+  MoeLayer unbounded(MoeLayerOptions(8, 4, 12), MakeRouter(TokenChoice(2.0), kDims));
   {
     torch::NoGradGuard no_grad;
     auto from = dropless->named_parameters();
-    for (auto& p : unbounded->named_parameters())
-      p.value().copy_(from[p.key()]);
+    for (auto& p : unbounded->named_parameters()) p.value().copy_(from[p.key()]);
   }
   const at::Tensor hidden = torch::randn({3, 10, 8});
   MoeLayerOutput a = dropless->forward(hidden, RoutingContext());
@@ -77,18 +73,14 @@ TEST(MoeWithRoutersTest, DroplessEqualsInfiniteCapacity) {
 
 TEST(MoeWithRoutersTest, TightCapacityComputesOnlyKeptPairs) {
   torch::manual_seed(1);
-  MoeLayer layer(MoeLayerOptions(8, 4, 12),
-                 MakeRouter(TokenChoice(0.5), kDims));
+  MoeLayer layer(MoeLayerOptions(8, 4, 12), MakeRouter(TokenChoice(0.5), kDims));
   layer->to(at::kDouble);
   const at::Tensor hidden = torch::randn({2, 12, 8}, at::kDouble);
   MoeLayerOutput out = layer->forward(hidden, RoutingContext());
   // C = ceil(0.5 * 24 * 2 / 4) = 6 pairs per expert at most.
-  EXPECT_TRUE((out.decision.selected.sum(at::IntArrayRef{0, 1}) <= 6)
-                  .all()
-                  .item<bool>());
+  EXPECT_TRUE((out.decision.selected.sum(at::IntArrayRef{0, 1}) <= 6).all().item<bool>());
   EXPECT_LT(out.decision.selected.sum().item<int64_t>(), 48);
-  EXPECT_LT(MaxAbsDiff(out.output, ReferenceMoe(*layer, hidden, out.decision)),
-            1e-10);
+  EXPECT_LT(MaxAbsDiff(out.output, ReferenceMoe(*layer, hidden, out.decision)), 1e-10);
 }
 
 // Routers that give tokens a variable number of experts.
@@ -102,8 +94,7 @@ TEST_P(VariableExpertsTest, MatchesReferenceValuesAndGradients) {
   MoeLayer layer(MoeLayerOptions(8, 4, 12), MakeRouter(spec, kDims));
   layer->to(at::kDouble);
   // Large inputs make the gate decisive, so budgets spread unevenly.
-  at::Tensor hidden =
-      (torch::randn({2, 9, 8}, at::kDouble) * 30).requires_grad_(true);
+  at::Tensor hidden = (torch::randn({2, 9, 8}, at::kDouble) * 30).requires_grad_(true);
   MoeLayerOutput out = layer->forward(hidden, RoutingContext());
   const at::Tensor per_token = out.decision.selected.sum(-1);
   EXPECT_GT(per_token.max().item<int64_t>(), 2) << GetParam();
@@ -142,8 +133,7 @@ ExperimentSpec LmSpec(const std::string& router) {
   EXPECT_TRUE(ResolveTransformerLmSpec(spec.mutable_model()).ok());
   auto entry = RouterRegistry().Find(router);
   if ((*entry)->resolve) {
-    (*entry)->resolve(spec.mutable_router(),
-                      TransformerLmRouterDims(spec.model()));
+    (*entry)->resolve(spec.mutable_router(), TransformerLmRouterDims(spec.model()));
   }
   return spec;
 }
@@ -157,8 +147,7 @@ TEST_P(CausalLmTest, TrainsAndStaysCausal) {
   DatasetInfo info;
   info.vocab_size = 30;
   info.sequence_length = 12;
-  absl::StatusOr<std::shared_ptr<Model>> model =
-      CreateModel(LmSpec(GetParam()), info);
+  absl::StatusOr<std::shared_ptr<Model>> model = CreateModel(LmSpec(GetParam()), info);
   ASSERT_TRUE(model.ok()) << model.status();
   for (const auto& router : (*model)->Routers()) {
     ASSERT_TRUE(router->IsCausal(true)) << GetParam();
@@ -178,14 +167,12 @@ TEST_P(CausalLmTest, TrainsAndStaysCausal) {
   const at::Tensor before = (*model)->Forward(batch, {}).logits;
   batch.inputs[0][8] = (batch.inputs[0][8] + 1) % 30;
   const at::Tensor after = (*model)->Forward(batch, {}).logits;
-  EXPECT_LT(MaxAbsDiff(before[0].slice(0, 0, 8), after[0].slice(0, 0, 8)),
-            1e-5);
+  EXPECT_LT(MaxAbsDiff(before[0].slice(0, 0, 8), after[0].slice(0, 0, 8)), 1e-5);
   EXPECT_GT(MaxAbsDiff(before[0][8], after[0][8]), 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(Routers, CausalLmTest,
-                         ::testing::Values("token_choice", "attention_aware",
-                                           "similarity_aware"));
+                         ::testing::Values("token_choice", "attention_aware", "similarity_aware"));
 
 // bf16 mixed precision (core/precision.h) in the layer: the router sees the
 // same fp32 input and computes in fp32, so its decisions and combine weights

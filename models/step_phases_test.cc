@@ -50,16 +50,14 @@ void ExpectPhases(const StepProfile& profile, const std::vector<const char*>& ph
     ASSERT_NE(phase, nullptr) << name << "\n" << StepProfiler::Format(profile);
     EXPECT_GT(phase->forward_ms, 0) << name;
     // Backward nodes are charged to the phase that created them.
-    EXPECT_GT(phase->backward_ms, 0) << name << "\n"
-                                     << StepProfiler::Format(profile);
+    EXPECT_GT(phase->backward_ms, 0) << name << "\n" << StepProfiler::Format(profile);
   }
   EXPECT_EQ(profile.phases.size(), phases.size() + 1) << StepProfiler::Format(profile);
   EXPECT_EQ(profile.phases.back().name, "other");
 }
 
-const std::vector<const char*> kMoePhases = {
-    kPhaseEmbedding, kPhaseAttention, kPhaseRouter,
-    kPhaseDispatch,  kPhaseCombine,   kPhaseExpertMatmuls};
+const std::vector<const char*> kMoePhases = {kPhaseEmbedding, kPhaseAttention, kPhaseRouter,
+                                             kPhaseDispatch,  kPhaseCombine,   kPhaseExpertMatmuls};
 
 std::vector<const char*> With(std::vector<const char*> phases,
                               std::initializer_list<const char*> more) {

@@ -55,8 +55,7 @@ class TransformerBlockImpl : public torch::nn::Module {
 
   // x: [B, T, D]. `context` carries the token ids, training flag and
   // causality; the block adds the attention fields its router needs.
-  TransformerBlockOutput forward(const at::Tensor& x,
-                                 const RoutingContext& context);
+  TransformerBlockOutput forward(const at::Tensor& x, const RoutingContext& context);
 
   bool is_moe() const { return !moe.is_empty(); }
 

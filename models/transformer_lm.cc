@@ -51,8 +51,7 @@ std::vector<std::string> PresetNames() {
   return names;
 }
 
-TransformerStackShape StackShape(const ModelSpec& spec, int64_t tokens,
-                                 double top_k) {
+TransformerStackShape StackShape(const ModelSpec& spec, int64_t tokens, double top_k) {
   const TransformerLmOptions& o = spec.transformer_lm();
   TransformerStackShape shape;
   shape.model_dim = o.model_dim();
@@ -68,10 +67,9 @@ TransformerStackShape StackShape(const ModelSpec& spec, int64_t tokens,
 
 absl::Status ResolveTransformerLmSpec(ModelSpec* spec) {
   if (spec->options_case() == ModelSpec::kVit) {
-    return FieldError("model.vit",
-                      absl::StrCat("these options belong to "
-                                   "vmoe_vit; model '",
-                                   kModelName, "' takes model.transformer_lm"));
+    return FieldError("model.vit", absl::StrCat("these options belong to "
+                                                "vmoe_vit; model '",
+                                                kModelName, "' takes model.transformer_lm"));
   }
   if (spec->preset().empty()) spec->set_preset("cpu_tiny");
   const LmPreset* preset = nullptr;
@@ -94,10 +92,9 @@ absl::Status ResolveTransformerLmSpec(ModelSpec* spec) {
 
 absl::Status ValidateTransformerLmSpec(const ModelSpec& spec) {
   if (spec.options_case() != ModelSpec::kTransformerLm) {
-    return FieldError("model.transformer_lm",
-                      absl::StrCat("model '", kModelName,
-                                   "' needs model.transformer_lm options "
-                                   "(resolve the spec first)"));
+    return FieldError("model.transformer_lm", absl::StrCat("model '", kModelName,
+                                                           "' needs model.transformer_lm options "
+                                                           "(resolve the spec first)"));
   }
   const TransformerLmOptions& o = spec.transformer_lm();
   if (o.num_layers() < 1) {
@@ -110,8 +107,8 @@ absl::Status ValidateTransformerLmSpec(const ModelSpec& spec) {
   }
   if (o.num_heads() < 1 || o.model_dim() % o.num_heads() != 0) {
     return FieldError("model.transformer_lm.num_heads",
-                      absl::StrCat("must be >= 1 and divide model_dim (",
-                                   o.model_dim(), "), got ", o.num_heads()));
+                      absl::StrCat("must be >= 1 and divide model_dim (", o.model_dim(), "), got ",
+                                   o.num_heads()));
   }
   if (o.dense_hidden() < 1) {
     return FieldError("model.transformer_lm.dense_hidden",
@@ -131,8 +128,7 @@ RouterDims TransformerLmRouterDims(const ModelSpec& spec) {
                     .causal_model = true};
 }
 
-MoeTransformerLm::MoeTransformerLm(const ModelSpec& model, double top_k,
-                                   const DatasetInfo& info)
+MoeTransformerLm::MoeTransformerLm(const ModelSpec& model, double top_k, const DatasetInfo& info)
     : spec_(model),
       top_k_(top_k),
       vocab_size_(info.vocab_size),
@@ -140,16 +136,13 @@ MoeTransformerLm::MoeTransformerLm(const ModelSpec& model, double top_k,
 
 absl::StatusOr<std::shared_ptr<MoeTransformerLm>> MoeTransformerLm::Create(
     const ExperimentSpec& spec, const DatasetInfo& info) {
-  if (info.task != Task::kLanguageModeling || info.vocab_size < 1 ||
-      info.sequence_length < 1) {
-    return FieldError(
-        "dataset.name",
-        absl::StrCat("model '", kModelName,
-                     "' needs a language-modelling "
-                     "dataset with a vocabulary and a sequence length; '",
-                     spec.dataset().name(), "' has vocab_size ",
-                     info.vocab_size, ", sequence_length ",
-                     info.sequence_length));
+  if (info.task != Task::kLanguageModeling || info.vocab_size < 1 || info.sequence_length < 1) {
+    return FieldError("dataset.name",
+                      absl::StrCat("model '", kModelName,
+                                   "' needs a language-modelling "
+                                   "dataset with a vocabulary and a sequence length; '",
+                                   spec.dataset().name(), "' has vocab_size ", info.vocab_size,
+                                   ", sequence_length ", info.sequence_length));
   }
   if (absl::Status s = ValidateTransformerLmSpec(spec.model()); !s.ok()) {
     return s;
@@ -162,10 +155,10 @@ absl::StatusOr<std::shared_ptr<MoeTransformerLm>> MoeTransformerLm::Create(
   const MoeSpec& moe = spec.model().moe();
   const int64_t d = o.model_dim();
 
-  lm->token_embedding_ = lm->register_module(
-      "token_embedding", torch::nn::Embedding(info.vocab_size, d));
-  lm->position_embedding_ = lm->register_module(
-      "position_embedding", torch::nn::Embedding(info.sequence_length, d));
+  lm->token_embedding_ =
+      lm->register_module("token_embedding", torch::nn::Embedding(info.vocab_size, d));
+  lm->position_embedding_ =
+      lm->register_module("position_embedding", torch::nn::Embedding(info.sequence_length, d));
   {
     // GPT-2's N(0, 0.02): keeps tied output logits small at the start.
     torch::NoGradGuard no_grad;
@@ -173,8 +166,7 @@ absl::StatusOr<std::shared_ptr<MoeTransformerLm>> MoeTransformerLm::Create(
     lm->position_embedding_->weight.normal_(0.0, 0.02);
   }
   lm->embedding_dropout_ = lm->register_module(
-      "embedding_dropout",
-      torch::nn::Dropout(torch::nn::DropoutOptions(o.dropout())));
+      "embedding_dropout", torch::nn::Dropout(torch::nn::DropoutOptions(o.dropout())));
 
   const RouterDims dims = TransformerLmRouterDims(spec.model());
   const auto block_options = TransformerBlockOptions(d, o.num_heads())
@@ -190,36 +182,31 @@ absl::StatusOr<std::shared_ptr<MoeTransformerLm>> MoeTransformerLm::Create(
       absl::StatusOr<std::shared_ptr<Router>> router =
           CreateRouterOnOwnStream(spec.router(), dims, router_key, layer);
       if (!router.ok()) return router.status();
-      MoeLayer moe_layer(
-          MoeLayerOptions(d, moe.num_experts(), moe.expert_hidden())
-              .activation(moe.activation())
-              .shared_expert(moe.shared_expert()),
-          *std::move(router));
+      MoeLayer moe_layer(MoeLayerOptions(d, moe.num_experts(), moe.expert_hidden())
+                             .activation(moe.activation())
+                             .shared_expert(moe.shared_expert()),
+                         *std::move(router));
       block = TransformerBlock(block_options, std::move(moe_layer));
     } else {
       block = TransformerBlock(block_options);
     }
-    lm->blocks_.push_back(
-        lm->register_module(absl::StrCat("block", layer), block));
+    lm->blocks_.push_back(lm->register_module(absl::StrCat("block", layer), block));
   }
-  lm->final_norm_ = lm->register_module(
-      "final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+  lm->final_norm_ =
+      lm->register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
   if (!o.tie_embeddings()) {
     lm->output_ = lm->register_module(
-        "output",
-        torch::nn::Linear(
-            torch::nn::LinearOptions(d, info.vocab_size).bias(false)));
+        "output", torch::nn::Linear(torch::nn::LinearOptions(d, info.vocab_size).bias(false)));
   }
   return lm;
 }
 
-ModelOutput MoeTransformerLm::Forward(const Batch& batch,
-                                      const ForwardOptions& options) {
+ModelOutput MoeTransformerLm::Forward(const Batch& batch, const ForwardOptions& options) {
   const at::Tensor& ids = batch.inputs;  // [B, T]
   TORCH_CHECK(ids.dim() == 2, "moe_transformer_lm: inputs must be [B, T]");
   const int64_t tokens = ids.size(1);
-  TORCH_CHECK(tokens <= max_tokens_, "moe_transformer_lm: ", tokens,
-              " tokens exceed the ", max_tokens_, " position embeddings");
+  TORCH_CHECK(tokens <= max_tokens_, "moe_transformer_lm: ", tokens, " tokens exceed the ",
+              max_tokens_, " position embeddings");
   at::Tensor x;  // [B, T, D]
   {
     ScopedPhase phase(kPhaseEmbedding);
@@ -261,8 +248,7 @@ ModelOutput MoeTransformerLm::Forward(const Batch& batch,
   }
   if (batch.targets.defined()) {
     ScopedPhase phase(kPhaseLoss);
-    out.loss = MeanCrossEntropy(out.logits.reshape({-1, vocab_size_}),
-                                batch.targets.reshape({-1}));
+    out.loss = MeanCrossEntropy(out.logits.reshape({-1, vocab_size_}), batch.targets.reshape({-1}));
   }
   return out;
 }
@@ -283,21 +269,19 @@ std::vector<std::shared_ptr<Router>> MoeTransformerLm::Routers() const {
   return routers;
 }
 
-MOELAB_REGISTER_MODEL(
-    kModelName,
-    {.description = "decoder-only transformer LM with MoE FFNs every "
-                    "moe_every-th block; presets cpu_tiny (default), "
-                    "cpu_small, smoe_small, smoe_medium, glam_style",
-     .resolve = ResolveTransformerLmSpec,
-     .validate = ValidateTransformerLmSpec,
-     .router_dims = TransformerLmRouterDims,
-     .create = [](const ExperimentSpec& spec, const DatasetInfo& info)
-         -> absl::StatusOr<std::shared_ptr<Model>> {
-       absl::StatusOr<std::shared_ptr<MoeTransformerLm>> lm =
-           MoeTransformerLm::Create(spec, info);
-       if (!lm.ok()) return lm.status();
-       return std::shared_ptr<Model>(*std::move(lm));
-     },
-     .task = Task::kLanguageModeling});
+MOELAB_REGISTER_MODEL(kModelName, {.description = "decoder-only transformer LM with MoE FFNs every "
+                                                  "moe_every-th block; presets cpu_tiny (default), "
+                                                  "cpu_small, smoe_small, smoe_medium, glam_style",
+                                   .resolve = ResolveTransformerLmSpec,
+                                   .validate = ValidateTransformerLmSpec,
+                                   .router_dims = TransformerLmRouterDims,
+                                   .create = [](const ExperimentSpec& spec, const DatasetInfo& info)
+                                       -> absl::StatusOr<std::shared_ptr<Model>> {
+                                     absl::StatusOr<std::shared_ptr<MoeTransformerLm>> lm =
+                                         MoeTransformerLm::Create(spec, info);
+                                     if (!lm.ok()) return lm.status();
+                                     return std::shared_ptr<Model>(*std::move(lm));
+                                   },
+                                   .task = Task::kLanguageModeling});
 
 }  // namespace moelab

@@ -66,13 +66,12 @@ class MoeTransformerLm : public Model {
   // each router's on a stream of its own derived from the generator's state
   // (CreateRouterOnOwnStream), so that the other parameters do not depend
   // on the router.
-  static absl::StatusOr<std::shared_ptr<MoeTransformerLm>> Create(
-      const ExperimentSpec& spec, const DatasetInfo& info);
+  static absl::StatusOr<std::shared_ptr<MoeTransformerLm>> Create(const ExperimentSpec& spec,
+                                                                  const DatasetInfo& info);
 
   // batch.inputs: [B, T] int64 with T <= the dataset's sequence_length;
   // batch.targets [B, T] (loss is left undefined without targets).
-  ModelOutput Forward(const Batch& batch,
-                      const ForwardOptions& options) override;
+  ModelOutput Forward(const Batch& batch, const ForwardOptions& options) override;
   ModelStats Stats() const override;
   bool IsCausal() const override { return true; }
   std::vector<std::shared_ptr<Router>> Routers() const override;
@@ -80,8 +79,7 @@ class MoeTransformerLm : public Model {
   const std::vector<TransformerBlock>& blocks() const { return blocks_; }
 
  private:
-  MoeTransformerLm(const ModelSpec& model, double top_k,
-                   const DatasetInfo& info);
+  MoeTransformerLm(const ModelSpec& model, double top_k, const DatasetInfo& info);
 
   ModelSpec spec_;  // model part, resolved
   double top_k_;

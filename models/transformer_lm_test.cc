@@ -16,8 +16,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "models/model_spec_util.h"
-#include "models/testing/test_routers.h"
 #include "models/testing/non_router_parameters.h"
+#include "models/testing/test_routers.h"
 
 namespace moelab {
 namespace {
@@ -107,9 +107,8 @@ TEST(TransformerLmSpecTest, ErrorsNameTheField) {
   absl::Status s = ResolveTransformerLmSpec(&unknown);
   EXPECT_THAT(std::string(s.message()), HasSubstr("model.preset"));
   EXPECT_THAT(std::string(s.message()), HasSubstr("huge"));
-  EXPECT_THAT(
-      std::string(s.message()),
-      HasSubstr("cpu_tiny, cpu_small, smoe_small, smoe_medium, glam_style"));
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("cpu_tiny, cpu_small, smoe_small, smoe_medium, glam_style"));
 
   ModelSpec vit_options;
   vit_options.mutable_vit()->set_patch_size(4);
@@ -122,29 +121,21 @@ TEST(TransformerLmSpecTest, ErrorsNameTheField) {
     EXPECT_TRUE(ResolveTransformerLmSpec(&spec).ok());
     return std::string(ValidateTransformerLmSpec(spec).message());
   };
-  EXPECT_THAT(error_for([](ModelSpec* s) {
-                s->mutable_transformer_lm()->set_num_heads(3);
-              }),
+  EXPECT_THAT(error_for([](ModelSpec* s) { s->mutable_transformer_lm()->set_num_heads(3); }),
               HasSubstr("model.transformer_lm.num_heads: must be >= 1 and "
                         "divide model_dim (128), got 3"));
-  EXPECT_THAT(error_for([](ModelSpec* s) {
-                s->mutable_transformer_lm()->set_num_layers(0);
-              }),
+  EXPECT_THAT(error_for([](ModelSpec* s) { s->mutable_transformer_lm()->set_num_layers(0); }),
               HasSubstr("model.transformer_lm.num_layers"));
-  EXPECT_THAT(error_for([](ModelSpec* s) {
-                s->mutable_transformer_lm()->set_dropout(1.0f);
-              }),
+  EXPECT_THAT(error_for([](ModelSpec* s) { s->mutable_transformer_lm()->set_dropout(1.0f); }),
               HasSubstr("model.transformer_lm.dropout"));
   EXPECT_THAT(error_for([](ModelSpec* s) {
                 s->mutable_moe()->set_moe_every(3);  // 2 layers
               }),
               HasSubstr("model.moe.moe_every"));
-  EXPECT_THAT(
-      error_for([](ModelSpec* s) { s->mutable_moe()->set_num_experts(0); }),
-      HasSubstr("model.moe.num_experts"));
-  EXPECT_THAT(
-      error_for([](ModelSpec* s) { s->mutable_moe()->set_expert_hidden(-1); }),
-      HasSubstr("model.moe.expert_hidden"));
+  EXPECT_THAT(error_for([](ModelSpec* s) { s->mutable_moe()->set_num_experts(0); }),
+              HasSubstr("model.moe.num_experts"));
+  EXPECT_THAT(error_for([](ModelSpec* s) { s->mutable_moe()->set_expert_hidden(-1); }),
+              HasSubstr("model.moe.expert_hidden"));
 }
 
 TEST(TransformerLmTest, RegisteredWithRouterDims) {
@@ -247,10 +238,8 @@ TEST(TransformerLmTest, AttentionRouterReceivesAttention) {
   model->Forward(RandomBatch(2, 7), {});
   auto* router = dynamic_cast<TestRouter*>(model->Routers()[1].get());
   ASSERT_NE(router, nullptr);
-  EXPECT_EQ(router->last_context().attention_probs.sizes(),
-            (std::vector<int64_t>{2, 2, 7, 7}));
-  EXPECT_EQ(router->last_context().attention_values.sizes(),
-            (std::vector<int64_t>{2, 2, 7, 16}));
+  EXPECT_EQ(router->last_context().attention_probs.sizes(), (std::vector<int64_t>{2, 2, 7, 7}));
+  EXPECT_EQ(router->last_context().attention_values.sizes(), (std::vector<int64_t>{2, 2, 7, 16}));
 }
 
 TEST(TransformerLmTest, EarlierOutputsIgnoreLaterTokens) {
@@ -263,22 +252,12 @@ TEST(TransformerLmTest, EarlierOutputsIgnoreLaterTokens) {
   batch.inputs[0][10] = (batch.inputs[0][10] + 1) % kVocab;
   batch.inputs[1][12] = (batch.inputs[1][12] + 7) % kVocab;
   const at::Tensor after = model->Forward(batch, {}).logits;
-  EXPECT_LT((before[0].slice(0, 0, 10) - after[0].slice(0, 0, 10))
-                .abs()
-                .max()
-                .item<double>(),
+  EXPECT_LT((before[0].slice(0, 0, 10) - after[0].slice(0, 0, 10)).abs().max().item<double>(),
             1e-5);
-  EXPECT_LT((before[1].slice(0, 0, 12) - after[1].slice(0, 0, 12))
-                .abs()
-                .max()
-                .item<double>(),
+  EXPECT_LT((before[1].slice(0, 0, 12) - after[1].slice(0, 0, 12)).abs().max().item<double>(),
             1e-5);
   EXPECT_GT((before[0][10] - after[0][10]).abs().max().item<double>(), 1e-4);
-  EXPECT_GT((before[1].slice(0, 12) - after[1].slice(0, 12))
-                .abs()
-                .max()
-                .item<double>(),
-            1e-4);
+  EXPECT_GT((before[1].slice(0, 12) - after[1].slice(0, 12)).abs().max().item<double>(), 1e-4);
 }
 
 TEST(TransformerLmTest, OverfitsATinyBatch) {
@@ -288,8 +267,7 @@ TEST(TransformerLmTest, OverfitsATinyBatch) {
   std::shared_ptr<Model> model = Build(spec);
   ASSERT_NE(model, nullptr);
   const Batch batch = RandomBatch(4, kSequence);
-  torch::optim::Adam optimizer(model->parameters(),
-                               torch::optim::AdamOptions(1e-2));
+  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-2));
   double loss = 0;
   int steps = 0;
   for (; steps < 150; ++steps) {
@@ -310,14 +288,13 @@ TEST(TransformerLmTest, StatsMatchAHandCount) {
   spec.mutable_model()->mutable_moe()->set_moe_every(2);  // block 1 only
   std::shared_ptr<Model> model = Build(spec);
   ASSERT_NE(model, nullptr);
-  const int64_t d = 16, v = kVocab, t = kSequence, e = 4, h = 24, dense = 20,
-                k = 2;
+  const int64_t d = 16, v = kVocab, t = kSequence, e = 4, h = 24, dense = 20, k = 2;
   const int64_t attention_block = 2 * d + 4 * (d * d + d) + 2 * d;
   const int64_t dense_ffn = d * dense + dense + dense * d + d;
   const int64_t expert = d * h + h + h * d + d;
   const int64_t gate = e * d;
-  const int64_t total = v * d + t * d + 2 * attention_block + dense_ffn +
-                        e * expert + gate + 2 * d + v * d;
+  const int64_t total =
+      v * d + t * d + 2 * attention_block + dense_ffn + e * expert + gate + 2 * d + v * d;
   const ModelStats stats = model->Stats();
   EXPECT_EQ(stats.total_parameters, total);
   EXPECT_EQ(stats.active_parameters_per_token, total - (e - k) * expert);
@@ -351,8 +328,7 @@ TEST(RouterStreamTest, LeavesTheGlobalGeneratorWhereItWas) {
           CreateRouterOnOwnStream(spec, dims, RouterStreamKey(), 0);
       EXPECT_TRUE(router.ok()) << router.status();
     }
-    return std::vector<at::Tensor>{torch::randn({3}), torch::randn({40}),
-                                   torch::rand({5})};
+    return std::vector<at::Tensor>{torch::randn({3}), torch::randn({40}), torch::rand({5})};
   };
   const std::vector<at::Tensor> plain = draws_after(false);
   const std::vector<at::Tensor> with_router = draws_after(true);
@@ -392,8 +368,7 @@ TEST(TransformerLmTest, SameSeedDifferentRoutersShareEveryOtherParameter) {
   torch::manual_seed(11);
   std::shared_ptr<Model> reference = Build(SpecWithRouter("token_choice"));
   ASSERT_NE(reference, nullptr);
-  const std::map<std::string, at::Tensor> expected =
-      NonRouterParameters(*reference);
+  const std::map<std::string, at::Tensor> expected = NonRouterParameters(*reference);
   // The embeddings, both blocks' attention and experts, the final norm.
   ASSERT_GE(expected.size(), 20u);
   ASSERT_TRUE(expected.count("block1.moe.w1"));
@@ -408,9 +383,7 @@ TEST(TransformerLmTest, SameSeedDifferentRoutersShareEveryOtherParameter) {
   torch::manual_seed(12);
   std::shared_ptr<Model> other = Build(SpecWithRouter("token_choice"));
   ASSERT_NE(other, nullptr);
-  EXPECT_FALSE(NonRouterParameters(*other)
-                   .at("block1.moe.w1")
-                   .equal(expected.at("block1.moe.w1")));
+  EXPECT_FALSE(NonRouterParameters(*other).at("block1.moe.w1").equal(expected.at("block1.moe.w1")));
 }
 
 // Routers that draw the same shapes get the same values: token_choice and

@@ -55,10 +55,9 @@ std::vector<std::string> PresetNames() {
 
 absl::Status ResolveVitSpec(ModelSpec* spec) {
   if (spec->options_case() == ModelSpec::kTransformerLm) {
-    return FieldError(
-        "model.transformer_lm",
-        absl::StrCat("these options belong to moe_transformer_lm; model '",
-                     kModelName, "' takes model.vit"));
+    return FieldError("model.transformer_lm",
+                      absl::StrCat("these options belong to moe_transformer_lm; model '",
+                                   kModelName, "' takes model.vit"));
   }
   if (spec->preset().empty()) spec->set_preset("cpu_tiny");
   const VitPreset* preset = nullptr;
@@ -82,28 +81,23 @@ absl::Status ResolveVitSpec(ModelSpec* spec) {
 
 absl::Status ValidateVitSpec(const ModelSpec& spec) {
   if (spec.options_case() != ModelSpec::kVit) {
-    return FieldError("model.vit",
-                      absl::StrCat("model '", kModelName,
-                                   "' needs model.vit options (resolve the "
-                                   "spec first)"));
+    return FieldError("model.vit", absl::StrCat("model '", kModelName,
+                                                "' needs model.vit options (resolve the "
+                                                "spec first)"));
   }
   const VitOptions& o = spec.vit();
   if (o.patch_size() < 1) {
-    return FieldError("model.vit.patch_size",
-                      absl::StrCat("must be >= 1, got ", o.patch_size()));
+    return FieldError("model.vit.patch_size", absl::StrCat("must be >= 1, got ", o.patch_size()));
   }
   if (o.num_layers() < 1) {
-    return FieldError("model.vit.num_layers",
-                      absl::StrCat("must be >= 1, got ", o.num_layers()));
+    return FieldError("model.vit.num_layers", absl::StrCat("must be >= 1, got ", o.num_layers()));
   }
   if (o.model_dim() < 1) {
-    return FieldError("model.vit.model_dim",
-                      absl::StrCat("must be >= 1, got ", o.model_dim()));
+    return FieldError("model.vit.model_dim", absl::StrCat("must be >= 1, got ", o.model_dim()));
   }
   if (o.num_heads() < 1 || o.model_dim() % o.num_heads() != 0) {
-    return FieldError("model.vit.num_heads",
-                      absl::StrCat("must be >= 1 and divide model_dim (",
-                                   o.model_dim(), "), got ", o.num_heads()));
+    return FieldError("model.vit.num_heads", absl::StrCat("must be >= 1 and divide model_dim (",
+                                                          o.model_dim(), "), got ", o.num_heads()));
   }
   if (o.dense_hidden() < 1) {
     return FieldError("model.vit.dense_hidden",
@@ -113,8 +107,7 @@ absl::Status ValidateVitSpec(const ModelSpec& spec) {
     return FieldError("model.vit.pooling", "must be CLASS_TOKEN or MEAN");
   }
   if (!(o.dropout() >= 0 && o.dropout() < 1)) {
-    return FieldError("model.vit.dropout",
-                      absl::StrCat("must be in [0, 1), got ", o.dropout()));
+    return FieldError("model.vit.dropout", absl::StrCat("must be in [0, 1), got ", o.dropout()));
   }
   return ValidateMoeSpec(spec.moe(), o.num_layers());
 }
@@ -134,18 +127,16 @@ VmoeVit::VmoeVit(const ModelSpec& model, double top_k, const DatasetInfo& info)
       num_patches_((info.height / model.vit().patch_size()) *
                    (info.width / model.vit().patch_size())) {}
 
-absl::StatusOr<std::shared_ptr<VmoeVit>> VmoeVit::Create(
-    const ExperimentSpec& spec, const DatasetInfo& info) {
-  if (info.task != Task::kImageClassification || info.num_classes < 1 ||
-      info.channels < 1 || info.height < 1 || info.width < 1) {
-    return FieldError(
-        "dataset.name",
-        absl::StrCat("model '", kModelName,
-                     "' needs an image-classification "
-                     "dataset; '",
-                     spec.dataset().name(), "' has ", info.num_classes,
-                     " classes of ", info.channels, "x", info.height, "x",
-                     info.width, " images"));
+absl::StatusOr<std::shared_ptr<VmoeVit>> VmoeVit::Create(const ExperimentSpec& spec,
+                                                         const DatasetInfo& info) {
+  if (info.task != Task::kImageClassification || info.num_classes < 1 || info.channels < 1 ||
+      info.height < 1 || info.width < 1) {
+    return FieldError("dataset.name", absl::StrCat("model '", kModelName,
+                                                   "' needs an image-classification "
+                                                   "dataset; '",
+                                                   spec.dataset().name(), "' has ",
+                                                   info.num_classes, " classes of ", info.channels,
+                                                   "x", info.height, "x", info.width, " images"));
   }
   if (absl::Status s = ValidateVitSpec(spec.model()); !s.ok()) return s;
   const VitOptions& o = spec.model().vit();
@@ -153,31 +144,27 @@ absl::StatusOr<std::shared_ptr<VmoeVit>> VmoeVit::Create(
   const int64_t p = o.patch_size(), d = o.model_dim();
   if (info.height % p != 0 || info.width % p != 0) {
     return FieldError("model.vit.patch_size",
-                      absl::StrCat(p, " does not divide the dataset's ",
-                                   info.height, "x", info.width, " images"));
+                      absl::StrCat(p, " does not divide the dataset's ", info.height, "x",
+                                   info.width, " images"));
   }
   // Taken before anything is drawn; see CreateRouterOnOwnStream.
   const uint64_t router_key = RouterStreamKey();
-  std::shared_ptr<VmoeVit> vit(
-      new VmoeVit(spec.model(), spec.router().top_k(), info));
+  std::shared_ptr<VmoeVit> vit(new VmoeVit(spec.model(), spec.router().top_k(), info));
   vit->patch_embedding_ = vit->register_module(
       "patch_embedding",
-      torch::nn::Conv2d(
-          torch::nn::Conv2dOptions(info.channels, d, p).stride(p)));
+      torch::nn::Conv2d(torch::nn::Conv2dOptions(info.channels, d, p).stride(p)));
   const bool class_token = o.pooling() == CLASS_TOKEN;
   const int64_t tokens = vit->num_patches_ + (class_token ? 1 : 0);
   {
     torch::NoGradGuard no_grad;
     if (class_token) {
-      vit->class_token_ =
-          vit->register_parameter("class_token", torch::zeros({1, 1, d}));
+      vit->class_token_ = vit->register_parameter("class_token", torch::zeros({1, 1, d}));
     }
-    vit->position_embedding_ = vit->register_parameter(
-        "position_embedding", torch::randn({1, tokens, d}) * 0.02);
+    vit->position_embedding_ =
+        vit->register_parameter("position_embedding", torch::randn({1, tokens, d}) * 0.02);
   }
   vit->embedding_dropout_ = vit->register_module(
-      "embedding_dropout",
-      torch::nn::Dropout(torch::nn::DropoutOptions(o.dropout())));
+      "embedding_dropout", torch::nn::Dropout(torch::nn::DropoutOptions(o.dropout())));
 
   const RouterDims dims = VitRouterDims(spec.model());
   const auto block_options = TransformerBlockOptions(d, o.num_heads())
@@ -193,31 +180,26 @@ absl::StatusOr<std::shared_ptr<VmoeVit>> VmoeVit::Create(
       absl::StatusOr<std::shared_ptr<Router>> router =
           CreateRouterOnOwnStream(spec.router(), dims, router_key, layer);
       if (!router.ok()) return router.status();
-      MoeLayer moe_layer(
-          MoeLayerOptions(d, moe.num_experts(), moe.expert_hidden())
-              .activation(moe.activation())
-              .shared_expert(moe.shared_expert()),
-          *std::move(router));
+      MoeLayer moe_layer(MoeLayerOptions(d, moe.num_experts(), moe.expert_hidden())
+                             .activation(moe.activation())
+                             .shared_expert(moe.shared_expert()),
+                         *std::move(router));
       block = TransformerBlock(block_options, std::move(moe_layer));
     } else {
       block = TransformerBlock(block_options);
     }
-    vit->blocks_.push_back(
-        vit->register_module(absl::StrCat("block", layer), block));
+    vit->blocks_.push_back(vit->register_module(absl::StrCat("block", layer), block));
   }
-  vit->final_norm_ = vit->register_module(
-      "final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
-  vit->head_ =
-      vit->register_module("head", torch::nn::Linear(d, info.num_classes));
+  vit->final_norm_ =
+      vit->register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+  vit->head_ = vit->register_module("head", torch::nn::Linear(d, info.num_classes));
   return vit;
 }
 
-ModelOutput VmoeVit::Forward(const Batch& batch,
-                             const ForwardOptions& options) {
+ModelOutput VmoeVit::Forward(const Batch& batch, const ForwardOptions& options) {
   const at::Tensor& images = batch.inputs;  // [B, C, H, W]
-  TORCH_CHECK(images.dim() == 4 && images.size(1) == channels_,
-              "vmoe_vit: inputs must be [B, ", channels_, ", H, W], got ",
-              images.sizes());
+  TORCH_CHECK(images.dim() == 4 && images.size(1) == channels_, "vmoe_vit: inputs must be [B, ",
+              channels_, ", H, W], got ", images.sizes());
   const int64_t batch_size = images.size(0);
   at::Tensor x;  // [B, T, D]
   {
@@ -262,9 +244,8 @@ ModelOutput VmoeVit::Forward(const Batch& batch,
   {
     ScopedPhase phase(kPhaseOutput);
     x = final_norm_->forward(x);
-    const at::Tensor pooled =
-        class_token_.defined() ? x.select(1, 0) : x.mean(1);  // [B, D]
-    out.logits = Linear(pooled, head_->weight, head_->bias);  // [B, classes]
+    const at::Tensor pooled = class_token_.defined() ? x.select(1, 0) : x.mean(1);  // [B, D]
+    out.logits = Linear(pooled, head_->weight, head_->bias);                        // [B, classes]
   }
   if (batch.targets.defined()) {
     ScopedPhase phase(kPhaseLoss);
@@ -286,8 +267,8 @@ ModelStats VmoeVit::Stats() const {
   for (const at::Tensor& p : parameters()) total += p.numel();
   // Patch embedding (per patch) and head (per image), spread over the
   // image's tokens.
-  const double patch_flops = 2.0 * channels_ * o.patch_size() * o.patch_size() *
-                             o.model_dim() * num_patches_;
+  const double patch_flops =
+      2.0 * channels_ * o.patch_size() * o.patch_size() * o.model_dim() * num_patches_;
   const double head_flops = 2.0 * o.model_dim() * num_classes_;
   return StackStats(shape, total, (patch_flops + head_flops) / double(num_tokens()));
 }
@@ -300,21 +281,19 @@ std::vector<std::shared_ptr<Router>> VmoeVit::Routers() const {
   return routers;
 }
 
-MOELAB_REGISTER_MODEL(
-    kModelName,
-    {.description = "vision transformer with MoE FFNs every moe_every-th "
-                    "block (V-MoE); presets cpu_tiny (default), vmoe_s, "
-                    "vmoe_s16, vmoe_b16",
-     .resolve = ResolveVitSpec,
-     .validate = ValidateVitSpec,
-     .router_dims = VitRouterDims,
-     .create = [](const ExperimentSpec& spec, const DatasetInfo& info)
-         -> absl::StatusOr<std::shared_ptr<Model>> {
-       absl::StatusOr<std::shared_ptr<VmoeVit>> vit =
-           VmoeVit::Create(spec, info);
-       if (!vit.ok()) return vit.status();
-       return std::shared_ptr<Model>(*std::move(vit));
-     },
-     .task = Task::kImageClassification});
+MOELAB_REGISTER_MODEL(kModelName,
+                      {.description = "vision transformer with MoE FFNs every moe_every-th "
+                                      "block (V-MoE); presets cpu_tiny (default), vmoe_s, "
+                                      "vmoe_s16, vmoe_b16",
+                       .resolve = ResolveVitSpec,
+                       .validate = ValidateVitSpec,
+                       .router_dims = VitRouterDims,
+                       .create = [](const ExperimentSpec& spec, const DatasetInfo& info)
+                           -> absl::StatusOr<std::shared_ptr<Model>> {
+                         absl::StatusOr<std::shared_ptr<VmoeVit>> vit = VmoeVit::Create(spec, info);
+                         if (!vit.ok()) return vit.status();
+                         return std::shared_ptr<Model>(*std::move(vit));
+                       },
+                       .task = Task::kImageClassification});
 
 }  // namespace moelab

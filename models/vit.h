@@ -56,21 +56,18 @@ class VmoeVit : public Model {
   // dataset whose height and width patch_size divides (else an error naming
   // model.vit.patch_size). Parameters are drawn from the global generator,
   // each router's on a stream of its own (as in MoeTransformerLm::Create).
-  static absl::StatusOr<std::shared_ptr<VmoeVit>> Create(
-      const ExperimentSpec& spec, const DatasetInfo& info);
+  static absl::StatusOr<std::shared_ptr<VmoeVit>> Create(const ExperimentSpec& spec,
+                                                         const DatasetInfo& info);
 
   // batch.inputs: [B, C, H, W] float; batch.targets [B] int64 (loss is left
   // undefined without targets). logits: [B, num_classes].
-  ModelOutput Forward(const Batch& batch,
-                      const ForwardOptions& options) override;
+  ModelOutput Forward(const Batch& batch, const ForwardOptions& options) override;
   ModelStats Stats() const override;
   bool IsCausal() const override { return false; }
   std::vector<std::shared_ptr<Router>> Routers() const override;
 
   // Tokens per image: patches, plus one with a class token.
-  int64_t num_tokens() const {
-    return num_patches_ + (class_token_.defined() ? 1 : 0);
-  }
+  int64_t num_tokens() const { return num_patches_ + (class_token_.defined() ? 1 : 0); }
 
  private:
   VmoeVit(const ModelSpec& model, double top_k, const DatasetInfo& info);

@@ -14,8 +14,8 @@
 #include "core/model.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "models/testing/test_routers.h"
 #include "models/testing/non_router_parameters.h"
+#include "models/testing/test_routers.h"
 
 namespace moelab {
 namespace {
@@ -52,8 +52,7 @@ ExperimentSpec SmallSpec(Pooling pooling = CLASS_TOKEN) {
   return spec;
 }
 
-std::shared_ptr<Model> Build(ExperimentSpec spec,
-                             DatasetInfo info = ImageInfo()) {
+std::shared_ptr<Model> Build(ExperimentSpec spec, DatasetInfo info = ImageInfo()) {
   absl::Status resolved = ResolveVitSpec(spec.mutable_model());
   EXPECT_TRUE(resolved.ok()) << resolved;
   absl::StatusOr<std::shared_ptr<Model>> model = CreateModel(spec, info);
@@ -111,8 +110,7 @@ TEST(VitSpecTest, ErrorsNameTheField) {
   ModelSpec heads;
   heads.mutable_vit()->set_num_heads(5);
   ASSERT_TRUE(ResolveVitSpec(&heads).ok());
-  EXPECT_THAT(std::string(ValidateVitSpec(heads).message()),
-              HasSubstr("model.vit.num_heads"));
+  EXPECT_THAT(std::string(ValidateVitSpec(heads).message()), HasSubstr("model.vit.num_heads"));
 
   // The patch must divide the image: known only with the dataset.
   ExperimentSpec spec = SmallSpec();
@@ -146,8 +144,7 @@ TEST(VitTest, ShapesTokensAndRouting) {
     EXPECT_NEAR(out.loss.item<double>(), std::log(10.0), 1.0);
     const int64_t tokens = pooling == CLASS_TOKEN ? 17 : 16;
     ASSERT_EQ(out.routing.size(), 1u);
-    EXPECT_EQ(out.routing[0].selected.sizes(),
-              (std::vector<int64_t>{3, tokens, 4}));
+    EXPECT_EQ(out.routing[0].selected.sizes(), (std::vector<int64_t>{3, tokens, 4}));
     auto* router = dynamic_cast<TestRouter*>(model->Routers()[0].get());
     ASSERT_NE(router, nullptr);
     const RoutingContext& context = router->last_context();
@@ -186,8 +183,7 @@ TEST(VitTest, OverfitsATinyBatch) {
   std::shared_ptr<Model> model = Build(SmallSpec());
   ASSERT_NE(model, nullptr);
   const Batch batch = RandomImages(16);
-  torch::optim::Adam optimizer(model->parameters(),
-                               torch::optim::AdamOptions(3e-3));
+  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(3e-3));
   double loss = 0;
   int steps = 0;
   for (; steps < 200; ++steps) {
@@ -206,15 +202,13 @@ TEST(VitTest, OverfitsATinyBatch) {
 TEST(VitTest, StatsMatchAHandCount) {
   std::shared_ptr<Model> model = Build(SmallSpec(CLASS_TOKEN));
   ASSERT_NE(model, nullptr);
-  const int64_t d = 16, p = 7, n = 16, t = n + 1, e = 4, h = 24, dense = 20,
-                k = 2, classes = 10;
+  const int64_t d = 16, p = 7, n = 16, t = n + 1, e = 4, h = 24, dense = 20, k = 2, classes = 10;
   const int64_t patch = 1 * p * p * d + d;
   const int64_t attention_block = 2 * d + 4 * (d * d + d) + 2 * d;
   const int64_t dense_ffn = d * dense + dense + dense * d + d;
   const int64_t expert = 2 * d * h + h + d;
-  const int64_t total =
-      patch + d /*class token*/ + t * d + 2 * attention_block + dense_ffn +
-      e * expert + e * d /*gate*/ + 2 * d /*final LN*/ + d * classes + classes;
+  const int64_t total = patch + d /*class token*/ + t * d + 2 * attention_block + dense_ffn +
+                        e * expert + e * d /*gate*/ + 2 * d /*final LN*/ + d * classes + classes;
   const ModelStats stats = model->Stats();
   EXPECT_EQ(stats.total_parameters, total);
   EXPECT_EQ(stats.active_parameters_per_token, total - (e - k) * expert);
@@ -247,8 +241,7 @@ TEST(VitTest, SameSeedDifferentRoutersShareEveryOtherParameter) {
   std::shared_ptr<Model> reference = Build(FourBlocksWithRouter("token_choice"));
   ASSERT_NE(reference, nullptr);
   ASSERT_EQ(reference->Routers().size(), 2u);
-  const std::map<std::string, at::Tensor> expected =
-      NonRouterParameters(*reference);
+  const std::map<std::string, at::Tensor> expected = NonRouterParameters(*reference);
   ASSERT_TRUE(expected.count("block3.moe.w1"));
   ASSERT_TRUE(expected.count("head.weight"));
   for (const std::string router :
@@ -261,8 +254,7 @@ TEST(VitTest, SameSeedDifferentRoutersShareEveryOtherParameter) {
   torch::manual_seed(12);
   std::shared_ptr<Model> other = Build(FourBlocksWithRouter("token_choice"));
   ASSERT_NE(other, nullptr);
-  EXPECT_FALSE(
-      NonRouterParameters(*other).at("head.weight").equal(expected.at("head.weight")));
+  EXPECT_FALSE(NonRouterParameters(*other).at("head.weight").equal(expected.at("head.weight")));
 }
 
 // token_choice and unified draw one [E, D] gate each, on the same stream.

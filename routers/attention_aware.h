@@ -14,9 +14,9 @@
 // paper's formula as written, whose posterior is one-hot on a single j at
 // sigma = 1 and a trained model's hidden scale.
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -39,8 +39,7 @@ class AttentionAwareRouter : public Router {
   // aggregation diagnostics (aggregation_self_weight,
   // aggregation_effective_neighbours, aggregation_head) are filled only when
   // context.training is false.
-  RoutingDecision Route(const at::Tensor& hidden,
-                        const RoutingContext& context) override;
+  RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
   bool NeedsAttention() const override { return true; }
 
@@ -54,8 +53,7 @@ class AttentionAwareRouter : public Router {
   // computed in log space: entries with A = 0 and padded keys j are exactly
   // 0, never NaN. A row with no admissible j (a padded query whose keys are
   // all padded) keeps only its own token.
-  at::Tensor Posterior(const at::Tensor& hidden,
-                       const RoutingContext& context) const;
+  at::Tensor Posterior(const at::Tensor& hidden, const RoutingContext& context) const;
 
   struct Aggregation {
     // [B, T, T] the token-to-token weights p is aggregated with: the chosen
@@ -74,8 +72,7 @@ class AttentionAwareRouter : public Router {
   // `head` and `row_entropy` are by-products of the choice of head, O(B H T)
   // next to the O(B H T^2) posterior; Route reports them only outside
   // training.
-  Aggregation Aggregate(const at::Tensor& hidden,
-                        const RoutingContext& context) const;
+  Aggregation Aggregate(const at::Tensor& hidden, const RoutingContext& context) const;
 
  private:
   RouterSpec spec_;

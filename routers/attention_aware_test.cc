@@ -1,16 +1,16 @@
 #include "routers/attention_aware.h"
 
-#include <cmath>
-#include <limits>
-#include <memory>
-#include <string>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
+
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -30,16 +30,13 @@ RouterSpec Spec(double top_k, HeadSelection selection = LOWEST_ENTROPY) {
   return spec;
 }
 
-std::shared_ptr<AttentionAwareRouter> Create(const RouterSpec& spec,
-                                             const RouterDims& dims) {
+std::shared_ptr<AttentionAwareRouter> Create(const RouterSpec& spec, const RouterDims& dims) {
   absl::StatusOr<std::shared_ptr<Router>> router = CreateRouter(spec, dims);
   EXPECT_TRUE(router.ok()) << router.status();
-  return router.ok() ? std::dynamic_pointer_cast<AttentionAwareRouter>(*router)
-                     : nullptr;
+  return router.ok() ? std::dynamic_pointer_cast<AttentionAwareRouter>(*router) : nullptr;
 }
 
-void SetParameter(torch::nn::Module& module, const std::string& name,
-                  const at::Tensor& value) {
+void SetParameter(torch::nn::Module& module, const std::string& name, const at::Tensor& value) {
   at::NoGradGuard no_grad;
   torch::Tensor* parameter = module.named_parameters().find(name);
   ASSERT_NE(parameter, nullptr) << name;
@@ -73,8 +70,8 @@ double Entropy(const at::Tensor& distribution) {
 
 // [B, H, T, T] random attention, rows summing to one; causal rows have exact
 // zeros above the diagonal.
-at::Tensor RandomAttention(int64_t batch, int64_t heads, int64_t tokens,
-                           bool causal, double sharpness = 2.0) {
+at::Tensor RandomAttention(int64_t batch, int64_t heads, int64_t tokens, bool causal,
+                           double sharpness = 2.0) {
   at::Tensor scores = at::randn({batch, heads, tokens, tokens}) * sharpness;
   if (causal) {
     at::Tensor above = at::ones({tokens, tokens}, at::kBool).triu(1);
@@ -85,10 +82,9 @@ at::Tensor RandomAttention(int64_t batch, int64_t heads, int64_t tokens,
 
 // The hand example. Tokens u0 = e1, u1 = e0; both heads' values V[0] = e1,
 // V[1] = e0, so ||u_i - V[j]||^2 is 0 for i = j and 2 otherwise: likelihood
-// ratio e^-1 with sigma = 1 (||u_i|| = 1, so RELATIVE and ABSOLUTE agree). Gate reads coordinate e for expert e:
-// r0 = [b, a], r1 = [a, b] with a = e / (1 + e), b = 1 - a.
-// Head 0, A = [[.5, .5], [.5, .5]]: rows [a, b] and [b, a].
-// Head 1, A = [[1, 0], [.6, .4]]: rows [1, 0] (entropy 0) and
+// ratio e^-1 with sigma = 1 (||u_i|| = 1, so RELATIVE and ABSOLUTE agree). Gate reads coordinate e
+// for expert e: r0 = [b, a], r1 = [a, b] with a = e / (1 + e), b = 1 - a. Head 0, A = [[.5, .5],
+// [.5, .5]]: rows [a, b] and [b, a]. Head 1, A = [[1, 0], [.6, .4]]: rows [1, 0] (entropy 0) and
 //   [.6/e, .4] / (.6/e + .4) ~ [0.356, 0.644] (entropy 0.651 > H([a, b]) = 0.582).
 struct HandExample {
   at::Tensor hidden = Tensor2d({{0, 1}, {1, 0}}).unsqueeze(0);
@@ -99,8 +95,8 @@ struct HandExample {
   double c1 = 1 - c0;
 
   HandExample() {
-    at::Tensor probs = at::stack({Tensor2d({{0.5, 0.5}, {0.5, 0.5}}),
-                                  Tensor2d({{1, 0}, {0.6, 0.4}})});
+    at::Tensor probs =
+        at::stack({Tensor2d({{0.5, 0.5}, {0.5, 0.5}}), Tensor2d({{1, 0}, {0.6, 0.4}})});
     context.attention_probs = probs.unsqueeze(0);  // [1, 2, 2, 2]
     at::Tensor values = Tensor2d({{0, 1}, {1, 0}});
     context.attention_values = at::stack({values, values}).unsqueeze(0);
@@ -119,9 +115,9 @@ TEST(AttentionAwareTest, PosteriorByHand) {
   HandExample x;
   auto router = HandRouter(Spec(1));
   const at::Tensor posterior = router->Posterior(x.hidden, x.context);
-  const at::Tensor expected = at::stack(
-      {Tensor2d({{float(x.a), float(x.b)}, {float(x.b), float(x.a)}}),
-       Tensor2d({{1, 0}, {float(x.c0), float(x.c1)}})});
+  const at::Tensor expected =
+      at::stack({Tensor2d({{float(x.a), float(x.b)}, {float(x.b), float(x.a)}}),
+                 Tensor2d({{1, 0}, {float(x.c0), float(x.c1)}})});
   EXPECT_TRUE(at::allclose(posterior[0], expected, 0, 1e-6)) << posterior;
 }
 
@@ -133,15 +129,12 @@ TEST(AttentionAwareTest, LowestEntropyPerTokenByHand) {
   RoutingDecision d = router->Route(x.hidden, x.context);
   const float same = x.a * x.a + x.b * x.b, mixed = 2 * x.a * x.b;
   EXPECT_TRUE(at::allclose(d.aggregated_probs[0],
-                           Tensor2d({{float(x.b), float(x.a)}, {same, mixed}}),
-                           0, 1e-6))
+                           Tensor2d({{float(x.b), float(x.a)}, {same, mixed}}), 0, 1e-6))
       << d.aggregated_probs;
-  EXPECT_TRUE(at::allclose(d.gate_probs[0],
-                           Tensor2d({{float(x.b), float(x.a)}, {float(x.a), float(x.b)}}),
-                           0, 1e-6));
+  EXPECT_TRUE(at::allclose(
+      d.gate_probs[0], Tensor2d({{float(x.b), float(x.a)}, {float(x.a), float(x.b)}}), 0, 1e-6));
   EXPECT_TRUE(at::equal(d.selected[0], Tensor2d({{0, 1}, {1, 0}}).to(at::kBool)));
-  EXPECT_TRUE(at::allclose(d.combine_weights[0],
-                           Tensor2d({{0, float(x.a)}, {same, 0}}), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.combine_weights[0], Tensor2d({{0, float(x.a)}, {same, 0}}), 0, 1e-6));
   EXPECT_TRUE(router->IsCausal(true));
   EXPECT_FALSE(router->IsCausal(false));
   EXPECT_TRUE(router->NeedsAttention());
@@ -150,11 +143,9 @@ TEST(AttentionAwareTest, LowestEntropyPerTokenByHand) {
   ASSERT_TRUE(d.aggregation_head.defined());
   EXPECT_EQ(d.aggregation_head.scalar_type(), at::kLong);
   EXPECT_TRUE(at::equal(d.aggregation_head, at::tensor({1, 0}, at::kLong).view({1, 2})));
-  EXPECT_TRUE(at::allclose(d.aggregation_self_weight,
-                           Tensor2d({{1, float(x.a)}}), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.aggregation_self_weight, Tensor2d({{1, float(x.a)}}), 0, 1e-6));
   EXPECT_TRUE(at::allclose(d.aggregation_effective_neighbours,
-                           Tensor2d({{1, float(std::exp(Entropy({x.a, x.b})))}}),
-                           0, 1e-5));
+                           Tensor2d({{1, float(std::exp(Entropy({x.a, x.b})))}}), 0, 1e-5));
 }
 
 // One head per sequence: mean entropies are H([a, b]) = 0.582 for head 0 and
@@ -165,16 +156,14 @@ TEST(AttentionAwareTest, LowestMeanEntropyByHand) {
   RoutingDecision d = router->Route(x.hidden, x.context);
   std::vector<float> p1(2);
   for (int e = 0; e < 2; ++e) p1[e] = x.c0 * x.r0()[e] + x.c1 * x.r1()[e];
-  EXPECT_TRUE(at::allclose(d.aggregated_probs[0],
-                           Tensor2d({{float(x.b), float(x.a)}, p1}), 0, 1e-6));
+  EXPECT_TRUE(
+      at::allclose(d.aggregated_probs[0], Tensor2d({{float(x.b), float(x.a)}, p1}), 0, 1e-6));
   EXPECT_FALSE(router->IsCausal(true));
   // The sequence's head, broadcast to its tokens; rows [1, 0] and [c0, c1].
   EXPECT_TRUE(at::equal(d.aggregation_head, at::tensor({1, 1}, at::kLong).view({1, 2})));
-  EXPECT_TRUE(at::allclose(d.aggregation_self_weight,
-                           Tensor2d({{1, float(x.c1)}}), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.aggregation_self_weight, Tensor2d({{1, float(x.c1)}}), 0, 1e-6));
   EXPECT_TRUE(at::allclose(d.aggregation_effective_neighbours,
-                           Tensor2d({{1, float(std::exp(Entropy({x.c0, x.c1})))}}),
-                           0, 1e-5));
+                           Tensor2d({{1, float(std::exp(Entropy({x.c0, x.c1})))}}), 0, 1e-5));
 }
 
 // All heads, weighted by softmax over heads of minus the row entropy.
@@ -191,8 +180,7 @@ TEST(AttentionAwareTest, AllHeadsWeightedByHand) {
   std::vector<float> p0(2), p1(2);
   for (int e = 0; e < 2; ++e) {
     p0[e] = w00 * (x.a * x.r0()[e] + x.b * x.r1()[e]) + w01 * x.r0()[e];
-    p1[e] = w10 * (x.b * x.r0()[e] + x.a * x.r1()[e]) +
-            w11 * (x.c0 * x.r0()[e] + x.c1 * x.r1()[e]);
+    p1[e] = w10 * (x.b * x.r0()[e] + x.a * x.r1()[e]) + w11 * (x.c0 * x.r0()[e] + x.c1 * x.r1()[e]);
   }
   EXPECT_TRUE(at::allclose(d.aggregated_probs[0], Tensor2d({p0, p1}), 0, 1e-6))
       << d.aggregated_probs;
@@ -203,12 +191,11 @@ TEST(AttentionAwareTest, AllHeadsWeightedByHand) {
   const std::vector<double> row0 = {w00 * x.a + w01, w00 * x.b};
   const std::vector<double> row1 = {w10 * x.b + w11 * x.c0, w10 * x.a + w11 * x.c1};
   EXPECT_TRUE(at::equal(d.aggregation_head, at::tensor({1, 0}, at::kLong).view({1, 2})));
-  EXPECT_TRUE(at::allclose(d.aggregation_self_weight,
-                           Tensor2d({{float(row0[0]), float(row1[1])}}), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.aggregation_self_weight, Tensor2d({{float(row0[0]), float(row1[1])}}),
+                           0, 1e-6));
   EXPECT_TRUE(at::allclose(
       d.aggregation_effective_neighbours,
-      Tensor2d({{float(std::exp(Entropy(row0))), float(std::exp(Entropy(row1)))}}),
-      0, 1e-5));
+      Tensor2d({{float(std::exp(Entropy(row0))), float(std::exp(Entropy(row1)))}}), 0, 1e-5));
 }
 
 // The chosen head's row entropy, reused for exp(H(W_i)), agrees with the
@@ -224,26 +211,22 @@ TEST(AttentionAwareTest, DiagnosticsOnlyOutsideTraining) {
   context.attention_values = at::randn({2, 3, 6, 4});
   context.padding_mask = at::ones({2, 6}, at::kBool);
   context.padding_mask[1].slice(0, 4).fill_(false);
-  for (HeadSelection selection :
-       {LOWEST_ENTROPY, LOWEST_MEAN_ENTROPY, ALL_HEADS_WEIGHTED}) {
-    auto router = Create(Spec(2, selection),
-                         {.model_dim = 4, .num_experts = 3, .num_heads = 3});
+  for (HeadSelection selection : {LOWEST_ENTROPY, LOWEST_MEAN_ENTROPY, ALL_HEADS_WEIGHTED}) {
+    auto router = Create(Spec(2, selection), {.model_dim = 4, .num_experts = 3, .num_heads = 3});
     RoutingDecision d = router->Route(hidden, context);
     ASSERT_TRUE(d.aggregation_self_weight.defined()) << selection;
     ASSERT_TRUE(d.aggregation_effective_neighbours.defined()) << selection;
     ASSERT_TRUE(d.aggregation_head.defined()) << selection;
-    const AttentionAwareRouter::Aggregation aggregation =
-        router->Aggregate(hidden, context);
-    EXPECT_EQ(aggregation.row_entropy.defined(), selection != ALL_HEADS_WEIGHTED)
-        << selection;
+    const AttentionAwareRouter::Aggregation aggregation = router->Aggregate(hidden, context);
+    EXPECT_EQ(aggregation.row_entropy.defined(), selection != ALL_HEADS_WEIGHTED) << selection;
     RoutingDecision recomputed;
     DescribeAggregation(aggregation.weights, &recomputed);
     EXPECT_TRUE(at::allclose(d.aggregation_effective_neighbours,
                              recomputed.aggregation_effective_neighbours, 1e-5, 1e-5))
-        << selection << "\n" << d.aggregation_effective_neighbours << "\n"
+        << selection << "\n"
+        << d.aggregation_effective_neighbours << "\n"
         << recomputed.aggregation_effective_neighbours;
-    EXPECT_TRUE(at::equal(d.aggregation_self_weight,
-                          recomputed.aggregation_self_weight));
+    EXPECT_TRUE(at::equal(d.aggregation_self_weight, recomputed.aggregation_self_weight));
     EXPECT_EQ(d.aggregation_effective_neighbours.scalar_type(), at::kFloat);
     EXPECT_FALSE(d.aggregation_effective_neighbours.requires_grad());
 
@@ -276,10 +259,10 @@ TEST(AttentionAwareTest, RelativeLikelihoodByHand) {
     const float ratio = std::exp(scale == RELATIVE ? -1.0 : -4.0);
     const at::Tensor posterior = router->Posterior(hidden, context);
     EXPECT_TRUE(at::allclose(
-        posterior[0][0],
-        Tensor2d({{1 / (1 + ratio), ratio / (1 + ratio)}, {token1, 1 - token1}}),
+        posterior[0][0], Tensor2d({{1 / (1 + ratio), ratio / (1 + ratio)}, {token1, 1 - token1}}),
         0, 1e-6))
-        << scale << "\n" << posterior;
+        << scale << "\n"
+        << posterior;
   }
 }
 
@@ -317,22 +300,19 @@ TEST(AttentionAwareTest, LiteralSettingIsOneHotAtTrainedScale) {
   const at::Tensor hidden = at::randn({batch, tokens, dim});
   RoutingContext context;
   context.attention_probs = RandomAttention(batch, heads, tokens, /*causal=*/false, 1.5);
-  context.attention_values = 0.5 * hidden.unsqueeze(1) +
-                             at::randn({batch, heads, tokens, dim});
+  context.attention_values = 0.5 * hidden.unsqueeze(1) + at::randn({batch, heads, tokens, dim});
   const RouterDims dims{.model_dim = dim, .num_experts = 8, .num_heads = heads};
 
   RouterSpec literal = Spec(2);
   literal.mutable_attention_aware()->set_likelihood_scale(ABSOLUTE);
   literal.mutable_attention_aware()->set_sigma(1);
   auto absolute = Create(literal, dims);
-  EXPECT_GT(std::get<0>(absolute->Posterior(hidden, context).max(-1))
-                .mean().item<double>(), 0.99);
+  EXPECT_GT(std::get<0>(absolute->Posterior(hidden, context).max(-1)).mean().item<double>(), 0.99);
   RoutingDecision a = absolute->Route(hidden, context);
   EXPECT_LT(a.aggregation_effective_neighbours.mean().item<double>(), 1.05);
 
   auto relative = Create(Spec(2), dims);
-  EXPECT_LT(std::get<0>(relative->Posterior(hidden, context).max(-1))
-                .mean().item<double>(), 0.6);
+  EXPECT_LT(std::get<0>(relative->Posterior(hidden, context).max(-1)).mean().item<double>(), 0.6);
   RoutingDecision r = relative->Route(hidden, context);
   EXPECT_GT(r.aggregation_effective_neighbours.mean().item<double>(), 2.0);
   EXPECT_LT(r.aggregation_self_weight.mean().item<double>(), 0.5);
@@ -345,8 +325,7 @@ TEST(AttentionAwareTest, FlatLikelihoodReducesToAttention) {
   at::manual_seed(11);
   const int64_t batch = 2, heads = 3, tokens = 6, dim = 4, experts = 5;
   for (bool causal : {true, false}) {
-    auto router = Create(Spec(2), {.model_dim = dim, .num_experts = experts,
-                                   .num_heads = heads});
+    auto router = Create(Spec(2), {.model_dim = dim, .num_experts = experts, .num_heads = heads});
     SetParameter(*router, "gate_weight", at::randn({experts, dim}));
     const at::Tensor hidden = at::randn({batch, tokens, dim});
     RoutingContext context;
@@ -389,8 +368,7 @@ TEST(AttentionAwareTest, PosteriorRowsSumToOneEvenForFarApartTokens) {
     EXPECT_TRUE(at::isfinite(posterior).all().item<bool>());
     EXPECT_TRUE(at::allclose(posterior.sum(-1), at::ones({2, 2, 7}), 0, 1e-5));
     // A = 0 (above the diagonal) stays 0.
-    EXPECT_EQ(posterior.masked_select(context.attention_probs == 0)
-                  .abs().sum().item<float>(), 0);
+    EXPECT_EQ(posterior.masked_select(context.attention_probs == 0).abs().sum().item<float>(), 0);
     RoutingDecision d = router->Route(hidden, context);
     EXPECT_TRUE(at::isfinite(d.combine_weights).all().item<bool>());
     EXPECT_TRUE(at::allclose(d.aggregated_probs.sum(-1), at::ones({2, 7}), 0, 1e-5));
@@ -399,8 +377,7 @@ TEST(AttentionAwareTest, PosteriorRowsSumToOneEvenForFarApartTokens) {
 
 TEST(AttentionAwareTest, GradientsAreFiniteAndReachTheGate) {
   at::manual_seed(13);
-  for (HeadSelection selection :
-       {LOWEST_ENTROPY, LOWEST_MEAN_ENTROPY, ALL_HEADS_WEIGHTED}) {
+  for (HeadSelection selection : {LOWEST_ENTROPY, LOWEST_MEAN_ENTROPY, ALL_HEADS_WEIGHTED}) {
     RouterSpec spec = Spec(2, selection);
     spec.mutable_attention_aware()->set_renormalize(true);
     spec.set_load_balance_coef(0.01);
@@ -409,15 +386,14 @@ TEST(AttentionAwareTest, GradientsAreFiniteAndReachTheGate) {
     const at::Tensor scores = at::randn({2, 3, 5, 5}).requires_grad_(true);
     const at::Tensor values = at::randn({2, 3, 5, 6}).requires_grad_(true);
     RoutingContext context;
-    context.attention_probs = at::softmax(
-        scores.masked_fill(at::ones({5, 5}, at::kBool).triu(1),
-                           -std::numeric_limits<float>::infinity()),
-        -1);
+    context.attention_probs =
+        at::softmax(scores.masked_fill(at::ones({5, 5}, at::kBool).triu(1),
+                                       -std::numeric_limits<float>::infinity()),
+                    -1);
     context.attention_values = values;
     RoutingDecision d = router->Route(hidden, context);
     ASSERT_EQ(d.aux_losses.size(), 1u);
-    ((d.combine_weights * at::randn({2, 5, 4})).sum() + d.aux_losses[0].second)
-        .backward();
+    ((d.combine_weights * at::randn({2, 5, 4})).sum() + d.aux_losses[0].second).backward();
     const at::Tensor gate_grad = router->named_parameters()["gate_weight"].grad();
     ASSERT_TRUE(gate_grad.defined());
     EXPECT_GT(gate_grad.abs().sum().item<double>(), 0) << selection;
@@ -478,24 +454,20 @@ TEST(AttentionAwareTest, CausalUnlessOneHeadPerSequence) {
   const at::Tensor prefix = RandomAttention(3, 2, tokens, /*causal=*/true, 3.0);
   const at::Tensor one_hot = at::eye(tokens).slice(0, 4);  // rows 4..7
   const at::Tensor uniform =
-      at::ones({tokens, tokens}).tril().slice(0, 4) /
-      at::arange(5, 9, at::kFloat).unsqueeze(1);
+      at::ones({tokens, tokens}).tril().slice(0, 4) / at::arange(5, 9, at::kFloat).unsqueeze(1);
   auto attention = [&](int64_t sharp_head) {
     at::Tensor a = prefix.clone();
     a.select(1, sharp_head).slice(1, 4).copy_(one_hot);
     a.select(1, 1 - sharp_head).slice(1, 4).copy_(uniform);
     return a;
   };
-  for (HeadSelection selection :
-       {LOWEST_ENTROPY, ALL_HEADS_WEIGHTED, LOWEST_MEAN_ENTROPY}) {
-    auto router = Create(Spec(2, selection),
-                         {.model_dim = 4, .num_experts = 4, .num_heads = 2});
+  for (HeadSelection selection : {LOWEST_ENTROPY, ALL_HEADS_WEIGHTED, LOWEST_MEAN_ENTROPY}) {
+    auto router = Create(Spec(2, selection), {.model_dim = 4, .num_experts = 4, .num_heads = 2});
     SetParameter(*router, "gate_weight", at::randn({4, 4}) * 2);
     const at::Tensor hidden = at::randn({3, tokens, 4});
     RoutingContext context;
     context.attention_probs = attention(0);
-    context.attention_values =
-        at::randn({3, 2, 1, 4}).expand({3, 2, tokens, 4});
+    context.attention_values = at::randn({3, 2, 1, 4}).expand({3, 2, tokens, 4});
     // Later tokens change: their hidden states and attention rows.
     at::Tensor changed_hidden = hidden.clone();
     changed_hidden.slice(1, 4).normal_(0, 3);
@@ -505,7 +477,9 @@ TEST(AttentionAwareTest, CausalUnlessOneHeadPerSequence) {
     RoutingDecision b = router->Route(changed_hidden, changed);
     const double prefix_change =
         (a.aggregated_probs.slice(1, 0, 4) - b.aggregated_probs.slice(1, 0, 4))
-            .abs().max().item<double>();
+            .abs()
+            .max()
+            .item<double>();
     if (router->IsCausal(true)) {
       EXPECT_LT(prefix_change, 1e-6) << selection;
       EXPECT_TRUE(at::equal(a.selected.slice(1, 0, 4), b.selected.slice(1, 0, 4)));
@@ -529,8 +503,7 @@ TEST(AttentionAwareTest, CombineWeightsAreZeroOutsideTheSelection) {
   EXPECT_TRUE(at::allclose(d.gate_probs, at::sigmoid(d.logits)));
   EXPECT_TRUE(at::isfinite(d.combine_weights).all().item<bool>());
   EXPECT_GE(d.combine_weights.min().item<float>(), 0);
-  EXPECT_EQ(d.combine_weights.masked_select(d.selected.logical_not())
-                .abs().sum().item<float>(), 0);
+  EXPECT_EQ(d.combine_weights.masked_select(d.selected.logical_not()).abs().sum().item<float>(), 0);
   EXPECT_TRUE(at::equal(d.selected.sum(-1), at::full({3, 9}, 2, at::kLong)));
   // p is a convex mix of r, so it stays within r's range per expert.
   EXPECT_LE(d.aggregated_probs.max().item<float>(), d.gate_probs.max().item<float>() + 1e-6);
@@ -566,8 +539,7 @@ TEST(AttentionAwareRegistrationTest, ResolveAndValidate) {
   auto router = CreateRouter(spec, dims);
   ASSERT_TRUE(router.ok()) << router.status();
   EXPECT_THAT((*router)->named_parameters().keys(), ElementsAre("gate_weight"));
-  EXPECT_EQ((*router)->named_parameters()["gate_weight"].sizes(),
-            (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ((*router)->named_parameters()["gate_weight"].sizes(), (std::vector<int64_t>{3, 4}));
 
   spec.set_top_k(4);
   EXPECT_THAT(error(spec), HasSubstr("router.top_k"));
@@ -576,8 +548,7 @@ TEST(AttentionAwareRegistrationTest, ResolveAndValidate) {
   EXPECT_THAT(error(wrong), HasSubstr("takes router.attention_aware"));
 
   RouterSpec bad_scale = Spec(2);
-  bad_scale.mutable_attention_aware()->set_likelihood_scale(
-      static_cast<LikelihoodScale>(7));
+  bad_scale.mutable_attention_aware()->set_likelihood_scale(static_cast<LikelihoodScale>(7));
   EXPECT_EQ(error(bad_scale),
             "router.attention_aware.likelihood_scale: must be RELATIVE or "
             "ABSOLUTE, got 7");

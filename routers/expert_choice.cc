@@ -1,11 +1,11 @@
 #include "routers/expert_choice.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
 #include <tuple>
-
-#include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
 #include "routers/router_util.h"
@@ -20,32 +20,27 @@ ExpertChoiceOptions ResolvedExpertChoiceOptions(const RouterSpec& spec) {
 
 int64_t ExpertChoiceCapacity(double capacity_factor, int64_t tokens, int64_t k,
                              int64_t num_experts) {
-  const auto c = static_cast<int64_t>(
-      std::ceil(capacity_factor * tokens * k / num_experts));
+  const auto c = static_cast<int64_t>(std::ceil(capacity_factor * tokens * k / num_experts));
   return std::min(tokens, c);
 }
 
-ExpertChoiceRouter::ExpertChoiceRouter(const RouterSpec& spec,
-                                       const RouterDims& dims)
+ExpertChoiceRouter::ExpertChoiceRouter(const RouterSpec& spec, const RouterDims& dims)
     : spec_(spec),
       capacity_factor_(ResolvedExpertChoiceOptions(spec).capacity_factor()),
       num_experts_(dims.num_experts),
       top_k_(WholeTopK(spec)) {
-  gate_weight_ = register_parameter(
-      "gate_weight", InitGateWeight(dims.num_experts, dims.model_dim));
+  gate_weight_ =
+      register_parameter("gate_weight", InitGateWeight(dims.num_experts, dims.model_dim));
 }
 
-RoutingDecision ExpertChoiceRouter::Route(const at::Tensor& hidden,
-                                          const RoutingContext& context) {
+RoutingDecision ExpertChoiceRouter::Route(const at::Tensor& hidden, const RoutingContext& context) {
   const int64_t tokens = hidden.size(1);
   RoutingDecision d;
-  d.logits = GateLogits(hidden, gate_weight_);    // [B, T, E]
-  d.gate_probs = ApplyGate(d.logits, SOFTMAX);    // r
-  const int64_t capacity =
-      ExpertChoiceCapacity(capacity_factor_, tokens, top_k_, num_experts_);
+  d.logits = GateLogits(hidden, gate_weight_);  // [B, T, E]
+  d.gate_probs = ApplyGate(d.logits, SOFTMAX);  // r
+  const int64_t capacity = ExpertChoiceCapacity(capacity_factor_, tokens, top_k_, num_experts_);
   // Top-c along the token axis: [B, c, E] token indices per expert.
-  at::Tensor picks =
-      std::get<1>(at::topk(d.gate_probs.detach(), capacity, /*dim=*/1));
+  at::Tensor picks = std::get<1>(at::topk(d.gate_probs.detach(), capacity, /*dim=*/1));
   d.selected = at::zeros_like(d.gate_probs, d.gate_probs.options().dtype(at::kBool))
                    .scatter_(1, picks, true);
   d.combine_weights = d.gate_probs * d.selected.to(d.gate_probs.scalar_type());
@@ -55,10 +50,8 @@ RoutingDecision ExpertChoiceRouter::Route(const at::Tensor& hidden,
 
 namespace {
 
-absl::Status ValidateExpertChoice(const RouterSpec& spec,
-                                  const RouterDims& dims) {
-  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kExpertChoice,
-                                              "expert_choice");
+absl::Status ValidateExpertChoice(const RouterSpec& spec, const RouterDims& dims) {
+  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kExpertChoice, "expert_choice");
       !s.ok()) {
     return s;
   }
@@ -66,29 +59,28 @@ absl::Status ValidateExpertChoice(const RouterSpec& spec,
   const float factor = ResolvedExpertChoiceOptions(spec).capacity_factor();
   // c = 0 would route nothing at all.
   if (!(factor > 0) || !std::isfinite(factor)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.expert_choice.capacity_factor: must be > 0, got ", factor));
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.expert_choice.capacity_factor: must be > 0, got ", factor));
   }
   return absl::OkStatus();
 }
 
-MOELAB_REGISTER_ROUTER(
-    "expert_choice",
-    {.description = "each expert takes its top-c tokens of the sequence, "
-                    "c = capacity_factor * T * k / E (Zhou et al., 2022)",
-     .resolve =
-         [](RouterSpec* spec, const RouterDims&) {
-           if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-               spec->options_case() != RouterSpec::kExpertChoice) {
-             return;  // validate reports the foreign options
-           }
-           *spec->mutable_expert_choice() = ResolvedExpertChoiceOptions(*spec);
-         },
-     .validate = ValidateExpertChoice,
-     .create = [](const RouterSpec& spec, const RouterDims& dims)
-         -> std::shared_ptr<Router> {
-       return std::make_shared<ExpertChoiceRouter>(spec, dims);
-     }});
+MOELAB_REGISTER_ROUTER("expert_choice",
+                       {.description = "each expert takes its top-c tokens of the sequence, "
+                                       "c = capacity_factor * T * k / E (Zhou et al., 2022)",
+                        .resolve =
+                            [](RouterSpec* spec, const RouterDims&) {
+                              if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
+                                  spec->options_case() != RouterSpec::kExpertChoice) {
+                                return;  // validate reports the foreign options
+                              }
+                              *spec->mutable_expert_choice() = ResolvedExpertChoiceOptions(*spec);
+                            },
+                        .validate = ValidateExpertChoice,
+                        .create = [](const RouterSpec& spec,
+                                     const RouterDims& dims) -> std::shared_ptr<Router> {
+                          return std::make_shared<ExpertChoiceRouter>(spec, dims);
+                        }});
 
 }  // namespace
 }  // namespace moelab

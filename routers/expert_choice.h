@@ -5,9 +5,9 @@
 // expert takes the c tokens that score it highest, so tokens get 0..E
 // experts and every expert is exactly full.
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -28,8 +28,7 @@ class ExpertChoiceRouter : public Router {
   ExpertChoiceRouter(const RouterSpec& spec, const RouterDims& dims);
 
   // hidden: [B, T, D].
-  RoutingDecision Route(const at::Tensor& hidden,
-                        const RoutingContext& context) override;
+  RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
   // An expert compares every token of the sequence, later ones included.
   bool IsCausal(bool causal_model) const override { return false; }

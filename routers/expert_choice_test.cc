@@ -1,11 +1,11 @@
 #include "routers/expert_choice.h"
 
-#include <memory>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
 
 #include "routers/testing/router_test_util.h"
 
@@ -27,8 +27,7 @@ RouterSpec Spec(double k) {
   return spec;
 }
 
-std::shared_ptr<Router> IdentityGateRouter(const RouterSpec& spec,
-                                           int64_t experts) {
+std::shared_ptr<Router> IdentityGateRouter(const RouterSpec& spec, int64_t experts) {
   auto router = ResolveAndCreate(spec, RouterDims{experts, experts, 2, false});
   EXPECT_TRUE(router.ok()) << router.status();
   SetParameter(**router, "gate_weight", at::eye(experts));
@@ -37,8 +36,7 @@ std::shared_ptr<Router> IdentityGateRouter(const RouterSpec& spec,
 
 // Logits = log r for these rows of r (each sums to one), so softmax gives r.
 at::Tensor HandHidden() {
-  return at::log(at::tensor({.5, .3, .2, .1, .2, .7, .6, .1, .3, .25, .15, .6})
-                     .to(at::kFloat))
+  return at::log(at::tensor({.5, .3, .2, .1, .2, .7, .6, .1, .3, .25, .15, .6}).to(at::kFloat))
       .reshape({1, 4, 3});
 }
 
@@ -60,8 +58,7 @@ TEST(ExpertChoiceTest, LargerCapacityByHand) {
   spec.mutable_expert_choice()->set_capacity_factor(2.0);
   auto router = IdentityGateRouter(spec, 3);
   RoutingDecision d = router->Route(HandHidden(), Context(false));
-  ExpectTensorNear(d.combine_weights,
-                   {.5, .3, 0, 0, .2, .7, .6, 0, .3, .25, .15, .6});
+  ExpectTensorNear(d.combine_weights, {.5, .3, 0, 0, .2, .7, .6, 0, .3, .25, .15, .6});
 }
 
 TEST(ExpertChoiceTest, CapacityIsClampedToTheSequence) {
@@ -117,8 +114,8 @@ TEST(ExpertChoiceTest, GradientReachesGateWeight) {
   ASSERT_TRUE(router.ok());
   RoutingDecision d = (*router)->Route(at::randn({2, 5, 8}), Context(true));
   ASSERT_EQ(d.aux_losses.size(), 1u);
-  at::Tensor loss = (d.combine_weights * at::arange(4).to(at::kFloat)).sum() +
-                    d.aux_losses[0].second;
+  at::Tensor loss =
+      (d.combine_weights * at::arange(4).to(at::kFloat)).sum() + d.aux_losses[0].second;
   loss.backward();
   at::Tensor grad = Parameter(**router, "gate_weight").grad();
   ASSERT_TRUE(grad.defined());

@@ -1,8 +1,8 @@
 #include "routers/hash.h"
 
-#include <memory>
-
 #include <ATen/ATen.h>
+
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 
@@ -14,15 +14,11 @@ HashRouter::HashRouter(const RouterSpec& spec, const RouterDims& dims)
       num_experts_(dims.num_experts),
       table_(dims.num_experts, WholeTopK(spec)) {}
 
-RoutingDecision HashRouter::Route(const at::Tensor& hidden,
-                                  const RoutingContext& context) {
-  TORCH_CHECK(context.token_ids.defined(),
-              "hash router: the model must pass context.token_ids");
-  TORCH_CHECK(context.token_ids.sizes() == hidden.sizes().slice(0, 2),
-              "hash router: token_ids ", context.token_ids.sizes(),
-              " do not match hidden ", hidden.sizes());
-  return FixedAssignmentDecision(
-      spec_, table_.Lookup(context.token_ids, salt_), num_experts_);
+RoutingDecision HashRouter::Route(const at::Tensor& hidden, const RoutingContext& context) {
+  TORCH_CHECK(context.token_ids.defined(), "hash router: the model must pass context.token_ids");
+  TORCH_CHECK(context.token_ids.sizes() == hidden.sizes().slice(0, 2), "hash router: token_ids ",
+              context.token_ids.sizes(), " do not match hidden ", hidden.sizes());
+  return FixedAssignmentDecision(spec_, table_.Lookup(context.token_ids, salt_), num_experts_);
 }
 
 namespace {
@@ -37,17 +33,13 @@ MOELAB_REGISTER_ROUTER(
              spec->mutable_hash();  // shows the salt in the resolved spec
            }
          },
-     .validate = [](const RouterSpec& spec, const RouterDims& dims)
-         -> absl::Status {
-       if (absl::Status s =
-               CheckRouterOptionsCase(spec, RouterSpec::kHash, "hash");
-           !s.ok()) {
+     .validate = [](const RouterSpec& spec, const RouterDims& dims) -> absl::Status {
+       if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kHash, "hash"); !s.ok()) {
          return s;
        }
        return CheckWholeTopK(spec, dims);
      },
-     .create = [](const RouterSpec& spec, const RouterDims& dims)
-         -> std::shared_ptr<Router> {
+     .create = [](const RouterSpec& spec, const RouterDims& dims) -> std::shared_ptr<Router> {
        return std::make_shared<HashRouter>(spec, dims);
      }});
 

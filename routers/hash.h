@@ -4,9 +4,9 @@
 // Hash routing (Roller et al., 2021): a token's experts are a fixed function
 // of its id, with no learned parameters; a baseline that cannot fluctuate.
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -21,8 +21,7 @@ class HashRouter : public Router {
 
   // hidden: [B, T, D]; reads context.token_ids [B, T] (int64, >= 0).
   // Each token gets the k experts of HashedExperts(id, salt), weight 1/k.
-  RoutingDecision Route(const at::Tensor& hidden,
-                        const RoutingContext& context) override;
+  RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
   bool IsCausal(bool causal_model) const override { return true; }
 

@@ -1,11 +1,11 @@
 #include "routers/hash.h"
 
-#include <memory>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
 
 #include "routers/router_util.h"
 #include "routers/testing/router_test_util.h"
@@ -75,16 +75,15 @@ TEST(HashTest, DeterministicDistinctAndIndependentOfHidden) {
   at::Tensor flat = first.selected.reshape({-1, 8});
   for (int64_t i = 1; i < flat_ids.size(0); ++i) {
     at::Tensor same = (flat_ids == flat_ids[i]).nonzero().reshape({-1});
-    EXPECT_TRUE(at::equal(flat.index_select(0, same),
-                          flat[i].unsqueeze(0).expand({same.size(0), 8})));
+    EXPECT_TRUE(
+        at::equal(flat.index_select(0, same), flat[i].unsqueeze(0).expand({same.size(0), 8})));
   }
 }
 
 TEST(HashTest, TableGrowsWithLargerIds) {
   auto router = ResolveAndCreate(Spec(2, 9), RouterDims{4, 6, 2, true});
   ASSERT_TRUE(router.ok());
-  for (int64_t max_id : {int64_t{3}, int64_t{10}, int64_t{1000},
-                         int64_t{1} << 40}) {
+  for (int64_t max_id : {int64_t{3}, int64_t{10}, int64_t{1000}, int64_t{1} << 40}) {
     at::Tensor ids = at::tensor({int64_t{0}, max_id / 2, max_id}).reshape({1, 3});
     RoutingDecision d = (*router)->Route(at::randn({1, 3, 4}), WithIds(ids));
     for (int t = 0; t < 3; ++t) {
@@ -116,8 +115,7 @@ TEST(HashTest, DeclarationsAndErrors) {
   EXPECT_TRUE((*router)->IsCausal(true));
   EXPECT_TRUE((*router)->IsCausal(false));
   EXPECT_TRUE((*router)->parameters().empty());
-  EXPECT_THROW((*router)->Route(at::randn({1, 2, 4}), RoutingContext{}),
-               c10::Error);
+  EXPECT_THROW((*router)->Route(at::randn({1, 2, 4}), RoutingContext{}), c10::Error);
 
   RouterSpec spec;
   spec.set_name("hash");

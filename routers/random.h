@@ -4,9 +4,9 @@
 // Random routing: k distinct uniformly random experts per token, a baseline
 // with perfect expected balance and no learned routing at all.
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -23,8 +23,7 @@ class RandomRouter : public Router {
   // hidden: [B, T, D]. A fresh draw from the global torch generator per
   // call, or with fixed_per_token the experts HashedExperts(id, salt) of
   // context.token_ids. Weight 1/k each.
-  RoutingDecision Route(const at::Tensor& hidden,
-                        const RoutingContext& context) override;
+  RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
   bool IsCausal(bool causal_model) const override { return true; }
 

@@ -1,10 +1,10 @@
 #include "routers/random.h"
 
-#include <memory>
-
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <memory>
 
 #include "routers/testing/router_test_util.h"
 
@@ -38,8 +38,8 @@ TEST(RandomTest, KDistinctExpertsWithWeightOneOverK) {
     RoutingDecision d = (*router)->Route(at::randn({2, 9, 4}), Context(true));
     ExpectWellFormed(d, 2, 9, 6);
     EXPECT_TRUE((d.selected.sum(-1) == k).all().item<bool>());
-    EXPECT_TRUE(at::allclose(d.combine_weights,
-                             d.selected.to(at::kFloat) / static_cast<double>(k)));
+    EXPECT_TRUE(
+        at::allclose(d.combine_weights, d.selected.to(at::kFloat) / static_cast<double>(k)));
     EXPECT_TRUE(at::allclose(d.combine_weights.sum(-1), at::ones({2, 9})));
   }
 }

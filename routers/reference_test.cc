@@ -10,6 +10,9 @@
 // exactly, values to 1e-5 (relative above magnitude 1). The fixtures avoid
 // near-ties, so float32 rounding cannot flip a selection.
 
+#include <ATen/ATen.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -22,9 +25,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -42,8 +42,7 @@ namespace fs = std::filesystem;
 // Fixture entries that are not router parameters.
 const std::set<std::string>& NonParameterInputs() {
   static const auto* names = new std::set<std::string>{
-      "hidden",     "attention_probs", "attention_values",
-      "padding_mask", "training",      "causal_model"};
+      "hidden", "attention_probs", "attention_values", "padding_mask", "training", "causal_model"};
   return *names;
 }
 
@@ -78,15 +77,13 @@ absl::StatusOr<std::string> ReadFile(const fs::path& path) {
 }
 
 // A Python torch.save of a dict of tensors, read back by name.
-absl::StatusOr<std::map<std::string, at::Tensor>> ReadTensors(
-    const fs::path& path) {
+absl::StatusOr<std::map<std::string, at::Tensor>> ReadTensors(const fs::path& path) {
   absl::StatusOr<std::string> bytes = ReadFile(path);
   if (!bytes.ok()) return bytes.status();
   const c10::IValue loaded =
       torch::jit::pickle_load(std::vector<char>(bytes->begin(), bytes->end()));
   if (!loaded.isGenericDict()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path.string(), ": not a dict of tensors"));
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": not a dict of tensors"));
   }
   std::map<std::string, at::Tensor> tensors;
   for (const auto& entry : loaded.toGenericDict()) {
@@ -116,9 +113,8 @@ std::string Mismatch(const at::Tensor& actual, const at::Tensor& expected) {
   if (!bad.any().item<bool>()) return "";
   const int64_t first = bad.flatten().nonzero()[0][0].item<int64_t>();
   std::ostringstream out;
-  out << bad.sum().item<int64_t>() << " entries differ; first at flat index "
-      << first << ": got " << a.flatten()[first].item<double>()
-      << ", reference " << e.flatten()[first].item<double>()
+  out << bad.sum().item<int64_t>() << " entries differ; first at flat index " << first << ": got "
+      << a.flatten()[first].item<double>() << ", reference " << e.flatten()[first].item<double>()
       << "; largest difference " << diff.max().item<double>();
   return out.str();
 }
@@ -134,23 +130,20 @@ TEST_P(ReferenceTest, MatchesReference) {
   absl::StatusOr<RouterSpec> spec = ReadSpec(FixtureDir() / (name + ".pbtxt"));
   ASSERT_TRUE(spec.ok()) << spec.status();
   const auto has = [&t](const std::string& key) { return t.count(key) > 0; };
-  for (const char* key : {"hidden", "training", "causal_model",
-                          "expected_logits", "expected_selected",
-                          "expected_combine_weights"}) {
+  for (const char* key : {"hidden", "training", "causal_model", "expected_logits",
+                          "expected_selected", "expected_combine_weights"}) {
     ASSERT_TRUE(has(key)) << "fixture lacks " << key;
   }
 
   const at::Tensor& hidden = t.at("hidden");
   const bool training = t.at("training").item<bool>();
   const bool causal_model = t.at("causal_model").item<bool>();
-  const RouterDims dims{
-      .model_dim = hidden.size(2),
-      .num_experts = t.at("expected_logits").size(2),
-      .num_heads = has("attention_probs") ? t.at("attention_probs").size(1) : 2,
-      .causal_model = causal_model};
+  const RouterDims dims{.model_dim = hidden.size(2),
+                        .num_experts = t.at("expected_logits").size(2),
+                        .num_heads = has("attention_probs") ? t.at("attention_probs").size(1) : 2,
+                        .causal_model = causal_model};
 
-  absl::StatusOr<const RouterRegistration*> entry =
-      RouterRegistry().Find(spec->name());
+  absl::StatusOr<const RouterRegistration*> entry = RouterRegistry().Find(spec->name());
   ASSERT_TRUE(entry.ok()) << entry.status();
   if ((*entry)->resolve) (*entry)->resolve(&*spec, dims);
   absl::StatusOr<std::shared_ptr<Router>> created = CreateRouter(*spec, dims);
@@ -180,8 +173,7 @@ TEST_P(ReferenceTest, MatchesReference) {
     }
   }
   EXPECT_TRUE(unused_inputs.empty())
-      << "fixture parameter(s) the router does not have, first: "
-      << *unused_inputs.begin();
+      << "fixture parameter(s) the router does not have, first: " << *unused_inputs.begin();
 
   router.train(training);
   RoutingContext context;
@@ -198,23 +190,23 @@ TEST_P(ReferenceTest, MatchesReference) {
 
   const RoutingDecision d = router.Route(hidden, context);
 
-  const auto expect_close = [&](const std::string& field,
-                                const at::Tensor& actual) {
+  const auto expect_close = [&](const std::string& field, const at::Tensor& actual) {
     const at::Tensor& expected = t.at(std::string(kExpectedPrefix) + field);
     ASSERT_TRUE(actual.defined()) << field << " is undefined";
     ASSERT_EQ(actual.sizes(), expected.sizes()) << field;
     const std::string mismatch = Mismatch(actual, expected);
     EXPECT_TRUE(mismatch.empty()) << field << ": " << mismatch;
   };
-  const auto expect_equal_mask = [&](const std::string& field,
-                                     const at::Tensor& actual) {
+  const auto expect_equal_mask = [&](const std::string& field, const at::Tensor& actual) {
     const at::Tensor& expected = t.at(std::string(kExpectedPrefix) + field);
     ASSERT_TRUE(actual.defined()) << field << " is undefined";
     ASSERT_EQ(actual.scalar_type(), at::kBool) << field;
     ASSERT_EQ(actual.sizes(), expected.sizes()) << field;
     EXPECT_TRUE(at::equal(actual, expected))
         << field << ": " << at::ne(actual, expected).sum().item<int64_t>()
-        << " entries differ\ngot\n" << actual << "\nreference\n" << expected;
+        << " entries differ\ngot\n"
+        << actual << "\nreference\n"
+        << expected;
   };
 
   expect_close("logits", d.logits);
@@ -227,10 +219,8 @@ TEST_P(ReferenceTest, MatchesReference) {
   }
   // The description of the aggregation weights W (graph-of-tokens routers).
   for (const auto& [field, actual] :
-       {std::pair<std::string, at::Tensor>{"aggregation_self_weight",
-                                           d.aggregation_self_weight},
-        {"aggregation_effective_neighbours",
-         d.aggregation_effective_neighbours}}) {
+       {std::pair<std::string, at::Tensor>{"aggregation_self_weight", d.aggregation_self_weight},
+        {"aggregation_effective_neighbours", d.aggregation_effective_neighbours}}) {
     if (has(kExpectedPrefix + field)) {
       expect_close(field, actual);
       EXPECT_FALSE(actual.requires_grad()) << field << " must be detached";
@@ -242,26 +232,23 @@ TEST_P(ReferenceTest, MatchesReference) {
     const at::Tensor& expected = t.at("expected_aggregation_head");
     ASSERT_TRUE(d.aggregation_head.defined()) << "aggregation_head is undefined";
     ASSERT_EQ(d.aggregation_head.scalar_type(), at::kLong);
-    EXPECT_TRUE(at::equal(d.aggregation_head, expected))
-        << "aggregation_head: got\n" << d.aggregation_head << "\nreference\n"
-        << expected;
+    EXPECT_TRUE(at::equal(d.aggregation_head, expected)) << "aggregation_head: got\n"
+                                                         << d.aggregation_head << "\nreference\n"
+                                                         << expected;
   } else {
     EXPECT_FALSE(d.aggregation_head.defined())
         << "aggregation_head is for attention-aware routing only";
   }
   expect_equal_mask("selected", d.selected);
   expect_close("combine_weights", d.combine_weights);
-  EXPECT_TRUE(d.combine_weights.requires_grad())
-      << "combine_weights must be differentiable";
+  EXPECT_TRUE(d.combine_weights.requires_grad()) << "combine_weights must be differentiable";
   if (has("expected_dropped")) {
     // An undefined `dropped` means no token lost a choice.
-    expect_equal_mask("dropped", d.dropped.defined()
-                                     ? d.dropped
-                                     : at::zeros({batch, tokens}, at::kBool));
+    expect_equal_mask("dropped",
+                      d.dropped.defined() ? d.dropped : at::zeros({batch, tokens}, at::kBool));
   }
 
-  std::map<std::string, at::Tensor> aux(d.aux_losses.begin(),
-                                        d.aux_losses.end());
+  std::map<std::string, at::Tensor> aux(d.aux_losses.begin(), d.aux_losses.end());
   for (const std::string loss : {"load_balance", "z_loss"}) {
     if (has(absl::StrCat(kExpectedPrefix, "aux_", loss))) {
       ASSERT_TRUE(aux.count(loss)) << "missing aux loss " << loss;
@@ -272,8 +259,7 @@ TEST_P(ReferenceTest, MatchesReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest,
-                         ::testing::ValuesIn(CaseNames()),
+INSTANTIATE_TEST_SUITE_P(Fixtures, ReferenceTest, ::testing::ValuesIn(CaseNames()),
                          [](const auto& info) { return info.param; });
 
 // Guards against an empty or partial fixture directory, which would make the
@@ -287,10 +273,8 @@ TEST(ReferenceFixturesTest, CoverEveryRouter) {
     ASSERT_TRUE(spec.ok()) << spec.status();
     routers.insert(spec->name());
   }
-  EXPECT_EQ(routers,
-            (std::set<std::string>{"attention_aware", "expert_choice",
-                                   "similarity_aware", "sinkhorn",
-                                   "token_choice", "unified", "xmoe"}));
+  EXPECT_EQ(routers, (std::set<std::string>{"attention_aware", "expert_choice", "similarity_aware",
+                                            "sinkhorn", "token_choice", "unified", "xmoe"}));
 }
 
 }  // namespace

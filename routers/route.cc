@@ -1,9 +1,8 @@
 // Routes one batch of tokens with any registered router, file to file, so a
 // router can be checked against an outside implementation (e.g. PyTorch):
 //
-//   bazel run //routers:route -- \
-//     --router='name: "similarity_aware" top_k: 2' \
-//     --input=in.pt --output=out.pt
+//   bazel run //routers:route -- --router='name: "similarity_aware" top_k: 2'
+//       --input=in.pt --output=out.pt   (one command line)
 //
 // IN.pt is a Python `torch.save` of a dict of tensors: the router's inputs
 // and every one of its parameters; OUT.pt a dict of the decision's tensors,
@@ -31,14 +30,12 @@ ABSL_FLAG(std::string, input, "",
           "padding_mask, attention_probs, attention_values; every other key "
           "names a router parameter, and every parameter must be there.");
 ABSL_FLAG(std::string, output, "", "Where to write the decision (torch.load-able).");
-ABSL_FLAG(int64_t, num_experts, 0,
-          "E; by default the first dimension of the input's gate_weight.");
+ABSL_FLAG(int64_t, num_experts, 0, "E; by default the first dimension of the input's gate_weight.");
 ABSL_FLAG(bool, training, false, "Route in training mode (jitter, Sinkhorn).");
 ABSL_FLAG(bool, causal_model, false,
           "Route as inside a causal (autoregressive) model: sets "
           "RouterDims.causal_model and RoutingContext.causal.");
-ABSL_FLAG(uint64_t, seed, 0,
-          "Seeds torch's global generator (random routers, parameter init).");
+ABSL_FLAG(uint64_t, seed, 0, "Seeds torch's global generator (random routers, parameter init).");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(

@@ -3,7 +3,13 @@
 // code and its linked routers; RunRouteTool in process for the error cases
 // (each run of the binary pays LibTorch's start-up).
 
+#include <ATen/ATen.h>
+#include <caffe2/serialize/inline_container.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/nn/module.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -12,13 +18,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <caffe2/serialize/inline_container.h>
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <torch/csrc/jit/serialization/pickle.h>
-#include <torch/nn/module.h>
 
 #include "absl/strings/str_cat.h"
 #include "core/router.h"
@@ -34,8 +33,8 @@ using ::testing::HasSubstr;
 std::string TempDir() { return std::getenv("TEST_TMPDIR"); }
 
 std::string RouteBinary() {
-  return absl::StrCat(std::getenv("TEST_SRCDIR"), "/",
-                      std::getenv("TEST_WORKSPACE"), "/routers/route");
+  return absl::StrCat(std::getenv("TEST_SRCDIR"), "/", std::getenv("TEST_WORKSPACE"),
+                      "/routers/route");
 }
 
 std::string ShellQuote(const std::string& s) {
@@ -59,8 +58,7 @@ struct RunResult {
 // (BUILD_WORKING_DIRECTORY = TEST_TMPDIR), so relative paths land there.
 RunResult RunRoute(const std::vector<std::string>& args) {
   const std::string err = TempDir() + "/route_stderr.txt";
-  std::string command = absl::StrCat("BUILD_WORKING_DIRECTORY=",
-                                     ShellQuote(TempDir()), " ",
+  std::string command = absl::StrCat("BUILD_WORKING_DIRECTORY=", ShellQuote(TempDir()), " ",
                                      ShellQuote(RouteBinary()));
   for (const std::string& arg : args) absl::StrAppend(&command, " ", ShellQuote(arg));
   absl::StrAppend(&command, " 2>", ShellQuote(err));
@@ -68,8 +66,7 @@ RunResult RunRoute(const std::vector<std::string>& args) {
   RunResult result;
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   std::ifstream in(err);
-  result.stderr_text.assign(std::istreambuf_iterator<char>(in),
-                            std::istreambuf_iterator<char>());
+  result.stderr_text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   return result;
 }
 
@@ -84,14 +81,12 @@ void WriteTensors(const std::string& name,
 
 c10::Dict<std::string, at::Tensor> ReadTensors(const std::string& name) {
   std::ifstream in(TempDir() + "/" + name, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)),
-                          std::istreambuf_iterator<char>());
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return c10::impl::toTypedDict<std::string, at::Tensor>(
       torch::jit::pickle_load(bytes).toGenericDict());
 }
 
-std::shared_ptr<Router> DirectRouter(const std::string& text,
-                                     const RouterDims& dims,
+std::shared_ptr<Router> DirectRouter(const std::string& text, const RouterDims& dims,
                                      const at::Tensor& gate_weight) {
   RouterSpec spec;
   EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &spec));
@@ -113,27 +108,24 @@ TEST(RouteToolTest, UnbatchedRoundTripMatchesDirectRoute) {
   const std::string spec =
       "name: \"similarity_aware\" top_k: 2 load_balance_coef: 0.1 "
       "similarity_aware { temperature: 0.5 renormalize: true }";
-  RunResult run = RunRoute({"--router=" + spec, "--input=sim_in.pt",
-                            "--output=sim_out.pt", "--causal_model"});
+  RunResult run =
+      RunRoute({"--router=" + spec, "--input=sim_in.pt", "--output=sim_out.pt", "--causal_model"});
   ASSERT_EQ(run.exit_code, 0) << run.stderr_text;
 
   auto out = ReadTensors("sim_out.pt");
-  auto router = DirectRouter(spec, {.model_dim = 4, .num_experts = 3,
-                                    .causal_model = true}, gate);
+  auto router = DirectRouter(spec, {.model_dim = 4, .num_experts = 3, .causal_model = true}, gate);
   EXPECT_TRUE(router->IsCausal(false));  // causal resolved from --causal_model
   RoutingDecision d = router->Route(hidden.unsqueeze(0), {});
   ASSERT_TRUE(out.contains("selected"));
   EXPECT_EQ(out.at("selected").scalar_type(), at::kBool);
   EXPECT_EQ(out.at("logits").sizes(), (std::vector<int64_t>{5, 3}));
   EXPECT_TRUE(at::equal(out.at("selected"), d.selected[0]));
-  for (const auto& [key, expected] :
-       std::vector<std::pair<std::string, at::Tensor>>{
+  for (const auto& [key, expected] : std::vector<std::pair<std::string, at::Tensor>>{
            {"logits", d.logits[0]},
            {"gate_probs", d.gate_probs[0]},
            {"aggregated_probs", d.aggregated_probs[0]},
            {"aggregation_self_weight", d.aggregation_self_weight[0]},
-           {"aggregation_effective_neighbours",
-            d.aggregation_effective_neighbours[0]},
+           {"aggregation_effective_neighbours", d.aggregation_effective_neighbours[0]},
            {"combine_weights", d.combine_weights[0]},
            {"aux_load_balance", d.aux_losses[0].second}}) {
     ASSERT_TRUE(out.contains(key)) << key;
@@ -147,13 +139,11 @@ TEST(RouteToolTest, UnbatchedRoundTripMatchesDirectRoute) {
 // routers/ must be there.
 TEST(RouteToolTest, EveryRouterPluginIsLinked) {
   WriteTensors("plain_in.pt", {{"hidden", at::randn({2, 4})}});
-  RunResult run = RunRoute({"--router=name: \"no_such_router\"",
-                            "--input=plain_in.pt", "--output=x.pt",
-                            "--num_experts=2"});
+  RunResult run = RunRoute({"--router=name: \"no_such_router\"", "--input=plain_in.pt",
+                            "--output=x.pt", "--num_experts=2"});
   EXPECT_EQ(run.exit_code, 1);
-  for (const char* name :
-       {"attention_aware", "expert_choice", "hash", "random", "similarity_aware",
-        "sinkhorn", "token_choice", "unified", "xmoe"}) {
+  for (const char* name : {"attention_aware", "expert_choice", "hash", "random", "similarity_aware",
+                           "sinkhorn", "token_choice", "unified", "xmoe"}) {
     EXPECT_THAT(run.stderr_text, HasSubstr(name));
   }
   EXPECT_THAT(run.stderr_text,
@@ -182,16 +172,13 @@ TEST_F(RouteToolInProcessTest, BatchedAttentionRoundTripMatchesDirectRoute) {
                              {"attention_values", context.attention_values},
                              {"padding_mask", context.padding_mask},
                              {"token_ids", at::arange(8).view({2, 4})}});
-  const std::string spec =
-      "name: \"attention_aware\" top_k: 1 attention_aware { sigma: 1.5 }";
-  absl::Status status = RunRouteTool({.router_text = spec,
-                                      .input_path = "att_in.pt",
-                                      .output_path = TempDir() + "/att_out.pt"});
+  const std::string spec = "name: \"attention_aware\" top_k: 1 attention_aware { sigma: 1.5 }";
+  absl::Status status = RunRouteTool(
+      {.router_text = spec, .input_path = "att_in.pt", .output_path = TempDir() + "/att_out.pt"});
   ASSERT_TRUE(status.ok()) << status;
 
   auto out = ReadTensors("att_out.pt");
-  auto router = DirectRouter(spec, {.model_dim = 3, .num_experts = 4, .num_heads = 2},
-                             gate);
+  auto router = DirectRouter(spec, {.model_dim = 3, .num_experts = 4, .num_heads = 2}, gate);
   RoutingDecision d = router->Route(hidden, context);
   EXPECT_EQ(out.at("selected").sizes(), (std::vector<int64_t>{2, 4, 4}));
   EXPECT_TRUE(at::equal(out.at("selected"), d.selected));
@@ -200,8 +187,7 @@ TEST_F(RouteToolInProcessTest, BatchedAttentionRoundTripMatchesDirectRoute) {
   ASSERT_TRUE(out.contains("aggregation_head"));
   EXPECT_EQ(out.at("aggregation_head").scalar_type(), at::kLong);
   EXPECT_TRUE(at::equal(out.at("aggregation_head"), d.aggregation_head));
-  EXPECT_TRUE(at::allclose(out.at("aggregation_self_weight"),
-                           d.aggregation_self_weight, 0, 1e-6));
+  EXPECT_TRUE(at::allclose(out.at("aggregation_self_weight"), d.aggregation_self_weight, 0, 1e-6));
   EXPECT_TRUE(at::allclose(out.at("aggregation_effective_neighbours"),
                            d.aggregation_effective_neighbours, 0, 1e-6));
 
@@ -213,8 +199,8 @@ TEST_F(RouteToolInProcessTest, BatchedAttentionRoundTripMatchesDirectRoute) {
                          .training = true});
   ASSERT_TRUE(status.ok()) << status;
   auto trained = ReadTensors("att_train_out.pt");
-  for (const char* key : {"aggregation_self_weight",
-                          "aggregation_effective_neighbours", "aggregation_head"}) {
+  for (const char* key :
+       {"aggregation_self_weight", "aggregation_effective_neighbours", "aggregation_head"}) {
     EXPECT_FALSE(trained.contains(key)) << key;
   }
   EXPECT_TRUE(at::equal(trained.at("selected"), d.selected));
@@ -223,8 +209,7 @@ TEST_F(RouteToolInProcessTest, BatchedAttentionRoundTripMatchesDirectRoute) {
 }
 
 // A copy of `t` with `value` at `index`.
-at::Tensor WithValueAt(const at::Tensor& t, const std::vector<int64_t>& index,
-                       double value) {
+at::Tensor WithValueAt(const at::Tensor& t, const std::vector<int64_t>& index, double value) {
   at::Tensor copy = t.clone();
   at::Tensor element = copy;
   for (int64_t i : index) element = element[i];
@@ -246,66 +231,91 @@ TEST_F(RouteToolInProcessTest, BadInputIsAClearError) {
   const at::Tensor gate = at::randn({2, 4});
   const std::string similarity = "name: \"similarity_aware\" top_k: 1";
   const std::vector<ErrorCase> cases = {
-      {"unknown key", {{"hidden", hidden}, {"gate_weight", gate}, {"gate_bias", gate}},
+      {"unknown key",
+       {{"hidden", hidden}, {"gate_weight", gate}, {"gate_bias", gate}},
        similarity,
        "--input: key 'gate_bias' is neither a router input (attention_probs, "
        "attention_values, hidden, padding_mask, token_ids) nor a parameter of "
        "router 'similarity_aware' (its parameters: gate_weight)"},
-      {"missing parameter", {{"hidden", hidden}}, similarity,
-       "parameter 'gate_weight' [2, 4] is missing from the file", 2},
-      {"shape mismatch", {{"hidden", hidden}, {"gate_weight", at::randn({2, 5})}},
+      {"missing parameter",
+       {{"hidden", hidden}},
+       similarity,
+       "parameter 'gate_weight' [2, 4] is missing from the file",
+       2},
+      {"shape mismatch",
+       {{"hidden", hidden}, {"gate_weight", at::randn({2, 5})}},
        similarity,
        "key 'gate_weight' has shape [2, 5] but router 'similarity_aware' needs [2, 4]"},
-      {"missing FULL parameter", {{"hidden", hidden}, {"gate_weight", gate}},
+      {"missing FULL parameter",
+       {{"hidden", hidden}, {"gate_weight", gate}},
        "name: \"similarity_aware\" top_k: 1 similarity_aware { projection: FULL }",
        "parameter 'similarity_weight' [4, 4] is missing"},
       {"no hidden", {{"gate_weight", gate}}, similarity, "key 'hidden' is missing"},
-      {"integer hidden", {{"hidden", at::ones({3, 4}, at::kLong)}, {"gate_weight", gate}},
-       similarity, "key 'hidden' must be a [T, D] or [B, T, D] float tensor"},
-      {"bad option", {{"hidden", hidden}, {"gate_weight", gate}},
+      {"integer hidden",
+       {{"hidden", at::ones({3, 4}, at::kLong)}, {"gate_weight", gate}},
+       similarity,
+       "key 'hidden' must be a [T, D] or [B, T, D] float tensor"},
+      {"bad option",
+       {{"hidden", hidden}, {"gate_weight", gate}},
        "name: \"similarity_aware\" similarity_aware { temperature: -1 }",
        "router.similarity_aware.temperature: must be > 0, got -1"},
-      {"top_k too large", {{"hidden", hidden}, {"gate_weight", gate}},
-       "name: \"similarity_aware\" top_k: 3", "router.top_k: must be <= the number"},
-      {"text format", {{"hidden", hidden}, {"gate_weight", gate}},
+      {"top_k too large",
+       {{"hidden", hidden}, {"gate_weight", gate}},
+       "name: \"similarity_aware\" top_k: 3",
+       "router.top_k: must be <= the number"},
+      {"text format",
+       {{"hidden", hidden}, {"gate_weight", gate}},
        "name: \"similarity_aware\" top_kk: 1",
        "--router: not a RouterSpec in text format: 1:"},
-      {"unknown router", {{"hidden", hidden}, {"gate_weight", gate}},
-       "name: \"similarity\"", "router.name: unknown router 'similarity'"},
-      {"no attention", {{"hidden", hidden}, {"gate_weight", gate}},
+      {"unknown router",
+       {{"hidden", hidden}, {"gate_weight", gate}},
+       "name: \"similarity\"",
+       "router.name: unknown router 'similarity'"},
+      {"no attention",
+       {{"hidden", hidden}, {"gate_weight", gate}},
        "name: \"attention_aware\" top_k: 1",
        "the file needs 'attention_probs' [H, T, T] and 'attention_values' [H, T, D]"},
       {"attention shape",
-       {{"hidden", hidden}, {"gate_weight", gate},
+       {{"hidden", hidden},
+        {"gate_weight", gate},
         {"attention_probs", at::ones({2, 3, 2})},
         {"attention_values", at::ones({2, 3, 4})}},
        "name: \"attention_aware\" top_k: 1",
        "key 'attention_probs' must be [H, T, T] = [2, 3, 3], got [2, 3, 2]"},
       {"attention values shape",
-       {{"hidden", hidden.unsqueeze(0)}, {"gate_weight", gate},
+       {{"hidden", hidden.unsqueeze(0)},
+        {"gate_weight", gate},
         {"attention_probs", at::ones({1, 2, 3, 3})},
         {"attention_values", at::ones({1, 2, 3, 5})}},
        "name: \"attention_aware\" top_k: 1",
        "key 'attention_values' must be [B, H, T, D] = [1, 2, 3, 4], got [1, 2, 3, 5]"},
-      {"half the attention", {{"hidden", hidden}, {"gate_weight", gate},
-                              {"attention_probs", at::ones({2, 3, 3})}},
-       "name: \"attention_aware\" top_k: 1", "go together"},
-      {"experts disagree", {{"hidden", hidden}, {"gate_weight", gate}}, similarity,
-       "--num_experts: 3 disagrees", 3},
-      {"no experts", {{"hidden", hidden}}, similarity,
+      {"half the attention",
+       {{"hidden", hidden}, {"gate_weight", gate}, {"attention_probs", at::ones({2, 3, 3})}},
+       "name: \"attention_aware\" top_k: 1",
+       "go together"},
+      {"experts disagree",
+       {{"hidden", hidden}, {"gate_weight", gate}},
+       similarity,
+       "--num_experts: 3 disagrees",
+       3},
+      {"no experts",
+       {{"hidden", hidden}},
+       similarity,
        "--num_experts: cannot tell the number of experts"},
-      {"padding dtype", {{"hidden", hidden}, {"gate_weight", gate},
-                         {"padding_mask", at::ones({3})}},
-       similarity, "'padding_mask' must be bool"},
-      {"padding shape", {{"hidden", hidden}, {"gate_weight", gate},
-                         {"padding_mask", at::ones({1, 3}, at::kBool)}},
-       similarity, "key 'padding_mask' must be [T] = [3], got [1, 3]"},
-      {"token ids dtype", {{"hidden", hidden}, {"gate_weight", gate},
-                           {"token_ids", at::ones({3})}},
-       similarity, "'token_ids' must hold integers"},
+      {"padding dtype",
+       {{"hidden", hidden}, {"gate_weight", gate}, {"padding_mask", at::ones({3})}},
+       similarity,
+       "'padding_mask' must be bool"},
+      {"padding shape",
+       {{"hidden", hidden}, {"gate_weight", gate}, {"padding_mask", at::ones({1, 3}, at::kBool)}},
+       similarity,
+       "key 'padding_mask' must be [T] = [3], got [1, 3]"},
+      {"token ids dtype",
+       {{"hidden", hidden}, {"gate_weight", gate}, {"token_ids", at::ones({3})}},
+       similarity,
+       "'token_ids' must hold integers"},
       {"nan in hidden",
-       {{"hidden", WithValueAt(hidden.unsqueeze(0).repeat({2, 1, 1}), {1, 2, 3},
-                               NAN)},
+       {{"hidden", WithValueAt(hidden.unsqueeze(0).repeat({2, 1, 1}), {1, 2, 3}, NAN)},
         {"gate_weight", gate}},
        similarity,
        "--input: key 'hidden' [2, 3, 4] holds nan at [1, 2, 3] (its first "
@@ -316,7 +326,8 @@ TEST_F(RouteToolInProcessTest, BadInputIsAClearError) {
        "--input: key 'gate_weight' [2, 4] holds inf at [1, 0] (its first "
        "non-finite element)"},
       {"-inf in attention",
-       {{"hidden", hidden}, {"gate_weight", gate},
+       {{"hidden", hidden},
+        {"gate_weight", gate},
         {"attention_probs", WithValueAt(at::ones({2, 3, 3}), {0, 2, 1}, -INFINITY)},
         {"attention_values", at::ones({2, 3, 4})}},
        "name: \"attention_aware\" top_k: 1",
@@ -334,16 +345,15 @@ TEST_F(RouteToolInProcessTest, BadInputIsAClearError) {
 
   // Files that are not there or not a dict of tensors; missing flags.
   auto run = [](const std::string& input, const std::string& router) {
-    return RunRouteTool({.router_text = router, .input_path = input,
-                         .output_path = "o.pt"});
+    return RunRouteTool({.router_text = router, .input_path = input, .output_path = "o.pt"});
   };
   EXPECT_THAT(std::string(run("nowhere.pt", similarity).message()),
               HasSubstr("--input: cannot open '" + TempDir() + "/nowhere.pt'"));
   std::ofstream(TempDir() + "/garbage.pt") << "not a pickle";
   EXPECT_THAT(std::string(run("garbage.pt", similarity).message()),
               HasSubstr("is not a torch.save file"));
-  const std::vector<char> list_bytes = torch::jit::pickle_save(
-      c10::IValue(c10::List<at::Tensor>({hidden})));
+  const std::vector<char> list_bytes =
+      torch::jit::pickle_save(c10::IValue(c10::List<at::Tensor>({hidden})));
   std::ofstream(TempDir() + "/list.pt", std::ios::binary)
       .write(list_bytes.data(), list_bytes.size());
   EXPECT_THAT(std::string(run("list.pt", similarity).message()),
@@ -363,24 +373,55 @@ TEST_F(RouteToolInProcessTest, BadInputIsAClearError) {
 // SETITEM ('s') with no MARK, which LibTorch's own unpickler does not know
 // (it once refused such a file as "not a torch.save file").
 constexpr char kPythonOneKeyDictPickle[] =
-    "\x80\x02"                                        // PROTO 2
-    "}" "q\x00"                                       // EMPTY_DICT, BINPUT 0
-    "X\x06\x00\x00\x00" "hidden" "q\x01"              // BINUNICODE 'hidden'
-    "c" "torch._utils\n_rebuild_tensor_v2\n" "q\x02"  // GLOBAL
-    "(" "("                                           // MARK, MARK
-    "X\x07\x00\x00\x00" "storage" "q\x03"
-    "c" "torch\nFloatStorage\n" "q\x04"
-    "X\x01\x00\x00\x00" "0" "q\x05"                   // storage key '0'
-    "X\x03\x00\x00\x00" "cpu" "q\x06"
-    "K\x06" "t" "q\x07"                               // numel 6, TUPLE
-    "Q"                                               // BINPERSID
-    "K\x00" "K\x02" "K\x03" "\x86" "q\x08"             // offset 0, size (2, 3)
-    "K\x03" "K\x01" "\x86" "q\x09"                     // stride (3, 1)
-    "\x89"                                            // requires_grad False
-    "c" "collections\nOrderedDict\n" "q\x0a" ")" "R" "q\x0b"
-    "t" "q\x0c" "R" "q\x0d"                            // TUPLE, REDUCE
-    "s"                                               // SETITEM
-    ".";                                              // STOP
+    "\x80\x02"  // PROTO 2
+    "}"
+    "q\x00"  // EMPTY_DICT, BINPUT 0
+    "X\x06\x00\x00\x00"
+    "hidden"
+    "q\x01"  // BINUNICODE 'hidden'
+    "c"
+    "torch._utils\n_rebuild_tensor_v2\n"
+    "q\x02"  // GLOBAL
+    "("
+    "("  // MARK, MARK
+    "X\x07\x00\x00\x00"
+    "storage"
+    "q\x03"
+    "c"
+    "torch\nFloatStorage\n"
+    "q\x04"
+    "X\x01\x00\x00\x00"
+    "0"
+    "q\x05"  // storage key '0'
+    "X\x03\x00\x00\x00"
+    "cpu"
+    "q\x06"
+    "K\x06"
+    "t"
+    "q\x07"  // numel 6, TUPLE
+    "Q"      // BINPERSID
+    "K\x00"
+    "K\x02"
+    "K\x03"
+    "\x86"
+    "q\x08"  // offset 0, size (2, 3)
+    "K\x03"
+    "K\x01"
+    "\x86"
+    "q\x09"  // stride (3, 1)
+    "\x89"   // requires_grad False
+    "c"
+    "collections\nOrderedDict\n"
+    "q\x0a"
+    ")"
+    "R"
+    "q\x0b"
+    "t"
+    "q\x0c"
+    "R"
+    "q\x0d"  // TUPLE, REDUCE
+    "s"      // SETITEM
+    ".";     // STOP
 
 // A torch.save zip archive as Python writes it: data.pkl above and the
 // storage of `hidden` ([2, 3] float) as data/0.
@@ -388,13 +429,11 @@ void WritePythonOneKeyDict(const std::string& name, const at::Tensor& hidden) {
   ASSERT_EQ(hidden.sizes(), (std::vector<int64_t>{2, 3}));
   const at::Tensor storage = hidden.to(at::kFloat).contiguous();
   std::ofstream out(TempDir() + "/" + name, std::ios::binary);
-  caffe2::serialize::PyTorchStreamWriter writer(
-      [&out](const void* data, size_t size) {
-        out.write(static_cast<const char*>(data), size);
-        return size;
-      });
-  writer.writeRecord("data.pkl", kPythonOneKeyDictPickle,
-                     sizeof(kPythonOneKeyDictPickle) - 1);
+  caffe2::serialize::PyTorchStreamWriter writer([&out](const void* data, size_t size) {
+    out.write(static_cast<const char*>(data), size);
+    return size;
+  });
+  writer.writeRecord("data.pkl", kPythonOneKeyDictPickle, sizeof(kPythonOneKeyDictPickle) - 1);
   writer.writeRecord("data/0", storage.data_ptr(), storage.nbytes());
   writer.writeEndOfFile();
 }
@@ -402,11 +441,9 @@ void WritePythonOneKeyDict(const std::string& name, const at::Tensor& hidden) {
 // Through the binary, which links every router (`random` takes no
 // parameters, so `hidden` alone is a complete input).
 TEST(RouteToolTest, PythonOneKeyDictIsRead) {
-  WritePythonOneKeyDict("one_key.pt",
-                        at::arange(6, at::kFloat).view({2, 3}));
-  RunResult run = RunRoute({"--router=name: \"random\" top_k: 1",
-                            "--input=one_key.pt", "--output=one_key_out.pt",
-                            "--num_experts=4"});
+  WritePythonOneKeyDict("one_key.pt", at::arange(6, at::kFloat).view({2, 3}));
+  RunResult run = RunRoute({"--router=name: \"random\" top_k: 1", "--input=one_key.pt",
+                            "--output=one_key_out.pt", "--num_experts=4"});
   ASSERT_EQ(run.exit_code, 0) << run.stderr_text;
   auto out = ReadTensors("one_key_out.pt");
   EXPECT_EQ(out.at("selected").sizes(), (std::vector<int64_t>{2, 4}));
@@ -415,14 +452,12 @@ TEST(RouteToolTest, PythonOneKeyDictIsRead) {
 
 // The values and shape come through: a NaN is reported where it was put.
 TEST_F(RouteToolInProcessTest, PythonOneKeyDictValuesAreRead) {
-  WritePythonOneKeyDict(
-      "one_key_nan.pt",
-      WithValueAt(at::arange(6, at::kFloat).view({2, 3}), {1, 2}, NAN));
-  absl::Status status =
-      RunRouteTool({.router_text = "name: \"similarity_aware\" top_k: 1",
-                    .input_path = "one_key_nan.pt",
-                    .output_path = "one_key_nan_out.pt",
-                    .num_experts = 4});
+  WritePythonOneKeyDict("one_key_nan.pt",
+                        WithValueAt(at::arange(6, at::kFloat).view({2, 3}), {1, 2}, NAN));
+  absl::Status status = RunRouteTool({.router_text = "name: \"similarity_aware\" top_k: 1",
+                                      .input_path = "one_key_nan.pt",
+                                      .output_path = "one_key_nan_out.pt",
+                                      .num_experts = 4});
   EXPECT_EQ(status.message(),
             "--input: key 'hidden' [2, 3] holds nan at [1, 2] (its first "
             "non-finite element); expected finite numbers");
@@ -431,11 +466,10 @@ TEST_F(RouteToolInProcessTest, PythonOneKeyDictValuesAreRead) {
 // A non-finite input through the binary: exit code 1, one line, no output.
 TEST(RouteToolTest, NonFiniteInputExitsWithOneLine) {
   at::manual_seed(24);
-  WriteTensors("inf_in.pt",
-               {{"hidden", WithValueAt(at::randn({3, 4}), {0, 1}, INFINITY)},
-                {"gate_weight", at::randn({2, 4})}});
-  RunResult run = RunRoute({"--router=name: \"token_choice\" top_k: 1",
-                            "--input=inf_in.pt", "--output=inf_out.pt"});
+  WriteTensors("inf_in.pt", {{"hidden", WithValueAt(at::randn({3, 4}), {0, 1}, INFINITY)},
+                             {"gate_weight", at::randn({2, 4})}});
+  RunResult run = RunRoute(
+      {"--router=name: \"token_choice\" top_k: 1", "--input=inf_in.pt", "--output=inf_out.pt"});
   EXPECT_EQ(run.exit_code, 1);
   EXPECT_EQ(run.stderr_text,
             "route: --input: key 'hidden' [3, 4] holds inf at [0, 1] (its "

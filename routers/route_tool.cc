@@ -1,5 +1,11 @@
 #include "routers/route_tool.h"
 
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/pickle.h>
+#include <torch/csrc/jit/serialization/unpickler.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,12 +18,6 @@
 #include <tuple>
 #include <utility>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <c10/util/Exception.h>
-#include <caffe2/serialize/inline_container.h>
-#include <torch/csrc/jit/serialization/pickle.h>
-#include <torch/csrc/jit/serialization/unpickler.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -35,8 +35,8 @@ namespace {
 
 // Keys of the input file that are router inputs, not parameters.
 const std::set<std::string>& InputKeys() {
-  static const auto* keys = new std::set<std::string>{
-      "hidden", "token_ids", "padding_mask", "attention_probs", "attention_values"};
+  static const auto* keys = new std::set<std::string>{"hidden", "token_ids", "padding_mask",
+                                                      "attention_probs", "attention_values"};
   return *keys;
 }
 
@@ -85,7 +85,7 @@ absl::StatusOr<RouterSpec> ParseRouterSpec(const std::string& text) {
 // SETITEM last" identifies that case; the memo indices do not change.
 std::string BatchSingleItemDict(std::string pickle) {
   size_t i = 0;
-  if (pickle.size() >= 2 && pickle[0] == '\x80') i = 2;  // PROTO n
+  if (pickle.size() >= 2 && pickle[0] == '\x80') i = 2;       // PROTO n
   if (i >= pickle.size() || pickle[i] != '}') return pickle;  // EMPTY_DICT
   ++i;
   if (i < pickle.size() && pickle[i] == 'q') {  // BINPUT n
@@ -113,8 +113,8 @@ c10::IValue UnpickleZipArchive(const std::string& path) {
   at::DataPtr pickle_data;
   size_t pickle_size = 0;
   std::tie(pickle_data, pickle_size) = archive.getRecord("data.pkl");
-  const std::string pickle = BatchSingleItemDict(
-      std::string(static_cast<const char*>(pickle_data.get()), pickle_size));
+  const std::string pickle =
+      BatchSingleItemDict(std::string(static_cast<const char*>(pickle_data.get()), pickle_size));
   size_t position = 0;
   auto read = [&](char* buffer, size_t length) -> size_t {
     const size_t n = std::min(length, pickle.size() - position);
@@ -132,41 +132,36 @@ c10::IValue UnpickleZipArchive(const std::string& path) {
   return unpickler.parse_ivalue();
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadInput(
-    const std::string& path) {
+absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadInput(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(absl::StrCat("--input: cannot open '", path, "'"));
   }
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)),
-                          std::istreambuf_iterator<char>());
-  const bool zip = bytes.size() >= 4 && bytes[0] == 'P' && bytes[1] == 'K' &&
-                   bytes[2] == '\x03' && bytes[3] == '\x04';
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const bool zip = bytes.size() >= 4 && bytes[0] == 'P' && bytes[1] == 'K' && bytes[2] == '\x03' &&
+                   bytes[3] == '\x04';
   c10::IValue value;
   try {
     value = zip ? UnpickleZipArchive(path) : torch::jit::pickle_load(bytes);
   } catch (const c10::Error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--input: '", path, "' is not a torch.save file: ",
-                     e.what_without_backtrace()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--input: '", path, "' is not a torch.save file: ", e.what_without_backtrace()));
   }
   if (!value.isGenericDict()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--input: '", path, "' holds a ", value.tagKind(),
-        ", expected a dict of tensors keyed by name"));
+    return absl::InvalidArgumentError(absl::StrCat("--input: '", path, "' holds a ",
+                                                   value.tagKind(),
+                                                   ", expected a dict of tensors keyed by name"));
   }
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& item : value.toGenericDict()) {
     if (!item.key().isString()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--input: '", path, "' has a key that is not a string (",
-          item.key().tagKind(), ")"));
+          "--input: '", path, "' has a key that is not a string (", item.key().tagKind(), ")"));
     }
     const std::string key = item.key().toStringRef();
     if (!item.value().isTensor()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--input: key '", key, "' holds a ", item.value().tagKind(),
-                       ", expected a tensor"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--input: key '", key, "' holds a ", item.value().tagKind(), ", expected a tensor"));
     }
     tensors.emplace_back(key, item.value().toTensor());
   }
@@ -176,8 +171,7 @@ absl::StatusOr<std::vector<std::pair<std::string, at::Tensor>>> ReadInput(
 // Every floating-point tensor of the file must hold finite numbers: a NaN or
 // an infinity would give arbitrary selections. The error names the key, the
 // first non-finite element's index in the file's shape and its value.
-absl::Status CheckFinite(
-    const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+absl::Status CheckFinite(const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
   for (const auto& [key, tensor] : tensors) {
     if (!tensor.is_floating_point() || tensor.numel() == 0) continue;
     const at::Tensor flat = tensor.reshape({-1});
@@ -193,8 +187,7 @@ absl::Status CheckFinite(
     return absl::InvalidArgumentError(absl::StrCat(
         "--input: key '", key, "' ", ShapeString(tensor), " holds ",
         std::isnan(value) ? "nan" : (value > 0 ? "inf" : "-inf"), " at [",
-        absl::StrJoin(index, ", "),
-        "] (its first non-finite element); expected finite numbers"));
+        absl::StrJoin(index, ", "), "] (its first non-finite element); expected finite numbers"));
   }
   return absl::OkStatus();
 }
@@ -211,18 +204,16 @@ struct RouteInputs {
 // `t` as given in the file must be `expected` ([T] shapes lack the batch
 // dimension when hidden does); `layout` names the dimensions, e.g. "[B, T]".
 absl::Status CheckShape(absl::string_view key, const at::Tensor& t,
-                        const std::vector<int64_t>& expected,
-                        absl::string_view layout) {
+                        const std::vector<int64_t>& expected, absl::string_view layout) {
   if (t.sizes().vec() != expected) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--input: key '", key, "' must be ", layout, " = [",
-                     absl::StrJoin(expected, ", "), "], got ", ShapeString(t)));
+    return absl::InvalidArgumentError(absl::StrCat("--input: key '", key, "' must be ", layout,
+                                                   " = [", absl::StrJoin(expected, ", "), "], got ",
+                                                   ShapeString(t)));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<RouteInputs> SplitInputs(
-    std::vector<std::pair<std::string, at::Tensor>> tensors) {
+absl::StatusOr<RouteInputs> SplitInputs(std::vector<std::pair<std::string, at::Tensor>> tensors) {
   RouteInputs inputs;
   at::Tensor hidden, token_ids, padding_mask, attention_probs, attention_values;
   for (auto& [key, tensor] : tensors) {
@@ -247,7 +238,8 @@ absl::StatusOr<RouteInputs> SplitInputs(
   if (!hidden.is_floating_point() || (hidden.dim() != 2 && hidden.dim() != 3)) {
     return absl::InvalidArgumentError(
         absl::StrCat("--input: key 'hidden' must be a [T, D] or [B, T, D] float "
-                     "tensor, got ", ShapeString(hidden), " ", hidden.scalar_type()));
+                     "tensor, got ",
+                     ShapeString(hidden), " ", hidden.scalar_type()));
   }
   if (hidden.numel() == 0) {
     return absl::InvalidArgumentError(
@@ -265,9 +257,7 @@ absl::StatusOr<RouteInputs> SplitInputs(
     return full;
   };
   // Unbatched inputs gain the batch dimension of size 1 in front.
-  auto batched = [&](const at::Tensor& t) {
-    return inputs.unbatched ? t.unsqueeze(0) : t;
-  };
+  auto batched = [&](const at::Tensor& t) { return inputs.unbatched ? t.unsqueeze(0) : t; };
   inputs.hidden = batched(hidden).to(at::kFloat).contiguous();
 
   if (token_ids.defined()) {
@@ -276,8 +266,8 @@ absl::StatusOr<RouteInputs> SplitInputs(
       return absl::InvalidArgumentError(absl::StrCat(
           "--input: key 'token_ids' must hold integers, got ", token_ids.scalar_type()));
     }
-    if (absl::Status s = CheckShape("token_ids", token_ids, shape({tokens}),
-                                    absl::StrCat("[", b, "T]"));
+    if (absl::Status s =
+            CheckShape("token_ids", token_ids, shape({tokens}), absl::StrCat("[", b, "T]"));
         !s.ok()) {
       return s;
     }
@@ -285,12 +275,12 @@ absl::StatusOr<RouteInputs> SplitInputs(
   }
   if (padding_mask.defined()) {
     if (padding_mask.is_floating_point() || padding_mask.is_complex()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--input: key 'padding_mask' must be bool (true at real tokens), got ",
-          padding_mask.scalar_type()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--input: key 'padding_mask' must be bool (true at real tokens), got ",
+                       padding_mask.scalar_type()));
     }
-    if (absl::Status s = CheckShape("padding_mask", padding_mask, shape({tokens}),
-                                    absl::StrCat("[", b, "T]"));
+    if (absl::Status s =
+            CheckShape("padding_mask", padding_mask, shape({tokens}), absl::StrCat("[", b, "T]"));
         !s.ok()) {
       return s;
     }
@@ -308,20 +298,19 @@ absl::StatusOr<RouteInputs> SplitInputs(
     }
     if (attention_probs.dim() != static_cast<int64_t>(lead.size()) + 3 ||
         attention_probs.size(-3) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--input: key 'attention_probs' must be [", b, "H, T, T] with H >= 1, got ",
-          ShapeString(attention_probs)));
+      return absl::InvalidArgumentError(absl::StrCat("--input: key 'attention_probs' must be [", b,
+                                                     "H, T, T] with H >= 1, got ",
+                                                     ShapeString(attention_probs)));
     }
     const int64_t heads = attention_probs.size(-3);
-    if (absl::Status s = CheckShape("attention_probs", attention_probs,
-                                    shape({heads, tokens, tokens}),
-                                    absl::StrCat("[", b, "H, T, T]"));
+    if (absl::Status s =
+            CheckShape("attention_probs", attention_probs, shape({heads, tokens, tokens}),
+                       absl::StrCat("[", b, "H, T, T]"));
         !s.ok()) {
       return s;
     }
     if (absl::Status s = CheckShape("attention_values", attention_values,
-                                    shape({heads, tokens, dim}),
-                                    absl::StrCat("[", b, "H, T, D]"));
+                                    shape({heads, tokens, dim}), absl::StrCat("[", b, "H, T, D]"));
         !s.ok()) {
       return s;
     }
@@ -331,20 +320,18 @@ absl::StatusOr<RouteInputs> SplitInputs(
   return inputs;
 }
 
-absl::StatusOr<int64_t> NumExperts(const RouteInputs& inputs,
-                                   int64_t flag) {
+absl::StatusOr<int64_t> NumExperts(const RouteInputs& inputs, int64_t flag) {
   if (flag < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--num_experts: must be >= 1, got ", flag));
+    return absl::InvalidArgumentError(absl::StrCat("--num_experts: must be >= 1, got ", flag));
   }
   int64_t from_gate = 0;
   for (const auto& [key, tensor] : inputs.parameters) {
     if (key == "gate_weight" && tensor.dim() == 2) from_gate = tensor.size(0);
   }
   if (flag > 0 && from_gate > 0 && flag != from_gate) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--num_experts: ", flag, " disagrees with the input's gate_weight, ",
-        "which has ", from_gate, " rows (one per expert)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--num_experts: ", flag, " disagrees with the input's gate_weight, ",
+                     "which has ", from_gate, " rows (one per expert)"));
   }
   const int64_t experts = flag > 0 ? flag : from_gate;
   if (experts < 1) {
@@ -361,38 +348,35 @@ absl::Status LoadParameters(const std::string& router_name, Router& router,
                             const RouteInputs& inputs) {
   auto parameters = router.named_parameters(/*recurse=*/true);
   const std::string known =
-      parameters.is_empty() ? std::string("none")
-                            : absl::StrJoin(parameters.keys(), ", ");
+      parameters.is_empty() ? std::string("none") : absl::StrJoin(parameters.keys(), ", ");
   std::set<std::string> loaded;
   at::NoGradGuard no_grad;
   for (const auto& [key, value] : inputs.parameters) {
     torch::Tensor* parameter = parameters.find(key);
     if (parameter == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--input: key '", key, "' is neither a router input (",
-          absl::StrJoin(InputKeys(), ", "), ") nor a parameter of router '",
-          router_name, "' (its parameters: ", known, ")"));
+          "--input: key '", key, "' is neither a router input (", absl::StrJoin(InputKeys(), ", "),
+          ") nor a parameter of router '", router_name, "' (its parameters: ", known, ")"));
     }
     if (value.sizes() != parameter->sizes()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--input: key '", key, "' has shape ", ShapeString(value),
-          " but router '", router_name, "' needs ", ShapeString(*parameter)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--input: key '", key, "' has shape ", ShapeString(value), " but router '",
+                       router_name, "' needs ", ShapeString(*parameter)));
     }
     if (value.is_complex()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--input: key '", key, "' must be real, got ",
-                       value.scalar_type()));
+          absl::StrCat("--input: key '", key, "' must be real, got ", value.scalar_type()));
     }
     parameter->copy_(value);
     loaded.insert(key);
   }
   for (const auto& parameter : parameters) {
     if (loaded.count(parameter.key()) == 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--input: router '", router_name, "' parameter '", parameter.key(),
-          "' ", ShapeString(parameter.value()),
-          " is missing from the file (results must not depend on a random "
-          "initialisation)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--input: router '", router_name, "' parameter '", parameter.key(), "' ",
+                       ShapeString(parameter.value()),
+                       " is missing from the file (results must not depend on a random "
+                       "initialisation)"));
     }
   }
   return absl::OkStatus();
@@ -414,8 +398,7 @@ absl::Status WriteDecision(const RoutingDecision& decision, bool unbatched,
   put("combine_weights", decision.combine_weights);
   if (decision.dropped.defined()) put("dropped", decision.dropped.to(at::kBool));
   put("aggregation_self_weight", decision.aggregation_self_weight);
-  put("aggregation_effective_neighbours",
-      decision.aggregation_effective_neighbours);
+  put("aggregation_effective_neighbours", decision.aggregation_effective_neighbours);
   put("aggregation_head", decision.aggregation_head);
   for (const auto& [name, loss] : decision.aux_losses) {
     put(absl::StrCat("aux_", name), loss);
@@ -423,8 +406,7 @@ absl::Status WriteDecision(const RoutingDecision& decision, bool unbatched,
   const std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(out));
   std::ofstream file(path, std::ios::binary | std::ios::trunc);
   if (!file) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("--output: cannot write '", path, "'"));
+    return absl::PermissionDeniedError(absl::StrCat("--output: cannot write '", path, "'"));
   }
   file.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   file.close();
@@ -443,8 +425,7 @@ absl::Status Run(const RouteToolOptions& options) {
   if (options.output_path.empty()) {
     return absl::InvalidArgumentError("--output: required");
   }
-  absl::StatusOr<const RouterRegistration*> registration =
-      RouterRegistry().Find(spec->name());
+  absl::StatusOr<const RouterRegistration*> registration = RouterRegistry().Find(spec->name());
   if (!registration.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("router.name: ", registration.status().message()));
@@ -459,13 +440,12 @@ absl::Status Run(const RouteToolOptions& options) {
   absl::StatusOr<int64_t> experts = NumExperts(*inputs, options.num_experts);
   if (!experts.ok()) return experts.status();
 
-  const RouterDims dims{
-      .model_dim = inputs->hidden.size(2),
-      .num_experts = *experts,
-      .num_heads = inputs->context.attention_probs.defined()
-                       ? inputs->context.attention_probs.size(1)
-                       : 0,
-      .causal_model = options.causal_model};
+  const RouterDims dims{.model_dim = inputs->hidden.size(2),
+                        .num_experts = *experts,
+                        .num_heads = inputs->context.attention_probs.defined()
+                                         ? inputs->context.attention_probs.size(1)
+                                         : 0,
+                        .causal_model = options.causal_model};
   if ((*registration)->resolve) (*registration)->resolve(&*spec, dims);
   if (absl::Status s = CheckTopK(*spec, **registration, dims); !s.ok()) return s;
 
@@ -476,11 +456,11 @@ absl::Status Run(const RouteToolOptions& options) {
     return s;
   }
   if ((*router)->NeedsAttention() && !inputs->context.attention_probs.defined()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--input: router '", spec->name(),
-        "' reads the attention layer: the file needs 'attention_probs' [",
-        inputs->unbatched ? "" : "B, ", "H, T, T] and 'attention_values' [",
-        inputs->unbatched ? "" : "B, ", "H, T, D]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--input: router '", spec->name(),
+                     "' reads the attention layer: the file needs 'attention_probs' [",
+                     inputs->unbatched ? "" : "B, ", "H, T, T] and 'attention_values' [",
+                     inputs->unbatched ? "" : "B, ", "H, T, D]"));
   }
 
   (*router)->train(options.training);
@@ -491,8 +471,7 @@ absl::Status Run(const RouteToolOptions& options) {
     at::NoGradGuard no_grad;
     decision = (*router)->Route(inputs->hidden, inputs->context);
   }
-  return WriteDecision(decision, inputs->unbatched,
-                       ResolveUserPath(options.output_path));
+  return WriteDecision(decision, inputs->unbatched, ResolveUserPath(options.output_path));
 }
 
 }  // namespace

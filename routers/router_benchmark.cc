@@ -68,7 +68,13 @@
 // in the heap, as the trainer does (core/threading_environment.h), so the
 // timings are those a training run sees.
 
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/util/Exception.h>
 #include <malloc.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -84,13 +90,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Parallel.h>
-#include <ATen/core/grad_mode.h>
-#include <c10/util/Exception.h>
-#include <torch/csrc/autograd/autograd.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -108,8 +107,7 @@
 #include "core/threading_environment.h"
 #include "proto/experiment.pb.h"
 
-ABSL_FLAG(int32_t, threads, 2,
-          "LibTorch intra-op threads (at::set_num_threads); >= 1.");
+ABSL_FLAG(int32_t, threads, 2, "LibTorch intra-op threads (at::set_num_threads); >= 1.");
 ABSL_FLAG(bool, causal_model, true,
           "Build and route as inside a causal LM (RouterDims.causal_model, "
           "RoutingContext.causal, causal attention_probs); false: full "
@@ -126,8 +124,7 @@ constexpr int64_t kGridTopK[] = {1, 2};
 
 // The quadratic/ curve.
 constexpr int64_t kCurveTokens[] = {128, 256, 512, 1024, 2048, 4096};
-const char* const kCurveRouters[] = {"token_choice", "similarity_aware",
-                                     "attention_aware"};
+const char* const kCurveRouters[] = {"token_choice", "similarity_aware", "attention_aware"};
 constexpr int64_t kCurveExperts = 8, kCurveDim = 128, kCurveTopK = 2;
 
 constexpr int64_t kHeads = 8;
@@ -147,9 +144,8 @@ struct Shape {
 enum class Pass { kForward, kForwardBackward };
 
 std::string RouteName(const std::string& router, Pass pass, const Shape& s) {
-  return absl::StrCat("route/", router, "/",
-                      pass == Pass::kForward ? "fwd" : "fwd_bwd", "/T:", s.tokens,
-                      "/E:", s.experts, "/D:", s.dim, "/k:", s.top_k);
+  return absl::StrCat("route/", router, "/", pass == Pass::kForward ? "fwd" : "fwd_bwd",
+                      "/T:", s.tokens, "/E:", s.experts, "/D:", s.dim, "/k:", s.top_k);
 }
 
 std::string CurveName(const std::string& router, int64_t tokens) {
@@ -158,8 +154,7 @@ std::string CurveName(const std::string& router, int64_t tokens) {
 
 // Builds `name` for `shape` the way an experiment does: the registration's
 // resolve, the spec-level top_k check, then validate and create.
-absl::StatusOr<std::shared_ptr<Router>> BuildRouter(const std::string& name,
-                                                    const Shape& shape,
+absl::StatusOr<std::shared_ptr<Router>> BuildRouter(const std::string& name, const Shape& shape,
                                                     bool causal_model) {
   absl::StatusOr<const RouterRegistration*> entry = RouterRegistry().Find(name);
   if (!entry.ok()) return entry.status();
@@ -177,8 +172,7 @@ absl::StatusOr<std::shared_ptr<Router>> BuildRouter(const std::string& name,
   try {
     return CreateRouter(spec, dims);
   } catch (const c10::Error& e) {
-    return absl::InternalError(
-        absl::StrCat("create threw: ", e.what_without_backtrace()));
+    return absl::InternalError(absl::StrCat("create threw: ", e.what_without_backtrace()));
   }
 }
 
@@ -204,8 +198,7 @@ struct Inputs {
   at::Tensor attention_values;  // [1, H, T, D], drawn on first need
 };
 
-const Inputs& InputsFor(int64_t tokens, int64_t dim, bool attention,
-                        bool causal) {
+const Inputs& InputsFor(int64_t tokens, int64_t dim, bool attention, bool causal) {
   static Inputs* cache = new Inputs;
   if (cache->tokens != tokens) {
     *cache = Inputs();  // frees the old tensors before drawing new ones
@@ -218,25 +211,23 @@ const Inputs& InputsFor(int64_t tokens, int64_t dim, bool attention,
   // Seeded by the shape, so a benchmark sees the same inputs whatever else
   // ran before it (and whatever --benchmark_filter selected).
   if (!cache->hidden.defined()) {
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(
-        static_cast<uint64_t>(tokens * 1000 + dim));
+    at::Generator gen =
+        at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(tokens * 1000 + dim));
     cache->hidden = at::randn({1, tokens, dim}, gen);
     cache->token_ids = at::randint(kVocab, {1, tokens}, gen, at::kLong);
   }
   if (attention && !cache->attention_probs.defined()) {
-    at::Generator gen =
-        at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(tokens));
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(tokens));
     at::Tensor scores = at::randn({1, kHeads, tokens, tokens}, gen);
     if (causal) {
-      scores.masked_fill_(
-          at::ones({tokens, tokens}, at::kBool).triu(/*diagonal=*/1),
-          -std::numeric_limits<float>::infinity());
+      scores.masked_fill_(at::ones({tokens, tokens}, at::kBool).triu(/*diagonal=*/1),
+                          -std::numeric_limits<float>::infinity());
     }
     cache->attention_probs = at::softmax(scores, /*dim=*/-1);
   }
   if (attention && !cache->attention_values.defined()) {
-    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(
-        static_cast<uint64_t>(tokens * 1000 + dim + 1));
+    at::Generator gen =
+        at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(tokens * 1000 + dim + 1));
     cache->attention_values = at::randn({1, kHeads, tokens, dim}, gen);
   }
   return *cache;
@@ -303,11 +294,9 @@ double PeakExtraMiB(const std::function<void()>& call) {
 // One route/ or quadratic/ benchmark. Builds the router (the library calls
 // this several times per benchmark; building is cheap), fetches the inputs,
 // then times `Route` (and the backward pass).
-void RouteBenchmark(benchmark::State& state, const std::string& name,
-                    const Shape& shape, Pass pass, bool measure_memory,
-                    bool causal) {
-  absl::StatusOr<std::shared_ptr<Router>> built =
-      BuildRouter(name, shape, causal);
+void RouteBenchmark(benchmark::State& state, const std::string& name, const Shape& shape, Pass pass,
+                    bool measure_memory, bool causal) {
+  absl::StatusOr<std::shared_ptr<Router>> built = BuildRouter(name, shape, causal);
   if (!built.ok()) {
     state.SkipWithError(std::string(built.status().message()).c_str());
     return;
@@ -317,8 +306,7 @@ void RouteBenchmark(benchmark::State& state, const std::string& name,
   router.train(training);
 
   try {
-    const Inputs& inputs =
-        InputsFor(shape.tokens, shape.dim, router.NeedsAttention(), causal);
+    const Inputs& inputs = InputsFor(shape.tokens, shape.dim, router.NeedsAttention(), causal);
     RoutingContext context;
     context.token_ids = inputs.token_ids;
     context.training = training;
@@ -329,9 +317,9 @@ void RouteBenchmark(benchmark::State& state, const std::string& name,
     }
 
     std::function<void()> call;
-    at::Tensor hidden;                 // [1, T, D]
-    at::Tensor upstream;               // [1, T, E], G above
-    std::vector<at::Tensor> wrt;       // parameters, then hidden
+    at::Tensor hidden;            // [1, T, D]
+    at::Tensor upstream;          // [1, T, E], G above
+    std::vector<at::Tensor> wrt;  // parameters, then hidden
     bool differentiable = true;
     if (pass == Pass::kForward) {
       hidden = inputs.hidden;
@@ -358,9 +346,9 @@ void RouteBenchmark(benchmark::State& state, const std::string& name,
         }
         // grad() rather than backward(): nothing accumulates in .grad, so
         // every call does the same work.
-        std::vector<at::Tensor> grads = torch::autograd::grad(
-            {loss}, wrt, /*grad_outputs=*/{}, /*retain_graph=*/false,
-            /*create_graph=*/false, /*allow_unused=*/true);
+        std::vector<at::Tensor> grads =
+            torch::autograd::grad({loss}, wrt, /*grad_outputs=*/{}, /*retain_graph=*/false,
+                                  /*create_graph=*/false, /*allow_unused=*/true);
         benchmark::DoNotOptimize(grads.data());
       };
     }
@@ -376,14 +364,12 @@ void RouteBenchmark(benchmark::State& state, const std::string& name,
     for (auto _ : state) {
       call();
       if (!differentiable) {
-        state.SkipWithError(
-            "the loss does not depend on the router's parameters or input");
+        state.SkipWithError("the loss does not depend on the router's parameters or input");
         break;
       }
     }
   } catch (const c10::Error& e) {
-    state.SkipWithError(
-        absl::StrCat("Route threw: ", e.what_without_backtrace()).c_str());
+    state.SkipWithError(absl::StrCat("Route threw: ", e.what_without_backtrace()).c_str());
     return;
   } catch (const std::exception& e) {
     state.SkipWithError(absl::StrCat("Route threw: ", e.what()).c_str());
@@ -404,19 +390,17 @@ void RegisterGrid(bool causal) {
             // Built here only to learn whether the router has parameters
             // (then fwd_bwd is registered); a refused case is registered
             // anyway, to report the reason.
-            absl::StatusOr<std::shared_ptr<Router>> probe =
-                BuildRouter(name, shape, causal);
+            absl::StatusOr<std::shared_ptr<Router>> probe = BuildRouter(name, shape, causal);
             std::vector<Pass> passes = {Pass::kForward};
             if (probe.ok() && !TrainableParameters(**probe).empty()) {
               passes.push_back(Pass::kForwardBackward);
             }
             for (Pass pass : passes) {
-              benchmark::RegisterBenchmark(
-                  RouteName(name, pass, shape).c_str(),
-                  [name, shape, pass, causal](benchmark::State& state) {
-                    RouteBenchmark(state, name, shape, pass,
-                                   /*measure_memory=*/false, causal);
-                  })
+              benchmark::RegisterBenchmark(RouteName(name, pass, shape).c_str(),
+                                           [name, shape, pass, causal](benchmark::State& state) {
+                                             RouteBenchmark(state, name, shape, pass,
+                                                            /*measure_memory=*/false, causal);
+                                           })
                   ->Unit(benchmark::kMicrosecond)
                   ->UseRealTime();
             }
@@ -432,12 +416,11 @@ void RegisterCurve(bool causal) {
     for (const char* router : kCurveRouters) {
       const std::string name = router;
       const Shape shape{tokens, kCurveExperts, kCurveDim, kCurveTopK};
-      benchmark::RegisterBenchmark(
-          CurveName(name, tokens).c_str(),
-          [name, shape, causal](benchmark::State& state) {
-            RouteBenchmark(state, name, shape, Pass::kForwardBackward,
-                           /*measure_memory=*/true, causal);
-          })
+      benchmark::RegisterBenchmark(CurveName(name, tokens).c_str(),
+                                   [name, shape, causal](benchmark::State& state) {
+                                     RouteBenchmark(state, name, shape, Pass::kForwardBackward,
+                                                    /*measure_memory=*/true, causal);
+                                   })
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime();
     }
@@ -492,14 +475,13 @@ class SummaryReporter : public benchmark::ConsoleReporter {
     if (cells_.empty()) return;
     std::ostream& out = GetOutputStream();
     out << "\nQuadratic cost in the sequence length: one sequence of T tokens, "
-        << "E " << kCurveExperts << ", D " << kCurveDim << ", k "
-        << kCurveTopK << ", forward + backward\n"
+        << "E " << kCurveExperts << ", D " << kCurveDim << ", k " << kCurveTopK
+        << ", forward + backward\n"
         << "(ms: wall time per call; MiB: peak extra resident memory of one "
            "call)\n";
-    out << absl::StrFormat("%6s %12s %12s %12s %9s %9s %10s %10s %10s\n", "T",
-                           "token ms", "similar ms", "attention ms",
-                           "sim/tok", "att/tok", "token MiB", "similar MiB",
-                           "attn MiB");
+    out << absl::StrFormat("%6s %12s %12s %12s %9s %9s %10s %10s %10s\n", "T", "token ms",
+                           "similar ms", "attention ms", "sim/tok", "att/tok", "token MiB",
+                           "similar MiB", "attn MiB");
     for (int64_t tokens : kCurveTokens) {
       const std::optional<Cell> tok = Find("token_choice", tokens);
       const std::optional<Cell> sim = Find("similarity_aware", tokens);
@@ -512,13 +494,12 @@ class SummaryReporter : public benchmark::ConsoleReporter {
         return c ? absl::StrFormat("%.1f", c->mib()) : std::string("-");
       };
       auto ratio = [&](const std::optional<Cell>& c) {
-        return c && tok && tok->ms() > 0
-                   ? absl::StrFormat("%.1f", c->ms() / tok->ms())
-                   : std::string("-");
+        return c && tok && tok->ms() > 0 ? absl::StrFormat("%.1f", c->ms() / tok->ms())
+                                         : std::string("-");
       };
-      out << absl::StrFormat("%6d %12s %12s %12s %9s %9s %10s %10s %10s\n",
-                             tokens, ms(tok), ms(sim), ms(att), ratio(sim),
-                             ratio(att), mib(tok), mib(sim), mib(att));
+      out << absl::StrFormat("%6d %12s %12s %12s %9s %9s %10s %10s %10s\n", tokens, ms(tok),
+                             ms(sim), ms(att), ratio(sim), ratio(att), mib(tok), mib(sim),
+                             mib(att));
     }
     out.flush();
   }
@@ -547,8 +528,7 @@ class SummaryReporter : public benchmark::ConsoleReporter {
 
 // The value of a Google Benchmark flag in argv ("--name=value", or "--name"
 // meaning "true"), the last one winning as in the library's own parser.
-std::optional<std::string> BenchmarkFlag(int argc, char** argv,
-                                         absl::string_view name) {
+std::optional<std::string> BenchmarkFlag(int argc, char** argv, absl::string_view name) {
   std::optional<std::string> value;
   const std::string bare = absl::StrCat("--", name);
   for (int i = 1; i < argc; ++i) {
@@ -594,26 +574,22 @@ int Main(int argc, char** argv) {
 
   // The console table and the summary both go to stdout, which a JSON or CSV
   // display format would garble; files take any format.
-  if (std::optional<std::string> format =
-          BenchmarkFlag(argc, argv, "benchmark_format");
+  if (std::optional<std::string> format = BenchmarkFlag(argc, argv, "benchmark_format");
       format && *format != "console") {
-    return Usage(absl::StrCat(
-        "--benchmark_format=", *format,
-        ": this binary prints the console table and a summary; for JSON or "
-        "CSV add --benchmark_out=FILE --benchmark_out_format=", *format));
+    return Usage(absl::StrCat("--benchmark_format=", *format,
+                              ": this binary prints the console table and a summary; for JSON or "
+                              "CSV add --benchmark_out=FILE --benchmark_out_format=",
+                              *format));
   }
-  if (std::optional<std::string> min_time =
-          BenchmarkFlag(argc, argv, "benchmark_min_time")) {
+  if (std::optional<std::string> min_time = BenchmarkFlag(argc, argv, "benchmark_min_time")) {
     double seconds = 0;
     if (!absl::SimpleAtod(*min_time, &seconds) || !(seconds > 0)) {
-      return Usage(absl::StrCat(
-          "--benchmark_min_time=", *min_time,
-          ": must be a number of seconds > 0 (Google Benchmark 1.7.1 takes "
-          "no unit suffix), e.g. 0.05"));
+      return Usage(absl::StrCat("--benchmark_min_time=", *min_time,
+                                ": must be a number of seconds > 0 (Google Benchmark 1.7.1 takes "
+                                "no unit suffix), e.g. 0.05"));
     }
   }
-  const std::optional<std::string> color =
-      BenchmarkFlag(argc, argv, "benchmark_color");
+  const std::optional<std::string> color = BenchmarkFlag(argc, argv, "benchmark_color");
   const std::optional<std::string> tabular =
       BenchmarkFlag(argc, argv, "benchmark_counters_tabular");
 
@@ -621,8 +597,7 @@ int Main(int argc, char** argv) {
   // the array in place, leaving what it did not recognise.
   std::vector<std::string> storage(argv, argv + argc);
   if (!BenchmarkFlag(argc, argv, "benchmark_min_time")) {
-    storage.push_back(
-        absl::StrCat("--benchmark_min_time=", kDefaultMinTimeSeconds));
+    storage.push_back(absl::StrCat("--benchmark_min_time=", kDefaultMinTimeSeconds));
   }
   std::vector<char*> args;
   for (std::string& s : storage) args.push_back(s.data());
@@ -631,16 +606,14 @@ int Main(int argc, char** argv) {
   benchmark::Initialize(&count, args.data(), PrintHelp);
   for (int i = 1; i < count; ++i) {
     if (absl::StartsWith(args[i], "--benchmark_")) {
-      return Usage(absl::StrCat(
-          "Google Benchmark did not take '", args[i],
-          "' (an unknown flag or a malformed value); --help lists its flags"));
+      return Usage(
+          absl::StrCat("Google Benchmark did not take '", args[i],
+                       "' (an unknown flag or a malformed value); --help lists its flags"));
     }
   }
-  const std::vector<char*> positional =
-      absl::ParseCommandLine(count, args.data());
+  const std::vector<char*> positional = absl::ParseCommandLine(count, args.data());
   if (positional.size() > 1) {
-    return Usage(absl::StrCat("unexpected argument '", positional[1],
-                              "'; flags are --name=value"));
+    return Usage(absl::StrCat("unexpected argument '", positional[1], "'; flags are --name=value"));
   }
   const int32_t threads = absl::GetFlag(FLAGS_threads);
   if (threads < 1) {
@@ -653,15 +626,13 @@ int Main(int argc, char** argv) {
   RegisterCurve(causal);
 
   int options = benchmark::ConsoleReporter::OO_None;
-  const bool color_on =
-      color ? (*color == "auto" ? isatty(STDOUT_FILENO) != 0 : !IsFalse(*color))
-            : isatty(STDOUT_FILENO) != 0;
+  const bool color_on = color ? (*color == "auto" ? isatty(STDOUT_FILENO) != 0 : !IsFalse(*color))
+                              : isatty(STDOUT_FILENO) != 0;
   if (color_on) options |= benchmark::ConsoleReporter::OO_Color;
   if (tabular && !IsFalse(*tabular)) {
     options |= benchmark::ConsoleReporter::OO_Tabular;
   }
-  SummaryReporter reporter(
-      static_cast<benchmark::ConsoleReporter::OutputOptions>(options));
+  SummaryReporter reporter(static_cast<benchmark::ConsoleReporter::OutputOptions>(options));
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
   return 0;

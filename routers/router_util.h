@@ -5,10 +5,10 @@
 // losses, and the gate functions. One implementation each, so that every
 // router computes them the same way.
 
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <vector>
-
-#include <ATen/core/Tensor.h>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -24,8 +24,7 @@ at::Tensor TopKMask(const at::Tensor& scores, int64_t k);
 // Combine weights: `scores` [.., E] where `selected` [.., E] is true, 0
 // elsewhere; with `renormalize`, divided by their sum over the selected
 // experts (a token with nothing selected keeps all zeros).
-at::Tensor SelectedWeights(const at::Tensor& scores, const at::Tensor& selected,
-                           bool renormalize);
+at::Tensor SelectedWeights(const at::Tensor& scores, const at::Tensor& selected, bool renormalize);
 
 // The gate distribution r from logits [.., E]: softmax over experts, or an
 // element-wise sigmoid.
@@ -112,10 +111,8 @@ int64_t WholeTopK(const RouterSpec& spec);
 // ("router.token_choice.renormalize"), `weight` the symbol of the weight in
 // the message ("r" for the gate, "p" for an aggregate). Call after
 // CheckWholeTopK passed.
-absl::Status CheckRenormalizeLetsTheGateLearn(const RouterSpec& spec,
-                                              bool renormalize,
-                                              absl::string_view field,
-                                              absl::string_view weight);
+absl::Status CheckRenormalizeLetsTheGateLearn(const RouterSpec& spec, bool renormalize,
+                                              absl::string_view field, absl::string_view weight);
 
 // [.., k] int64 expert indices -> [.., E] bool mask.
 at::Tensor IndicesToMask(const at::Tensor& indices, int64_t num_experts);
@@ -124,15 +121,14 @@ at::Tensor IndicesToMask(const at::Tensor& indices, int64_t num_experts);
 // experts in `experts` [B, T, k] (distinct per token) with weight 1/k:
 // logits are zero (no scores exist), gate_probs equal the combine weights,
 // dropped is undefined; aux losses per `spec`.
-RoutingDecision FixedAssignmentDecision(const RouterSpec& spec,
-                                        const at::Tensor& experts,
+RoutingDecision FixedAssignmentDecision(const RouterSpec& spec, const at::Tensor& experts,
                                         int64_t num_experts);
 
 // The k distinct experts of token `token_id` under `salt`: a splitmix64
 // sequence seeded with splitmix64(salt) ^ token_id, each output taken modulo
 // E, repeats skipped, in draw order. A fixed hash, the same on every machine.
-std::vector<int64_t> HashedExperts(uint64_t token_id, uint64_t salt,
-                                   int64_t num_experts, int64_t k);
+std::vector<int64_t> HashedExperts(uint64_t token_id, uint64_t salt, int64_t num_experts,
+                                   int64_t k);
 
 // HashedExperts for whole batches: a table over token ids 0..V-1, grown
 // (doubling) the first time a larger id appears, so a forward pass is one

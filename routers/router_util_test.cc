@@ -1,14 +1,14 @@
 #include "routers/router_util.h"
 
-#include <cmath>
-#include <string>
-#include <utility>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -28,8 +28,7 @@ TEST(DescribeAggregationTest, IdentityKeepsEveryTokenToItself) {
   ASSERT_TRUE(d.aggregation_self_weight.defined());
   ASSERT_TRUE(d.aggregation_effective_neighbours.defined());
   EXPECT_EQ(d.aggregation_self_weight.sizes(), (std::vector<int64_t>{2, 3}));
-  EXPECT_EQ(d.aggregation_effective_neighbours.sizes(),
-            (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(d.aggregation_effective_neighbours.sizes(), (std::vector<int64_t>{2, 3}));
   ExpectTensorNear(d.aggregation_self_weight, std::vector<double>(6, 1.0));
   // One-hot rows: H = 0 (0 log 0 = 0, never NaN), exp(0) = 1.
   ExpectTensorNear(d.aggregation_effective_neighbours, std::vector<double>(6, 1.0));
@@ -40,8 +39,7 @@ TEST(DescribeAggregationTest, UniformRowsAggregateOverEveryToken) {
   RoutingDecision d;
   DescribeAggregation(at::full({1, 4, 4}, 0.25), &d);
   ExpectTensorNear(d.aggregation_self_weight, std::vector<double>(4, 0.25));
-  ExpectTensorNear(d.aggregation_effective_neighbours,
-                   std::vector<double>(4, 4.0), 1e-5);
+  ExpectTensorNear(d.aggregation_effective_neighbours, std::vector<double>(4, 4.0), 1e-5);
 }
 
 // Rows uniform over the prefix (a causal average): token i keeps 1/(i+1)
@@ -57,8 +55,7 @@ TEST(DescribeAggregationTest, CausalUniformRowsCountThePrefix) {
 // W = [[3/4, 1/4], [1/2, 1/2]]: self-weights 3/4 and 1/2; H(W_0) =
 // -(3/4 log 3/4 + 1/4 log 1/4) = 0.5623, exp = 1.7548; H(W_1) = log 2.
 TEST(DescribeAggregationTest, TwoByTwoByHand) {
-  const at::Tensor w =
-      at::tensor({0.75, 0.25, 0.5, 0.5}, at::kDouble).reshape({1, 2, 2});
+  const at::Tensor w = at::tensor({0.75, 0.25, 0.5, 0.5}, at::kDouble).reshape({1, 2, 2});
   RoutingDecision d;
   DescribeAggregation(w.requires_grad_(true), &d);
   const double h0 = -(0.75 * std::log(0.75) + 0.25 * std::log(0.25));
@@ -76,8 +73,7 @@ TEST(DescribeAggregationTest, TwoByTwoByHand) {
 // log 3 and 0 against rows whose own entropies differ, to show it is not
 // recomputed), detached float32; the self-weight still comes from W.
 TEST(DescribeAggregationTest, KnownRowEntropyIsUsedAsGiven) {
-  const at::Tensor w =
-      at::tensor({0.75, 0.25, 0.5, 0.5}, at::kFloat).reshape({1, 2, 2});
+  const at::Tensor w = at::tensor({0.75, 0.25, 0.5, 0.5}, at::kFloat).reshape({1, 2, 2});
   const at::Tensor entropy =
       at::tensor({std::log(3.0), 0.0}, at::kDouble).reshape({1, 2}).requires_grad_(true);
   RoutingDecision d;
@@ -100,8 +96,7 @@ TEST(LoadBalanceLossTest, SoftmaxScoresAreTheSameEitherWay) {
   const at::Tensor f = selected.to(at::kFloat).sum(0) / 24.0;
   const double old = 5 * (f * r.mean(0)).sum().item<double>();
   EXPECT_NEAR(LoadBalanceLoss(r, selected, RAW_GATE).item<double>(), old, 1e-6);
-  EXPECT_NEAR(LoadBalanceLoss(r, selected, NORMALIZED_OVER_EXPERTS).item<double>(),
-              old, 1e-6);
+  EXPECT_NEAR(LoadBalanceLoss(r, selected, NORMALIZED_OVER_EXPERTS).item<double>(), old, 1e-6);
   EXPECT_NEAR(LoadBalanceLoss(r, selected).item<double>(), old, 1e-6);
 }
 
@@ -112,16 +107,14 @@ TEST(LoadBalanceLossTest, SigmoidScoresByHand) {
   const at::Tensor r = at::tensor({0.9, 0.3, 0.8, 0.1}).to(at::kFloat).reshape({2, 2});
   const at::Tensor counted = Mask({1, 0, 1, 0}, {2, 2});
   EXPECT_NEAR(LoadBalanceLoss(r, counted, RAW_GATE).item<double>(), 1.7, 1e-6);
-  EXPECT_NEAR(LoadBalanceLoss(r, counted, NORMALIZED_OVER_EXPERTS).item<double>(),
-              59.0 / 36, 1e-6);
+  EXPECT_NEAR(LoadBalanceLoss(r, counted, NORMALIZED_OVER_EXPERTS).item<double>(), 59.0 / 36, 1e-6);
   EXPECT_NEAR(LoadBalanceLoss(r, counted).item<double>(), 59.0 / 36, 1e-6);
 }
 
 // The loss as a function of a shift c added to every logit of a sigmoid
 // gate, and its derivative in c.
 std::pair<double, double> SigmoidShiftLossAndSlope(const at::Tensor& logits,
-                                                   const at::Tensor& counted,
-                                                   double shift,
+                                                   const at::Tensor& counted, double shift,
                                                    LoadBalanceScores scores) {
   const at::Tensor c = at::tensor({shift}, at::kFloat).requires_grad_(true);
   const at::Tensor loss = LoadBalanceLoss(at::sigmoid(logits + c), counted, scores);
@@ -141,8 +134,7 @@ TEST(LoadBalanceLossTest, SigmoidShiftDownDrivesOnlyTheRawLossToZero) {
   const at::Tensor counted = at::eye(4).to(at::kBool);
   double previous_raw = 1e9;
   for (double shift : {0.0, -2.0, -5.0, -10.0}) {
-    const auto [raw, raw_slope] =
-        SigmoidShiftLossAndSlope(logits, counted, shift, RAW_GATE);
+    const auto [raw, raw_slope] = SigmoidShiftLossAndSlope(logits, counted, shift, RAW_GATE);
     const auto [normalized, normalized_slope] =
         SigmoidShiftLossAndSlope(logits, counted, shift, NORMALIZED_OVER_EXPERTS);
     EXPECT_NEAR(normalized, 1.0, 1e-5) << "shift " << shift;
@@ -171,36 +163,36 @@ TEST(LoadBalanceLossTest, SigmoidShiftDownDrivesOnlyTheRawLossToZero) {
 // c = +10.
 TEST(LoadBalanceLossTest, SigmoidShiftMovesTheNormalizedLossOfAnImbalancedSelection) {
   const auto s = [](double y) { return 1 / (1 + std::exp(-y)); };
-  const at::Tensor logits =
-      at::tensor({2.0, 0.0, 1.5, -1.0}).to(at::kFloat).reshape({2, 2});
+  const at::Tensor logits = at::tensor({2.0, 0.0, 1.5, -1.0}).to(at::kFloat).reshape({2, 2});
   const at::Tensor counted = Mask({1, 0, 1, 0}, {2, 2});
-  EXPECT_NEAR(2 / (3 + std::exp(-2.0)) +
-                  (1 + std::exp(1.0)) / (2 + std::exp(1.0) + std::exp(-1.5)),
+  EXPECT_NEAR(2 / (3 + std::exp(-2.0)) + (1 + std::exp(1.0)) / (2 + std::exp(1.0) + std::exp(-1.5)),
               1.3903639, 1e-7);
   double previous_normalized = 1e9;
   for (double shift : {-20.0, -5.0, 0.0, 5.0, 10.0}) {
-    const double normalized_by_hand =
-        s(2 + shift) / (s(2 + shift) + s(shift)) +
-        s(1.5 + shift) / (s(1.5 + shift) + s(-1 + shift));
+    const double normalized_by_hand = s(2 + shift) / (s(2 + shift) + s(shift)) +
+                                      s(1.5 + shift) / (s(1.5 + shift) + s(-1 + shift));
     const double raw_by_hand = s(2 + shift) + s(1.5 + shift);
     const auto [normalized, normalized_slope] =
         SigmoidShiftLossAndSlope(logits, counted, shift, NORMALIZED_OVER_EXPERTS);
-    const auto [raw, raw_slope] =
-        SigmoidShiftLossAndSlope(logits, counted, shift, RAW_GATE);
+    const auto [raw, raw_slope] = SigmoidShiftLossAndSlope(logits, counted, shift, RAW_GATE);
     EXPECT_NEAR(normalized, normalized_by_hand, 1e-5) << "shift " << shift;
     EXPECT_NEAR(raw, raw_by_hand, 1e-5) << "shift " << shift;
     EXPECT_LT(normalized, previous_normalized) << "shift " << shift;
     // At c = -20 the slope is ~e^-18, below float32 resolution.
-    if (shift > -20) EXPECT_LT(normalized_slope, 0) << "shift " << shift;
+    if (shift > -20) {
+      EXPECT_LT(normalized_slope, 0) << "shift " << shift;
+    }
     EXPECT_GE(normalized, 1.0) << "shift " << shift;
     EXPECT_LE(normalized, 2.0) << "shift " << shift;
-    if (shift == 0) EXPECT_NEAR(normalized, 1.3903639, 1e-5);
+    if (shift == 0) {
+      EXPECT_NEAR(normalized, 1.3903639, 1e-5);
+    }
     previous_normalized = normalized;
   }
   EXPECT_NEAR(SigmoidShiftLossAndSlope(logits, counted, -20, NORMALIZED_OVER_EXPERTS).first,
               s(2) + s(2.5), 1e-5);
-  EXPECT_NEAR(SigmoidShiftLossAndSlope(logits, counted, 10, NORMALIZED_OVER_EXPERTS).first,
-              1.0, 1e-4);
+  EXPECT_NEAR(SigmoidShiftLossAndSlope(logits, counted, 10, NORMALIZED_OVER_EXPERTS).first, 1.0,
+              1e-4);
   EXPECT_LT(SigmoidShiftLossAndSlope(logits, counted, -20, RAW_GATE).first, 1e-6);
 }
 
@@ -213,8 +205,7 @@ TEST(LoadBalanceLossTest, SigmoidShiftMovesTheNormalizedLossOfAnImbalancedSelect
 // Kept pairs: f = [2/3, 1/3], loss 2 (2/3 .625 + 1/3 .375) = 13/12.
 TEST(AddStandardAuxLossesTest, CountsChoicesOrKeptPairsAsTheSpecSays) {
   RoutingDecision d;
-  d.gate_probs = at::tensor({.7, .3, .6, .4, .8, .2, .4, .6})
-                     .to(at::kFloat).reshape({1, 4, 2});
+  d.gate_probs = at::tensor({.7, .3, .6, .4, .8, .2, .4, .6}).to(at::kFloat).reshape({1, 4, 2});
   d.logits = at::log(d.gate_probs);
   const at::Tensor choices = Mask({1, 0, 1, 0, 1, 0, 0, 1}, {1, 4, 2});
   d.selected = Mask({1, 0, 1, 0, 0, 0, 0, 1}, {1, 4, 2});
@@ -275,8 +266,8 @@ TEST(AddStandardAuxLossesTest, ScoresAsTheSpecSays) {
 TEST(CheckRenormalizeTest, RefusesRenormalisingASingleExpert) {
   RouterSpec spec;
   spec.set_top_k(1);
-  absl::Status status = CheckRenormalizeLetsTheGateLearn(
-      spec, /*renormalize=*/true, "router.token_choice.renormalize", "r");
+  absl::Status status = CheckRenormalizeLetsTheGateLearn(spec, /*renormalize=*/true,
+                                                         "router.token_choice.renormalize", "r");
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(status.message(),
             "router.token_choice.renormalize: with top_k = 1 every combine "

@@ -14,9 +14,9 @@
 // the diagonal for layer-normed states at tau = 1 (u_i.u_i ~ D), making
 // p = r.
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -45,8 +45,7 @@ class SimilarityAwareRouter : public Router {
   // hidden: [B, T, D]. Reads context.padding_mask. The aggregation
   // diagnostics (aggregation_self_weight, aggregation_effective_neighbours)
   // are filled only when context.training is false.
-  RoutingDecision Route(const at::Tensor& hidden,
-                        const RoutingContext& context) override;
+  RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
   bool IsCausal(bool causal_model) const override { return options_.causal(); }
 
@@ -55,8 +54,7 @@ class SimilarityAwareRouter : public Router {
   // where j is masked (j > i when causal, padded j); a row with no allowed j
   // (a padded token with no unpadded token before it) keeps only its own
   // token, S_ii = 1, so that no row is ever NaN.
-  at::Tensor Similarity(const at::Tensor& hidden,
-                        const at::Tensor& padding_mask) const;
+  at::Tensor Similarity(const at::Tensor& hidden, const at::Tensor& padding_mask) const;
 
  private:
   RouterSpec spec_;

@@ -1,14 +1,14 @@
 #include "routers/similarity_aware.h"
 
-#include <cmath>
-#include <memory>
-#include <string>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "core/router.h"
@@ -34,8 +34,7 @@ std::shared_ptr<Router> Create(const RouterSpec& spec, const RouterDims& dims) {
   return router.ok() ? *router : nullptr;
 }
 
-void SetParameter(torch::nn::Module& module, const std::string& name,
-                  const at::Tensor& value) {
+void SetParameter(torch::nn::Module& module, const std::string& name, const at::Tensor& value) {
   at::NoGradGuard no_grad;
   torch::Tensor* parameter = module.named_parameters().find(name);
   ASSERT_NE(parameter, nullptr) << name;
@@ -77,17 +76,14 @@ TEST(SimilarityAwareTest, TwoTokensByHand) {
   const double same = a * a + b * b, mixed = 2 * a * b;
   ASSERT_TRUE(d.aggregated_probs.defined());
   EXPECT_TRUE(at::allclose(d.aggregated_probs[0],
-                           Tensor2d({{float(same), float(mixed)},
-                                     {float(mixed), float(same)}}),
-                           0, 1e-6));
-  EXPECT_TRUE(at::allclose(d.gate_probs[0],
-                           Tensor2d({{float(a), float(b)}, {float(b), float(a)}}),
+                           Tensor2d({{float(same), float(mixed)}, {float(mixed), float(same)}}), 0,
+                           1e-6));
+  EXPECT_TRUE(at::allclose(d.gate_probs[0], Tensor2d({{float(a), float(b)}, {float(b), float(a)}}),
                            0, 1e-6));
   EXPECT_TRUE(at::allclose(d.logits[0], Tensor2d({{1, 0}, {0, 1}})));
   EXPECT_TRUE(at::equal(d.selected[0], Tensor2d({{1, 0}, {0, 1}}).to(at::kBool)));
-  EXPECT_TRUE(at::allclose(d.combine_weights[0],
-                           Tensor2d({{float(same), 0}, {0, float(same)}}), 0,
-                           1e-6));
+  EXPECT_TRUE(
+      at::allclose(d.combine_weights[0], Tensor2d({{float(same), 0}, {0, float(same)}}), 0, 1e-6));
   EXPECT_FALSE(d.dropped.defined());
 }
 
@@ -120,29 +116,24 @@ TEST(SimilarityAwareTest, ThreeCausalTokensByHand) {
     p[2][x] = f * r0[x] + f * r1[x] + g * r2[x];
   }
   RoutingDecision d = router->Route(hidden, {});
-  EXPECT_TRUE(at::allclose(d.aggregated_probs[0], Tensor2d(p), 0, 1e-6))
-      << d.aggregated_probs;
+  EXPECT_TRUE(at::allclose(d.aggregated_probs[0], Tensor2d(p), 0, 1e-6)) << d.aggregated_probs;
   // Token 0 takes experts 0 and one of the tied 1, 2 (at::topk's choice);
   // token 1: p1 ~ [0.349, 0.439, 0.212] -> experts 0, 1; token 2: p2 ~
   // [0.407, 0.407, 0.186] -> experts 0, 1.
   EXPECT_TRUE(d.selected[0][0][0].item<bool>());
   EXPECT_EQ(d.selected[0][0].sum().item<int64_t>(), 2);
-  EXPECT_TRUE(at::equal(d.selected[0].slice(0, 1),
-                        Tensor2d({{1, 1, 0}, {1, 1, 0}}).to(at::kBool)));
+  EXPECT_TRUE(at::equal(d.selected[0].slice(0, 1), Tensor2d({{1, 1, 0}, {1, 1, 0}}).to(at::kBool)));
   const float w10 = p[1][0] / (p[1][0] + p[1][1]);
   const float w20 = p[2][0] / (p[2][0] + p[2][1]);
   EXPECT_TRUE(at::allclose(d.combine_weights[0].slice(0, 1),
-                           Tensor2d({{w10, 1 - w10, 0}, {w20, 1 - w20, 0}}), 0,
-                           1e-6));
+                           Tensor2d({{w10, 1 - w10, 0}, {w20, 1 - w20, 0}}), 0, 1e-6));
   EXPECT_NEAR(d.combine_weights[0][0].sum().item<float>(), 1.0, 1e-6);
 
   // S itself: rows as above, zero above the diagonal.
-  at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(
-      hidden, at::Tensor());
+  at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(hidden, at::Tensor());
   EXPECT_TRUE(at::allclose(
-      s[0],
-      Tensor2d({{1, 0, 0}, {float(c), float(dd), 0}, {float(f), float(f), float(g)}}),
-      0, 1e-6));
+      s[0], Tensor2d({{1, 0, 0}, {float(c), float(dd), 0}, {float(f), float(f), float(g)}}), 0,
+      1e-6));
 }
 
 // The sigmoid gate gives r = sigmoid(logits); p is still S r.
@@ -156,10 +147,8 @@ TEST(SimilarityAwareTest, SigmoidGateByHand) {
   const at::Tensor hidden = Tensor2d({{1, 0}, {1, 0}}).unsqueeze(0);
   RoutingDecision d = router->Route(hidden, {});
   const float s2 = 1 / (1 + std::exp(-2.0));
-  EXPECT_TRUE(at::allclose(d.aggregated_probs[0],
-                           Tensor2d({{s2, 0.5}, {s2, 0.5}}), 0, 1e-6));
-  EXPECT_TRUE(at::allclose(d.combine_weights[0], Tensor2d({{s2, 0}, {s2, 0}}),
-                           0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.aggregated_probs[0], Tensor2d({{s2, 0.5}, {s2, 0.5}}), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.combine_weights[0], Tensor2d({{s2, 0}, {s2, 0}}), 0, 1e-6));
 }
 
 // Paper, tau -> 0 with W_s = I: S -> I when each token is most similar to
@@ -176,8 +165,8 @@ TEST(SimilarityAwareTest, ZeroTemperatureIsTokenChoice) {
   hidden = hidden / hidden.norm(2, -1, true);
 
   RoutingDecision d = router->Route(hidden, {});
-  const at::Tensor r = at::softmax(
-      at::matmul(hidden, router->named_parameters()["gate_weight"].t()), -1);
+  const at::Tensor r =
+      at::softmax(at::matmul(hidden, router->named_parameters()["gate_weight"].t()), -1);
   const at::Tensor expected_selected =
       at::zeros({3, 10, 6}, at::kBool).scatter_(-1, std::get<1>(at::topk(r, 2)), true);
   EXPECT_TRUE(at::allclose(d.gate_probs, r, 0, 1e-6));
@@ -192,8 +181,7 @@ TEST(SimilarityAwareTest, EntropyBoundOfProposition1) {
   at::manual_seed(2);
   int checked = 0;
   for (int trial = 0; trial < 40; ++trial) {
-    const int64_t dim = 2 + trial % 5, experts = 2 + trial % 4,
-                  tokens = 1 + trial % 7;
+    const int64_t dim = 2 + trial % 5, experts = 2 + trial % 4, tokens = 1 + trial % 7;
     RouterSpec spec = Spec(1);
     SimilarityAwareOptions* o = spec.mutable_similarity_aware();
     o->set_temperature(std::pow(10.0, at::rand({1}).item<double>() * 3 - 2));
@@ -208,8 +196,8 @@ TEST(SimilarityAwareTest, EntropyBoundOfProposition1) {
     RoutingContext context;
     if (trial % 4 == 1) context.padding_mask = at::rand({2, tokens}) > 0.3;
     RoutingDecision d = router->Route(hidden, context);
-    const at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(
-        hidden, context.padding_mask);
+    const at::Tensor s =
+        dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(hidden, context.padding_mask);
     for (int64_t b = 0; b < 2; ++b) {
       for (int64_t i = 0; i < tokens; ++i) {
         double bound = Entropy(s[b][i]);
@@ -241,12 +229,17 @@ TEST(SimilarityAwareTest, CausalIgnoresLaterTokens) {
     RoutingDecision b = router->Route(changed, {});
     const double prefix_change =
         (a.aggregated_probs.slice(1, 0, 4) - b.aggregated_probs.slice(1, 0, 4))
-            .abs().max().item<double>();
+            .abs()
+            .max()
+            .item<double>();
     if (causal) {
       EXPECT_LT(prefix_change, 1e-6);
       EXPECT_TRUE(at::equal(a.selected.slice(1, 0, 4), b.selected.slice(1, 0, 4)));
       EXPECT_LT((a.combine_weights.slice(1, 0, 4) - b.combine_weights.slice(1, 0, 4))
-                    .abs().max().item<double>(), 1e-6);
+                    .abs()
+                    .max()
+                    .item<double>(),
+                1e-6);
     } else {
       EXPECT_GT(prefix_change, 1e-3);
     }
@@ -275,8 +268,8 @@ TEST(SimilarityAwareTest, PaddedTokensAreNotAggregated) {
   at::Tensor changed = hidden.clone();
   changed[0].slice(0, 3).copy_(at::randn({2, 8}) * 5);
 
-  const at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(
-      hidden, context.padding_mask);
+  const at::Tensor s =
+      dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(hidden, context.padding_mask);
   EXPECT_EQ(s[0].slice(1, 3).abs().max().item<float>(), 0.0f);
   EXPECT_TRUE(at::allclose(s.sum(-1), at::ones({2, 5}), 0, 1e-6));
   RoutingDecision a = router->Route(hidden, context);
@@ -316,8 +309,7 @@ TEST(SimilarityAwareTest, ProjectionsAgreeWithIdentity) {
   auto full = Create(full_spec, dims);
   SetParameter(*full, "gate_weight", gate);
   SetParameter(*full, "similarity_weight", at::eye(4) * 2);
-  EXPECT_TRUE(at::allclose(full->Route(hidden, {}).aggregated_probs, expected,
-                           0, 1e-6));
+  EXPECT_TRUE(at::allclose(full->Route(hidden, {}).aggregated_probs, expected, 0, 1e-6));
 
   RouterSpec low_rank_spec = Spec(2);
   low_rank_spec.mutable_similarity_aware()->set_projection(LOW_RANK);
@@ -327,19 +319,16 @@ TEST(SimilarityAwareTest, ProjectionsAgreeWithIdentity) {
   SetParameter(*low_rank, "gate_weight", gate);
   SetParameter(*low_rank, "similarity_a", at::eye(4));
   SetParameter(*low_rank, "similarity_b", at::eye(4));
-  EXPECT_TRUE(at::allclose(low_rank->Route(hidden, {}).aggregated_probs,
-                           expected, 0, 1e-6));
+  EXPECT_TRUE(at::allclose(low_rank->Route(hidden, {}).aggregated_probs, expected, 0, 1e-6));
 }
 
 TEST(SimilarityAwareTest, ParametersAndTheirInitialValues) {
   const RouterDims dims{.model_dim = 6, .num_experts = 3};
   RouterSpec spec = Spec(2);
-  EXPECT_THAT(Create(spec, dims)->named_parameters().keys(),
-              ElementsAre("gate_weight"));
+  EXPECT_THAT(Create(spec, dims)->named_parameters().keys(), ElementsAre("gate_weight"));
   spec.mutable_similarity_aware()->set_projection(FULL);
   auto full = Create(spec, dims);
-  EXPECT_THAT(full->named_parameters().keys(),
-              ElementsAre("gate_weight", "similarity_weight"));
+  EXPECT_THAT(full->named_parameters().keys(), ElementsAre("gate_weight", "similarity_weight"));
   EXPECT_TRUE(at::equal(full->named_parameters()["similarity_weight"], at::eye(6)));
   const double gate_std = full->named_parameters()["gate_weight"].std().item<double>();
   EXPECT_GT(gate_std, 0.005);
@@ -377,8 +366,7 @@ TEST(SimilarityAwareTest, GradientsReachEveryParameter) {
     (d.combine_weights * at::randn({2, 6, 4})).sum().backward();
     for (const auto& parameter : router->named_parameters()) {
       ASSERT_TRUE(parameter.value().grad().defined()) << parameter.key();
-      EXPECT_GT(parameter.value().grad().abs().sum().item<double>(), 0)
-          << parameter.key();
+      EXPECT_GT(parameter.value().grad().abs().sum().item<double>(), 0) << parameter.key();
       EXPECT_TRUE(at::isfinite(parameter.value().grad()).all().item<bool>());
     }
     EXPECT_GT(hidden.grad().abs().sum().item<double>(), 0);
@@ -393,8 +381,7 @@ TEST(SimilarityAwareTest, CombineWeightsAreZeroOutsideTheSelection) {
   RoutingDecision d = router->Route(at::randn({4, 9, 8}), {});
   EXPECT_TRUE(at::isfinite(d.combine_weights).all().item<bool>());
   EXPECT_GE(d.combine_weights.min().item<float>(), 0);
-  EXPECT_EQ(d.combine_weights.masked_select(d.selected.logical_not())
-                .abs().sum().item<float>(), 0);
+  EXPECT_EQ(d.combine_weights.masked_select(d.selected.logical_not()).abs().sum().item<float>(), 0);
   EXPECT_TRUE(at::equal(d.selected.sum(-1), at::full({4, 9}, 3, at::kLong)));
   EXPECT_TRUE(at::allclose(d.aggregated_probs.sum(-1), at::ones({4, 9}), 0, 1e-5));
 }
@@ -415,12 +402,11 @@ TEST(SimilarityAwareTest, CosineScaleByHand) {
     spec.mutable_similarity_aware()->set_temperature(0.5);
     spec.mutable_similarity_aware()->set_causal(false);
     auto router = Create(spec, {.model_dim = 2, .num_experts = 2});
-    const at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(
-        hidden, at::Tensor());
-    const at::Tensor expected =
-        scale == COSINE_SIMILARITY
-            ? Tensor2d({{q, 1 - q}, {1 - q, q}})
-            : Tensor2d({{raw0, 1 - raw0}, {0.5, 0.5}});
+    const at::Tensor s =
+        dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(hidden, at::Tensor());
+    const at::Tensor expected = scale == COSINE_SIMILARITY
+                                    ? Tensor2d({{q, 1 - q}, {1 - q, q}})
+                                    : Tensor2d({{raw0, 1 - raw0}, {0.5, 0.5}});
     EXPECT_TRUE(at::allclose(s[0], expected, 0, 1e-6)) << scale << "\n" << s;
   }
 }
@@ -437,16 +423,14 @@ TEST(SimilarityAwareTest, CosineIgnoresTheScaleOfEachToken) {
     auto router = Create(spec, {.model_dim = 8, .num_experts = 4});
     auto& similarity = dynamic_cast<SimilarityAwareRouter&>(*router);
     const bool same = at::allclose(similarity.Similarity(hidden, at::Tensor()),
-                                   similarity.Similarity(scaled, at::Tensor()),
-                                   0, 1e-5);
+                                   similarity.Similarity(scaled, at::Tensor()), 0, 1e-5);
     EXPECT_EQ(same, scale == COSINE_SIMILARITY) << scale;
   }
   RouterSpec spec = Spec(2);
   auto router = Create(spec, {.model_dim = 8, .num_experts = 4});
   at::Tensor with_zero = hidden.clone();
   with_zero[0][2].zero_();
-  EXPECT_TRUE(at::isfinite(router->Route(with_zero, {}).aggregated_probs)
-                  .all().item<bool>());
+  EXPECT_TRUE(at::isfinite(router->Route(with_zero, {}).aggregated_probs).all().item<bool>());
 }
 
 // The decision describes S: W_ii and exp(H(S_i)), detached float32; no head.
@@ -459,15 +443,14 @@ TEST(SimilarityAwareTest, DescribesTheAggregation) {
   auto router = Create(spec, {.model_dim = 8, .num_experts = 4});
   const at::Tensor hidden = at::randn({2, 5, 8}).requires_grad_(true);
   RoutingDecision d = router->Route(hidden, {});
-  const at::Tensor s = dynamic_cast<SimilarityAwareRouter&>(*router)
-                           .Similarity(hidden, at::Tensor()).detach();
+  const at::Tensor s =
+      dynamic_cast<SimilarityAwareRouter&>(*router).Similarity(hidden, at::Tensor()).detach();
   ASSERT_TRUE(d.aggregation_self_weight.defined());
   ASSERT_TRUE(d.aggregation_effective_neighbours.defined());
   EXPECT_FALSE(d.aggregation_head.defined());
   EXPECT_FALSE(d.aggregation_self_weight.requires_grad());
   EXPECT_EQ(d.aggregation_self_weight.scalar_type(), at::kFloat);
-  EXPECT_TRUE(at::allclose(d.aggregation_self_weight,
-                           s.diagonal(0, 1, 2), 0, 1e-6));
+  EXPECT_TRUE(at::allclose(d.aggregation_self_weight, s.diagonal(0, 1, 2), 0, 1e-6));
   for (int64_t b = 0; b < 2; ++b) {
     for (int64_t i = 0; i < 5; ++i) {
       EXPECT_NEAR(d.aggregation_effective_neighbours[b][i].item<double>(),
@@ -504,10 +487,9 @@ TEST(SimilarityAwareTest, LargeTemperatureAggregatesOverEveryVisibleToken) {
       RoutingDecision d = router->Route(hidden, {});
       for (int64_t i = 0; i < 6; ++i) {
         const double visible = causal ? i + 1 : 6;
-        EXPECT_NEAR(d.aggregation_effective_neighbours[0][i].item<double>(),
-                    visible, 1e-4) << "causal " << causal << " i " << i;
-        EXPECT_NEAR(d.aggregation_self_weight[0][i].item<double>(), 1 / visible,
-                    1e-5);
+        EXPECT_NEAR(d.aggregation_effective_neighbours[0][i].item<double>(), visible, 1e-4)
+            << "causal " << causal << " i " << i;
+        EXPECT_NEAR(d.aggregation_self_weight[0][i].item<double>(), 1 / visible, 1e-5);
       }
     }
   }
@@ -522,9 +504,8 @@ TEST(SimilarityAwareTest, LiteralSettingIsTheIdentityOnLayerNormedStates) {
   const int64_t dim = 128, tokens = 32;
   const at::Tensor centers = at::randn({4, dim});
   const at::Tensor cluster = at::arange(tokens) % 4;
-  at::Tensor hidden =
-      centers.index_select(0, cluster).unsqueeze(0).repeat({2, 1, 1}) +
-      0.8 * at::randn({2, tokens, dim});
+  at::Tensor hidden = centers.index_select(0, cluster).unsqueeze(0).repeat({2, 1, 1}) +
+                      0.8 * at::randn({2, tokens, dim});
   hidden = at::layer_norm(hidden, {dim});
   const RouterDims dims{.model_dim = dim, .num_experts = 8};
 
@@ -544,8 +525,7 @@ TEST(SimilarityAwareTest, LiteralSettingIsTheIdentityOnLayerNormedStates) {
   RoutingDecision cosine = cosine_router->Route(hidden, {});
   EXPECT_LT(cosine.aggregation_self_weight.mean().item<double>(), 0.95);
   EXPECT_GT(cosine.aggregation_effective_neighbours.mean().item<double>(), 1.5);
-  EXPECT_GT((cosine.aggregated_probs - cosine.gate_probs).abs().max().item<double>(),
-            1e-3);
+  EXPECT_GT((cosine.aggregated_probs - cosine.gate_probs).abs().max().item<double>(), 1e-3);
 }
 
 TEST(SimilarityAwareRegistrationTest, ResolveWritesEveryDefault) {
@@ -606,8 +586,7 @@ TEST(SimilarityAwareRegistrationTest, ValidateNamesTheField) {
 
   spec = Spec(2);
   spec.mutable_similarity_aware()->set_projection(LOW_RANK);
-  EXPECT_THAT(error(spec),
-              HasSubstr("router.similarity_aware.projection_rank: must be in [1, 4]"));
+  EXPECT_THAT(error(spec), HasSubstr("router.similarity_aware.projection_rank: must be in [1, 4]"));
   spec.mutable_similarity_aware()->set_projection_rank(5);
   EXPECT_THAT(error(spec), HasSubstr("got 5"));
   spec.mutable_similarity_aware()->set_projection_rank(2);

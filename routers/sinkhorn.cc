@@ -1,10 +1,10 @@
 #include "routers/sinkhorn.h"
 
-#include <cmath>
-#include <memory>
-
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
+
+#include <cmath>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "routers/router_util.h"
@@ -35,25 +35,23 @@ SinkhornRouter::SinkhornRouter(const RouterSpec& spec, const RouterDims& dims)
       iterations_(ResolvedSinkhornOptions(spec).iterations()),
       num_experts_(dims.num_experts),
       top_k_(WholeTopK(spec)) {
-  gate_weight_ = register_parameter(
-      "gate_weight", InitGateWeight(dims.num_experts, dims.model_dim));
+  gate_weight_ =
+      register_parameter("gate_weight", InitGateWeight(dims.num_experts, dims.model_dim));
 }
 
-RoutingDecision SinkhornRouter::Route(const at::Tensor& hidden,
-                                      const RoutingContext& context) {
+RoutingDecision SinkhornRouter::Route(const at::Tensor& hidden, const RoutingContext& context) {
   RoutingDecision d;
   d.logits = GateLogits(hidden, gate_weight_);  // [B, T, E]
   if (context.training) {
     torch::NoGradGuard no_grad;
-    at::Tensor balanced = SinkhornLogBalance(
-        d.logits.detach().reshape({-1, num_experts_}), iterations_);
+    at::Tensor balanced =
+        SinkhornLogBalance(d.logits.detach().reshape({-1, num_experts_}), iterations_);
     d.selected = TopKMask(balanced, top_k_).reshape(d.logits.sizes());
   } else {
     d.selected = TopKMask(d.logits.detach(), top_k_);
   }
   d.gate_probs = ApplyGate(d.logits, SOFTMAX);
-  d.combine_weights =
-      at::sigmoid(d.logits) * d.selected.to(d.logits.scalar_type());
+  d.combine_weights = at::sigmoid(d.logits) * d.selected.to(d.logits.scalar_type());
   AddStandardAuxLosses(spec_, &d);
   return d;
 }
@@ -61,38 +59,35 @@ RoutingDecision SinkhornRouter::Route(const at::Tensor& hidden,
 namespace {
 
 absl::Status ValidateSinkhorn(const RouterSpec& spec, const RouterDims& dims) {
-  if (absl::Status s =
-          CheckRouterOptionsCase(spec, RouterSpec::kSinkhorn, "sinkhorn");
-      !s.ok()) {
+  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kSinkhorn, "sinkhorn"); !s.ok()) {
     return s;
   }
   if (absl::Status s = CheckWholeTopK(spec, dims); !s.ok()) return s;
   const int iterations = ResolvedSinkhornOptions(spec).iterations();
   if (iterations < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.sinkhorn.iterations: must be >= 1, got ", iterations));
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.sinkhorn.iterations: must be >= 1, got ", iterations));
   }
   return absl::OkStatus();
 }
 
-MOELAB_REGISTER_ROUTER(
-    "sinkhorn",
-    {.description = "top-k of the Sinkhorn-balanced scores of the batch in "
-                    "training, plain top-k in evaluation; sigmoid weights "
-                    "(BASE/Megatron style)",
-     .resolve =
-         [](RouterSpec* spec, const RouterDims&) {
-           if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-               spec->options_case() != RouterSpec::kSinkhorn) {
-             return;  // validate reports the foreign options
-           }
-           *spec->mutable_sinkhorn() = ResolvedSinkhornOptions(*spec);
-         },
-     .validate = ValidateSinkhorn,
-     .create = [](const RouterSpec& spec, const RouterDims& dims)
-         -> std::shared_ptr<Router> {
-       return std::make_shared<SinkhornRouter>(spec, dims);
-     }});
+MOELAB_REGISTER_ROUTER("sinkhorn",
+                       {.description = "top-k of the Sinkhorn-balanced scores of the batch in "
+                                       "training, plain top-k in evaluation; sigmoid weights "
+                                       "(BASE/Megatron style)",
+                        .resolve =
+                            [](RouterSpec* spec, const RouterDims&) {
+                              if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
+                                  spec->options_case() != RouterSpec::kSinkhorn) {
+                                return;  // validate reports the foreign options
+                              }
+                              *spec->mutable_sinkhorn() = ResolvedSinkhornOptions(*spec);
+                            },
+                        .validate = ValidateSinkhorn,
+                        .create = [](const RouterSpec& spec,
+                                     const RouterDims& dims) -> std::shared_ptr<Router> {
+                          return std::make_shared<SinkhornRouter>(spec, dims);
+                        }});
 
 }  // namespace
 }  // namespace moelab

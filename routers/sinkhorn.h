@@ -6,9 +6,9 @@
 // Sinkhorn-normalised score matrix of the batch, which spreads them evenly
 // over the experts without an auxiliary loss; in evaluation, plain top-k.
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -31,8 +31,7 @@ class SinkhornRouter : public Router {
 
   // hidden: [B, T, D]. combine = sigmoid(logits) at the chosen experts
   // (Megatron's form); gate_probs = softmax(logits).
-  RoutingDecision Route(const at::Tensor& hidden,
-                        const RoutingContext& context) override;
+  RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
   // In training the balance couples every token of the batch.
   bool IsCausal(bool causal_model) const override { return false; }

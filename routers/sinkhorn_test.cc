@@ -1,11 +1,11 @@
 #include "routers/sinkhorn.h"
 
-#include <cmath>
-#include <memory>
-
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
 
 #include "routers/testing/router_test_util.h"
 
@@ -38,8 +38,7 @@ at::Tensor HandHidden() {
 TEST(SinkhornTest, BalancedMatrixByHand) {
   const double a = std::sqrt(1.5) / (2 * (1 + std::sqrt(1.5)));
   at::Tensor balanced =
-      SinkhornLogBalance(at::log(at::tensor({3., 1., 2., 1.})).reshape({2, 2}), 50)
-          .exp();
+      SinkhornLogBalance(at::log(at::tensor({3., 1., 2., 1.})).reshape({2, 2}), 50).exp();
   ExpectTensorNear(balanced, {a, .5 - a, .5 - a, a}, 1e-9);
 }
 
@@ -64,8 +63,7 @@ TEST(SinkhornTest, RowsAndColumnsConverge) {
   torch::manual_seed(1);
   at::Tensor logits = 3 * at::randn({40, 5}, at::kDouble);
   at::Tensor balanced = SinkhornLogBalance(logits, 200).exp();
-  EXPECT_TRUE(at::allclose(balanced.sum(1), at::full({40}, 1.0 / 40, at::kDouble),
-                           1e-6, 1e-8));
+  EXPECT_TRUE(at::allclose(balanced.sum(1), at::full({40}, 1.0 / 40, at::kDouble), 1e-6, 1e-8));
   EXPECT_TRUE(at::allclose(balanced.sum(0), at::full({5}, 1.0 / 5, at::kDouble)));
   // Huge logits do not overflow in the log domain.
   EXPECT_TRUE(at::isfinite(SinkhornLogBalance(logits * 1000, 8)).all().item<bool>());
@@ -77,19 +75,18 @@ TEST(SinkhornTest, TrainingSpreadsTokensNearlyEvenly) {
     auto router = ResolveAndCreate(Spec(k), RouterDims{8, 4, 2, false});
     ASSERT_TRUE(router.ok());
     // A gate that strongly prefers expert 0, then 1.
-    SetParameter(**router, "gate_weight",
-                 at::randn({4, 8}) * 0.3 +
-                     at::tensor({3., 1., 0., -1.}).to(at::kFloat).unsqueeze(1) *
-                         at::ones({1, 8}) / 8);
+    SetParameter(
+        **router, "gate_weight",
+        at::randn({4, 8}) * 0.3 +
+            at::tensor({3., 1., 0., -1.}).to(at::kFloat).unsqueeze(1) * at::ones({1, 8}) / 8);
     at::Tensor hidden = at::randn({4, 128, 8}) + 1;
     const double fair = 512.0 * k / 4;
-    at::Tensor eval_load = (*router)->Route(hidden, Context(false))
-                               .selected.sum(at::IntArrayRef{0, 1}).to(at::kFloat);
-    at::Tensor train_load = (*router)->Route(hidden, Context(true))
-                                .selected.sum(at::IntArrayRef{0, 1}).to(at::kFloat);
+    at::Tensor eval_load =
+        (*router)->Route(hidden, Context(false)).selected.sum(at::IntArrayRef{0, 1}).to(at::kFloat);
+    at::Tensor train_load =
+        (*router)->Route(hidden, Context(true)).selected.sum(at::IntArrayRef{0, 1}).to(at::kFloat);
     EXPECT_GT(eval_load.max().item<float>(), 1.5 * fair) << eval_load;
-    EXPECT_TRUE(((train_load - fair).abs() < 0.15 * fair).all().item<bool>())
-        << train_load;
+    EXPECT_TRUE(((train_load - fair).abs() < 0.15 * fair).all().item<bool>()) << train_load;
   }
 }
 
@@ -123,8 +120,7 @@ TEST(SinkhornTest, DefaultsDeclarationsAndErrors) {
   spec.mutable_sinkhorn()->set_iterations(0);
   auto bad = ResolveAndCreate(spec, dims);
   ASSERT_FALSE(bad.ok());
-  EXPECT_THAT(bad.status().message(),
-              HasSubstr("router.sinkhorn.iterations: must be >= 1, got 0"));
+  EXPECT_THAT(bad.status().message(), HasSubstr("router.sinkhorn.iterations: must be >= 1, got 0"));
   bad = ResolveAndCreate(Spec(0), dims);
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("router.top_k"));

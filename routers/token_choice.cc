@@ -1,10 +1,10 @@
 #include "routers/token_choice.h"
 
+#include <ATen/ATen.h>
+
 #include <cmath>
 #include <memory>
 #include <tuple>
-
-#include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
 #include "routers/router_util.h"
@@ -20,24 +20,21 @@ TokenChoiceOptions ResolvedTokenChoiceOptions(const RouterSpec& spec) {
   return options;
 }
 
-int64_t TokenChoiceCapacity(double capacity_factor, int64_t num_tokens,
-                            int64_t k, int64_t num_experts) {
-  return static_cast<int64_t>(std::ceil(capacity_factor * num_tokens * k /
-                                        num_experts));
+int64_t TokenChoiceCapacity(double capacity_factor, int64_t num_tokens, int64_t k,
+                            int64_t num_experts) {
+  return static_cast<int64_t>(std::ceil(capacity_factor * num_tokens * k / num_experts));
 }
 
-TokenChoiceRouter::TokenChoiceRouter(const RouterSpec& spec,
-                                     const RouterDims& dims)
+TokenChoiceRouter::TokenChoiceRouter(const RouterSpec& spec, const RouterDims& dims)
     : spec_(spec),
       options_(ResolvedTokenChoiceOptions(spec)),
       num_experts_(dims.num_experts),
       top_k_(WholeTopK(spec)) {
-  gate_weight_ = register_parameter(
-      "gate_weight", InitGateWeight(dims.num_experts, dims.model_dim));
+  gate_weight_ =
+      register_parameter("gate_weight", InitGateWeight(dims.num_experts, dims.model_dim));
 }
 
-RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden,
-                                         const RoutingContext& context) {
+RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden, const RoutingContext& context) {
   const int64_t batch = hidden.size(0), tokens = hidden.size(1);
   const int64_t num_tokens = batch * tokens;
   at::Tensor input = hidden;
@@ -61,27 +58,25 @@ RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden,
     return d;
   }
 
-  const int64_t capacity = TokenChoiceCapacity(
-      options_.capacity_factor(), num_tokens, top_k_, num_experts_);
+  const int64_t capacity =
+      TokenChoiceCapacity(options_.capacity_factor(), num_tokens, top_k_, num_experts_);
   at::Tensor kept = chosen;
   if (capacity < num_tokens) {  // otherwise no expert can overflow
     at::Tensor flat_chosen = chosen.reshape({num_tokens, num_experts_});
     if (options_.drop_policy() == DROP_BY_SCORE) {
       // Each expert keeps its `capacity` highest-scoring pairs; unchosen
       // pairs rank below every chosen one (r >= 0) and are masked off again.
-      at::Tensor ranked = d.gate_probs.detach()
-                              .reshape({num_tokens, num_experts_})
-                              .masked_fill(~flat_chosen, -1.0);
+      at::Tensor ranked =
+          d.gate_probs.detach().reshape({num_tokens, num_experts_}).masked_fill(~flat_chosen, -1.0);
       at::Tensor best = std::get<1>(at::topk(ranked, capacity, /*dim=*/0));
       kept = at::zeros_like(flat_chosen).scatter_(0, best, true) & flat_chosen;
     } else {
       // Queue pairs in priority order (every first choice, then every second
       // choice ..., each in flattened position order); an expert accepts
       // the first `capacity` pairs of its queue.
-      at::Tensor by_rank =
-          at::one_hot(choices.reshape({num_tokens, top_k_}), num_experts_)
-              .transpose(0, 1)
-              .reshape({top_k_ * num_tokens, num_experts_});  // [k*N, E]
+      at::Tensor by_rank = at::one_hot(choices.reshape({num_tokens, top_k_}), num_experts_)
+                               .transpose(0, 1)
+                               .reshape({top_k_ * num_tokens, num_experts_});  // [k*N, E]
       at::Tensor queue_position = by_rank.cumsum(0);
       kept = ((by_rank > 0) & (queue_position <= capacity))
                  .reshape({top_k_, num_tokens, num_experts_})
@@ -104,10 +99,8 @@ bool TokenChoiceRouter::IsCausal(bool causal_model) const {
 
 namespace {
 
-absl::Status ValidateTokenChoice(const RouterSpec& spec,
-                                 const RouterDims& dims) {
-  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kTokenChoice,
-                                              "token_choice");
+absl::Status ValidateTokenChoice(const RouterSpec& spec, const RouterDims& dims) {
+  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kTokenChoice, "token_choice");
       !s.ok()) {
     return s;
   }
@@ -115,50 +108,45 @@ absl::Status ValidateTokenChoice(const RouterSpec& spec,
   const TokenChoiceOptions options = ResolvedTokenChoiceOptions(spec);
   if (options.gate() != SOFTMAX && options.gate() != SIGMOID) {
     return absl::InvalidArgumentError(
-        absl::StrCat("router.token_choice.gate: must be SOFTMAX or SIGMOID, got ",
-                     options.gate()));
+        absl::StrCat("router.token_choice.gate: must be SOFTMAX or SIGMOID, got ", options.gate()));
   }
-  if (options.drop_policy() != DROP_BY_SCORE &&
-      options.drop_policy() != DROP_BY_POSITION) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.token_choice.drop_policy: must be DROP_BY_SCORE or "
-        "DROP_BY_POSITION, got ",
-        options.drop_policy()));
+  if (options.drop_policy() != DROP_BY_SCORE && options.drop_policy() != DROP_BY_POSITION) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.token_choice.drop_policy: must be DROP_BY_SCORE or "
+                     "DROP_BY_POSITION, got ",
+                     options.drop_policy()));
   }
   if (!(options.jitter_eps() >= 0 && options.jitter_eps() < 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("router.token_choice.jitter_eps: must be in [0, 1), got ",
-                     options.jitter_eps()));
-  }
-  if (!(options.capacity_factor() >= 0) ||
-      !std::isfinite(options.capacity_factor())) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "router.token_choice.capacity_factor: must be >= 0 (0 = dropless), "
-        "got ",
-        options.capacity_factor()));
+        "router.token_choice.jitter_eps: must be in [0, 1), got ", options.jitter_eps()));
   }
-  return CheckRenormalizeLetsTheGateLearn(
-      spec, options.renormalize(), "router.token_choice.renormalize", "r");
+  if (!(options.capacity_factor() >= 0) || !std::isfinite(options.capacity_factor())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.token_choice.capacity_factor: must be >= 0 (0 = dropless), "
+                     "got ",
+                     options.capacity_factor()));
+  }
+  return CheckRenormalizeLetsTheGateLearn(spec, options.renormalize(),
+                                          "router.token_choice.renormalize", "r");
 }
 
-MOELAB_REGISTER_ROUTER(
-    "token_choice",
-    {.description = "top-k experts per token of a softmax/sigmoid gate; "
-                    "optional renormalisation and expert capacity "
-                    "(SMoE/Switch/GShard)",
-     .resolve =
-         [](RouterSpec* spec, const RouterDims&) {
-           if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-               spec->options_case() != RouterSpec::kTokenChoice) {
-             return;  // validate reports the foreign options
-           }
-           *spec->mutable_token_choice() = ResolvedTokenChoiceOptions(*spec);
-         },
-     .validate = ValidateTokenChoice,
-     .create = [](const RouterSpec& spec, const RouterDims& dims)
-         -> std::shared_ptr<Router> {
-       return std::make_shared<TokenChoiceRouter>(spec, dims);
-     }});
+MOELAB_REGISTER_ROUTER("token_choice",
+                       {.description = "top-k experts per token of a softmax/sigmoid gate; "
+                                       "optional renormalisation and expert capacity "
+                                       "(SMoE/Switch/GShard)",
+                        .resolve =
+                            [](RouterSpec* spec, const RouterDims&) {
+                              if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
+                                  spec->options_case() != RouterSpec::kTokenChoice) {
+                                return;  // validate reports the foreign options
+                              }
+                              *spec->mutable_token_choice() = ResolvedTokenChoiceOptions(*spec);
+                            },
+                        .validate = ValidateTokenChoice,
+                        .create = [](const RouterSpec& spec,
+                                     const RouterDims& dims) -> std::shared_ptr<Router> {
+                          return std::make_shared<TokenChoiceRouter>(spec, dims);
+                        }});
 
 }  // namespace
 }  // namespace moelab

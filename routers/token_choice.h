@@ -5,9 +5,9 @@
 // takes the top-k experts of its gate distribution r = gate(x W_g^T),
 // optionally renormalised, optionally limited by a per-expert capacity.
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -20,8 +20,8 @@ TokenChoiceOptions ResolvedTokenChoiceOptions(const RouterSpec& spec);
 
 // Per-expert capacity C = ceil(capacity_factor * N * k / E) over the N tokens
 // of a batch.
-int64_t TokenChoiceCapacity(double capacity_factor, int64_t num_tokens,
-                            int64_t k, int64_t num_experts);
+int64_t TokenChoiceCapacity(double capacity_factor, int64_t num_tokens, int64_t k,
+                            int64_t num_experts);
 
 class TokenChoiceRouter : public Router {
  public:
@@ -29,8 +29,7 @@ class TokenChoiceRouter : public Router {
   TokenChoiceRouter(const RouterSpec& spec, const RouterDims& dims);
 
   // hidden: [B, T, D].
-  RoutingDecision Route(const at::Tensor& hidden,
-                        const RoutingContext& context) override;
+  RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
   // With a capacity, whether a token keeps an expert depends on the other
   // tokens of the batch, later ones included.

@@ -1,13 +1,13 @@
 #include "routers/token_choice.h"
 
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <tuple>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "routers/testing/router_test_util.h"
 
@@ -32,8 +32,7 @@ RouterSpec Spec(double k) {
 
 // With gate_weight = I (D = E) the logits are the hidden states, so logs of
 // small integers give hand-checkable softmax values.
-std::shared_ptr<Router> IdentityGateRouter(const RouterSpec& spec,
-                                           int64_t experts) {
+std::shared_ptr<Router> IdentityGateRouter(const RouterSpec& spec, int64_t experts) {
   auto router = ResolveAndCreate(spec, RouterDims{experts, experts, 2, true});
   EXPECT_TRUE(router.ok()) << router.status();
   SetParameter(**router, "gate_weight", at::eye(experts));
@@ -99,8 +98,7 @@ TEST(TokenChoiceTest, DropByPositionByHand) {
   RoutingDecision d = router->Route(HandLogits(), Context(false));
   // Expert 1's queue: t2 (a first choice), then t0, then t1: t1 loses it.
   // Weights were renormalised before dropping and are not renormalised again.
-  ExpectTensorNear(d.combine_weights,
-                   {0, 2.0 / 7, 5.0 / 7, 6.0 / 9, 0, 0, 0, 4.0 / 7, 3.0 / 7});
+  ExpectTensorNear(d.combine_weights, {0, 2.0 / 7, 5.0 / 7, 6.0 / 9, 0, 0, 0, 4.0 / 7, 3.0 / 7});
   EXPECT_TRUE(at::equal(d.dropped, Mask({0, 1, 0}, {1, 3})));
 }
 
@@ -111,8 +109,7 @@ TEST(TokenChoiceTest, DropByPositionByHand) {
 // capacity: [1, 2, 2] of 5 -> 3 * 103 / 300 = 103/100.
 TEST(TokenChoiceTest, LoadBalanceCountsChoicesBeforeCapacityByHand) {
   for (LoadBalanceCounting counting :
-       {LOAD_BALANCE_COUNTING_UNSPECIFIED, CHOICES_BEFORE_CAPACITY,
-        PAIRS_AFTER_CAPACITY}) {
+       {LOAD_BALANCE_COUNTING_UNSPECIFIED, CHOICES_BEFORE_CAPACITY, PAIRS_AFTER_CAPACITY}) {
     RouterSpec spec = Spec(2);
     spec.mutable_token_choice()->set_capacity_factor(1.0);
     spec.set_load_balance_coef(1.0);
@@ -143,8 +140,7 @@ TEST(TokenChoiceTest, LoadBalanceIsTheOldOneWhenDroplessWithSoftmax) {
     auto router = ResolveAndCreate(spec, RouterDims{8, 4, 2, true});
     ASSERT_TRUE(router.ok()) << router.status();
     SetParameter(**router, "gate_weight", gate);
-    losses.push_back(
-        (*router)->Route(hidden, Context(false)).aux_losses[0].second.item<double>());
+    losses.push_back((*router)->Route(hidden, Context(false)).aux_losses[0].second.item<double>());
   }
   EXPECT_NEAR(losses[0], losses[1], 1e-6);
   EXPECT_GT(losses[0], 1.0);  // a random gate is not perfectly balanced
@@ -186,8 +182,7 @@ TEST(TokenChoiceTest, LoadBalanceScoresOfASigmoidGateByHand) {
   }
 
   const auto s = [](double y) { return 1 / (1 + std::exp(-y)); };
-  const at::Tensor imbalanced =
-      at::tensor({2.0, 0.0, 1.5, -1.0}).to(at::kFloat).reshape({1, 2, 2});
+  const at::Tensor imbalanced = at::tensor({2.0, 0.0, 1.5, -1.0}).to(at::kFloat).reshape({1, 2, 2});
   for (double shift : {0.0, -20.0, 10.0}) {
     for (LoadBalanceScores scores : {NORMALIZED_OVER_EXPERTS, RAW_GATE}) {
       RouterSpec spec = Spec(1);
@@ -196,17 +191,15 @@ TEST(TokenChoiceTest, LoadBalanceScoresOfASigmoidGateByHand) {
       spec.set_load_balance_scores(scores);
       auto router = IdentityGateRouter(spec, 2);
       RoutingDecision d = router->Route(imbalanced + shift, Context(false));
-      EXPECT_TRUE(at::equal(d.selected, Mask({1, 0, 1, 0}, {1, 2, 2})))
-          << "shift " << shift;
+      EXPECT_TRUE(at::equal(d.selected, Mask({1, 0, 1, 0}, {1, 2, 2}))) << "shift " << shift;
       const double loss = d.aux_losses[0].second.item<double>();
-      const double by_hand =
-          scores == NORMALIZED_OVER_EXPERTS
-              ? s(2 + shift) / (s(2 + shift) + s(shift)) +
-                    s(1.5 + shift) / (s(1.5 + shift) + s(-1 + shift))
-              : s(2 + shift) + s(1.5 + shift);
+      const double by_hand = scores == NORMALIZED_OVER_EXPERTS
+                                 ? s(2 + shift) / (s(2 + shift) + s(shift)) +
+                                       s(1.5 + shift) / (s(1.5 + shift) + s(-1 + shift))
+                                 : s(2 + shift) + s(1.5 + shift);
       EXPECT_NEAR(loss, by_hand, 1e-5) << "shift " << shift << " scores " << scores;
       if (scores == NORMALIZED_OVER_EXPERTS) {
-        const double expected = shift == 0 ? 1.3903639
+        const double expected = shift == 0  ? 1.3903639
                                 : shift < 0 ? s(2) + s(2.5)  // 1.8049
                                             : 1.0000381;
         EXPECT_NEAR(loss, expected, 1e-5) << "shift " << shift;
@@ -239,9 +232,9 @@ TEST(TokenChoiceTest, RenormalizeNeedsTwoExperts) {
 
 TEST(TokenChoiceTest, CapacityFormula) {
   EXPECT_EQ(TokenChoiceCapacity(1.0, 3, 2, 3), 2);
-  EXPECT_EQ(TokenChoiceCapacity(1.0, 4, 1, 3), 2);    // ceil(4/3)
+  EXPECT_EQ(TokenChoiceCapacity(1.0, 4, 1, 3), 2);  // ceil(4/3)
   EXPECT_EQ(TokenChoiceCapacity(1.25, 64, 2, 8), 20);
-  EXPECT_EQ(TokenChoiceCapacity(0.5, 10, 1, 4), 2);   // ceil(1.25)
+  EXPECT_EQ(TokenChoiceCapacity(0.5, 10, 1, 4), 2);  // ceil(1.25)
 }
 
 TEST(TokenChoiceTest, ExactlyKExpertsPerTokenWithoutCapacity) {
@@ -306,24 +299,23 @@ TEST(TokenChoiceTest, CapacityMatchesLoopReferenceInBothPolicies) {
         auto router = ResolveAndCreate(spec, RouterDims{8, 4, 2, true});
         ASSERT_TRUE(router.ok()) << router.status();
         // A skewed gate so that some experts overflow.
-        SetParameter(**router, "gate_weight",
-                     at::randn({4, 8}) + at::tensor({2.0, 1.0, 0.0, -1.0}).to(at::kFloat).unsqueeze(1));
+        SetParameter(
+            **router, "gate_weight",
+            at::randn({4, 8}) + at::tensor({2.0, 1.0, 0.0, -1.0}).to(at::kFloat).unsqueeze(1));
         RoutingDecision d = (*router)->Route(at::randn({2, 9, 8}), Context(false));
         ExpectWellFormed(d, 2, 9, 4);
         const int64_t capacity = TokenChoiceCapacity(factor, 18, k, 4);
         at::Tensor r = d.gate_probs.detach().reshape({18, 4});
         at::Tensor expected = LoopCapacityReference(r, k, capacity, policy);
-        SCOPED_TRACE(::testing::Message() << "policy " << policy << " factor "
-                                          << factor << " k " << k);
+        SCOPED_TRACE(::testing::Message()
+                     << "policy " << policy << " factor " << factor << " k " << k);
         EXPECT_TRUE(at::equal(d.selected.reshape({18, 4}), expected));
         EXPECT_TRUE((d.selected.reshape({18, 4}).sum(0) <= capacity).all().item<bool>());
-        at::Tensor chosen = at::zeros({18, 4}, at::kBool)
-                                .scatter_(1, std::get<1>(at::topk(r, k, -1)), true);
-        EXPECT_TRUE(at::equal(d.dropped.reshape({18}),
-                              (chosen & ~expected).any(-1)));
+        at::Tensor chosen =
+            at::zeros({18, 4}, at::kBool).scatter_(1, std::get<1>(at::topk(r, k, -1)), true);
+        EXPECT_TRUE(at::equal(d.dropped.reshape({18}), (chosen & ~expected).any(-1)));
         // Kept pairs keep r, unrenormalised.
-        EXPECT_TRUE(at::allclose(d.combine_weights.reshape({18, 4}),
-                                 r * expected.to(at::kFloat)));
+        EXPECT_TRUE(at::allclose(d.combine_weights.reshape({18, 4}), r * expected.to(at::kFloat)));
       }
     }
   }
@@ -376,8 +368,7 @@ TEST(TokenChoiceTest, JitterOnlyInTraining) {
   EXPECT_FALSE(at::allclose(plain, jittered));
   // Multiplicative noise within 10% moves each logit by at most
   // 0.1 * sum_d |x_d w_d|.
-  at::Tensor bound = 0.1 * at::matmul(hidden.abs(),
-                                      Parameter(**router, "gate_weight").abs().t());
+  at::Tensor bound = 0.1 * at::matmul(hidden.abs(), Parameter(**router, "gate_weight").abs().t());
   EXPECT_TRUE(((jittered - plain).abs() <= bound + 1e-6).all().item<bool>());
 }
 

@@ -1,11 +1,11 @@
 #include "routers/unified.h"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
 #include <utility>
-
-#include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
 #include "routers/router_util.h"
@@ -58,8 +58,8 @@ at::Tensor UnifiedScore(const at::Tensor& logits, const UnifiedOptions& options,
          static_cast<double>(options.beta()) * token_part;
 }
 
-int64_t UnifiedBudget(SelectionScope scope, int64_t batch, int64_t tokens,
-                      int64_t num_experts, double k) {
+int64_t UnifiedBudget(SelectionScope scope, int64_t batch, int64_t tokens, int64_t num_experts,
+                      double k) {
   int64_t rows = tokens;  // PER_SEQUENCE
   if (scope == PER_BATCH) rows = batch * tokens;
   if (scope == PER_POSITION) rows = batch;
@@ -72,30 +72,25 @@ UnifiedRouter::UnifiedRouter(const RouterSpec& spec, const RouterDims& dims)
       options_(ResolvedUnifiedOptions(spec)),
       num_experts_(dims.num_experts),
       top_k_(spec.top_k()) {
-  gate_weight_ = register_parameter(
-      "gate_weight", InitGateWeight(dims.num_experts, dims.model_dim));
+  gate_weight_ =
+      register_parameter("gate_weight", InitGateWeight(dims.num_experts, dims.model_dim));
 }
 
-RoutingDecision UnifiedRouter::Route(const at::Tensor& hidden,
-                                     const RoutingContext& context) {
+RoutingDecision UnifiedRouter::Route(const at::Tensor& hidden, const RoutingContext& context) {
   const int64_t batch = hidden.size(0), tokens = hidden.size(1);
   RoutingDecision d;
   d.logits = GateLogits(hidden, gate_weight_);  // [B, T, E]
   at::Tensor score = UnifiedScore(d.logits, options_, &d.gate_probs);
-  const int64_t budget =
-      UnifiedBudget(options_.scope(), batch, tokens, num_experts_, top_k_);
+  const int64_t budget = UnifiedBudget(options_.scope(), batch, tokens, num_experts_, top_k_);
   at::Tensor ranked = score.detach();
   switch (options_.scope()) {
     case PER_BATCH:  // one [1, B*T*E] matrix
-      d.selected = TopKMask(ranked.reshape({1, -1}), budget)
-                       .reshape({batch, tokens, num_experts_});
+      d.selected = TopKMask(ranked.reshape({1, -1}), budget).reshape({batch, tokens, num_experts_});
       break;
     case PER_POSITION:  // [T, B*E]: position t's pairs across the batch
-      d.selected =
-          TopKMask(ranked.transpose(0, 1).reshape({tokens, batch * num_experts_}),
-                   budget)
-              .reshape({tokens, batch, num_experts_})
-              .transpose(0, 1);
+      d.selected = TopKMask(ranked.transpose(0, 1).reshape({tokens, batch * num_experts_}), budget)
+                       .reshape({tokens, batch, num_experts_})
+                       .transpose(0, 1);
       break;
     default:  // PER_SEQUENCE: [B, T*E], flattened as t*E+e
       d.selected = TopKMask(ranked.reshape({batch, tokens * num_experts_}), budget)
@@ -106,75 +101,67 @@ RoutingDecision UnifiedRouter::Route(const at::Tensor& hidden,
   return d;
 }
 
-bool UnifiedRouter::IsCausal(bool causal_model) const {
-  return options_.scope() == PER_POSITION;
-}
+bool UnifiedRouter::IsCausal(bool causal_model) const { return options_.scope() == PER_POSITION; }
 
 namespace {
 
 absl::Status ValidateUnified(const RouterSpec& spec, const RouterDims& dims) {
-  if (absl::Status s =
-          CheckRouterOptionsCase(spec, RouterSpec::kUnified, "unified");
-      !s.ok()) {
+  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kUnified, "unified"); !s.ok()) {
     return s;
   }
   const double k = spec.top_k();
   if (!(k > 0) || k > dims.num_experts) {
     return absl::InvalidArgumentError(
-        absl::StrCat("router.top_k: router 'unified' needs 0 < k <= ",
-                     dims.num_experts, " (experts per token on average), got ", k));
+        absl::StrCat("router.top_k: router 'unified' needs 0 < k <= ", dims.num_experts,
+                     " (experts per token on average), got ", k));
   }
   const UnifiedOptions options = ResolvedUnifiedOptions(spec);
-  for (const auto& [name, value] :
-       {std::pair<const char*, float>{"alpha", options.alpha()},
-        std::pair<const char*, float>{"beta", options.beta()}}) {
+  for (const auto& [name, value] : {std::pair<const char*, float>{"alpha", options.alpha()},
+                                    std::pair<const char*, float>{"beta", options.beta()}}) {
     if (!(value >= 0 && value <= 1)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "router.unified.", name, ": must be in [0, 1], got ", value));
+      return absl::InvalidArgumentError(
+          absl::StrCat("router.unified.", name, ": must be in [0, 1], got ", value));
     }
   }
-  if (std::abs(static_cast<double>(options.alpha()) + options.beta() - 1.0) >
-      1e-6) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.unified.alpha: alpha + beta must equal 1, got ", options.alpha(),
-        " + ", options.beta()));
+  if (std::abs(static_cast<double>(options.alpha()) + options.beta() - 1.0) > 1e-6) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.unified.alpha: alpha + beta must equal 1, got ", options.alpha(),
+                     " + ", options.beta()));
   }
-  if (options.token_score() != SIGMOID_SCALED &&
-      options.token_score() != SOFTMAX_OVER_TOKENS) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.unified.token_score: must be SIGMOID_SCALED or "
-        "SOFTMAX_OVER_TOKENS, got ",
-        options.token_score()));
+  if (options.token_score() != SIGMOID_SCALED && options.token_score() != SOFTMAX_OVER_TOKENS) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.unified.token_score: must be SIGMOID_SCALED or "
+                     "SOFTMAX_OVER_TOKENS, got ",
+                     options.token_score()));
   }
   if (options.scope() != PER_SEQUENCE && options.scope() != PER_BATCH &&
       options.scope() != PER_POSITION) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.unified.scope: must be PER_SEQUENCE, PER_BATCH or "
-        "PER_POSITION, got ",
-        options.scope()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.unified.scope: must be PER_SEQUENCE, PER_BATCH or "
+                     "PER_POSITION, got ",
+                     options.scope()));
   }
   return absl::OkStatus();
 }
 
-MOELAB_REGISTER_ROUTER(
-    "unified",
-    {.description = "USMoE: top-c (token, expert) pairs of alpha * softmax "
-                    "over experts + beta * token score, c = round(T * k) per "
-                    "scope; fractional k",
-     .resolve =
-         [](RouterSpec* spec, const RouterDims&) {
-           if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-               spec->options_case() != RouterSpec::kUnified) {
-             return;  // validate reports the foreign options
-           }
-           *spec->mutable_unified() = ResolvedUnifiedOptions(*spec);
-         },
-     .validate = ValidateUnified,
-     .create = [](const RouterSpec& spec, const RouterDims& dims)
-         -> std::shared_ptr<Router> {
-       return std::make_shared<UnifiedRouter>(spec, dims);
-     },
-     .fractional_top_k = true});
+MOELAB_REGISTER_ROUTER("unified",
+                       {.description = "USMoE: top-c (token, expert) pairs of alpha * softmax "
+                                       "over experts + beta * token score, c = round(T * k) per "
+                                       "scope; fractional k",
+                        .resolve =
+                            [](RouterSpec* spec, const RouterDims&) {
+                              if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
+                                  spec->options_case() != RouterSpec::kUnified) {
+                                return;  // validate reports the foreign options
+                              }
+                              *spec->mutable_unified() = ResolvedUnifiedOptions(*spec);
+                            },
+                        .validate = ValidateUnified,
+                        .create = [](const RouterSpec& spec,
+                                     const RouterDims& dims) -> std::shared_ptr<Router> {
+                          return std::make_shared<UnifiedRouter>(spec, dims);
+                        },
+                        .fractional_top_k = true});
 
 }  // namespace
 }  // namespace moelab

@@ -7,9 +7,9 @@
 // matrix of a selection scope, with budget c = round(tokens in scope * k).
 // Tokens get 0..E experts; k may be fractional.
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -31,8 +31,8 @@ at::Tensor UnifiedScore(const at::Tensor& logits, const UnifiedOptions& options,
 
 // Budget of one selection: std::lround(tokens in the scope * k), clamped to
 // [1, entries of the scope's matrix].
-int64_t UnifiedBudget(SelectionScope scope, int64_t batch, int64_t tokens,
-                      int64_t num_experts, double k);
+int64_t UnifiedBudget(SelectionScope scope, int64_t batch, int64_t tokens, int64_t num_experts,
+                      double k);
 
 class UnifiedRouter : public Router {
  public:
@@ -40,8 +40,7 @@ class UnifiedRouter : public Router {
   UnifiedRouter(const RouterSpec& spec, const RouterDims& dims);
 
   // hidden: [B, T, D].
-  RoutingDecision Route(const at::Tensor& hidden,
-                        const RoutingContext& context) override;
+  RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
   // Only PER_POSITION selects among tokens at the same position (of other
   // sequences); the other scopes compare a token with later ones.

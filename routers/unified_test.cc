@@ -1,13 +1,13 @@
 #include "routers/unified.h"
 
+#include <ATen/ATen.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
 #include <vector>
-
-#include <ATen/ATen.h>
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "routers/testing/router_test_util.h"
 
@@ -32,8 +32,7 @@ RouterSpec Spec(double k, SelectionScope scope = SCOPE_UNSPECIFIED,
   return spec;
 }
 
-std::shared_ptr<Router> IdentityGateRouter(const RouterSpec& spec,
-                                           int64_t experts) {
+std::shared_ptr<Router> IdentityGateRouter(const RouterSpec& spec, int64_t experts) {
   auto router = ResolveAndCreate(spec, RouterDims{experts, experts, 2, true});
   EXPECT_TRUE(router.ok()) << router.status();
   SetParameter(**router, "gate_weight", at::eye(experts));
@@ -46,8 +45,7 @@ std::shared_ptr<Router> IdentityGateRouter(const RouterSpec& spec,
 //   seq 0: t0 [1/2, 1/2]    t1 [3/5, 51/70]  t2 [9/10, 3/10]
 //   seq 1: t0 [2/3, 5/12]   t1 [3/8, 3/4]    t2 [5/12, 2/3].
 at::Tensor HandHidden() {
-  return at::log(at::tensor({1., 1., 4., 6., 9., 1., 2., 1., 1., 3., 1., 2.})
-                     .to(at::kFloat))
+  return at::log(at::tensor({1., 1., 4., 6., 9., 1., 2., 1., 1., 3., 1., 2.}).to(at::kFloat))
       .reshape({2, 3, 2});
 }
 
@@ -106,8 +104,7 @@ TEST(UnifiedTest, SoftmaxOverTokensByHand) {
 TEST(UnifiedTest, SoftmaxOverTokensFollowsTheScope) {
   // PER_POSITION normalises over the batch at each position:
   //   t0: e0 [1, 2] / 3, e1 [1, 1] / 2 -> seq 0 t0 [(1/2 + 1/3)/2, 1/2] ...
-  auto router =
-      IdentityGateRouter(Spec(0.5, PER_POSITION, SOFTMAX_OVER_TOKENS), 2);
+  auto router = IdentityGateRouter(Spec(0.5, PER_POSITION, SOFTMAX_OVER_TOKENS), 2);
   RoutingDecision d = router->Route(HandHidden(), Context(false));
   // Scores: t0: seq0 [5/12, 1/2], seq1 [2/3, 5/12];
   //         t1: seq0 [3/5, 19/30], seq1 [9/40, 13/24];
@@ -130,8 +127,7 @@ TEST(UnifiedTest, SigmoidPartIsScaledByTwoOverE) {
   RouterSpec spec = Spec(2);
   spec.mutable_unified()->set_alpha(0.25f);  // beta resolves to 0.75
   auto router = IdentityGateRouter(spec, 4);
-  at::Tensor hidden = at::log(at::tensor({1., 2., 3., 4.}).to(at::kFloat))
-                          .reshape({1, 1, 4});
+  at::Tensor hidden = at::log(at::tensor({1., 2., 3., 4.}).to(at::kFloat)).reshape({1, 1, 4});
   RoutingDecision d = router->Route(hidden, Context(false));
   // Scores .25 * softmax + .75 * sigmoid part: [.2125, .3, .35625, .4];
   // c = round(1 * 2) = 2.
@@ -153,11 +149,10 @@ TEST(UnifiedTest, TotalPairsEqualTheBudgetInEachScope) {
   for (SelectionScope scope : {PER_SEQUENCE, PER_BATCH, PER_POSITION}) {
     for (TokenScore token_score : {SIGMOID_SCALED, SOFTMAX_OVER_TOKENS}) {
       for (double k : {0.5, 1.0, 1.5, 2.0, 3.7}) {
-        auto router = ResolveAndCreate(Spec(k, scope, token_score),
-                                       RouterDims{8, experts, 2, true});
+        auto router =
+            ResolveAndCreate(Spec(k, scope, token_score), RouterDims{8, experts, 2, true});
         ASSERT_TRUE(router.ok()) << router.status();
-        RoutingDecision d =
-            (*router)->Route(at::randn({batch, tokens, 8}), Context(true));
+        RoutingDecision d = (*router)->Route(at::randn({batch, tokens, 8}), Context(true));
         ExpectWellFormed(d, batch, tokens, experts);
         const int64_t c = UnifiedBudget(scope, batch, tokens, experts, k);
         SCOPED_TRACE(::testing::Message() << "scope " << scope << " k " << k);
@@ -168,8 +163,7 @@ TEST(UnifiedTest, TotalPairsEqualTheBudgetInEachScope) {
         } else {
           EXPECT_TRUE((d.selected.sum(at::IntArrayRef{0, 2}) == c).all().item<bool>());
         }
-        EXPECT_TRUE(
-            at::allclose(d.gate_probs.sum(-1), at::ones({batch, tokens})));
+        EXPECT_TRUE(at::allclose(d.gate_probs.sum(-1), at::ones({batch, tokens})));
       }
     }
   }
@@ -189,19 +183,16 @@ TEST(UnifiedTest, GlobalTopCAttainsTheBruteForceOptimum) {
         RouterSpec spec = Spec(k);
         spec.mutable_unified()->set_alpha(trial % 2 == 0 ? 0.5f : 0.3f);
         spec.mutable_unified()->set_beta(trial % 2 == 0 ? 0.5f : 0.7f);
-        auto router =
-            ResolveAndCreate(spec, RouterDims{6, experts, 2, true});
+        auto router = ResolveAndCreate(spec, RouterDims{6, experts, 2, true});
         ASSERT_TRUE(router.ok()) << router.status();
-        RoutingDecision d =
-            (*router)->Route(3 * at::randn({1, tokens, 6}), Context(false));
+        RoutingDecision d = (*router)->Route(3 * at::randn({1, tokens, 6}), Context(false));
         // The score, recomputed from the logits by the paper's formula.
         const double alpha = spec.unified().alpha(), beta = spec.unified().beta();
         at::Tensor logits = d.logits.detach().to(at::kDouble).reshape({-1, experts});
-        at::Tensor score = (alpha * at::softmax(logits, -1) +
-                            beta * at::sigmoid(logits) * (2.0 / experts))
-                               .reshape({-1});
-        std::vector<double> s(score.data_ptr<double>(),
-                              score.data_ptr<double>() + entries);
+        at::Tensor score =
+            (alpha * at::softmax(logits, -1) + beta * at::sigmoid(logits) * (2.0 / experts))
+                .reshape({-1});
+        std::vector<double> s(score.data_ptr<double>(), score.data_ptr<double>() + entries);
         double best = -1;
         for (int64_t subset = 0; subset < (int64_t{1} << entries); ++subset) {
           if (__builtin_popcountll(subset) > c) continue;
@@ -227,8 +218,8 @@ TEST(UnifiedTest, GradientReachesGateWeight) {
     auto router = ResolveAndCreate(spec, RouterDims{8, 4, 2, true});
     ASSERT_TRUE(router.ok());
     RoutingDecision d = (*router)->Route(at::randn({2, 5, 8}), Context(true));
-    at::Tensor loss = (d.combine_weights * at::arange(4).to(at::kFloat)).sum() +
-                      d.aux_losses.at(0).second;
+    at::Tensor loss =
+        (d.combine_weights * at::arange(4).to(at::kFloat)).sum() + d.aux_losses.at(0).second;
     loss.backward();
     at::Tensor grad = Parameter(**router, "gate_weight").grad();
     ASSERT_TRUE(grad.defined());

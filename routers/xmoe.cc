@@ -1,11 +1,11 @@
 #include "routers/xmoe.h"
 
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
 #include <cmath>
 #include <memory>
 #include <tuple>
-
-#include <ATen/ATen.h>
-#include <torch/nn/init.h>
 
 #include "absl/strings/str_cat.h"
 #include "routers/router_util.h"
@@ -32,24 +32,19 @@ XMoeRouter::XMoeRouter(const RouterSpec& spec, const RouterDims& dims)
   const XMoeOptions options = ResolvedXMoeOptions(spec);
   projection_ = register_parameter(
       "projection",
-      at::empty({options.projection_dim(), dims.model_dim}, at::kFloat)
-          .normal_(0.0, 0.02));
+      at::empty({options.projection_dim(), dims.model_dim}, at::kFloat).normal_(0.0, 0.02));
   // X-MoE initialises the expert embeddings orthogonally (gain 0.32); only
   // their directions matter after normalisation.
-  at::Tensor embeddings =
-      at::empty({dims.num_experts, options.projection_dim()}, at::kFloat);
+  at::Tensor embeddings = at::empty({dims.num_experts, options.projection_dim()}, at::kFloat);
   torch::nn::init::orthogonal_(embeddings, 0.32);
   expert_embeddings_ = register_parameter("expert_embeddings", embeddings);
-  temperature_ = register_parameter(
-      "temperature", at::full({}, options.initial_temperature(), at::kFloat));
+  temperature_ =
+      register_parameter("temperature", at::full({}, options.initial_temperature(), at::kFloat));
 }
 
-RoutingDecision XMoeRouter::Route(const at::Tensor& hidden,
-                                  const RoutingContext& context) {
-  at::Tensor routed = L2Normalize(
-      at::matmul(hidden.to(at::kFloat), projection_.t()));  // [B, T, P]
-  at::Tensor cosine =
-      at::matmul(routed, L2Normalize(expert_embeddings_).t());  // [B, T, E]
+RoutingDecision XMoeRouter::Route(const at::Tensor& hidden, const RoutingContext& context) {
+  at::Tensor routed = L2Normalize(at::matmul(hidden.to(at::kFloat), projection_.t()));  // [B, T, P]
+  at::Tensor cosine = at::matmul(routed, L2Normalize(expert_embeddings_).t());          // [B, T, E]
   RoutingDecision d;
   d.logits = cosine / temperature_.clamp_min(0.01);
   d.gate_probs = ApplyGate(d.logits, SOFTMAX);
@@ -62,46 +57,42 @@ RoutingDecision XMoeRouter::Route(const at::Tensor& hidden,
 namespace {
 
 absl::Status ValidateXMoe(const RouterSpec& spec, const RouterDims& dims) {
-  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kXmoe, "xmoe");
-      !s.ok()) {
+  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kXmoe, "xmoe"); !s.ok()) {
     return s;
   }
   if (absl::Status s = CheckWholeTopK(spec, dims); !s.ok()) return s;
   const XMoeOptions options = ResolvedXMoeOptions(spec);
   if (options.projection_dim() < 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("router.xmoe.projection_dim: must be >= 1, got ",
-                     options.projection_dim()));
+        absl::StrCat("router.xmoe.projection_dim: must be >= 1, got ", options.projection_dim()));
   }
   // The temperature is floored at 0.01; below the floor it would get no
   // gradient and never move.
-  if (!(options.initial_temperature() >= 0.01f) ||
-      !std::isfinite(options.initial_temperature())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "router.xmoe.initial_temperature: must be > 0 and at least the "
-        "floor 0.01, got ",
-        options.initial_temperature()));
+  if (!(options.initial_temperature() >= 0.01f) || !std::isfinite(options.initial_temperature())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("router.xmoe.initial_temperature: must be > 0 and at least the "
+                     "floor 0.01, got ",
+                     options.initial_temperature()));
   }
   return absl::OkStatus();
 }
 
-MOELAB_REGISTER_ROUTER(
-    "xmoe",
-    {.description = "X-MoE cosine router: low-dimensional projection, L2 "
-                    "normalisation, learnable temperature (Chi et al., 2022)",
-     .resolve =
-         [](RouterSpec* spec, const RouterDims&) {
-           if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-               spec->options_case() != RouterSpec::kXmoe) {
-             return;  // validate reports the foreign options
-           }
-           *spec->mutable_xmoe() = ResolvedXMoeOptions(*spec);
-         },
-     .validate = ValidateXMoe,
-     .create = [](const RouterSpec& spec, const RouterDims& dims)
-         -> std::shared_ptr<Router> {
-       return std::make_shared<XMoeRouter>(spec, dims);
-     }});
+MOELAB_REGISTER_ROUTER("xmoe",
+                       {.description = "X-MoE cosine router: low-dimensional projection, L2 "
+                                       "normalisation, learnable temperature (Chi et al., 2022)",
+                        .resolve =
+                            [](RouterSpec* spec, const RouterDims&) {
+                              if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
+                                  spec->options_case() != RouterSpec::kXmoe) {
+                                return;  // validate reports the foreign options
+                              }
+                              *spec->mutable_xmoe() = ResolvedXMoeOptions(*spec);
+                            },
+                        .validate = ValidateXMoe,
+                        .create = [](const RouterSpec& spec,
+                                     const RouterDims& dims) -> std::shared_ptr<Router> {
+                          return std::make_shared<XMoeRouter>(spec, dims);
+                        }});
 
 }  // namespace
 }  // namespace moelab

@@ -6,9 +6,9 @@
 // embeddings over a learnable temperature, which keeps the router from
 // collapsing tokens onto expert centroids.
 
-#include <cstdint>
-
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -26,8 +26,7 @@ class XMoeRouter : public Router {
 
   // hidden: [B, T, D]. logits = cos(x P^T, expert_embeddings) /
   // max(temperature, 0.01); r = softmax; top-k; combine = r at the top-k.
-  RoutingDecision Route(const at::Tensor& hidden,
-                        const RoutingContext& context) override;
+  RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
   bool IsCausal(bool causal_model) const override { return true; }
 

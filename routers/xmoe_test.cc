@@ -1,12 +1,12 @@
 #include "routers/xmoe.h"
 
-#include <cmath>
-#include <memory>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <vector>
 
 #include "routers/testing/router_test_util.h"
 
@@ -49,8 +49,15 @@ at::Tensor HandHidden() {
 }
 
 std::vector<double> HandCosines() {
-  return {.6, .8, 7 / (5 * std::sqrt(2.)), -1, 0, -1 / std::sqrt(2.),
-          1 / std::sqrt(5.), -2 / std::sqrt(5.), -1 / std::sqrt(10.)};
+  return {.6,
+          .8,
+          7 / (5 * std::sqrt(2.)),
+          -1,
+          0,
+          -1 / std::sqrt(2.),
+          1 / std::sqrt(5.),
+          -2 / std::sqrt(5.),
+          -1 / std::sqrt(10.)};
 }
 
 std::vector<double> RowSoftmax(const std::vector<double>& logits, int width) {
@@ -73,8 +80,7 @@ TEST(XMoeTest, CosineOverTemperatureByHand) {
   std::vector<double> r = RowSoftmax(logits, 3);
   ExpectTensorNear(d.gate_probs, r);
   // Top-2: t0 {e2, e1}, t1 {e1, e2}, t2 {e0, e2}.
-  ExpectTensorNear(d.combine_weights,
-                   {0, r[1], r[2], 0, r[4], r[5], r[6], 0, r[8]});
+  ExpectTensorNear(d.combine_weights, {0, r[1], r[2], 0, r[4], r[5], r[6], 0, r[8]});
 }
 
 TEST(XMoeTest, TemperatureIsFlooredAtOneHundredth) {
@@ -94,15 +100,13 @@ TEST(XMoeTest, GradientsReachEveryParameterIncludingTemperature) {
   ASSERT_TRUE(router.ok()) << router.status();
   EXPECT_FLOAT_EQ(Parameter(**router, "temperature").item<float>(), 0.07f);
   EXPECT_EQ(Parameter(**router, "temperature").dim(), 0);
-  EXPECT_EQ(Parameter(**router, "projection").sizes().vec(),
-            (std::vector<int64_t>{4, 8}));
-  EXPECT_EQ(Parameter(**router, "expert_embeddings").sizes().vec(),
-            (std::vector<int64_t>{4, 4}));
+  EXPECT_EQ(Parameter(**router, "projection").sizes().vec(), (std::vector<int64_t>{4, 8}));
+  EXPECT_EQ(Parameter(**router, "expert_embeddings").sizes().vec(), (std::vector<int64_t>{4, 4}));
   RoutingDecision d = (*router)->Route(at::randn({2, 6, 8}), Context(true));
   ExpectWellFormed(d, 2, 6, 4);
   EXPECT_TRUE((d.selected.sum(-1) == 2).all().item<bool>());
-  at::Tensor loss = (d.combine_weights * at::arange(4).to(at::kFloat)).sum() +
-                    d.aux_losses.at(0).second;
+  at::Tensor loss =
+      (d.combine_weights * at::arange(4).to(at::kFloat)).sum() + d.aux_losses.at(0).second;
   loss.backward();
   for (const char* name : {"projection", "expert_embeddings", "temperature"}) {
     at::Tensor grad = Parameter(**router, name).grad();
@@ -118,8 +122,7 @@ TEST(XMoeTest, ScaleOfTheInputDoesNotMatter) {
   ASSERT_TRUE(router.ok());
   at::Tensor hidden = at::randn({1, 5, 8});
   EXPECT_TRUE(at::allclose((*router)->Route(hidden, Context(false)).logits,
-                           (*router)->Route(7 * hidden, Context(false)).logits,
-                           1e-4, 1e-5));
+                           (*router)->Route(7 * hidden, Context(false)).logits, 1e-4, 1e-5));
 }
 
 TEST(XMoeTest, DefaultsDeclarationsAndErrors) {

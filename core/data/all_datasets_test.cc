@@ -10,17 +10,14 @@ namespace moelab {
 namespace {
 
 TEST(AllDatasetsTest, EveryPluginIsRegisteredWithItsTask) {
-  EXPECT_THAT(
-      DatasetRegistry().Names(),
-      ::testing::IsSupersetOf({"fashion_mnist", "image_folder", "sotu_lm",
-                               "synthetic_lm", "wikitext_lm"}));
+  EXPECT_THAT(DatasetRegistry().Names(),
+              ::testing::IsSupersetOf(
+                  {"fashion_mnist", "image_folder", "sotu_lm", "synthetic_lm", "wikitext_lm"}));
   for (const char* name : {"sotu_lm", "wikitext_lm", "synthetic_lm"}) {
-    EXPECT_EQ((*DatasetRegistry().Find(name))->task, Task::kLanguageModeling)
-        << name;
+    EXPECT_EQ((*DatasetRegistry().Find(name))->task, Task::kLanguageModeling) << name;
   }
   for (const char* name : {"fashion_mnist", "image_folder"}) {
-    EXPECT_EQ((*DatasetRegistry().Find(name))->task, Task::kImageClassification)
-        << name;
+    EXPECT_EQ((*DatasetRegistry().Find(name))->task, Task::kImageClassification) << name;
   }
   for (const auto& [name, entry] : DatasetRegistry().entries()) {
     EXPECT_FALSE(entry.description.empty()) << name;

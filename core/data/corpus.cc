@@ -8,8 +8,7 @@
 namespace moelab {
 
 absl::StatusOr<TokenizedCorpus> BuildCorpus(const SplitTokenizer& train,
-                                            const SplitTokenizer& valid,
-                                            const SplitTokenizer& test,
+                                            const SplitTokenizer& valid, const SplitTokenizer& test,
                                             int64_t min_count) {
   // Pass over train once, giving each distinct word a provisional id in
   // order of first appearance; the final ids need all counts first.
@@ -23,8 +22,7 @@ absl::StatusOr<TokenizedCorpus> BuildCorpus(const SplitTokenizer& train,
     auto it = provisional_ids.find(token);
     if (it == provisional_ids.end()) {
       it = provisional_ids
-               .emplace(std::string(token),
-                        static_cast<int32_t>(provisional_words.size()))
+               .emplace(std::string(token), static_cast<int32_t>(provisional_words.size()))
                .first;
       provisional_words.push_back(&it->first);
       counts.push_back(0);
@@ -62,21 +60,18 @@ absl::StatusOr<TokenizedCorpus> BuildCorpus(const SplitTokenizer& train,
   // Valid and test words are looked up through the provisional table, which
   // holds every training word.
   for (auto [split, tokenize] :
-       {std::pair<Split, const SplitTokenizer*>{Split::kValid, &valid},
-        {Split::kTest, &test}}) {
+       {std::pair<Split, const SplitTokenizer*>{Split::kValid, &valid}, {Split::kTest, &test}}) {
     std::vector<int32_t>& ids = corpus.split(split);
     status = (*tokenize)([&](absl::string_view token) {
       auto it = provisional_ids.find(token);
-      ids.push_back(it == provisional_ids.end() ? kUnkId
-                                                : final_id[it->second]);
+      ids.push_back(it == provisional_ids.end() ? kUnkId : final_id[it->second]);
     });
     if (!status.ok()) return status;
   }
   return corpus;
 }
 
-void TokenizeLines(absl::string_view text, LineTokenizer tokenize_line,
-                   TokenSink emit) {
+void TokenizeLines(absl::string_view text, LineTokenizer tokenize_line, TokenSink emit) {
   size_t begin = 0;
   while (begin < text.size()) {
     size_t end = text.find('\n', begin);

@@ -39,9 +39,7 @@ struct TokenizedCorpus {
   std::array<std::vector<int32_t>, 3> tokens;
 
   std::vector<int32_t>& split(Split s) { return tokens[static_cast<int>(s)]; }
-  const std::vector<int32_t>& split(Split s) const {
-    return tokens[static_cast<int>(s)];
-  }
+  const std::vector<int32_t>& split(Split s) const { return tokens[static_cast<int>(s)]; }
 };
 
 using TokenSink = absl::FunctionRef<void(absl::string_view token)>;
@@ -51,19 +49,16 @@ using SplitTokenizer = std::function<absl::Status(TokenSink emit)>;
 // Runs the three tokenizers (train first) and assigns ids as described
 // above; min_count >= 1. Time and memory are linear in the number of tokens.
 absl::StatusOr<TokenizedCorpus> BuildCorpus(const SplitTokenizer& train,
-                                            const SplitTokenizer& valid,
-                                            const SplitTokenizer& test,
+                                            const SplitTokenizer& valid, const SplitTokenizer& test,
                                             int64_t min_count);
 
 // Splits a line into tokens, calling the sink for each.
-using LineTokenizer =
-    absl::FunctionRef<void(absl::string_view line, TokenSink emit)>;
+using LineTokenizer = absl::FunctionRef<void(absl::string_view line, TokenSink emit)>;
 
 // For each line of `text`, its tokens followed by <eos>, as the usual
 // WikiText loaders do (`for line in f: line.split() + ['<eos>']`): an empty
 // line gives a lone <eos>, and a final newline does not start another line.
-void TokenizeLines(absl::string_view text, LineTokenizer tokenize_line,
-                   TokenSink emit);
+void TokenizeLines(absl::string_view text, LineTokenizer tokenize_line, TokenSink emit);
 
 }  // namespace moelab
 

@@ -14,47 +14,37 @@
 
 namespace moelab {
 
-absl::Status CheckDatasetOptionsCase(const DatasetSpec& spec,
-                                     DatasetSpec::OptionsCase expected,
+absl::Status CheckDatasetOptionsCase(const DatasetSpec& spec, DatasetSpec::OptionsCase expected,
                                      absl::string_view expected_field) {
-  if (spec.options_case() == DatasetSpec::OPTIONS_NOT_SET ||
-      spec.options_case() == expected) {
+  if (spec.options_case() == DatasetSpec::OPTIONS_NOT_SET || spec.options_case() == expected) {
     return absl::OkStatus();
   }
-  const auto* field =
-      DatasetSpec::descriptor()->FindFieldByNumber(spec.options_case());
-  return absl::InvalidArgumentError(
-      absl::StrCat("dataset.", field->name(),
-                   ": these options belong to another dataset; "
-                   "dataset '",
-                   spec.name(), "' takes dataset.", expected_field));
+  const auto* field = DatasetSpec::descriptor()->FindFieldByNumber(spec.options_case());
+  return absl::InvalidArgumentError(absl::StrCat("dataset.", field->name(),
+                                                 ": these options belong to another dataset; "
+                                                 "dataset '",
+                                                 spec.name(), "' takes dataset.", expected_field));
 }
 
-absl::Status DatasetFieldError(absl::string_view field,
-                               absl::string_view problem) {
+absl::Status DatasetFieldError(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
 }
 
-absl::Status CheckDirectoryField(absl::string_view field,
-                                 const std::string& dir,
+absl::Status CheckDirectoryField(absl::string_view field, const std::string& dir,
                                  absl::string_view hint) {
   const std::string suffix = hint.empty() ? "" : absl::StrCat(" (", hint, ")");
-  if (dir.empty())
-    return DatasetFieldError(field, absl::StrCat("must be set", suffix));
+  if (dir.empty()) return DatasetFieldError(field, absl::StrCat("must be set", suffix));
   std::error_code error;
   if (!std::filesystem::is_directory(ResolveUserPath(dir), error)) {
-    return absl::NotFoundError(
-        absl::StrCat(field, ": directory not found: '", dir, "'", suffix));
+    return absl::NotFoundError(absl::StrCat(field, ": directory not found: '", dir, "'", suffix));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
-  std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"),
-                                             &std::fclose);
+  std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (file == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
   }
   std::string contents;
   char buffer[1 << 16];
@@ -63,8 +53,7 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
     contents.append(buffer, read);
   }
   if (std::ferror(file.get())) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": read error: ", std::strerror(errno)));
+    return absl::DataLossError(absl::StrCat(path, ": read error: ", std::strerror(errno)));
   }
   return contents;
 }
@@ -77,9 +66,7 @@ size_t Utf8SequenceLength(absl::string_view text, size_t i) {
   const auto byte = [&](size_t k) -> uint8_t {
     return k < text.size() ? static_cast<uint8_t>(text[k]) : 0;
   };
-  const auto in = [](uint8_t b, uint8_t lo, uint8_t hi) {
-    return b >= lo && b <= hi;
-  };
+  const auto in = [](uint8_t b, uint8_t lo, uint8_t hi) { return b >= lo && b <= hi; };
   const uint8_t b0 = byte(i);
   if (b0 < 0x80) return 1;
   if (in(b0, 0xC2, 0xDF)) return in(byte(i + 1), 0x80, 0xBF) ? 2 : 0;
@@ -93,8 +80,7 @@ size_t Utf8SequenceLength(absl::string_view text, size_t i) {
     // F0: no overlong forms; F4: nothing above U+10FFFF.
     const uint8_t lo = b0 == 0xF0 ? 0x90 : 0x80;
     const uint8_t hi = b0 == 0xF4 ? 0x8F : 0xBF;
-    return in(byte(i + 1), lo, hi) && in(byte(i + 2), 0x80, 0xBF) &&
-                   in(byte(i + 3), 0x80, 0xBF)
+    return in(byte(i + 1), lo, hi) && in(byte(i + 2), 0x80, 0xBF) && in(byte(i + 3), 0x80, 0xBF)
                ? 4
                : 0;
   }
@@ -110,17 +96,15 @@ absl::Status CheckUtf8Text(const std::string& path, absl::string_view text) {
       i += length;
       continue;
     }
-    const int64_t line =
-        1 + std::count(text.begin(), text.begin() + i, '\n');
+    const int64_t line = 1 + std::count(text.begin(), text.begin() + i, '\n');
     if (text[i] == '\0') {
-      return absl::DataLossError(absl::StrCat(
-          path, ": contains NUL bytes (the first at byte ", i, ", line ", line,
-          "); expected UTF-8 text"));
+      return absl::DataLossError(absl::StrCat(path, ": contains NUL bytes (the first at byte ", i,
+                                              ", line ", line, "); expected UTF-8 text"));
     }
-    return absl::DataLossError(absl::StrFormat(
-        "%s: byte %d (0x%02x, line %d) is not valid UTF-8; expected UTF-8 "
-        "text",
-        path, i, static_cast<uint8_t>(text[i]), line));
+    return absl::DataLossError(
+        absl::StrFormat("%s: byte %d (0x%02x, line %d) is not valid UTF-8; expected UTF-8 "
+                        "text",
+                        path, i, static_cast<uint8_t>(text[i]), line));
   }
   return absl::OkStatus();
 }

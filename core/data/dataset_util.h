@@ -16,19 +16,16 @@ namespace moelab {
 
 // Ok when the spec sets no options or the `expected` ones; otherwise an
 // error naming the options that were given and those the dataset takes.
-absl::Status CheckDatasetOptionsCase(const DatasetSpec& spec,
-                                     DatasetSpec::OptionsCase expected,
+absl::Status CheckDatasetOptionsCase(const DatasetSpec& spec, DatasetSpec::OptionsCase expected,
                                      absl::string_view expected_field);
 
 // InvalidArgument "<field>: <problem>".
-absl::Status DatasetFieldError(absl::string_view field,
-                               absl::string_view problem);
+absl::Status DatasetFieldError(absl::string_view field, absl::string_view problem);
 
 // Ok when `dir` (resolved with ResolveUserPath) is a directory; otherwise a
 // NotFound error naming `field` (e.g. "dataset.wikitext.data_dir"), the path
 // and `hint`.
-absl::Status CheckDirectoryField(absl::string_view field,
-                                 const std::string& dir,
+absl::Status CheckDirectoryField(absl::string_view field, const std::string& dir,
                                  absl::string_view hint = "");
 
 // The whole file; errors name the path.

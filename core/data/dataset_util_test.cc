@@ -25,7 +25,8 @@ TEST(CheckUtf8TextTest, AcceptsWellFormedUtf8) {
   for (const std::string& text :
        {std::string(""), std::string("plain ASCII\n\ttext\r\n"),
         std::string("caf\xc3\xa9 na\xc3\xafve \xe2\x80\x94 \xe2\x80\x9cq\xe2\x80\x9d"),
-        std::string("\xef\xbb\xbf" "BOM, \xe6\x97\xa5\xe6\x9c\xac, \xf0\x9f\x98\x80"),
+        std::string("\xef\xbb\xbf"
+                    "BOM, \xe6\x97\xa5\xe6\x9c\xac, \xf0\x9f\x98\x80"),
         std::string("\xf4\x8f\xbf\xbf \xed\x9f\xbf \xee\x80\x80 \xc2\x80")}) {
     EXPECT_TRUE(CheckUtf8Text("t.txt", text).ok()) << text;
   }
@@ -68,14 +69,15 @@ TEST(CheckUtf8TextTest, RefusesEveryIllFormedSequence) {
     absl::Status status = CheckUtf8Text("f.txt", c.text);
     EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss) << c.what;
     EXPECT_THAT(std::string(status.message()), HasSubstr(c.message)) << c.what;
-    EXPECT_THAT(std::string(status.message()), HasSubstr("is not valid UTF-8"))
-        << c.what;
+    EXPECT_THAT(std::string(status.message()), HasSubstr("is not valid UTF-8")) << c.what;
   }
 }
 
 TEST(ReadUtf8TextFileTest, ReadsTextAndRefusesBinary) {
   const std::string good = ::testing::TempDir() + "/good.txt";
-  const std::string text = "Gr\xc3\xbc\xc3\x9f" "e \xf0\x9f\x98\x80\n";
+  const std::string text =
+      "Gr\xc3\xbc\xc3\x9f"
+      "e \xf0\x9f\x98\x80\n";
   std::ofstream(good, std::ios::binary) << text;
   absl::StatusOr<std::string> read = ReadUtf8TextFile(good);
   ASSERT_TRUE(read.ok()) << read.status();
@@ -84,8 +86,9 @@ TEST(ReadUtf8TextFileTest, ReadsTextAndRefusesBinary) {
   const std::string bad = ::testing::TempDir() + "/bad.txt";
   std::ofstream(bad, std::ios::binary) << Bytes("\x89PNG\r\n\x1a\n\0\0");
   EXPECT_EQ(ReadUtf8TextFile(bad).status().message(),
-            bad + ": byte 0 (0x89, line 1) is not valid UTF-8; expected UTF-8 "
-                  "text");
+            bad +
+                ": byte 0 (0x89, line 1) is not valid UTF-8; expected UTF-8 "
+                "text");
   EXPECT_EQ(ReadUtf8TextFile(::testing::TempDir() + "/none.txt").status().code(),
             absl::StatusCode::kNotFound);
 }

@@ -25,14 +25,12 @@ class ExampleOrder {
   // from (seed, epoch); batches are full (the partial remainder is dropped).
   // Evaluation: examples [index * B, min(N, (index + 1) * B)) in order, the
   // last batch possibly partial. An index out of range is a programmer error.
-  std::vector<int64_t> BatchExamples(Split split, int64_t num_examples,
-                                     int64_t batch_size, int64_t index,
-                                     int64_t epoch, uint64_t seed) const;
+  std::vector<int64_t> BatchExamples(Split split, int64_t num_examples, int64_t batch_size,
+                                     int64_t index, int64_t epoch, uint64_t seed) const;
 
   // The training permutation of (seed, epoch); position p holds example
   // Permutation(...)[p].
-  std::shared_ptr<const std::vector<int64_t>> Permutation(int64_t epoch,
-                                                          uint64_t seed) const;
+  std::shared_ptr<const std::vector<int64_t>> Permutation(int64_t epoch, uint64_t seed) const;
 
  private:
   const int64_t num_train_examples_;
@@ -45,8 +43,7 @@ class ExampleOrder {
 };
 
 // Checks a GetExamples request: every index in [0, num_examples).
-void CheckExampleIndices(Split split, int64_t num_examples,
-                         const std::vector<int64_t>& indices);
+void CheckExampleIndices(Split split, int64_t num_examples, const std::vector<int64_t>& indices);
 
 }  // namespace moelab
 

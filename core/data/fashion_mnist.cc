@@ -1,5 +1,7 @@
 #include "core/data/fashion_mnist.h"
 
+#include <ATen/ops/empty.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -8,8 +10,6 @@
 #include <system_error>
 #include <utility>
 #include <vector>
-
-#include <ATen/ops/empty.h>
 
 #include "absl/strings/str_cat.h"
 #include "core/data/dataset_util.h"
@@ -31,8 +31,8 @@ constexpr char kTrainImages[] = "train-images-idx3-ubyte.gz";
 constexpr char kTrainLabels[] = "train-labels-idx1-ubyte.gz";
 constexpr char kTestImages[] = "t10k-images-idx3-ubyte.gz";
 constexpr char kTestLabels[] = "t10k-labels-idx1-ubyte.gz";
-constexpr std::array<const char*, 4> kFiles = {kTrainImages, kTrainLabels,
-                                               kTestImages, kTestLabels};
+constexpr std::array<const char*, 4> kFiles = {kTrainImages, kTrainLabels, kTestImages,
+                                               kTestLabels};
 
 struct LabelledImages {
   std::vector<uint8_t> pixels;  // [N, 28, 28]
@@ -40,27 +40,25 @@ struct LabelledImages {
   int64_t size() const { return static_cast<int64_t>(labels.size()); }
 };
 
-absl::StatusOr<LabelledImages> ReadLabelledImages(
-    const std::string& images_path, const std::string& labels_path) {
+absl::StatusOr<LabelledImages> ReadLabelledImages(const std::string& images_path,
+                                                  const std::string& labels_path) {
   absl::StatusOr<IdxArray> images = ReadIdxFile(images_path, 3);
   if (!images.ok()) return images.status();
   if (images->dims[1] != kSide || images->dims[2] != kSide) {
-    return absl::DataLossError(
-        absl::StrCat(images_path, ": images are ", images->dims[1], "x",
-                     images->dims[2], ", expected ", kSide, "x", kSide));
+    return absl::DataLossError(absl::StrCat(images_path, ": images are ", images->dims[1], "x",
+                                            images->dims[2], ", expected ", kSide, "x", kSide));
   }
   absl::StatusOr<IdxArray> labels = ReadIdxFile(labels_path, 1);
   if (!labels.ok()) return labels.status();
   if (labels->dims[0] != images->dims[0]) {
-    return absl::DataLossError(
-        absl::StrCat(images_path, " holds ", images->dims[0], " images but ",
-                     labels_path, " holds ", labels->dims[0], " labels"));
+    return absl::DataLossError(absl::StrCat(images_path, " holds ", images->dims[0], " images but ",
+                                            labels_path, " holds ", labels->dims[0], " labels"));
   }
   for (size_t i = 0; i < labels->data.size(); ++i) {
     if (labels->data[i] >= kNumClasses) {
-      return absl::DataLossError(
-          absl::StrCat(labels_path, ": label ", labels->data[i], " of example ",
-                       i, " is outside 0..", kNumClasses - 1));
+      return absl::DataLossError(absl::StrCat(labels_path, ": label ", labels->data[i],
+                                              " of example ", i, " is outside 0..",
+                                              kNumClasses - 1));
     }
   }
   return LabelledImages{std::move(images->data), std::move(labels->data)};
@@ -68,9 +66,8 @@ absl::StatusOr<LabelledImages> ReadLabelledImages(
 
 class FashionMnistDataset : public Dataset {
  public:
-  FashionMnistDataset(LabelledImages train, LabelledImages test,
-                      int64_t train_examples, int64_t valid_examples,
-                      bool augment)
+  FashionMnistDataset(LabelledImages train, LabelledImages test, int64_t train_examples,
+                      int64_t valid_examples, bool augment)
       : train_(std::move(train)),
         test_(std::move(test)),
         train_examples_(train_examples),
@@ -86,8 +83,7 @@ class FashionMnistDataset : public Dataset {
       sum_squares += x * x;
     }
     const double mean = sum / pixels;
-    const double std =
-        std::sqrt(std::max(sum_squares / pixels - mean * mean, 1e-12));
+    const double std = std::sqrt(std::max(sum_squares / pixels - mean * mean, 1e-12));
     info_.task = Task::kImageClassification;
     info_.num_classes = kNumClasses;
     info_.channels = 1;
@@ -116,14 +112,13 @@ class FashionMnistDataset : public Dataset {
 
   Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t epoch,
                  uint64_t seed) const override {
-    const std::vector<int64_t> examples = order_.BatchExamples(
-        split, NumExamples(split), batch_size, index, epoch, seed);
+    const std::vector<int64_t> examples =
+        order_.BatchExamples(split, NumExamples(split), batch_size, index, epoch, seed);
     const bool augment = augment_ && split == Split::kTrain;
     return MakeBatch(split, examples, augment, epoch, seed);
   }
 
-  Batch GetExamples(Split split,
-                    const std::vector<int64_t>& indices) const override {
+  Batch GetExamples(Split split, const std::vector<int64_t>& indices) const override {
     CheckExampleIndices(split, NumExamples(split), indices);
     return MakeBatch(split, indices, /*augment=*/false, 0, 0);
   }
@@ -136,8 +131,8 @@ class FashionMnistDataset : public Dataset {
     return {source.pixels.data() + row * kPixels, source.labels[row]};
   }
 
-  Batch MakeBatch(Split split, const std::vector<int64_t>& indices,
-                  bool augment, int64_t epoch, uint64_t seed) const {
+  Batch MakeBatch(Split split, const std::vector<int64_t>& indices, bool augment, int64_t epoch,
+                  uint64_t seed) const {
     const int64_t batch = static_cast<int64_t>(indices.size());
     Batch out;
     out.inputs = at::empty({batch, 1, kSide, kSide}, at::kFloat);  // [B,1,H,W]
@@ -152,9 +147,8 @@ class FashionMnistDataset : public Dataset {
         for (int64_t p = 0; p < kPixels; ++p) dst[p] = normalized_[image[p]];
         continue;
       }
-      DataRng rng =
-          DataRng::FromKeys({kAugmentSalt, seed, static_cast<uint64_t>(epoch),
-                             static_cast<uint64_t>(indices[b])});
+      DataRng rng = DataRng::FromKeys(
+          {kAugmentSalt, seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(indices[b])});
       // Window origin in the padded image, minus the padding.
       const int64_t dy = static_cast<int64_t>(rng.Below(2 * kPad + 1)) - kPad;
       const int64_t dx = static_cast<int64_t>(rng.Below(2 * kPad + 1)) - kPad;
@@ -193,20 +187,19 @@ void ResolveFashionMnist(DatasetSpec* spec) {
 }
 
 absl::Status ValidateFashionMnist(const DatasetSpec& spec) {
-  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kFashionMnist,
-                                               "fashion_mnist");
+  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kFashionMnist, "fashion_mnist");
       !s.ok()) {
     return s;
   }
   const FashionMnistOptions& options = spec.fashion_mnist();
   if (options.max_train_examples() < 0) {
-    return DatasetFieldError("dataset.fashion_mnist.max_train_examples",
-                             absl::StrCat("must be >= 0 (0 = all), got ",
-                                          options.max_train_examples()));
+    return DatasetFieldError(
+        "dataset.fashion_mnist.max_train_examples",
+        absl::StrCat("must be >= 0 (0 = all), got ", options.max_train_examples()));
   }
-  if (absl::Status s = CheckDirectoryField(
-          "dataset.fashion_mnist.data_dir", options.data_dir(),
-          "install Debian's dataset-fashion-mnist (third_party/setup.sh)");
+  if (absl::Status s =
+          CheckDirectoryField("dataset.fashion_mnist.data_dir", options.data_dir(),
+                              "install Debian's dataset-fashion-mnist (third_party/setup.sh)");
       !s.ok()) {
     return s;
   }
@@ -214,9 +207,8 @@ absl::Status ValidateFashionMnist(const DatasetSpec& spec) {
   for (const char* file : kFiles) {
     std::error_code error;
     if (!std::filesystem::is_regular_file(dir + "/" + file, error)) {
-      return absl::NotFoundError(
-          absl::StrCat("dataset.fashion_mnist.data_dir: ", file,
-                       " not found in '", options.data_dir(), "'"));
+      return absl::NotFoundError(absl::StrCat("dataset.fashion_mnist.data_dir: ", file,
+                                              " not found in '", options.data_dir(), "'"));
     }
   }
   return absl::OkStatus();
@@ -224,43 +216,35 @@ absl::Status ValidateFashionMnist(const DatasetSpec& spec) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Dataset>> LoadFashionMnist(
-    const FashionMnistOptions& options, int64_t valid_examples) {
+absl::StatusOr<std::unique_ptr<Dataset>> LoadFashionMnist(const FashionMnistOptions& options,
+                                                          int64_t valid_examples) {
   const std::string dir = ResolveUserPath(options.data_dir());
-  const auto path = [&dir](const char* file) {
-    return absl::StrCat(dir, "/", file);
-  };
-  absl::StatusOr<LabelledImages> train =
-      ReadLabelledImages(path(kTrainImages), path(kTrainLabels));
+  const auto path = [&dir](const char* file) { return absl::StrCat(dir, "/", file); };
+  absl::StatusOr<LabelledImages> train = ReadLabelledImages(path(kTrainImages), path(kTrainLabels));
   if (!train.ok()) return train.status();
-  absl::StatusOr<LabelledImages> test =
-      ReadLabelledImages(path(kTestImages), path(kTestLabels));
+  absl::StatusOr<LabelledImages> test = ReadLabelledImages(path(kTestImages), path(kTestLabels));
   if (!test.ok()) return test.status();
   if (train->size() <= valid_examples) {
     return absl::FailedPreconditionError(
-        absl::StrCat(path(kTrainImages), ": holds ", train->size(),
-                     " images; more than the last ", valid_examples,
-                     " (the validation split) are needed"));
+        absl::StrCat(path(kTrainImages), ": holds ", train->size(), " images; more than the last ",
+                     valid_examples, " (the validation split) are needed"));
   }
   if (test->size() == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path(kTestImages), ": holds no images"));
+    return absl::FailedPreconditionError(absl::StrCat(path(kTestImages), ": holds no images"));
   }
   const int64_t available = train->size() - valid_examples;
   int64_t train_examples = available;
   if (options.max_train_examples() > 0) {
     if (options.max_train_examples() > available) {
       return absl::InvalidArgumentError(
-          absl::StrCat("dataset.fashion_mnist.max_train_examples: ",
-                       options.max_train_examples(), " exceeds the ", available,
-                       " training images (the last ", valid_examples, " of ",
-                       kTrainImages, " are the validation split)"));
+          absl::StrCat("dataset.fashion_mnist.max_train_examples: ", options.max_train_examples(),
+                       " exceeds the ", available, " training images (the last ", valid_examples,
+                       " of ", kTrainImages, " are the validation split)"));
     }
     train_examples = options.max_train_examples();
   }
   return std::unique_ptr<Dataset>(std::make_unique<FashionMnistDataset>(
-      *std::move(train), *std::move(test), train_examples, valid_examples,
-      options.augment()));
+      *std::move(train), *std::move(test), train_examples, valid_examples, options.augment()));
 }
 
 MOELAB_REGISTER_DATASET(
@@ -269,10 +253,7 @@ MOELAB_REGISTER_DATASET(
                     "dataset-fashion-mnist)",
      .resolve = ResolveFashionMnist,
      .validate = ValidateFashionMnist,
-     .load =
-         [](const DatasetSpec& spec) {
-           return LoadFashionMnist(spec.fashion_mnist());
-         },
+     .load = [](const DatasetSpec& spec) { return LoadFashionMnist(spec.fashion_mnist()); },
      .task = Task::kImageClassification});
 
 }  // namespace moelab

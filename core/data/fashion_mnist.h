@@ -34,8 +34,7 @@ inline constexpr int64_t kFashionMnistValidExamples = 5000;
 // training images held out for validation) is a parameter only so that
 // tests can use small crafted files.
 absl::StatusOr<std::unique_ptr<Dataset>> LoadFashionMnist(
-    const FashionMnistOptions& options,
-    int64_t valid_examples = kFashionMnistValidExamples);
+    const FashionMnistOptions& options, int64_t valid_examples = kFashionMnistValidExamples);
 
 }  // namespace moelab
 

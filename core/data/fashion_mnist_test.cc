@@ -1,5 +1,6 @@
 #include "core/data/fashion_mnist.h"
 
+#include <ATen/ops/from_blob.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -13,8 +14,6 @@
 #include <string>
 #include <tuple>
 #include <vector>
-
-#include <ATen/ops/from_blob.h>
 
 #include "absl/strings/str_cat.h"
 #include "core/data/idx_file.h"
@@ -35,8 +34,7 @@ std::string IdxBytes(uint32_t magic, const std::vector<uint32_t>& dims,
                      const std::vector<uint8_t>& data) {
   std::string bytes;
   const auto put32 = [&](uint32_t v) {
-    for (int shift = 24; shift >= 0; shift -= 8)
-      bytes.push_back(char(v >> shift));
+    for (int shift = 24; shift >= 0; shift -= 8) bytes.push_back(char(v >> shift));
   };
   put32(magic);
   for (uint32_t d : dims) put32(d);
@@ -56,16 +54,13 @@ void WritePlain(const std::string& path, const std::string& bytes) {
 }
 
 // Pixel (y, x) of crafted image i: never 0, so zero padding shows.
-uint8_t Pixel(int i, int y, int x) {
-  return (7 * y + 3 * x + 11 * i) % 200 + 20;
-}
+uint8_t Pixel(int i, int y, int x) { return (7 * y + 3 * x + 11 * i) % 200 + 20; }
 
 std::vector<uint8_t> Images(int count) {
   std::vector<uint8_t> data(count * kPixels);
   for (int i = 0; i < count; ++i) {
     for (int y = 0; y < kSide; ++y) {
-      for (int x = 0; x < kSide; ++x)
-        data[(i * kSide + y) * kSide + x] = Pixel(i, y, x);
+      for (int x = 0; x < kSide; ++x) data[(i * kSide + y) * kSide + x] = Pixel(i, y, x);
     }
   }
   return data;
@@ -93,8 +88,7 @@ std::string MakeFixture(const std::string& name) {
   return dir;
 }
 
-FashionMnistOptions Options(const std::string& dir, bool augment = false,
-                            int max_train = 0) {
+FashionMnistOptions Options(const std::string& dir, bool augment = false, int max_train = 0) {
   FashionMnistOptions options;
   options.set_data_dir(dir);
   options.set_augment(augment);
@@ -110,8 +104,7 @@ std::unique_ptr<Dataset> MustLoad(const FashionMnistOptions& options) {
 
 std::vector<float> ToVector(const at::Tensor& t) {
   const at::Tensor c = t.contiguous();
-  return std::vector<float>(c.data_ptr<float>(),
-                            c.data_ptr<float>() + c.numel());
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
 
 TEST(FashionMnistTest, SplitsShapesAndTrainingStatistics) {
@@ -123,9 +116,8 @@ TEST(FashionMnistTest, SplitsShapesAndTrainingStatistics) {
 
   // Reference statistics with ATen over the 10 training images only.
   std::vector<uint8_t> train = Images(10);
-  const at::Tensor x = at::from_blob(train.data(), {10 * kPixels}, at::kByte)
-                           .to(at::kDouble)
-                           .div(255.0);
+  const at::Tensor x =
+      at::from_blob(train.data(), {10 * kPixels}, at::kByte).to(at::kDouble).div(255.0);
   const double mean = x.mean().item<double>();
   const double std = x.std(/*unbiased=*/false).item<double>();
   const DatasetInfo& info = dataset->info();
@@ -147,8 +139,7 @@ TEST(FashionMnistTest, SplitsShapesAndTrainingStatistics) {
   const std::vector<float> pixels = ToVector(valid.inputs);
   for (int y = 0; y < kSide; ++y) {
     for (int x = 0; x < kSide; ++x) {
-      ASSERT_NEAR(pixels[y * kSide + x], (Pixel(11, y, x) / 255.0 - mean) / std,
-                  1e-5);
+      ASSERT_NEAR(pixels[y * kSide + x], (Pixel(11, y, x) / 255.0 - mean) / std, 1e-5);
     }
   }
   Batch test = dataset->GetBatch(Split::kTest, 2, 1, 0, 0);  // partial batch
@@ -193,8 +184,7 @@ TEST(FashionMnistTest, AugmentationIsAPaddedCropAndFlipKeyedByEpoch) {
       const int image = static_cast<int>(batch.targets[b].item<int64_t>());
       labels.insert(image);
       const std::vector<float> got = ToVector(batch.inputs[b]);
-      const std::vector<std::vector<float>> candidates =
-          Candidates(image, mean, std);
+      const std::vector<std::vector<float>> candidates = Candidates(image, mean, std);
       int match = -1;
       for (int c = 0; c < static_cast<int>(candidates.size()); ++c) {
         bool equal = true;
@@ -213,8 +203,7 @@ TEST(FashionMnistTest, AugmentationIsAPaddedCropAndFlipKeyedByEpoch) {
 
   // Evaluation is never augmented.
   Batch valid = dataset->GetBatch(Split::kValid, 2, 0, 3, 5);
-  EXPECT_NEAR(ToVector(valid.inputs)[0], (Pixel(10, 0, 0) / 255.0 - mean) / std,
-              1e-5);
+  EXPECT_NEAR(ToVector(valid.inputs)[0], (Pixel(10, 0, 0) / 255.0 - mean) / std, 1e-5);
 }
 
 TEST(FashionMnistTest, MaxTrainExamplesKeepsTheFirstImages) {
@@ -244,28 +233,23 @@ TEST(FashionMnistTest, CorruptFilesGiveErrorsNamingTheFile) {
   const std::string dir = MakeFixture("corrupt");
   const std::string images = dir + "/train-images-idx3-ubyte.gz";
   const std::string labels = dir + "/train-labels-idx1-ubyte.gz";
-  const std::string good_images =
-      IdxBytes(0x803, {kTrainImages, 28, 28}, Images(kTrainImages));
+  const std::string good_images = IdxBytes(0x803, {kTrainImages, 28, 28}, Images(kTrainImages));
 
   WriteGz(images, IdxBytes(0x801, {kTrainImages}, Labels(kTrainImages, 0)));
-  EXPECT_THAT(
-      LoadError(dir).message(),
-      HasSubstr(images + ": bad IDX magic 0x00000801, expected 0x00000803"));
+  EXPECT_THAT(LoadError(dir).message(),
+              HasSubstr(images + ": bad IDX magic 0x00000801, expected 0x00000803"));
 
   WritePlain(images, "hello, not gzip");  // zlib reads plain files as-is
-  EXPECT_THAT(LoadError(dir).message(),
-              HasSubstr(images + ": bad IDX magic 0x68656c6c"));
+  EXPECT_THAT(LoadError(dir).message(), HasSubstr(images + ": bad IDX magic 0x68656c6c"));
 
   WriteGz(images, good_images.substr(0, 10));
-  EXPECT_THAT(
-      LoadError(dir).message(),
-      HasSubstr(images + ": truncated IDX header: 10 bytes, expected 16"));
+  EXPECT_THAT(LoadError(dir).message(),
+              HasSubstr(images + ": truncated IDX header: 10 bytes, expected 16"));
 
   WriteGz(images, good_images.substr(0, good_images.size() - kPixels));
-  EXPECT_THAT(
-      LoadError(dir).message(),
-      HasSubstr(images + ": truncated: the header declares 12 x 28 x 28 "
-                         "= 9408 bytes of data, the file holds 8624"));
+  EXPECT_THAT(LoadError(dir).message(),
+              HasSubstr(images + ": truncated: the header declares 12 x 28 x 28 "
+                                 "= 9408 bytes of data, the file holds 8624"));
 
   WriteGz(images, good_images + "xy");
   EXPECT_THAT(LoadError(dir).message(), HasSubstr(images + ": trailing bytes"));
@@ -276,20 +260,16 @@ TEST(FashionMnistTest, CorruptFilesGiveErrorsNamingTheFile) {
   std::filesystem::resize_file(images, size / 2);
   absl::Status status = LoadError(dir);
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(status.message(),
-              HasSubstr(images + ": corrupt or truncated gzip stream"));
+  EXPECT_THAT(status.message(), HasSubstr(images + ": corrupt or truncated gzip stream"));
 
-  WriteGz(images, IdxBytes(0x803, {kTrainImages, 32, 32},
-                           std::vector<uint8_t>(kTrainImages * 32 * 32)));
-  EXPECT_THAT(LoadError(dir).message(),
-              HasSubstr(images + ": images are 32x32, expected 28x28"));
+  WriteGz(images,
+          IdxBytes(0x803, {kTrainImages, 32, 32}, std::vector<uint8_t>(kTrainImages * 32 * 32)));
+  EXPECT_THAT(LoadError(dir).message(), HasSubstr(images + ": images are 32x32, expected 28x28"));
 
   WriteGz(images, good_images);
-  WriteGz(labels,
-          IdxBytes(0x801, {kTrainImages - 1}, Labels(kTrainImages - 1, 0)));
+  WriteGz(labels, IdxBytes(0x801, {kTrainImages - 1}, Labels(kTrainImages - 1, 0)));
   EXPECT_THAT(LoadError(dir).message(),
-              HasSubstr(images + " holds 12 images but " + labels +
-                        " holds 11 labels"));
+              HasSubstr(images + " holds 12 images but " + labels + " holds 11 labels"));
 
   std::vector<uint8_t> bad_labels = Labels(kTrainImages, 0);
   bad_labels[3] = 10;
@@ -301,14 +281,12 @@ TEST(FashionMnistTest, CorruptFilesGiveErrorsNamingTheFile) {
   EXPECT_TRUE(LoadError(dir).ok());
   auto everything_valid = LoadFashionMnist(Options(dir), kTrainImages);
   ASSERT_FALSE(everything_valid.ok());
-  EXPECT_THAT(everything_valid.status().message(),
-              HasSubstr(images + ": holds 12 images"));
+  EXPECT_THAT(everything_valid.status().message(), HasSubstr(images + ": holds 12 images"));
 
   std::filesystem::remove(dir + "/t10k-labels-idx1-ubyte.gz");
   status = LoadError(dir);
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(status.message(),
-              HasSubstr(dir + "/t10k-labels-idx1-ubyte.gz: cannot open"));
+  EXPECT_THAT(status.message(), HasSubstr(dir + "/t10k-labels-idx1-ubyte.gz: cannot open"));
 }
 
 TEST(FashionMnistTest, ResolveAndValidate) {
@@ -317,8 +295,7 @@ TEST(FashionMnistTest, ResolveAndValidate) {
   DatasetSpec spec;
   spec.set_name("fashion_mnist");
   entry->resolve(&spec);
-  EXPECT_EQ(spec.fashion_mnist().data_dir(),
-            "/usr/share/datasets/fashion-mnist");
+  EXPECT_EQ(spec.fashion_mnist().data_dir(), "/usr/share/datasets/fashion-mnist");
 
   const std::string dir = MakeFixture("validate");
   spec.mutable_fashion_mnist()->set_data_dir(dir);
@@ -330,10 +307,9 @@ TEST(FashionMnistTest, ResolveAndValidate) {
   std::filesystem::remove(dir + "/train-labels-idx1-ubyte.gz");
   absl::Status status = entry->validate(spec);
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(status.message(),
-              HasSubstr("dataset.fashion_mnist.data_dir: "
-                        "train-labels-idx1-ubyte.gz not found in '" +
-                        dir + "'"));
+  EXPECT_THAT(status.message(), HasSubstr("dataset.fashion_mnist.data_dir: "
+                                          "train-labels-idx1-ubyte.gz not found in '" +
+                                          dir + "'"));
   spec.mutable_fashion_mnist()->set_data_dir(dir + "/missing");
   EXPECT_THAT(entry->validate(spec).message(),
               HasSubstr("dataset.fashion_mnist.data_dir: directory not found"));
@@ -351,16 +327,15 @@ TEST(FashionMnistTest, RealDataSmokeTest) {
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<Dataset>> dataset = LoadDataset(spec);
   const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   EXPECT_LT(seconds, 5.0);
   const DatasetInfo& info = (*dataset)->info();
   std::cout << "Fashion-MNIST loaded in " << seconds << " s: train "
             << (*dataset)->NumExamples(Split::kTrain) << ", valid "
             << (*dataset)->NumExamples(Split::kValid) << ", test "
-            << (*dataset)->NumExamples(Split::kTest) << " images; pixel mean "
-            << info.pixel_mean[0] << ", std " << info.pixel_std[0] << "\n";
+            << (*dataset)->NumExamples(Split::kTest) << " images; pixel mean " << info.pixel_mean[0]
+            << ", std " << info.pixel_std[0] << "\n";
   EXPECT_EQ((*dataset)->NumExamples(Split::kTrain), 55000);
   EXPECT_EQ((*dataset)->NumExamples(Split::kValid), 5000);
   EXPECT_EQ((*dataset)->NumExamples(Split::kTest), 10000);

@@ -23,8 +23,7 @@ struct IdxArray {
 // `expected_rank` dimensions and nothing after it. Errors name the file:
 // missing or unreadable file, corrupt or truncated gzip stream, bad magic,
 // truncated header or data, trailing bytes.
-absl::StatusOr<IdxArray> ReadIdxFile(const std::string& path,
-                                     int expected_rank);
+absl::StatusOr<IdxArray> ReadIdxFile(const std::string& path, int expected_rank);
 
 }  // namespace moelab
 

@@ -23,8 +23,7 @@ namespace {
 absl::StatusOr<std::string> ReadBytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    return absl::NotFoundError(
-        absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", std::strerror(errno)));
   }
   std::string bytes(std::istreambuf_iterator<char>(in), {});
   if (in.bad()) {
@@ -92,8 +91,8 @@ std::string JpegProblem(const std::string& bytes) {
   if (info.jpeg_color_space == JCS_YCbCr) info.out_color_space = JCS_GRAYSCALE;
   jpeg_start_decompress(&info);
   const int row_bytes = info.output_width * info.output_components;
-  JSAMPARRAY row = (*info.mem->alloc_sarray)(
-      reinterpret_cast<j_common_ptr>(&info), JPOOL_IMAGE, row_bytes, 1);
+  JSAMPARRAY row =
+      (*info.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&info), JPOOL_IMAGE, row_bytes, 1);
   while (info.output_scanline < info.output_height) {
     jpeg_read_scanlines(&info, row, 1);
   }
@@ -114,19 +113,18 @@ absl::Status CheckImageDecodes(const std::string& path) {
   if (IsJpeg(*bytes)) {
     const std::string problem = JpegProblem(*bytes);
     if (problem.empty()) return absl::OkStatus();
-    return absl::DataLossError(absl::StrCat(
-        path, ": ", problem, " (expected an image that decodes intact)"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": ", problem, " (expected an image that decodes intact)"));
   }
   cv::Mat image;
   try {
     image = cv::imread(path, cv::IMREAD_COLOR);
   } catch (const cv::Exception& e) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": cannot decode image: ", e.err));
+    return absl::DataLossError(absl::StrCat(path, ": cannot decode image: ", e.err));
   }
   if (image.empty()) {
-    return absl::DataLossError(absl::StrCat(
-        path, ": cannot decode image (corrupt or truncated pixel data)"));
+    return absl::DataLossError(
+        absl::StrCat(path, ": cannot decode image (corrupt or truncated pixel data)"));
   }
   return absl::OkStatus();
 }

@@ -6,10 +6,9 @@
 #include <cstdint>
 #include <fstream>
 #include <iterator>
-#include <string>
-
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <string>
 
 #include "absl/status/status.h"
 
@@ -18,9 +17,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "/" + name;
-}
+std::string TempPath(const std::string& name) { return ::testing::TempDir() + "/" + name; }
 
 // A 64 x 48 image of noise (every block carries entropy-coded data) written
 // by OpenCV as `name`; returns the file's bytes.
@@ -54,10 +51,8 @@ TEST(CheckImageDecodesTest, IntactImagesPass) {
   ASSERT_TRUE(cv::imwrite(TempPath("grey.jpg"), grey));
   cv::Mat colour(30, 20, CV_8UC3);
   cv::RNG(9).fill(colour, cv::RNG::UNIFORM, 0, 256);
-  ASSERT_TRUE(cv::imwrite(TempPath("progressive.jpg"), colour,
-                          {cv::IMWRITE_JPEG_PROGRESSIVE, 1}));
-  for (const char* name :
-       {"ok.jpg", "ok.png", "ok.bmp", "grey.jpg", "progressive.jpg"}) {
+  ASSERT_TRUE(cv::imwrite(TempPath("progressive.jpg"), colour, {cv::IMWRITE_JPEG_PROGRESSIVE, 1}));
+  for (const char* name : {"ok.jpg", "ok.png", "ok.bmp", "grey.jpg", "progressive.jpg"}) {
     const absl::Status status = CheckImageDecodes(TempPath(name));
     EXPECT_TRUE(status.ok()) << name << ": " << status;
   }
@@ -82,28 +77,24 @@ TEST(CheckImageDecodesTest, DamagedJpegBodiesAreErrors) {
   WriteBytes("extraneous.jpg", extraneous);
 
   for (const char* name : {"truncated.jpg", "corrupt.jpg", "extraneous.jpg"}) {
-    EXPECT_FALSE(cv::imread(TempPath(name)).empty())
-        << name << ": OpenCV now refuses it itself";
+    EXPECT_FALSE(cv::imread(TempPath(name)).empty()) << name << ": OpenCV now refuses it itself";
   }
   absl::Status status = CheckImageDecodes(TempPath("truncated.jpg"));
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(status.message(),
-            TempPath("truncated.jpg") +
-                ": damaged JPEG data: Premature end of JPEG file (expected an "
-                "image that decodes intact)");
+  EXPECT_EQ(status.message(), TempPath("truncated.jpg") +
+                                  ": damaged JPEG data: Premature end of JPEG file (expected an "
+                                  "image that decodes intact)");
   status = CheckImageDecodes(TempPath("extraneous.jpg"));
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(status.message()),
-              HasSubstr(TempPath("extraneous.jpg") +
-                        ": damaged JPEG data: Corrupt JPEG data: "));
+              HasSubstr(TempPath("extraneous.jpg") + ": damaged JPEG data: Corrupt JPEG data: "));
   // Which of libjpeg's complaints random bytes raise depends on the bytes
   // (here a fatal "Unsupported marker type" that OpenCV's decoder ignores).
   status = CheckImageDecodes(TempPath("corrupt.jpg"));
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(std::string(status.message()),
-              ::testing::AnyOf(
-                  HasSubstr(TempPath("corrupt.jpg") + ": damaged JPEG data: "),
-                  HasSubstr(TempPath("corrupt.jpg") + ": cannot decode JPEG: ")));
+              ::testing::AnyOf(HasSubstr(TempPath("corrupt.jpg") + ": damaged JPEG data: "),
+                               HasSubstr(TempPath("corrupt.jpg") + ": cannot decode JPEG: ")));
 }
 
 // A JPEG whose scan header is cut: libjpeg (and OpenCV) cannot decode it at
@@ -123,12 +114,10 @@ TEST(CheckImageDecodesTest, DamagedPngAndMissingFileAreErrors) {
   absl::Status status = CheckImageDecodes(TempPath("truncated.png"));
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
   EXPECT_EQ(status.message(),
-            TempPath("truncated.png") +
-                ": cannot decode image (corrupt or truncated pixel data)");
+            TempPath("truncated.png") + ": cannot decode image (corrupt or truncated pixel data)");
   status = CheckImageDecodes(TempPath("nowhere.jpg"));
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(status.message()),
-              HasSubstr(TempPath("nowhere.jpg") + ": cannot open"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr(TempPath("nowhere.jpg") + ": cannot open"));
 }
 
 }  // namespace

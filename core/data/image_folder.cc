@@ -1,20 +1,20 @@
 #include "core/data/image_folder.h"
 
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <filesystem>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <string>
 #include <system_error>
 #include <utility>
 #include <vector>
-
-#include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
-#include <c10/util/Exception.h>
-#include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
@@ -42,12 +42,9 @@ struct ImageEntry {
 
 bool IsImageFile(const fs::path& path) {
   static const std::array<const char*, 10> kExtensions = {
-      ".jpg", ".jpeg", ".png", ".bmp",  ".ppm",
-      ".pgm", ".pbm",  ".tif", ".tiff", ".webp"};
-  const std::string extension =
-      absl::AsciiStrToLower(path.extension().string());
-  return std::find(kExtensions.begin(), kExtensions.end(), extension) !=
-         kExtensions.end();
+      ".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"};
+  const std::string extension = absl::AsciiStrToLower(path.extension().string());
+  return std::find(kExtensions.begin(), kExtensions.end(), extension) != kExtensions.end();
 }
 
 bool IsHidden(const fs::path& path) {
@@ -56,19 +53,16 @@ bool IsHidden(const fs::path& path) {
 }
 
 // Sorted names of the subdirectories of `dir`.
-absl::StatusOr<std::vector<std::string>> ClassDirectories(
-    const std::string& dir) {
+absl::StatusOr<std::vector<std::string>> ClassDirectories(const std::string& dir) {
   std::error_code error;
   std::vector<std::string> names;
-  for (fs::directory_iterator it(dir, error), end; !error && it != end;
-       it.increment(error)) {
+  for (fs::directory_iterator it(dir, error), end; !error && it != end; it.increment(error)) {
     if (it->is_directory(error) && !IsHidden(it->path())) {
       names.push_back(it->path().filename().string());
     }
   }
   if (error) {
-    return absl::NotFoundError(
-        absl::StrCat(dir, ": cannot list directory: ", error.message()));
+    return absl::NotFoundError(absl::StrCat(dir, ": cannot list directory: ", error.message()));
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -78,8 +72,8 @@ absl::StatusOr<std::vector<std::string>> ClassDirectories(
 absl::StatusOr<std::vector<std::string>> ImageFiles(const std::string& dir) {
   std::error_code error;
   std::vector<std::string> files;
-  for (fs::recursive_directory_iterator it(dir, error), end;
-       !error && it != end; it.increment(error)) {
+  for (fs::recursive_directory_iterator it(dir, error), end; !error && it != end;
+       it.increment(error)) {
     if (IsHidden(it->path())) {
       if (it->is_directory(error)) it.disable_recursion_pending();
       continue;
@@ -89,8 +83,7 @@ absl::StatusOr<std::vector<std::string>> ImageFiles(const std::string& dir) {
     }
   }
   if (error) {
-    return absl::NotFoundError(
-        absl::StrCat(dir, ": cannot list directory: ", error.message()));
+    return absl::NotFoundError(absl::StrCat(dir, ": cannot list directory: ", error.message()));
   }
   std::sort(files.begin(), files.end());
   return files;
@@ -99,20 +92,17 @@ absl::StatusOr<std::vector<std::string>> ImageFiles(const std::string& dir) {
 // The labelled images of one split directory; `class_ids` maps train's class
 // names to ids.
 absl::StatusOr<std::vector<ImageEntry>> ListSplit(
-    const std::string& split_dir,
-    const absl::flat_hash_map<std::string, int64_t>& class_ids,
+    const std::string& split_dir, const absl::flat_hash_map<std::string, int64_t>& class_ids,
     bool every_class_needs_images) {
-  absl::StatusOr<std::vector<std::string>> classes =
-      ClassDirectories(split_dir);
+  absl::StatusOr<std::vector<std::string>> classes = ClassDirectories(split_dir);
   if (!classes.ok()) return classes.status();
   std::vector<ImageEntry> entries;
   for (const std::string& name : *classes) {
     const std::string class_dir = absl::StrCat(split_dir, "/", name);
     auto id = class_ids.find(name);
     if (id == class_ids.end()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(class_dir, ": class '", name,
-                       "' is not among the classes of the train/ directory"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          class_dir, ": class '", name, "' is not among the classes of the train/ directory"));
     }
     absl::StatusOr<std::vector<std::string>> files = ImageFiles(class_dir);
     if (!files.ok()) return files.status();
@@ -122,9 +112,8 @@ absl::StatusOr<std::vector<ImageEntry>> ListSplit(
     }
     for (std::string& file : *files) {
       if (!cv::haveImageReader(file)) {
-        return absl::DataLossError(absl::StrCat(
-            file,
-            ": unreadable image (unknown format, empty or unreadable file)"));
+        return absl::DataLossError(
+            absl::StrCat(file, ": unreadable image (unknown format, empty or unreadable file)"));
       }
       entries.push_back({std::move(file), id->second});
     }
@@ -142,8 +131,7 @@ absl::StatusOr<std::vector<ImageEntry>> ListSplit(
 // first damaged file in split and path order is the error. Batches decode
 // lazily and cannot return a Status (core/dataset.h), so this is where a
 // damaged image is refused.
-absl::Status CheckSplitsDecode(
-    const std::array<std::vector<ImageEntry>, 3>& splits) {
+absl::Status CheckSplitsDecode(const std::array<std::vector<ImageEntry>, 3>& splits) {
   std::vector<const std::string*> paths;
   for (const auto& split : splits) {
     for (const ImageEntry& entry : split) paths.push_back(&entry.path);
@@ -187,12 +175,9 @@ cv::Mat Resize(const cv::Mat& image, int width, int height) {
 
 // Shorter side to `size`, then the central size x size window.
 cv::Mat ResizeAndCentreCrop(const cv::Mat& image, int size) {
-  const double scale =
-      static_cast<double>(size) / std::min(image.cols, image.rows);
-  const int width =
-      std::max(size, static_cast<int>(std::lround(image.cols * scale)));
-  const int height =
-      std::max(size, static_cast<int>(std::lround(image.rows * scale)));
+  const double scale = static_cast<double>(size) / std::min(image.cols, image.rows);
+  const int width = std::max(size, static_cast<int>(std::lround(image.cols * scale)));
+  const int height = std::max(size, static_cast<int>(std::lround(image.rows * scale)));
   const cv::Mat resized = Resize(image, width, height);
   return resized(cv::Rect((width - size) / 2, (height - size) / 2, size, size));
 }
@@ -202,8 +187,7 @@ cv::Mat RandomResizedCrop(const cv::Mat& image, int size, DataRng& rng) {
   for (int attempt = 0; attempt < 10; ++attempt) {
     const double target = area * (0.08 + 0.92 * rng.Uniform());
     const double log_ratio =
-        std::log(3.0 / 4.0) +
-        (std::log(4.0 / 3.0) - std::log(3.0 / 4.0)) * rng.Uniform();
+        std::log(3.0 / 4.0) + (std::log(4.0 / 3.0) - std::log(3.0 / 4.0)) * rng.Uniform();
     const double ratio = std::exp(log_ratio);
     const int width = static_cast<int>(std::lround(std::sqrt(target * ratio)));
     const int height = static_cast<int>(std::lround(std::sqrt(target / ratio)));
@@ -219,8 +203,8 @@ cv::Mat RandomResizedCrop(const cv::Mat& image, int size, DataRng& rng) {
 
 class ImageFolderDataset : public Dataset {
  public:
-  ImageFolderDataset(std::array<std::vector<ImageEntry>, 3> splits,
-                     int64_t num_classes, int image_size, bool augment)
+  ImageFolderDataset(std::array<std::vector<ImageEntry>, 3> splits, int64_t num_classes,
+                     int image_size, bool augment)
       : splits_(std::move(splits)),
         image_size_(image_size),
         augment_(augment),
@@ -242,21 +226,19 @@ class ImageFolderDataset : public Dataset {
 
   Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t epoch,
                  uint64_t seed) const override {
-    const std::vector<int64_t> examples = order_.BatchExamples(
-        split, NumExamples(split), batch_size, index, epoch, seed);
-    return MakeBatch(split, examples, augment_ && split == Split::kTrain, epoch,
-                     seed);
+    const std::vector<int64_t> examples =
+        order_.BatchExamples(split, NumExamples(split), batch_size, index, epoch, seed);
+    return MakeBatch(split, examples, augment_ && split == Split::kTrain, epoch, seed);
   }
 
-  Batch GetExamples(Split split,
-                    const std::vector<int64_t>& indices) const override {
+  Batch GetExamples(Split split, const std::vector<int64_t>& indices) const override {
     CheckExampleIndices(split, NumExamples(split), indices);
     return MakeBatch(split, indices, /*augment=*/false, 0, 0);
   }
 
  private:
-  Batch MakeBatch(Split split, const std::vector<int64_t>& indices,
-                  bool augment, int64_t epoch, uint64_t seed) const {
+  Batch MakeBatch(Split split, const std::vector<int64_t>& indices, bool augment, int64_t epoch,
+                  uint64_t seed) const {
     const int64_t batch = static_cast<int64_t>(indices.size());
     const int64_t size = image_size_;
     Batch out;
@@ -271,9 +253,8 @@ class ImageFolderDataset : public Dataset {
       cv::Mat crop;
       bool flip = false;
       if (augment) {
-        DataRng rng =
-            DataRng::FromKeys({kAugmentSalt, seed, static_cast<uint64_t>(epoch),
-                               static_cast<uint64_t>(indices[b])});
+        DataRng rng = DataRng::FromKeys(
+            {kAugmentSalt, seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(indices[b])});
         crop = RandomResizedCrop(rgb, image_size_, rng);
         flip = (rng.Next() & 1) != 0;
       } else {
@@ -311,20 +292,17 @@ void ResolveImageFolder(DatasetSpec* spec) {
 }
 
 absl::Status ValidateImageFolder(const DatasetSpec& spec) {
-  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kImageFolder,
-                                               "image_folder");
+  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kImageFolder, "image_folder");
       !s.ok()) {
     return s;
   }
   const ImageFolderOptions& options = spec.image_folder();
   if (options.image_size() < 1 || options.image_size() > 4096) {
-    return DatasetFieldError(
-        "dataset.image_folder.image_size",
-        absl::StrCat("must be in [1, 4096], got ", options.image_size()));
+    return DatasetFieldError("dataset.image_folder.image_size",
+                             absl::StrCat("must be in [1, 4096], got ", options.image_size()));
   }
-  if (absl::Status s = CheckDirectoryField(
-          "dataset.image_folder.data_dir", options.data_dir(),
-          "the directory holding train/ and val/");
+  if (absl::Status s = CheckDirectoryField("dataset.image_folder.data_dir", options.data_dir(),
+                                           "the directory holding train/ and val/");
       !s.ok()) {
     return s;
   }
@@ -332,9 +310,8 @@ absl::Status ValidateImageFolder(const DatasetSpec& spec) {
   for (const char* split : {"train", "val"}) {
     std::error_code error;
     if (!fs::is_directory(absl::StrCat(dir, "/", split), error)) {
-      return absl::NotFoundError(
-          absl::StrCat("dataset.image_folder.data_dir: ", split,
-                       "/ not found in '", options.data_dir(), "'"));
+      return absl::NotFoundError(absl::StrCat("dataset.image_folder.data_dir: ", split,
+                                              "/ not found in '", options.data_dir(), "'"));
     }
   }
   return absl::OkStatus();
@@ -342,17 +319,14 @@ absl::Status ValidateImageFolder(const DatasetSpec& spec) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Dataset>> LoadImageFolder(
-    const ImageFolderOptions& options) {
+absl::StatusOr<std::unique_ptr<Dataset>> LoadImageFolder(const ImageFolderOptions& options) {
   const std::string dir = ResolveUserPath(options.data_dir());
   const std::string train_dir = absl::StrCat(dir, "/train");
-  absl::StatusOr<std::vector<std::string>> classes =
-      ClassDirectories(train_dir);
+  absl::StatusOr<std::vector<std::string>> classes = ClassDirectories(train_dir);
   if (!classes.ok()) return classes.status();
   if (classes->empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        train_dir,
-        ": no class subdirectories (expected train/<class>/<image>)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(train_dir, ": no class subdirectories (expected train/<class>/<image>)"));
   }
   absl::flat_hash_map<std::string, int64_t> class_ids;
   for (size_t i = 0; i < classes->size(); ++i) {
@@ -369,9 +343,9 @@ absl::StatusOr<std::unique_ptr<Dataset>> LoadImageFolder(
     splits[s] = *std::move(entries);
   }
   if (absl::Status s = CheckSplitsDecode(splits); !s.ok()) return s;
-  return std::unique_ptr<Dataset>(std::make_unique<ImageFolderDataset>(
-      std::move(splits), static_cast<int64_t>(classes->size()),
-      options.image_size(), options.augment()));
+  return std::unique_ptr<Dataset>(
+      std::make_unique<ImageFolderDataset>(std::move(splits), static_cast<int64_t>(classes->size()),
+                                           options.image_size(), options.augment()));
 }
 
 MOELAB_REGISTER_DATASET(
@@ -380,10 +354,7 @@ MOELAB_REGISTER_DATASET(
                     "OpenCV",
      .resolve = ResolveImageFolder,
      .validate = ValidateImageFolder,
-     .load =
-         [](const DatasetSpec& spec) {
-           return LoadImageFolder(spec.image_folder());
-         },
+     .load = [](const DatasetSpec& spec) { return LoadImageFolder(spec.image_folder()); },
      .task = Task::kImageClassification});
 
 }  // namespace moelab

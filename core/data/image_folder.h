@@ -42,8 +42,7 @@
 
 namespace moelab {
 
-absl::StatusOr<std::unique_ptr<Dataset>> LoadImageFolder(
-    const ImageFolderOptions& options);
+absl::StatusOr<std::unique_ptr<Dataset>> LoadImageFolder(const ImageFolderOptions& options);
 
 }  // namespace moelab
 

@@ -1,18 +1,17 @@
 #include "core/data/image_folder.h"
 
+#include <c10/util/Exception.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <c10/util/Exception.h>
-#include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "core/dataset.h"
@@ -26,25 +25,21 @@ constexpr float kMean[3] = {0.485f, 0.456f, 0.406f};
 constexpr float kStd[3] = {0.229f, 0.224f, 0.225f};
 
 std::string MakeDir(const std::string& name) {
-  const std::string dir =
-      absl::StrCat(::testing::TempDir(), "/imgfolder_", name);
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/imgfolder_", name);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
 }
 
 // Writes a PNG of `rows` x `cols` filled with RGB (r, g, b).
-void WriteSolid(const std::string& path, int rows, int cols, int r, int g,
-                int b) {
-  std::filesystem::create_directories(
-      std::filesystem::path(path).parent_path());
+void WriteSolid(const std::string& path, int rows, int cols, int r, int g, int b) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   cv::Mat image(rows, cols, CV_8UC3, cv::Scalar(b, g, r));  // OpenCV is BGR
   ASSERT_TRUE(cv::imwrite(path, image)) << path;
 }
 
 void WriteGrey(const std::string& path, const cv::Mat& grey) {
-  std::filesystem::create_directories(
-      std::filesystem::path(path).parent_path());
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   ASSERT_TRUE(cv::imwrite(path, grey)) << path;
 }
 
@@ -61,8 +56,7 @@ std::string MakeFixture(const std::string& name) {
   return dir;
 }
 
-ImageFolderOptions Options(const std::string& dir, int size,
-                           bool augment = false) {
+ImageFolderOptions Options(const std::string& dir, int size, bool augment = false) {
   ImageFolderOptions options;
   options.set_data_dir(dir);
   options.set_image_size(size);
@@ -72,8 +66,7 @@ ImageFolderOptions Options(const std::string& dir, int size,
 
 std::vector<float> ToVector(const at::Tensor& t) {
   const at::Tensor c = t.contiguous();
-  return std::vector<float>(c.data_ptr<float>(),
-                            c.data_ptr<float>() + c.numel());
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
 
 float Normalised(int value, int channel) {
@@ -136,15 +129,12 @@ TEST(ImageFolderTest, ShorterSideResizeThenCentreCrop) {
   WriteGrey(dir + "/val/a/wide.png", wide);
   auto dataset = LoadImageFolder(Options(dir, 4));
   ASSERT_TRUE(dataset.ok()) << dataset.status();
-  const std::vector<float> pixels =
-      ToVector((*dataset)->GetExamples(Split::kTrain, {0, 1}).inputs);
+  const std::vector<float> pixels = ToVector((*dataset)->GetExamples(Split::kTrain, {0, 1}).inputs);
   for (int c = 0; c < 3; ++c) {  // grey is replicated to RGB
     for (int y = 0; y < 4; ++y) {
       for (int x = 0; x < 4; ++x) {
-        EXPECT_NEAR(pixels[(c * 4 + y) * 4 + x], Normalised(30 * (x + 2), c),
-                    1e-5);
-        EXPECT_NEAR(pixels[((3 + c) * 4 + y) * 4 + x], Normalised(100, c),
-                    1e-5);
+        EXPECT_NEAR(pixels[(c * 4 + y) * 4 + x], Normalised(30 * (x + 2), c), 1e-5);
+        EXPECT_NEAR(pixels[((3 + c) * 4 + y) * 4 + x], Normalised(100, c), 1e-5);
       }
     }
   }
@@ -156,8 +146,7 @@ TEST(ImageFolderTest, AugmentationIsDeterministicAndVaries) {
   for (int y = 0; y < 24; ++y) {
     for (int x = 0; x < 32; ++x) gradient.at<uint8_t>(y, x) = 7 * x + 2 * y;
   }
-  for (int i = 0; i < 4; ++i)
-    WriteGrey(absl::StrCat(dir, "/train/a/", i, ".png"), gradient);
+  for (int i = 0; i < 4; ++i) WriteGrey(absl::StrCat(dir, "/train/a/", i, ".png"), gradient);
   WriteGrey(dir + "/val/a/0.png", gradient);
   auto plain = LoadImageFolder(Options(dir, 16));
   auto augmented = LoadImageFolder(Options(dir, 16, /*augment=*/true));
@@ -174,12 +163,10 @@ TEST(ImageFolderTest, AugmentationIsDeterministicAndVaries) {
   EXPECT_GT(seen.size(),
             12u);  // 24 draws of crop and flip, nearly all distinct
   // Evaluation and GetExamples are never augmented.
-  EXPECT_TRUE(
-      (*augmented)->GetExamples(Split::kTrain, {0}).inputs.equal(centre));
-  EXPECT_TRUE(
-      (*augmented)
-          ->GetBatch(Split::kValid, 1, 0, 3, 9)
-          .inputs.equal((*plain)->GetBatch(Split::kValid, 1, 0, 0, 0).inputs));
+  EXPECT_TRUE((*augmented)->GetExamples(Split::kTrain, {0}).inputs.equal(centre));
+  EXPECT_TRUE((*augmented)
+                  ->GetBatch(Split::kValid, 1, 0, 3, 9)
+                  .inputs.equal((*plain)->GetBatch(Split::kValid, 1, 0, 0, 0).inputs));
 }
 
 TEST(ImageFolderTest, OptionalTestSplit) {
@@ -188,8 +175,7 @@ TEST(ImageFolderTest, OptionalTestSplit) {
   auto dataset = LoadImageFolder(Options(dir, 4));
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   EXPECT_EQ((*dataset)->NumExamples(Split::kTest), 1);
-  EXPECT_EQ(
-      (*dataset)->GetExamples(Split::kTest, {0}).targets[0].item<int64_t>(), 1);
+  EXPECT_EQ((*dataset)->GetExamples(Split::kTest, {0}).targets[0].item<int64_t>(), 1);
 }
 
 absl::Status LoadError(const std::string& dir) {
@@ -206,15 +192,13 @@ TEST(ImageFolderTest, DirectoryAndImageErrorsNameThePath) {
 
   const std::string empty_class = MakeFixture("empty_class");
   std::filesystem::create_directories(empty_class + "/train/cat");
-  EXPECT_THAT(
-      LoadError(empty_class).message(),
-      HasSubstr(empty_class + "/train/cat: class directory with no images"));
+  EXPECT_THAT(LoadError(empty_class).message(),
+              HasSubstr(empty_class + "/train/cat: class directory with no images"));
 
   const std::string empty_val = MakeFixture("empty_val");
   std::filesystem::remove_all(empty_val + "/val");
   std::filesystem::create_directories(empty_val + "/val/ant");
-  EXPECT_THAT(LoadError(empty_val).message(),
-              HasSubstr(empty_val + "/val: no images"));
+  EXPECT_THAT(LoadError(empty_val).message(), HasSubstr(empty_val + "/val: no images"));
 
   const std::string unknown = MakeFixture("unknown_class");
   WriteSolid(unknown + "/val/wasp/1.png", 8, 8, 1, 2, 3);
@@ -226,8 +210,7 @@ TEST(ImageFolderTest, DirectoryAndImageErrorsNameThePath) {
   std::ofstream(garbage + "/train/bee/3.png") << "definitely not a PNG";
   absl::Status status = LoadError(garbage);
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(status.message(),
-              HasSubstr(garbage + "/train/bee/3.png: unreadable image"));
+  EXPECT_THAT(status.message(), HasSubstr(garbage + "/train/bee/3.png: unreadable image"));
 
   const std::string empty_file = MakeFixture("empty_file");
   std::ofstream(empty_file + "/val/bee/2.jpg").flush();
@@ -241,8 +224,7 @@ TEST(ImageFolderTest, DirectoryAndImageErrorsNameThePath) {
   std::filesystem::resize_file(png, 40);
   status = LoadError(truncated);
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(status.message(),
-            png + ": cannot decode image (corrupt or truncated pixel data)");
+  EXPECT_EQ(status.message(), png + ": cannot decode image (corrupt or truncated pixel data)");
 }
 
 // A JPEG written by OpenCV, then cut or damaged after its headers: OpenCV
@@ -263,21 +245,19 @@ TEST(ImageFolderTest, DamagedJpegIsRefusedAtLoad) {
   }
   const size_t sos = bytes.find("\xff\xda");
   ASSERT_NE(sos, std::string::npos);
-  std::ofstream(jpeg, std::ios::binary | std::ios::trunc)
-      << bytes.substr(0, sos + 200);
+  std::ofstream(jpeg, std::ios::binary | std::ios::trunc) << bytes.substr(0, sos + 200);
   absl::Status status = LoadError(dir);
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(status.message(),
-            jpeg + ": damaged JPEG data: Premature end of JPEG file (expected "
-                   "an image that decodes intact)");
+  EXPECT_EQ(status.message(), jpeg +
+                                  ": damaged JPEG data: Premature end of JPEG file (expected "
+                                  "an image that decodes intact)");
 
   std::string corrupt = bytes;
   for (size_t i = sos + 20; i < sos + 60; ++i) corrupt[i] = '\xd9';
   std::ofstream(jpeg, std::ios::binary | std::ios::trunc) << corrupt;
   status = LoadError(dir);
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
-  EXPECT_THAT(status.message(),
-              HasSubstr(jpeg + ": damaged JPEG data: Corrupt JPEG data: "));
+  EXPECT_THAT(status.message(), HasSubstr(jpeg + ": damaged JPEG data: Corrupt JPEG data: "));
 }
 
 // Only a file damaged after loading can still fail in a batch, with a
@@ -310,13 +290,11 @@ TEST(ImageFolderTest, ResolveAndValidate) {
   spec.mutable_image_folder()->set_data_dir(dir);
   EXPECT_TRUE(entry->validate(spec).ok());
   spec.mutable_image_folder()->set_image_size(-3);
-  EXPECT_THAT(entry->validate(spec).message(),
-              HasSubstr("dataset.image_folder.image_size"));
+  EXPECT_THAT(entry->validate(spec).message(), HasSubstr("dataset.image_folder.image_size"));
   spec.mutable_image_folder()->set_image_size(32);
   std::filesystem::remove_all(dir + "/val");
   EXPECT_THAT(entry->validate(spec).message(),
-              HasSubstr("dataset.image_folder.data_dir: val/ not found in '" +
-                        dir + "'"));
+              HasSubstr("dataset.image_folder.data_dir: val/ not found in '" + dir + "'"));
   spec.mutable_image_folder()->set_data_dir(dir + "/nope");
   EXPECT_THAT(entry->validate(spec).message(),
               HasSubstr("dataset.image_folder.data_dir: directory not found"));

@@ -40,9 +40,7 @@ uint64_t DataRng::Below(uint64_t bound) {
   return x % bound;
 }
 
-double DataRng::Uniform() {
-  return static_cast<double>(Next() >> 11) * 0x1.0p-53;
-}
+double DataRng::Uniform() { return static_cast<double>(Next() >> 11) * 0x1.0p-53; }
 
 std::vector<int64_t> RandomPermutation(int64_t n, DataRng& rng) {
   std::vector<int64_t> order(n);

@@ -19,8 +19,7 @@
 namespace moelab {
 namespace {
 
-constexpr char kSetupHint[] =
-    "run third_party/setup.sh to fetch the State of the Union corpus";
+constexpr char kSetupHint[] = "run third_party/setup.sh to fetch the State of the Union corpus";
 
 Split SplitOfYear(int year, const SotuOptions& options) {
   if (year < options.valid_first_year()) return Split::kTrain;
@@ -33,23 +32,19 @@ std::string YearRange(Split split, const SotuOptions& options) {
     case Split::kTrain:
       return absl::StrCat("years < ", options.valid_first_year());
     case Split::kValid:
-      return absl::StrCat("years ", options.valid_first_year(), "-",
-                          options.test_first_year() - 1);
+      return absl::StrCat("years ", options.valid_first_year(), "-", options.test_first_year() - 1);
     case Split::kTest:
       return absl::StrCat("years >= ", options.test_first_year());
   }
   return "";
 }
 
-absl::Status TokenizeAddresses(const std::vector<const SotuAddress*>& addresses,
-                               TokenSink emit) {
+absl::Status TokenizeAddresses(const std::vector<const SotuAddress*>& addresses, TokenSink emit) {
   for (const SotuAddress* address : addresses) {
     absl::StatusOr<std::string> text = ReadUtf8TextFile(address->path);
     if (!text.ok()) return text.status();
-    if (std::all_of(text->begin(), text->end(),
-                    [](char c) { return absl::ascii_isspace(c); })) {
-      return absl::DataLossError(
-          absl::StrCat(address->path, ": empty address (no text)"));
+    if (std::all_of(text->begin(), text->end(), [](char c) { return absl::ascii_isspace(c); })) {
+      return absl::DataLossError(absl::StrCat(address->path, ": empty address (no text)"));
     }
     TokenizeLines(*text, TokenizeProse, emit);
   }
@@ -72,41 +67,35 @@ void ResolveSotu(DatasetSpec* spec) {
 }
 
 absl::Status ValidateSotu(const DatasetSpec& spec) {
-  if (absl::Status s =
-          CheckDatasetOptionsCase(spec, DatasetSpec::kSotu, "sotu");
-      !s.ok()) {
+  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kSotu, "sotu"); !s.ok()) {
     return s;
   }
   const SotuOptions& options = spec.sotu();
   if (options.test_first_year() <= options.valid_first_year()) {
     return DatasetFieldError(
         "dataset.sotu.test_first_year",
-        absl::StrCat("must be > valid_first_year (", options.valid_first_year(),
-                     "), got ", options.test_first_year()));
+        absl::StrCat("must be > valid_first_year (", options.valid_first_year(), "), got ",
+                     options.test_first_year()));
   }
   if (options.min_count() < 1) {
-    return DatasetFieldError(
-        "dataset.sotu.min_count",
-        absl::StrCat("must be >= 1, got ", options.min_count()));
+    return DatasetFieldError("dataset.sotu.min_count",
+                             absl::StrCat("must be >= 1, got ", options.min_count()));
   }
   if (options.sequence_length() < 1) {
-    return DatasetFieldError(
-        "dataset.sotu.sequence_length",
-        absl::StrCat("must be >= 1, got ", options.sequence_length()));
+    return DatasetFieldError("dataset.sotu.sequence_length",
+                             absl::StrCat("must be >= 1, got ", options.sequence_length()));
   }
-  return CheckDirectoryField("dataset.sotu.data_dir", options.data_dir(),
-                             kSetupHint);
+  return CheckDirectoryField("dataset.sotu.data_dir", options.data_dir(), kSetupHint);
 }
 
 }  // namespace
 
-absl::StatusOr<std::vector<SotuAddress>> ListSotuAddresses(
-    const std::string& dir) {
+absl::StatusOr<std::vector<SotuAddress>> ListSotuAddresses(const std::string& dir) {
   std::error_code error;
   std::filesystem::directory_iterator it(dir, error);
   if (error) {
-    return absl::NotFoundError(absl::StrCat(
-        dir, ": cannot list the SOTU directory: ", error.message()));
+    return absl::NotFoundError(
+        absl::StrCat(dir, ": cannot list the SOTU directory: ", error.message()));
   }
   std::vector<std::pair<std::string, SotuAddress>> found;
   for (const std::filesystem::directory_entry& entry : it) {
@@ -116,21 +105,19 @@ absl::StatusOr<std::vector<SotuAddress>> ListSotuAddresses(
     }
     const size_t underscore = name.find('_');
     int year = 0;
-    if (underscore == std::string::npos ||
-        !absl::SimpleAtoi(name.substr(0, underscore), &year)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(entry.path().string(),
-                       ": not a SOTU address file name (expected "
-                       "<year>_<name>_<party>.txt)"));
+    if (underscore == std::string::npos || !absl::SimpleAtoi(name.substr(0, underscore), &year)) {
+      return absl::InvalidArgumentError(absl::StrCat(entry.path().string(),
+                                                     ": not a SOTU address file name (expected "
+                                                     "<year>_<name>_<party>.txt)"));
     }
     found.push_back({name, SotuAddress{year, entry.path().string()}});
   }
   if (found.empty()) {
-    return absl::NotFoundError(absl::StrCat(
-        dir,
-        ": no State of the Union addresses (<year>_<name>_<party>.txt) "
-        "found; ",
-        kSetupHint));
+    return absl::NotFoundError(
+        absl::StrCat(dir,
+                     ": no State of the Union addresses (<year>_<name>_<party>.txt) "
+                     "found; ",
+                     kSetupHint));
   }
   std::sort(found.begin(), found.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
@@ -140,30 +127,26 @@ absl::StatusOr<std::vector<SotuAddress>> ListSotuAddresses(
   return addresses;
 }
 
-absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadSotu(
-    const SotuOptions& options) {
+absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadSotu(const SotuOptions& options) {
   const std::string dir = ResolveUserPath(options.data_dir());
   absl::StatusOr<std::vector<SotuAddress>> addresses = ListSotuAddresses(dir);
   if (!addresses.ok()) return addresses.status();
 
   std::array<std::vector<const SotuAddress*>, 3> by_split;
   for (const SotuAddress& address : *addresses) {
-    by_split[static_cast<int>(SplitOfYear(address.year, options))].push_back(
-        &address);
+    by_split[static_cast<int>(SplitOfYear(address.year, options))].push_back(&address);
   }
   std::array<std::string, 3> sources;
   for (Split split : {Split::kTrain, Split::kValid, Split::kTest}) {
     const auto& list = by_split[static_cast<int>(split)];
     if (list.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
-          dir, ": no addresses for the ", SplitName(split), " split (",
-          YearRange(split, options),
+          dir, ": no addresses for the ", SplitName(split), " split (", YearRange(split, options),
           "; dataset.sotu.valid_first_year = ", options.valid_first_year(),
           ", test_first_year = ", options.test_first_year(), ")"));
     }
-    sources[static_cast<int>(split)] =
-        absl::StrCat("SOTU addresses ", list.front()->year, "-",
-                     list.back()->year, " in '", dir, "'");
+    sources[static_cast<int>(split)] = absl::StrCat("SOTU addresses ", list.front()->year, "-",
+                                                    list.back()->year, " in '", dir, "'");
   }
   const auto tokenizer = [&](Split split) -> SplitTokenizer {
     return [&by_split, split](TokenSink emit) {
@@ -171,26 +154,23 @@ absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadSotu(
     };
   };
   absl::StatusOr<TokenizedCorpus> corpus =
-      BuildCorpus(tokenizer(Split::kTrain), tokenizer(Split::kValid),
-                  tokenizer(Split::kTest), options.min_count());
+      BuildCorpus(tokenizer(Split::kTrain), tokenizer(Split::kValid), tokenizer(Split::kTest),
+                  options.min_count());
   if (!corpus.ok()) return corpus.status();
-  return TokenStreamDataset::Create(*std::move(corpus),
-                                    options.sequence_length(), sources);
+  return TokenStreamDataset::Create(*std::move(corpus), options.sequence_length(), sources);
 }
 
 MOELAB_REGISTER_DATASET(
-    "sotu_lm",
-    {.description = "State of the Union addresses 1790-2021, word-level LM "
-                    "split by year",
-     .resolve = ResolveSotu,
-     .validate = ValidateSotu,
-     .load = [](const DatasetSpec& spec)
-         -> absl::StatusOr<std::unique_ptr<Dataset>> {
-       absl::StatusOr<std::unique_ptr<TokenStreamDataset>> dataset =
-           LoadSotu(spec.sotu());
-       if (!dataset.ok()) return dataset.status();
-       return std::unique_ptr<Dataset>(*std::move(dataset));
-     },
-     .task = Task::kLanguageModeling});
+    "sotu_lm", {.description = "State of the Union addresses 1790-2021, word-level LM "
+                               "split by year",
+                .resolve = ResolveSotu,
+                .validate = ValidateSotu,
+                .load = [](const DatasetSpec& spec) -> absl::StatusOr<std::unique_ptr<Dataset>> {
+                  absl::StatusOr<std::unique_ptr<TokenStreamDataset>> dataset =
+                      LoadSotu(spec.sotu());
+                  if (!dataset.ok()) return dataset.status();
+                  return std::unique_ptr<Dataset>(*std::move(dataset));
+                },
+                .task = Task::kLanguageModeling});
 
 }  // namespace moelab

@@ -32,12 +32,10 @@ struct SotuAddress {
 // The addresses in `dir`: every <year>_<name>_<party>.txt, sorted by file
 // name. Other files are ignored; a .txt file whose name does not start with
 // "<year>_" is an error naming it, as is a directory with no addresses.
-absl::StatusOr<std::vector<SotuAddress>> ListSotuAddresses(
-    const std::string& dir);
+absl::StatusOr<std::vector<SotuAddress>> ListSotuAddresses(const std::string& dir);
 
 // Loads the corpus with resolved `options` (see the registration's resolve).
-absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadSotu(
-    const SotuOptions& options);
+absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadSotu(const SotuOptions& options);
 
 }  // namespace moelab
 

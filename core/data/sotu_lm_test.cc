@@ -27,53 +27,44 @@ using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
-std::vector<std::string> Tokens(absl::string_view text) {
-  return TokenizeProseToStrings(text);
-}
+std::vector<std::string> Tokens(absl::string_view text) { return TokenizeProseToStrings(text); }
 
 TEST(WordTokenizerTest, SplitsPunctuationAndMarksInWordConnectorsLikeWikiText) {
-  EXPECT_THAT(
-      Tokens("Fellow-Citizens of the Senate: In 1790, a loan of 3,000,000 "
-             "florins (at 4.5%) was made."),
-      ElementsAreArray({"Fellow",  "@-@", "Citizens", "of",   "the", "Senate",
-                        ":",       "In",  "1790",     ",",    "a",   "loan",
-                        "of",      "3",   "@,@",      "000",  "@,@", "000",
-                        "florins", "(",   "at",       "4",    "@.@", "5",
-                        "%",       ")",   "was",      "made", "."}));
-  EXPECT_THAT(
-      Tokens("1990-91 well- known -- x"),
-      ElementsAre("1990", "@-@", "91", "well", "-", "known", "-", "-", "x"));
+  EXPECT_THAT(Tokens("Fellow-Citizens of the Senate: In 1790, a loan of 3,000,000 "
+                     "florins (at 4.5%) was made."),
+              ElementsAreArray({"Fellow", "@-@", "Citizens", "of",   "the", "Senate", ":",   "In",
+                                "1790",   ",",   "a",        "loan", "of",  "3",      "@,@", "000",
+                                "@,@",    "000", "florins",  "(",    "at",  "4",      "@.@", "5",
+                                "%",      ")",   "was",      "made", "."}));
+  EXPECT_THAT(Tokens("1990-91 well- known -- x"),
+              ElementsAre("1990", "@-@", "91", "well", "-", "known", "-", "-", "x"));
 }
 
 TEST(WordTokenizerTest, SplitsContractionsAsThePennTreebankDoes) {
-  EXPECT_THAT(
-      Tokens("It\u2019s good\u2014(applause)\u2014I\u2019m here; we don't, "
-             "can't and won't."),
-      ElementsAreArray({"It",  "'s",     "good", "\u2014", "(",    "applause",
-                        ")",   "\u2014", "I",    "'m",     "here", ";",
-                        "we",  "do",     "n't",  ",",      "ca",   "n't",
-                        "and", "wo",     "n't",  "."}));
-  EXPECT_THAT(
-      Tokens("Don't 'quoted' 1990's they'LL WE'RE you've he'd"),
-      ElementsAreArray({"Do", "n't", "'", "quoted", "'", "1990", "'s", "they",
-                        "'LL", "WE", "'RE", "you", "'ve", "he", "'d"}));
+  EXPECT_THAT(Tokens("It\u2019s good\u2014(applause)\u2014I\u2019m here; we don't, "
+                     "can't and won't."),
+              ElementsAreArray({"It", "'s",  "good", "\u2014", "(",   "applause", ")",   "\u2014",
+                                "I",  "'m",  "here", ";",      "we",  "do",       "n't", ",",
+                                "ca", "n't", "and",  "wo",     "n't", "."}));
+  EXPECT_THAT(Tokens("Don't 'quoted' 1990's they'LL WE'RE you've he'd"),
+              ElementsAreArray({"Do", "n't", "'", "quoted", "'", "1990", "'s", "they", "'LL", "WE",
+                                "'RE", "you", "'ve", "he", "'d"}));
 }
 
 TEST(WordTokenizerTest, KeepsInitialismsAndInnerApostrophes) {
   EXPECT_THAT(
       Tokens("The U.S. and D.C. met Mr. O\u2019Brien at 9 o'clock in the "
              "states' \u201Ccapital\u201D, e.g. here."),
-      ElementsAreArray({"The", "U.S.",    "and",  "D.C.", "met",     "Mr",
-                        ".",   "O'Brien", "at",   "9",    "o'clock", "in",
-                        "the", "states",  "'",    "\"",   "capital", "\"",
-                        ",",   "e.g.",    "here", "."}));
+      ElementsAreArray({"The",     "U.S.", "and",     "D.C.", "met",  "Mr",     ".", "O'Brien",
+                        "at",      "9",    "o'clock", "in",   "the",  "states", "'", "\"",
+                        "capital", "\"",   ",",       "e.g.", "here", "."}));
 }
 
 TEST(WordTokenizerTest, HandlesLatinLettersSymbolsAndUnicodeSpaces) {
   EXPECT_THAT(Tokens("Se\u00f1or Pe\u00f1a\u2019s caf\u00e9:\t30\u00b0 "
                      "north\u00a0pole\r"),
-              ElementsAre("Se\u00f1or", "Pe\u00f1a", "'s", "caf\u00e9", ":",
-                          "30", "\u00b0", "north", "pole"));
+              ElementsAre("Se\u00f1or", "Pe\u00f1a", "'s", "caf\u00e9", ":", "30", "\u00b0",
+                          "north", "pole"));
   EXPECT_THAT(Tokens("a\xff"
                      "b"),
               ElementsAre("a", "\xff", "b"));
@@ -114,8 +105,7 @@ TEST(SotuLmTest, TinyCorpusGetsExactIds) {
   const TokenizedCorpus& corpus = (*dataset)->corpus();
   // Counts in train: The 3, . 3, ended 2, peace 2, war 2; began, held, ",",
   // and, the once (-> <unk>).
-  EXPECT_THAT(corpus.words, ElementsAre("<unk>", "<eos>", ".", "The", "ended",
-                                        "peace", "war"));
+  EXPECT_THAT(corpus.words, ElementsAre("<unk>", "<eos>", ".", "The", "ended", "peace", "war"));
   EXPECT_THAT(corpus.split(Split::kTrain),
               ElementsAreArray({3, 6, 4, 2, 3, 5, 0, 2, 1,  // first address
                                 3, 5, 0, 0, 0, 0, 6, 4, 2, 1}));
@@ -191,8 +181,7 @@ TEST(SotuLmTest, CorpusErrorsNameTheFileOrDirectory) {
   WriteFile(shorter + "/2010_c_x.txt", "Many words in the test part here.");
   dataset = LoadSotu(Options(shorter, 4));
   ASSERT_FALSE(dataset.ok());
-  EXPECT_THAT(dataset.status().message(),
-              HasSubstr("SOTU addresses 1995-1995 in '" + shorter));
+  EXPECT_THAT(dataset.status().message(), HasSubstr("SOTU addresses 1995-1995 in '" + shorter));
   EXPECT_THAT(dataset.status().message(), HasSubstr("3 tokens"));
 }
 
@@ -242,7 +231,8 @@ TEST(SotuLmTest, BinaryOrNonUtf8AddressesAreRefused) {
 TEST(SotuLmTest, MultibyteUtf8AddressesLoad) {
   const std::string dir = MakeDir("multibyte");
   const std::string text =
-      "\xef\xbb\xbf" "Caf\xc3\xa9 \xe2\x80\x9cna\xc3\xafve\xe2\x80\x9d "
+      "\xef\xbb\xbf"
+      "Caf\xc3\xa9 \xe2\x80\x9cna\xc3\xafve\xe2\x80\x9d "
       "\xe6\x97\xa5 \xf0\x9f\x98\x80 Caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x98\x80.";
   WriteFile(dir + "/1800_a_x.txt", text);
   WriteFile(dir + "/1995_b_x.txt", text);
@@ -285,24 +275,20 @@ TEST(SotuLmTest, ValidateNamesTheField) {
   *spec.mutable_sotu() = Options("/nonexistent/sotu", 8);
   absl::Status status = entry->validate(spec);
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(status.message(),
-              HasSubstr("dataset.sotu.data_dir: directory not found: "
-                        "'/nonexistent/sotu'"));
+  EXPECT_THAT(status.message(), HasSubstr("dataset.sotu.data_dir: directory not found: "
+                                          "'/nonexistent/sotu'"));
 
   spec.mutable_sotu()->set_data_dir(MakeDir("validate"));
   EXPECT_TRUE(entry->validate(spec).ok());
   spec.mutable_sotu()->set_test_first_year(1990);
-  EXPECT_THAT(entry->validate(spec).message(),
-              HasSubstr("dataset.sotu.test_first_year: must be > "
-                        "valid_first_year (1990), got 1990"));
+  EXPECT_THAT(entry->validate(spec).message(), HasSubstr("dataset.sotu.test_first_year: must be > "
+                                                         "valid_first_year (1990), got 1990"));
   spec.mutable_sotu()->set_test_first_year(2005);
   spec.mutable_sotu()->set_min_count(-1);
-  EXPECT_THAT(entry->validate(spec).message(),
-              HasSubstr("dataset.sotu.min_count"));
+  EXPECT_THAT(entry->validate(spec).message(), HasSubstr("dataset.sotu.min_count"));
   spec.mutable_sotu()->set_min_count(3);
   spec.mutable_sotu()->set_sequence_length(-5);
-  EXPECT_THAT(entry->validate(spec).message(),
-              HasSubstr("dataset.sotu.sequence_length"));
+  EXPECT_THAT(entry->validate(spec).message(), HasSubstr("dataset.sotu.sequence_length"));
 
   DatasetSpec other = SotuSpec();
   other.mutable_wikitext()->set_data_dir("/tmp");
@@ -340,8 +326,7 @@ std::string RealSotuDir() {
 TEST(SotuLmTest, RealCorpusSmokeTest) {
   const std::string dir = RealSotuDir();
   if (!std::filesystem::is_directory(dir)) {
-    GTEST_SKIP() << "SOTU corpus not found in " << dir
-                 << "; run third_party/setup.sh";
+    GTEST_SKIP() << "SOTU corpus not found in " << dir << "; run third_party/setup.sh";
   }
   auto addresses = ListSotuAddresses(dir);
   ASSERT_TRUE(addresses.ok()) << addresses.status();
@@ -355,14 +340,13 @@ TEST(SotuLmTest, RealCorpusSmokeTest) {
   const auto start = std::chrono::steady_clock::now();
   auto dataset = LoadSotu(spec.sotu());
   const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-          .count();
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   EXPECT_LT(seconds, 5.0);
 
   const TokenizedCorpus& corpus = (*dataset)->corpus();
-  std::cout << "SOTU loaded in " << seconds << " s; vocab_size "
-            << corpus.vocab_size << " (min_count 3)\n";
+  std::cout << "SOTU loaded in " << seconds << " s; vocab_size " << corpus.vocab_size
+            << " (min_count 3)\n";
   for (Split split : {Split::kTrain, Split::kValid, Split::kTest}) {
     const std::vector<int32_t>& ids = corpus.split(split);
     int64_t unk = 0, eos = 0;
@@ -370,12 +354,10 @@ TEST(SotuLmTest, RealCorpusSmokeTest) {
       unk += id == kUnkId;
       eos += id == kEosId;
     }
-    std::cout << "  " << SplitName(split) << ": " << eos << " addresses, "
-              << ids.size() << " tokens, <unk> rate "
-              << static_cast<double>(unk) / ids.size() << ", "
+    std::cout << "  " << SplitName(split) << ": " << eos << " addresses, " << ids.size()
+              << " tokens, <unk> rate " << static_cast<double>(unk) / ids.size() << ", "
               << (*dataset)->NumExamples(split) << " sequences of 64, "
-              << "unigram perplexity " << (*dataset)->UnigramPerplexity(split)
-              << "\n";
+              << "unigram perplexity " << (*dataset)->UnigramPerplexity(split) << "\n";
     EXPECT_GT((*dataset)->NumExamples(split), 100);
     EXPECT_LT(static_cast<double>(unk) / ids.size(), 0.05);
   }

@@ -29,34 +29,28 @@ void ResolveSyntheticLm(DatasetSpec* spec) {
 }
 
 absl::Status ValidateSyntheticLm(const DatasetSpec& spec) {
-  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kSyntheticLm,
-                                               "synthetic_lm");
+  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kSyntheticLm, "synthetic_lm");
       !s.ok()) {
     return s;
   }
   const SyntheticLmOptions& options = spec.synthetic_lm();
   if (options.vocab_size() < 2) {
-    return DatasetFieldError(
-        "dataset.synthetic_lm.vocab_size",
-        absl::StrCat("must be >= 2, got ", options.vocab_size()));
+    return DatasetFieldError("dataset.synthetic_lm.vocab_size",
+                             absl::StrCat("must be >= 2, got ", options.vocab_size()));
   }
   if (options.sequence_length() < 1) {
-    return DatasetFieldError(
-        "dataset.synthetic_lm.sequence_length",
-        absl::StrCat("must be >= 1, got ", options.sequence_length()));
+    return DatasetFieldError("dataset.synthetic_lm.sequence_length",
+                             absl::StrCat("must be >= 1, got ", options.sequence_length()));
   }
   if (options.num_sequences() < 1) {
-    return DatasetFieldError(
-        "dataset.synthetic_lm.num_sequences",
-        absl::StrCat("must be >= 1, got ", options.num_sequences()));
+    return DatasetFieldError("dataset.synthetic_lm.num_sequences",
+                             absl::StrCat("must be >= 1, got ", options.num_sequences()));
   }
-  const int64_t tokens =
-      int64_t{options.num_sequences()} * options.sequence_length();
+  const int64_t tokens = int64_t{options.num_sequences()} * options.sequence_length();
   if (tokens > kMaxTokensPerSplit) {
-    return DatasetFieldError(
-        "dataset.synthetic_lm.num_sequences",
-        absl::StrCat("num_sequences * sequence_length = ", tokens,
-                     " tokens per split; at most ", kMaxTokensPerSplit));
+    return DatasetFieldError("dataset.synthetic_lm.num_sequences",
+                             absl::StrCat("num_sequences * sequence_length = ", tokens,
+                                          " tokens per split; at most ", kMaxTokensPerSplit));
   }
   return absl::OkStatus();
 }
@@ -68,21 +62,19 @@ absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadSyntheticLm(
   TokenizedCorpus corpus;
   corpus.vocab_size = options.vocab_size();
   corpus.unk_id = -1;
-  const int64_t length =
-      int64_t{options.num_sequences()} * options.sequence_length() + 1;
+  const int64_t length = int64_t{options.num_sequences()} * options.sequence_length() + 1;
   for (Split split : {Split::kTrain, Split::kValid, Split::kTest}) {
-    DataRng rng =
-        DataRng::FromKeys({kSyntheticSalt, static_cast<uint64_t>(split)});
+    DataRng rng = DataRng::FromKeys({kSyntheticSalt, static_cast<uint64_t>(split)});
     std::vector<int32_t>& stream = corpus.split(split);
     stream.resize(length);
     for (int32_t& token : stream) {
       token = static_cast<int32_t>(rng.Below(options.vocab_size()));
     }
   }
-  const std::string source = absl::StrCat("synthetic_lm (num_sequences ",
-                                          options.num_sequences(), ")");
-  return TokenStreamDataset::Create(
-      std::move(corpus), options.sequence_length(), {source, source, source});
+  const std::string source =
+      absl::StrCat("synthetic_lm (num_sequences ", options.num_sequences(), ")");
+  return TokenStreamDataset::Create(std::move(corpus), options.sequence_length(),
+                                    {source, source, source});
 }
 
 MOELAB_REGISTER_DATASET(
@@ -90,8 +82,7 @@ MOELAB_REGISTER_DATASET(
     {.description = "uniformly random tokens, for throughput benchmarks",
      .resolve = ResolveSyntheticLm,
      .validate = ValidateSyntheticLm,
-     .load = [](const DatasetSpec& spec)
-         -> absl::StatusOr<std::unique_ptr<Dataset>> {
+     .load = [](const DatasetSpec& spec) -> absl::StatusOr<std::unique_ptr<Dataset>> {
        absl::StatusOr<std::unique_ptr<TokenStreamDataset>> dataset =
            LoadSyntheticLm(spec.synthetic_lm());
        if (!dataset.ok()) return dataset.status();

@@ -36,9 +36,8 @@ TEST(SyntheticLmTest, ResolveFillsDefaults) {
 
 TEST(SyntheticLmTest, ValidateNamesTheField) {
   const auto* entry = *DatasetRegistry().Find("synthetic_lm");
-  EXPECT_THAT(
-      entry->validate(Spec(1, 8, 4)).message(),
-      HasSubstr("dataset.synthetic_lm.vocab_size: must be >= 2, got 1"));
+  EXPECT_THAT(entry->validate(Spec(1, 8, 4)).message(),
+              HasSubstr("dataset.synthetic_lm.vocab_size: must be >= 2, got 1"));
   EXPECT_THAT(entry->validate(Spec(10, 0, 4)).message(),
               HasSubstr("dataset.synthetic_lm.sequence_length"));
   EXPECT_THAT(entry->validate(Spec(10, 8, -1)).message(),
@@ -62,13 +61,10 @@ TEST(SyntheticLmTest, UniformDeterministicTokensInShape) {
 
   Batch batch = (*a)->GetBatch(Split::kTrain, 32, 3, 1, 42);
   EXPECT_EQ(batch.inputs.sizes(), (std::vector<int64_t>{32, 16}));
-  EXPECT_TRUE(
-      batch.inputs.equal((*b)->GetBatch(Split::kTrain, 32, 3, 1, 42).inputs));
-  EXPECT_FALSE(
-      batch.inputs.equal((*a)->GetBatch(Split::kTrain, 32, 3, 2, 42).inputs));
+  EXPECT_TRUE(batch.inputs.equal((*b)->GetBatch(Split::kTrain, 32, 3, 1, 42).inputs));
+  EXPECT_FALSE(batch.inputs.equal((*a)->GetBatch(Split::kTrain, 32, 3, 2, 42).inputs));
   // Targets are the inputs shifted by one within the stream.
-  EXPECT_TRUE(
-      batch.targets.narrow(1, 0, 15).equal(batch.inputs.narrow(1, 1, 15)));
+  EXPECT_TRUE(batch.targets.narrow(1, 0, 15).equal(batch.inputs.narrow(1, 1, 15)));
 
   // Splits are different streams.
   EXPECT_FALSE((*a)->GetExamples(Split::kValid, {0})

@@ -1,10 +1,10 @@
 #include "core/data/token_stream_dataset.h"
 
-#include <cmath>
-#include <utility>
-
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
+
+#include <cmath>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -12,8 +12,7 @@ namespace moelab {
 namespace {
 
 int64_t ExamplesIn(const std::vector<int32_t>& stream, int64_t length) {
-  return stream.empty() ? 0
-                        : (static_cast<int64_t>(stream.size()) - 1) / length;
+  return stream.empty() ? 0 : (static_cast<int64_t>(stream.size()) - 1) / length;
 }
 
 }  // namespace
@@ -29,17 +28,16 @@ absl::StatusOr<std::unique_ptr<TokenStreamDataset>> TokenStreamDataset::Create(
     const size_t tokens = corpus.split(split).size();
     if (ExamplesIn(corpus.split(split), sequence_length) < 1) {
       return absl::FailedPreconditionError(absl::StrCat(
-          split_sources[static_cast<int>(split)], ": the ", SplitName(split),
-          " split has ", tokens, " tokens, fewer than sequence_length + 1 = ",
-          sequence_length + 1, " needed for one sequence"));
+          split_sources[static_cast<int>(split)], ": the ", SplitName(split), " split has ", tokens,
+          " tokens, fewer than sequence_length + 1 = ", sequence_length + 1,
+          " needed for one sequence"));
     }
   }
   return std::unique_ptr<TokenStreamDataset>(
       new TokenStreamDataset(std::move(corpus), sequence_length));
 }
 
-TokenStreamDataset::TokenStreamDataset(TokenizedCorpus corpus,
-                                       int64_t sequence_length)
+TokenStreamDataset::TokenStreamDataset(TokenizedCorpus corpus, int64_t sequence_length)
     : corpus_(std::move(corpus)),
       order_(ExamplesIn(corpus_.split(Split::kTrain), sequence_length)) {
   info_.task = Task::kLanguageModeling;
@@ -52,16 +50,13 @@ int64_t TokenStreamDataset::NumExamples(Split split) const {
   return ExamplesIn(corpus_.split(split), info_.sequence_length);
 }
 
-Batch TokenStreamDataset::GetBatch(Split split, int64_t batch_size,
-                                   int64_t index, int64_t epoch,
+Batch TokenStreamDataset::GetBatch(Split split, int64_t batch_size, int64_t index, int64_t epoch,
                                    uint64_t seed) const {
   return GetExamples(
-      split, order_.BatchExamples(split, NumExamples(split), batch_size, index,
-                                  epoch, seed));
+      split, order_.BatchExamples(split, NumExamples(split), batch_size, index, epoch, seed));
 }
 
-Batch TokenStreamDataset::GetExamples(
-    Split split, const std::vector<int64_t>& indices) const {
+Batch TokenStreamDataset::GetExamples(Split split, const std::vector<int64_t>& indices) const {
   CheckExampleIndices(split, NumExamples(split), indices);
   const int64_t length = info_.sequence_length;
   const int64_t batch = static_cast<int64_t>(indices.size());
@@ -86,8 +81,8 @@ double TokenStreamDataset::UnigramPerplexity(Split split) const {
   std::vector<double> log_prob(corpus_.vocab_size, 0.0);
   std::vector<int64_t> counts(corpus_.vocab_size, 0);
   for (int32_t id : train) ++counts[id];
-  const double denominator = static_cast<double>(train.size()) +
-                             static_cast<double>(corpus_.vocab_size);
+  const double denominator =
+      static_cast<double>(train.size()) + static_cast<double>(corpus_.vocab_size);
   for (int64_t id = 0; id < corpus_.vocab_size; ++id) {
     log_prob[id] = std::log((counts[id] + 1.0) / denominator);
   }

@@ -39,8 +39,7 @@ class TokenStreamDataset : public Dataset {
   int64_t NumExamples(Split split) const override;
   Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t epoch,
                  uint64_t seed) const override;
-  Batch GetExamples(Split split,
-                    const std::vector<int64_t>& indices) const override;
+  Batch GetExamples(Split split, const std::vector<int64_t>& indices) const override;
 
   const TokenizedCorpus& corpus() const { return corpus_; }
 

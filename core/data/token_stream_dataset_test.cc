@@ -1,5 +1,6 @@
 #include "core/data/token_stream_dataset.h"
 
+#include <ATen/ops/equal.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -9,8 +10,6 @@
 #include <set>
 #include <string>
 #include <vector>
-
-#include <ATen/ops/equal.h>
 
 #include "absl/strings/str_split.h"
 #include "core/data/corpus.h"
@@ -27,8 +26,7 @@ using ::testing::HasSubstr;
 // A tokenizer over a fixed space-separated string.
 SplitTokenizer Words(std::string text) {
   return [text](TokenSink emit) {
-    for (absl::string_view word :
-         absl::StrSplit(text, ' ', absl::SkipEmpty())) {
+    for (absl::string_view word : absl::StrSplit(text, ' ', absl::SkipEmpty())) {
       emit(word);
     }
     return absl::OkStatus();
@@ -37,27 +35,23 @@ SplitTokenizer Words(std::string text) {
 
 std::vector<int64_t> ToVector(const at::Tensor& t) {
   const at::Tensor c = t.contiguous();
-  return std::vector<int64_t>(c.data_ptr<int64_t>(),
-                              c.data_ptr<int64_t>() + c.numel());
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
 // A corpus whose streams are 0..n-1 of each split, so ids are positions.
 TokenizedCorpus PositionCorpus(int32_t train, int32_t valid, int32_t test) {
   TokenizedCorpus corpus;
   corpus.vocab_size = std::max({train, valid, test});
-  for (auto [split, n] :
-       {std::pair{Split::kTrain, train}, std::pair{Split::kValid, valid},
-        std::pair{Split::kTest, test}}) {
+  for (auto [split, n] : {std::pair{Split::kTrain, train}, std::pair{Split::kValid, valid},
+                          std::pair{Split::kTest, test}}) {
     corpus.split(split).resize(n);
     std::iota(corpus.split(split).begin(), corpus.split(split).end(), 0);
   }
   return corpus;
 }
 
-std::unique_ptr<TokenStreamDataset> MustCreate(TokenizedCorpus corpus,
-                                               int64_t length) {
-  auto dataset =
-      TokenStreamDataset::Create(std::move(corpus), length, {"tr", "va", "te"});
+std::unique_ptr<TokenStreamDataset> MustCreate(TokenizedCorpus corpus, int64_t length) {
+  auto dataset = TokenStreamDataset::Create(std::move(corpus), length, {"tr", "va", "te"});
   EXPECT_TRUE(dataset.ok()) << dataset.status();
   return *std::move(dataset);
 }
@@ -103,9 +97,7 @@ TEST(CorpusTest, TokenizeLinesAddsEosPerLineLikeTheWikiTextLoaders) {
       emit(w);
     }
   };
-  const auto collect = [&](absl::string_view token) {
-    tokens.emplace_back(token);
-  };
+  const auto collect = [&](absl::string_view token) { tokens.emplace_back(token); };
   TokenizeLines("x y\n \nz\n", split_spaces, collect);
   EXPECT_THAT(tokens, ElementsAre("x", "y", "<eos>", "<eos>", "z", "<eos>"));
   tokens.clear();
@@ -118,27 +110,22 @@ TEST(CorpusTest, TokenizeLinesAddsEosPerLineLikeTheWikiTextLoaders) {
 
 TEST(CorpusTest, IdsFollowTrainFrequencyThenBytesWithRareWordsUnk) {
   // Train counts: a 3, b 2, z 2, <eos> 2, c 1 (rare), <unk> 1.
-  absl::StatusOr<TokenizedCorpus> corpus =
-      BuildCorpus(Words("a b z a c <eos> z a b <unk> <eos>"),
-                  Words("b c d z <unk> <eos>"), Words("a a <eos>"),
-                  /*min_count=*/2);
+  absl::StatusOr<TokenizedCorpus> corpus = BuildCorpus(
+      Words("a b z a c <eos> z a b <unk> <eos>"), Words("b c d z <unk> <eos>"), Words("a a <eos>"),
+      /*min_count=*/2);
   ASSERT_TRUE(corpus.ok()) << corpus.status();
   EXPECT_THAT(corpus->words, ElementsAre("<unk>", "<eos>", "a", "b", "z"));
   EXPECT_EQ(corpus->vocab_size, 5);
   EXPECT_EQ(corpus->unk_id, 0);
-  EXPECT_THAT(corpus->split(Split::kTrain),
-              ElementsAre(2, 3, 4, 2, 0, 1, 4, 2, 3, 0, 1));
+  EXPECT_THAT(corpus->split(Split::kTrain), ElementsAre(2, 3, 4, 2, 0, 1, 4, 2, 3, 0, 1));
   // c is rare in train, d absent from it: both <unk>.
   EXPECT_THAT(corpus->split(Split::kValid), ElementsAre(3, 0, 0, 4, 0, 1));
   EXPECT_THAT(corpus->split(Split::kTest), ElementsAre(2, 2, 1));
 }
 
 TEST(CorpusTest, TokenizerErrorsPropagate) {
-  SplitTokenizer failing = [](TokenSink) {
-    return absl::DataLossError("/x/valid.txt: broken");
-  };
-  absl::StatusOr<TokenizedCorpus> corpus =
-      BuildCorpus(Words("a <eos>"), failing, Words("a"), 1);
+  SplitTokenizer failing = [](TokenSink) { return absl::DataLossError("/x/valid.txt: broken"); };
+  absl::StatusOr<TokenizedCorpus> corpus = BuildCorpus(Words("a <eos>"), failing, Words("a"), 1);
   ASSERT_FALSE(corpus.ok());
   EXPECT_THAT(corpus.status().message(), HasSubstr("/x/valid.txt"));
 }
@@ -217,8 +204,8 @@ TEST(TokenStreamDatasetTest, UnigramPerplexityUsesAddOneTrainCounts) {
   corpus.split(Split::kTest) = {2, 2, 2};
   auto dataset = MustCreate(std::move(corpus), 2);
   // Train counts 0:1 1:1 2:3 3:2, N = 7, V = 4: p = (c + 1) / 11.
-  const double expected_valid = std::exp(
-      -(2 * std::log(2.0 / 11) + std::log(2.0 / 11) + std::log(4.0 / 11)) / 4);
+  const double expected_valid =
+      std::exp(-(2 * std::log(2.0 / 11) + std::log(2.0 / 11) + std::log(4.0 / 11)) / 4);
   EXPECT_NEAR(dataset->UnigramPerplexity(Split::kValid), expected_valid, 1e-12);
   EXPECT_NEAR(dataset->UnigramPerplexity(Split::kTest), 11.0 / 4, 1e-12);
 
@@ -232,12 +219,8 @@ class NotAStream : public Dataset {
  public:
   const DatasetInfo& info() const override { return info_; }
   int64_t NumExamples(Split) const override { return 0; }
-  Batch GetBatch(Split, int64_t, int64_t, int64_t, uint64_t) const override {
-    return {};
-  }
-  Batch GetExamples(Split, const std::vector<int64_t>&) const override {
-    return {};
-  }
+  Batch GetBatch(Split, int64_t, int64_t, int64_t, uint64_t) const override { return {}; }
+  Batch GetExamples(Split, const std::vector<int64_t>&) const override { return {}; }
 
  private:
   DatasetInfo info_;
@@ -249,8 +232,8 @@ TEST(TokenStreamDatasetTest, UnigramPerplexityOfOtherDatasetsIsAnError) {
 }
 
 TEST(TokenStreamDatasetTest, SplitTooShortForOneSequenceNamesItsSource) {
-  auto dataset = TokenStreamDataset::Create(PositionCorpus(40, 4, 40), 4,
-                                            {"tr", "the valid file", "te"});
+  auto dataset =
+      TokenStreamDataset::Create(PositionCorpus(40, 4, 40), 4, {"tr", "the valid file", "te"});
   ASSERT_FALSE(dataset.ok());
   EXPECT_THAT(dataset.status().message(), HasSubstr("the valid file"));
   EXPECT_THAT(dataset.status().message(), HasSubstr("4 tokens"));

@@ -15,8 +15,8 @@
 namespace moelab {
 namespace {
 
-constexpr std::array<const char*, 3> kFiles = {
-    "wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"};
+constexpr std::array<const char*, 3> kFiles = {"wiki.train.tokens", "wiki.valid.tokens",
+                                               "wiki.test.tokens"};
 
 // Byte length of the whitespace character at line[i] by Python's
 // str.split() rules (which the reference loaders use), else 0.
@@ -32,9 +32,7 @@ size_t WhitespaceLength(absl::string_view line, size_t i) {
   if (b0 == 0xC2) return b1 == 0x85 || b1 == 0xA0 ? 2 : 0;  // U+0085, U+00A0
   if (b0 == 0xE1) return b1 == 0x9A && b2 == 0x80 ? 3 : 0;  // U+1680
   if (b0 == 0xE2 && b1 == 0x80) {  // U+2000..U+200A, U+2028, U+2029, U+202F
-    return (b2 >= 0x80 && b2 <= 0x8A) || b2 == 0xA8 || b2 == 0xA9 || b2 == 0xAF
-               ? 3
-               : 0;
+    return (b2 >= 0x80 && b2 <= 0x8A) || b2 == 0xA8 || b2 == 0xA9 || b2 == 0xAF ? 3 : 0;
   }
   if (b0 == 0xE2) return b1 == 0x81 && b2 == 0x9F ? 3 : 0;  // U+205F
   if (b0 == 0xE3) return b1 == 0x80 && b2 == 0x80 ? 3 : 0;  // U+3000
@@ -64,8 +62,7 @@ absl::Status TokenizeFile(const std::string& path, TokenSink emit) {
     emit(token);
   });
   if (!any_word) {
-    return absl::DataLossError(
-        absl::StrCat(path, ": empty corpus (no tokens)"));
+    return absl::DataLossError(absl::StrCat(path, ": empty corpus (no tokens)"));
   }
   return absl::OkStatus();
 }
@@ -80,20 +77,16 @@ void ResolveWikiText(DatasetSpec* spec) {
 }
 
 absl::Status ValidateWikiText(const DatasetSpec& spec) {
-  if (absl::Status s =
-          CheckDatasetOptionsCase(spec, DatasetSpec::kWikitext, "wikitext");
-      !s.ok()) {
+  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kWikitext, "wikitext"); !s.ok()) {
     return s;
   }
   const WikiTextOptions& options = spec.wikitext();
   if (options.sequence_length() < 1) {
-    return DatasetFieldError(
-        "dataset.wikitext.sequence_length",
-        absl::StrCat("must be >= 1, got ", options.sequence_length()));
+    return DatasetFieldError("dataset.wikitext.sequence_length",
+                             absl::StrCat("must be >= 1, got ", options.sequence_length()));
   }
-  if (absl::Status s = CheckDirectoryField(
-          "dataset.wikitext.data_dir", options.data_dir(),
-          "the directory holding wiki.{train,valid,test}.tokens");
+  if (absl::Status s = CheckDirectoryField("dataset.wikitext.data_dir", options.data_dir(),
+                                           "the directory holding wiki.{train,valid,test}.tokens");
       !s.ok()) {
     return s;
   }
@@ -101,9 +94,8 @@ absl::Status ValidateWikiText(const DatasetSpec& spec) {
   for (const char* file : kFiles) {
     std::error_code error;
     if (!std::filesystem::is_regular_file(dir + "/" + file, error)) {
-      return absl::NotFoundError(
-          absl::StrCat("dataset.wikitext.data_dir: ", file, " not found in '",
-                       options.data_dir(), "'"));
+      return absl::NotFoundError(absl::StrCat("dataset.wikitext.data_dir: ", file,
+                                              " not found in '", options.data_dir(), "'"));
     }
   }
   return absl::OkStatus();
@@ -111,8 +103,7 @@ absl::Status ValidateWikiText(const DatasetSpec& spec) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadWikiText(
-    const WikiTextOptions& options) {
+absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadWikiText(const WikiTextOptions& options) {
   const std::string dir = ResolveUserPath(options.data_dir());
   std::array<std::string, 3> paths;
   for (int i = 0; i < 3; ++i) paths[i] = absl::StrCat(dir, "/", kFiles[i]);
@@ -121,12 +112,10 @@ absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadWikiText(
       return TokenizeFile(paths[static_cast<int>(split)], emit);
     };
   };
-  absl::StatusOr<TokenizedCorpus> corpus =
-      BuildCorpus(tokenizer(Split::kTrain), tokenizer(Split::kValid),
-                  tokenizer(Split::kTest), /*min_count=*/1);
+  absl::StatusOr<TokenizedCorpus> corpus = BuildCorpus(
+      tokenizer(Split::kTrain), tokenizer(Split::kValid), tokenizer(Split::kTest), /*min_count=*/1);
   if (!corpus.ok()) return corpus.status();
-  return TokenStreamDataset::Create(*std::move(corpus),
-                                    options.sequence_length(), paths);
+  return TokenStreamDataset::Create(*std::move(corpus), options.sequence_length(), paths);
 }
 
 MOELAB_REGISTER_DATASET(
@@ -134,10 +123,8 @@ MOELAB_REGISTER_DATASET(
     {.description = "WikiText-2/103 released token files, word-level LM",
      .resolve = ResolveWikiText,
      .validate = ValidateWikiText,
-     .load = [](const DatasetSpec& spec)
-         -> absl::StatusOr<std::unique_ptr<Dataset>> {
-       absl::StatusOr<std::unique_ptr<TokenStreamDataset>> dataset =
-           LoadWikiText(spec.wikitext());
+     .load = [](const DatasetSpec& spec) -> absl::StatusOr<std::unique_ptr<Dataset>> {
+       absl::StatusOr<std::unique_ptr<TokenStreamDataset>> dataset = LoadWikiText(spec.wikitext());
        if (!dataset.ok()) return dataset.status();
        return std::unique_ptr<Dataset>(*std::move(dataset));
      },

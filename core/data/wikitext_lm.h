@@ -19,8 +19,7 @@
 
 namespace moelab {
 
-absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadWikiText(
-    const WikiTextOptions& options);
+absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadWikiText(const WikiTextOptions& options);
 
 }  // namespace moelab
 

@@ -27,14 +27,12 @@ using ::testing::HasSubstr;
 // format (leading spaces, " = Heading = " lines, blank " " lines, <unk>,
 // @.@ and @,@).
 std::string FixtureDir() {
-  return absl::StrCat(std::getenv("TEST_SRCDIR"), "/",
-                      std::getenv("TEST_WORKSPACE"),
+  return absl::StrCat(std::getenv("TEST_SRCDIR"), "/", std::getenv("TEST_WORKSPACE"),
                       "/core/data/testdata/wikitext");
 }
 
 std::string MakeDir(const std::string& name) {
-  const std::string dir =
-      absl::StrCat(::testing::TempDir(), "/wikitext_", name);
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/wikitext_", name);
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
@@ -68,32 +66,27 @@ TEST(WikiTextLmTest, FixtureMatchesTheReferenceLoader) {
   EXPECT_EQ(corpus.split(Split::kTest).size(), 108u);
   EXPECT_EQ(corpus.vocab_size, 281);
   EXPECT_THAT(Prefix(corpus.words, 10),
-              ElementsAre("<unk>", "<eos>", "the", "a", ".", ",", "and", "of",
-                          "=", "was"));
+              ElementsAre("<unk>", "<eos>", "the", "a", ".", ",", "and", "of", "=", "was"));
   EXPECT_THAT(Prefix(corpus.split(Split::kTrain), 12),
               ElementsAre(1, 8, 48, 52, 50, 8, 1, 1, 48, 52, 50, 16));
   EXPECT_THAT(Prefix(corpus.split(Split::kValid), 12),
               ElementsAre(1, 8, 0, 0, 0, 8, 1, 1, 0, 0, 0, 16));
-  EXPECT_NEAR((*dataset)->UnigramPerplexity(Split::kValid), 134.22928221518603,
-              1e-9);
-  EXPECT_NEAR((*dataset)->UnigramPerplexity(Split::kTest), 113.19110716898673,
-              1e-9);
+  EXPECT_NEAR((*dataset)->UnigramPerplexity(Split::kValid), 134.22928221518603, 1e-9);
+  EXPECT_NEAR((*dataset)->UnigramPerplexity(Split::kTest), 113.19110716898673, 1e-9);
   EXPECT_EQ((*dataset)->NumExamples(Split::kValid), (127 - 1) / 8);
 }
 
 TEST(WikiTextLmTest, LinesBlankLinesUnkAndUnicodeSpaces) {
   const std::string dir = MakeDir("lines");
   // "\u00a0" (no-break space) separates tokens, as Python's str.split() does.
-  WriteFile(dir + "/wiki.train.tokens",
-            " = A = \n \n b a <unk> a\u00a0c \n\nb a");
+  WriteFile(dir + "/wiki.train.tokens", " = A = \n \n b a <unk> a\u00a0c \n\nb a");
   WriteFile(dir + "/wiki.valid.tokens", " a z <unk> \n");
   WriteFile(dir + "/wiki.test.tokens", "c\tb\n");
   auto dataset = LoadWikiText(Options(dir, 1));
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   const TokenizedCorpus& corpus = (*dataset)->corpus();
   // Train counts: <eos> 5, a 3, = 2, b 2, A 1, c 1, <unk> 1.
-  EXPECT_THAT(corpus.words,
-              ElementsAre("<unk>", "<eos>", "a", "=", "b", "A", "c"));
+  EXPECT_THAT(corpus.words, ElementsAre("<unk>", "<eos>", "a", "=", "b", "A", "c"));
   EXPECT_THAT(corpus.split(Split::kTrain),
               ElementsAreArray({3, 5, 3, 1, 1, 4, 2, 0, 2, 6, 1, 1, 4, 2, 1}));
   EXPECT_THAT(corpus.split(Split::kValid), ElementsAre(2, 0, 0, 1));
@@ -132,21 +125,18 @@ TEST(WikiTextLmTest, FileErrorsNameTheFile) {
   auto dataset = LoadWikiText(Options(dir, 2));
   ASSERT_FALSE(dataset.ok());
   EXPECT_EQ(dataset.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(dataset.status().message(),
-              HasSubstr(dir + "/wiki.valid.tokens: cannot open"));
+  EXPECT_THAT(dataset.status().message(), HasSubstr(dir + "/wiki.valid.tokens: cannot open"));
 
   WriteFile(dir + "/wiki.valid.tokens", " \n\n \n");
   dataset = LoadWikiText(Options(dir, 2));
   ASSERT_FALSE(dataset.ok());
-  EXPECT_THAT(dataset.status().message(),
-              HasSubstr(dir + "/wiki.valid.tokens: empty corpus"));
+  EXPECT_THAT(dataset.status().message(), HasSubstr(dir + "/wiki.valid.tokens: empty corpus"));
 
   WriteFile(dir + "/wiki.valid.tokens", " a b \n");
   dataset = LoadWikiText(Options(dir, 3));
   ASSERT_FALSE(dataset.ok());
-  EXPECT_THAT(
-      dataset.status().message(),
-      HasSubstr(dir + "/wiki.valid.tokens: the valid split has 3 tokens"));
+  EXPECT_THAT(dataset.status().message(),
+              HasSubstr(dir + "/wiki.valid.tokens: the valid split has 3 tokens"));
   EXPECT_TRUE(LoadWikiText(Options(dir, 2)).ok());
 }
 
@@ -193,8 +183,7 @@ TEST(WikiTextLmTest, MultibyteUtf8Loads) {
   const std::string text =
       " = Caf\xc3\xa9 = \n \xe6\x97\xa5\xe6\x9c\xac Caf\xc3\xa9 "
       "\xf0\x9f\x98\x80 \xe2\x80\x94 \n";
-  for (const char* file :
-       {"/wiki.train.tokens", "/wiki.valid.tokens", "/wiki.test.tokens"}) {
+  for (const char* file : {"/wiki.train.tokens", "/wiki.valid.tokens", "/wiki.test.tokens"}) {
     WriteFile(dir + file, text);
   }
   auto dataset = LoadWikiText(Options(dir, 2));
@@ -213,8 +202,7 @@ TEST(WikiTextLmTest, ResolveAndValidate) {
   entry->resolve(&spec);
   ASSERT_TRUE(spec.has_wikitext());
   EXPECT_EQ(spec.wikitext().sequence_length(), 256);
-  EXPECT_THAT(entry->validate(spec).message(),
-              HasSubstr("dataset.wikitext.data_dir: must be set"));
+  EXPECT_THAT(entry->validate(spec).message(), HasSubstr("dataset.wikitext.data_dir: must be set"));
 
   spec.mutable_wikitext()->set_data_dir("/nonexistent/wt103");
   EXPECT_THAT(entry->validate(spec).message(),
@@ -227,15 +215,13 @@ TEST(WikiTextLmTest, ResolveAndValidate) {
   spec.mutable_wikitext()->set_data_dir(dir);
   absl::Status status = entry->validate(spec);
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(status.message(),
-              HasSubstr("dataset.wikitext.data_dir: wiki.test.tokens not found "
-                        "in '" +
-                        dir + "'"));
+  EXPECT_THAT(status.message(), HasSubstr("dataset.wikitext.data_dir: wiki.test.tokens not found "
+                                          "in '" +
+                                          dir + "'"));
   WriteFile(dir + "/wiki.test.tokens", "a\n");
   EXPECT_TRUE(entry->validate(spec).ok());
   spec.mutable_wikitext()->set_sequence_length(-1);
-  EXPECT_THAT(entry->validate(spec).message(),
-              HasSubstr("dataset.wikitext.sequence_length"));
+  EXPECT_THAT(entry->validate(spec).message(), HasSubstr("dataset.wikitext.sequence_length"));
 }
 
 }  // namespace

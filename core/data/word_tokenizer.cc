@@ -41,14 +41,11 @@ CodePoint DecodeAt(absl::string_view s, size_t i) {
 }
 
 bool IsSpace(uint32_t c) {
-  return c == ' ' || (c >= '\t' && c <= '\r') || c == 0xA0 ||
-         (c >= 0x2000 && c <= 0x200B) || c == 0x202F || c == 0x205F ||
-         c == 0x3000 || c == 0xFEFF;
+  return c == ' ' || (c >= '\t' && c <= '\r') || c == 0xA0 || (c >= 0x2000 && c <= 0x200B) ||
+         c == 0x202F || c == 0x205F || c == 0x3000 || c == 0xFEFF;
 }
 
-bool IsAsciiLetter(uint32_t c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
+bool IsAsciiLetter(uint32_t c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool IsDigit(uint32_t c) { return c >= '0' && c <= '9'; }
 
 bool IsWordChar(uint32_t c) {
@@ -58,8 +55,7 @@ bool IsWordChar(uint32_t c) {
 
 // Rewrites curly quotes and Unicode hyphens to ASCII. Returns `line` itself
 // when there is nothing to rewrite.
-absl::string_view NormalizePunctuation(absl::string_view line,
-                                       std::string* storage) {
+absl::string_view NormalizePunctuation(absl::string_view line, std::string* storage) {
   bool rewrite = false;
   for (char c : line) rewrite |= static_cast<uint8_t>(c) >= 0x80;
   if (!rewrite) return line;
@@ -112,9 +108,7 @@ class ProseScanner {
   }
 
  private:
-  bool WordCharAt(size_t i) const {
-    return i < s_.size() && IsWordChar(DecodeAt(s_, i).value);
-  }
+  bool WordCharAt(size_t i) const { return i < s_.size() && IsWordChar(DecodeAt(s_, i).value); }
   char At(size_t i) const { return i < s_.size() ? s_[i] : '\0'; }
   static bool Is(char c, char lower) { return c == lower || c == lower - 32; }
 
@@ -145,8 +139,7 @@ class ProseScanner {
     if ((Is(a, 's') || Is(a, 'm') || Is(a, 'd')) && !WordCharAt(j + 2)) {
       return 2;
     }
-    if (((Is(a, 'l') && Is(b, 'l')) || (Is(a, 'r') && Is(b, 'e')) ||
-         (Is(a, 'v') && Is(b, 'e'))) &&
+    if (((Is(a, 'l') && Is(b, 'l')) || (Is(a, 'r') && Is(b, 'e')) || (Is(a, 'v') && Is(b, 'e'))) &&
         !WordCharAt(j + 3)) {
       return 3;
     }
@@ -165,8 +158,7 @@ class ProseScanner {
           emit_(s_.substr(j, suffix));
           return j + suffix;
         }
-        if (j > start && Is(At(j - 1), 'n') && Is(At(j + 1), 't') &&
-            !WordCharAt(j + 2)) {
+        if (j > start && Is(At(j - 1), 'n') && Is(At(j + 1), 't') && !WordCharAt(j + 2)) {
           if (j - 1 > start) emit_(s_.substr(start, j - 1 - start));
           emit_(s_.substr(j - 1, 3));
           return j + 2;
@@ -179,8 +171,8 @@ class ProseScanner {
       emit_(s_.substr(start, j - start));
       if (!WordCharAt(j + 1)) return j;
       const char c = At(j);
-      const bool between_digits = IsDigit(static_cast<uint8_t>(At(j - 1))) &&
-                                  IsDigit(static_cast<uint8_t>(At(j + 1)));
+      const bool between_digits =
+          IsDigit(static_cast<uint8_t>(At(j - 1))) && IsDigit(static_cast<uint8_t>(At(j + 1)));
       if (c == '-') {
         emit_("@-@");
       } else if (c == ',' && between_digits) {
@@ -208,8 +200,7 @@ void TokenizeProse(absl::string_view line, TokenSink emit) {
 
 std::vector<std::string> TokenizeProseToStrings(absl::string_view line) {
   std::vector<std::string> tokens;
-  TokenizeProse(line,
-                [&](absl::string_view token) { tokens.emplace_back(token); });
+  TokenizeProse(line, [&](absl::string_view token) { tokens.emplace_back(token); });
   return tokens;
 }
 

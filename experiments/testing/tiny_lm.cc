@@ -26,8 +26,7 @@ ExperimentSpec TinyMoeLmSpec(const std::string& router, double top_k) {
 }
 
 absl::StatusOr<std::shared_ptr<Model>> MakeTinyMoeLm(ExperimentSpec* spec, uint64_t seed) {
-  absl::StatusOr<const ModelRegistration*> model_entry =
-      ModelRegistry().Find(spec->model().name());
+  absl::StatusOr<const ModelRegistration*> model_entry = ModelRegistry().Find(spec->model().name());
   if (!model_entry.ok()) return model_entry.status();
   if (absl::Status s = (*model_entry)->resolve(spec->mutable_model()); !s.ok()) return s;
   absl::StatusOr<const RouterRegistration*> router_entry =

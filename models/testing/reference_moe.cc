@@ -15,8 +15,7 @@ at::Tensor ReferenceMoe(MoeLayerImpl& layer, const at::Tensor& hidden,
   const int64_t b = hidden.size(0), t = hidden.size(1), dim = hidden.size(2);
   const int64_t e = layer.options.num_experts();
   const at::Tensor x = hidden.reshape({b * t, dim});
-  const at::Tensor selected =
-      decision.selected.reshape({b * t, e}).to(at::kCPU);
+  const at::Tensor selected = decision.selected.reshape({b * t, e}).to(at::kCPU);
   const at::Tensor combine = decision.combine_weights.reshape({b * t, e});
   std::vector<at::Tensor> rows;
   for (int64_t n = 0; n < b * t; ++n) {
@@ -24,8 +23,7 @@ at::Tensor ReferenceMoe(MoeLayerImpl& layer, const at::Tensor& hidden,
     for (int64_t j = 0; j < e; ++j) {
       if (!selected[n][j].item<bool>()) continue;
       const at::Tensor h =
-          ApplyActivation(at::matmul(x[n], layer.w1[j]) + layer.b1[j],
-                          layer.options.activation());
+          ApplyActivation(at::matmul(x[n], layer.w1[j]) + layer.b1[j], layer.options.activation());
       acc = acc + combine[n][j] * (at::matmul(h, layer.w2[j]) + layer.b2[j]);
     }
     if (layer.shared) acc = acc + layer.shared->forward(x[n]);

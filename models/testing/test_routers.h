@@ -20,11 +20,10 @@ namespace moelab {
 
 class TestRouter : public Router {
  public:
-  TestRouter(int64_t model_dim, int64_t num_experts, int64_t top_k,
-             bool needs_attention = false, RouterSpec spec = RouterSpec());
+  TestRouter(int64_t model_dim, int64_t num_experts, int64_t top_k, bool needs_attention = false,
+             RouterSpec spec = RouterSpec());
 
-  RoutingDecision Route(const at::Tensor& hidden,
-                        const RoutingContext& context) override;
+  RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
   bool NeedsAttention() const override { return needs_attention_; }
   bool IsCausal(bool) const override { return true; }
 

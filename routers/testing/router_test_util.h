@@ -4,13 +4,13 @@
 // Helpers for router tests: build a registered router the way a run does
 // (resolve, validate, create) and set its parameters by name.
 
-#include <memory>
-#include <string>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/grad_mode.h>
+
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/router.h"
@@ -21,18 +21,16 @@ namespace testing {
 
 // Resolves `spec` with the registered router's `resolve`, then validates and
 // creates it through CreateRouter.
-inline absl::StatusOr<std::shared_ptr<Router>> ResolveAndCreate(
-    RouterSpec spec, const RouterDims& dims) {
-  absl::StatusOr<const RouterRegistration*> entry =
-      RouterRegistry().Find(spec.name());
+inline absl::StatusOr<std::shared_ptr<Router>> ResolveAndCreate(RouterSpec spec,
+                                                                const RouterDims& dims) {
+  absl::StatusOr<const RouterRegistration*> entry = RouterRegistry().Find(spec.name());
   if (!entry.ok()) return entry.status();
   if ((*entry)->resolve) (*entry)->resolve(&spec, dims);
   return CreateRouter(spec, dims);
 }
 
 // Overwrites the router's parameter `name` with `value` (same shape).
-inline void SetParameter(Router& router, const std::string& name,
-                         const at::Tensor& value) {
+inline void SetParameter(Router& router, const std::string& name, const at::Tensor& value) {
   at::Tensor* parameter = router.named_parameters().find(name);
   ASSERT_NE(parameter, nullptr) << "no parameter named " << name;
   torch::NoGradGuard no_grad;
@@ -46,14 +44,12 @@ inline at::Tensor Parameter(Router& router, const std::string& name) {
 }
 
 // A bool tensor from 0/1 values (at::tensor has no bool overload).
-inline at::Tensor Mask(const std::vector<int64_t>& values,
-                       at::IntArrayRef shape) {
+inline at::Tensor Mask(const std::vector<int64_t>& values, at::IntArrayRef shape) {
   return at::tensor(values).reshape(shape).to(at::kBool);
 }
 
 // Asserts |actual - expected| <= tolerance elementwise, in row-major order.
-inline void ExpectTensorNear(const at::Tensor& actual,
-                             const std::vector<double>& expected,
+inline void ExpectTensorNear(const at::Tensor& actual, const std::vector<double>& expected,
                              double tolerance = 1e-6) {
   at::Tensor flat = actual.detach().reshape({-1}).to(at::kDouble).contiguous();
   ASSERT_EQ(flat.numel(), static_cast<int64_t>(expected.size()));
@@ -72,8 +68,8 @@ inline RoutingContext Context(bool training, bool causal = false) {
 
 // The documented invariants every decision keeps: shapes, combine weights
 // finite, non-negative and zero outside `selected`.
-inline void ExpectWellFormed(const RoutingDecision& d, int64_t batch,
-                             int64_t tokens, int64_t experts) {
+inline void ExpectWellFormed(const RoutingDecision& d, int64_t batch, int64_t tokens,
+                             int64_t experts) {
   const std::vector<int64_t> shape = {batch, tokens, experts};
   ASSERT_TRUE(d.logits.defined());
   ASSERT_TRUE(d.gate_probs.defined());
