@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "models/moe_layer.h"
 
 namespace moelab {
 
@@ -80,8 +81,7 @@ double ExpertFlopsPerToken(const TransformerStackShape& shape) {
 }
 
 int64_t ParametersPerExpert(const TransformerStackShape& shape) {
-  const int64_t d = shape.model_dim, h = shape.moe.expert_hidden();
-  return 2 * d * h + h + d;
+  return ExpertParameterCount(shape.model_dim, shape.moe.expert_hidden());
 }
 
 int64_t ActiveParametersPerToken(const TransformerStackShape& shape, int64_t total) {

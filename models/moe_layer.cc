@@ -46,9 +46,12 @@ void MoeLayerImpl::reset_parameters() {
   b2.uniform_(-hidden_bound, hidden_bound);
 }
 
+int64_t ExpertParameterCount(int64_t model_dim, int64_t expert_hidden) {
+  return 2 * model_dim * expert_hidden + expert_hidden + model_dim;
+}
+
 int64_t MoeLayerImpl::ParametersPerExpert() const {
-  const int64_t d = options.model_dim(), h = options.expert_hidden();
-  return 2 * d * h + h + d;
+  return ExpertParameterCount(options.model_dim(), options.expert_hidden());
 }
 
 MoeLayerOutput MoeLayerImpl::forward(const at::Tensor& hidden, const RoutingContext& context) {

@@ -43,6 +43,10 @@ struct MoeLayerOptions {
   TORCH_ARG(bool, shared_expert) = false;
 };
 
+// Parameters of one expert FFN on `model_dim` of width `expert_hidden`: its
+// two weight matrices and two biases, 2 D H + H + D.
+int64_t ExpertParameterCount(int64_t model_dim, int64_t expert_hidden);
+
 struct MoeLayerOutput {
   // [B, T, D]
   at::Tensor output;
@@ -69,7 +73,7 @@ class MoeLayerImpl : public torch::nn::Module {
 
   const std::shared_ptr<Router>& router() const { return router_; }
 
-  // Parameters of one expert: 2 D H + H + D.
+  // ExpertParameterCount of this layer's experts.
   int64_t ParametersPerExpert() const;
 
   MoeLayerOptions options;
