@@ -5,7 +5,9 @@
 
 #include <array>
 #include <cmath>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/routing_metrics.h"
 #include "google/protobuf/text_format.h"
@@ -208,16 +210,14 @@ TEST(TableReportTest, EndOfTrainingRoutingColumnsReadTheFinalEvaluation) {
   EXPECT_NEAR(v, 25, 1e-9);
 }
 
-// The within-row claim H(p) < H(r) compares the final evaluation's
-// entropies: here the last epoch's say H(p) < H(r) and the final ones the
-// opposite, and the verdict follows the final ones.
-TEST(TableReportTest, WithinRowEntropyClaimUsesTheFinalEvaluation) {
+// A one-row table ("sim") claiming Proposition 1, H(p) < H(r), within the
+// row; its columns are the two entropies and `extra_column` if given.
+TableSpec Proposition1Table(const std::string& extra_column = "") {
   TableSpec table;
-  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
-      R"pb(
-        name: "t"
-        title: "T"
-        columns: [ GATE_ENTROPY, AGGREGATED_ENTROPY, AGGREGATION_SELF_WEIGHT ]
+  const std::string columns = absl::StrCat("GATE_ENTROPY, AGGREGATED_ENTROPY",
+                                           extra_column.empty() ? "" : ", ", extra_column);
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      absl::StrCat("name: \"t\" title: \"T\" columns: [ ", columns, R"pb(                                                                          ]
         rows { label: "sim" }
         claims {
           text: "H(p) < H(r) (Proposition 1)"
@@ -226,8 +226,16 @@ TEST(TableReportTest, WithinRowEntropyClaimUsesTheFinalEvaluation) {
           row_a: "sim"
           expect: A_LOWER
         }
-      )pb",
+      )pb"),
       &table));
+  return table;
+}
+
+// The within-row claim H(p) < H(r) compares the final evaluation's
+// entropies: here the last epoch's say H(p) < H(r) and the final ones the
+// opposite, and the verdict follows the final ones.
+TEST(TableReportTest, WithinRowEntropyClaimUsesTheFinalEvaluation) {
+  const TableSpec table = Proposition1Table("AGGREGATION_SELF_WEIGHT");
   RowRuns row{&table.rows(0), {}};
   for (uint64_t seed : {1, 2, 3}) {
     RunResult run = EntropyRun(seed, 1.5, 1.0);  // last epoch: H(p) - H(r) = -0.5
@@ -360,22 +368,7 @@ TEST(TableReportTest, OnePairIsInconclusiveHoweverLarge) {
 }
 
 TEST(TableReportTest, WithinRowClaimComparesTwoColumnsOfTheSameRuns) {
-  TableSpec table;
-  ASSERT_TRUE(
-      google::protobuf::TextFormat::ParseFromString(R"pb(
-                                                      name: "t"
-                                                      title: "T"
-                                                      columns: [ GATE_ENTROPY, AGGREGATED_ENTROPY ]
-                                                      rows { label: "sim" }
-                                                      claims {
-                                                        text: "H(p) < H(r) (Proposition 1)"
-                                                        column: AGGREGATED_ENTROPY
-                                                        column_b: GATE_ENTROPY
-                                                        row_a: "sim"
-                                                        expect: A_LOWER
-                                                      }
-                                                    )pb",
-                                                    &table));
+  const TableSpec table = Proposition1Table();
   // H(p) - H(r) per seed: -0.5, -0.5, -0.55; mean -0.51667, sd 0.028868,
   // standard error 0.016667, half-width 4.3027 * 0.016667 = 0.071711.
   const std::vector<RowRuns> rows = {
