@@ -37,7 +37,19 @@ absl::StatusOr<std::unique_ptr<Dataset>> LoadDataset(const DatasetSpec& spec) {
   if (absl::Status status = (*entry)->validate(spec); !status.ok()) {
     return status;
   }
-  return (*entry)->load(spec);
+  absl::StatusOr<std::unique_ptr<Dataset>> dataset = (*entry)->load(spec);
+  if (!dataset.ok()) return dataset.status();
+  if (absl::Status status = (*dataset)->SetTrainSubset(spec.train_subset_examples());
+      !status.ok()) {
+    return status;
+  }
+  return dataset;
+}
+
+absl::Status Dataset::SetTrainSubset(int64_t examples) {
+  if (examples == 0) return absl::OkStatus();
+  return absl::UnimplementedError(
+      "dataset.train_subset_examples: this dataset plugin does not support training subsets");
 }
 
 std::string DataCacheDir() {

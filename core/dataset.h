@@ -71,6 +71,14 @@ class Dataset {
 
   // The examples at `indices` of an evaluation split, in that order.
   virtual Batch GetExamples(Split split, const std::vector<int64_t>& indices) const = 0;
+
+  // Trains on a fixed subset of `examples` training examples, the same for
+  // every seed (DatasetSpec.train_subset_examples; 0: the whole split).
+  // LoadDataset calls it once, before any batch; afterwards
+  // NumExamples(kTrain) is the subset's size. The datasets in core/data do it
+  // through ExampleOrder::SetTrainSubset. This default supports only 0, so a
+  // plugin that does not implement it fails with a clear error.
+  virtual absl::Status SetTrainSubset(int64_t examples);
 };
 
 struct DatasetRegistration {

@@ -263,6 +263,11 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
                                    "' (one is for language modelling, "
                                    "the other for image classification)"));
   }
+  if (spec.dataset().train_subset_examples() < 0) {
+    return FieldError("dataset.train_subset_examples",
+                      absl::StrCat("must be >= 0 (0 = the whole training split), got ",
+                                   spec.dataset().train_subset_examples()));
+  }
   if (absl::Status s = ValidateDevice(spec.runtime().device()); !s.ok()) return s;
   if (!Precision_IsValid(spec.runtime().precision())) {
     return FieldError(

@@ -70,7 +70,6 @@ class FashionMnistDataset : public Dataset {
                       int64_t valid_examples, bool augment)
       : train_(std::move(train)),
         test_(std::move(test)),
-        train_examples_(train_examples),
         valid_begin_(train_.size() - valid_examples),
         augment_(augment),
         order_(train_examples) {
@@ -101,7 +100,7 @@ class FashionMnistDataset : public Dataset {
   int64_t NumExamples(Split split) const override {
     switch (split) {
       case Split::kTrain:
-        return train_examples_;
+        return order_.num_train_examples();
       case Split::kValid:
         return train_.size() - valid_begin_;
       case Split::kTest:
@@ -120,7 +119,11 @@ class FashionMnistDataset : public Dataset {
 
   Batch GetExamples(Split split, const std::vector<int64_t>& indices) const override {
     CheckExampleIndices(split, NumExamples(split), indices);
-    return MakeBatch(split, indices, /*augment=*/false, 0, 0);
+    return MakeBatch(split, SplitExampleIndices(order_, split, indices), /*augment=*/false, 0, 0);
+  }
+
+  absl::Status SetTrainSubset(int64_t examples) override {
+    return order_.SetTrainSubset(examples, "the Fashion-MNIST training images");
   }
 
  private:
@@ -167,7 +170,6 @@ class FashionMnistDataset : public Dataset {
 
   LabelledImages train_;
   LabelledImages test_;
-  int64_t train_examples_;
   int64_t valid_begin_;
   bool augment_;
   ExampleOrder order_;

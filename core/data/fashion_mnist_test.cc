@@ -224,6 +224,38 @@ TEST(FashionMnistTest, MaxTrainExamplesKeepsTheFirstImages) {
                         "the 10 training images"));
 }
 
+TEST(FashionMnistTest, TrainSubsetIsEvenlySpacedAndAugmentedByItsOwnImage) {
+  // 10 training images (labels = index): a subset of 5 is images 0, 2, 4, 6, 8.
+  auto dataset = MustLoad(Options(MakeFixture("subset"), /*augment=*/true));
+  ASSERT_NE(dataset, nullptr);
+  ASSERT_TRUE(dataset->SetTrainSubset(5).ok());
+  EXPECT_EQ(dataset->NumExamples(Split::kTrain), 5);
+  const double mean = dataset->info().pixel_mean[0];
+  const double std = dataset->info().pixel_std[0];
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    Batch batch = dataset->GetBatch(Split::kTrain, 5, 0, epoch, 9);
+    std::set<int64_t> labels;
+    for (int b = 0; b < 5; ++b) {
+      const int image = static_cast<int>(batch.targets[b].item<int64_t>());
+      labels.insert(image);
+      // The augmented pixels are a crop/flip of that same image.
+      const std::vector<float> got = ToVector(batch.inputs[b]);
+      bool matched = false;
+      for (const std::vector<float>& candidate : Candidates(image, mean, std)) {
+        bool equal = true;
+        for (int p = 0; p < kPixels && equal; ++p) equal = std::abs(candidate[p] - got[p]) < 1e-5;
+        matched = matched || equal;
+      }
+      EXPECT_TRUE(matched) << "image " << image;
+    }
+    EXPECT_EQ(labels, (std::set<int64_t>{0, 2, 4, 6, 8}));
+  }
+  EXPECT_EQ(dataset->GetExamples(Split::kTrain, {3}).targets[0].item<int64_t>(), 6);
+  EXPECT_EQ(dataset->NumExamples(Split::kValid), 2);
+  EXPECT_THAT(dataset->SetTrainSubset(11).message(),
+              HasSubstr("dataset.train_subset_examples: 11 exceeds the 10"));
+}
+
 absl::Status LoadError(const std::string& dir) {
   auto dataset = LoadFashionMnist(Options(dir), kValid);
   return dataset.ok() ? absl::OkStatus() : dataset.status();

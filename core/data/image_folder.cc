@@ -221,6 +221,7 @@ class ImageFolderDataset : public Dataset {
   const DatasetInfo& info() const override { return info_; }
 
   int64_t NumExamples(Split split) const override {
+    if (split == Split::kTrain) return order_.num_train_examples();
     return static_cast<int64_t>(splits_[static_cast<int>(split)].size());
   }
 
@@ -233,7 +234,11 @@ class ImageFolderDataset : public Dataset {
 
   Batch GetExamples(Split split, const std::vector<int64_t>& indices) const override {
     CheckExampleIndices(split, NumExamples(split), indices);
-    return MakeBatch(split, indices, /*augment=*/false, 0, 0);
+    return MakeBatch(split, SplitExampleIndices(order_, split, indices), /*augment=*/false, 0, 0);
+  }
+
+  absl::Status SetTrainSubset(int64_t examples) override {
+    return order_.SetTrainSubset(examples, "the image folder's train/ directory");
   }
 
  private:

@@ -40,21 +40,28 @@ class TokenStreamDataset : public Dataset {
   Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t epoch,
                  uint64_t seed) const override;
   Batch GetExamples(Split split, const std::vector<int64_t>& indices) const override;
+  absl::Status SetTrainSubset(int64_t examples) override;
 
   const TokenizedCorpus& corpus() const { return corpus_; }
 
   // Perplexity of the add-one unigram model of the training stream on the
   // split's targets (the tokens the model is scored on):
   //   p(w) = (c(w) + 1) / (N + V),  PPL = exp(-(1/M) sum_j log p(t_j)),
-  // with c(w) the count of id w in the whole training stream, N its length,
+  // with c(w) the count of id w in the whole training stream (with a
+  // training subset: in the subset's windows, what the model sees), N its length,
   // V = vocab_size, and t_1..t_M the split's targets (all examples). A
   // baseline to print beside the model's perplexity.
   double UnigramPerplexity(Split split) const;
 
  private:
-  TokenStreamDataset(TokenizedCorpus corpus, int64_t sequence_length);
+  TokenStreamDataset(TokenizedCorpus corpus, int64_t sequence_length, std::string train_source);
+
+  // The examples at `indices` of the split's whole stream (training
+  // indices not yet mapped through a subset).
+  Batch Windows(Split split, const std::vector<int64_t>& indices) const;
 
   TokenizedCorpus corpus_;
+  std::string train_source_;
   DatasetInfo info_;
   ExampleOrder order_;
 };

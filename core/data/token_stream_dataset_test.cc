@@ -195,6 +195,58 @@ TEST(TokenStreamDatasetTest, TrainingBatchesAreDeterministicShuffles) {
   EXPECT_EQ(ToVector(alone.inputs)[0] / 2, first[32]);
 }
 
+TEST(TokenStreamDatasetTest, TrainSubsetIsEvenlySpacedAndTheSameForEverySeed) {
+  // 50 training examples of length 2; a subset of 8: floor(i * 50 / 8).
+  auto dataset = MustCreate(PositionCorpus(101, 3, 3), 2);
+  ASSERT_TRUE(dataset->SetTrainSubset(8).ok());
+  ASSERT_EQ(dataset->NumExamples(Split::kTrain), 8);
+  EXPECT_EQ(dataset->NumBatches(Split::kTrain, 4), 2);
+  const std::set<int64_t> subset = {0, 6, 12, 18, 25, 31, 37, 43};
+  for (uint64_t seed : {1u, 2u}) {
+    for (int64_t epoch : {0, 1}) {
+      std::set<int64_t> seen;
+      for (int64_t i = 0; i < 2; ++i) {
+        std::vector<int64_t> inputs = ToVector(dataset->GetBatch(Split::kTrain, 4, i, epoch, seed).inputs);
+        for (size_t b = 0; b < 4; ++b) seen.insert(inputs[2 * b] / 2);
+      }
+      // Each epoch is a whole pass over exactly the subset.
+      EXPECT_EQ(seen, subset) << "seed " << seed << " epoch " << epoch;
+    }
+  }
+  // GetExamples on the training split addresses subset positions.
+  EXPECT_EQ(ToVector(dataset->GetExamples(Split::kTrain, {4}).inputs)[0], 2 * 25);
+  // Evaluation splits are untouched.
+  EXPECT_EQ(dataset->NumExamples(Split::kValid), 1);
+  // 0 restores the whole split.
+  ASSERT_TRUE(dataset->SetTrainSubset(0).ok());
+  EXPECT_EQ(dataset->NumExamples(Split::kTrain), 50);
+}
+
+TEST(TokenStreamDatasetTest, TrainSubsetOutOfRangeNamesTheFieldAndSource) {
+  auto dataset = MustCreate(PositionCorpus(101, 3, 3), 2);
+  absl::Status too_many = dataset->SetTrainSubset(51);
+  EXPECT_EQ(too_many.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_many.message(), HasSubstr("dataset.train_subset_examples: 51 exceeds the 50"));
+  EXPECT_THAT(too_many.message(), HasSubstr("tr"));
+  EXPECT_FALSE(dataset->SetTrainSubset(-1).ok());
+  EXPECT_EQ(dataset->NumExamples(Split::kTrain), 50);
+}
+
+TEST(TokenStreamDatasetTest, UnigramBaselineOfASubsetCountsOnlyItsWindows) {
+  TokenizedCorpus corpus;
+  corpus.vocab_size = 4;
+  corpus.unk_id = 0;
+  // L = 2: examples 0 = {2, 3, 2}, 1 = {2, 0, 2}, 2 = {2, 3, 1}; a subset of 1
+  // is example 0.
+  corpus.split(Split::kTrain) = {2, 3, 2, 0, 2, 3, 1};
+  corpus.split(Split::kValid) = {3, 0, 0, 1, 2};
+  corpus.split(Split::kTest) = {2, 2, 2};
+  auto dataset = MustCreate(std::move(corpus), 2);
+  ASSERT_TRUE(dataset->SetTrainSubset(1).ok());
+  // Counts 2:2 3:1 (N = 3, V = 4): p = (c + 1) / 7; test targets 2 2.
+  EXPECT_NEAR(dataset->UnigramPerplexity(Split::kTest), 7.0 / 3, 1e-12);
+}
+
 TEST(TokenStreamDatasetTest, UnigramPerplexityUsesAddOneTrainCounts) {
   TokenizedCorpus corpus;
   corpus.vocab_size = 4;
@@ -229,6 +281,14 @@ class NotAStream : public Dataset {
 TEST(TokenStreamDatasetTest, UnigramPerplexityOfOtherDatasetsIsAnError) {
   NotAStream other;
   EXPECT_FALSE(UnigramPerplexity(other, Split::kValid).ok());
+}
+
+TEST(DatasetTest, PluginsWithoutSubsetsRefuseOneByName) {
+  NotAStream other;
+  EXPECT_TRUE(other.SetTrainSubset(0).ok());
+  absl::Status refused = other.SetTrainSubset(3);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(refused.message(), HasSubstr("dataset.train_subset_examples"));
 }
 
 TEST(TokenStreamDatasetTest, SplitTooShortForOneSequenceNamesItsSource) {
