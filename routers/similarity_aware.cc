@@ -154,14 +154,29 @@ RoutingDecision SimilarityAwareRouter::Route(const at::Tensor& hidden,
   RoutingDecision d;
   d.logits = at::matmul(u, gate_weight_.t());  // [B, T, E]
   d.gate_probs = ApplyGate(d.logits, options_.gate());
-  // p_i = sum_j S_ij r_j: [B, T, T] x [B, T, E].
-  const at::Tensor similarity = Similarity(u, context.padding_mask);
-  d.aggregated_probs = at::matmul(similarity, d.gate_probs);
-  // The diagnostics are read only in evaluation (the trainer's validation
-  // and probe passes, the route tool without --training), and describing S
-  // (a log and two selects over [B, T, T]) costs a large share of this
-  // forward at sequence lengths in the thousands: skipped in training.
-  if (!context.training) DescribeAggregation(similarity, &d);
+  if (options_.ablate_aggregation()) {
+    // W = I: p is r itself, bit for bit (not S at a vanishing temperature,
+    // which would only approach it), so the row differs from the full router
+    // in the aggregation alone. S is not formed and W_s (FULL, LOW_RANK) is
+    // unused, so it gets no gradient.
+    d.aggregated_probs = d.gate_probs;
+    if (!context.training) {
+      // W = I as DescribeAggregation would describe it: W_ii = 1 and
+      // exp(H(W_i)) = exp(0) = 1, without a [B, T, T] identity.
+      const at::Tensor ones = at::ones({u.size(0), u.size(1)}, u.options());
+      d.aggregation_self_weight = ones;
+      d.aggregation_effective_neighbours = ones.clone();
+    }
+  } else {
+    // p_i = sum_j S_ij r_j: [B, T, T] x [B, T, E].
+    const at::Tensor similarity = Similarity(u, context.padding_mask);
+    d.aggregated_probs = at::matmul(similarity, d.gate_probs);
+    // The diagnostics are read only in evaluation (the trainer's validation
+    // and probe passes, the route tool without --training), and describing S
+    // (a log and two selects over [B, T, T]) costs a large share of this
+    // forward at sequence lengths in the thousands: skipped in training.
+    if (!context.training) DescribeAggregation(similarity, &d);
+  }
   d.selected = TopKMask(d.aggregated_probs.detach(), top_k_);
   d.combine_weights = SelectedWeights(d.aggregated_probs, d.selected, options_.renormalize());
   AddStandardAuxLosses(spec_, &d);

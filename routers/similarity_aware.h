@@ -13,6 +13,11 @@
 // RAW_DOT_PRODUCT is the paper's formula as written, whose S is one-hot on
 // the diagonal for layer-normed states at tau = 1 (u_i.u_i ~ D), making
 // p = r.
+//
+// `ablate_aggregation` (ours) sets W = I in place of S, so p = r exactly,
+// while the gate, top-k over p, renormalisation, auxiliary losses and
+// diagnostics run as usual: a table row with it tells whether the
+// aggregation, rather than anything else in this router, moves a metric.
 
 #include <ATen/core/Tensor.h>
 
@@ -44,10 +49,16 @@ class SimilarityAwareRouter : public Router {
 
   // hidden: [B, T, D]. Reads context.padding_mask. The aggregation
   // diagnostics (aggregation_self_weight, aggregation_effective_neighbours)
-  // are filled only when context.training is false.
+  // are filled only when context.training is false. With ablate_aggregation
+  // S is never formed: aggregated_probs is gate_probs itself and the
+  // diagnostics describe W = I (self-weight 1, effective neighbours 1).
   RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
-  bool IsCausal(bool causal_model) const override { return options_.causal(); }
+  // p = r reads only token i, so the ablation is causal whatever `causal`
+  // says about the S it does not form.
+  bool IsCausal(bool causal_model) const override {
+    return options_.ablate_aggregation() || options_.causal();
+  }
 
   // [B, T, T] the row-stochastic similarity S (float32), from unit-length
   // rows of `hidden` with scale COSINE_SIMILARITY. Entry (i, j) is zero

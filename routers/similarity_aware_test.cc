@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "core/router.h"
+#include "google/protobuf/text_format.h"
 #include "proto/experiment.pb.h"
 #include "routers/router_util.h"
 
@@ -630,6 +631,243 @@ TEST(SimilarityAwareRegistrationTest, RenormalizeNeedsTwoExperts) {
   spec = Spec(2);
   spec.mutable_similarity_aware()->set_renormalize(true);
   EXPECT_TRUE(CreateRouter(spec, dims).ok());
+}
+
+// The aggregation ablation (ablate_aggregation: W = I) against token_choice,
+// an independent implementation of "top-k of r": with the same gate weight,
+// renormalisation, gate function and auxiliary-loss coefficients, the whole
+// decision must be token choice's, bit for bit, with p = r. The same inputs
+// without the ablation (tau 1, non-causal: S is not the identity there) must
+// move p away from r, so the comparison can fail.
+struct AblationCase {
+  bool renormalize = false;
+  GateFunction gate = SOFTMAX;
+  bool training = false;
+};
+
+RouterSpec AblationSpec(const AblationCase& c, bool ablate) {
+  RouterSpec spec = Spec(2);
+  spec.set_load_balance_coef(0.01);
+  spec.set_z_loss_coef(0.001);
+  SimilarityAwareOptions* o = spec.mutable_similarity_aware();
+  o->set_temperature(1);
+  o->set_causal(false);
+  o->set_renormalize(c.renormalize);
+  o->set_gate(c.gate);
+  o->set_ablate_aggregation(ablate);
+  return spec;
+}
+
+RouterSpec TokenChoiceSpec(const AblationCase& c) {
+  RouterSpec spec;
+  spec.set_name("token_choice");
+  spec.set_top_k(2);
+  spec.set_load_balance_coef(0.01);
+  spec.set_z_loss_coef(0.001);
+  spec.mutable_token_choice()->set_renormalize(c.renormalize);
+  spec.mutable_token_choice()->set_gate(c.gate);
+  return spec;
+}
+
+void ExpectAuxLossesEqual(const RoutingDecision& actual, const RoutingDecision& expected) {
+  ASSERT_EQ(actual.aux_losses.size(), expected.aux_losses.size());
+  for (size_t i = 0; i < expected.aux_losses.size(); ++i) {
+    EXPECT_EQ(actual.aux_losses[i].first, expected.aux_losses[i].first);
+    EXPECT_TRUE(at::equal(actual.aux_losses[i].second, expected.aux_losses[i].second))
+        << actual.aux_losses[i].first << ": " << actual.aux_losses[i].second << " vs "
+        << expected.aux_losses[i].second;
+  }
+}
+
+TEST(SimilarityAwareAblationTest, AblatedAggregationIsTokenChoice) {
+  at::manual_seed(20);
+  const RouterDims dims{.model_dim = 8, .num_experts = 5, .causal_model = true};
+  const at::Tensor gate = at::randn({5, 8});
+  const at::Tensor hidden = at::randn({3, 9, 8});
+  int cases = 0;
+  for (bool renormalize : {false, true}) {
+    for (GateFunction gate_function : {SOFTMAX, SIGMOID}) {
+      for (bool training : {false, true}) {
+        const AblationCase c{renormalize, gate_function, training};
+        SCOPED_TRACE(::testing::Message() << "renormalize " << renormalize << " gate "
+                                          << gate_function << " training " << training);
+        RoutingContext context;
+        context.training = training;
+        context.causal = true;
+        auto token_choice = Create(TokenChoiceSpec(c), dims);
+        SetParameter(*token_choice, "gate_weight", gate);
+        const RoutingDecision expected = token_choice->Route(hidden, context);
+
+        auto ablated = Create(AblationSpec(c, /*ablate=*/true), dims);
+        SetParameter(*ablated, "gate_weight", gate);
+        const RoutingDecision d = ablated->Route(hidden, context);
+        EXPECT_TRUE(at::equal(d.logits, expected.logits));
+        EXPECT_TRUE(at::equal(d.gate_probs, expected.gate_probs));
+        ASSERT_TRUE(d.aggregated_probs.defined());
+        EXPECT_TRUE(at::equal(d.aggregated_probs, expected.gate_probs));
+        EXPECT_TRUE(at::equal(d.aggregated_probs, d.gate_probs));
+        EXPECT_TRUE(at::equal(d.selected, expected.selected));
+        EXPECT_TRUE(at::equal(d.combine_weights, expected.combine_weights));
+        EXPECT_FALSE(d.dropped.defined());
+        EXPECT_FALSE(expected.dropped.defined());
+        ExpectAuxLossesEqual(d, expected);
+        EXPECT_EQ(d.aux_losses.size(), 2u);
+
+        // The same router without the ablation aggregates: p moves away
+        // from r and the decision is no longer token choice's.
+        auto full = Create(AblationSpec(c, /*ablate=*/false), dims);
+        SetParameter(*full, "gate_weight", gate);
+        const RoutingDecision aggregated = full->Route(hidden, context);
+        EXPECT_TRUE(at::equal(aggregated.gate_probs, d.gate_probs));
+        EXPECT_GT((aggregated.aggregated_probs - aggregated.gate_probs).abs().max().item<double>(),
+                  1e-2);
+        EXPECT_FALSE(at::equal(aggregated.combine_weights, expected.combine_weights));
+        ++cases;
+      }
+    }
+  }
+  EXPECT_EQ(cases, 8);
+}
+
+// The diagnostics describe the W actually used, I: every token keeps all of
+// its own gate (self-weight 1) and aggregates over one token (exp(H) = 1),
+// in evaluation only, like the full router's. Its S here is not the
+// identity (checked above), so these are not S's numbers.
+TEST(SimilarityAwareAblationTest, DiagnosticsDescribeTheIdentity) {
+  at::manual_seed(21);
+  auto router = Create(AblationSpec({}, /*ablate=*/true), {.model_dim = 8, .num_experts = 4});
+  const at::Tensor hidden = at::randn({2, 6, 8}).requires_grad_(true);
+  const RoutingDecision d = router->Route(hidden, {});
+  ASSERT_TRUE(d.aggregation_self_weight.defined());
+  ASSERT_TRUE(d.aggregation_effective_neighbours.defined());
+  EXPECT_FALSE(d.aggregation_head.defined());
+  EXPECT_TRUE(at::equal(d.aggregation_self_weight, at::ones({2, 6})));
+  EXPECT_TRUE(at::equal(d.aggregation_effective_neighbours, at::ones({2, 6})));
+  EXPECT_EQ(d.aggregation_self_weight.scalar_type(), at::kFloat);
+  EXPECT_FALSE(d.aggregation_self_weight.requires_grad());
+  EXPECT_FALSE(d.aggregation_effective_neighbours.requires_grad());
+  // DescribeAggregation of an explicit identity agrees.
+  RoutingDecision identity;
+  DescribeAggregation(at::eye(6).expand({2, 6, 6}), &identity);
+  EXPECT_TRUE(at::equal(identity.aggregation_self_weight, d.aggregation_self_weight));
+  EXPECT_TRUE(
+      at::equal(identity.aggregation_effective_neighbours, d.aggregation_effective_neighbours));
+
+  RoutingContext training;
+  training.training = true;
+  const RoutingDecision t = router->Route(hidden, training);
+  EXPECT_FALSE(t.aggregation_self_weight.defined());
+  EXPECT_FALSE(t.aggregation_effective_neighbours.defined());
+}
+
+// Combine weights come from p = r, so the task loss alone (no auxiliary
+// losses) trains the gate, with token choice's gradient, renormalised or
+// not. W_s of a learnable projection is unused under the ablation and gets
+// none.
+TEST(SimilarityAwareAblationTest, TheTaskLossStillTrainsTheGate) {
+  at::manual_seed(22);
+  const RouterDims dims{.model_dim = 6, .num_experts = 4};
+  const at::Tensor gate = at::randn({4, 6});
+  const at::Tensor hidden = at::randn({2, 7, 6});
+  const at::Tensor task = at::randn({2, 7, 4});  // stands in for dL/dw
+  for (bool renormalize : {false, true}) {
+    AblationCase c;
+    c.renormalize = renormalize;
+    RouterSpec spec = AblationSpec(c, /*ablate=*/true);
+    spec.clear_load_balance_coef();
+    spec.clear_z_loss_coef();
+    spec.mutable_similarity_aware()->set_projection(FULL);
+    auto ablated = Create(spec, dims);
+    SetParameter(*ablated, "gate_weight", gate);
+    const at::Tensor input = hidden.clone().requires_grad_(true);
+    RoutingDecision d = ablated->Route(input, {});
+    EXPECT_TRUE(d.aux_losses.empty());
+    (d.combine_weights * task).sum().backward();
+    const at::Tensor gate_grad = ablated->named_parameters()["gate_weight"].grad();
+    ASSERT_TRUE(gate_grad.defined()) << "renormalize " << renormalize;
+    EXPECT_GT(gate_grad.abs().sum().item<double>(), 0) << "renormalize " << renormalize;
+    EXPECT_TRUE(at::isfinite(gate_grad).all().item<bool>());
+    EXPECT_GT(input.grad().abs().sum().item<double>(), 0);
+    EXPECT_FALSE(ablated->named_parameters()["similarity_weight"].grad().defined());
+
+    RouterSpec reference = TokenChoiceSpec(c);
+    reference.clear_load_balance_coef();
+    reference.clear_z_loss_coef();
+    auto token_choice = Create(reference, dims);
+    SetParameter(*token_choice, "gate_weight", gate);
+    (token_choice->Route(hidden, {}).combine_weights * task).sum().backward();
+    EXPECT_TRUE(
+        at::allclose(gate_grad, token_choice->named_parameters()["gate_weight"].grad(), 1e-6, 1e-7))
+        << "renormalize " << renormalize;
+  }
+}
+
+// p = r reads only token i: the ablation is causal even with a non-causal S
+// option, in causal and bidirectional models alike.
+TEST(SimilarityAwareAblationTest, CausalWhateverTheMaskOfS) {
+  at::manual_seed(23);
+  auto router = Create(AblationSpec({}, /*ablate=*/true), {.model_dim = 8, .num_experts = 4});
+  EXPECT_TRUE(router->IsCausal(true));
+  EXPECT_TRUE(router->IsCausal(false));
+  SetParameter(*router, "gate_weight", at::randn({4, 8}));
+  const at::Tensor hidden = at::randn({2, 7, 8});
+  at::Tensor changed = hidden.clone();
+  changed.slice(1, 4).copy_(at::randn({2, 3, 8}) * 3);
+  const RoutingDecision a = router->Route(hidden, {});
+  const RoutingDecision b = router->Route(changed, {});
+  EXPECT_TRUE(at::equal(a.selected.slice(1, 0, 4), b.selected.slice(1, 0, 4)));
+  EXPECT_TRUE(at::equal(a.combine_weights.slice(1, 0, 4), b.combine_weights.slice(1, 0, 4)));
+}
+
+// A plain bool: resolve keeps it (and the printed, saved spec shows it),
+// validation accepts it with every other option, and the parameters are
+// those of the full router, so an ablation row draws the same
+// initialisation as the row it is paired with.
+TEST(SimilarityAwareAblationTest, ResolvedPrintedAndAccepted) {
+  const RouterRegistration* entry = *RouterRegistry().Find("similarity_aware");
+  const RouterDims dims{.model_dim = 4, .num_experts = 3, .causal_model = true};
+  RouterSpec spec = Spec(2);
+  spec.mutable_similarity_aware()->set_ablate_aggregation(true);
+  entry->resolve(&spec, dims);
+  EXPECT_TRUE(spec.similarity_aware().ablate_aggregation());
+  EXPECT_TRUE(spec.similarity_aware().causal());
+  EXPECT_EQ(spec.similarity_aware().temperature(), kDefaultCosineTemperature);
+  std::string text;
+  ASSERT_TRUE(google::protobuf::TextFormat::PrintToString(spec, &text));
+  EXPECT_THAT(text, HasSubstr("ablate_aggregation: true"));
+
+  for (SimilarityProjection projection : {IDENTITY, FULL, LOW_RANK}) {
+    for (bool ablate : {false, true}) {
+      RouterSpec s = Spec(2);
+      s.mutable_similarity_aware()->set_projection(projection);
+      if (projection == LOW_RANK) s.mutable_similarity_aware()->set_projection_rank(2);
+      s.mutable_similarity_aware()->set_scale(RAW_DOT_PRODUCT);
+      s.mutable_similarity_aware()->set_ablate_aggregation(ablate);
+      EXPECT_TRUE(entry->validate(s, dims).ok()) << projection << " " << ablate;
+    }
+    RouterSpec full = Spec(2), ablated = Spec(2);
+    for (RouterSpec* s : {&full, &ablated}) {
+      s->mutable_similarity_aware()->set_projection(projection);
+      if (projection == LOW_RANK) s->mutable_similarity_aware()->set_projection_rank(2);
+    }
+    ablated.mutable_similarity_aware()->set_ablate_aggregation(true);
+    at::manual_seed(24);
+    auto a = Create(full, dims);
+    at::manual_seed(24);
+    auto b = Create(ablated, dims);
+    EXPECT_EQ(a->named_parameters().keys(), b->named_parameters().keys()) << projection;
+    for (const auto& parameter : a->named_parameters()) {
+      EXPECT_TRUE(at::equal(parameter.value(), b->named_parameters()[parameter.key()]))
+          << projection << " " << parameter.key();
+    }
+  }
+  // The k = 1 renormalisation check still applies: the one weight would be
+  // r/r = 1.
+  RouterSpec single = Spec(1);
+  single.mutable_similarity_aware()->set_renormalize(true);
+  single.mutable_similarity_aware()->set_ablate_aggregation(true);
+  EXPECT_THAT(entry->validate(single, dims).message(),
+              HasSubstr("router.similarity_aware.renormalize"));
 }
 
 }  // namespace
