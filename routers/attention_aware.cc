@@ -1,6 +1,7 @@
 #include "routers/attention_aware.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 
 #include <cmath>
 #include <limits>
@@ -47,6 +48,14 @@ absl::Status ValidateAttentionAware(const RouterSpec& spec, const RouterDims& di
                                           "router.attention_aware.renormalize", "p");
 }
 
+// A missing attention is a bug in the model (NeedsAttention() is true), with
+// the ablation too, even where the posterior is not computed.
+void CheckAttentionIsFilled(const RoutingContext& context) {
+  TORCH_CHECK(context.attention_probs.defined() && context.attention_values.defined(),
+              "attention_aware: the model must fill RoutingContext."
+              "attention_probs and attention_values (NeedsAttention() is true)");
+}
+
 }  // namespace
 
 AttentionAwareOptions ResolvedAttentionAwareOptions(const RouterSpec& spec) {
@@ -74,9 +83,7 @@ AttentionAwareRouter::AttentionAwareRouter(const RouterSpec& spec, const RouterD
 
 at::Tensor AttentionAwareRouter::Posterior(const at::Tensor& hidden,
                                            const RoutingContext& context) const {
-  TORCH_CHECK(context.attention_probs.defined() && context.attention_values.defined(),
-              "attention_aware: the model must fill RoutingContext."
-              "attention_probs and attention_values (NeedsAttention() is true)");
+  CheckAttentionIsFilled(context);
   TORCH_CHECK(hidden.dim() == 3, "attention_aware: hidden must be [B, T, D], got ", hidden.sizes());
   const int64_t batch = hidden.size(0), tokens = hidden.size(1);
   const at::Tensor& probs = context.attention_probs;
@@ -185,17 +192,36 @@ RoutingDecision AttentionAwareRouter::Route(const at::Tensor& hidden,
   RoutingDecision d;
   d.logits = at::matmul(u, gate_weight_.t());  // [B, T, E]
   d.gate_probs = ApplyGate(d.logits, options_.gate());
-  // p_i = sum_j A^p_{h*}[i, j] r_j: [B, T, T] x [B, T, E].
-  const Aggregation aggregation = Aggregate(u, context);
-  d.aggregated_probs = at::matmul(aggregation.weights, d.gate_probs);
-  // The diagnostics are read only in evaluation (the trainer's validation
-  // and probe passes, the route tool without --training), and describing W
-  // over [B, T, T] costs a large share of this forward at sequence lengths
-  // in the thousands: skipped in training. A chosen head's row entropy is
-  // already known, so only ALL_HEADS_WEIGHTED recomputes it from W.
-  if (!context.training) {
-    DescribeAggregation(aggregation.weights, &d, aggregation.row_entropy);
-    d.aggregation_head = aggregation.head;
+  if (options_.ablate_aggregation()) {
+    CheckAttentionIsFilled(context);
+    // W = I: p is r itself, bit for bit, so the row differs from the full
+    // router in the aggregation alone.
+    d.aggregated_probs = d.gate_probs;
+    if (!context.training) {
+      // The head the full router would aggregate with, so that an ablation
+      // row's head change between epochs compares with the full router's.
+      // Only the choice (an argmin, no gradient) is kept: no graph.
+      at::NoGradGuard no_grad;
+      d.aggregation_head = Aggregate(u, context).head;
+      // W = I as DescribeAggregation would describe it: W_ii = 1 and
+      // exp(H(W_i)) = exp(0) = 1, without a [B, T, T] identity.
+      const at::Tensor ones = at::ones({u.size(0), u.size(1)}, u.options());
+      d.aggregation_self_weight = ones;
+      d.aggregation_effective_neighbours = ones.clone();
+    }
+  } else {
+    // p_i = sum_j A^p_{h*}[i, j] r_j: [B, T, T] x [B, T, E].
+    const Aggregation aggregation = Aggregate(u, context);
+    d.aggregated_probs = at::matmul(aggregation.weights, d.gate_probs);
+    // The diagnostics are read only in evaluation (the trainer's validation
+    // and probe passes, the route tool without --training), and describing W
+    // over [B, T, T] costs a large share of this forward at sequence lengths
+    // in the thousands: skipped in training. A chosen head's row entropy is
+    // already known, so only ALL_HEADS_WEIGHTED recomputes it from W.
+    if (!context.training) {
+      DescribeAggregation(aggregation.weights, &d, aggregation.row_entropy);
+      d.aggregation_head = aggregation.head;
+    }
   }
   d.selected = TopKMask(d.aggregated_probs.detach(), top_k_);
   d.combine_weights = SelectedWeights(d.aggregated_probs, d.selected, options_.renormalize());

@@ -13,6 +13,13 @@
 // token's own norm, N(u_i; V_h[j], (sigma ||u_i||)^2 I); ABSOLUTE is the
 // paper's formula as written, whose posterior is one-hot on a single j at
 // sigma = 1 and a trained model's hidden scale.
+//
+// `ablate_aggregation` (ours) replaces the posterior by the identity, so
+// p = r exactly, while the gate, top-k over p, renormalisation, auxiliary
+// losses and diagnostics run as usual, and the head is still chosen from
+// the attention (so the head-change diagnostics of a table row with it
+// compare with the full router's): the row tells whether the aggregation,
+// rather than anything else in this router, moves a metric.
 
 #include <ATen/core/Tensor.h>
 
@@ -38,15 +45,23 @@ class AttentionAwareRouter : public Router {
   // error in the model: TORCH_CHECK); reads context.padding_mask. The
   // aggregation diagnostics (aggregation_self_weight,
   // aggregation_effective_neighbours, aggregation_head) are filled only when
-  // context.training is false.
+  // context.training is false. With ablate_aggregation aggregated_probs is
+  // gate_probs itself, the diagnostics describe W = I (self-weight 1,
+  // effective neighbours 1), and aggregation_head is the head the full router
+  // would choose; the posterior is computed only for that head, so not in
+  // training, where nothing reads it.
   RoutingDecision Route(const at::Tensor& hidden, const RoutingContext& context) override;
 
+  // Also with ablate_aggregation: the head is still chosen from the attention.
   bool NeedsAttention() const override { return true; }
 
   // One head per sequence reads every token's row, so that choice is never
-  // causal; per-token choices are causal when the attention is.
+  // causal; per-token choices are causal when the attention is. With
+  // ablate_aggregation the decision is p = r, which reads only token i
+  // (the reported head may still read later tokens, but no decision does).
   bool IsCausal(bool causal_model) const override {
-    return causal_model && options_.head_selection() != LOWEST_MEAN_ENTROPY;
+    return options_.ablate_aggregation() ||
+           (causal_model && options_.head_selection() != LOWEST_MEAN_ENTROPY);
   }
 
   // [B, H, T, T] the posterior A^p_h[i, :] (float32, rows sum to one),

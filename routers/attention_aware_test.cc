@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/router.h"
+#include "google/protobuf/text_format.h"
 #include "proto/experiment.pb.h"
 #include "routers/router_util.h"
 
@@ -566,6 +567,291 @@ TEST(AttentionAwareRegistrationTest, ResolveAndValidate) {
   single.set_top_k(1);
   single.mutable_attention_aware()->set_renormalize(false);
   EXPECT_TRUE(CreateRouter(single, dims).ok());
+}
+
+// The aggregation ablation (ablate_aggregation: the posterior replaced by
+// I) against token_choice, an independent implementation of "top-k of r":
+// with the same gate weight, renormalisation, gate function and
+// auxiliary-loss coefficients, the whole decision must be token choice's,
+// bit for bit, with p = r, for every head selection. The same inputs without
+// the ablation must move p away from r, so the comparison can fail.
+struct AblationCase {
+  bool renormalize = false;
+  GateFunction gate = SOFTMAX;
+  HeadSelection selection = LOWEST_ENTROPY;
+};
+
+RouterSpec AblationSpec(const AblationCase& c, bool ablate) {
+  RouterSpec spec = Spec(2, c.selection);
+  spec.set_load_balance_coef(0.01);
+  spec.set_z_loss_coef(0.001);
+  spec.mutable_attention_aware()->set_renormalize(c.renormalize);
+  spec.mutable_attention_aware()->set_gate(c.gate);
+  spec.mutable_attention_aware()->set_ablate_aggregation(ablate);
+  return spec;
+}
+
+RouterSpec TokenChoiceSpec(const AblationCase& c) {
+  RouterSpec spec;
+  spec.set_name("token_choice");
+  spec.set_top_k(2);
+  spec.set_load_balance_coef(0.01);
+  spec.set_z_loss_coef(0.001);
+  spec.mutable_token_choice()->set_renormalize(c.renormalize);
+  spec.mutable_token_choice()->set_gate(c.gate);
+  return spec;
+}
+
+std::shared_ptr<Router> CreateAny(const RouterSpec& spec, const RouterDims& dims) {
+  absl::StatusOr<std::shared_ptr<Router>> router = CreateRouter(spec, dims);
+  EXPECT_TRUE(router.ok()) << router.status();
+  return router.ok() ? *router : nullptr;
+}
+
+void ExpectAuxLossesEqual(const RoutingDecision& actual, const RoutingDecision& expected) {
+  ASSERT_EQ(actual.aux_losses.size(), expected.aux_losses.size());
+  for (size_t i = 0; i < expected.aux_losses.size(); ++i) {
+    EXPECT_EQ(actual.aux_losses[i].first, expected.aux_losses[i].first);
+    EXPECT_TRUE(at::equal(actual.aux_losses[i].second, expected.aux_losses[i].second))
+        << actual.aux_losses[i].first << ": " << actual.aux_losses[i].second << " vs "
+        << expected.aux_losses[i].second;
+  }
+}
+
+TEST(AttentionAwareAblationTest, AblatedAggregationIsTokenChoice) {
+  at::manual_seed(30);
+  const RouterDims dims{.model_dim = 6, .num_experts = 5, .num_heads = 3, .causal_model = true};
+  const at::Tensor gate = at::randn({5, 6});
+  const at::Tensor hidden = at::randn({2, 8, 6});
+  RoutingContext base;
+  base.causal = true;
+  base.attention_probs = RandomAttention(2, 3, 8, /*causal=*/true);
+  base.attention_values = at::randn({2, 3, 8, 6});
+  int cases = 0;
+  for (HeadSelection selection : {LOWEST_ENTROPY, LOWEST_MEAN_ENTROPY, ALL_HEADS_WEIGHTED}) {
+    for (bool renormalize : {false, true}) {
+      for (GateFunction gate_function : {SOFTMAX, SIGMOID}) {
+        for (bool training : {false, true}) {
+          const AblationCase c{renormalize, gate_function, selection};
+          SCOPED_TRACE(::testing::Message()
+                       << "selection " << selection << " renormalize " << renormalize << " gate "
+                       << gate_function << " training " << training);
+          RoutingContext context = base;
+          context.training = training;
+          auto token_choice = CreateAny(TokenChoiceSpec(c), dims);
+          SetParameter(*token_choice, "gate_weight", gate);
+          const RoutingDecision expected = token_choice->Route(hidden, context);
+
+          auto ablated = Create(AblationSpec(c, /*ablate=*/true), dims);
+          SetParameter(*ablated, "gate_weight", gate);
+          const RoutingDecision d = ablated->Route(hidden, context);
+          EXPECT_TRUE(at::equal(d.logits, expected.logits));
+          EXPECT_TRUE(at::equal(d.gate_probs, expected.gate_probs));
+          ASSERT_TRUE(d.aggregated_probs.defined());
+          EXPECT_TRUE(at::equal(d.aggregated_probs, expected.gate_probs));
+          EXPECT_TRUE(at::equal(d.aggregated_probs, d.gate_probs));
+          EXPECT_TRUE(at::equal(d.selected, expected.selected));
+          EXPECT_TRUE(at::equal(d.combine_weights, expected.combine_weights));
+          EXPECT_FALSE(d.dropped.defined());
+          ExpectAuxLossesEqual(d, expected);
+          EXPECT_EQ(d.aux_losses.size(), 2u);
+
+          // The same router without the ablation aggregates: p moves away
+          // from r and the decision is no longer token choice's.
+          auto full = Create(AblationSpec(c, /*ablate=*/false), dims);
+          SetParameter(*full, "gate_weight", gate);
+          const RoutingDecision aggregated = full->Route(hidden, context);
+          EXPECT_TRUE(at::equal(aggregated.gate_probs, d.gate_probs));
+          EXPECT_GT(
+              (aggregated.aggregated_probs - aggregated.gate_probs).abs().max().item<double>(),
+              1e-2);
+          EXPECT_FALSE(at::equal(aggregated.combine_weights, expected.combine_weights));
+          ++cases;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(cases, 24);
+}
+
+// The diagnostics describe the W actually used, I (self-weight 1, one
+// effective neighbour), while the head is still chosen as the full router
+// chooses it, so the head change between epochs of an ablation row compares
+// with the full router's. Evaluation only, like the full router's.
+TEST(AttentionAwareAblationTest, DiagnosticsDescribeTheIdentityAndTheHead) {
+  at::manual_seed(31);
+  const at::Tensor hidden = at::randn({2, 7, 4}).requires_grad_(true);
+  RoutingContext context;
+  context.attention_probs = RandomAttention(2, 3, 7, /*causal=*/true);
+  context.attention_values = at::randn({2, 3, 7, 4});
+  context.padding_mask = at::ones({2, 7}, at::kBool);
+  context.padding_mask[1].slice(0, 5).fill_(false);
+  const RouterDims dims{.model_dim = 4, .num_experts = 3, .num_heads = 3};
+  for (HeadSelection selection : {LOWEST_ENTROPY, LOWEST_MEAN_ENTROPY, ALL_HEADS_WEIGHTED}) {
+    AblationCase c;
+    c.selection = selection;
+    auto ablated = Create(AblationSpec(c, /*ablate=*/true), dims);
+    auto full = Create(AblationSpec(c, /*ablate=*/false), dims);
+    const RoutingDecision d = ablated->Route(hidden, context);
+    const RoutingDecision reference = full->Route(hidden, context);
+    ASSERT_TRUE(d.aggregation_self_weight.defined()) << selection;
+    ASSERT_TRUE(d.aggregation_effective_neighbours.defined()) << selection;
+    ASSERT_TRUE(d.aggregation_head.defined()) << selection;
+    EXPECT_TRUE(at::equal(d.aggregation_self_weight, at::ones({2, 7}))) << selection;
+    EXPECT_TRUE(at::equal(d.aggregation_effective_neighbours, at::ones({2, 7}))) << selection;
+    EXPECT_FALSE(d.aggregation_self_weight.requires_grad());
+    EXPECT_EQ(d.aggregation_effective_neighbours.scalar_type(), at::kFloat);
+    EXPECT_TRUE(at::equal(d.aggregation_head, reference.aggregation_head)) << selection;
+    EXPECT_LT(reference.aggregation_self_weight.min().item<double>(), 0.99) << selection;
+    // DescribeAggregation of an explicit identity agrees.
+    RoutingDecision identity;
+    DescribeAggregation(at::eye(7).expand({2, 7, 7}), &identity);
+    EXPECT_TRUE(at::equal(identity.aggregation_self_weight, d.aggregation_self_weight));
+    EXPECT_TRUE(
+        at::equal(identity.aggregation_effective_neighbours, d.aggregation_effective_neighbours));
+
+    RoutingContext training = context;
+    training.training = true;
+    const RoutingDecision t = ablated->Route(hidden, training);
+    EXPECT_FALSE(t.aggregation_self_weight.defined()) << selection;
+    EXPECT_FALSE(t.aggregation_effective_neighbours.defined()) << selection;
+    EXPECT_FALSE(t.aggregation_head.defined()) << selection;
+    EXPECT_TRUE(at::equal(t.selected, d.selected));
+    EXPECT_TRUE(at::equal(t.combine_weights, d.combine_weights));
+  }
+}
+
+// Combine weights come from p = r, so the task loss alone (no auxiliary
+// losses) trains the gate, with token choice's gradient, renormalised or
+// not. W = I is a constant: no gradient reaches the attention through the
+// router.
+TEST(AttentionAwareAblationTest, TheTaskLossStillTrainsTheGate) {
+  at::manual_seed(32);
+  const RouterDims dims{.model_dim = 6, .num_experts = 4, .num_heads = 3};
+  const at::Tensor gate = at::randn({4, 6});
+  const at::Tensor hidden = at::randn({2, 5, 6});
+  const at::Tensor task = at::randn({2, 5, 4});  // stands in for dL/dw
+  for (bool training : {true, false}) {
+    for (bool renormalize : {false, true}) {
+      AblationCase c;
+      c.renormalize = renormalize;
+      RouterSpec spec = AblationSpec(c, /*ablate=*/true);
+      spec.clear_load_balance_coef();
+      spec.clear_z_loss_coef();
+      auto ablated = Create(spec, dims);
+      SetParameter(*ablated, "gate_weight", gate);
+      const at::Tensor input = hidden.clone().requires_grad_(true);
+      const at::Tensor values = at::randn({2, 3, 5, 6}).requires_grad_(true);
+      RoutingContext context;
+      context.training = training;
+      context.attention_probs = RandomAttention(2, 3, 5, /*causal=*/true);
+      context.attention_values = values;
+      RoutingDecision d = ablated->Route(input, context);
+      EXPECT_TRUE(d.aux_losses.empty());
+      (d.combine_weights * task).sum().backward();
+      const at::Tensor gate_grad = ablated->named_parameters()["gate_weight"].grad();
+      ASSERT_TRUE(gate_grad.defined()) << "renormalize " << renormalize;
+      EXPECT_GT(gate_grad.abs().sum().item<double>(), 0) << "renormalize " << renormalize;
+      EXPECT_TRUE(at::isfinite(gate_grad).all().item<bool>());
+      EXPECT_GT(input.grad().abs().sum().item<double>(), 0);
+      EXPECT_FALSE(values.grad().defined());
+
+      RouterSpec reference = TokenChoiceSpec(c);
+      reference.clear_load_balance_coef();
+      reference.clear_z_loss_coef();
+      auto token_choice = CreateAny(reference, dims);
+      SetParameter(*token_choice, "gate_weight", gate);
+      (token_choice->Route(hidden, context).combine_weights * task).sum().backward();
+      EXPECT_TRUE(at::allclose(gate_grad, token_choice->named_parameters()["gate_weight"].grad(),
+                               1e-6, 1e-7))
+          << "renormalize " << renormalize;
+    }
+  }
+}
+
+// p = r reads only token i: the ablation is causal even with one head per
+// sequence, whose head reads every token. The attention of
+// CausalUnlessOneHeadPerSequence: changing tokens 4..7 flips the sequence's
+// head (reported, and non-causal as before) but no decision before them.
+TEST(AttentionAwareAblationTest, CausalEvenWithOneHeadPerSequence) {
+  at::manual_seed(33);
+  const int64_t tokens = 8;
+  const at::Tensor prefix = RandomAttention(3, 2, tokens, /*causal=*/true, 3.0);
+  const at::Tensor one_hot = at::eye(tokens).slice(0, 4);
+  const at::Tensor uniform =
+      at::ones({tokens, tokens}).tril().slice(0, 4) / at::arange(5, 9, at::kFloat).unsqueeze(1);
+  auto attention = [&](int64_t sharp_head) {
+    at::Tensor a = prefix.clone();
+    a.select(1, sharp_head).slice(1, 4).copy_(one_hot);
+    a.select(1, 1 - sharp_head).slice(1, 4).copy_(uniform);
+    return a;
+  };
+  AblationCase c;
+  c.selection = LOWEST_MEAN_ENTROPY;
+  auto router =
+      Create(AblationSpec(c, /*ablate=*/true), {.model_dim = 4, .num_experts = 4, .num_heads = 2});
+  EXPECT_TRUE(router->IsCausal(true));
+  EXPECT_TRUE(router->IsCausal(false));
+  SetParameter(*router, "gate_weight", at::randn({4, 4}) * 2);
+  const at::Tensor hidden = at::randn({3, tokens, 4});
+  RoutingContext context;
+  context.attention_probs = attention(0);
+  context.attention_values = at::randn({3, 2, 1, 4}).expand({3, 2, tokens, 4});
+  at::Tensor changed_hidden = hidden.clone();
+  changed_hidden.slice(1, 4).normal_(0, 3);
+  RoutingContext changed = context;
+  changed.attention_probs = attention(1);
+  const RoutingDecision a = router->Route(hidden, context);
+  const RoutingDecision b = router->Route(changed_hidden, changed);
+  EXPECT_TRUE(at::equal(a.selected.slice(1, 0, 4), b.selected.slice(1, 0, 4)));
+  EXPECT_TRUE(at::equal(a.combine_weights.slice(1, 0, 4), b.combine_weights.slice(1, 0, 4)));
+  EXPECT_FALSE(at::equal(a.aggregation_head.slice(1, 0, 4), b.aggregation_head.slice(1, 0, 4)));
+}
+
+// The attention is still read: a model that forgets it is caught in
+// training too, where the ablation computes no posterior.
+TEST(AttentionAwareAblationTest, MissingAttentionIsStillAProgrammerError) {
+  AblationCase c;
+  auto router =
+      Create(AblationSpec(c, /*ablate=*/true), {.model_dim = 2, .num_experts = 2, .num_heads = 1});
+  EXPECT_TRUE(router->NeedsAttention());
+  for (bool training : {false, true}) {
+    RoutingContext context;
+    context.training = training;
+    EXPECT_THROW(router->Route(at::randn({1, 3, 2}), context), c10::Error) << training;
+  }
+}
+
+// A plain bool: resolve keeps it (and the printed, saved spec shows it),
+// validation accepts it with every head selection and likelihood scale.
+TEST(AttentionAwareAblationTest, ResolvedPrintedAndAccepted) {
+  const RouterRegistration* entry = *RouterRegistry().Find("attention_aware");
+  const RouterDims dims{.model_dim = 4, .num_experts = 3, .num_heads = 2};
+  RouterSpec spec;
+  spec.set_name("attention_aware");
+  spec.set_top_k(2);
+  spec.mutable_attention_aware()->set_ablate_aggregation(true);
+  entry->resolve(&spec, dims);
+  EXPECT_TRUE(spec.attention_aware().ablate_aggregation());
+  EXPECT_EQ(spec.attention_aware().head_selection(), LOWEST_ENTROPY);
+  std::string text;
+  ASSERT_TRUE(google::protobuf::TextFormat::PrintToString(spec, &text));
+  EXPECT_THAT(text, HasSubstr("ablate_aggregation: true"));
+  for (HeadSelection selection : {LOWEST_ENTROPY, LOWEST_MEAN_ENTROPY, ALL_HEADS_WEIGHTED}) {
+    for (LikelihoodScale scale : {RELATIVE, ABSOLUTE}) {
+      RouterSpec s = Spec(2, selection);
+      s.mutable_attention_aware()->set_likelihood_scale(scale);
+      s.mutable_attention_aware()->set_ablate_aggregation(true);
+      EXPECT_TRUE(entry->validate(s, dims).ok()) << selection << " " << scale;
+    }
+  }
+  // The k = 1 renormalisation check still applies: the one weight would be
+  // r/r = 1.
+  RouterSpec single = Spec(1);
+  single.mutable_attention_aware()->set_renormalize(true);
+  single.mutable_attention_aware()->set_ablate_aggregation(true);
+  EXPECT_THAT(entry->validate(single, dims).message(),
+              HasSubstr("router.attention_aware.renormalize"));
 }
 
 }  // namespace
