@@ -25,6 +25,7 @@
 #include "core/atomic_file.h"
 #include "core/checkpoint.h"
 #include "core/corruption.h"
+#include "core/cpu_info.h"
 #include "core/dataset.h"
 #include "core/lr_schedule.h"
 #include "core/memory_usage.h"
@@ -344,6 +345,23 @@ double Mean(const std::vector<double>& v) {
   return s / v.size();
 }
 
+// The wall clock in Unix seconds, for RunResult.started_unix_s and
+// finished_unix_s: tables report their real elapsed time from them, so they
+// must compare across processes (steady_clock does not).
+double UnixSecondsNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// This machine's CPU model for Versions.cpu_model, read once; empty when
+// /proc/cpuinfo names none (recorded as unknown, never a failure).
+const std::string& CpuModelName() {
+  static const std::string* const model = [] {
+    const absl::StatusOr<CpuInfo> cpu = ReadCpuInfo();
+    return new std::string(cpu.ok() ? cpu->model : "");
+  }();
+  return *model;
+}
+
 // What RunExperiment's error boundary needs to know about a run in progress.
 struct RunProgress {
   // What the run was doing, for errors: "building model 'vmoe_vit'".
@@ -416,6 +434,7 @@ void RecordFailure(const absl::Status& status, const RunOptions& options,
       progress.wall_before +
       std::chrono::duration<double>(std::chrono::steady_clock::now() - progress.wall_start)
           .count());
+  result.set_finished_unix_s(UnixSecondsNow());
   if (absl::Status s = WriteOutputs(progress.dir, result); !s.ok()) {
     // The disk may be what failed: say so, beside the run's own error line.
     std::fprintf(stderr, "warning: the failure could not be recorded in %s/result.json: %s\n",
@@ -510,6 +529,10 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
       google::protobuf::internal::VersionString(GOOGLE_PROTOBUF_VERSION));
   result.mutable_versions()->set_threads(threads);
   result.mutable_versions()->set_device(spec.runtime().device());
+  result.mutable_versions()->set_cpu_model(CpuModelName());
+  // A resumed run's record is replaced by its checkpoint's below, which
+  // keeps the first invocation's start (and machine).
+  result.set_started_unix_s(UnixSecondsNow());
   const SourceRevision source = options.source.value_or(CurrentSourceRevision());
   *result.mutable_source() = source;
   boundary.dir = dir;
@@ -654,6 +677,7 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
         result.set_status("STOPPED_NONFINITE_LOSS");
         result.set_status_reason(reason);
         result.set_wall_time_s(wall_now());
+        result.set_finished_unix_s(UnixSecondsNow());
         (void)WriteOutputs(dir, result);
         return absl::DataLossError(reason);
       }
@@ -705,6 +729,7 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
     state.rng_state = at::detail::getDefaultCPUGenerator().get_state();
     result.set_status("RUNNING");
     result.set_wall_time_s(wall_now());
+    result.set_finished_unix_s(UnixSecondsNow());
     boundary.stage = absl::StrFormat("writing the outputs of epoch %d", epoch + 1);
     if (absl::Status s = WriteOutputs(dir, result); !s.ok()) return s;
     boundary.stage = absl::StrFormat("writing the checkpoint after epoch %d", epoch + 1);
@@ -784,6 +809,7 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
   final_metrics->set_flops_per_token(stats.flops_per_token);
   result.set_status("COMPLETED");
   result.set_wall_time_s(wall_now());
+  result.set_finished_unix_s(UnixSecondsNow());
   boundary.stage = "writing the final outputs";
   if (absl::Status s = WriteOutputs(dir, result); !s.ok()) return s;
   if (options.verbose) std::printf("%s", FormatRunSummary(result).c_str());
