@@ -78,21 +78,27 @@ std::string Axes(const std::string& title, const std::string& x_label, const std
                       "\nset ylabel ", Quote(y_label), "\nset grid\nset key outside right top\n");
 }
 
+// Epochs and the like: whole-number ticks, not 2.5.
+std::string WholeNumberXTics(const std::vector<double>& xs) {
+  bool whole_x = true;
+  double x_min = std::numeric_limits<double>::infinity(), x_max = -x_min;
+  for (double x : xs) {
+    whole_x = whole_x && x == std::floor(x);
+    x_min = std::min(x_min, x);
+    x_max = std::max(x_max, x);
+  }
+  return whole_x && x_max - x_min <= 20 ? "set xtics 1\n" : "";
+}
+
 absl::Status PlotSeries(const std::string& png_path, const std::string& title,
                         const std::string& x_label, const std::string& y_label,
                         const std::vector<Series>& series, const std::string& style) {
   std::string body = DataBlocks(series) + Axes(title, x_label, y_label);
-  // Epochs and the like: whole-number ticks, not 2.5.
-  bool whole_x = true;
-  double x_min = std::numeric_limits<double>::infinity(), x_max = -x_min;
+  std::vector<double> xs;
   for (const Series& one : series) {
-    for (const auto& [x, y] : one.points) {
-      whole_x = whole_x && x == std::floor(x);
-      x_min = std::min(x_min, x);
-      x_max = std::max(x_max, x);
-    }
+    for (const auto& point : one.points) xs.push_back(point.first);
   }
-  if (whole_x && x_max - x_min <= 20) body += "set xtics 1\n";
+  body += WholeNumberXTics(xs);
   body += "plot ";
   for (size_t i = 0; i < series.size(); ++i) {
     absl::StrAppend(&body, i ? ", " : "", "$s", i, " using 1:2 with ", style, " title ",
@@ -108,6 +114,62 @@ absl::Status PlotLines(const std::string& png_path, const std::string& title,
                        const std::string& x_label, const std::string& y_label,
                        const std::vector<Series>& series) {
   return PlotSeries(png_path, title, x_label, y_label, series, "linespoints lw 2");
+}
+
+absl::Status PlotLinesWithBands(const std::string& png_path, const std::string& title,
+                                const std::string& x_label, const std::string& y_label,
+                                const std::vector<BandSeries>& series, double marker_x,
+                                const std::string& marker_label) {
+  std::string body;
+  std::vector<double> xs;
+  for (size_t i = 0; i < series.size(); ++i) {
+    absl::StrAppend(&body, "$s", i, " << EOD\n");
+    for (const BandPoint& p : series[i].points) {
+      absl::StrAppendFormat(&body, "%.9g %.9g %.9g %.9g\n", p.x, p.y, p.low, p.high);
+      xs.push_back(p.x);
+    }
+    body += "EOD\n";
+  }
+  body += Axes(title, x_label, y_label);
+  body += WholeNumberXTics(xs);
+  // A margin on both sides, so that a marker at the last x is not drawn on
+  // the plot's border.
+  if (!xs.empty()) {
+    const auto [x_min, x_max] = std::minmax_element(xs.begin(), xs.end());
+    const double margin = *x_max > *x_min ? std::max(0.04 * (*x_max - *x_min), 0.05) : 0.5;
+    absl::StrAppendFormat(&body, "set autoscale xfix\nset offsets %.9g, %.9g, 0, 0\n", margin,
+                          margin);
+  }
+  // From 0 (a fluctuation or a share is never negative; a band's lower edge
+  // may be) to above the highest band: gnuplot's autoscale does not reach
+  // the upper edge of a filledcurves band.
+  double y_max = 0;
+  for (const BandSeries& one : series) {
+    for (const BandPoint& p : one.points) y_max = std::max({y_max, p.y, p.high});
+  }
+  if (y_max > 0) {
+    absl::StrAppendFormat(&body, "set yrange [0:%.9g]\n", 1.05 * y_max);
+  } else {
+    body += "set yrange [0:*]\n";
+  }
+  body += "set style fill transparent solid 0.18 noborder\n";
+  if (!marker_label.empty()) {
+    absl::StrAppendFormat(&body,
+                          "set arrow 1 from %.9g, graph 0 to %.9g, graph 1 nohead dt 2 lw 1.5 "
+                          "lc rgb '#555555'\n"
+                          "set label 1 %s at %.9g, graph 0.97 right offset -0.6,0 "
+                          "textcolor rgb '#555555'\n",
+                          marker_x, marker_x, Quote(marker_label), marker_x);
+  }
+  body += "plot ";
+  for (size_t i = 0; i < series.size(); ++i) {
+    // Band first, then its line on top, both in the series' colour.
+    absl::StrAppend(&body, i ? ", " : "", "$s", i, " using 1:3:4 with filledcurves lc ", i + 1,
+                    " notitle, $s", i, " using 1:2 with linespoints lw 2 lc ", i + 1, " title ",
+                    Quote(series[i].label));
+  }
+  body += "\n";
+  return RunGnuplot(png_path, body);
 }
 
 absl::Status PlotScatter(const std::string& png_path, const std::string& title,

@@ -23,6 +23,29 @@ absl::Status PlotLines(const std::string& png_path, const std::string& title,
                        const std::string& x_label, const std::string& y_label,
                        const std::vector<Series>& series);
 
+// A line with a shaded band around it, e.g. a mean over seeds with its 95%
+// interval. A point without a band has low == high == y.
+struct BandPoint {
+  double x = 0;
+  double y = 0;
+  double low = 0;
+  double high = 0;
+};
+
+struct BandSeries {
+  std::string label;
+  std::vector<BandPoint> points;
+};
+
+// Lines with points, one per series, each over a translucent band of its
+// own colour; the y axis starts at 0. When `marker_label` is not empty, a
+// dashed vertical line at x = marker_x carries it (e.g. the epoch a paper's
+// figure is taken at).
+absl::Status PlotLinesWithBands(const std::string& png_path, const std::string& title,
+                                const std::string& x_label, const std::string& y_label,
+                                const std::vector<BandSeries>& series, double marker_x,
+                                const std::string& marker_label);
+
 // Points only (scatter), one colour per series.
 absl::Status PlotScatter(const std::string& png_path, const std::string& title,
                          const std::string& x_label, const std::string& y_label,
