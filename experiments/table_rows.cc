@@ -27,6 +27,9 @@ absl::StatusOr<TableSpec> LoadTable(const std::string& name) {
   if (absl::Status s = ValidateClaims(table); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
   }
+  if (absl::Status s = ValidateSelection(table); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+  }
   return table;
 }
 
@@ -59,6 +62,36 @@ absl::Status ValidateClaims(const TableSpec& table) {
           absl::StrCat(where, ": a claim within row '", claim.row_a(),
                        "' compares a column with itself; set column_b (or row_b)"));
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSelection(const TableSpec& table) {
+  std::string grouped_row;
+  for (const TableRow& row : table.rows()) {
+    if (!row.group().empty()) {
+      grouped_row = row.label();
+      break;
+    }
+  }
+  if (!table.has_selection()) {
+    if (grouped_row.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat("rows: row '", grouped_row,
+                     "' has a group but the table has no selection; a sweep needs its rule "
+                     "(selection { column expect }) fixed in the table before running"));
+  }
+  const Selection& rule = table.selection();
+  if (rule.column() == COLUMN_UNSPECIFIED) {
+    return absl::InvalidArgumentError("selection.column: unset");
+  }
+  if (rule.expect() == EXPECTATION_UNSPECIFIED) {
+    return absl::InvalidArgumentError(
+        "selection.expect: unset (A_LOWER: the lowest wins, A_HIGHER: the highest wins)");
+  }
+  if (grouped_row.empty()) {
+    return absl::InvalidArgumentError(
+        "selection: no row has a group, so there is nothing to select from");
   }
   return absl::OkStatus();
 }

@@ -16,13 +16,19 @@ namespace moelab {
 inline constexpr char kTablesDirectory[] = "experiments/tables";
 
 // Reads experiments/tables/<name>.pbtxt (from the workspace under `bazel run`)
-// and checks its claims (ValidateClaims).
+// and checks its claims (ValidateClaims) and selection (ValidateSelection).
 absl::StatusOr<TableSpec> LoadTable(const std::string& name);
 
 // Every claim names rows of the table (row_a; row_b empty or a row), a
 // column and a direction, and a claim within one row compares two
 // different columns (column_b set).
 absl::Status ValidateClaims(const TableSpec& table);
+
+// A sweep's rule is complete (selection.column and selection.expect set)
+// and has candidates (some row has a group), and no row has a group in a
+// table without a rule: candidates whose rule is not fixed before running
+// would be chosen after seeing the numbers.
+absl::Status ValidateSelection(const TableSpec& table);
 
 // The row's spec (its own `spec`, else the table's base or paper-scale base)
 // with its spec_overrides merged in, resolved and validated. With
