@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "core/provenance.h"
 #include "core/routing_metrics.h"
@@ -551,8 +552,307 @@ std::string IdentityAggregation(const RowRuns& row) {
 
 }  // namespace
 
+bool RowHasIdentityAggregation(const RowRuns& row) {
+  for (const RunResult& run : row.runs) {
+    if (run.identity_aggregation_layers_size() > 0) return true;
+  }
+  return false;
+}
+
+bool HasFluctuationColumn(const TableSpec& table) {
+  for (int c : table.columns()) {
+    if (c == FLUCTUATION_TOP1 || c == FLUCTUATION_TOPK) return true;
+  }
+  return false;
+}
+
+bool EpochFluctuation(const EpochMetrics& epoch, bool top_k, double* percent) {
+  using L = LayerRoutingMetrics;
+  if (!LayerMean(epoch.layers(), top_k ? &L::fluctuation_topk : &L::fluctuation_top1,
+                 &L::has_fluctuation, percent)) {
+    return false;
+  }
+  *percent *= 100;
+  return true;
+}
+
+std::vector<FluctuationCurve> FluctuationCurves(const std::vector<RowRuns>& rows, bool top_k) {
+  std::vector<FluctuationCurve> curves;
+  for (const RowRuns& row : rows) {
+    std::map<int, std::vector<double>> per_epoch;
+    for (const RunResult& run : row.runs) {
+      for (const EpochMetrics& epoch : run.epochs()) {
+        double percent;
+        if (EpochFluctuation(epoch, top_k, &percent)) per_epoch[epoch.epoch()].push_back(percent);
+      }
+    }
+    if (per_epoch.empty()) continue;
+    FluctuationCurve curve{&row, {}};
+    for (const auto& [epoch, values] : per_epoch) {
+      curve.cells.push_back({epoch, MeanWithInterval95(values)});
+    }
+    curves.push_back(std::move(curve));
+  }
+  return curves;
+}
+
+int LastFluctuationEpoch(const std::vector<FluctuationCurve>& curves) {
+  int last = 0;
+  for (const FluctuationCurve& curve : curves) {
+    if (!curve.cells.empty()) last = std::max(last, curve.cells.back().epoch);
+  }
+  return last;
+}
+
+namespace {
+
+// A CSV field: quoted, with quotes doubled (RFC 4180).
+std::string CsvField(const std::string& text) {
+  return absl::StrCat("\"", absl::StrReplaceAll(text, {{"\"", "\"\""}}), "\"");
+}
+
+// The n most cells have, stated once above the table; cells with another n
+// say theirs.
+int CommonCount(const std::vector<FluctuationCurve>& curves) {
+  std::map<int, int> cells_per_n;
+  for (const FluctuationCurve& curve : curves) {
+    for (const FluctuationCell& cell : curve.cells) ++cells_per_n[cell.interval.n];
+  }
+  int common = 0, most = 0;
+  for (const auto& [n, cells] : cells_per_n) {
+    if (cells > most) {
+      common = n;
+      most = cells;
+    }
+  }
+  return common;
+}
+
+// "12.3 ± 1.1"; "12.3" when the interval is undefined (one seed); the
+// cell's n in brackets when it is not the table's `common_n`.
+std::string FluctuationCellText(const MeanInterval& interval, int common_n) {
+  std::string text = std::isfinite(interval.half_width)
+                         ? absl::StrFormat("%.1f ± %.1f", interval.mean, interval.half_width)
+                         : absl::StrFormat("%.1f", interval.mean);
+  if (interval.n != common_n) absl::StrAppend(&text, " (n = ", interval.n, ")");
+  return text;
+}
+
+// One Markdown table: a line per curve, a column per epoch 2..last, the
+// last column bold (the paper's figure).
+std::string FluctuationTable(const std::vector<FluctuationCurve>& curves, int common_n) {
+  int first = std::numeric_limits<int>::max();
+  const int last = LastFluctuationEpoch(curves);
+  for (const FluctuationCurve& curve : curves) first = std::min(first, curve.cells.front().epoch);
+  std::vector<std::string> header = {"Row"};
+  for (int e = first; e <= last; ++e) {
+    header.push_back(e == last ? absl::StrCat("**e = ", e, ": the paper's figure**")
+                               : absl::StrCat("e = ", e));
+  }
+  std::string md = absl::StrCat("| ", absl::StrJoin(header, " | "), " |\n| --- |");
+  for (int e = first; e <= last; ++e) md += " ---: |";
+  md += "\n";
+  for (const FluctuationCurve& curve : curves) {
+    std::vector<std::string> cells = {curve.row->row->label()};
+    for (int e = first; e <= last; ++e) {
+      auto cell = std::find_if(curve.cells.begin(), curve.cells.end(),
+                               [e](const FluctuationCell& c) { return c.epoch == e; });
+      if (cell == curve.cells.end()) {
+        cells.push_back("–");
+        continue;
+      }
+      const std::string text = FluctuationCellText(cell->interval, common_n);
+      cells.push_back(e == last ? absl::StrCat("**", text, "**") : text);
+    }
+    absl::StrAppend(&md, "| ", absl::StrJoin(cells, " | "), " |\n");
+  }
+  return md;
+}
+
+}  // namespace
+
+std::string RenderFluctuationCsv(const std::vector<RowRuns>& rows) {
+  std::string csv = "row,seed,epoch,top1,topk\n";
+  for (const RowRuns& row : rows) {
+    for (const RunResult& run : row.runs) {
+      for (const EpochMetrics& epoch : run.epochs()) {
+        double top1, topk;
+        if (!EpochFluctuation(epoch, /*top_k=*/false, &top1)) continue;
+        const bool has_topk = EpochFluctuation(epoch, /*top_k=*/true, &topk);
+        absl::StrAppendFormat(&csv, "%s,%d,%d,%.6g,%s\n", CsvField(row.row->label()),
+                              run.spec().seed(), epoch.epoch(), top1,
+                              has_topk ? absl::StrFormat("%.6g", topk) : "");
+      }
+    }
+  }
+  return csv;
+}
+
+std::string RenderFluctuationPerEpoch(const TableSpec& table, const std::vector<RowRuns>& rows,
+                                      const FluctuationFiles& files) {
+  const std::vector<FluctuationCurve> top1 = FluctuationCurves(rows, /*top_k=*/false);
+  if (top1.empty()) return "";
+  const int last = LastFluctuationEpoch(top1);
+  const int common_n = CommonCount(top1);
+  std::string md = absl::StrFormat(
+      "\n## Fluctuation per epoch\n\n"
+      "Column e: the share of probe tokens whose top-1 expert changed between epoch e − 1 and "
+      "epoch e (%%), the mean over MoE layers, from each run's per-epoch metrics; each cell is "
+      "the mean over seeds ± the half-width of its 95%% Student-t interval (n − 1 degrees of "
+      "freedom, as for the claims), n = %d %s per cell unless a cell says otherwise%s. "
+      "**The last column (epochs %d → %d) is the paper's figure**: the graph-of-tokens paper "
+      "reports the fluctuation \"at the late stage of training\", between its last two "
+      "epochs, and the table's fluctuation columns above are this same epoch.\n\n",
+      common_n, common_n == 1 ? "seed" : "seeds", common_n == 1 ? " (one seed: no interval)" : "",
+      last - 1, last);
+  md += FluctuationTable(top1, common_n);
+  bool topk_column = false;
+  for (int c : table.columns()) topk_column |= c == FLUCTUATION_TOPK;
+  if (topk_column) {
+    const std::vector<FluctuationCurve> topk = FluctuationCurves(rows, /*top_k=*/true);
+    if (!topk.empty()) {
+      md +=
+          "\nThe same for the selected expert set (top-k): the share of probe tokens whose set "
+          "of experts changed.\n\n";
+      md += FluctuationTable(topk, CommonCount(topk));
+    }
+  }
+  std::vector<std::string> without;
+  for (const RowRuns& row : rows) {
+    if (std::none_of(top1.begin(), top1.end(),
+                     [&](const FluctuationCurve& c) { return c.row == &row; })) {
+      without.push_back(row.row->label());
+    }
+  }
+  if (!without.empty()) {
+    absl::StrAppend(&md, "\nRows without per-epoch fluctuation (no training epochs): ",
+                    absl::StrJoin(without, "; "), ".\n");
+  }
+  if (!files.png.empty()) {
+    absl::StrAppend(
+        &md, "\n![Top-1 fluctuation per epoch](", files.png, ")\n\n",
+        "*One line per row: the mean over seeds. Shaded: the 95% t-interval of that mean "
+        "(the cells above) cut to 0-100%, not the range of single seeds, which widens with "
+        "every seed added and estimates nothing. Dashed: the last epoch, the paper's "
+        "figure.*\n");
+  }
+  if (!files.csv.empty()) {
+    absl::StrAppend(&md, "\nEvery run's values (row, seed, epoch, top-1 and top-k in %): [",
+                    files.csv, "](", files.csv, ").\n");
+  }
+  return md;
+}
+
+std::vector<GroupSelection> SelectRows(const TableSpec& table, const std::vector<RowRuns>& rows) {
+  std::vector<GroupSelection> groups;
+  if (!table.has_selection()) return groups;
+  const Selection& rule = table.selection();
+  for (const RowRuns& row : rows) {
+    if (row.row->group().empty()) continue;
+    auto group = std::find_if(groups.begin(), groups.end(),
+                              [&](const GroupSelection& g) { return g.group == row.row->group(); });
+    if (group == groups.end()) {
+      groups.push_back({row.row->group(), {}, nullptr});
+      group = groups.end() - 1;
+    }
+    SelectionCandidate candidate{&row, ColumnStat(row, rule.column()), true, ""};
+    if (candidate.stat.n == 0) {
+      candidate.eligible = false;
+      candidate.why_not = "no value";
+    } else if (rule.exclude_identity_aggregation() && RowHasIdentityAggregation(row)) {
+      candidate.eligible = false;
+      candidate.why_not = "aggregation is the identity (‡)";
+    }
+    group->candidates.push_back(std::move(candidate));
+  }
+  const bool lower_wins = rule.expect() != A_HIGHER;
+  for (GroupSelection& group : groups) {
+    // Eligible first, best first; stable, so ties keep the table's order.
+    std::stable_sort(group.candidates.begin(), group.candidates.end(),
+                     [lower_wins](const SelectionCandidate& a, const SelectionCandidate& b) {
+                       if (a.eligible != b.eligible) return a.eligible;
+                       if (!a.eligible) return false;
+                       return lower_wins ? a.stat.mean < b.stat.mean : a.stat.mean > b.stat.mean;
+                     });
+    if (!group.candidates.empty() && group.candidates.front().eligible) {
+      group.chosen = group.candidates.front().row;
+    }
+  }
+  return groups;
+}
+
+std::string RenderSelection(const TableSpec& table, const std::vector<RowRuns>& rows) {
+  if (!table.has_selection()) return "";
+  const Selection& rule = table.selection();
+  const Column column = rule.column();
+  const bool lower_wins = rule.expect() != A_HIGHER;
+  std::string md = absl::StrCat(
+      "\n## Selection (rule fixed in the table spec before running)\n\n"
+      "Rule (`selection` in experiments/tables/",
+      table.name(),
+      ".pbtxt, committed before the runs): within each group, the eligible row "
+      "with the ",
+      lower_wins ? "lowest" : "highest", " mean over seeds of *", ColumnTitle(column), "* wins");
+  if (rule.exclude_identity_aggregation()) {
+    absl::StrAppendFormat(&md,
+                          "; rows whose aggregation is effectively the identity (‡: mean "
+                          "self-weight above %g in some layer and seed) are not eligible",
+                          kIdentityAggregationSelfWeight);
+  }
+  md +=
+      ". The chosen row is then frozen into the main table by hand: that table's setting "
+      "(our_setting) cites this report. Nothing here changes another table.\n";
+  for (const GroupSelection& group : SelectRows(table, rows)) {
+    absl::StrAppend(&md, "\n### Group \"", group.group, "\"\n\n| Rank | Row | ",
+                    ColumnTitle(column), ": mean ± std | n | |\n| --- | --- | --- | --- | --- |\n");
+    int rank = 0;
+    for (const SelectionCandidate& c : group.candidates) {
+      const int digits = DecimalsFor(column, c.stat.mean);
+      const std::string value =
+          c.stat.n == 0   ? "–"
+          : c.stat.n == 1 ? absl::StrFormat("%.*f", digits, c.stat.mean)
+                          : absl::StrFormat("%.*f ± %.*f", digits, c.stat.mean, digits, c.stat.std);
+      const std::string label =
+          absl::StrCat(c.row->row->label(), RowHasIdentityAggregation(*c.row) ? " ‡" : "");
+      const std::string verdict = !c.eligible             ? "not eligible: " + c.why_not
+                                  : c.row == group.chosen ? "**chosen**"
+                                                          : "";
+      absl::StrAppend(&md, "| ", c.eligible ? absl::StrCat(++rank) : "–", " | ", label, " | ",
+                      value, " | ", c.stat.n, " | ", verdict, " |\n");
+    }
+    if (group.chosen == nullptr) {
+      md += "\nNo row of this group is eligible: nothing is chosen.\n";
+      continue;
+    }
+    absl::StrAppend(&md, "\nChosen: **", group.chosen->row->label(), "**.");
+    if (group.candidates.size() > 1 && group.candidates[1].eligible) {
+      // How far apart the winner and the runner-up are, on the same seeds:
+      // the rule picks the better mean even when the two are not told apart.
+      const RowRuns& runner_up = *group.candidates[1].row;
+      const PairedDifference d = PairedDifferences(*group.chosen, column, runner_up, column);
+      const int digits = DifferenceDecimals(column, d);
+      if (d.n >= 2) {
+        const bool apart = d.hi < 0 || d.lo > 0;
+        absl::StrAppendFormat(
+            &md,
+            " Chosen − runner-up (%s), paired by seed: %.*f, 95%% interval [%.*f, %.*f], n = %d%s",
+            runner_up.row->label(), digits, d.mean, digits, d.lo, digits, d.hi, d.n,
+            apart ? "."
+                  : " (the interval contains 0: the rule still picks the better mean, "
+                    "but at this n the two are not told apart).");
+      } else {
+        absl::StrAppend(&md, " Chosen − runner-up (", runner_up.row->label(),
+                        "), paired by seed: fewer than 2 pairs, no interval.");
+      }
+    }
+    md += "\n";
+  }
+  return md;
+}
+
 std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& rows,
-                           const std::vector<std::string>& pictures) {
+                           const std::vector<std::string>& pictures,
+                           const FluctuationFiles& fluctuation_files) {
   std::string md = absl::StrCat("# ", table.title(), "\n\n");
   std::set<std::string> revisions;
   for (const RowRuns& r : rows) {
@@ -664,6 +964,8 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
     absl::StrAppend(&md, "\nSources of the paper's numbers:\n", absl::StrJoin(notes, "\n"), "\n");
   }
   if (table.claims_size() > 0) md += RenderClaims(table, rows);
+  if (HasFluctuationColumn(table)) md += RenderFluctuationPerEpoch(table, rows, fluctuation_files);
+  if (table.has_selection()) md += RenderSelection(table, rows);
   if (!pictures.empty()) {
     md += "\n## Pictures\n\n";
     for (const std::string& p : pictures) absl::StrAppend(&md, "![", p, "](", p, ")\n\n");

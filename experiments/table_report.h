@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/statistics.h"
 #include "proto/result.pb.h"
 #include "proto/table.pb.h"
 
@@ -122,12 +123,102 @@ std::vector<std::pair<double, double>> EntropyFluctuationPoints(const RowRuns& r
 // each row (one router), and pooled over all rows, labelled as such.
 std::string RenderEntropyVsFluctuation(const std::vector<RowRuns>& rows);
 
+// Whether the row's aggregation is effectively the identity in some run
+// (RunResult.identity_aggregation_layers): the rows the report marks ‡ and
+// a selection with exclude_identity_aggregation leaves out.
+bool RowHasIdentityAggregation(const RowRuns& row);
+
+// --- Fluctuation per epoch -------------------------------------------------
+//
+// The graph-of-tokens paper's headline is the fluctuation "at the late
+// stage of training", between its last two epochs; the curve over all
+// epochs shows whether that last figure is a plateau or a point on a slope.
+
+// Whether the table reports fluctuation (a FLUCTUATION_TOP1 or
+// FLUCTUATION_TOPK column): then the report has a "Fluctuation per epoch"
+// section.
+bool HasFluctuationColumn(const TableSpec& table);
+
+// The fluctuation of one epoch in percent: the share of probe tokens whose
+// top-1 expert (`top_k` false) or selected expert set (`top_k` true) changed
+// since the previous epoch, mean over the MoE layers that have one
+// (has_fluctuation). False for an epoch without (the first epoch).
+bool EpochFluctuation(const EpochMetrics& epoch, bool top_k, double* percent);
+
+struct FluctuationCell {
+  int epoch = 0;  // the change from epoch - 1 to epoch
+  // Over the row's seeds that have this epoch: mean and the half-width of
+  // its 95% Student-t interval (MeanWithInterval95, the claims' helper;
+  // +infinity for one seed), in percent.
+  MeanInterval interval;
+};
+
+struct FluctuationCurve {
+  const RowRuns* row = nullptr;
+  std::vector<FluctuationCell> cells;  // ascending epoch
+};
+
+// One curve per row that has per-epoch fluctuation (training-free rows
+// have no epochs and no curve), in row order.
+std::vector<FluctuationCurve> FluctuationCurves(const std::vector<RowRuns>& rows, bool top_k);
+
+// The last epoch any curve reaches (the paper's figure compares it with the
+// one before); 0 when there is none.
+int LastFluctuationEpoch(const std::vector<FluctuationCurve>& curves);
+
+// Long format, one line per row, seed and epoch with a fluctuation, values
+// in percent: row,seed,epoch,top1,topk
+std::string RenderFluctuationCsv(const std::vector<RowRuns>& rows);
+
+// Where the section's picture and data are, for its links; empty: not there
+// (the picture could not be drawn, or no data file was written).
+struct FluctuationFiles {
+  std::string png;
+  std::string csv;
+};
+
+// The Markdown section "Fluctuation per epoch" (top-1; also top-k set when
+// the table has a FLUCTUATION_TOPK column); "" when no row has per-epoch
+// fluctuation.
+std::string RenderFluctuationPerEpoch(const TableSpec& table, const std::vector<RowRuns>& rows,
+                                      const FluctuationFiles& files);
+
+// --- Selection in sweep tables -------------------------------------------
+
+struct SelectionCandidate {
+  const RowRuns* row = nullptr;
+  Stat stat;  // the selection column over the row's seeds
+  // Eligible rows compete; `why_not` says why a row does not.
+  bool eligible = false;
+  std::string why_not;
+};
+
+struct GroupSelection {
+  std::string group;
+  // Eligible rows best first (ties keep table order), then the others in
+  // table order.
+  std::vector<SelectionCandidate> candidates;
+  // The first candidate when it is eligible; nullptr when none is.
+  const RowRuns* chosen = nullptr;
+};
+
+// Applies the table's selection rule (TableSpec.selection) within each
+// group (TableRow.group), groups in order of first appearance; empty
+// without a selection.
+std::vector<GroupSelection> SelectRows(const TableSpec& table, const std::vector<RowRuns>& rows);
+
+// The Markdown section "Selection (rule fixed in the table spec before
+// running)"; "" without a selection.
+std::string RenderSelection(const TableSpec& table, const std::vector<RowRuns>& rows);
+
 // The Markdown report: settings (with the code revision), table with ours
 // (mean ± std over seeds) and the paper's values labelled as the paper's,
 // claims judged on paired differences, notes on non-causal rows and rows
-// whose aggregation is the identity, pictures.
+// whose aggregation is the identity, the fluctuation per epoch (tables
+// with a fluctuation column), the selection (sweep tables), pictures.
 std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& rows,
-                           const std::vector<std::string>& pictures);
+                           const std::vector<std::string>& pictures,
+                           const FluctuationFiles& fluctuation_files = {});
 
 // row,column,mean,std,n,paper_value,revisions
 std::string RenderCsv(const TableSpec& table, const std::vector<RowRuns>& rows);

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "core/routing_metrics.h"
 #include "google/protobuf/text_format.h"
 
@@ -217,7 +218,7 @@ TableSpec Proposition1Table(const std::string& extra_column = "") {
   const std::string columns = absl::StrCat("GATE_ENTROPY, AGGREGATED_ENTROPY",
                                            extra_column.empty() ? "" : ", ", extra_column);
   EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(
-      absl::StrCat("name: \"t\" title: \"T\" columns: [ ", columns, R"pb(                                                                          ]
+      absl::StrCat("name: \"t\" title: \"T\" columns: [ ", columns, R"pb(                                                                                                                                                   ]
         rows { label: "sim" }
         claims {
           text: "H(p) < H(r) (Proposition 1)"
@@ -613,6 +614,267 @@ TEST(TableReportTest, TrainingFreeRowsNameTheirCheckpointsRevisions) {
                                           "(evaluating the checkpoints of row 'smoe')"));
   EXPECT_THAT(RenderMarkdown(table, rows, {}),
               HasSubstr(" | aaaaaaaaaaaa (checkpoints: aaaaaaaaaaaa, cccccccccccc) |\n"));
+}
+
+// A run of `seed` whose epochs 2..N have top-1 fluctuation top1[e - 2] (a
+// share) as the mean of two MoE layers (value ± 0.02) and top-k set
+// fluctuation 0.1 above it; a third layer has no fluctuation (it must not
+// count). Epoch 1 has none, as in the trainer.
+RunResult CurveRun(uint64_t seed, const std::vector<double>& top1) {
+  RunResult run;
+  run.mutable_spec()->set_seed(seed);
+  run.mutable_epochs()->Add()->set_epoch(1);
+  for (size_t i = 0; i < top1.size(); ++i) {
+    EpochMetrics* epoch = run.add_epochs();
+    epoch->set_epoch(static_cast<int>(i) + 2);
+    for (double offset : {-0.02, 0.02}) {
+      LayerRoutingMetrics* layer = epoch->add_layers();
+      layer->set_has_fluctuation(true);
+      layer->set_fluctuation_top1(top1[i] + offset);
+      layer->set_fluctuation_topk(top1[i] + offset + 0.1);
+    }
+    LayerRoutingMetrics* without = epoch->add_layers();
+    without->set_fluctuation_top1(0.9);
+    without->set_fluctuation_topk(0.9);
+  }
+  return run;
+}
+
+TableSpec CurveTable() {
+  TableSpec table;
+  google::protobuf::TextFormat::ParseFromString(
+      R"pb(
+        name: "curve"
+        title: "Curve"
+        columns: [ FLUCTUATION_TOP1, FLUCTUATION_TOPK ]
+        rows { label: "smoe" }
+        rows { label: "sim \"cos\"" }
+      )pb",
+      &table);
+  return table;
+}
+
+// Two rows, three seeds, epochs 2-4 (in percent):
+//   smoe  e2: 40 44 42   e3: 30 33 36   e4: 20 22 21
+//   sim   e2: 20 22 24   e3: 15 15 15   e4: 10 13 10
+std::vector<RowRuns> CurveRows(const TableSpec& table) {
+  return {{&table.rows(0),
+           {CurveRun(1, {0.40, 0.30, 0.20}), CurveRun(2, {0.44, 0.33, 0.22}),
+            CurveRun(3, {0.42, 0.36, 0.21})}},
+          {&table.rows(1),
+           {CurveRun(1, {0.20, 0.15, 0.10}), CurveRun(2, {0.22, 0.15, 0.13}),
+            CurveRun(3, {0.24, 0.15, 0.10})}}};
+}
+
+TEST(FluctuationPerEpochTest, CellsAreSeedMeansWithTIntervals) {
+  const TableSpec table = CurveTable();
+  const std::vector<RowRuns> rows = CurveRows(table);
+  const std::vector<FluctuationCurve> curves = FluctuationCurves(rows, /*top_k=*/false);
+  ASSERT_EQ(curves.size(), 2u);
+  EXPECT_EQ(LastFluctuationEpoch(curves), 4);
+  // By hand: mean and sample sd of the three seeds; the half-width is
+  // t(0.975, 2) sd / sqrt(3) with t(0.975, 2) = 4.302652729911275 (tables).
+  const double t = 4.302652729911275;
+  struct Expected {
+    int epoch;
+    double mean, sd;
+  };
+  const std::vector<std::vector<Expected>> expected = {
+      {{2, 42, 2}, {3, 33, 3}, {4, 21, 1}},
+      {{2, 22, 2}, {3, 15, 0}, {4, 11, std::sqrt(3.0)}},
+  };
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(curves[r].row, &rows[r]);
+    ASSERT_EQ(curves[r].cells.size(), 3u);
+    for (int c = 0; c < 3; ++c) {
+      const FluctuationCell& cell = curves[r].cells[c];
+      SCOPED_TRACE(absl::StrCat("row ", r, " epoch ", cell.epoch));
+      EXPECT_EQ(cell.epoch, expected[r][c].epoch);
+      EXPECT_EQ(cell.interval.n, 3);
+      EXPECT_NEAR(cell.interval.mean, expected[r][c].mean, 1e-9);
+      EXPECT_NEAR(cell.interval.half_width, t * expected[r][c].sd / std::sqrt(3.0), 1e-6);
+    }
+  }
+  // The paper's figure (the last column) is the main table's fluctuation.
+  EXPECT_NEAR(ColumnStat(rows[0], FLUCTUATION_TOP1).mean, curves[0].cells.back().interval.mean,
+              1e-9);
+  // Top-k set: 10 points above, the same spread.
+  const std::vector<FluctuationCurve> topk = FluctuationCurves(rows, /*top_k=*/true);
+  ASSERT_EQ(topk.size(), 2u);
+  EXPECT_NEAR(topk[1].cells[2].interval.mean, 21, 1e-9);
+  EXPECT_NEAR(topk[1].cells[2].interval.half_width, t, 1e-6);
+}
+
+TEST(FluctuationPerEpochTest, MarkdownSection) {
+  const TableSpec table = CurveTable();
+  const std::vector<RowRuns> rows = CurveRows(table);
+  const std::string md =
+      RenderFluctuationPerEpoch(table, rows, {"curve_fluctuation.png", "curve_fluctuation.csv"});
+  EXPECT_THAT(md, HasSubstr("\n## Fluctuation per epoch\n"));
+  EXPECT_THAT(md, HasSubstr("n = 3 seeds per cell"));
+  EXPECT_THAT(md, HasSubstr("**The last column (epochs 3 → 4) is the paper's figure**"));
+  const std::string header =
+      "| Row | e = 2 | e = 3 | **e = 4: the paper's figure** |\n| --- | ---: | ---: | ---: |\n";
+  // Top-1, then the top-k set (the table has that column).
+  EXPECT_THAT(md,
+              HasSubstr(header + "| smoe | 42.0 ± 5.0 | 33.0 ± 7.5 | **21.0 ± 2.5** |\n"
+                                 "| sim \"cos\" | 22.0 ± 5.0 | 15.0 ± 0.0 | **11.0 ± 4.3** |\n"));
+  EXPECT_THAT(md, HasSubstr(header + "| smoe | 52.0 ± 5.0 | 43.0 ± 7.5 | **31.0 ± 2.5** |\n"));
+  EXPECT_THAT(md, HasSubstr("![Top-1 fluctuation per epoch](curve_fluctuation.png)"));
+  EXPECT_THAT(md, HasSubstr("Shaded: the 95% t-interval of that mean"));
+  EXPECT_THAT(md, HasSubstr("[curve_fluctuation.csv](curve_fluctuation.csv)"));
+  // Without the picture and data file, no links to them.
+  const std::string bare = RenderFluctuationPerEpoch(table, rows, {});
+  EXPECT_THAT(bare, Not(HasSubstr(".png")));
+  EXPECT_THAT(bare, Not(HasSubstr(".csv")));
+  // A table without a fluctuation column has no such section in its report.
+  TableSpec perplexity_only = table;
+  perplexity_only.clear_columns();
+  perplexity_only.add_columns(VALID_PERPLEXITY);
+  EXPECT_FALSE(HasFluctuationColumn(perplexity_only));
+  EXPECT_THAT(RenderMarkdown(perplexity_only, rows, {}), Not(HasSubstr("Fluctuation per epoch")));
+  EXPECT_THAT(RenderMarkdown(table, rows, {}), HasSubstr("Fluctuation per epoch"));
+}
+
+TEST(FluctuationPerEpochTest, CellsWithOtherCountsSayTheirN) {
+  const TableSpec table = CurveTable();
+  std::vector<RowRuns> rows = CurveRows(table);
+  // sim's seed 3 stopped after epoch 3; a training-free row has no epochs.
+  rows[1].runs[2] = CurveRun(3, {0.24, 0.15});
+  TableSpec with_free = table;
+  with_free.add_rows()->set_label("swapped");
+  rows.push_back({&with_free.rows(2), {RunResult()}});
+  const std::string md = RenderFluctuationPerEpoch(table, rows, {});
+  EXPECT_THAT(md, HasSubstr("| sim \"cos\" | 22.0 ± 5.0 | 15.0 ± 0.0 | **11.5 ± 19.1 (n = 2)** |"));
+  EXPECT_THAT(md, HasSubstr("Rows without per-epoch fluctuation (no training epochs): swapped."));
+}
+
+TEST(FluctuationPerEpochTest, CsvHasOneLinePerRowSeedAndEpoch) {
+  const TableSpec table = CurveTable();
+  std::vector<RowRuns> rows = CurveRows(table);
+  rows[1].runs[0].mutable_epochs(3)->mutable_layers(0)->set_fluctuation_top1(0.085);
+  const std::string csv = RenderFluctuationCsv(rows);
+  const std::vector<std::string> lines = absl::StrSplit(csv, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 1u + 2 * 3 * 3);  // header, rows x seeds x epochs 2-4
+  EXPECT_EQ(lines[0], "row,seed,epoch,top1,topk");
+  EXPECT_EQ(lines[1], "\"smoe\",1,2,40,50");
+  EXPECT_EQ(lines[2], "\"smoe\",1,3,30,40");
+  EXPECT_EQ(lines[9], "\"smoe\",3,4,21,31");
+  // Quotes in a label are doubled; the changed layer moves top-1 only.
+  EXPECT_EQ(lines[12], "\"sim \"\"cos\"\"\",1,4,10.25,20");
+}
+
+TableSpec SweepTable(const std::string& rule) {
+  TableSpec table;
+  google::protobuf::TextFormat::ParseFromString(
+      absl::StrCat(R"pb(
+                     name: "sweep"
+                     title: "Sweep"
+                     columns: [ VALID_PERPLEXITY ]
+                     rows { label: "smoe" }
+                     rows { label: "sim tau=0.1" group: "similarity" }
+                     rows { label: "sim tau=0.3" group: "similarity" }
+                     rows { label: "sim tau=1" group: "similarity" }
+                     rows { label: "att sigma=1" group: "attention" }
+                     rows { label: "att sigma=2" group: "attention" }
+                   )pb",
+                   rule),
+      &table);
+  return table;
+}
+
+// Perplexities per seed: smoe 50; sim 0.1: 52, 53, 54; sim 0.3: 49, 51, 50
+// (the best eligible); sim 1: 45 (lowest, but its aggregation is the
+// identity); att 1: 60, 61, 62; att 2: 58, 60, 59.
+std::vector<RowRuns> SweepRows(const TableSpec& table) {
+  auto row = [&](int r, std::vector<double> ppl, bool identity = false) {
+    RowRuns rr{&table.rows(r), {}};
+    for (size_t s = 0; s < ppl.size(); ++s) {
+      rr.runs.push_back(LmRun(ppl[s], {0.1}, false, s + 1));
+      if (identity) rr.runs.back().add_identity_aggregation_layers(0);
+    }
+    return rr;
+  };
+  return {row(0, {50, 50, 50}), row(1, {52, 53, 54}),
+          row(2, {49, 51, 50}), row(3, {45, 45, 45}, /*identity=*/true),
+          row(4, {60, 61, 62}), row(5, {58, 60, 59})};
+}
+
+std::vector<std::string> Ranked(const GroupSelection& group) {
+  std::vector<std::string> labels;
+  for (const SelectionCandidate& c : group.candidates) {
+    labels.push_back(absl::StrCat(c.row->row->label(), c.eligible ? "" : " (" + c.why_not + ")"));
+  }
+  return labels;
+}
+
+TEST(SelectionTest, LowestWinsPerGroupAndIdentityRowsAreNotEligible) {
+  const TableSpec table = SweepTable(
+      "selection { column: VALID_PERPLEXITY expect: A_LOWER exclude_identity_aggregation: true }");
+  const std::vector<RowRuns> rows = SweepRows(table);
+  const std::vector<GroupSelection> groups = SelectRows(table, rows);
+  ASSERT_EQ(groups.size(), 2u);  // the baseline has no group
+  EXPECT_EQ(groups[0].group, "similarity");
+  EXPECT_THAT(Ranked(groups[0]), ElementsAre("sim tau=0.3", "sim tau=0.1",
+                                             "sim tau=1 (aggregation is the identity (‡))"));
+  EXPECT_EQ(groups[0].chosen, &rows[2]);
+  EXPECT_EQ(groups[1].group, "attention");
+  EXPECT_THAT(Ranked(groups[1]), ElementsAre("att sigma=2", "att sigma=1"));
+  EXPECT_EQ(groups[1].chosen, &rows[5]);
+
+  const std::string md = RenderSelection(table, rows);
+  EXPECT_THAT(md, HasSubstr("\n## Selection (rule fixed in the table spec before running)\n"));
+  EXPECT_THAT(md, HasSubstr("Rule (`selection` in experiments/tables/sweep.pbtxt, committed "
+                            "before the runs): within each group, the eligible row with the "
+                            "lowest mean over seeds of *Perplexity (valid)* wins; rows whose "
+                            "aggregation is effectively the identity"));
+  EXPECT_THAT(md, HasSubstr("frozen into the main table by hand"));
+  EXPECT_THAT(md,
+              HasSubstr("### Group \"similarity\"\n\n"
+                        "| Rank | Row | Perplexity (valid): mean ± std | n | |\n"
+                        "| --- | --- | --- | --- | --- |\n"
+                        "| 1 | sim tau=0.3 | 50.00 ± 1.00 | 3 | **chosen** |\n"
+                        "| 2 | sim tau=0.1 | 53.00 ± 1.00 | 3 |  |\n"
+                        "| – | sim tau=1 ‡ | 45.00 ± 0.00 | 3 | not eligible: aggregation is the "
+                        "identity (‡) |\n"));
+  // Winner − runner-up on the same seeds: 49-52, 51-53, 50-54 = -3, -2, -4.
+  EXPECT_THAT(md, HasSubstr("Chosen: **sim tau=0.3**. Chosen − runner-up (sim tau=0.1), paired "
+                            "by seed: -3.00, 95% interval [-5.48, -0.52], n = 3.\n"));
+  // att: 58-60, 60-61, 59-62 = -2, -1, -3: the same interval width.
+  EXPECT_THAT(md, HasSubstr("Chosen: **att sigma=2**."));
+}
+
+TEST(SelectionTest, HighestWinsAndIdentityRowsCompeteWhenNotExcluded) {
+  const TableSpec highest = SweepTable("selection { column: VALID_PERPLEXITY expect: A_HIGHER }");
+  const std::vector<RowRuns> rows = SweepRows(highest);
+  std::vector<GroupSelection> groups = SelectRows(highest, rows);
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_THAT(Ranked(groups[0]), ElementsAre("sim tau=0.1", "sim tau=0.3", "sim tau=1"));
+  EXPECT_EQ(groups[0].chosen, &rows[1]);
+  EXPECT_EQ(groups[1].chosen, &rows[4]);
+  EXPECT_THAT(RenderSelection(highest, rows), HasSubstr("the highest mean over seeds"));
+
+  const TableSpec lowest = SweepTable("selection { column: VALID_PERPLEXITY expect: A_LOWER }");
+  groups = SelectRows(lowest, rows);
+  EXPECT_EQ(groups[0].chosen, &rows[3]);  // identity rows compete: 45 wins
+  EXPECT_THAT(RenderSelection(lowest, rows), Not(HasSubstr("not eligible")));
+}
+
+TEST(SelectionTest, RowsWithoutValuesAreNotEligibleAndNoWinnerIsSaid) {
+  const TableSpec table = SweepTable(
+      "selection { column: TEST_ACCURACY expect: A_HIGHER exclude_identity_aggregation: true }");
+  const std::vector<RowRuns> rows = SweepRows(table);  // LM runs: no accuracy
+  const std::vector<GroupSelection> groups = SelectRows(table, rows);
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].chosen, nullptr);
+  EXPECT_THAT(Ranked(groups[1]), ElementsAre("att sigma=1 (no value)", "att sigma=2 (no value)"));
+  const std::string md = RenderSelection(table, rows);
+  EXPECT_THAT(md, HasSubstr("No row of this group is eligible: nothing is chosen."));
+  // A table without a rule has no section.
+  const TableSpec no_rule = Table();
+  EXPECT_EQ(RenderSelection(no_rule, ThreeSeedRows(no_rule)), "");
+  EXPECT_THAT(RenderMarkdown(table, rows, {}),
+              HasSubstr("## Selection (rule fixed in the table spec before running)"));
 }
 
 }  // namespace
