@@ -2,8 +2,11 @@
 //
 // Runs every (row, seed) whose result is not cached (the cache key is the
 // resolved spec's hash), then writes NAME.md, NAME.csv and the pictures to
-// --output_dir. --render_only rebuilds the outputs from cached results;
-// --list shows the tables. A table whose runs come from different code
+// --output_dir, with NAME_fluctuation.csv (every run's fluctuation per
+// epoch) for tables that report fluctuation, and NAME.timing.pbtxt, the
+// table's measured wall time from its runs' records. --render_only rebuilds
+// the outputs from cached results; --list shows the tables with their
+// measured wall time (or "not yet measured"). A table whose runs come from different code
 // revisions (RunResult.source) is refused unless --allow_mixed_revisions;
 // --rerun_stale runs the cached runs from other code again. A training-free
 // row's run records which run of its source row it evaluated
@@ -12,6 +15,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -43,13 +48,16 @@
 #include "experiments/expert_maps.h"
 #include "experiments/plots.h"
 #include "experiments/table_report.h"
+#include "experiments/table_report_timing.h"
 #include "experiments/table_rows.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/json_util.h"
 #include "proto/table.pb.h"
 
 ABSL_FLAG(std::string, table, "", "Table to reproduce (experiments/tables/NAME.pbtxt).");
-ABSL_FLAG(bool, list, false, "List the tables and exit.");
+ABSL_FLAG(bool, list, false,
+          "List the tables, each with the wall time, code revision and CPU of its last "
+          "render (NAME.timing.pbtxt in --output_dir), and exit.");
 ABSL_FLAG(bool, render_only, false,
           "Only rebuild NAME.md/.csv/.png from cached results; run nothing.");
 ABSL_FLAG(std::string, output_dir, "results",
@@ -153,9 +161,65 @@ std::optional<std::string> ReadSourceRunRecord(const std::string& run_dir) {
   return *std::move(record);
 }
 
+// One (row, seed) of a table: its spec and where its run is cached.
+struct PlannedRun {
+  const TableRow* row = nullptr;
+  int seed_index = 0;
+  ExperimentSpec spec;
+  std::string hash;
+  std::string run_root;  // <out_dir>/runs/<hash>
+  std::string run_dir;   // <run_root>/<spec name>
+};
+
+// Every run of the table, row-major over rows and seeds, without running or
+// reading anything of the cache: what RunTable runs, and what tells which
+// runs two tables share (the same run directory). A training-free row's spec
+// points at the checkpoint of its source row's run of the same seed.
+absl::StatusOr<std::vector<PlannedRun>> PlanRuns(const TableSpec& table, const std::string& out_dir,
+                                                 int seeds, int threads, bool paper_scale) {
+  std::vector<PlannedRun> plan;
+  // run directory per (row label, seed index), for training-free rows.
+  std::map<std::pair<std::string, int>, std::string> run_dirs;
+  for (const TableRow& row : table.rows()) {
+    for (int s = 0; s < seeds; ++s) {
+      absl::StatusOr<ExperimentSpec> spec = RowSpec(table, row, paper_scale);
+      if (!spec.ok()) {
+        return absl::Status(spec.status().code(),
+                            absl::StrCat("row '", row.label(), "': ", spec.status().message()));
+      }
+      spec->set_seed(spec->seed() + s);
+      if (threads > 0) spec->mutable_runtime()->set_threads(threads);
+      spec->set_name(absl::StrCat(spec->name(), "_s", spec->seed()));
+      if (!row.init_from_row().empty()) {
+        auto source = run_dirs.find({row.init_from_row(), s});
+        if (source == run_dirs.end()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("row '", row.label(), "': init_from_row '", row.init_from_row(),
+                           "' must name an earlier row of the table"));
+        }
+        spec->mutable_training()->set_epochs(0);
+        spec->mutable_evaluation()->set_init_checkpoint(source->second + "/checkpoint.pt");
+      }
+      PlannedRun planned;
+      planned.row = &row;
+      planned.seed_index = s;
+      planned.hash = SpecHash(*spec);
+      planned.run_root = absl::StrCat(out_dir, "/runs/", planned.hash);
+      planned.run_dir = absl::StrCat(planned.run_root, "/", spec->name());
+      planned.spec = *std::move(spec);
+      run_dirs[{row.label(), s}] = planned.run_dir;
+      plan.push_back(std::move(planned));
+    }
+  }
+  return plan;
+}
+
 absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& out_dir,
                                    const RunTableOptions& run_options) {
   const bool render_only = run_options.render_only;
+  absl::StatusOr<std::vector<PlannedRun>> plan =
+      PlanRuns(table, out_dir, run_options.seeds, run_options.threads, run_options.paper_scale);
+  if (!plan.ok()) return plan.status();
   TableRuns runs;
   runs.rows.reserve(table.rows_size());
   // SourceRunIdentity of each (row label, seed index) whose completed run
@@ -163,156 +227,139 @@ absl::StatusOr<TableRuns> RunTable(const TableSpec& table, const std::string& ou
   // run evaluates only such a run's checkpoint.
   std::map<std::pair<std::string, int>, std::string> identities;
   int run_index = -1;
-  for (const TableRow& row : table.rows()) {
-    RowRuns row_runs{&row, {}};
-    for (int s = 0; s < run_options.seeds; ++s) {
-      ++run_index;
-      absl::StatusOr<ExperimentSpec> spec = RowSpec(table, row, run_options.paper_scale);
-      if (!spec.ok()) {
-        return absl::Status(spec.status().code(),
-                            absl::StrCat("row '", row.label(), "': ", spec.status().message()));
-      }
-      spec->set_seed(spec->seed() + s);
-      if (run_options.threads > 0) spec->mutable_runtime()->set_threads(run_options.threads);
-      spec->set_name(absl::StrCat(spec->name(), "_s", spec->seed()));
-      const std::pair<std::string, int> source_key{row.init_from_row(), s};
-      const bool training_free = !row.init_from_row().empty();
-      // The source run's identity; nullptr while it has no completed run that
-      // stands (another shard's, or not run yet).
-      const std::string* source_identity = nullptr;
-      if (training_free) {
-        auto source = runs.run_dirs.find(source_key);
-        if (source == runs.run_dirs.end()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("row '", row.label(), "': init_from_row '", row.init_from_row(),
-                           "' must name an earlier row of the table"));
-        }
-        spec->mutable_training()->set_epochs(0);
-        spec->mutable_evaluation()->set_init_checkpoint(source->second + "/checkpoint.pt");
-        auto identity = identities.find(source_key);
-        if (identity != identities.end()) source_identity = &identity->second;
-      }
-      const std::string hash = SpecHash(*spec);
-      const std::string run_root = absl::StrCat(out_dir, "/runs/", hash);
-      const std::string run_dir = absl::StrCat(run_root, "/", spec->name());
-      runs.run_dirs[{row.label(), s}] = run_dir;
-      absl::StatusOr<RunResult> result = ReadCachedResult(run_dir, hash);
-      // Why a cached result must be run again; empty: it stands.
-      std::string stale;
-      if (result.ok() && run_options.rerun_stale &&
-          RunRevision(*result) != run_options.current_revision) {
-        stale = absl::StrCat("code revision ", RunRevision(*result), ", not ",
-                             run_options.current_revision);
-      } else if (result.ok() && training_free && source_identity != nullptr) {
-        // Whether it evaluated the source run there now: a comparison of
-        // what it recorded then with that run's identity, not of file times.
-        stale = TrainingFreeRerunReason(row.init_from_row(), ReadSourceRunRecord(run_dir),
-                                        *source_identity);
-      }
-      if (!result.ok() || !stale.empty()) {
-        if (render_only) {
-          return absl::NotFoundError(
-              absl::StrCat("row '", row.label(), "' seed ", spec->seed(), ": ",
-                           result.ok() ? absl::StrCat("the cached run is stale (", stale, ")")
-                                       : "no cached result",
-                           "; run without --render_only"));
-        }
-        // A training-free run waits for its source run to complete, here or
-        // in another shard (a checkpoint alone may be a training run's
-        // last epoch so far).
-        const bool source_pending = training_free && source_identity == nullptr;
-        if (run_index % run_options.shard_count != run_options.shard_index || source_pending) {
-          ++runs.left_to_other_shards;
-          continue;
-        }
-        if (training_free) {
-          if (absl::Status v = ValidateSpec(*spec); !v.ok()) {
-            return absl::Status(v.code(), absl::StrCat("row '", row.label(), "': ", v.message()));
-          }
-        }
-        if (!stale.empty()) {
-          const std::string target =
-              SupersededDirectory(out_dir, spec->name(), RunRevision(*result));
-          if (absl::Status moved = SupersedeRun(run_dir, target); !moved.ok()) return moved;
-          std::fprintf(stderr,
-                       "== %s: row '%s', seed %llu: the cached run is stale (%s); "
-                       "moved to %s, running again\n",
-                       table.name().c_str(), row.label().c_str(),
-                       static_cast<unsigned long long>(spec->seed()), stale.c_str(),
-                       target.c_str());
-          ++runs.superseded;
-        }
-        std::fprintf(stderr, "== %s: row '%s', seed %llu (spec %s)\n", table.name().c_str(),
-                     row.label().c_str(), static_cast<unsigned long long>(spec->seed()),
-                     hash.c_str());
-        RunOptions options;
-        options.output_directory = run_root;
-        // A stale run starts from scratch; an interrupted one continues.
-        options.resume = stale.empty();
-        result = RunExperiment(*spec, options);
-        if (!result.ok()) {
-          return absl::Status(result.status().code(),
-                              absl::StrCat("row '", row.label(), "' seed ", spec->seed(), ": ",
-                                           result.status().message()));
-        }
-        if (training_free) {
-          // What it evaluated, so a later invocation can tell whether the
-          // source run has been made again since.
-          if (absl::Status written = WriteFileAtomically(
-                  absl::StrCat(run_dir, "/", kSourceRunRecord), *source_identity + "\n");
-              !written.ok()) {
-            return written;
-          }
-        }
-      }
-      identities[{row.label(), s}] = SourceRunIdentity(*result);
-      row_runs.runs.push_back(*std::move(result));
+  for (PlannedRun& planned : *plan) {
+    ++run_index;
+    const TableRow& row = *planned.row;
+    const int s = planned.seed_index;
+    if (runs.rows.empty() || runs.rows.back().row != &row) runs.rows.push_back({&row, {}});
+    RowRuns& row_runs = runs.rows.back();
+    ExperimentSpec* spec = &planned.spec;
+    const std::pair<std::string, int> source_key{row.init_from_row(), s};
+    const bool training_free = !row.init_from_row().empty();
+    // The source run's identity; nullptr while it has no completed run that
+    // stands (another shard's, or not run yet).
+    const std::string* source_identity = nullptr;
+    if (training_free) {
+      auto identity = identities.find(source_key);
+      if (identity != identities.end()) source_identity = &identity->second;
     }
-    runs.rows.push_back(std::move(row_runs));
+    const std::string& hash = planned.hash;
+    const std::string& run_root = planned.run_root;
+    const std::string& run_dir = planned.run_dir;
+    runs.run_dirs[{row.label(), s}] = run_dir;
+    absl::StatusOr<RunResult> result = ReadCachedResult(run_dir, hash);
+    // Why a cached result must be run again; empty: it stands.
+    std::string stale;
+    if (result.ok() && run_options.rerun_stale &&
+        RunRevision(*result) != run_options.current_revision) {
+      stale = absl::StrCat("code revision ", RunRevision(*result), ", not ",
+                           run_options.current_revision);
+    } else if (result.ok() && training_free && source_identity != nullptr) {
+      // Whether it evaluated the source run there now: a comparison of
+      // what it recorded then with that run's identity, not of file times.
+      stale = TrainingFreeRerunReason(row.init_from_row(), ReadSourceRunRecord(run_dir),
+                                      *source_identity);
+    }
+    if (!result.ok() || !stale.empty()) {
+      if (render_only) {
+        return absl::NotFoundError(
+            absl::StrCat("row '", row.label(), "' seed ", spec->seed(), ": ",
+                         result.ok() ? absl::StrCat("the cached run is stale (", stale, ")")
+                                     : "no cached result",
+                         "; run without --render_only"));
+      }
+      // A training-free run waits for its source run to complete, here or
+      // in another shard (a checkpoint alone may be a training run's
+      // last epoch so far).
+      const bool source_pending = training_free && source_identity == nullptr;
+      if (run_index % run_options.shard_count != run_options.shard_index || source_pending) {
+        ++runs.left_to_other_shards;
+        continue;
+      }
+      if (training_free) {
+        if (absl::Status v = ValidateSpec(*spec); !v.ok()) {
+          return absl::Status(v.code(), absl::StrCat("row '", row.label(), "': ", v.message()));
+        }
+      }
+      if (!stale.empty()) {
+        const std::string target = SupersededDirectory(out_dir, spec->name(), RunRevision(*result));
+        if (absl::Status moved = SupersedeRun(run_dir, target); !moved.ok()) return moved;
+        std::fprintf(stderr,
+                     "== %s: row '%s', seed %llu: the cached run is stale (%s); "
+                     "moved to %s, running again\n",
+                     table.name().c_str(), row.label().c_str(),
+                     static_cast<unsigned long long>(spec->seed()), stale.c_str(), target.c_str());
+        ++runs.superseded;
+      }
+      std::fprintf(stderr, "== %s: row '%s', seed %llu (spec %s)\n", table.name().c_str(),
+                   row.label().c_str(), static_cast<unsigned long long>(spec->seed()),
+                   hash.c_str());
+      RunOptions options;
+      options.output_directory = run_root;
+      // A stale run starts from scratch; an interrupted one continues.
+      options.resume = stale.empty();
+      result = RunExperiment(*spec, options);
+      if (!result.ok()) {
+        return absl::Status(result.status().code(),
+                            absl::StrCat("row '", row.label(), "' seed ", spec->seed(), ": ",
+                                         result.status().message()));
+      }
+      if (training_free) {
+        // What it evaluated, so a later invocation can tell whether the
+        // source run has been made again since.
+        if (absl::Status written = WriteFileAtomically(absl::StrCat(run_dir, "/", kSourceRunRecord),
+                                                       *source_identity + "\n");
+            !written.ok()) {
+          return written;
+        }
+      }
+    }
+    identities[{row.label(), s}] = SourceRunIdentity(*result);
+    row_runs.runs.push_back(*std::move(result));
   }
   return runs;
 }
 
-double LayerMean(const EpochMetrics& epoch, double (LayerRoutingMetrics::*field)() const) {
-  double sum = 0;
-  int n = 0;
-  for (const auto& l : epoch.layers()) {
-    if (!l.has_fluctuation()) continue;
-    sum += (l.*field)();
-    ++n;
-  }
-  return n ? sum / n : 0;
-}
-
 // Pictures shared by every table: fluctuation per epoch and per-layer load.
+// File names start with `stem` (the table's name, "_paper_scale" added at
+// the paper's scale). The fluctuation curve goes to `fluctuation_files` for
+// its own section in tables that report fluctuation, to `pictures` in the
+// others.
 absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs, const std::string& out_dir,
-                          std::vector<std::string>* pictures, std::string* extra_markdown) {
-  std::vector<Series> fluctuation;
-  for (const RowRuns& row : runs.rows) {
-    Series series{row.row->label(), {}};
-    std::map<int, std::pair<double, int>> per_epoch;
-    for (const RunResult& run : row.runs) {
-      for (const EpochMetrics& e : run.epochs()) {
-        if (e.layers_size() == 0 || !e.layers(0).has_fluctuation()) continue;
-        auto& [sum, n] = per_epoch[e.epoch()];
-        sum += 100 * LayerMean(e, &LayerRoutingMetrics::fluctuation_top1);
-        ++n;
+                          const std::string& stem, std::vector<std::string>* pictures,
+                          FluctuationFiles* fluctuation_files, std::string* extra_markdown) {
+  const std::vector<FluctuationCurve> curves = FluctuationCurves(runs.rows, /*top_k=*/false);
+  if (!curves.empty()) {
+    std::vector<BandSeries> series;
+    for (const FluctuationCurve& curve : curves) {
+      BandSeries band{curve.row->row->label(), {}};
+      for (const FluctuationCell& cell : curve.cells) {
+        const MeanInterval& i = cell.interval;
+        // One seed has no interval: the band closes onto the line. A share
+        // lies in 0-100%, so the band is cut there (with few seeds a t-interval
+        // reaches past both).
+        const bool has_band = std::isfinite(i.half_width);
+        band.points.push_back({static_cast<double>(cell.epoch), i.mean,
+                               has_band ? std::max(0.0, i.low()) : i.mean,
+                               has_band ? std::min(100.0, i.high()) : i.mean});
       }
+      series.push_back(std::move(band));
     }
-    for (const auto& [epoch, sum_n] : per_epoch) {
-      series.points.emplace_back(epoch, sum_n.first / sum_n.second);
-    }
-    if (!series.points.empty()) fluctuation.push_back(std::move(series));
-  }
-  if (!fluctuation.empty()) {
-    const std::string png = table.name() + "_fluctuation.png";
-    if (absl::Status s =
-            PlotLines(out_dir + "/" + png, table.title() + ": routing fluctuation per epoch",
-                      "epoch", "top-1 fluctuation (%, mean over layers and seeds)", fluctuation);
+    const std::string png = stem + "_fluctuation.png";
+    if (absl::Status s = PlotLinesWithBands(
+            out_dir + "/" + png,
+            table.title() + ": top-1 routing fluctuation per epoch, mean over seeds and its 95% "
+                            "interval",
+            "epoch e (change since epoch e - 1)", "top-1 fluctuation (%, mean over MoE layers)",
+            series, LastFluctuationEpoch(curves), "paper's figure: the last two epochs");
         !s.ok()) {
       return s;
     }
-    pictures->push_back(png);
+    if (HasFluctuationColumn(table)) {
+      fluctuation_files->png = png;
+    } else {
+      pictures->push_back(png);
+    }
   }
   for (size_t r = 0; r < runs.rows.size(); ++r) {
     const RowRuns& row = runs.rows[r];
@@ -323,7 +370,7 @@ absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs, const s
       load.emplace_back(l.expert_share().begin(), l.expert_share().end());
     }
     if (load.empty()) continue;
-    const std::string png = absl::StrCat(table.name(), "_load_row", r, ".png");
+    const std::string png = absl::StrCat(stem, "_load_row", r, ".png");
     if (absl::Status s = PlotHeatmap(
             out_dir + "/" + png, absl::StrCat(row.row->label(), ": load (last epoch, first seed)"),
             "expert", "MoE layer", load);
@@ -340,7 +387,7 @@ absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs, const s
       if (!series.points.empty()) scatter.push_back(std::move(series));
     }
     if (!scatter.empty()) {
-      const std::string png = table.name() + "_entropy_vs_fluctuation.png";
+      const std::string png = stem + "_entropy_vs_fluctuation.png";
       if (absl::Status s = PlotScatter(
               out_dir + "/" + png, "Routing entropy vs fluctuation, one point per layer and seed",
               "entropy of the selection distribution (nats)", "top-1 fluctuation (%)", scatter);
@@ -398,7 +445,8 @@ absl::Status DrawTableExpertMaps(const TableSpec& table, const TableRuns& runs,
   return absl::OkStatus();
 }
 
-int ListTables() {
+// The names of the tables in experiments/tables, sorted.
+absl::StatusOr<std::vector<std::string>> TableNames() {
   const fs::path dir = WorkspacePath(kTablesDirectory);
   std::vector<std::string> names;
   std::error_code error;
@@ -406,18 +454,59 @@ int ListTables() {
     if (entry.path().extension() == ".pbtxt") names.push_back(entry.path().stem());
   }
   if (error) {
-    std::fprintf(stderr, "error: cannot list %s: %s\n", dir.c_str(), error.message().c_str());
-    return 1;
+    return absl::NotFoundError(absl::StrCat("cannot list ", dir.string(), ": ", error.message()));
   }
   std::sort(names.begin(), names.end());
-  for (const std::string& name : names) {
+  return names;
+}
+
+// Each table with what its timing sidecar (written by its last render into
+// --output_dir) says it took, or "not yet measured".
+int ListTables() {
+  absl::StatusOr<std::vector<std::string>> names = TableNames();
+  if (!names.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(names.status().message()).c_str());
+    return 1;
+  }
+  const std::string out_dir = ResolveUserPath(absl::GetFlag(FLAGS_output_dir));
+  for (const std::string& name : *names) {
     absl::StatusOr<TableSpec> table = LoadTable(name);
-    std::printf("  %-28s %s\n", name.c_str(),
-                table.ok()
-                    ? absl::StrCat(table->title(), " (", table->rows_size(), " rows)").c_str()
-                    : std::string(table.status().message()).c_str());
+    const std::string description =
+        table.ok() ? absl::StrCat(table->title(), " (", table->rows_size(), " rows)")
+                   : std::string(table.status().message());
+    std::printf("%s", FormatListEntry(name, description,
+                                      ReadTableTiming(TimingSidecarPath(out_dir + "/" + name)))
+                          .c_str());
   }
   return 0;
+}
+
+// For each run of `table` that another table has too (the same run
+// directory: same spec, same seed), the other tables, keyed by RunCacheKey.
+// A table that does not load or plan here is skipped: its runs could not
+// have been made by this code either.
+std::map<std::string, std::vector<std::string>> SharedRuns(const TableSpec& table,
+                                                           const std::string& out_dir,
+                                                           bool paper_scale) {
+  std::map<std::string, std::vector<std::string>> shared;
+  absl::StatusOr<std::vector<std::string>> names = TableNames();
+  if (!names.ok()) return shared;
+  for (const std::string& name : *names) {
+    if (name == table.name()) continue;
+    absl::StatusOr<TableSpec> other = LoadTable(name);
+    if (!other.ok()) continue;
+    absl::StatusOr<std::vector<PlannedRun>> plan =
+        PlanRuns(*other, out_dir, other->seeds() > 0 ? other->seeds() : 3, 0, paper_scale);
+    if (!plan.ok()) continue;
+    for (const PlannedRun& run : *plan) {
+      shared[absl::StrCat(run.hash, "/", run.spec.name())].push_back(name);
+    }
+  }
+  return shared;
+}
+
+double UnixSecondsNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 int Main() {
@@ -494,9 +583,15 @@ int Main() {
     std::fprintf(stderr, "warning (--allow_mixed_revisions): %s\n",
                  std::string(s.message()).c_str());
   }
+  const std::string stem =
+      absl::StrCat(table->name(), absl::GetFlag(FLAGS_paper_scale) ? "_paper_scale" : "");
+  const std::string base = absl::StrCat(out_dir, "/", stem);
   std::vector<std::string> pictures;
+  FluctuationFiles fluctuation_files;
   std::string extra;
-  if (absl::Status s = DrawPictures(*table, *runs, out_dir, &pictures, &extra); !s.ok()) {
+  if (absl::Status s =
+          DrawPictures(*table, *runs, out_dir, stem, &pictures, &fluctuation_files, &extra);
+      !s.ok()) {
     std::fprintf(stderr, "warning: pictures not drawn: %s\n", std::string(s.message()).c_str());
   }
   if (table->has_expert_maps()) {
@@ -505,24 +600,31 @@ int Main() {
                    std::string(s.message()).c_str());
     }
   }
-  double run_seconds = 0;
-  for (const RowRuns& row : runs->rows) {
-    for (const RunResult& run : row.runs) run_seconds += run.wall_time_s();
+  std::vector<std::pair<std::string, std::string>> outputs;
+  if (HasFluctuationColumn(*table)) {
+    fluctuation_files.csv = stem + "_fluctuation.csv";
+    outputs.emplace_back(base + "_fluctuation.csv", RenderFluctuationCsv(runs->rows));
   }
-  std::string md = RenderMarkdown(*table, runs->rows, pictures) + extra;
-  absl::StrAppendFormat(&md,
-                        "\nTraining and evaluation time of all runs: %s (sum of run wall times).\n",
-                        FormatDuration(run_seconds));
-  const std::string base = absl::StrCat(out_dir, "/", table->name(),
-                                        absl::GetFlag(FLAGS_paper_scale) ? "_paper_scale" : "");
-  for (const auto& [path, contents] : {std::pair<std::string, std::string>{base + ".md", md},
-                                       {base + ".csv", RenderCsv(*table, runs->rows)}}) {
+  const TableTiming timing = MeasureTableTiming(
+      *table, runs->rows, SharedRuns(*table, out_dir, absl::GetFlag(FLAGS_paper_scale)),
+      UnixSecondsNow());
+  const std::string md = RenderMarkdown(*table, runs->rows, pictures, fluctuation_files) + extra +
+                         RenderTableTiming(timing);
+  outputs.emplace_back(base + ".md", md);
+  outputs.emplace_back(base + ".csv", RenderCsv(*table, runs->rows));
+  for (const auto& [path, contents] : outputs) {
     if (absl::Status s = WriteFileAtomically(path, contents); !s.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
       return 1;
     }
   }
-  std::printf("%s\nwrote %s.md, %s.csv (%s this invocation", md.c_str(), base.c_str(), base.c_str(),
+  // Last: --list reads it as "this table has been rendered".
+  if (absl::Status s = WriteTableTiming(TimingSidecarPath(base), timing); !s.ok()) {
+    std::fprintf(stderr, "error: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  std::printf("%s\nwrote %s.md, %s.csv, %s (%s this invocation", md.c_str(), base.c_str(),
+              base.c_str(), TimingSidecarPath(base).c_str(),
               FormatDuration(clock.elapsed_seconds()).c_str());
   if (runs->superseded > 0) {
     std::printf("; %d stale runs run again, the old ones in %s/runs_superseded", runs->superseded,
