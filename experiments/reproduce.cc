@@ -403,8 +403,8 @@ absl::Status DrawPictures(const TableSpec& table, const TableRuns& runs, const s
 // The table's expert maps (USMoE Figure 1): each listed row's first-seed
 // run, its checkpoint reloaded and routed again on the same test images.
 absl::Status DrawTableExpertMaps(const TableSpec& table, const TableRuns& runs,
-                                 const std::string& out_dir, std::vector<std::string>* pictures,
-                                 std::string* extra_markdown) {
+                                 const std::string& out_dir, const std::string& stem,
+                                 std::vector<std::string>* pictures, std::string* extra_markdown) {
   std::vector<ExpertMapRow> rows;
   for (const std::string& label : table.expert_maps().rows()) {
     auto row = std::find_if(runs.rows.begin(), runs.rows.end(),
@@ -427,7 +427,7 @@ absl::Status DrawTableExpertMaps(const TableSpec& table, const TableRuns& runs,
     }
     rows.push_back(std::move(map_row));
   }
-  const std::string png = table.name() + "_expert_maps.png";
+  const std::string png = stem + "_expert_maps.png";
   const ExpertMapOptions options = ExpertMapOptionsFrom(table.expert_maps(), "");
   absl::StatusOr<ExpertMapFigure> figure = WriteExpertMaps(rows, options, out_dir + "/" + png);
   if (!figure.ok()) return figure.status();
@@ -595,7 +595,8 @@ int Main() {
     std::fprintf(stderr, "warning: pictures not drawn: %s\n", std::string(s.message()).c_str());
   }
   if (table->has_expert_maps()) {
-    if (absl::Status s = DrawTableExpertMaps(*table, *runs, out_dir, &pictures, &extra); !s.ok()) {
+    if (absl::Status s = DrawTableExpertMaps(*table, *runs, out_dir, stem, &pictures, &extra);
+        !s.ok()) {
       std::fprintf(stderr, "warning: expert maps not drawn: %s\n",
                    std::string(s.message()).c_str());
     }
