@@ -510,6 +510,18 @@ bool RowIsNonCausal(const RowRuns& row) {
   return false;
 }
 
+// Whether the row's router is an aggregation ablation (p = r on purpose).
+bool AblatesAggregation(const RowRuns& row) {
+  for (const RunResult& run : row.runs) {
+    const RouterSpec& router = run.spec().router();
+    if (router.similarity_aware().ablate_aggregation() ||
+        router.attention_aware().ablate_aggregation()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 // For a row whose aggregation is the identity in some run, each flagged
 // layer with its own self-weight from the final evaluation (final.layers,
 // where the flag comes from), the mean over the seeds that flag it:
@@ -902,8 +914,11 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
     const bool non_causal = RowIsNonCausal(r);
     any_non_causal |= non_causal;
     const std::string identity = IdentityAggregation(r);
-    if (!identity.empty())
-      identity_rows.push_back(absl::StrCat("- ", r.row->label(), ": ", identity));
+    if (!identity.empty()) {
+      identity_rows.push_back(absl::StrCat(
+          "- ", r.row->label(), AblatesAggregation(r) ? " (the ablation row: p = r by design)" : "",
+          ": ", identity));
+    }
     std::vector<std::string> cells = {
         absl::StrCat(r.row->label(), non_causal ? " †" : "", identity.empty() ? "" : " ‡")};
     for (int i = 0; i < table.columns_size(); ++i) {
@@ -945,9 +960,10 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
             "\n‡ The aggregation is effectively the identity: in these MoE layers the mean "
             "weight W_ii a token keeps on itself is above %g (kIdentityAggregationSelfWeight, "
             "core/routing_metrics.h), so p = r and the router selects as token choice does. "
-            "The row is token choice under another name, not a test of the paper's "
-            "mechanism. Each flagged layer's self-weight is from the final evaluation, the "
-            "mean over the seeds that flag it.\n",
+            "Unless it is an ablation row (ablate_aggregation, the control an aggregating "
+            "row is paired with), the row is token choice under another name, not a test of "
+            "the paper's mechanism. Each flagged layer's self-weight is from the final "
+            "evaluation, the mean over the seeds that flag it.\n",
             kIdentityAggregationSelfWeight),
         absl::StrJoin(identity_rows, "\n"), "\n");
   }

@@ -453,6 +453,23 @@ TEST(TableReportTest, IdentityAggregationIsMarked) {
                             "MoE layer 1: self-weight 0.9925 in 1 of 3 seeds\n"));
 }
 
+TEST(TableReportTest, AnAblationRowIsMarkedAsPEqualsRByDesign) {
+  TableSpec table = Table();
+  std::vector<RowRuns> rows = ThreeSeedRows(table);
+  for (RunResult& run : rows[1].runs) {
+    run.mutable_spec()->mutable_router()->mutable_similarity_aware()->set_ablate_aggregation(true);
+    run.add_identity_aggregation_layers(0);
+    LayerRoutingMetrics* layer = run.mutable_final()->add_layers();
+    layer->set_layer(0);
+    layer->set_has_aggregation(true);
+    layer->set_aggregation_self_weight(1.0);
+  }
+  const std::string md = RenderMarkdown(table, rows, {});
+  EXPECT_THAT(md, HasSubstr("- sim (the ablation row: p = r by design): MoE layer 0: "
+                            "self-weight 1.0000 in 3 of 3 seeds\n"));
+  EXPECT_THAT(md, HasSubstr("Unless it is an ablation row"));
+}
+
 TEST(TableReportTest, EntropyVsFluctuationPerRowAndPooled) {
   TableSpec table = Table();
   auto run = [](uint64_t seed, std::vector<std::array<double, 3>> layers) {

@@ -23,8 +23,11 @@ std::vector<std::string> TableNames() {
   return names;
 }
 
+// Whether the router aggregates over tokens; an ablated one (p = r) does not.
 bool Aggregates(const RouterSpec& router) {
-  return router.name() == "similarity_aware" || router.name() == "attention_aware";
+  if (router.name() == "similarity_aware") return !router.similarity_aware().ablate_aggregation();
+  if (router.name() == "attention_aware") return !router.attention_aware().ablate_aggregation();
+  return false;
 }
 
 // Whether the router keeps only one expert per token and renormalises its
