@@ -16,6 +16,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -24,10 +25,11 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_replace.h"
+#include "absl/strings/str_cat.h"
 #include "core/dataset.h"
 #include "core/model.h"
 #include "core/router.h"
+#include "experiments/table_rows.h"
 #include "experiments/testing/tiny_lm.h"
 #include "proto/experiment.pb.h"
 
@@ -56,8 +58,11 @@ struct Case {
 std::string CaseName(const Case& c) {
   std::ostringstream k;
   k << c.top_k;
-  std::string name = c.router + (c.variant.empty() ? "" : "_" + c.variant) + "_k" +
-                     absl::StrReplaceAll(k.str(), {{".", "_"}});
+  std::string name = c.router + (c.variant.empty() ? "" : "_" + c.variant) + "_k" + k.str();
+  // Test names take letters, digits and '_' only (spec names have '.').
+  for (char& ch : name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  }
   return name;
 }
 
@@ -85,6 +90,25 @@ std::vector<Case> Cases() {
                        s->mutable_similarity_aware()->set_projection_rank(8);
                      }});
   }
+  // Every router configuration a paper table trains (its rows at CPU
+  // scale), exactly as the table specifies it: a table row that cannot learn
+  // its gate would test nothing.
+  absl::StatusOr<std::vector<std::string>> tables = TableNames();
+  TORCH_CHECK(tables.ok(), tables.status().ToString());
+  std::set<std::string> seen;
+  for (const std::string& name : *tables) {
+    absl::StatusOr<TableSpec> table = LoadTable(name);
+    TORCH_CHECK(table.ok(), table.status().ToString());
+    for (const TableRow& row : table->rows()) {
+      if (!row.init_from_row().empty()) continue;  // training-free: trains nothing
+      absl::StatusOr<ExperimentSpec> spec = RowSpec(*table, row, /*paper_scale=*/false);
+      TORCH_CHECK(spec.ok(), name, " row ", row.label(), ": ", spec.status().ToString());
+      const RouterSpec router = spec->router();
+      if (!seen.insert(router.SerializeAsString()).second) continue;
+      cases.push_back({router.name(), absl::StrCat("table_", spec->name()), router.top_k(),
+                       [router](RouterSpec* s) { *s = router; }});
+    }
+  }
   return cases;
 }
 
@@ -93,9 +117,9 @@ std::vector<Case> Cases() {
 ExperimentSpec TinyLmSpec(const Case& c) {
   ExperimentSpec spec = TinyMoeLmSpec(c.router, c.top_k);
   RouterSpec* router = spec.mutable_router();
+  if (c.options) c.options(router);
   router->set_load_balance_coef(0.0f);
   router->set_z_loss_coef(0.0f);
-  if (c.options) c.options(router);
   return spec;
 }
 

@@ -445,21 +445,6 @@ absl::Status DrawTableExpertMaps(const TableSpec& table, const TableRuns& runs,
   return absl::OkStatus();
 }
 
-// The names of the tables in experiments/tables, sorted.
-absl::StatusOr<std::vector<std::string>> TableNames() {
-  const fs::path dir = WorkspacePath(kTablesDirectory);
-  std::vector<std::string> names;
-  std::error_code error;
-  for (const auto& entry : fs::directory_iterator(dir, error)) {
-    if (entry.path().extension() == ".pbtxt") names.push_back(entry.path().stem());
-  }
-  if (error) {
-    return absl::NotFoundError(absl::StrCat("cannot list ", dir.string(), ": ", error.message()));
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 // Each table with what its timing sidecar (written by its last render into
 // --output_dir) says it took, or "not yet measured".
 int ListTables() {

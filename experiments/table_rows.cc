@@ -1,5 +1,7 @@
 #include "experiments/table_rows.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -9,6 +11,20 @@
 #include "google/protobuf/text_format.h"
 
 namespace moelab {
+
+absl::StatusOr<std::vector<std::string>> TableNames() {
+  const std::filesystem::path dir = WorkspacePath(kTablesDirectory);
+  std::vector<std::string> names;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    if (entry.path().extension() == ".pbtxt") names.push_back(entry.path().stem());
+  }
+  if (error) {
+    return absl::NotFoundError(absl::StrCat("cannot list ", dir.string(), ": ", error.message()));
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 absl::StatusOr<TableSpec> LoadTable(const std::string& name) {
   const std::string path = WorkspacePath(absl::StrCat(kTablesDirectory, "/", name, ".pbtxt"));

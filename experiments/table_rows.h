@@ -5,6 +5,7 @@
 // resolved, validated spec of each row.
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -14,6 +15,10 @@
 namespace moelab {
 
 inline constexpr char kTablesDirectory[] = "experiments/tables";
+
+// The names of the tables in experiments/tables (from the workspace under
+// `bazel run`), sorted.
+absl::StatusOr<std::vector<std::string>> TableNames();
 
 // Reads experiments/tables/<name>.pbtxt (from the workspace under `bazel run`)
 // and checks its claims (ValidateClaims) and selection (ValidateSelection).
