@@ -1,0 +1,103 @@
+set terminal pngcairo size 900,560 enhanced font 'Sans,11'
+set output 'results/graph_of_tokens_lm_sweep_fluctuation.png.tmp.24999'
+$s0 << EOD
+2 61.1450195 51.5285072 70.7615319
+3 28.2409668 7.84465426 48.6372793
+4 16.3452148 0.679605977 32.0108237
+5 12.4023438 2.94093641 21.8637511
+6 10.6567383 5.0729569 16.2405197
+7 10.2905273 8.58437192 11.9966828
+8 8.47167969 4.90426381 12.0390956
+9 6.12182617 0 24.1915631
+10 6.21337891 0 13.9686308
+EOD
+$s1 << EOD
+2 53.5217285 28.9375799 78.1058771
+3 22.65625 0 64.3795053
+4 15.6188965 15.2311339 16.0066591
+5 10.9802246 8.26588644 13.6945628
+6 8.52661133 3.79590766 13.257315
+7 7.22045898 0 18.6206793
+8 6.78710938 0 14.8525714
+9 5.5847168 1.62953832 9.53989527
+10 5.16357422 0.820633147 9.50651529
+EOD
+$s2 << EOD
+2 52.6367188 0 100
+3 31.5185547 19.8856768 43.1514326
+4 17.7490234 0 59.6273838
+5 14.2211914 0 49.2749301
+6 11.8225098 0 40.4393893
+7 8.53271484 4.18977377 12.8756559
+8 8.69750977 4.58722625 12.8077933
+9 7.51342773 0 20.1544884
+10 6.65283203 3.55073127 9.7549328
+EOD
+$s3 << EOD
+2 49.407959 0 100
+3 29.473877 24.5880682 34.3596857
+4 26.1474609 20.0983644 32.1965574
+5 16.6992188 13.4420129 19.9564246
+6 15.0634766 0 35.2271315
+7 15.1184082 0 37.5310862
+8 11.3830566 1.37878167 21.3873316
+9 10.7788086 3.02355668 18.5340605
+10 9.9609375 7.16904681 12.7528282
+EOD
+$s4 << EOD
+2 68.7133789 39.0883166 98.3384412
+3 51.8859863 11.1709138 92.6010589
+4 31.439209 2.20190927 60.6765087
+5 32.9101562 0 74.0129914
+6 27.1850586 12.9153951 41.4547221
+7 22.2167969 1.27761671 43.155977
+8 22.7783203 13.9373331 31.6193075
+9 19.1467285 14.4160248 23.8774322
+10 15.8203125 15.5101024 16.1305226
+EOD
+$s5 << EOD
+2 69.5129395 0 100
+3 64.5385742 20.7989534 100
+4 52.5390625 0 100
+5 38.9343262 0 100
+6 34.3017578 0 100
+7 28.0456543 0 96.6796337
+8 24.9511719 0 69.4663179
+9 22.2961426 0 51.9987574
+10 20.3491211 0.0303610786 40.6678811
+EOD
+$s6 << EOD
+2 87.3352051 55.3060147 100
+3 64.3127441 0 100
+4 42.2973633 35.3176366 49.27709
+5 43.7988281 0 100
+6 36.7553711 0 86.3889833
+7 31.4208984 0 65.3889018
+8 26.0375977 18.4374508 33.6377445
+9 22.9797363 6.30594471 39.6535279
+10 20.7946777 5.82704154 35.7623139
+EOD
+$s7 << EOD
+2 79.8706055 0 100
+3 54.7485352 0 100
+4 42.2851562 0 90.9881383
+5 38.5192871 19.674025 57.3645493
+6 36.0778809 11.9590474 60.1967143
+7 30.871582 22.80612 38.937044
+8 25.994873 2.34135471 49.6483914
+9 24.5361328 23.9157127 25.156553
+10 22.454834 15.3975547 29.5121132
+EOD
+set title "Graph of tokens, language modelling: choosing tau\n(similarity) and sigma (attention) on the validation split:\ntop-1 routing fluctuation per epoch, mean over seeds and its\n95% interval"
+set xlabel "epoch e (change since epoch e - 1)"
+set ylabel "top-1 fluctuation (%, mean over MoE layers)"
+set grid
+set key outside right top
+set xtics 1
+set autoscale xfix
+set offsets 0.32, 0.32, 0, 0
+set yrange [0:105]
+set style fill transparent solid 0.18 noborder
+set arrow 1 from 10, graph 0 to 10, graph 1 nohead dt 2 lw 1.5 lc rgb '#555555'
+set label 1 "paper's figure: the last two epochs" at 10, graph 0.97 right offset -0.6,0 textcolor rgb '#555555'
+plot $s0 using 1:3:4 with filledcurves lc 1 notitle, $s0 using 1:2 with linespoints lw 2 lc 1 title "SMoE (token choice), for reference", $s1 using 1:3:4 with filledcurves lc 2 notitle, $s1 using 1:2 with linespoints lw 2 lc 2 title "Similarity-Aware, cosine τ=0.03", $s2 using 1:3:4 with filledcurves lc 3 notitle, $s2 using 1:2 with linespoints lw 2 lc 3 title "Similarity-Aware, cosine τ=0.1", $s3 using 1:3:4 with filledcurves lc 4 notitle, $s3 using 1:2 with linespoints lw 2 lc 4 title "Similarity-Aware, cosine τ=0.3", $s4 using 1:3:4 with filledcurves lc 5 notitle, $s4 using 1:2 with linespoints lw 2 lc 5 title "Similarity-Aware, cosine τ=1", $s5 using 1:3:4 with filledcurves lc 6 notitle, $s5 using 1:2 with linespoints lw 2 lc 6 title "Attention-Aware, relative σ=0.3", $s6 using 1:3:4 with filledcurves lc 7 notitle, $s6 using 1:2 with linespoints lw 2 lc 7 title "Attention-Aware, relative σ=1", $s7 using 1:3:4 with filledcurves lc 8 notitle, $s7 using 1:2 with linespoints lw 2 lc 8 title "Attention-Aware, relative σ=3"
