@@ -1,0 +1,103 @@
+set terminal pngcairo size 900,560 enhanced font 'Sans,11'
+set output 'results/graph_of_tokens_vision_sweep_fluctuation.png.tmp.27114'
+$s0 << EOD
+2 38.6259191 0 100
+3 48.2077206 0 100
+4 39.7748162 0 86.1968418
+5 41.4292279 3.18215027 79.6763056
+6 43.75 25.6483296 61.8516704
+7 38.2352941 0 78.5261088
+8 32.8354779 5.68297242 59.9879835
+9 31.9852941 15.0514735 48.9191148
+10 30.4917279 12.0980952 48.8853607
+EOD
+$s1 << EOD
+2 42.6930147 1.23435036 84.1516791
+3 42.96875 38.881276 47.056224
+4 43.6351103 34.5842751 52.6859455
+5 37.6378676 24.7915209 50.4842143
+6 37.2931985 31.1619876 43.4244095
+7 34.0303309 0 71.1095589
+8 33.6856618 0 92.0781468
+9 31.640625 0 90.3250724
+10 27.9871324 0 68.277947
+EOD
+$s2 << EOD
+2 46.6911765 0 100
+3 45.7720588 0 100
+4 39.7977941 4.76230312 74.8332851
+5 36.5349265 0 96.679186
+6 31.0431985 6.81031725 55.2760798
+7 35.6617647 29.2385914 42.0849381
+8 34.375 0 68.8265662
+9 29.8253676 2.96482455 56.6859107
+10 28.8143382 0 58.0105807
+EOD
+$s3 << EOD
+2 42.7159926 0 100
+3 38.7637868 0 83.4340378
+4 41.7738971 0 100
+5 34.2601103 0 100
+6 32.1461397 0 100
+7 32.7435662 0 100
+8 32.4448529 31.2770032 33.6127026
+9 28.9522059 0 100
+10 27.7573529 10.2396074 45.2750984
+EOD
+$s4 << EOD
+2 46.4613971 5.58665756 87.3361366
+3 46.3235294 0 100
+4 42.4862132 24.0925805 60.879846
+5 48.3455882 0 100
+6 41.9117647 15.6351465 68.188383
+7 25.6204044 0 55.1086093
+8 28.2169118 20.6258887 35.8079348
+9 30.3079044 24.7606183 35.8551905
+10 31.640625 0 71.0555524
+EOD
+$s5 << EOD
+2 63.0055147 12.7879776 100
+3 52.7803309 31.4670739 74.0935879
+4 47.8630515 10.1998986 85.5262043
+5 48.3685662 0 100
+6 49.7242647 0 100
+7 49.3795956 5.87719426 92.8819969
+8 44.0487132 15.1444332 72.9529933
+9 41.4292279 35.298017 47.5604389
+10 44.5082721 38.3770611 50.639483
+EOD
+$s6 << EOD
+2 66.0386029 15.8210658 100
+3 60.4779412 59.8940163 61.061866
+4 52.2058824 43.4470096 60.9647551
+5 49.2876838 34.981525 63.5938426
+6 44.3933824 38.5541339 50.2326309
+7 45.9099265 33.6475046 58.1723483
+8 45.1286765 1.33431272 88.9230402
+9 44.1636029 1.53708889 86.790117
+10 42.3253676 18.9683736 65.6823616
+EOD
+$s7 << EOD
+2 50.2297794 40.303057 60.1565019
+3 54.1819853 48.9266616 59.4373089
+4 55.6985294 42.8521827 68.5448761
+5 51.6084559 20.076514 83.1403978
+6 51.7003676 0 100
+7 55.6295956 21.4699919 89.7891993
+8 52.6654412 35.7316205 69.5992618
+9 45.1516544 34.9329695 55.3703393
+10 45.703125 38.9879892 52.4182608
+EOD
+set title "Graph of tokens, vision: choosing tau (similarity) and sigma\n(attention) on the validation split: top-1 routing\nfluctuation per epoch, mean over seeds and its 95% interval"
+set xlabel "epoch e (change since epoch e - 1)"
+set ylabel "top-1 fluctuation (%, mean over MoE layers)"
+set grid
+set key outside right top
+set xtics 1
+set autoscale xfix
+set offsets 0.32, 0.32, 0, 0
+set yrange [0:105]
+set style fill transparent solid 0.18 noborder
+set arrow 1 from 10, graph 0 to 10, graph 1 nohead dt 2 lw 1.5 lc rgb '#555555'
+set label 1 "paper's figure: the last two epochs" at 10, graph 0.97 right offset -0.6,0 textcolor rgb '#555555'
+plot $s0 using 1:3:4 with filledcurves lc 1 notitle, $s0 using 1:2 with linespoints lw 2 lc 1 title "V-MoE (token choice), for reference", $s1 using 1:3:4 with filledcurves lc 2 notitle, $s1 using 1:2 with linespoints lw 2 lc 2 title "Similarity-Aware, cosine τ=0.03", $s2 using 1:3:4 with filledcurves lc 3 notitle, $s2 using 1:2 with linespoints lw 2 lc 3 title "Similarity-Aware, cosine τ=0.1", $s3 using 1:3:4 with filledcurves lc 4 notitle, $s3 using 1:2 with linespoints lw 2 lc 4 title "Similarity-Aware, cosine τ=0.3", $s4 using 1:3:4 with filledcurves lc 5 notitle, $s4 using 1:2 with linespoints lw 2 lc 5 title "Similarity-Aware, cosine τ=1", $s5 using 1:3:4 with filledcurves lc 6 notitle, $s5 using 1:2 with linespoints lw 2 lc 6 title "Attention-Aware, relative σ=0.3", $s6 using 1:3:4 with filledcurves lc 7 notitle, $s6 using 1:2 with linespoints lw 2 lc 7 title "Attention-Aware, relative σ=1", $s7 using 1:3:4 with filledcurves lc 8 notitle, $s7 using 1:2 with linespoints lw 2 lc 8 title "Attention-Aware, relative σ=3"
