@@ -15,9 +15,12 @@
 #include "google/protobuf/text_format.h"
 #include "proto/experiment.pb.h"
 #include "routers/router_util.h"
+#include "routers/testing/router_test_util.h"
 
 namespace moelab {
 namespace {
+
+using ::moelab::testing::ExpectSameDecisionWithPEqualR;
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -669,16 +672,6 @@ RouterSpec TokenChoiceSpec(const AblationCase& c) {
   return spec;
 }
 
-void ExpectAuxLossesEqual(const RoutingDecision& actual, const RoutingDecision& expected) {
-  ASSERT_EQ(actual.aux_losses.size(), expected.aux_losses.size());
-  for (size_t i = 0; i < expected.aux_losses.size(); ++i) {
-    EXPECT_EQ(actual.aux_losses[i].first, expected.aux_losses[i].first);
-    EXPECT_TRUE(at::equal(actual.aux_losses[i].second, expected.aux_losses[i].second))
-        << actual.aux_losses[i].first << ": " << actual.aux_losses[i].second << " vs "
-        << expected.aux_losses[i].second;
-  }
-}
-
 TEST(SimilarityAwareAblationTest, AblatedAggregationIsTokenChoice) {
   at::manual_seed(20);
   const RouterDims dims{.model_dim = 8, .num_experts = 5, .causal_model = true};
@@ -701,16 +694,9 @@ TEST(SimilarityAwareAblationTest, AblatedAggregationIsTokenChoice) {
         auto ablated = Create(AblationSpec(c, /*ablate=*/true), dims);
         SetParameter(*ablated, "gate_weight", gate);
         const RoutingDecision d = ablated->Route(hidden, context);
-        EXPECT_TRUE(at::equal(d.logits, expected.logits));
-        EXPECT_TRUE(at::equal(d.gate_probs, expected.gate_probs));
-        ASSERT_TRUE(d.aggregated_probs.defined());
-        EXPECT_TRUE(at::equal(d.aggregated_probs, expected.gate_probs));
-        EXPECT_TRUE(at::equal(d.aggregated_probs, d.gate_probs));
-        EXPECT_TRUE(at::equal(d.selected, expected.selected));
-        EXPECT_TRUE(at::equal(d.combine_weights, expected.combine_weights));
+        ExpectSameDecisionWithPEqualR(d, expected);
         EXPECT_FALSE(d.dropped.defined());
         EXPECT_FALSE(expected.dropped.defined());
-        ExpectAuxLossesEqual(d, expected);
         EXPECT_EQ(d.aux_losses.size(), 2u);
 
         // The same router without the ablation aggregates: p moves away

@@ -90,6 +90,29 @@ inline void ExpectWellFormed(const RoutingDecision& d, int64_t batch, int64_t to
   }
 }
 
+// Asserts that `actual` is `expected`'s decision bit for bit: logits, gate
+// probabilities, selection, combine weights, drops and auxiliary losses, and
+// that its p (aggregated_probs) is `expected`'s r: the check of an
+// aggregation ablation (p = r) against token choice.
+inline void ExpectSameDecisionWithPEqualR(const RoutingDecision& actual,
+                                          const RoutingDecision& expected) {
+  EXPECT_TRUE(at::equal(actual.logits, expected.logits));
+  EXPECT_TRUE(at::equal(actual.gate_probs, expected.gate_probs));
+  ASSERT_TRUE(actual.aggregated_probs.defined());
+  EXPECT_TRUE(at::equal(actual.aggregated_probs, expected.gate_probs));
+  EXPECT_TRUE(at::equal(actual.aggregated_probs, actual.gate_probs));
+  EXPECT_TRUE(at::equal(actual.selected, expected.selected));
+  EXPECT_TRUE(at::equal(actual.combine_weights, expected.combine_weights));
+  EXPECT_EQ(actual.dropped.defined(), expected.dropped.defined());
+  ASSERT_EQ(actual.aux_losses.size(), expected.aux_losses.size());
+  for (size_t i = 0; i < expected.aux_losses.size(); ++i) {
+    EXPECT_EQ(actual.aux_losses[i].first, expected.aux_losses[i].first);
+    EXPECT_TRUE(at::equal(actual.aux_losses[i].second, expected.aux_losses[i].second))
+        << actual.aux_losses[i].first << ": " << actual.aux_losses[i].second << " vs "
+        << expected.aux_losses[i].second;
+  }
+}
+
 }  // namespace testing
 }  // namespace moelab
 
