@@ -218,7 +218,7 @@ TableSpec Proposition1Table(const std::string& extra_column = "") {
   const std::string columns = absl::StrCat("GATE_ENTROPY, AGGREGATED_ENTROPY",
                                            extra_column.empty() ? "" : ", ", extra_column);
   EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(
-      absl::StrCat("name: \"t\" title: \"T\" columns: [ ", columns, R"pb(                                                                                                                                                   ]
+      absl::StrCat("name: \"t\" title: \"T\" columns: [ ", columns, " ]", R"pb(
         rows { label: "sim" }
         claims {
           text: "H(p) < H(r) (Proposition 1)"

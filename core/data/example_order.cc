@@ -32,9 +32,9 @@ absl::Status ExampleOrder::SetTrainSubset(int64_t examples, absl::string_view so
         "dataset.train_subset_examples: must be >= 0 (0 = the whole split), got ", examples));
   }
   if (examples > split_examples_) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dataset.train_subset_examples: ", examples, " exceeds the ",
-                     split_examples_, " training examples of ", source));
+    return absl::InvalidArgumentError(absl::StrCat("dataset.train_subset_examples: ", examples,
+                                                   " exceeds the ", split_examples_,
+                                                   " training examples of ", source));
   }
   train_examples_ = EvenlySpaced(examples > 0 ? examples : split_examples_, split_examples_);
   std::lock_guard<std::mutex> lock(mu_);

@@ -206,7 +206,8 @@ TEST(TokenStreamDatasetTest, TrainSubsetIsEvenlySpacedAndTheSameForEverySeed) {
     for (int64_t epoch : {0, 1}) {
       std::set<int64_t> seen;
       for (int64_t i = 0; i < 2; ++i) {
-        std::vector<int64_t> inputs = ToVector(dataset->GetBatch(Split::kTrain, 4, i, epoch, seed).inputs);
+        std::vector<int64_t> inputs =
+            ToVector(dataset->GetBatch(Split::kTrain, 4, i, epoch, seed).inputs);
         for (size_t b = 0; b < 4; ++b) seen.insert(inputs[2 * b] / 2);
       }
       // Each epoch is a whole pass over exactly the subset.
