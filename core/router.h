@@ -7,6 +7,50 @@
 // to a RoutingDecision. Routers live in routers/, one .cc/.h pair each, and
 // register with MOELAB_REGISTER_ROUTER; nothing in core/ names a concrete
 // router.
+//
+// Example: a router that sends every token to its single best expert with
+// weight 1 (top-1 hard routing), in routers/hard_top1.cc:
+//
+//   class HardTop1Router : public Router {
+//    public:
+//     HardTop1Router(const RouterSpec& spec, const RouterDims& dims)
+//         : num_experts_(dims.num_experts) {
+//       gate_weight_ = register_parameter(  // [E, D]
+//           "gate_weight", InitGateWeight(dims.num_experts, dims.model_dim));
+//     }
+//     RoutingDecision Route(const at::Tensor& hidden,  // [B, T, D]
+//                           const RoutingContext& context) override {
+//       RoutingDecision d;
+//       d.logits = GateLogits(hidden, gate_weight_);    // [B, T, E]
+//       d.gate_probs = at::softmax(d.logits, -1);        // r
+//       d.selected = IndicesToMask(d.gate_probs.argmax(-1, /*keepdim=*/true),
+//                                  num_experts_);        // [B, T, E] bool
+//       // Straight-through: weight 1 forward, the gate's gradient backward.
+//       const at::Tensor r = (d.gate_probs * d.selected).sum(-1, true);
+//       d.combine_weights = d.selected * (1 + r - r.detach());
+//       return d;
+//     }
+//     bool IsCausal(bool) const override { return true; }  // per-token
+//
+//    private:
+//     int64_t num_experts_;
+//     at::Tensor gate_weight_;
+//   };
+//
+//   MOELAB_REGISTER_ROUTER("hard_top1",
+//       {.description = "every token to its best expert, weight 1",
+//        .validate = [](const RouterSpec& spec, const RouterDims&) {
+//          // Errors name the field: "router.top_k: hard_top1 needs 1, got 2".
+//          return spec.top_k() == 1 ? absl::OkStatus() : ...;
+//        },
+//        .create = [](const RouterSpec& spec, const RouterDims& dims)
+//            -> std::shared_ptr<Router> {
+//          return std::make_shared<HardTop1Router>(spec, dims);
+//        }});
+//
+// (GateLogits, InitGateWeight and IndicesToMask are routers/router_util.h's),
+// plus a cc_library with alwayslink = 1 in //routers:all_routers and a test
+// beside it.
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>

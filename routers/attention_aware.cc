@@ -72,13 +72,11 @@ AttentionAwareOptions ResolvedAttentionAwareOptions(const RouterSpec& spec) {
 }
 
 AttentionAwareRouter::AttentionAwareRouter(const RouterSpec& spec, const RouterDims& dims)
-    : spec_(spec),
-      options_(ResolvedAttentionAwareOptions(spec)),
-      top_k_(static_cast<int64_t>(spec.top_k())) {
+    : spec_(spec), options_(ResolvedAttentionAwareOptions(spec)), top_k_(WholeTopK(spec)) {
   TORCH_CHECK(top_k_ >= 1 && top_k_ <= dims.num_experts, "attention_aware: top_k=", spec.top_k(),
               " with ", dims.num_experts, " experts; validate the spec first");
   gate_weight_ =
-      register_parameter("gate_weight", at::randn({dims.num_experts, dims.model_dim}) * 0.02);
+      register_parameter("gate_weight", InitGateWeight(dims.num_experts, dims.model_dim));
 }
 
 at::Tensor AttentionAwareRouter::Posterior(const at::Tensor& hidden,
@@ -190,7 +188,7 @@ RoutingDecision AttentionAwareRouter::Route(const at::Tensor& hidden,
               hidden.sizes());
   const at::Tensor u = hidden.to(at::kFloat);
   RoutingDecision d;
-  d.logits = at::matmul(u, gate_weight_.t());  // [B, T, E]
+  d.logits = GateLogits(u, gate_weight_);  // [B, T, E]
   d.gate_probs = ApplyGate(d.logits, options_.gate());
   if (options_.ablate_aggregation()) {
     CheckAttentionIsFilled(context);

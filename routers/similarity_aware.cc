@@ -87,13 +87,11 @@ SimilarityAwareOptions ResolvedSimilarityAwareOptions(const RouterSpec& spec,
 }
 
 SimilarityAwareRouter::SimilarityAwareRouter(const RouterSpec& spec, const RouterDims& dims)
-    : spec_(spec),
-      options_(ResolvedSimilarityAwareOptions(spec, dims)),
-      top_k_(static_cast<int64_t>(spec.top_k())) {
+    : spec_(spec), options_(ResolvedSimilarityAwareOptions(spec, dims)), top_k_(WholeTopK(spec)) {
   TORCH_CHECK(top_k_ >= 1 && top_k_ <= dims.num_experts, "similarity_aware: top_k=", spec.top_k(),
               " with ", dims.num_experts, " experts; validate the spec first");
   const int64_t model_dim = dims.model_dim;
-  gate_weight_ = register_parameter("gate_weight", at::randn({dims.num_experts, model_dim}) * 0.02);
+  gate_weight_ = register_parameter("gate_weight", InitGateWeight(dims.num_experts, model_dim));
   if (options_.projection() == FULL) {
     similarity_weight_ = register_parameter("similarity_weight", at::eye(model_dim));
   } else if (options_.projection() == LOW_RANK) {
@@ -152,7 +150,7 @@ RoutingDecision SimilarityAwareRouter::Route(const at::Tensor& hidden,
               hidden.sizes());
   const at::Tensor u = hidden.to(at::kFloat);
   RoutingDecision d;
-  d.logits = at::matmul(u, gate_weight_.t());  // [B, T, E]
+  d.logits = GateLogits(u, gate_weight_);  // [B, T, E]
   d.gate_probs = ApplyGate(d.logits, options_.gate());
   if (options_.ablate_aggregation()) {
     // W = I: p is r itself, bit for bit (not S at a vanishing temperature,
