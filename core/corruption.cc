@@ -13,6 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/data/random.h"
+#include "core/tasks/image_classification_name.h"
+#include "core/tasks/language_modeling_name.h"
 
 namespace moelab {
 namespace {
@@ -291,7 +293,7 @@ absl::StatusOr<Batch> CorruptTokenBatch(const Dataset& data, const Batch& clean,
 
 }  // namespace
 
-absl::Status ValidateCorruption(const CorruptionSpec& corruption, Task task) {
+absl::Status ValidateCorruption(const CorruptionSpec& corruption, absl::string_view task) {
   const CorruptionKind kind = corruption.kind();
   const std::string name = CorruptionKind_Name(kind);
   if (!IsImageKind(kind) && !IsTextKind(kind)) {
@@ -303,11 +305,10 @@ absl::Status ValidateCorruption(const CorruptionSpec& corruption, Task task) {
                      name.empty() ? absl::StrCat(static_cast<int>(kind)) : name));
   }
   if (IsImageKind(kind)) {
-    if (task != Task::kImageClassification) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(kField, ".kind: ", name,
-                       " is an image corruption but the dataset is a language-modelling "
-                       "one (use TOKEN_SUBSTITUTION or TOKEN_DELETION)"));
+    if (task != kImageClassificationTask) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kField, ".kind: ", name, " is an image corruption but the dataset's task is '", task,
+          "', not '", kImageClassificationTask, "'"));
     }
     if (corruption.severity() < 1 || corruption.severity() > 5) {
       return absl::InvalidArgumentError(
@@ -315,11 +316,10 @@ absl::Status ValidateCorruption(const CorruptionSpec& corruption, Task task) {
     }
     return absl::OkStatus();
   }
-  if (task != Task::kLanguageModeling) {
+  if (task != kLanguageModelingTask) {
     return absl::InvalidArgumentError(
-        absl::StrCat(kField, ".kind: ", name,
-                     " is a text corruption but the dataset is an image one (use "
-                     "GAUSSIAN_NOISE, GAUSSIAN_BLUR, CONTRAST or JPEG)"));
+        absl::StrCat(kField, ".kind: ", name, " is a text corruption but the dataset's task is '",
+                     task, "', not '", kLanguageModelingTask, "'"));
   }
   if (!(corruption.rate() > 0.0f && corruption.rate() < 1.0f)) {
     return absl::InvalidArgumentError(

@@ -34,7 +34,7 @@ namespace moelab {
 // image kind with severity in 1..5 for image classification, a text kind
 // with rate in (0, 1) for language modelling. Errors name
 // evaluation.corruptions.
-absl::Status ValidateCorruption(const CorruptionSpec& corruption, Task task);
+absl::Status ValidateCorruption(const CorruptionSpec& corruption, absl::string_view task);
 
 // Evaluation batch `index` of `split` (batch_size examples, as
 // Dataset::GetBatch(split, batch_size, index, 0, 0) returns it clean),

@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "core/tasks/image_classification_name.h"
+#include "core/tasks/language_modeling_name.h"
 
 namespace moelab {
 namespace {
@@ -29,7 +31,7 @@ class FakeImageDataset : public Dataset {
   FakeImageDataset(std::vector<cv::Mat> images, int64_t num_examples, std::vector<float> mean,
                    std::vector<float> std)
       : images_(std::move(images)), num_examples_(num_examples) {
-    info_.task = Task::kImageClassification;
+    info_.task = kImageClassificationTask;
     info_.num_classes = 10;
     info_.channels = images_[0].channels();
     info_.height = images_[0].rows;
@@ -83,7 +85,7 @@ class FakeLmDataset : public Dataset {
  public:
   FakeLmDataset(std::vector<int64_t> stream, int64_t length, int64_t vocab_size, int64_t unk_id)
       : stream_(std::move(stream)) {
-    info_.task = Task::kLanguageModeling;
+    info_.task = kLanguageModelingTask;
     info_.vocab_size = vocab_size;
     info_.sequence_length = length;
     info_.unk_id = unk_id;
@@ -559,8 +561,8 @@ TEST(CorruptedBatchTest, RejectsBadSpecs) {
   absl::StatusOr<Batch> out_of_range =
       CorruptedBatch(*images, Split::kValid, 4, 3, Image(JPEG, 3), 0);
   EXPECT_EQ(out_of_range.status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_TRUE(ValidateCorruption(Image(JPEG, 5), Task::kImageClassification).ok());
-  EXPECT_TRUE(ValidateCorruption(Text(TOKEN_DELETION, 0.5f), Task::kLanguageModeling).ok());
+  EXPECT_TRUE(ValidateCorruption(Image(JPEG, 5), kImageClassificationTask).ok());
+  EXPECT_TRUE(ValidateCorruption(Text(TOKEN_DELETION, 0.5f), kLanguageModelingTask).ok());
   EXPECT_FALSE(PreservesPositions(CORRUPTION_UNSPECIFIED));
   for (CorruptionKind kind : kImageKinds) EXPECT_TRUE(PreservesPositions(kind));
 }

@@ -3,6 +3,34 @@
 
 // The dataset contract. Datasets are plugins registered by name with
 // MOELAB_REGISTER_DATASET; loaders live in core/data/.
+//
+// Example: a dataset of fixed-length token sequences held in memory
+// (core/data/token_stream_dataset.h is the real one):
+//
+//   class InMemoryLm : public Dataset {
+//    public:
+//     const DatasetInfo& info() const override { return info_; }  // task, vocab, T
+//     int64_t NumExamples(Split split) const override { return tokens_[split].size(0); }
+//     Batch GetBatch(Split split, int64_t batch_size, int64_t index, int64_t epoch,
+//                    uint64_t seed) const override {
+//       // Training: example order permuted by (seed, epoch); evaluation: in order.
+//       const std::vector<int64_t> rows = Rows(split, batch_size, index, epoch, seed);
+//       return GetExamples(split, rows);
+//     }
+//     Batch GetExamples(Split split, const std::vector<int64_t>& rows) const override {
+//       at::Tensor seq = tokens_[split].index_select(0, at::tensor(rows));  // [B, T + 1]
+//       return {seq.slice(1, 0, -1), seq.slice(1, 1)};    // inputs, next tokens
+//     }
+//   };
+//
+//   MOELAB_REGISTER_DATASET("in_memory_lm",
+//       {.description = "token sequences from a .pt file",
+//        .resolve = ..., .validate = ...,   // errors name the field and file
+//        .load = [](const DatasetSpec& spec)
+//            -> absl::StatusOr<std::unique_ptr<Dataset>> { return LoadInMemoryLm(spec); },
+//        .task = kLanguageModelingTask});
+//
+// plus its library (alwayslink = 1) in //core/data:all_datasets.
 
 #include <ATen/core/Tensor.h>
 
@@ -18,13 +46,14 @@
 
 namespace moelab {
 
-enum class Task { kLanguageModeling, kImageClassification };
 enum class Split { kTrain, kValid, kTest };
 
 const char* SplitName(Split split);
 
 struct DatasetInfo {
-  Task task = Task::kLanguageModeling;
+  // The name of the task plugin (core/task.h) the examples pose, e.g.
+  // kLanguageModelingTask from core/tasks/language_modeling_name.h.
+  std::string task;
   // Language modelling.
   int64_t vocab_size = 0;
   int64_t sequence_length = 0;
@@ -90,7 +119,8 @@ struct DatasetRegistration {
   std::function<absl::Status(const DatasetSpec&)> validate;
   // Reads and prepares the data; errors name the file and what was wrong.
   std::function<absl::StatusOr<std::unique_ptr<Dataset>>(const DatasetSpec&)> load;
-  Task task = Task::kLanguageModeling;
+  // The task its loaded datasets' info().task names.
+  std::string task;
 };
 
 Registry<DatasetRegistration>& DatasetRegistry();

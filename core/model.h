@@ -3,6 +3,41 @@
 
 // The model contract. Models are plugins registered by name with
 // MOELAB_REGISTER_MODEL; they live in models/.
+//
+// Example: a bag-of-words classifier with one MoE layer (models/bow_moe.cc),
+// for a text-classification task:
+//
+//   class BowMoe : public Model {
+//    public:
+//     BowMoe(const ExperimentSpec& spec, const DatasetInfo& info) { ... }
+//     ModelOutput Forward(const Batch& batch, const ForwardOptions& options) override {
+//       at::Tensor x = embedding_->forward(batch.inputs);   // [B, T, D]
+//       MoeLayerOutput moe = moe_->forward(x, context);     // routes [B, T] tokens
+//       ModelOutput out;
+//       out.logits = head_->forward(moe.hidden.mean(1));    // [B, C]
+//       out.loss = at::cross_entropy_loss(out.logits, batch.targets);
+//       out.aux_loss = SumOfAuxLosses(moe.decision);
+//       if (options.keep_routing) out.routing.push_back(moe.decision);
+//       return out;
+//     }
+//     ModelStats Stats() const override { ... }
+//     bool IsCausal() const override { return false; }
+//     std::vector<std::shared_ptr<Router>> Routers() const override {
+//       return {moe_->router()};
+//     }
+//   };
+//
+//   MOELAB_REGISTER_MODEL("bow_moe",
+//       {.description = "bag of words with one MoE layer",
+//        .resolve = ..., .validate = ..., .router_dims = ...,
+//        .create = [](const ExperimentSpec& spec, const DatasetInfo& info)
+//            -> absl::StatusOr<std::shared_ptr<Model>> {
+//          return std::make_shared<BowMoe>(spec, info);
+//        },
+//        .task = kTextClassificationTask});
+//
+// Transformer models build their blocks with models/block_stack.h; see
+// models/transformer_lm.cc and models/vit.cc.
 
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
@@ -81,7 +116,9 @@ struct ModelRegistration {
   // by the caller (torch::manual_seed) before the call.
   std::function<absl::StatusOr<std::shared_ptr<Model>>(const ExperimentSpec&, const DatasetInfo&)>
       create;
-  Task task = Task::kLanguageModeling;
+  // The task (core/task.h) the model solves; a spec pairs it only with a
+  // dataset of the same task.
+  std::string task;
 };
 
 Registry<ModelRegistration>& ModelRegistry();

@@ -133,7 +133,7 @@ absl::Status ValidateTraining(const ExperimentSpec& spec) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateEvaluation(const ExperimentSpec& spec, Task task) {
+absl::Status ValidateEvaluation(const ExperimentSpec& spec, absl::string_view task) {
   const EvaluationSpec& e = spec.evaluation();
   if (e.max_eval_batches() < 0) {
     return FieldError("evaluation.max_eval_batches",
@@ -257,11 +257,11 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
   if (!router.ok()) return router.status();
 
   if ((*dataset)->task != (*model)->task) {
-    return FieldError("model.name",
-                      absl::StrCat("model '", spec.model().name(), "' cannot train on dataset '",
-                                   spec.dataset().name(),
-                                   "' (one is for language modelling, "
-                                   "the other for image classification)"));
+    return FieldError(
+        "model.name",
+        absl::StrCat("model '", spec.model().name(), "' cannot train on dataset '",
+                     spec.dataset().name(), "': the model solves task '", (*model)->task,
+                     "', the dataset poses '", (*dataset)->task, "'"));
   }
   if (spec.dataset().train_subset_examples() < 0) {
     return FieldError("dataset.train_subset_examples",

@@ -61,9 +61,6 @@ absl::Status StatusFromException(const std::exception& e, absl::string_view doin
 // and returns 1 when it throws.
 int CallMainWithErrorBoundary(const std::function<int()>& main);
 
-// The human-readable summary printed at the end of a run.
-std::string FormatRunSummary(const RunResult& result);
-
 // Records in result->identity_aggregation_layers the MoE layers whose final
 // aggregation (result->final().layers()) is effectively the identity, mean
 // self-weight above kIdentityAggregationSelfWeight, adds a warning naming

@@ -19,6 +19,7 @@
 #include "core/checkpoint.h"
 #include "core/model.h"
 #include "core/spec.h"
+#include "core/tasks/image_classification_name.h"
 #include "core/testing/file_size_limit.h"
 #include "core/trainer.h"
 #include "experiments/testing/tiny_run.h"
@@ -161,7 +162,7 @@ TEST(BadInputTest, AnotherModelsInitCheckpointIsRefused) {
   vit.mutable_router()->set_top_k(2);
   ASSERT_TRUE(ResolveSpec(&vit).ok());
   DatasetInfo images;
-  images.task = Task::kImageClassification;
+  images.task = kImageClassificationTask;
   images.num_classes = 10;
   images.channels = 1;
   images.height = images.width = 28;

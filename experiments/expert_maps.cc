@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "core/atomic_file.h"
 #include "core/checkpoint.h"
+#include "core/tasks/image_classification_name.h"
 
 namespace moelab {
 namespace {
@@ -398,7 +399,7 @@ absl::StatusOr<ExpertMapFigure> RenderExpertMaps(const std::vector<ExpertMapRow>
                                                  const ExpertMapOptions& options) {
   if (rows.empty()) return absl::InvalidArgumentError("expert maps: no rows to draw");
   const DatasetInfo& info = data.info();
-  if (info.task != Task::kImageClassification) {
+  if (info.task != kImageClassificationTask) {
     return absl::InvalidArgumentError("expert maps need an image dataset");
   }
   ExpertMapFigure figure;

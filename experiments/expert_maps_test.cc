@@ -19,6 +19,7 @@
 #include "core/checkpoint.h"
 #include "core/model.h"
 #include "core/spec.h"
+#include "core/tasks/image_classification_name.h"
 #include "experiments/table_rows.h"
 
 namespace moelab {
@@ -38,7 +39,7 @@ constexpr float kMean = 0.5f, kStd = 0.25f;
 class SyntheticImages : public Dataset {
  public:
   SyntheticImages() {
-    info_.task = Task::kImageClassification;
+    info_.task = kImageClassificationTask;
     info_.num_classes = 10;
     info_.channels = 1;
     info_.height = kSide;

@@ -1,5 +1,5 @@
 // Runs one experiment spec: `bazel run //experiments:run -- --spec=PATH`.
-// `--list` prints every registered router, model and dataset. Every failure
+// `--list` prints every registered router, model, dataset and task. Every failure
 // ends with one "error: ..." line on stderr and a non-zero exit status (2 for
 // a missing flag, 1 otherwise); no exception escapes.
 
@@ -18,11 +18,12 @@
 #include "core/paths.h"
 #include "core/router.h"
 #include "core/spec.h"
+#include "core/task.h"
 #include "core/threading_environment.h"
 #include "core/trainer.h"
 
 ABSL_FLAG(std::string, spec, "", "Path of the experiment spec (.pbtxt).");
-ABSL_FLAG(bool, list, false, "Print every registered router, model and dataset, then exit.");
+ABSL_FLAG(bool, list, false, "Print every registered router, model, dataset and task, then exit.");
 ABSL_FLAG(bool, validate_only, false, "Load, resolve and validate the spec, print it, then exit.");
 ABSL_FLAG(bool, resume, false, "Continue from the run directory's last checkpoint, if any.");
 ABSL_FLAG(bool, overwrite, false,
@@ -48,6 +49,7 @@ int Main() {
     PrintRegistry(RouterRegistry());
     PrintRegistry(ModelRegistry());
     PrintRegistry(DatasetRegistry());
+    PrintRegistry(TaskRegistry());
     return 0;
   }
   const std::string spec_flag = absl::GetFlag(FLAGS_spec);

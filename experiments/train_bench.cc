@@ -34,6 +34,7 @@
 #include "core/precision.h"
 #include "core/spec.h"
 #include "core/step_profiler.h"
+#include "core/tasks/language_modeling_name.h"
 #include "core/threading_environment.h"
 #include "core/train_step.h"
 #include "models/matmul.h"
@@ -106,7 +107,7 @@ absl::Status Main() {
     Batch b = (*data)->GetBatch(Split::kTrain, batch_size, i, 0, spec->seed());
     batches.push_back(Batch{b.inputs.to(device), b.targets.to(device)});
   }
-  const bool language = info.task == Task::kLanguageModeling;
+  const bool language = info.task == kLanguageModelingTask;
   const int64_t units_per_step = batch_size * (language ? info.sequence_length : 1);
   int64_t parameters = 0;
   for (const at::Tensor& p : model.parameters()) parameters += p.numel();

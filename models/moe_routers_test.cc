@@ -13,6 +13,7 @@
 #include "core/model.h"
 #include "core/precision.h"
 #include "core/router.h"
+#include "core/tasks/language_modeling_name.h"
 #include "gtest/gtest.h"
 #include "models/moe_layer.h"
 #include "models/testing/reference_moe.h"
@@ -145,6 +146,7 @@ class CausalLmTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(CausalLmTest, TrainsAndStaysCausal) {
   torch::manual_seed(3);
   DatasetInfo info;
+  info.task = kLanguageModelingTask;
   info.vocab_size = 30;
   info.sequence_length = 12;
   absl::StatusOr<std::shared_ptr<Model>> model = CreateModel(LmSpec(GetParam()), info);

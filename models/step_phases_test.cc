@@ -13,6 +13,8 @@
 #include "absl/status/status.h"
 #include "core/model.h"
 #include "core/step_profiler.h"
+#include "core/tasks/image_classification_name.h"
+#include "core/tasks/language_modeling_name.h"
 #include "gtest/gtest.h"
 #include "models/testing/test_routers.h"
 #include "models/transformer_lm.h"
@@ -89,7 +91,7 @@ TEST(StepPhasesTest, LanguageModelMarksEveryPhase) {
   o->set_dropout(0.0f);
   ASSERT_TRUE(ResolveTransformerLmSpec(spec.mutable_model()).ok());
   DatasetInfo info;
-  info.task = Task::kLanguageModeling;
+  info.task = kLanguageModelingTask;
   info.vocab_size = 50;
   info.sequence_length = 16;
   absl::StatusOr<std::shared_ptr<Model>> model = CreateModel(spec, info);
@@ -115,7 +117,7 @@ TEST(StepPhasesTest, VisionTransformerMarksEveryPhase) {
   o->set_dense_hidden(20);
   ASSERT_TRUE(ResolveVitSpec(spec.mutable_model()).ok());
   DatasetInfo info;
-  info.task = Task::kImageClassification;
+  info.task = kImageClassificationTask;
   info.num_classes = 10;
   info.channels = 1;
   info.height = 28;

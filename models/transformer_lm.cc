@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/step_profiler.h"
+#include "core/tasks/language_modeling_name.h"
+#include "models/block_stack.h"
 #include "models/cross_entropy.h"
 #include "models/linear.h"
 #include "models/model_spec_util.h"
@@ -136,7 +138,7 @@ MoeTransformerLm::MoeTransformerLm(const ModelSpec& model, double top_k, const D
 
 absl::StatusOr<std::shared_ptr<MoeTransformerLm>> MoeTransformerLm::Create(
     const ExperimentSpec& spec, const DatasetInfo& info) {
-  if (info.task != Task::kLanguageModeling || info.vocab_size < 1 || info.sequence_length < 1) {
+  if (info.task != kLanguageModelingTask || info.vocab_size < 1 || info.sequence_length < 1) {
     return FieldError("dataset.name",
                       absl::StrCat("model '", kModelName,
                                    "' needs a language-modelling "
@@ -174,24 +176,10 @@ absl::StatusOr<std::shared_ptr<MoeTransformerLm>> MoeTransformerLm::Create(
                                  .dropout(o.dropout())
                                  .dense_hidden(o.dense_hidden())
                                  .activation(moe.activation());
-  for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
-    TransformerBlock block{nullptr};
-    if (IsMoeBlock(layer, moe.moe_every())) {
-      // On a stream of its own (model_spec_util.h): the experts and every
-      // later module get the same initial values whichever router this is.
-      absl::StatusOr<std::shared_ptr<Router>> router =
-          CreateRouterOnOwnStream(spec.router(), dims, router_key, layer);
-      if (!router.ok()) return router.status();
-      MoeLayer moe_layer(MoeLayerOptions(d, moe.num_experts(), moe.expert_hidden())
-                             .activation(moe.activation())
-                             .shared_expert(moe.shared_expert()),
-                         *std::move(router));
-      block = TransformerBlock(block_options, std::move(moe_layer));
-    } else {
-      block = TransformerBlock(block_options);
-    }
-    lm->blocks_.push_back(lm->register_module(absl::StrCat("block", layer), block));
-  }
+  absl::StatusOr<std::vector<TransformerBlock>> blocks =
+      BuildBlockStack(*lm, o.num_layers(), moe, block_options, spec.router(), dims, router_key);
+  if (!blocks.ok()) return blocks.status();
+  lm->blocks_ = *std::move(blocks);
   lm->final_norm_ =
       lm->register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
   if (!o.tie_embeddings()) {
@@ -222,16 +210,7 @@ ModelOutput MoeTransformerLm::Forward(const Batch& batch, const ForwardOptions& 
 
   ModelOutput out;
   out.aux_loss = at::zeros({}, x.options());
-  for (TransformerBlock& block : blocks_) {
-    TransformerBlockOutput block_out = block->forward(x, context);
-    x = std::move(block_out.hidden);
-    if (block->is_moe()) {
-      AccumulateAuxLosses(block_out.decision, &out.aux_loss);
-      if (options.keep_routing) {
-        out.routing.push_back(std::move(block_out.decision));
-      }
-    }
-  }
+  x = RunBlockStack(blocks_, std::move(x), context, options.keep_routing, &out);
   const at::Tensor& output_weight =
       output_.is_empty() ? token_embedding_->weight : output_->weight;  // [V, D]
   if (!options.need_logits && batch.targets.defined()) {
@@ -262,11 +241,7 @@ ModelStats MoeTransformerLm::Stats() const {
 }
 
 std::vector<std::shared_ptr<Router>> MoeTransformerLm::Routers() const {
-  std::vector<std::shared_ptr<Router>> routers;
-  for (const TransformerBlock& block : blocks_) {
-    if (block->is_moe()) routers.push_back(block->moe->router());
-  }
-  return routers;
+  return RoutersOf(blocks_);
 }
 
 MOELAB_REGISTER_MODEL(kModelName, {.description = "decoder-only transformer LM with MoE FFNs every "
@@ -282,6 +257,6 @@ MOELAB_REGISTER_MODEL(kModelName, {.description = "decoder-only transformer LM w
                                      if (!lm.ok()) return lm.status();
                                      return std::shared_ptr<Model>(*std::move(lm));
                                    },
-                                   .task = Task::kLanguageModeling});
+                                   .task = kLanguageModelingTask});
 
 }  // namespace moelab

@@ -13,6 +13,8 @@
 
 #include "absl/status/status.h"
 #include "core/model.h"
+#include "core/tasks/image_classification_name.h"
+#include "core/tasks/language_modeling_name.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "models/model_spec_util.h"
@@ -29,7 +31,7 @@ constexpr int64_t kSequence = 16;
 
 DatasetInfo LmInfo() {
   DatasetInfo info;
-  info.task = Task::kLanguageModeling;
+  info.task = kLanguageModelingTask;
   info.vocab_size = kVocab;
   info.sequence_length = kSequence;
   return info;
@@ -141,7 +143,7 @@ TEST(TransformerLmSpecTest, ErrorsNameTheField) {
 TEST(TransformerLmTest, RegisteredWithRouterDims) {
   auto entry = ModelRegistry().Find("moe_transformer_lm");
   ASSERT_TRUE(entry.ok());
-  EXPECT_EQ((*entry)->task, Task::kLanguageModeling);
+  EXPECT_EQ((*entry)->task, kLanguageModelingTask);
   ModelSpec spec = SmallSpec().model();
   ASSERT_TRUE((*entry)->resolve(&spec).ok());
   const RouterDims dims = (*entry)->router_dims(spec);
@@ -155,7 +157,7 @@ TEST(TransformerLmTest, RejectsAnImageDataset) {
   ExperimentSpec spec = SmallSpec();
   ASSERT_TRUE(ResolveTransformerLmSpec(spec.mutable_model()).ok());
   DatasetInfo images;
-  images.task = Task::kImageClassification;
+  images.task = kImageClassificationTask;
   images.num_classes = 10;
   auto model = CreateModel(spec, images);
   ASSERT_FALSE(model.ok());

@@ -12,6 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/step_profiler.h"
+#include "core/tasks/image_classification_name.h"
+#include "models/block_stack.h"
 #include "models/linear.h"
 #include "models/model_spec_util.h"
 #include "models/moe_layer.h"
@@ -129,7 +131,7 @@ VmoeVit::VmoeVit(const ModelSpec& model, double top_k, const DatasetInfo& info)
 
 absl::StatusOr<std::shared_ptr<VmoeVit>> VmoeVit::Create(const ExperimentSpec& spec,
                                                          const DatasetInfo& info) {
-  if (info.task != Task::kImageClassification || info.num_classes < 1 || info.channels < 1 ||
+  if (info.task != kImageClassificationTask || info.num_classes < 1 || info.channels < 1 ||
       info.height < 1 || info.width < 1) {
     return FieldError("dataset.name", absl::StrCat("model '", kModelName,
                                                    "' needs an image-classification "
@@ -172,24 +174,10 @@ absl::StatusOr<std::shared_ptr<VmoeVit>> VmoeVit::Create(const ExperimentSpec& s
                                  .dropout(o.dropout())
                                  .dense_hidden(o.dense_hidden())
                                  .activation(moe.activation());
-  for (int64_t layer = 0; layer < o.num_layers(); ++layer) {
-    TransformerBlock block{nullptr};
-    if (IsMoeBlock(layer, moe.moe_every())) {
-      // On a stream of its own (model_spec_util.h): the experts and every
-      // later module get the same initial values whichever router this is.
-      absl::StatusOr<std::shared_ptr<Router>> router =
-          CreateRouterOnOwnStream(spec.router(), dims, router_key, layer);
-      if (!router.ok()) return router.status();
-      MoeLayer moe_layer(MoeLayerOptions(d, moe.num_experts(), moe.expert_hidden())
-                             .activation(moe.activation())
-                             .shared_expert(moe.shared_expert()),
-                         *std::move(router));
-      block = TransformerBlock(block_options, std::move(moe_layer));
-    } else {
-      block = TransformerBlock(block_options);
-    }
-    vit->blocks_.push_back(vit->register_module(absl::StrCat("block", layer), block));
-  }
+  absl::StatusOr<std::vector<TransformerBlock>> blocks =
+      BuildBlockStack(*vit, o.num_layers(), moe, block_options, spec.router(), dims, router_key);
+  if (!blocks.ok()) return blocks.status();
+  vit->blocks_ = *std::move(blocks);
   vit->final_norm_ =
       vit->register_module("final_norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
   vit->head_ = vit->register_module("head", torch::nn::Linear(d, info.num_classes));
@@ -231,16 +219,7 @@ ModelOutput VmoeVit::Forward(const Batch& batch, const ForwardOptions& options) 
 
   ModelOutput out;
   out.aux_loss = at::zeros({}, x.options());
-  for (TransformerBlock& block : blocks_) {
-    TransformerBlockOutput block_out = block->forward(x, context);
-    x = std::move(block_out.hidden);
-    if (block->is_moe()) {
-      AccumulateAuxLosses(block_out.decision, &out.aux_loss);
-      if (options.keep_routing) {
-        out.routing.push_back(std::move(block_out.decision));
-      }
-    }
-  }
+  x = RunBlockStack(blocks_, std::move(x), context, options.keep_routing, &out);
   {
     ScopedPhase phase(kPhaseOutput);
     x = final_norm_->forward(x);
@@ -273,13 +252,7 @@ ModelStats VmoeVit::Stats() const {
   return StackStats(shape, total, (patch_flops + head_flops) / double(num_tokens()));
 }
 
-std::vector<std::shared_ptr<Router>> VmoeVit::Routers() const {
-  std::vector<std::shared_ptr<Router>> routers;
-  for (const TransformerBlock& block : blocks_) {
-    if (block->is_moe()) routers.push_back(block->moe->router());
-  }
-  return routers;
-}
+std::vector<std::shared_ptr<Router>> VmoeVit::Routers() const { return RoutersOf(blocks_); }
 
 MOELAB_REGISTER_MODEL(kModelName,
                       {.description = "vision transformer with MoE FFNs every moe_every-th "
@@ -294,6 +267,6 @@ MOELAB_REGISTER_MODEL(kModelName,
                          if (!vit.ok()) return vit.status();
                          return std::shared_ptr<Model>(*std::move(vit));
                        },
-                       .task = Task::kImageClassification});
+                       .task = kImageClassificationTask});
 
 }  // namespace moelab

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "core/model.h"
+#include "core/tasks/image_classification_name.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "models/testing/non_router_parameters.h"
@@ -24,7 +25,7 @@ using ::testing::HasSubstr;
 
 DatasetInfo ImageInfo(int64_t side = 28) {
   DatasetInfo info;
-  info.task = Task::kImageClassification;
+  info.task = kImageClassificationTask;
   info.num_classes = 10;
   info.channels = 1;
   info.height = side;

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include "core/dataset.h"
+#include "core/tasks/image_classification_name.h"
+#include "core/tasks/language_modeling_name.h"
 
 namespace moelab {
 namespace {
@@ -14,10 +16,10 @@ TEST(AllDatasetsTest, EveryPluginIsRegisteredWithItsTask) {
               ::testing::IsSupersetOf(
                   {"fashion_mnist", "image_folder", "sotu_lm", "synthetic_lm", "wikitext_lm"}));
   for (const char* name : {"sotu_lm", "wikitext_lm", "synthetic_lm"}) {
-    EXPECT_EQ((*DatasetRegistry().Find(name))->task, Task::kLanguageModeling) << name;
+    EXPECT_EQ((*DatasetRegistry().Find(name))->task, kLanguageModelingTask) << name;
   }
   for (const char* name : {"fashion_mnist", "image_folder"}) {
-    EXPECT_EQ((*DatasetRegistry().Find(name))->task, Task::kImageClassification) << name;
+    EXPECT_EQ((*DatasetRegistry().Find(name))->task, kImageClassificationTask) << name;
   }
   for (const auto& [name, entry] : DatasetRegistry().entries()) {
     EXPECT_FALSE(entry.description.empty()) << name;

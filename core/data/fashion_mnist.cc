@@ -17,6 +17,7 @@
 #include "core/data/idx_file.h"
 #include "core/data/random.h"
 #include "core/paths.h"
+#include "core/tasks/image_classification_name.h"
 
 namespace moelab {
 namespace {
@@ -83,7 +84,7 @@ class FashionMnistDataset : public Dataset {
     }
     const double mean = sum / pixels;
     const double std = std::sqrt(std::max(sum_squares / pixels - mean * mean, 1e-12));
-    info_.task = Task::kImageClassification;
+    info_.task = kImageClassificationTask;
     info_.num_classes = kNumClasses;
     info_.channels = 1;
     info_.height = kSide;
@@ -256,6 +257,6 @@ MOELAB_REGISTER_DATASET(
      .resolve = ResolveFashionMnist,
      .validate = ValidateFashionMnist,
      .load = [](const DatasetSpec& spec) { return LoadFashionMnist(spec.fashion_mnist()); },
-     .task = Task::kImageClassification});
+     .task = kImageClassificationTask});
 
 }  // namespace moelab

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/data/idx_file.h"
 #include "core/dataset.h"
+#include "core/tasks/image_classification_name.h"
 
 namespace moelab {
 namespace {
@@ -121,7 +122,7 @@ TEST(FashionMnistTest, SplitsShapesAndTrainingStatistics) {
   const double mean = x.mean().item<double>();
   const double std = x.std(/*unbiased=*/false).item<double>();
   const DatasetInfo& info = dataset->info();
-  EXPECT_EQ(info.task, Task::kImageClassification);
+  EXPECT_EQ(info.task, kImageClassificationTask);
   EXPECT_EQ(info.num_classes, 10);
   EXPECT_EQ(info.channels, 1);
   EXPECT_EQ(info.height, 28);
@@ -323,7 +324,7 @@ TEST(FashionMnistTest, CorruptFilesGiveErrorsNamingTheFile) {
 
 TEST(FashionMnistTest, ResolveAndValidate) {
   const auto* entry = *DatasetRegistry().Find("fashion_mnist");
-  EXPECT_EQ(entry->task, Task::kImageClassification);
+  EXPECT_EQ(entry->task, kImageClassificationTask);
   DatasetSpec spec;
   spec.set_name("fashion_mnist");
   entry->resolve(&spec);

@@ -24,6 +24,7 @@
 #include "core/data/image_check.h"
 #include "core/data/random.h"
 #include "core/paths.h"
+#include "core/tasks/image_classification_name.h"
 
 namespace moelab {
 namespace {
@@ -209,7 +210,7 @@ class ImageFolderDataset : public Dataset {
         image_size_(image_size),
         augment_(augment),
         order_(static_cast<int64_t>(splits_[0].size())) {
-    info_.task = Task::kImageClassification;
+    info_.task = kImageClassificationTask;
     info_.num_classes = num_classes;
     info_.channels = 3;
     info_.height = image_size;
@@ -360,6 +361,6 @@ MOELAB_REGISTER_DATASET(
      .resolve = ResolveImageFolder,
      .validate = ValidateImageFolder,
      .load = [](const DatasetSpec& spec) { return LoadImageFolder(spec.image_folder()); },
-     .task = Task::kImageClassification});
+     .task = kImageClassificationTask});
 
 }  // namespace moelab

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/dataset.h"
+#include "core/tasks/image_classification_name.h"
 
 namespace moelab {
 namespace {
@@ -77,7 +78,7 @@ TEST(ImageFolderTest, ClassesSplitsAndSolidColours) {
   auto dataset = LoadImageFolder(Options(MakeFixture("basic"), 8));
   ASSERT_TRUE(dataset.ok()) << dataset.status();
   const DatasetInfo& info = (*dataset)->info();
-  EXPECT_EQ(info.task, Task::kImageClassification);
+  EXPECT_EQ(info.task, kImageClassificationTask);
   EXPECT_EQ(info.num_classes, 2);
   EXPECT_EQ(info.channels, 3);
   EXPECT_EQ(info.height, 8);
@@ -278,7 +279,7 @@ TEST(ImageFolderTest, FileDamagedAfterLoadingFailsInTheBatch) {
 
 TEST(ImageFolderTest, ResolveAndValidate) {
   const auto* entry = *DatasetRegistry().Find("image_folder");
-  EXPECT_EQ(entry->task, Task::kImageClassification);
+  EXPECT_EQ(entry->task, kImageClassificationTask);
   DatasetSpec spec;
   spec.set_name("image_folder");
   entry->resolve(&spec);

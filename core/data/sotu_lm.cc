@@ -15,6 +15,7 @@
 #include "core/data/word_tokenizer.h"
 #include "core/dataset.h"
 #include "core/paths.h"
+#include "core/tasks/language_modeling_name.h"
 
 namespace moelab {
 namespace {
@@ -171,6 +172,6 @@ MOELAB_REGISTER_DATASET(
                   if (!dataset.ok()) return dataset.status();
                   return std::unique_ptr<Dataset>(*std::move(dataset));
                 },
-                .task = Task::kLanguageModeling});
+                .task = kLanguageModelingTask});
 
 }  // namespace moelab

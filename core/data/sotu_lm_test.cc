@@ -19,6 +19,7 @@
 #include "core/data/token_stream_dataset.h"
 #include "core/data/word_tokenizer.h"
 #include "core/dataset.h"
+#include "core/tasks/language_modeling_name.h"
 
 namespace moelab {
 namespace {
@@ -262,7 +263,7 @@ TEST(SotuLmTest, ResolveFillsDocumentedDefaults) {
   EXPECT_EQ(spec.sotu().test_first_year(), 2005);
   EXPECT_EQ(spec.sotu().min_count(), 3);
   EXPECT_EQ(spec.sotu().sequence_length(), 64);
-  EXPECT_EQ(entry->task, Task::kLanguageModeling);
+  EXPECT_EQ(entry->task, kLanguageModelingTask);
 
   spec.mutable_sotu()->set_sequence_length(16);
   entry->resolve(&spec);

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/tasks/language_modeling_name.h"
 
 namespace moelab {
 namespace {
@@ -42,7 +43,7 @@ TokenStreamDataset::TokenStreamDataset(TokenizedCorpus corpus, int64_t sequence_
     : corpus_(std::move(corpus)),
       train_source_(std::move(train_source)),
       order_(ExamplesIn(corpus_.split(Split::kTrain), sequence_length)) {
-  info_.task = Task::kLanguageModeling;
+  info_.task = kLanguageModelingTask;
   info_.vocab_size = corpus_.vocab_size;
   info_.sequence_length = sequence_length;
   info_.unk_id = corpus_.unk_id;
@@ -104,8 +105,7 @@ double TokenStreamDataset::UnigramPerplexity(Split split) const {
     }
     counted = order_.num_train_examples() * (length + 1);
   }
-  const double denominator =
-      static_cast<double>(counted) + static_cast<double>(corpus_.vocab_size);
+  const double denominator = static_cast<double>(counted) + static_cast<double>(corpus_.vocab_size);
   for (int64_t id = 0; id < corpus_.vocab_size; ++id) {
     log_prob[id] = std::log((counts[id] + 1.0) / denominator);
   }

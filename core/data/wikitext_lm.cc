@@ -11,6 +11,7 @@
 #include "core/data/dataset_util.h"
 #include "core/dataset.h"
 #include "core/paths.h"
+#include "core/tasks/language_modeling_name.h"
 
 namespace moelab {
 namespace {
@@ -128,6 +129,6 @@ MOELAB_REGISTER_DATASET(
        if (!dataset.ok()) return dataset.status();
        return std::unique_ptr<Dataset>(*std::move(dataset));
      },
-     .task = Task::kLanguageModeling});
+     .task = kLanguageModelingTask});
 
 }  // namespace moelab

@@ -11,6 +11,7 @@
 #include "core/dataset.h"
 #include "core/model.h"
 #include "core/router.h"
+#include "core/tasks/language_modeling_name.h"
 
 namespace moelab {
 namespace {
@@ -73,7 +74,7 @@ MOELAB_REGISTER_MODEL("testing_lm",
                                     const DatasetInfo&) -> absl::StatusOr<std::shared_ptr<Model>> {
                          return absl::UnimplementedError("testing_lm cannot be built");
                        },
-                       .task = Task::kLanguageModeling});
+                       .task = kLanguageModelingTask});
 
 MOELAB_REGISTER_DATASET(
     "testing_text_dir",
@@ -88,7 +89,7 @@ MOELAB_REGISTER_DATASET(
      .load = [](const DatasetSpec&) -> absl::StatusOr<std::unique_ptr<Dataset>> {
        return absl::UnimplementedError("testing_text_dir cannot be loaded");
      },
-     .task = Task::kLanguageModeling});
+     .task = kLanguageModelingTask});
 
 }  // namespace
 }  // namespace moelab

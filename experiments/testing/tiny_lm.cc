@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "core/router.h"
+#include "core/tasks/language_modeling_name.h"
 
 namespace moelab {
 
@@ -36,7 +37,7 @@ absl::StatusOr<std::shared_ptr<Model>> MakeTinyMoeLm(ExperimentSpec* spec, uint6
     (*router_entry)->resolve(spec->mutable_router(), (*model_entry)->router_dims(spec->model()));
   }
   DatasetInfo info;
-  info.task = Task::kLanguageModeling;
+  info.task = kLanguageModelingTask;
   info.vocab_size = kTinyVocab;
   info.sequence_length = kTinyTokens;
   at::manual_seed(seed);

@@ -1,0 +1,94 @@
+#include "core/evaluation.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "core/testing/bigram_model.h"
+
+namespace moelab {
+namespace {
+
+const c10::Device kCpu(c10::kCPU);
+
+std::vector<int64_t> ToVector(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous().to(at::kLong);
+  return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+}
+
+TEST(EvaluationTest, LossAccuracyAndLoadOverTheWholeSplit) {
+  std::unique_ptr<TokenStreamDataset> data = SmallTokenStream();
+  BigramModel model;
+  const Evaluation e = Evaluate(model, *data, Split::kValid, /*batch_size=*/1,
+                                /*max_batches=*/0, kCpu);
+  // Inputs {3,0} {0,1}, targets {0,0} {1,2}: P 0.7, 0.1, 0.2, 0.4; the
+  // argmax (0, 3, 3, 2) is right at the first and last token.
+  EXPECT_EQ(e.targets, 4);
+  EXPECT_NEAR(e.loss, -(std::log(0.7) + std::log(0.1) + std::log(0.2) + std::log(0.4)) / 4, 1e-6);
+  EXPECT_DOUBLE_EQ(e.accuracy, 0.5);
+  // Tokens 3 0 0 1 go to experts 1 0 0 1.
+  ASSERT_EQ(e.layers.size(), 1u);
+  ASSERT_EQ(e.layers[0].expert_share_size(), 2);
+  EXPECT_DOUBLE_EQ(e.layers[0].expert_share(0), 0.5);
+  EXPECT_DOUBLE_EQ(e.layers[0].load_cv(), 0);
+  EXPECT_NEAR(e.layers[0].gate_entropy(), -(0.75 * std::log(0.75) + 0.25 * std::log(0.25)), 1e-6);
+}
+
+TEST(EvaluationTest, MaxBatchesBoundsTheEvaluation) {
+  std::unique_ptr<TokenStreamDataset> data = SmallTokenStream();
+  BigramModel model;
+  const Evaluation e = Evaluate(model, *data, Split::kValid, /*batch_size=*/1,
+                                /*max_batches=*/1, kCpu);
+  EXPECT_EQ(e.targets, 2);
+  EXPECT_NEAR(e.loss, -(std::log(0.7) + std::log(0.1)) / 2, 1e-6);
+  EXPECT_DOUBLE_EQ(e.accuracy, 0.5);
+}
+
+TEST(EvaluationTest, ProbeSetIsSortedFixedBySeedAndBoundedBySplit) {
+  std::unique_ptr<TokenStreamDataset> data = SmallTokenStream();
+  EXPECT_EQ(ProbeIndices(*data, 10, 7), (std::vector<int64_t>{0, 1}));
+  const std::vector<int64_t> one = ProbeIndices(*data, 1, 7);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(ProbeIndices(*data, 1, 7), one);
+}
+
+TEST(EvaluationTest, ProbeRoutingFollowsProbeOrderAcrossBatches) {
+  std::unique_ptr<TokenStreamDataset> data = SmallTokenStream();
+  BigramModel model;
+  const std::vector<ProbeAssignment> forward =
+      ProbeRouting(model, *data, {0, 1}, /*batch_size=*/1, kCpu);
+  ASSERT_EQ(forward.size(), 1u);
+  EXPECT_EQ(ToVector(forward[0].top1), (std::vector<int64_t>{1, 0, 0, 1}));
+  const std::vector<ProbeAssignment> reversed =
+      ProbeRouting(model, *data, {1, 0}, /*batch_size=*/2, kCpu);
+  EXPECT_EQ(ToVector(reversed[0].top1), (std::vector<int64_t>{0, 1, 1, 0}));
+}
+
+TEST(EvaluationTest, CorruptedEvaluationComparesExpertsOnlyWhenPositionsSurvive) {
+  std::unique_ptr<TokenStreamDataset> data = SmallTokenStream();
+  BigramModel model;
+  CorruptionSpec substitution;
+  substitution.set_kind(TOKEN_SUBSTITUTION);
+  substitution.set_rate(0.5);
+  absl::StatusOr<CorruptedMetrics> substituted =
+      EvaluateCorrupted(model, *data, substitution, 1, 0, /*change_batches=*/2, 3, kCpu);
+  ASSERT_TRUE(substituted.ok()) << substituted.status();
+  EXPECT_TRUE(std::isfinite(substituted->loss()));
+  EXPECT_GE(substituted->expert_change(), 0);
+  EXPECT_LE(substituted->expert_change(), 1);
+  EXPECT_EQ(substituted->perplexity(), 0) << "perplexity is the task's to fill";
+
+  CorruptionSpec deletion;
+  deletion.set_kind(TOKEN_DELETION);
+  deletion.set_rate(0.5);
+  absl::StatusOr<CorruptedMetrics> deleted =
+      EvaluateCorrupted(model, *data, deletion, 1, 0, 2, 3, kCpu);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(deleted->expert_change(), -1);
+}
+
+}  // namespace
+}  // namespace moelab

@@ -1,0 +1,164 @@
+#include "core/run_outputs.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/atomic_file.h"
+#include "core/progress.h"
+#include "core/routing_metrics.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace moelab {
+namespace {
+
+double Mean(const std::vector<double>& v) {
+  if (v.empty()) return 0;
+  double s = 0;
+  for (double x : v) s += x;
+  return s / v.size();
+}
+
+// The mean over MoE layers of the epoch's top-1 fluctuation, "7.1%"; "-"
+// when no layer has one.
+std::string MeanFluctuation(const EpochMetrics& epoch) {
+  std::vector<double> fluct;
+  for (const LayerRoutingMetrics& layer : epoch.layers()) {
+    if (layer.has_fluctuation()) fluct.push_back(layer.fluctuation_top1());
+  }
+  return fluct.empty() ? "-" : absl::StrFormat("%.1f%%", 100 * Mean(fluct));
+}
+
+}  // namespace
+
+std::string JsonOf(const RunResult& result) {
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  google::protobuf::util::MessageToJsonString(result, &json, options);
+  return json;
+}
+
+std::string MetricsCsv(const RunResult& result) {
+  std::string csv =
+      "epoch,step,train_loss,train_aux_loss,valid_loss,valid_perplexity,"
+      "valid_accuracy,learning_rate,tokens_per_s,examples_per_s,epoch_wall_s,"
+      "peak_rss_mb,rss_mb";
+  const int layers = result.epochs_size() > 0 ? result.epochs(0).layers_size() : 0;
+  for (int l = 0; l < layers; ++l) {
+    absl::StrAppendFormat(
+        &csv,
+        ",l%d_fluct_top1,l%d_fluct_topk,l%d_gate_entropy,l%d_agg_entropy,"
+        "l%d_load_cv,l%d_max_over_mean,l%d_dead,l%d_dropped,l%d_experts_per_token,"
+        "l%d_self_weight,l%d_effective_neighbours,l%d_head_change",
+        l, l, l, l, l, l, l, l, l, l, l, l);
+  }
+  csv += "\n";
+  for (const EpochMetrics& e : result.epochs()) {
+    absl::StrAppendFormat(&csv, "%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.4g,%.1f,%.1f",
+                          e.epoch(), e.step(), e.train_loss(), e.train_aux_loss(), e.valid_loss(),
+                          e.valid_perplexity(), e.valid_accuracy(), e.learning_rate(),
+                          e.tokens_per_s(), e.examples_per_s(), e.epoch_wall_s(), e.peak_rss_mb(),
+                          e.rss_mb());
+    for (const LayerRoutingMetrics& m : e.layers()) {
+      auto optional = [](bool present, double value) {
+        return present ? absl::StrFormat("%.6g", value) : std::string();
+      };
+      absl::StrAppendFormat(&csv, ",%s,%s,%.6g,%.6g,%.6g,%.6g,%d,%.6g,%.6g,%s,%s,%s",
+                            optional(m.has_fluctuation(), m.fluctuation_top1()),
+                            optional(m.has_fluctuation(), m.fluctuation_topk()), m.gate_entropy(),
+                            m.aggregated_entropy(), m.load_cv(), m.load_max_over_mean(),
+                            m.dead_experts(), m.dropped_fraction(), m.experts_per_token(),
+                            optional(m.has_aggregation(), m.aggregation_self_weight()),
+                            optional(m.has_aggregation(), m.aggregation_effective_neighbours()),
+                            optional(m.has_head_change(), m.head_change()));
+    }
+    csv += "\n";
+  }
+  return csv;
+}
+
+absl::Status WriteOutputs(const std::string& dir, const RunResult& result) {
+  if (absl::Status s = WriteFileAtomically(dir + "/result.json", JsonOf(result)); !s.ok()) {
+    return s;
+  }
+  return WriteFileAtomically(dir + "/metrics.csv", MetricsCsv(result));
+}
+
+std::string FormatEpochLine(const EpochMetrics& epoch, const Task& task) {
+  const Headline valid = task.ValidHeadline(epoch);
+  const ThroughputUnit unit = task.Unit();
+  return absl::StrFormat("epoch %d: train loss %.4f  valid %s %.4f  fluctuation %s  %.0f %s/s\n",
+                         epoch.epoch(), epoch.train_loss(), valid.name, valid.value,
+                         MeanFluctuation(epoch), epoch.examples_per_s() * unit.per_example,
+                         unit.name);
+}
+
+std::string FormatRunSummary(const RunResult& result, const Task& task) {
+  const ExperimentSpec& spec = result.spec();
+  const ThroughputUnit unit = task.Unit();
+  const std::string headline = task.ValidHeadline(EpochMetrics()).name;
+  std::string out =
+      absl::StrFormat("\n== %s  (router %s, spec %s, source %s, %d threads, %s) ==\n", spec.name(),
+                      spec.router().name(), result.spec_hash(),
+                      result.source().revision().empty() ? "unknown" : result.source().revision(),
+                      result.versions().threads(), FormatDuration(result.wall_time_s()));
+  absl::StrAppendFormat(&out, "%5s  %10s  %10s  %12s  %12s  %12s\n", "epoch", "train loss",
+                        "valid " + headline, "fluct top-1", "gate entropy", unit.name + "/s");
+  for (const EpochMetrics& e : result.epochs()) {
+    std::vector<double> entropy;
+    for (const auto& l : e.layers()) entropy.push_back(l.gate_entropy());
+    absl::StrAppendFormat(&out, "%5d  %10.4f  %10.4f  %12s  %12.4f  %12.0f\n", e.epoch(),
+                          e.train_loss(), task.ValidHeadline(e).value, MeanFluctuation(e),
+                          Mean(entropy), e.examples_per_s() * unit.per_example);
+  }
+  const FinalMetrics& f = result.final();
+  out += task.FormatFinal(f);
+  for (const CorruptedMetrics& c : f.corrupted()) {
+    const std::string what =
+        c.corruption().severity() > 0
+            ? absl::StrFormat("%s severity %d", CorruptionKind_Name(c.corruption().kind()),
+                              c.corruption().severity())
+            : absl::StrFormat("%s rate %.2f", CorruptionKind_Name(c.corruption().kind()),
+                              c.corruption().rate());
+    const Headline figure = task.CorruptedHeadline(c);
+    absl::StrAppendFormat(&out, "under %s: %s %.4f", what, figure.name, figure.value);
+    if (c.expert_change() >= 0) {
+      absl::StrAppendFormat(&out, "  (experts changed for %.1f%% of tokens)",
+                            100 * c.expert_change());
+    }
+    out += "\n";
+  }
+  for (const LayerRoutingMetrics& layer : f.layers()) {
+    if (!layer.has_aggregation()) continue;
+    absl::StrAppendFormat(
+        &out,
+        "aggregation, MoE layer %d: mean self-weight %.4f, effective "
+        "neighbours %.2f%s\n",
+        layer.layer(), layer.aggregation_self_weight(), layer.aggregation_effective_neighbours(),
+        layer.aggregation_self_weight() > kIdentityAggregationSelfWeight ? "  (IDENTITY: p = r)"
+                                                                         : "");
+  }
+  if (result.non_causal_router_in_causal_model() && f.generation_perplexity() > 0) {
+    absl::StrAppendFormat(&out,
+                          "NON-CAUSAL ROUTER: generation-time perplexity %.2f vs "
+                          "teacher-forced %.2f on the same %d sequences; leak %+.4f "
+                          "nats/token, 95%% interval [%+.4f, %+.4f]\n",
+                          f.generation_perplexity(), f.teacher_forced_perplexity_same_subset(),
+                          f.leak_sequences(), f.leak_nll_gap(),
+                          f.leak_nll_gap() - f.leak_nll_gap_ci95(),
+                          f.leak_nll_gap() + f.leak_nll_gap_ci95());
+  }
+  absl::StrAppendFormat(&out,
+                        "experts/token %.2f  parameters %d (active/token %d)  "
+                        "GFLOPs/token %.4f  peak RSS %.0f MB\n",
+                        f.experts_per_token(), f.total_parameters(),
+                        f.active_parameters_per_token(), f.flops_per_token() / 1e9,
+                        result.epochs_size() ? result.epochs().rbegin()->peak_rss_mb() : 0.0);
+  return out;
+}
+
+}  // namespace moelab
