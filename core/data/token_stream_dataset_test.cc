@@ -15,6 +15,7 @@
 #include "core/data/corpus.h"
 #include "core/data/example_order.h"
 #include "core/data/random.h"
+#include "core/testing/bigram_model.h"
 
 namespace moelab {
 namespace {
@@ -234,28 +235,16 @@ TEST(TokenStreamDatasetTest, TrainSubsetOutOfRangeNamesTheFieldAndSource) {
 }
 
 TEST(TokenStreamDatasetTest, UnigramBaselineOfASubsetCountsOnlyItsWindows) {
-  TokenizedCorpus corpus;
-  corpus.vocab_size = 4;
-  corpus.unk_id = 0;
   // L = 2: examples 0 = {2, 3, 2}, 1 = {2, 0, 2}, 2 = {2, 3, 1}; a subset of 1
   // is example 0.
-  corpus.split(Split::kTrain) = {2, 3, 2, 0, 2, 3, 1};
-  corpus.split(Split::kValid) = {3, 0, 0, 1, 2};
-  corpus.split(Split::kTest) = {2, 2, 2};
-  auto dataset = MustCreate(std::move(corpus), 2);
+  std::unique_ptr<TokenStreamDataset> dataset = SmallTokenStream();
   ASSERT_TRUE(dataset->SetTrainSubset(1).ok());
   // Counts 2:2 3:1 (N = 3, V = 4): p = (c + 1) / 7; test targets 2 2.
   EXPECT_NEAR(dataset->UnigramPerplexity(Split::kTest), 7.0 / 3, 1e-12);
 }
 
 TEST(TokenStreamDatasetTest, UnigramPerplexityUsesAddOneTrainCounts) {
-  TokenizedCorpus corpus;
-  corpus.vocab_size = 4;
-  corpus.unk_id = 0;
-  corpus.split(Split::kTrain) = {2, 3, 2, 0, 2, 3, 1};
-  corpus.split(Split::kValid) = {3, 0, 0, 1, 2};  // L = 2: targets 0 0 1 2
-  corpus.split(Split::kTest) = {2, 2, 2};
-  auto dataset = MustCreate(std::move(corpus), 2);
+  std::unique_ptr<TokenStreamDataset> dataset = SmallTokenStream();  // valid targets 0 0 1 2
   // Train counts 0:1 1:1 2:3 3:2, N = 7, V = 4: p = (c + 1) / 11.
   const double expected_valid =
       std::exp(-(2 * std::log(2.0 / 11) + std::log(2.0 / 11) + std::log(4.0 / 11)) / 4);
