@@ -1,30 +1,92 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/entropy_vs_fluctuation_fluctuation.png.tmp.12210'
+set output 'results/entropy_vs_fluctuation_fluctuation.png.tmp.20991'
 $s0 << EOD
-2 63.8468424
-3 32.6293945
-4 16.9189453
-5 9.97314453
-6 5.64371745
+2 57.2998047 49.6612324 64.938377
+3 25.4370117 21.7574196 29.1166039
+4 17.7905273 15.4336797 20.147375
+5 14.1259766 11.7992266 16.4527265
+6 10.9350586 9.40459618 12.465521
+7 10.6811523 9.93985109 11.4224536
+8 9.37988281 6.83326249 11.9265031
+9 6.78466797 4.89707286 8.67226308
+10 6.25976562 5.44181942 7.07771183
 EOD
 $s1 << EOD
-2 65.1529948
-3 32.5032552
-4 19.7265625
-5 9.7249349
-6 6.69352214
+2 50.0683594 42.8897359 57.2469828
+3 26.2109375 19.6552771 32.7665979
+4 17.2583008 13.1602729 21.3563287
+5 13.2397461 10.0390167 16.4404754
+6 11.4086914 9.20349702 13.6138858
+7 8.984375 8.0280396 9.9407104
+8 8.06396484 6.95986069 9.168069
+9 7.04589844 5.99080139 8.10099548
+10 6.30859375 5.67594428 6.94124322
 EOD
 $s2 << EOD
-2 83.3292643
-3 66.800944
-4 55.9611003
-5 43.6401367
-6 30.0537109
+2 57.2998047 49.6612324 64.938377
+3 25.4370117 21.7574196 29.1166039
+4 17.7905273 15.4336797 20.147375
+5 14.1259766 11.7992266 16.4527265
+6 10.9350586 9.40459618 12.465521
+7 10.6811523 9.93985109 11.4224536
+8 9.37988281 6.83326249 11.9265031
+9 6.78466797 4.89707286 8.67226308
+10 6.25976562 5.44181942 7.07771183
 EOD
-set title "Entropy vs fluctuation per layer (graph-of-tokens\nProposition 1): routing fluctuation per epoch"
-set xlabel "epoch"
-set ylabel "top-1 fluctuation (%, mean over layers and seeds)"
+$s3 << EOD
+2 55.2514648 48.9289168 61.5740129
+3 28.9355469 22.5474507 35.3236431
+4 16.8041992 12.8818858 20.7265127
+5 13.0200195 10.3158888 15.7241503
+6 11.9213867 7.41819728 16.4245762
+7 9.74609375 6.51127292 12.9809146
+8 7.45117188 6.70773533 8.19460842
+9 6.74072266 5.96969295 7.51175236
+10 6.27929688 5.4465149 7.11207885
+EOD
+$s4 << EOD
+2 76.1621094 60.6734129 91.6508059
+3 54.9902344 44.4046708 65.575798
+4 40.6518555 36.459773 44.8439379
+5 35.7568359 31.9921912 39.5214806
+6 32.9077148 27.7276744 38.0877553
+7 27.9711914 24.4669723 31.4754105
+8 24.2749023 21.490283 27.0595217
+9 21.3305664 17.3919308 25.269202
+10 19.4873047 15.8370302 23.1375792
+EOD
+$s5 << EOD
+2 57.2998047 49.6612324 64.938377
+3 25.4370117 21.7574196 29.1166039
+4 17.7905273 15.4336797 20.147375
+5 14.1259766 11.7992266 16.4527265
+6 10.9350586 9.40459618 12.465521
+7 10.6811523 9.93985109 11.4224536
+8 9.37988281 6.83326249 11.9265031
+9 6.78466797 4.89707286 8.67226308
+10 6.25976562 5.44181942 7.07771183
+EOD
+$s6 << EOD
+2 83.3349609 80.6244065 86.0455153
+3 68.9306641 58.6586891 79.202639
+4 61.3378906 54.9985323 67.6772489
+5 54.5776367 48.897672 60.2576015
+6 51.8676758 44.1176366 59.617715
+7 50.4760742 40.9131706 60.0389778
+8 47.5415039 39.6415813 55.4414265
+9 44.5117188 41.3124073 47.7110302
+10 41.7236328 37.3762855 46.0709801
+EOD
+set title "Entropy vs fluctuation per layer (graph-of-tokens\nProposition 1): top-1 routing fluctuation per epoch, mean\nover seeds and its 95% interval"
+set xlabel "epoch e (change since epoch e - 1)"
+set ylabel "top-1 fluctuation (%, mean over MoE layers)"
 set grid
 set key outside right top
 set xtics 1
-plot $s0 using 1:2 with linespoints lw 2 title "SMoE (token choice)", $s1 using 1:2 with linespoints lw 2 title "Similarity-Aware SMoE", $s2 using 1:2 with linespoints lw 2 title "Attention-Aware SMoE"
+set autoscale xfix
+set offsets 0.32, 0.32, 0, 0
+set yrange [0:96.2333461]
+set style fill transparent solid 0.18 noborder
+set arrow 1 from 10, graph 0 to 10, graph 1 nohead dt 2 lw 1.5 lc rgb '#555555'
+set label 1 "paper's figure: the last two epochs" at 10, graph 0.97 right offset -0.6,0 textcolor rgb '#555555'
+plot $s0 using 1:3:4 with filledcurves lc 1 notitle, $s0 using 1:2 with linespoints lw 2 lc 1 title "SMoE (token choice)", $s1 using 1:3:4 with filledcurves lc 2 notitle, $s1 using 1:2 with linespoints lw 2 lc 2 title "Similarity-Aware SMoE (ours: cosine τ=0.1)", $s2 using 1:3:4 with filledcurves lc 3 notitle, $s2 using 1:2 with linespoints lw 2 lc 3 title "Similarity-Aware, aggregation ablated (p = r)", $s3 using 1:3:4 with filledcurves lc 4 notitle, $s3 using 1:2 with linespoints lw 2 lc 4 title "Similarity-Aware SMoE (paper's literal τ/σ)", $s4 using 1:3:4 with filledcurves lc 5 notitle, $s4 using 1:2 with linespoints lw 2 lc 5 title "Attention-Aware SMoE (ours: relative σ=3)", $s5 using 1:3:4 with filledcurves lc 6 notitle, $s5 using 1:2 with linespoints lw 2 lc 6 title "Attention-Aware, aggregation ablated (p = r)", $s6 using 1:3:4 with filledcurves lc 7 notitle, $s6 using 1:2 with linespoints lw 2 lc 7 title "Attention-Aware SMoE (paper's literal τ/σ)"

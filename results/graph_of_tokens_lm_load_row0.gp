@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/graph_of_tokens_lm_load_row0.png.tmp.12178'
+set output 'results/graph_of_tokens_lm_load_row0.png.tmp.20522'
 $m << EOD
-0.148975 0.150342 0.126013 0.167126 0.0658936 0.088208 0.139697 0.113745
-0.121533 0.141895 0.117078 0.124194 0.0655518 0.170044 0.148376 0.111328
+0.14563 0.0944824 0.136841 0.114197 0.155518 0.0921631 0.12793 0.13324
+0.142517 0.179626 0.110657 0.097168 0.124756 0.100708 0.119324 0.125244
 EOD
 set title "SMoE (token choice): load (last epoch, first seed)"
 set xlabel "expert"

@@ -1,10 +1,10 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/graph_of_tokens_lm_load_row1.png.tmp.12178'
+set output 'results/graph_of_tokens_lm_load_row1.png.tmp.20522'
 $m << EOD
-0.147986 0.151819 0.14231 0.137915 0.0787476 0.0794189 0.109644 0.152161
-0.132837 0.14519 0.172656 0.123132 0.0935059 0.106763 0.0836914 0.142224
+0.081665 0.119507 0.116455 0.113892 0.145752 0.113098 0.160645 0.148987
+0.0880127 0.122498 0.145142 0.169922 0.154602 0.093811 0.100098 0.125916
 EOD
-set title "Similarity-Aware SMoE: load (last epoch, first seed)"
+set title "Similarity-Aware SMoE (ours: cosine τ=0.1): load (last\nepoch, first seed)"
 set xlabel "expert"
 set ylabel "MoE layer"
 set grid

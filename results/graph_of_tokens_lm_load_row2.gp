@@ -1,10 +1,10 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/graph_of_tokens_lm_load_row2.png.tmp.12178'
+set output 'results/graph_of_tokens_lm_load_row2.png.tmp.20522'
 $m << EOD
-0.139771 0.117017 0.148511 0.104431 0.110449 0.130066 0.123547 0.126208
-0.121033 0.185376 0.0759521 0.13717 0.0325806 0.129712 0.111182 0.206995
+0.14563 0.0944824 0.136841 0.114197 0.155518 0.0921631 0.12793 0.13324
+0.142517 0.179626 0.110657 0.097168 0.124756 0.100708 0.119324 0.125244
 EOD
-set title "Attention-Aware SMoE: load (last epoch, first seed)"
+set title "Similarity-Aware, aggregation ablated (p = r): load (last\nepoch, first seed)"
 set xlabel "expert"
 set ylabel "MoE layer"
 set grid
