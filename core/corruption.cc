@@ -13,8 +13,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/data/random.h"
-#include "core/tasks/image_classification_name.h"
-#include "core/tasks/language_modeling_name.h"
 
 namespace moelab {
 namespace {
@@ -293,7 +291,7 @@ absl::StatusOr<Batch> CorruptTokenBatch(const Dataset& data, const Batch& clean,
 
 }  // namespace
 
-absl::Status ValidateCorruption(const CorruptionSpec& corruption, absl::string_view task) {
+absl::Status ValidateCorruption(const CorruptionSpec& corruption, TaskInputs inputs) {
   const CorruptionKind kind = corruption.kind();
   const std::string name = CorruptionKind_Name(kind);
   if (!IsImageKind(kind) && !IsTextKind(kind)) {
@@ -305,10 +303,11 @@ absl::Status ValidateCorruption(const CorruptionSpec& corruption, absl::string_v
                      name.empty() ? absl::StrCat(static_cast<int>(kind)) : name));
   }
   if (IsImageKind(kind)) {
-    if (task != kImageClassificationTask) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          kField, ".kind: ", name, " is an image corruption but the dataset's task is '", task,
-          "', not '", kImageClassificationTask, "'"));
+    if (inputs != TaskInputs::kImages) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kField, ".kind: ", name,
+                       " is an image corruption but the dataset's examples are token ids "
+                       "(use TOKEN_SUBSTITUTION or TOKEN_DELETION)"));
     }
     if (corruption.severity() < 1 || corruption.severity() > 5) {
       return absl::InvalidArgumentError(
@@ -316,10 +315,11 @@ absl::Status ValidateCorruption(const CorruptionSpec& corruption, absl::string_v
     }
     return absl::OkStatus();
   }
-  if (task != kLanguageModelingTask) {
+  if (inputs != TaskInputs::kTokens) {
     return absl::InvalidArgumentError(
-        absl::StrCat(kField, ".kind: ", name, " is a text corruption but the dataset's task is '",
-                     task, "', not '", kLanguageModelingTask, "'"));
+        absl::StrCat(kField, ".kind: ", name,
+                     " is a text corruption but the dataset's examples are images (use "
+                     "GAUSSIAN_NOISE, GAUSSIAN_BLUR, CONTRAST or JPEG)"));
   }
   if (!(corruption.rate() > 0.0f && corruption.rate() < 1.0f)) {
     return absl::InvalidArgumentError(
@@ -331,7 +331,9 @@ absl::Status ValidateCorruption(const CorruptionSpec& corruption, absl::string_v
 absl::StatusOr<Batch> CorruptedBatch(const Dataset& data, Split split, int64_t batch_size,
                                      int64_t index, const CorruptionSpec& corruption,
                                      uint64_t seed) {
-  if (absl::Status status = ValidateCorruption(corruption, data.info().task); !status.ok()) {
+  absl::StatusOr<const TaskRegistration*> task = FindTask(data.info().task);
+  if (!task.ok()) return task.status();
+  if (absl::Status status = ValidateCorruption(corruption, (*task)->inputs); !status.ok()) {
     return status;
   }
   if (split == Split::kTrain) {

@@ -26,15 +26,16 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/dataset.h"
+#include "core/task.h"
 #include "proto/experiment.pb.h"
 
 namespace moelab {
 
-// Checks that `corruption` is complete and fits a dataset of `task`: an
-// image kind with severity in 1..5 for image classification, a text kind
-// with rate in (0, 1) for language modelling. Errors name
+// Checks that `corruption` is complete and fits a task whose examples are
+// `inputs` (TaskRegistration::inputs): an image kind with severity in 1..5
+// for images, a text kind with rate in (0, 1) for token ids. Errors name
 // evaluation.corruptions.
-absl::Status ValidateCorruption(const CorruptionSpec& corruption, absl::string_view task);
+absl::Status ValidateCorruption(const CorruptionSpec& corruption, TaskInputs inputs);
 
 // Evaluation batch `index` of `split` (batch_size examples, as
 // Dataset::GetBatch(split, batch_size, index, 0, 0) returns it clean),

@@ -561,8 +561,8 @@ TEST(CorruptedBatchTest, RejectsBadSpecs) {
   absl::StatusOr<Batch> out_of_range =
       CorruptedBatch(*images, Split::kValid, 4, 3, Image(JPEG, 3), 0);
   EXPECT_EQ(out_of_range.status().code(), absl::StatusCode::kOutOfRange);
-  EXPECT_TRUE(ValidateCorruption(Image(JPEG, 5), kImageClassificationTask).ok());
-  EXPECT_TRUE(ValidateCorruption(Text(TOKEN_DELETION, 0.5f), kLanguageModelingTask).ok());
+  EXPECT_TRUE(ValidateCorruption(Image(JPEG, 5), TaskInputs::kImages).ok());
+  EXPECT_TRUE(ValidateCorruption(Text(TOKEN_DELETION, 0.5f), TaskInputs::kTokens).ok());
   EXPECT_FALSE(PreservesPositions(CORRUPTION_UNSPECIFIED));
   for (CorruptionKind kind : kImageKinds) EXPECT_TRUE(PreservesPositions(kind));
 }

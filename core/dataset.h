@@ -4,8 +4,8 @@
 // The dataset contract. Datasets are plugins registered by name with
 // MOELAB_REGISTER_DATASET; loaders live in core/data/.
 //
-// Example: a dataset of fixed-length token sequences held in memory
-// (core/data/token_stream_dataset.h is the real one):
+// Example (hypothetical; core/data/token_stream_dataset.h is the real one):
+// fixed-length token sequences held in memory:
 //
 //   class InMemoryLm : public Dataset {
 //    public:

@@ -7,7 +7,9 @@
 #include <memory>
 #include <vector>
 
+#include "core/corruption.h"
 #include "core/testing/bigram_model.h"
+#include "core/testing/small_token_stream.h"
 
 namespace moelab {
 namespace {
@@ -67,19 +69,44 @@ TEST(EvaluationTest, ProbeRoutingFollowsProbeOrderAcrossBatches) {
   EXPECT_EQ(ToVector(reversed[0].top1), (std::vector<int64_t>{0, 1, 1, 0}));
 }
 
+// The share of tokens in the first `batches` validation batches (of 1)
+// whose expert, the parity of their id, the corruption changes.
+double ParityChanges(const Dataset& data, const CorruptionSpec& corruption, uint64_t seed,
+                     int batches) {
+  double changed = 0, compared = 0;
+  for (int i = 0; i < batches; ++i) {
+    absl::StatusOr<Batch> corrupted = CorruptedBatch(data, Split::kValid, 1, i, corruption, seed);
+    EXPECT_TRUE(corrupted.ok()) << corrupted.status();
+    const Batch clean = data.GetBatch(Split::kValid, 1, i, 0, 0);
+    changed += corrupted->inputs.remainder(2).ne(clean.inputs.remainder(2)).sum().item<double>();
+    compared += clean.inputs.numel();
+  }
+  return changed / compared;
+}
+
 TEST(EvaluationTest, CorruptedEvaluationComparesExpertsOnlyWhenPositionsSurvive) {
   std::unique_ptr<TokenStreamDataset> data = SmallTokenStream();
   BigramModel model;
   CorruptionSpec substitution;
   substitution.set_kind(TOKEN_SUBSTITUTION);
-  substitution.set_rate(0.5);
+  substitution.set_rate(0.9);
   absl::StatusOr<CorruptedMetrics> substituted =
       EvaluateCorrupted(model, *data, substitution, 1, 0, /*change_batches=*/2, 3, kCpu);
   ASSERT_TRUE(substituted.ok()) << substituted.status();
   EXPECT_TRUE(std::isfinite(substituted->loss()));
-  EXPECT_GE(substituted->expert_change(), 0);
-  EXPECT_LE(substituted->expert_change(), 1);
+  const double expected = ParityChanges(*data, substitution, 3, 2);
+  EXPECT_GT(expected, 0) << "choose a seed whose substitutions change some parity";
+  EXPECT_DOUBLE_EQ(substituted->expert_change(), expected);
   EXPECT_EQ(substituted->perplexity(), 0) << "perplexity is the task's to fill";
+  // Only the first batch compared, then none.
+  absl::StatusOr<CorruptedMetrics> first =
+      EvaluateCorrupted(model, *data, substitution, 1, 0, /*change_batches=*/1, 3, kCpu);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_DOUBLE_EQ(first->expert_change(), ParityChanges(*data, substitution, 3, 1));
+  absl::StatusOr<CorruptedMetrics> none =
+      EvaluateCorrupted(model, *data, substitution, 1, 0, /*change_batches=*/0, 3, kCpu);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->expert_change(), -1);
 
   CorruptionSpec deletion;
   deletion.set_kind(TOKEN_DELETION);

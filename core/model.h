@@ -4,8 +4,8 @@
 // The model contract. Models are plugins registered by name with
 // MOELAB_REGISTER_MODEL; they live in models/.
 //
-// Example: a bag-of-words classifier with one MoE layer (models/bow_moe.cc),
-// for a text-classification task:
+// Example (hypothetical, not in the tree): a bag-of-words classifier with one
+// MoE layer, for the text-classification task of core/task.h's example:
 //
 //   class BowMoe : public Model {
 //    public:
@@ -16,7 +16,8 @@
 //       ModelOutput out;
 //       out.logits = head_->forward(moe.hidden.mean(1));    // [B, C]
 //       out.loss = at::cross_entropy_loss(out.logits, batch.targets);
-//       out.aux_loss = SumOfAuxLosses(moe.decision);
+//       out.aux_loss = at::zeros({});
+//       AccumulateAuxLosses(moe.decision, &out.aux_loss);  // model_spec_util.h
 //       if (options.keep_routing) out.routing.push_back(moe.decision);
 //       return out;
 //     }

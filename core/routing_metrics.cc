@@ -86,6 +86,13 @@ void LayerRoutingAccumulator::Add(const RoutingDecision& decision) {
         decision.aggregation_effective_neighbours.detach().to(at::kDouble).sum().item<double>();
     aggregation_tokens_ += decision.aggregation_self_weight.numel();
   }
+  for (const auto& [name, metric] : LayerMetricRegistry().entries()) {
+    const LayerMetricSum batch = metric.accumulate(decision);
+    if (batch.count <= 0) continue;
+    LayerMetricSum& total = registered_[name];
+    total.sum += batch.sum;
+    total.count += batch.count;
+  }
 }
 
 LayerRoutingMetrics LayerRoutingAccumulator::Finish(int layer) const {
@@ -116,6 +123,9 @@ LayerRoutingMetrics LayerRoutingAccumulator::Finish(int layer) const {
     m.set_has_aggregation(true);
     m.set_aggregation_self_weight(self_weight_sum_ / aggregation_tokens_);
     m.set_aggregation_effective_neighbours(neighbours_sum_ / aggregation_tokens_);
+  }
+  for (const auto& [name, total] : registered_) {
+    (*m.mutable_values())[name] = total.sum / total.count;
   }
   return m;
 }

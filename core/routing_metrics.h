@@ -7,8 +7,11 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
+#include "core/layer_metric.h"
 #include "core/router.h"
 #include "proto/result.pb.h"
 
@@ -59,7 +62,8 @@ class LayerRoutingAccumulator {
   // std / mean of the per-expert pair counts), max/mean, experts with no
   // pair, share of tokens that lost a choice to capacity, mean experts per
   // token, mean entropies of r and p (nats), and for aggregating routers the
-  // mean self-weight and effective neighbours of the aggregation.
+  // mean self-weight and effective neighbours of the aggregation; and in
+  // values, every registered layer metric (core/layer_metric.h) that applied.
   LayerRoutingMetrics Finish(int layer) const;
 
   int64_t tokens() const { return tokens_; }
@@ -75,6 +79,8 @@ class LayerRoutingAccumulator {
   double self_weight_sum_ = 0;
   double neighbours_sum_ = 0;
   int64_t aggregation_tokens_ = 0;
+  // Registered layer metrics by name: (sum, count) over the batches added.
+  std::map<std::string, LayerMetricSum> registered_;
 };
 
 // Pearson correlation of two equally long series (0 when either is flat).

@@ -1,9 +1,9 @@
 #include "core/run_outputs.h"
 
+#include <set>
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/atomic_file.h"
 #include "core/progress.h"
@@ -48,6 +48,13 @@ std::string MetricsCsv(const RunResult& result) {
       "valid_accuracy,learning_rate,tokens_per_s,examples_per_s,epoch_wall_s,"
       "peak_rss_mb,rss_mb";
   const int layers = result.epochs_size() > 0 ? result.epochs(0).layers_size() : 0;
+  // The registered layer metrics any layer of any epoch has, in name order.
+  std::set<std::string> registered;
+  for (const EpochMetrics& e : result.epochs()) {
+    for (const LayerRoutingMetrics& m : e.layers()) {
+      for (const auto& [name, value] : m.values()) registered.insert(name);
+    }
+  }
   for (int l = 0; l < layers; ++l) {
     absl::StrAppendFormat(
         &csv,
@@ -55,6 +62,7 @@ std::string MetricsCsv(const RunResult& result) {
         "l%d_load_cv,l%d_max_over_mean,l%d_dead,l%d_dropped,l%d_experts_per_token,"
         "l%d_self_weight,l%d_effective_neighbours,l%d_head_change",
         l, l, l, l, l, l, l, l, l, l, l, l);
+    for (const std::string& name : registered) absl::StrAppendFormat(&csv, ",l%d_%s", l, name);
   }
   csv += "\n";
   for (const EpochMetrics& e : result.epochs()) {
@@ -75,6 +83,11 @@ std::string MetricsCsv(const RunResult& result) {
                             optional(m.has_aggregation(), m.aggregation_self_weight()),
                             optional(m.has_aggregation(), m.aggregation_effective_neighbours()),
                             optional(m.has_head_change(), m.head_change()));
+      for (const std::string& name : registered) {
+        const auto value = m.values().find(name);
+        csv += "," +
+               (value == m.values().end() ? std::string() : absl::StrFormat("%.6g", value->second));
+      }
     }
     csv += "\n";
   }
@@ -100,14 +113,14 @@ std::string FormatEpochLine(const EpochMetrics& epoch, const Task& task) {
 std::string FormatRunSummary(const RunResult& result, const Task& task) {
   const ExperimentSpec& spec = result.spec();
   const ThroughputUnit unit = task.Unit();
-  const std::string headline = task.ValidHeadline(EpochMetrics()).name;
   std::string out =
       absl::StrFormat("\n== %s  (router %s, spec %s, source %s, %d threads, %s) ==\n", spec.name(),
                       spec.router().name(), result.spec_hash(),
                       result.source().revision().empty() ? "unknown" : result.source().revision(),
                       result.versions().threads(), FormatDuration(result.wall_time_s()));
   absl::StrAppendFormat(&out, "%5s  %10s  %10s  %12s  %12s  %12s\n", "epoch", "train loss",
-                        "valid " + headline, "fluct top-1", "gate entropy", unit.name + "/s");
+                        "valid " + task.ValidFigureName(), "fluct top-1", "gate entropy",
+                        unit.name + "/s");
   for (const EpochMetrics& e : result.epochs()) {
     std::vector<double> entropy;
     for (const auto& l : e.layers()) entropy.push_back(l.gate_entropy());
@@ -116,7 +129,7 @@ std::string FormatRunSummary(const RunResult& result, const Task& task) {
                           Mean(entropy), e.examples_per_s() * unit.per_example);
   }
   const FinalMetrics& f = result.final();
-  out += task.FormatFinal(f);
+  out += task.FormatFinal(result);
   for (const CorruptedMetrics& c : f.corrupted()) {
     const std::string what =
         c.corruption().severity() > 0
@@ -141,16 +154,6 @@ std::string FormatRunSummary(const RunResult& result, const Task& task) {
         layer.layer(), layer.aggregation_self_weight(), layer.aggregation_effective_neighbours(),
         layer.aggregation_self_weight() > kIdentityAggregationSelfWeight ? "  (IDENTITY: p = r)"
                                                                          : "");
-  }
-  if (result.non_causal_router_in_causal_model() && f.generation_perplexity() > 0) {
-    absl::StrAppendFormat(&out,
-                          "NON-CAUSAL ROUTER: generation-time perplexity %.2f vs "
-                          "teacher-forced %.2f on the same %d sequences; leak %+.4f "
-                          "nats/token, 95%% interval [%+.4f, %+.4f]\n",
-                          f.generation_perplexity(), f.teacher_forced_perplexity_same_subset(),
-                          f.leak_sequences(), f.leak_nll_gap(),
-                          f.leak_nll_gap() - f.leak_nll_gap_ci95(),
-                          f.leak_nll_gap() + f.leak_nll_gap_ci95());
   }
   absl::StrAppendFormat(&out,
                         "experts/token %.2f  parameters %d (active/token %d)  "

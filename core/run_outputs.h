@@ -18,9 +18,11 @@ namespace moelab {
 // printed.
 std::string JsonOf(const RunResult& result);
 
-// metrics.csv: one row per epoch, the task-free columns then twelve per
-// MoE layer ("l0_fluct_top1", ...); a metric a layer does not have (no
-// fluctuation in epoch 1, no aggregation for token choice) is an empty cell.
+// metrics.csv: one row per epoch, the task-free columns then per MoE layer
+// twelve built-in ones ("l0_fluct_top1", ...) and one per registered layer
+// metric the run has ("l0_gate_margin", core/layer_metric.h); a metric a
+// layer does not have (no fluctuation in epoch 1, no aggregation for token
+// choice) is an empty cell.
 std::string MetricsCsv(const RunResult& result);
 
 // Writes <dir>/result.json and <dir>/metrics.csv, each atomically.

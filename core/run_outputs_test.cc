@@ -21,6 +21,7 @@ namespace moelab {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::unique_ptr<Task> MustCreateTask(const std::string& name, int64_t sequence_length = 0) {
   DatasetInfo info;
@@ -96,10 +97,37 @@ TEST(RunOutputsTest, SummaryShowsEveryEpochAndTheTasksFinalLine) {
   EXPECT_THAT(summary, HasSubstr("== two_epochs  (router similarity_aware"));
   EXPECT_THAT(summary, HasSubstr("valid ppl"));
   EXPECT_THAT(summary, HasSubstr("tokens/s"));
+  EXPECT_THAT(summary, HasSubstr("    1      4.5000    200.0000             -"));
   EXPECT_THAT(summary, HasSubstr("    2      3.5000    100.0000         25.0%"));
   EXPECT_THAT(summary,
               HasSubstr("valid perplexity 99.50  test perplexity 120.25  (unigram baseline "
                         "800.00)\n"));
+  EXPECT_THAT(summary, Not(HasSubstr("NON-CAUSAL")));
+
+  result.set_non_causal_router_in_causal_model(true);
+  result.mutable_final()->set_generation_perplexity(130);
+  result.mutable_final()->set_teacher_forced_perplexity_same_subset(110);
+  result.mutable_final()->set_leak_sequences(4);
+  EXPECT_THAT(FormatRunSummary(result, *MustCreateTask("language_modeling", 8)),
+              HasSubstr("NON-CAUSAL ROUTER: generation-time perplexity 130.00 vs teacher-forced "
+                        "110.00 on the same 4 sequences"));
+}
+
+TEST(RunOutputsTest, AnImageSummaryReportsAccuracyAndImagesPerSecond) {
+  RunResult result = TwoEpochs();
+  result.mutable_final()->set_valid_accuracy(0.75);
+  CorruptedMetrics* corrupted = result.mutable_final()->add_corrupted();
+  corrupted->mutable_corruption()->set_kind(GAUSSIAN_NOISE);
+  corrupted->mutable_corruption()->set_severity(2);
+  corrupted->set_accuracy(0.5);
+  corrupted->set_expert_change(0.25);
+  const std::string summary = FormatRunSummary(result, *MustCreateTask("image_classification"));
+  EXPECT_THAT(summary, HasSubstr("valid acc"));
+  EXPECT_THAT(summary, HasSubstr("images/s"));
+  EXPECT_THAT(summary, HasSubstr("valid accuracy 75.00%\n"));
+  EXPECT_THAT(summary, HasSubstr("under GAUSSIAN_NOISE severity 2: accuracy 0.5000  (experts "
+                                 "changed for 25.0% of tokens)"));
+  EXPECT_THAT(summary, Not(HasSubstr("perplexity")));
 }
 
 TEST(RunOutputsTest, WritesResultJsonThatReadsBackAndMetricsCsv) {

@@ -133,7 +133,7 @@ absl::Status ValidateTraining(const ExperimentSpec& spec) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateEvaluation(const ExperimentSpec& spec, absl::string_view task) {
+absl::Status ValidateEvaluation(const ExperimentSpec& spec, TaskInputs inputs) {
   const EvaluationSpec& e = spec.evaluation();
   if (e.max_eval_batches() < 0) {
     return FieldError("evaluation.max_eval_batches",
@@ -148,7 +148,7 @@ absl::Status ValidateEvaluation(const ExperimentSpec& spec, absl::string_view ta
                       absl::StrCat("must be >= 0, got ", e.generation_eval_sequences()));
   }
   for (int i = 0; i < e.corruptions_size(); ++i) {
-    absl::Status s = ValidateCorruption(e.corruptions(i), task);
+    absl::Status s = ValidateCorruption(e.corruptions(i), inputs);
     if (!s.ok()) {
       // Point at the offending entry of the repeated field.
       return absl::InvalidArgumentError(absl::StrReplaceAll(
@@ -256,6 +256,10 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
       FindPlugin(RouterRegistry(), "router.name", spec.router().name());
   if (!router.ok()) return router.status();
 
+  // The task plugin must be linked, or the run would fail only after
+  // claiming its directory.
+  absl::StatusOr<const TaskRegistration*> task = FindTask((*dataset)->task);
+  if (!task.ok()) return FieldError("dataset.name", task.status().message());
   if ((*dataset)->task != (*model)->task) {
     return FieldError(
         "model.name",
@@ -279,7 +283,7 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
                       absl::StrCat("must be >= 0 (0 = all cores), got ", spec.runtime().threads()));
   }
   if (absl::Status s = ValidateTraining(spec); !s.ok()) return s;
-  if (absl::Status s = ValidateEvaluation(spec, (*dataset)->task); !s.ok()) return s;
+  if (absl::Status s = ValidateEvaluation(spec, (*task)->inputs); !s.ok()) return s;
 
   if (absl::Status s = (*model)->validate(spec.model()); !s.ok()) return s;
   const RouterDims dims = (*model)->router_dims(spec.model());

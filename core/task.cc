@@ -9,12 +9,18 @@ Registry<TaskRegistration>& TaskRegistry() {
   return *registry;
 }
 
-absl::StatusOr<std::unique_ptr<Task>> CreateTask(const DatasetInfo& info) {
-  absl::StatusOr<const TaskRegistration*> entry = TaskRegistry().Find(info.task);
+absl::StatusOr<const TaskRegistration*> FindTask(absl::string_view name) {
+  absl::StatusOr<const TaskRegistration*> entry = TaskRegistry().Find(name);
   if (!entry.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("the dataset's task: ", entry.status().message()));
   }
+  return entry;
+}
+
+absl::StatusOr<std::unique_ptr<Task>> CreateTask(const DatasetInfo& info) {
+  absl::StatusOr<const TaskRegistration*> entry = FindTask(info.task);
+  if (!entry.ok()) return entry.status();
   return (*entry)->create(info);
 }
 

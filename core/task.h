@@ -26,27 +26,30 @@
 //     ThroughputUnit Unit() const override {
 //       return {.label = "seq", .name = "sequences", .per_example = 1};
 //     }
+//     std::string ValidFigureName() const override { return "acc"; }
 //     Headline ValidHeadline(const EpochMetrics& epoch) const override {
 //       return {.name = "acc", .value = epoch.valid_accuracy()};
 //     }
 //     Headline CorruptedHeadline(const CorruptedMetrics& c) const override {
 //       return {.name = "accuracy", .value = c.accuracy()};
 //     }
-//     std::string FormatFinal(const FinalMetrics& f) const override {
-//       return absl::StrFormat("valid accuracy %.2f%%\n", 100 * f.valid_accuracy());
+//     std::string FormatFinal(const RunResult& result) const override {
+//       return absl::StrFormat("valid accuracy %.2f%%\n",
+//                              100 * result.final().valid_accuracy());
 //     }
 //   };
 //   MOELAB_REGISTER_TASK(kTextClassificationTask,
 //                        {.description = "one label per token sequence",
+//                         .inputs = TaskInputs::kTokens,
 //                         .create = [](const DatasetInfo&) -> std::unique_ptr<Task> {
 //                           return std::make_unique<TextClassification>();
 //                         }});
 //
-// with an alwayslink BUILD target in core/tasks/ that its datasets depend
-// on (linking a dataset then registers its task) and a line in
-// //core/tasks:all_tasks.
+// with an alwayslink BUILD target in core/tasks/ listed in
+// //core/tasks:all_tasks (which //core/data:all_datasets and the binaries'
+// plugin list link). A spec whose dataset names a task that is not linked
+// fails validation.
 
-#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
 #include <cstdint>
@@ -56,6 +59,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "core/dataset.h"
 #include "core/model.h"
 #include "core/registry.h"
@@ -101,9 +105,10 @@ class Task {
   // Adds the task's figures to an epoch record whose task-free fields
   // (valid_loss, valid_accuracy, examples_per_s) are filled.
   virtual void CompleteEpoch(EpochMetrics* epoch) const {}
-  // Likewise for the final record (valid_* and test_* loss and accuracy)
-  // and for an evaluation on corrupted inputs (loss, accuracy).
-  virtual void CompleteFinal(FinalMetrics* final_metrics) const {}
+  // Likewise for the final record (valid_* loss and accuracy, and test_*
+  // when evaluation.test_at_end) and for an evaluation on corrupted inputs
+  // (loss, accuracy).
+  virtual void CompleteFinal(const EvaluationSpec& evaluation, FinalMetrics* final_metrics) const {}
   virtual void CompleteCorrupted(CorruptedMetrics* corrupted) const {}
 
   // The evaluations only this task has, run once after the final
@@ -113,17 +118,25 @@ class Task {
     return absl::OkStatus();
   }
 
-  // What the run's log and summary print for an epoch's validation and for
-  // a corrupted evaluation.
+  // What the run's log and summary print for an epoch's validation (named
+  // ValidFigureName(): "ppl", "acc") and for a corrupted evaluation.
+  virtual std::string ValidFigureName() const = 0;
   virtual Headline ValidHeadline(const EpochMetrics& epoch) const = 0;
   virtual Headline CorruptedHeadline(const CorruptedMetrics& corrupted) const = 0;
-  // The summary's lines on the final split metrics, each ending in '\n'.
-  virtual std::string FormatFinal(const FinalMetrics& final_metrics) const = 0;
+  // The summary's lines on the final metrics (result.final()), each ending
+  // in '\n'.
+  virtual std::string FormatFinal(const RunResult& result) const = 0;
 };
+
+// What a task's examples are made of, which decides the input corruptions
+// (EvaluationSpec.corruptions) that apply: token substitution and deletion
+// to token ids, noise, blur, contrast and JPEG to images.
+enum class TaskInputs { kTokens, kImages };
 
 struct TaskRegistration {
   // One line for `run --list`.
   std::string description;
+  TaskInputs inputs = TaskInputs::kTokens;
   // The task for a loaded dataset of it.
   std::function<std::unique_ptr<Task>(const DatasetInfo&)> create;
 };
@@ -133,6 +146,10 @@ Registry<TaskRegistration>& TaskRegistry();
 // The task that `info.task` names; an unknown name is an error listing the
 // registered ones.
 absl::StatusOr<std::unique_ptr<Task>> CreateTask(const DatasetInfo& info);
+
+// The registration of the task named `name`; an unknown name is an error
+// listing the registered ones.
+absl::StatusOr<const TaskRegistration*> FindTask(absl::string_view name);
 
 }  // namespace moelab
 

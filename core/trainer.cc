@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -239,7 +238,7 @@ absl::StatusOr<std::string> ClaimRunDirectory(const ExperimentSpec& spec, const 
 }
 
 // The record's header: the spec, versions, machine and source revision.
-void RecordProvenance(const ExperimentSpec& spec, const RunOptions& options, int threads,
+void RecordProvenance(const ExperimentSpec& spec, const SourceRevision& source, int threads,
                       RunResult* result) {
   *result->mutable_spec() = spec;
   result->set_spec_hash(SpecHash(spec));
@@ -253,16 +252,16 @@ void RecordProvenance(const ExperimentSpec& spec, const RunOptions& options, int
   // A resumed run's record is replaced by its checkpoint's, which keeps the
   // first invocation's start (and machine).
   result->set_started_unix_s(UnixSecondsNow());
-  *result->mutable_source() = options.source.value_or(CurrentSourceRevision());
+  *result->mutable_source() = source;
 }
 
 // Continues a run from its checkpoint: the model, optimizer, state and
 // generator as they were after the last finished epoch. A resume under
-// other source code is recorded as a revision of its own.
+// other source code (`source` is this invocation's) is recorded as a
+// revision of its own.
 absl::Status ResumeFromCheckpoint(const ExperimentSpec& spec, const RunOptions& options,
-                                  RunSetup& run, TrainingState& state, RunProgress& boundary,
-                                  std::vector<std::string>* warnings) {
-  const SourceRevision source = state.result.source();
+                                  const SourceRevision& source, RunSetup& run, TrainingState& state,
+                                  RunProgress& boundary, std::vector<std::string>* warnings) {
   boundary.stage = absl::StrCat("loading checkpoint '", run.checkpoint, "'");
   if (absl::Status s = LoadCheckpoint(run.checkpoint, *run.model, *run.optimizer, &state, warnings);
       !s.ok()) {
@@ -324,8 +323,9 @@ absl::Status LoadInitialWeights(const ExperimentSpec& spec, Model& model, RunRes
 
 // The setup stage: data, task, model and optimizer, the state a resumed
 // run continues from, and the schedule's sizes.
-absl::Status SetUp(const ExperimentSpec& spec, const RunOptions& options, RunSetup& run,
-                   TrainingState& state, RunProgress& boundary) {
+absl::Status SetUp(const ExperimentSpec& spec, const RunOptions& options,
+                   const SourceRevision& source, RunSetup& run, TrainingState& state,
+                   RunProgress& boundary) {
   RunResult& result = state.result;
   boundary.stage = absl::StrCat("loading dataset '", spec.dataset().name(), "'");
   absl::StatusOr<std::unique_ptr<Dataset>> data = LoadDataset(spec.dataset());
@@ -350,15 +350,16 @@ absl::Status SetUp(const ExperimentSpec& spec, const RunOptions& options, RunSet
     result.set_non_causal_router_in_causal_model(true);
     result.add_warnings(
         absl::StrCat("router '", spec.router().name(),
-                     "' is not causal: in this causal language model a token's experts depend "
-                     "on later tokens, which leaks the future into training and teacher-forced "
-                     "perplexity; a generation-time perplexity (prefix-only routing) is reported "
-                     "beside it"));
+                     "' is not causal: in this causal model a token's experts depend on later "
+                     "tokens, which leaks the future into training and teacher-forced "
+                     "evaluation; the task reports what it can beside it (language modelling: "
+                     "a generation-time perplexity with prefix-only routing)"));
   }
 
   std::vector<std::string> load_warnings;
   if (options.resume && fs::exists(run.checkpoint)) {
-    if (absl::Status s = ResumeFromCheckpoint(spec, options, run, state, boundary, &load_warnings);
+    if (absl::Status s =
+            ResumeFromCheckpoint(spec, options, source, run, state, boundary, &load_warnings);
         !s.ok()) {
       return s;
     }
@@ -369,6 +370,8 @@ absl::Status SetUp(const ExperimentSpec& spec, const RunOptions& options, RunSet
     }
   }
   for (const std::string& w : load_warnings) result.add_warnings(w);
+  // After a resume, which replaced the record with the checkpoint's.
+  result.set_task(run.data->info().task);
   boundary.state_loaded = true;
   for (const std::string& w : result.warnings()) {
     if (options.verbose) std::fprintf(stderr, "warning: %s\n", w.c_str());
@@ -402,8 +405,8 @@ struct EpochTraining {
 };
 
 // The training stage of one epoch: steps_per_epoch optimizer steps on the
-// epoch's shuffled batches. A non-finite loss ends it with DataLoss naming
-// the epoch, step and learning rate.
+// epoch's shuffled batches. A failed step (a non-finite loss: DataLoss) ends
+// it with the step's error, naming the epoch, step and learning rate.
 absl::StatusOr<EpochTraining> TrainEpoch(const ExperimentSpec& spec, const RunOptions& options,
                                          RunSetup& run, int epoch, TrainingState& state) {
   const TrainingSpec& training = spec.training();
@@ -421,9 +424,9 @@ absl::StatusOr<EpochTraining> TrainEpoch(const ExperimentSpec& spec, const RunOp
         TrainStep(*run.model, *run.optimizer, batch, training.grad_clip_norm());
     if (!losses.ok()) {
       progress.Finish();
-      return absl::DataLossError(absl::StrFormat("%s at epoch %d, step %d (lr %.3g)",
-                                                 losses.status().message(), epoch + 1, state.step,
-                                                 lr));
+      return absl::Status(losses.status().code(),
+                          absl::StrFormat("%s at epoch %d, step %d (lr %.3g)",
+                                          losses.status().message(), epoch + 1, state.step, lr));
     }
     loss_sum += losses->loss;
     aux_sum += losses->aux_loss;
@@ -504,7 +507,7 @@ absl::Status EvaluateAtEnd(const ExperimentSpec& spec, const RunOptions& options
     final_metrics->set_test_loss(test.loss);
     final_metrics->set_test_accuracy(test.accuracy);
   }
-  run.task->CompleteFinal(final_metrics);
+  run.task->CompleteFinal(spec.evaluation(), final_metrics);
   const int64_t change_batches =
       (spec.evaluation().probe_examples() + run.batch_size - 1) / run.batch_size;
   for (const CorruptionSpec& corruption : spec.evaluation().corruptions()) {
@@ -556,21 +559,27 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
   }
   torch::manual_seed(spec.seed());
 
+  // The record's header before the run directory is claimed, so that any
+  // failure recorded there names this spec.
+  RunResult& result = state.result;
+  const SourceRevision source = options.source.value_or(CurrentSourceRevision());
+  RecordProvenance(spec, source, threads, &result);
   // The run directory first: refusing another spec's run costs nothing.
   absl::StatusOr<std::string> dir = ClaimRunDirectory(spec, options, boundary);
   if (!dir.ok()) return dir.status();
   run.dir = *dir;
   run.checkpoint = run.dir + "/checkpoint.pt";
-  RunResult& result = state.result;
-  RecordProvenance(spec, options, threads, &result);
-  if (absl::Status s = SetUp(spec, options, run, state, boundary); !s.ok()) return s;
+  if (absl::Status s = SetUp(spec, options, source, run, state, boundary); !s.ok()) return s;
 
   const int epochs = spec.training().epochs();
   int epochs_this_run = 0;
   for (int epoch = state.epochs_done; epoch < epochs; ++epoch) {
     boundary.stage = absl::StrFormat("training epoch %d", epoch + 1);
     absl::StatusOr<EpochTraining> trained = TrainEpoch(spec, options, run, epoch, state);
-    if (!trained.ok()) {
+    if (!trained.ok() && trained.status().code() != absl::StatusCode::kDataLoss) {
+      return trained.status();
+    }
+    if (!trained.ok()) {  // a non-finite loss (TrainStep's DataLoss)
       const std::string kept =
           state.epochs_done > 0
               ? absl::StrFormat("the last good checkpoint (after epoch %d) is kept in %s",

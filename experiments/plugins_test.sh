@@ -16,7 +16,7 @@ names=$(perl -e '
   my $all = join("\n", values %text);
   for my $file (@ARGV) {
     $_ = $text{$file};
-    while (/MOELAB_REGISTER_(?:ROUTER|MODEL|DATASET|TASK)\(\s*(?:"([a-z0-9_]+)"|(k\w+))/g) {
+    while (/MOELAB_REGISTER_(?:ROUTER|MODEL|DATASET|TASK|LAYER_METRIC)\(\s*(?:"([a-z0-9_]+)"|(k\w+))/g) {
       my ($literal, $constant) = ($1, $2);
       if (defined $literal) { print "$literal\n"; next; }
       if (/\b\Q$constant\E\[\]\s*=\s*"([a-z0-9_]+)"/) { print "$1\n"; }
@@ -35,4 +35,4 @@ while IFS= read -r name; do
   fi
 done <<<"$names"
 echo "$checked registered plugins checked, $missing missing"
-[[ $checked -ge 18 && $missing -eq 0 ]]
+[[ $checked -ge 19 && $missing -eq 0 ]]

@@ -510,6 +510,10 @@ int Main() {
     std::fprintf(stderr, "error: table '%s': %s\n", name.c_str(), std::string(s.message()).c_str());
     return 1;
   }
+  if (absl::Status s = ValidateLayerMetrics(*table); !s.ok()) {
+    std::fprintf(stderr, "error: table '%s': %s\n", name.c_str(), std::string(s.message()).c_str());
+    return 1;
+  }
   const std::string out_dir = ResolveUserPath(absl::GetFlag(FLAGS_output_dir));
   std::error_code error;
   fs::create_directories(out_dir, error);

@@ -1,5 +1,6 @@
 // Runs one experiment spec: `bazel run //experiments:run -- --spec=PATH`.
-// `--list` prints every registered router, model, dataset and task. Every failure
+// `--list` prints every registered router, model, dataset, task and layer
+// metric. Every failure
 // ends with one "error: ..." line on stderr and a non-zero exit status (2 for
 // a missing flag, 1 otherwise); no exception escapes.
 
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/checkpoint.h"
 #include "core/dataset.h"
+#include "core/layer_metric.h"
 #include "core/model.h"
 #include "core/paths.h"
 #include "core/router.h"
@@ -23,7 +25,8 @@
 #include "core/trainer.h"
 
 ABSL_FLAG(std::string, spec, "", "Path of the experiment spec (.pbtxt).");
-ABSL_FLAG(bool, list, false, "Print every registered router, model, dataset and task, then exit.");
+ABSL_FLAG(bool, list, false,
+          "Print every registered router, model, dataset, task and layer metric, then exit.");
 ABSL_FLAG(bool, validate_only, false, "Load, resolve and validate the spec, print it, then exit.");
 ABSL_FLAG(bool, resume, false, "Continue from the run directory's last checkpoint, if any.");
 ABSL_FLAG(bool, overwrite, false,
@@ -50,6 +53,7 @@ int Main() {
     PrintRegistry(ModelRegistry());
     PrintRegistry(DatasetRegistry());
     PrintRegistry(TaskRegistry());
+    PrintRegistry(LayerMetricRegistry());
     return 0;
   }
   const std::string spec_flag = absl::GetFlag(FLAGS_spec);

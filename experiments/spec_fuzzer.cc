@@ -7,8 +7,8 @@
 // Build and run it with clang (libFuzzer, AddressSanitizer), in an output
 // base of its own so the gcc build is untouched:
 //   bazel --output_base=/tmp/moelab-fuzz build --config=fuzz //experiments:spec_fuzzer
-//   /tmp/moelab-fuzz/execroot/moelab/bazel-out/k8-opt/bin/experiments/spec_fuzzer
-//       -max_total_time=600 /tmp/corpus experiments/testdata/spec_fuzz_corpus
+//   FUZZER=/tmp/moelab-fuzz/execroot/moelab/bazel-out/k8-opt/bin/experiments/spec_fuzzer
+//   $FUZZER -max_total_time=600 /tmp/corpus experiments/testdata/spec_fuzz_corpus
 // The corpus is replayed in every `bazel test` by spec_fuzzer_corpus_test.
 
 #include <cstddef>

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "core/layer_metric.h"
 #include "core/provenance.h"
 #include "core/routing_metrics.h"
 #include "core/statistics.h"
@@ -91,7 +92,9 @@ bool FinalLayerMean(const RunResult& run, double (LayerRoutingMetrics::*field)()
 
 bool ColumnValue(const RunResult& run, Column column, double* value) {
   const FinalMetrics& f = run.final();
-  const bool language = f.unigram_perplexity() > 0;
+  // A task that reports perplexity (language modelling) is judged on it, any
+  // other on accuracy; valid_perplexity is set exactly when the task has it.
+  const bool language = f.valid_perplexity() > 0;
   using L = LayerRoutingMetrics;
   switch (column) {
     case VALID_PERPLEXITY:
@@ -180,12 +183,9 @@ bool ColumnValue(const RunResult& run, Column column, double* value) {
   }
 }
 
-Stat ColumnStat(const RowRuns& row, Column column) {
-  std::vector<double> values;
-  for (const RunResult& run : row.runs) {
-    double v;
-    if (ColumnValue(run, column, &v)) values.push_back(v);
-  }
+namespace {
+
+Stat StatOf(const std::vector<double>& values) {
   Stat s;
   s.n = values.size();
   if (values.empty()) return s;
@@ -197,6 +197,63 @@ Stat ColumnStat(const RowRuns& row, Column column) {
     s.std = std::sqrt(sq / (values.size() - 1));
   }
   return s;
+}
+
+double LayerMetricScale(const std::string& name) {
+  absl::StatusOr<const LayerMetricRegistration*> metric = LayerMetricRegistry().Find(name);
+  return metric.ok() ? (*metric)->table_scale : 1;
+}
+
+std::string LayerMetricTitle(const std::string& name) {
+  absl::StatusOr<const LayerMetricRegistration*> metric = LayerMetricRegistry().Find(name);
+  return metric.ok() && !(*metric)->title.empty() ? (*metric)->title : name;
+}
+
+}  // namespace
+
+Stat ColumnStat(const RowRuns& row, Column column) {
+  std::vector<double> values;
+  for (const RunResult& run : row.runs) {
+    double v;
+    if (ColumnValue(run, column, &v)) values.push_back(v);
+  }
+  return StatOf(values);
+}
+
+bool LayerMetricValue(const RunResult& run, const std::string& name, double* value) {
+  const auto& layers = run.final().layers_size() > 0 || run.epochs_size() == 0
+                           ? run.final().layers()
+                           : run.epochs(run.epochs_size() - 1).layers();
+  double sum = 0;
+  int n = 0;
+  for (const LayerRoutingMetrics& layer : layers) {
+    const auto found = layer.values().find(name);
+    if (found == layer.values().end()) continue;
+    sum += found->second;
+    ++n;
+  }
+  if (n == 0) return false;
+  *value = LayerMetricScale(name) * sum / n;
+  return true;
+}
+
+Stat LayerMetricStat(const RowRuns& row, const std::string& name) {
+  std::vector<double> values;
+  for (const RunResult& run : row.runs) {
+    double v;
+    if (LayerMetricValue(run, name, &v)) values.push_back(v);
+  }
+  return StatOf(values);
+}
+
+absl::Status ValidateLayerMetrics(const TableSpec& table) {
+  for (const std::string& name : table.layer_metrics()) {
+    absl::StatusOr<const LayerMetricRegistration*> metric = LayerMetricRegistry().Find(name);
+    if (!metric.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("layer_metrics: ", metric.status().message()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string ColumnTitle(Column column) {
@@ -904,6 +961,7 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
     any_paper.push_back(paper);
     if (paper) header.push_back(absl::StrCat(ColumnTitle(column), " *paper*"));
   }
+  for (const std::string& name : table.layer_metrics()) header.push_back(LayerMetricTitle(name));
   if (mixed_revisions) header.push_back("Code revision");
   absl::StrAppend(&md, "| ", absl::StrJoin(header, " | "), " |\n|");
   for (size_t i = 0; i < header.size(); ++i) md += " --- |";
@@ -932,6 +990,12 @@ std::string RenderMarkdown(const TableSpec& table, const std::vector<RowRuns>& r
         const PaperValue* p = FindPaperValue(*r.row, column);
         cells.push_back(p == nullptr ? "" : absl::StrFormat("%g", p->value()));
       }
+    }
+    for (const std::string& name : table.layer_metrics()) {
+      const Stat s = LayerMetricStat(r, name);
+      cells.push_back(s.n == 0   ? "–"
+                      : s.n == 1 ? absl::StrFormat("%.3g", s.mean)
+                                 : absl::StrFormat("%.3g ± %.2g", s.mean, s.std));
     }
     if (mixed_revisions) {
       std::string cell = absl::StrJoin(RowRevisions(r), ", ");
@@ -1005,6 +1069,11 @@ std::string RenderCsv(const TableSpec& table, const std::vector<RowRuns>& rows) 
       absl::StrAppendFormat(&csv, "\"%s\",%s,%.6g,%.6g,%d,%s,\"%s\"\n", r.row->label(),
                             Column_Name(column), s.mean, s.std, s.n,
                             p ? absl::StrFormat("%g", p->value()) : "", revisions);
+    }
+    for (const std::string& name : table.layer_metrics()) {
+      const Stat s = LayerMetricStat(r, name);
+      absl::StrAppendFormat(&csv, "\"%s\",%s,%.6g,%.6g,%d,,\"%s\"\n", r.row->label(), name, s.mean,
+                            s.std, s.n, revisions);
     }
   }
   return csv;

@@ -45,6 +45,17 @@ struct Stat {
 
 Stat ColumnStat(const RowRuns& row, Column column);
 
+// A registered layer metric's value in a run (TableSpec.layer_metrics): the
+// mean over MoE layers of LayerRoutingMetrics.values[name] at the final
+// evaluation (the last epoch's when the final one has no layers), times the
+// metric's table_scale; false when no layer has it.
+bool LayerMetricValue(const RunResult& run, const std::string& name, double* value);
+Stat LayerMetricStat(const RowRuns& row, const std::string& name);
+
+// Each of table.layer_metrics must be a registered layer metric; the error
+// names the unknown one and the registered ones.
+absl::Status ValidateLayerMetrics(const TableSpec& table);
+
 // "Perplexity (valid)", "Fluctuation top-1 (%)", ...
 std::string ColumnTitle(Column column);
 

@@ -254,6 +254,39 @@ TEST(TableReportTest, WithinRowEntropyClaimUsesTheFinalEvaluation) {
   EXPECT_THAT(md, HasSubstr("| sim | 1.00 ± 0.00 | 1.22 ± 0.01 | 0.250 ± 0.000 |"));
 }
 
+TEST(TableReportTest, RegisteredLayerMetricsBecomeColumns) {
+  TableSpec table = Table();
+  table.add_layer_metrics("gate_margin");
+  ASSERT_TRUE(ValidateLayerMetrics(table).ok());
+  RowRuns row;
+  row.row = &table.rows(0);
+  for (const double margin : {0.2, 0.4}) {
+    RunResult run = LmRun(50, {0.1}, false, row.runs.size() + 1);
+    // The final evaluation's two layers; the mean over layers is the value.
+    for (const double offset : {-0.1, 0.1}) {
+      (*run.mutable_final()->add_layers()->mutable_values())["gate_margin"] = margin + offset;
+    }
+    row.runs.push_back(run);
+  }
+  double v = 0;
+  ASSERT_TRUE(LayerMetricValue(row.runs[0], "gate_margin", &v));
+  EXPECT_NEAR(v, 0.2, 1e-12);
+  EXPECT_FALSE(LayerMetricValue(row.runs[0], "no_such_metric", &v));
+  const Stat s = LayerMetricStat(row, "gate_margin");
+  EXPECT_EQ(s.n, 2);
+  EXPECT_NEAR(s.mean, 0.3, 1e-12);
+  const std::string md = RenderMarkdown(table, {row}, {});
+  EXPECT_THAT(md, HasSubstr("Gate margin r(1) − r(2)"));
+  EXPECT_THAT(md, HasSubstr("0.3 ± 0.14 |"));
+  EXPECT_THAT(RenderCsv(table, {row}), HasSubstr(",gate_margin,0.3,"));
+
+  table.add_layer_metrics("no_such_metric");
+  const absl::Status unknown = ValidateLayerMetrics(table);
+  EXPECT_FALSE(unknown.ok());
+  EXPECT_THAT(unknown.message(), HasSubstr("no_such_metric"));
+  EXPECT_THAT(unknown.message(), HasSubstr("gate_margin"));
+}
+
 TEST(TableReportTest, HeadChangeAndLeak) {
   RunResult run = LmRun(50, {0.2, 0.4, 0.1});
   double v = 0;

@@ -34,7 +34,7 @@
 #include "core/precision.h"
 #include "core/spec.h"
 #include "core/step_profiler.h"
-#include "core/tasks/language_modeling_name.h"
+#include "core/task.h"
 #include "core/threading_environment.h"
 #include "core/train_step.h"
 #include "models/matmul.h"
@@ -107,14 +107,20 @@ absl::Status Main() {
     Batch b = (*data)->GetBatch(Split::kTrain, batch_size, i, 0, spec->seed());
     batches.push_back(Batch{b.inputs.to(device), b.targets.to(device)});
   }
-  const bool language = info.task == kLanguageModelingTask;
-  const int64_t units_per_step = batch_size * (language ? info.sequence_length : 1);
+  absl::StatusOr<std::unique_ptr<Task>> task = CreateTask(info);
+  if (!task.ok()) return task.status();
+  const ThroughputUnit unit = (*task)->Unit();
+  const int64_t units_per_step = batch_size * unit.per_example;
+  // Model::Stats counts FLOPs per token, so the work per step is known when
+  // the unit is the token.
+  const bool per_token = unit.name == "tokens";
   int64_t parameters = 0;
   for (const at::Tensor& p : model.parameters()) parameters += p.numel();
   std::printf("spec %s (hash %s): %lld parameters, batch %lld%s, %d threads, %s\n",
               spec->name().c_str(), SpecHash(*spec).c_str(), static_cast<long long>(parameters),
               static_cast<long long>(batch_size),
-              language ? absl::StrCat(" x ", info.sequence_length, " tokens").c_str() : " images",
+              unit.per_example == 1 ? absl::StrCat(" ", unit.name).c_str()
+                                    : absl::StrCat(" x ", unit.per_example, " ", unit.name).c_str(),
               at::get_num_threads(), spec->runtime().device().c_str());
   if (precision == BF16) {
     std::printf("precision: bf16 (%s)\n", DescribeBf16Operands());
@@ -153,7 +159,7 @@ absl::Status Main() {
   }
   std::printf("mean_step_ms: %.2f\n", 1000 * seconds / steps);
   std::printf("peak_rss_mb: %.0f\n", ReadMemoryUsage().peak_resident_mb);
-  if (language) {
+  if (per_token) {
     // Useful work: forward FLOPs per token (Model::Stats, at the configured
     // k) times 3 for forward plus backward, the usual training count.
     const double flops_per_token = model.Stats().flops_per_token;
@@ -161,8 +167,7 @@ absl::Status Main() {
                 3 * flops_per_token * steps * units_per_step / seconds / 1e9,
                 flops_per_token / 1e6);
   }
-  std::printf("%s: %.0f\n", language ? "train_tokens_per_s" : "train_images_per_s",
-              steps * units_per_step / seconds);
+  std::printf("train_%s_per_s: %.0f\n", unit.name.c_str(), steps * units_per_step / seconds);
   return absl::OkStatus();
 }
 

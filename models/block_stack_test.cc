@@ -69,7 +69,13 @@ TEST(BlockStackTest, RunKeepsEachMoeBlocksDecisionAndSumsTheirAuxLosses) {
   EXPECT_EQ(y.sizes(), x.sizes());
   ASSERT_EQ(kept.routing.size(), 2u);
   EXPECT_EQ(kept.routing[0].selected.sizes(), (std::vector<int64_t>{2, 5, 4}));
-  EXPECT_GT(kept.aux_loss.item<double>(), 0) << "load balancing is on in both MoE blocks";
+  double sum = 0;
+  for (const RoutingDecision& d : kept.routing) {
+    ASSERT_FALSE(d.aux_losses.empty()) << "load balancing is on in both MoE blocks";
+    for (const auto& [name, loss] : d.aux_losses) sum += loss.item<double>();
+  }
+  EXPECT_GT(sum, 0);
+  EXPECT_NEAR(kept.aux_loss.item<double>(), sum, 1e-6);
 
   ModelOutput dropped;
   dropped.aux_loss = at::zeros({});

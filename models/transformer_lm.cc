@@ -15,7 +15,6 @@
 #include "models/cross_entropy.h"
 #include "models/linear.h"
 #include "models/model_spec_util.h"
-#include "models/moe_layer.h"
 
 namespace moelab {
 namespace {

@@ -16,7 +16,6 @@
 #include "models/block_stack.h"
 #include "models/linear.h"
 #include "models/model_spec_util.h"
-#include "models/moe_layer.h"
 
 namespace moelab {
 namespace {

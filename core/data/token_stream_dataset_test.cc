@@ -15,7 +15,7 @@
 #include "core/data/corpus.h"
 #include "core/data/example_order.h"
 #include "core/data/random.h"
-#include "core/testing/bigram_model.h"
+#include "core/testing/small_token_stream.h"
 
 namespace moelab {
 namespace {

@@ -18,7 +18,8 @@ Headline ImageClassification::CorruptedHeadline(const CorruptedMetrics& corrupte
   return {.name = "accuracy", .value = corrupted.accuracy()};
 }
 
-std::string ImageClassification::FormatFinal(const FinalMetrics& f) const {
+std::string ImageClassification::FormatFinal(const RunResult& result) const {
+  const FinalMetrics& f = result.final();
   std::string out = absl::StrFormat("valid accuracy %.2f%%", 100 * f.valid_accuracy());
   if (f.test_accuracy() > 0) {
     absl::StrAppendFormat(&out, "  test accuracy %.2f%%", 100 * f.test_accuracy());
@@ -28,6 +29,7 @@ std::string ImageClassification::FormatFinal(const FinalMetrics& f) const {
 
 MOELAB_REGISTER_TASK(kImageClassificationTask,
                      {.description = "one label per image, reported as top-1 accuracy",
+                      .inputs = TaskInputs::kImages,
                       .create = [](const DatasetInfo&) -> std::unique_ptr<Task> {
                         return std::make_unique<ImageClassification>();
                       }});

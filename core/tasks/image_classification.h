@@ -12,9 +12,10 @@ namespace moelab {
 class ImageClassification : public Task {
  public:
   ThroughputUnit Unit() const override;
+  std::string ValidFigureName() const override { return "acc"; }
   Headline ValidHeadline(const EpochMetrics& epoch) const override;
   Headline CorruptedHeadline(const CorruptedMetrics& corrupted) const override;
-  std::string FormatFinal(const FinalMetrics& final_metrics) const override;
+  std::string FormatFinal(const RunResult& result) const override;
 };
 
 }  // namespace moelab

@@ -30,10 +30,10 @@ TEST(ImageClassificationTest, IsRegisteredAndReportsAccuracy) {
   EXPECT_EQ((*task)->ValidHeadline(epoch).name, "acc");
   EXPECT_EQ((*task)->ValidHeadline(epoch).value, 0.875);
 
-  FinalMetrics f;
-  f.set_valid_accuracy(0.884);
-  f.set_test_accuracy(0.88);
-  EXPECT_EQ((*task)->FormatFinal(f), "valid accuracy 88.40%  test accuracy 88.00%\n");
+  RunResult result;
+  result.mutable_final()->set_valid_accuracy(0.884);
+  result.mutable_final()->set_test_accuracy(0.88);
+  EXPECT_EQ((*task)->FormatFinal(result), "valid accuracy 88.40%  test accuracy 88.00%\n");
 }
 
 TEST(TaskRegistryTest, AnUnknownTaskListsTheRegisteredOnes) {

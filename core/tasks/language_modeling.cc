@@ -33,10 +33,10 @@ void LanguageModeling::CompleteEpoch(EpochMetrics* epoch) const {
   epoch->set_tokens_per_s(epoch->examples_per_s() * sequence_length_);
 }
 
-void LanguageModeling::CompleteFinal(FinalMetrics* final_metrics) const {
+void LanguageModeling::CompleteFinal(const EvaluationSpec& evaluation,
+                                     FinalMetrics* final_metrics) const {
   final_metrics->set_valid_perplexity(std::exp(final_metrics->valid_loss()));
-  // test_loss is 0 when evaluation.test_at_end is off: no test perplexity.
-  if (final_metrics->test_loss() > 0) {
+  if (evaluation.test_at_end()) {
     final_metrics->set_test_perplexity(std::exp(final_metrics->test_loss()));
   }
 }
@@ -47,8 +47,9 @@ void LanguageModeling::CompleteCorrupted(CorruptedMetrics* corrupted) const {
 
 absl::Status LanguageModeling::EvaluateFinal(const TaskEvaluationContext& context,
                                              FinalMetrics* final_metrics) const {
-  // The add-one unigram model of the training tokens the model sees
-  // (TokenStreamDataset::UnigramPerplexity); other LM datasets have none.
+  // The add-one unigram model of the training stream, or of the training
+  // subset's windows (TokenStreamDataset::UnigramPerplexity); a dataset that
+  // is not a token stream has none, and the summary says so.
   if (absl::StatusOr<double> unigram = UnigramPerplexity(context.data, Split::kValid);
       unigram.ok()) {
     final_metrics->set_unigram_perplexity(*unigram);
@@ -74,11 +75,25 @@ Headline LanguageModeling::CorruptedHeadline(const CorruptedMetrics& corrupted) 
   return {.name = "perplexity", .value = corrupted.perplexity()};
 }
 
-std::string LanguageModeling::FormatFinal(const FinalMetrics& f) const {
+std::string LanguageModeling::FormatFinal(const RunResult& result) const {
+  const FinalMetrics& f = result.final();
   std::string out = absl::StrFormat("valid perplexity %.2f", f.valid_perplexity());
-  if (f.test_perplexity() > 0)
+  if (f.test_perplexity() > 0) {
     absl::StrAppendFormat(&out, "  test perplexity %.2f", f.test_perplexity());
-  absl::StrAppendFormat(&out, "  (unigram baseline %.2f)\n", f.unigram_perplexity());
+  }
+  out += f.unigram_perplexity() > 0
+             ? absl::StrFormat("  (unigram baseline %.2f)\n", f.unigram_perplexity())
+             : "  (no unigram baseline: the dataset is not a token stream)\n";
+  if (result.non_causal_router_in_causal_model() && f.generation_perplexity() > 0) {
+    absl::StrAppendFormat(&out,
+                          "NON-CAUSAL ROUTER: generation-time perplexity %.2f vs "
+                          "teacher-forced %.2f on the same %d sequences; leak %+.4f "
+                          "nats/token, 95%% interval [%+.4f, %+.4f]\n",
+                          f.generation_perplexity(), f.teacher_forced_perplexity_same_subset(),
+                          f.leak_sequences(), f.leak_nll_gap(),
+                          f.leak_nll_gap() - f.leak_nll_gap_ci95(),
+                          f.leak_nll_gap() + f.leak_nll_gap_ci95());
+  }
   return out;
 }
 
@@ -133,6 +148,7 @@ SubsetPerplexities PerplexitiesOnValidSubset(Model& model, const Dataset& data, 
 
 MOELAB_REGISTER_TASK(kLanguageModelingTask,
                      {.description = "next-token prediction, reported as perplexity",
+                      .inputs = TaskInputs::kTokens,
                       .create = [](const DatasetInfo& info) -> std::unique_ptr<Task> {
                         return std::make_unique<LanguageModeling>(info);
                       }});

@@ -25,16 +25,19 @@ class LanguageModeling : public Task {
 
   ThroughputUnit Unit() const override;
   void CompleteEpoch(EpochMetrics* epoch) const override;
-  void CompleteFinal(FinalMetrics* final_metrics) const override;
+  void CompleteFinal(const EvaluationSpec& evaluation, FinalMetrics* final_metrics) const override;
   void CompleteCorrupted(CorruptedMetrics* corrupted) const override;
   // The unigram baseline on the validation split (0 when the dataset is not
   // a token stream) and, for a causal model, generation-time perplexity on
   // the first evaluation.generation_eval_sequences validation sequences.
   absl::Status EvaluateFinal(const TaskEvaluationContext& context,
                              FinalMetrics* final_metrics) const override;
+  std::string ValidFigureName() const override { return "ppl"; }
   Headline ValidHeadline(const EpochMetrics& epoch) const override;
   Headline CorruptedHeadline(const CorruptedMetrics& corrupted) const override;
-  std::string FormatFinal(const FinalMetrics& final_metrics) const override;
+  // Perplexities, the unigram baseline, and for a router that sees later
+  // tokens the generation-time perplexity and the leak.
+  std::string FormatFinal(const RunResult& result) const override;
 
  private:
   int64_t sequence_length_;

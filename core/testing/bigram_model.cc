@@ -1,16 +1,13 @@
 #include "core/testing/bigram_model.h"
 
 #include <ATen/ATen.h>
-#include <gtest/gtest.h>
 
 #include <utility>
 
-#include "core/data/corpus.h"
-#include "core/tasks/language_modeling_name.h"
-
 namespace moelab {
 
-BigramModel::BigramModel(bool sees_the_end) : sees_the_end_(sees_the_end) {
+BigramModel::BigramModel(bool sees_the_end, bool causal)
+    : sees_the_end_(sees_the_end), causal_(causal) {
   std::vector<double> flat;
   for (const auto& row : kBigramProbabilities) flat.insert(flat.end(), row, row + 4);
   log_p_ = at::log(at::tensor(flat, at::kDouble).reshape({4, 4})).to(at::kFloat);
@@ -33,18 +30,6 @@ ModelOutput BigramModel::Forward(const Batch& batch, const ForwardOptions& optio
     out.routing.push_back(std::move(d));
   }
   return out;
-}
-
-std::unique_ptr<TokenStreamDataset> SmallTokenStream() {
-  TokenizedCorpus corpus;
-  corpus.vocab_size = 4;
-  corpus.unk_id = 0;
-  corpus.split(Split::kTrain) = {2, 3, 2, 0, 2, 3, 1};
-  corpus.split(Split::kValid) = {3, 0, 0, 1, 2};
-  corpus.split(Split::kTest) = {2, 2, 2};
-  auto dataset = TokenStreamDataset::Create(std::move(corpus), 2, {"tr", "va", "te"});
-  EXPECT_TRUE(dataset.ok()) << dataset.status();
-  return dataset.ok() ? *std::move(dataset) : nullptr;
 }
 
 }  // namespace moelab
