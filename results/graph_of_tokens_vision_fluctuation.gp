@@ -1,30 +1,92 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/graph_of_tokens_vision_fluctuation.png.tmp.18585'
+set output 'results/graph_of_tokens_vision_fluctuation.png.tmp.25775'
 $s0 << EOD
-2 54.3198529
-3 42.0955882
-4 34.0533088
-5 24.4332108
-6 14.5373775
+2 45.3676471 31.3440059 59.3912882
+3 49.3014706 41.5794093 57.0235319
+4 43.2169118 37.1777118 49.2561118
+5 43.0055147 38.573134 47.4378954
+6 43.1985294 39.4855664 46.9114924
+7 38.3547794 34.7624705 41.9470883
+8 33.6121324 31.5203692 35.7038955
+9 32.9227941 30.781799 35.0637892
+10 32.1966912 28.5245993 35.8687831
 EOD
 $s1 << EOD
-2 45.1593137
-3 41.0386029
-4 38.8786765
-5 25.4442402
-6 15.4871324
+2 44.5220588 36.8852204 52.1588972
+3 43.5202206 37.6320658 49.4083754
+4 42.8400735 39.5439477 46.1361993
+5 38.7132353 35.6169838 41.8094868
+6 35.5606618 29.3906779 41.7306456
+7 33.4099265 26.1409878 40.6788652
+8 32.2794118 25.2768846 39.2819389
+9 31.0661765 25.0547527 37.0776002
+10 29.8161765 26.3280734 33.3042796
 EOD
 $s2 << EOD
-2 53.9215686
-3 49.2034314
-4 48.6519608
-5 41.6207108
-6 27.7113971
+2 45.3676471 31.3440059 59.3912882
+3 49.3014706 41.5794093 57.0235319
+4 43.2169118 37.1777118 49.2561118
+5 43.0055147 38.573134 47.4378954
+6 43.1985294 39.4855664 46.9114924
+7 38.3547794 34.7624705 41.9470883
+8 33.6121324 31.5203692 35.7038955
+9 32.9227941 30.781799 35.0637892
+10 32.1966912 28.5245993 35.8687831
 EOD
-set title "Graph of tokens, vision: V-MoE vs Similarity-Aware vs\nAttention-Aware: routing fluctuation per epoch"
-set xlabel "epoch"
-set ylabel "top-1 fluctuation (%, mean over layers and seeds)"
+$s3 << EOD
+2 43.0974265 36.8014164 49.3934365
+3 41.7279412 28.8389908 54.6168916
+4 37.7297794 30.8708461 44.5887127
+5 38.8419118 35.2929636 42.3908599
+6 38.5569853 33.9524509 43.1615197
+7 39.1452206 35.0819181 43.2085231
+8 36.5349265 33.4477848 39.6220681
+9 33.7867647 29.3766618 38.1968676
+10 33.4099265 29.494849 37.325004
+EOD
+$s4 << EOD
+2 60.2757353 45.6678344 74.8836362
+3 59.4944853 48.213373 70.7755976
+4 53.3823529 49.5533427 57.2113632
+5 52.3345588 47.8302201 56.8388976
+6 51.0661765 45.5171729 56.61518
+7 54.3106618 50.1865131 58.4348104
+8 52.6194853 51.1844074 54.0545631
+9 47.2610294 43.4706934 51.0513654
+10 43.1617647 37.8925193 48.4310101
+EOD
+$s5 << EOD
+2 45.3676471 31.3440059 59.3912882
+3 49.3014706 41.5794093 57.0235319
+4 43.2169118 37.1777118 49.2561118
+5 43.0055147 38.573134 47.4378954
+6 43.1985294 39.4855664 46.9114924
+7 38.3547794 34.7624705 41.9470883
+8 33.6121324 31.5203692 35.7038955
+9 32.9227941 30.781799 35.0637892
+10 32.1966912 28.5245993 35.8687831
+EOD
+$s6 << EOD
+2 60.5422794 56.141933 64.9426258
+3 58.7775735 50.0204051 67.534742
+4 59.0073529 53.5114725 64.5032333
+5 58.1985294 53.9483663 62.4486925
+6 56.3143382 51.0321014 61.5965751
+7 57.2058824 52.94199 61.4697747
+8 53.8419118 50.5558774 57.1279461
+9 49.2003676 43.4591204 54.9416149
+10 49.3014706 43.4654718 55.1374694
+EOD
+set title "Graph of tokens, vision: V-MoE vs Similarity-Aware vs\nAttention-Aware, with the aggregation ablated: top-1 routing\nfluctuation per epoch, mean over seeds and its 95% interval"
+set xlabel "epoch e (change since epoch e - 1)"
+set ylabel "top-1 fluctuation (%, mean over MoE layers)"
 set grid
 set key outside right top
 set xtics 1
-plot $s0 using 1:2 with linespoints lw 2 title "V-MoE (token choice)", $s1 using 1:2 with linespoints lw 2 title "Similarity-Aware V-MoE", $s2 using 1:2 with linespoints lw 2 title "Attention-Aware V-MoE"
+set autoscale xfix
+set offsets 0.32, 0.32, 0, 0
+set yrange [0:78.627818]
+set style fill transparent solid 0.18 noborder
+set arrow 1 from 10, graph 0 to 10, graph 1 nohead dt 2 lw 1.5 lc rgb '#555555'
+set label 1 "paper's figure: the last two epochs" at 10, graph 0.97 right offset -0.6,0 textcolor rgb '#555555'
+plot $s0 using 1:3:4 with filledcurves lc 1 notitle, $s0 using 1:2 with linespoints lw 2 lc 1 title "V-MoE (token choice)", $s1 using 1:3:4 with filledcurves lc 2 notitle, $s1 using 1:2 with linespoints lw 2 lc 2 title "Similarity-Aware V-MoE (ours: cosine τ=0.03)", $s2 using 1:3:4 with filledcurves lc 3 notitle, $s2 using 1:2 with linespoints lw 2 lc 3 title "Similarity-Aware, aggregation ablated (p = r)", $s3 using 1:3:4 with filledcurves lc 4 notitle, $s3 using 1:2 with linespoints lw 2 lc 4 title "Similarity-Aware V-MoE (paper's literal τ/σ)", $s4 using 1:3:4 with filledcurves lc 5 notitle, $s4 using 1:2 with linespoints lw 2 lc 5 title "Attention-Aware V-MoE (ours: relative σ=3)", $s5 using 1:3:4 with filledcurves lc 6 notitle, $s5 using 1:2 with linespoints lw 2 lc 6 title "Attention-Aware, aggregation ablated (p = r)", $s6 using 1:3:4 with filledcurves lc 7 notitle, $s6 using 1:2 with linespoints lw 2 lc 7 title "Attention-Aware V-MoE (paper's literal τ/σ)"

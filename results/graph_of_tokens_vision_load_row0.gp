@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/graph_of_tokens_vision_load_row0.png.tmp.18585'
+set output 'results/graph_of_tokens_vision_load_row0.png.tmp.25775'
 $m << EOD
-0.119301 0.157698 0.121186 0.134283 0.140878 0.132652 0.122978 0.0710248
-0.102619 0.145565 0.127642 0.13665 0.115395 0.101746 0.138764 0.131618
+0.129642 0.149839 0.0934743 0.123667 0.115119 0.138856 0.149609 0.0997932
+0.138189 0.129251 0.100506 0.123598 0.117716 0.116544 0.14506 0.129136
 EOD
 set title "V-MoE (token choice): load (last epoch, first seed)"
 set xlabel "expert"

@@ -1,10 +1,10 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/graph_of_tokens_vision_load_row1.png.tmp.18585'
+set output 'results/graph_of_tokens_vision_load_row1.png.tmp.25775'
 $m << EOD
-0.114131 0.10455 0.144807 0.129366 0.128998 0.129802 0.149242 0.0991039
-0.115809 0.151976 0.133272 0.140694 0.114844 0.102206 0.120106 0.121094
+0.0970129 0.126333 0.119508 0.138948 0.102413 0.149563 0.18102 0.0852022
+0.140441 0.120198 0.129986 0.133203 0.116912 0.153906 0.102045 0.103309
 EOD
-set title "Similarity-Aware V-MoE: load (last epoch, first seed)"
+set title "Similarity-Aware V-MoE (ours: cosine τ=0.03): load (last\nepoch, first seed)"
 set xlabel "expert"
 set ylabel "MoE layer"
 set grid

@@ -1,10 +1,10 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/graph_of_tokens_vision_load_row2.png.tmp.18585'
+set output 'results/graph_of_tokens_vision_load_row2.png.tmp.25775'
 $m << EOD
-0.0585248 0.110547 0.246967 0.0952665 0.140418 0.145221 0.115579 0.087477
-0.12909 0.0942325 0.139821 0.14653 0.20386 0.0985983 0.0841682 0.103699
+0.129642 0.149839 0.0934743 0.123667 0.115119 0.138856 0.149609 0.0997932
+0.138189 0.129251 0.100506 0.123598 0.117716 0.116544 0.14506 0.129136
 EOD
-set title "Attention-Aware V-MoE: load (last epoch, first seed)"
+set title "Similarity-Aware, aggregation ablated (p = r): load (last\nepoch, first seed)"
 set xlabel "expert"
 set ylabel "MoE layer"
 set grid
