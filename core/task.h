@@ -27,8 +27,8 @@
 //       return {.label = "seq", .name = "sequences", .per_example = 1};
 //     }
 //     std::string ValidFigureName() const override { return "acc"; }
-//     Headline ValidHeadline(const EpochMetrics& epoch) const override {
-//       return {.name = "acc", .value = epoch.valid_accuracy()};
+//     double ValidFigure(const EpochMetrics& epoch) const override {
+//       return epoch.valid_accuracy();
 //     }
 //     Headline CorruptedHeadline(const CorruptedMetrics& c) const override {
 //       return {.name = "accuracy", .value = c.accuracy()};
@@ -121,7 +121,10 @@ class Task {
   // What the run's log and summary print for an epoch's validation (named
   // ValidFigureName(): "ppl", "acc") and for a corrupted evaluation.
   virtual std::string ValidFigureName() const = 0;
-  virtual Headline ValidHeadline(const EpochMetrics& epoch) const = 0;
+  virtual double ValidFigure(const EpochMetrics& epoch) const = 0;
+  Headline ValidHeadline(const EpochMetrics& epoch) const {
+    return {.name = ValidFigureName(), .value = ValidFigure(epoch)};
+  }
   virtual Headline CorruptedHeadline(const CorruptedMetrics& corrupted) const = 0;
   // The summary's lines on the final metrics (result.final()), each ending
   // in '\n'.

@@ -10,8 +10,8 @@ ThroughputUnit ImageClassification::Unit() const {
   return {.label = "img", .name = "images", .per_example = 1};
 }
 
-Headline ImageClassification::ValidHeadline(const EpochMetrics& epoch) const {
-  return {.name = "acc", .value = epoch.valid_accuracy()};
+double ImageClassification::ValidFigure(const EpochMetrics& epoch) const {
+  return epoch.valid_accuracy();
 }
 
 Headline ImageClassification::CorruptedHeadline(const CorruptedMetrics& corrupted) const {

@@ -13,7 +13,7 @@ class ImageClassification : public Task {
  public:
   ThroughputUnit Unit() const override;
   std::string ValidFigureName() const override { return "acc"; }
-  Headline ValidHeadline(const EpochMetrics& epoch) const override;
+  double ValidFigure(const EpochMetrics& epoch) const override;
   Headline CorruptedHeadline(const CorruptedMetrics& corrupted) const override;
   std::string FormatFinal(const RunResult& result) const override;
 };

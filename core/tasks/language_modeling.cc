@@ -67,8 +67,8 @@ absl::Status LanguageModeling::EvaluateFinal(const TaskEvaluationContext& contex
   return absl::OkStatus();
 }
 
-Headline LanguageModeling::ValidHeadline(const EpochMetrics& epoch) const {
-  return {.name = "ppl", .value = epoch.valid_perplexity()};
+double LanguageModeling::ValidFigure(const EpochMetrics& epoch) const {
+  return epoch.valid_perplexity();
 }
 
 Headline LanguageModeling::CorruptedHeadline(const CorruptedMetrics& corrupted) const {

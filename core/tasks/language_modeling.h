@@ -33,7 +33,7 @@ class LanguageModeling : public Task {
   absl::Status EvaluateFinal(const TaskEvaluationContext& context,
                              FinalMetrics* final_metrics) const override;
   std::string ValidFigureName() const override { return "ppl"; }
-  Headline ValidHeadline(const EpochMetrics& epoch) const override;
+  double ValidFigure(const EpochMetrics& epoch) const override;
   Headline CorruptedHeadline(const CorruptedMetrics& corrupted) const override;
   // Perplexities, the unigram baseline, and for a router that sees later
   // tokens the generation-time perplexity and the leak.
