@@ -1,58 +1,92 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_vision_fluctuation.png.tmp.20991'
+set output 'results/usmoe_pretraining_vision_fluctuation.png.tmp.15986'
 $s0 << EOD
-2 81.0355392
-3 71.1856618
-4 60.5392157
-5 44.0716912
-6 23.1311275
+2 61.8658088 56.4910268 67.2405909
+3 63.1525735 53.8583874 72.4467597
+4 62.5275735 58.4346894 66.6204576
+5 60.625 53.1954136 68.0545864
+6 59.1727941 52.3172321 66.0283561
+7 55.9191176 49.2595672 62.5786681
+8 50.5422794 42.645727 58.4388319
+9 48.5294118 44.1959098 52.8629137
+10 48.9522059 44.0466527 53.857759
 EOD
 $s1 << EOD
-2 54.3198529
-3 42.0955882
-4 34.0533088
-5 24.4332108
-6 14.5373775
+2 43.2077206 35.4465444 50.9688967
+3 44.5955882 38.5613774 50.629799
+4 43.1525735 39.7856876 46.5194594
+5 40.3584559 37.2564784 43.4604333
+6 36.6544118 34.2863142 39.0225094
+7 37.2426471 32.3011839 42.1841102
+8 36.5165441 27.198461 45.8346272
+9 32.8216912 28.0920315 37.5513508
+10 31.5349265 23.8843503 39.1855026
 EOD
 $s2 << EOD
-2 58.8694853
-3 52.0526961
-4 45.2205882
-5 35.4166667
-6 19.8376225
+2 59.8069853 55.178541 64.4354296
+3 59.0992647 54.369846 63.8286834
+4 56.5349265 52.5537897 60.5160633
+5 54.3566176 49.2941102 59.4191251
+6 52.6930147 47.1747261 58.2113033
+7 50.15625 47.7160338 52.5964662
+8 49.0716912 46.5592234 51.584159
+9 45.2022059 40.3458172 50.0585945
+10 44.5588235 40.6317883 48.4858588
 EOD
 $s3 << EOD
-2 62.1476716
-3 50.2604167
-4 45.5729167
-5 32.7665441
-6 17.2181373
+2 58.4099265 53.1644324 63.6554205
+3 56.7371324 55.2003795 58.2738852
+4 54.4577206 53.6249316 55.2905096
+5 51.1029412 48.0444093 54.1614731
+6 51.2224265 47.3513419 55.093511
+7 47.03125 41.5048542 52.5576458
+8 45.6158088 40.8415768 50.3900409
+9 41.7647059 33.9910587 49.538353
+10 42.5367647 37.4536855 47.6198439
 EOD
 $s4 << EOD
-2 60.8762255
-3 57.2457108
-4 53.6917892
-5 37.3621324
-6 21.7677696
+2 67.0955882 62.8121535 71.379023
+3 66.40625 59.3112901 73.5012099
+4 62.6286765 58.5316577 66.7256953
+5 60.15625 53.131277 67.181223
+6 56.2591912 47.493438 65.0249444
+7 55.9742647 46.851964 65.0965654
+8 54.2371324 46.9577418 61.5165229
+9 50.9834559 45.9833669 55.9835449
+10 49.2371324 45.8087696 52.6654951
 EOD
 $s5 << EOD
-2 56.5104167
-3 51.5165441
-4 43.8112745
-5 31.0968137
-6 19.8835784
+2 58.9338235 53.0944503 64.7731968
+3 54.3474265 47.1137815 61.5810714
+4 54.4669118 44.8301105 64.103713
+5 53.1341912 43.5818916 62.6864908
+6 51.5349265 39.5167787 63.5530743
+7 47.8860294 37.0530822 58.7189766
+8 43.6580882 35.2556586 52.0605178
+9 44.0257353 32.0338012 56.0176694
+10 40.5330882 32.5131186 48.5530578
 EOD
 $s6 << EOD
-2 55.6525735
-3 47.8094363
-4 42.3253676
-5 33.7009804
-6 18.9338235
+2 53.1433824 49.950319 56.3364457
+3 54.5404412 44.3465362 64.7343462
+4 52.1323529 46.8348818 57.4298241
+5 49.0441176 44.3139417 53.7742936
+6 45.6433824 37.9450757 53.341689
+7 44.1819853 39.9369965 48.4269741
+8 40.3768382 34.4970394 46.2566371
+9 39.3106618 33.9759818 44.6453417
+10 37.5827206 30.7716155 44.3938256
 EOD
-set title "USMoE, pre-training (vision): token choice vs expert choice\nvs unified routing: routing fluctuation per epoch"
-set xlabel "epoch"
-set ylabel "top-1 fluctuation (%, mean over layers and seeds)"
+set title "USMoE, pre-training (vision): token choice vs expert choice\nvs unified routing: top-1 routing fluctuation per epoch,\nmean over seeds and its 95% interval"
+set xlabel "epoch e (change since epoch e - 1)"
+set ylabel "top-1 fluctuation (%, mean over MoE layers)"
 set grid
 set key outside right top
 set xtics 1
-plot $s0 using 1:2 with linespoints lw 2 title "Token choice, k=1", $s1 using 1:2 with linespoints lw 2 title "Token choice, k=2", $s2 using 1:2 with linespoints lw 2 title "Expert choice, k=1", $s3 using 1:2 with linespoints lw 2 title "Expert choice, k=2", $s4 using 1:2 with linespoints lw 2 title "USMoE, k=1", $s5 using 1:2 with linespoints lw 2 title "USMoE, k=1.5", $s6 using 1:2 with linespoints lw 2 title "USMoE, k=2"
+set autoscale xfix
+set offsets 0.32, 0.32, 0, 0
+set yrange [0:77.1762704]
+set style fill transparent solid 0.18 noborder
+set arrow 1 from 10, graph 0 to 10, graph 1 nohead dt 2 lw 1.5 lc rgb '#555555'
+set label 1 "paper's figure: the last two epochs" at 10, graph 0.97 right offset -0.6,0 textcolor rgb '#555555'
+plot $s0 using 1:3:4 with filledcurves lc 1 notitle, $s0 using 1:2 with linespoints lw 2 lc 1 title "Token choice, k=1", $s1 using 1:3:4 with filledcurves lc 2 notitle, $s1 using 1:2 with linespoints lw 2 lc 2 title "Token choice, k=2", $s2 using 1:3:4 with filledcurves lc 3 notitle, $s2 using 1:2 with linespoints lw 2 lc 3 title "Expert choice, k=1", $s3 using 1:3:4 with filledcurves lc 4 notitle, $s3 using 1:2 with linespoints lw 2 lc 4 title "Expert choice, k=2", $s4 using 1:3:4 with filledcurves lc 5 notitle, $s4 using 1:2 with linespoints lw 2 lc 5 title "USMoE, k=1", $s5 using 1:3:4 with filledcurves lc 6 notitle, $s5 using 1:2 with linespoints lw 2 lc 6 title "USMoE, k=1.5", $s6 using 1:3:4 with filledcurves lc 7 notitle, $s6 using 1:2 with linespoints lw 2 lc 7 title "USMoE, k=2"

@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_vision_load_row0.png.tmp.20991'
+set output 'results/usmoe_pretraining_vision_load_row0.png.tmp.15986'
 $m << EOD
-0.135846 0.147197 0.0926471 0.124632 0.102022 0.104688 0.170313 0.122656
-0.123989 0.132307 0.135202 0.109467 0.0984375 0.133502 0.132904 0.134191
+0.124449 0.0902574 0.104596 0.0880515 0.102298 0.145267 0.214982 0.130101
+0.0977022 0.115074 0.0857077 0.0832721 0.218107 0.149862 0.118474 0.131801
 EOD
 set title "Token choice, k=1: load (last epoch, first seed)"
 set xlabel "expert"

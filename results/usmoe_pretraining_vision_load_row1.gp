@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_vision_load_row1.png.tmp.20991'
+set output 'results/usmoe_pretraining_vision_load_row1.png.tmp.15986'
 $m << EOD
-0.119301 0.157698 0.121186 0.134283 0.140878 0.132652 0.122978 0.0710248
-0.102619 0.145565 0.127642 0.13665 0.115395 0.101746 0.138764 0.131618
+0.121048 0.178079 0.109903 0.112868 0.0981158 0.126448 0.184881 0.0686581
+0.134789 0.0991268 0.0964614 0.130676 0.0593061 0.223392 0.151884 0.104366
 EOD
 set title "Token choice, k=2: load (last epoch, first seed)"
 set xlabel "expert"

@@ -1,5 +1,5 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_vision_load_row3.png.tmp.20991'
+set output 'results/usmoe_pretraining_vision_load_row3.png.tmp.15986'
 $m << EOD
 0.125 0.125 0.125 0.125 0.125 0.125 0.125 0.125
 0.125 0.125 0.125 0.125 0.125 0.125 0.125 0.125

@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_vision_load_row4.png.tmp.20991'
+set output 'results/usmoe_pretraining_vision_load_row4.png.tmp.15986'
 $m << EOD
-0.0972886 0.134191 0.112822 0.138189 0.186811 0.115947 0.107399 0.107353
-0.0878217 0.157169 0.0936121 0.1108 0.194669 0.123438 0.124403 0.108088
+0.121691 0.118244 0.0790441 0.0826746 0.181664 0.202436 0.0942096 0.120037
+0.141268 0.103722 0.0636949 0.0900735 0.197564 0.144347 0.163465 0.095864
 EOD
 set title "USMoE, k=1: load (last epoch, first seed)"
 set xlabel "expert"

@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_vision_load_row5.png.tmp.20991'
+set output 'results/usmoe_pretraining_vision_load_row5.png.tmp.15986'
 $m << EOD
-0.122025 0.114062 0.103936 0.130288 0.151623 0.105048 0.122175 0.150841
-0.117788 0.169411 0.112049 0.119171 0.11884 0.0990986 0.138431 0.12521
+0.139183 0.123528 0.120763 0.141436 0.112169 0.126292 0.13726 0.099369
+0.111749 0.10021 0.0958233 0.138011 0.109405 0.165114 0.128215 0.151472
 EOD
 set title "USMoE, k=1.5: load (last epoch, first seed)"
 set xlabel "expert"

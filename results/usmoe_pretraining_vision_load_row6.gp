@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_vision_load_row6.png.tmp.20991'
+set output 'results/usmoe_pretraining_vision_load_row6.png.tmp.15986'
 $m << EOD
-0.131549 0.140097 0.107284 0.13233 0.132054 0.122817 0.133318 0.100551
-0.101976 0.115556 0.138419 0.132629 0.123897 0.095864 0.168336 0.123323
+0.0844439 0.144761 0.0865809 0.138419 0.163787 0.155308 0.130078 0.0966222
+0.120473 0.118107 0.120933 0.130997 0.109375 0.177482 0.115579 0.107054
 EOD
 set title "USMoE, k=2: load (last epoch, first seed)"
 set xlabel "expert"
