@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <memory>
 #include <unordered_set>
 #include <utility>
@@ -85,8 +86,20 @@ std::unordered_set<const c10::TensorImpl*> RouterTensors(const Model& model) {
 
 // Copies archived tensors into the model's parameters and buffers by name,
 // after checking all of them (see LoadWeights for the rule).
+class ScopedFd;
+
+// An expert-parallel rank's checkpoint, open for reading (checkpoint.rank<r>.pt
+// beside rank 0's checkpoint.pt; see ExpertShardPaths).
+struct ShardArchive {
+  std::string path;
+  torch::serialize::InputArchive archive;
+  std::unique_ptr<ScopedFd> file;
+};
+
 absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
-                         const std::string& path, std::vector<std::string>* not_loaded) {
+                         const std::string& path, std::vector<std::string>* not_loaded,
+                         std::vector<std::unique_ptr<ShardArchive>>* shards = nullptr,
+                         int* consolidated_ranks = nullptr) {
   torch::NoGradGuard no_grad;
   const bool partial = not_loaded != nullptr;
   const std::unordered_set<const c10::TensorImpl*> router_tensors =
@@ -103,6 +116,30 @@ absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
         missing_required.push_back(name);
       }
       return absl::OkStatus();
+    }
+    // An expert-parallel run's tensor of E/n experts, for a model of all E:
+    // ranks 1..n-1 hold the rest, in order.
+    const int64_t ranks = saved.dim() > 0 && saved.size(0) > 0 && target.dim() == saved.dim() &&
+                                  target.size(0) % saved.size(0) == 0 &&
+                                  target.sizes().slice(1) == saved.sizes().slice(1)
+                              ? target.size(0) / saved.size(0)
+                              : 1;
+    if (saved.sizes() != target.sizes() && ranks > 1 && shards != nullptr &&
+        static_cast<int64_t>(shards->size()) >= ranks - 1) {
+      std::vector<at::Tensor> parts = {saved};
+      for (int64_t r = 1; r < ranks; ++r) {
+        at::Tensor part;
+        ShardArchive& shard = *(*shards)[r - 1];
+        if (!shard.archive.try_read(WeightKey(name), part, is_buffer) ||
+            part.sizes() != saved.sizes()) {
+          mismatched.push_back(absl::StrCat("'", name, "' in '", shard.path,
+                                            "' is missing or has another shape than rank 0's"));
+          return absl::OkStatus();
+        }
+        parts.push_back(part);
+      }
+      saved = at::cat(parts, 0);
+      if (consolidated_ranks != nullptr) *consolidated_ranks = static_cast<int>(ranks);
     }
     if (saved.sizes() != target.sizes()) {
       mismatched.push_back(absl::StrCat("'", name, "' has shape ", c10::str(saved.sizes()),
@@ -391,13 +428,65 @@ absl::Status LoadCheckpoint(const std::string& path, Model& model,
   return absl::OkStatus();
 }
 
+std::vector<std::string> ExpertShardPaths(const std::string& path) {
+  std::vector<std::string> paths;
+  const std::filesystem::path file(path);
+  if (file.filename() != "checkpoint.pt") return paths;
+  for (int rank = 1;; ++rank) {
+    const std::filesystem::path shard =
+        file.parent_path() / absl::StrCat("checkpoint.rank", rank, ".pt");
+    std::error_code error;
+    if (!std::filesystem::exists(shard, error)) break;
+    paths.push_back(shard.string());
+  }
+  return paths;
+}
+
 absl::Status LoadWeights(const std::string& path, Model& model,
                          std::vector<std::string>* not_loaded, std::vector<std::string>* warnings) {
   torch::serialize::InputArchive archive;
   std::unique_ptr<ScopedFd> file;
   if (absl::Status s = OpenArchive(path, archive, warnings, &file); !s.ok()) return s;
   try {
-    return ReadWeights(archive, model, path, not_loaded);
+    absl::Status whole = ReadWeights(archive, model, path, not_loaded);
+    const std::vector<std::string> shard_paths = ExpertShardPaths(path);
+    // Only a checkpoint that does not fit as it is may be one rank's share:
+    // its siblings are opened then, and must be of the same epoch.
+    if (whole.ok() || !absl::IsInvalidArgument(whole) || shard_paths.empty()) return whole;
+    c10::IValue epoch;
+    archive.read("epochs_done", epoch);
+    std::vector<std::unique_ptr<ShardArchive>> shards;
+    for (const std::string& shard_path : shard_paths) {
+      auto shard = std::make_unique<ShardArchive>();
+      shard->path = shard_path;
+      if (absl::Status s = OpenArchive(shard_path, shard->archive, warnings, &shard->file);
+          !s.ok()) {
+        return s;
+      }
+      c10::IValue shard_epoch;
+      shard->archive.read("epochs_done", shard_epoch);
+      if (shard_epoch.toInt() != epoch.toInt()) {
+        return absl::DataLossError(absl::StrCat(
+            "expert-parallel checkpoint '", shard_path, "' is of epoch ", shard_epoch.toInt(),
+            " and rank 0's '", path, "' of epoch ", epoch.toInt(),
+            ": the set is inconsistent (a rank was stopped between the ranks' writes)"));
+      }
+      shards.push_back(std::move(shard));
+    }
+    int consolidated_ranks = 0;
+    absl::Status s = ReadWeights(archive, model, path, not_loaded, &shards, &consolidated_ranks);
+    if (s.ok() && consolidated_ranks > 1) {
+      const std::string note = absl::StrCat(
+          "checkpoint '", path, "' holds 1/", consolidated_ranks,
+          " of each MoE layer's experts (an expert-parallel run): the others were read from ",
+          "checkpoint.rank1.pt .. checkpoint.rank", consolidated_ranks - 1, ".pt beside it");
+      if (warnings != nullptr) {
+        warnings->push_back(note);
+      } else {
+        std::fprintf(stderr, "note: %s\n", note.c_str());
+      }
+    }
+    return s;
   } catch (const std::exception& e) {
     return absl::DataLossError(
         absl::StrCat("cannot read checkpoint '", path, "': ", ExceptionMessage(e)));

@@ -68,9 +68,19 @@ absl::Status LoadCheckpoint(const std::string& path, Model& model,
 // that lists what is missing, not a warning. A shape mismatch on a shared
 // name is always an error. The model is changed only when the whole
 // checkpoint fits.
+//
+// A checkpoint of an expert-parallel run (core/distributed/) is consolidated
+// on the way: rank 0's `checkpoint.pt` holds its 1/n of each MoE layer's
+// experts and the replicated rest, `checkpoint.rank<r>.pt` beside it rank
+// r's share; a model of all E experts reads each expert tensor from ranks
+// 0..n-1 in order (n from the shapes), and a note says so.
 absl::Status LoadWeights(const std::string& path, Model& model,
                          std::vector<std::string>* not_loaded,
                          std::vector<std::string>* warnings = nullptr);
+
+// The expert-parallel shards beside a `checkpoint.pt`: checkpoint.rank1.pt,
+// checkpoint.rank2.pt ... as long as they exist; empty for other names.
+std::vector<std::string> ExpertShardPaths(const std::string& path);
 
 // The one-line message of an exception: for a c10::Error (TORCH_CHECK,
 // LibTorch's own checks) the first line of what_without_backtrace(), not the

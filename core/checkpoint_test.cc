@@ -36,16 +36,10 @@ class TinyRouter : public Router {
   bool IsCausal(bool) const override { return true; }
 };
 
-// A model with an embedding-like table large enough that the middle of its
-// checkpoint file lies inside tensor data, a buffer and one router.
-// `prefix` names its non-router tensors (another model: other names).
-class TinyModel : public Model {
+// A model that only holds tensors and one TinyRouter, for checkpoints.
+class TensorsOnlyModel : public Model {
  public:
-  explicit TinyModel(const std::string& prefix = "token",
-                     const std::string& router_parameter = "gate_weight") {
-    register_parameter(prefix + "_table", at::randn({256, 64}));
-    register_parameter(prefix + "_out", at::randn({64, 8}));
-    register_buffer(prefix + "_scale", at::ones({8}));
+  explicit TensorsOnlyModel(const std::string& router_parameter) {
     router_ = register_module("router", std::make_shared<TinyRouter>(router_parameter));
   }
   ModelOutput Forward(const Batch&, const ForwardOptions&) override { return {}; }
@@ -55,6 +49,20 @@ class TinyModel : public Model {
 
  private:
   std::shared_ptr<Router> router_;
+};
+
+// A model with an embedding-like table large enough that the middle of its
+// checkpoint file lies inside tensor data, a buffer and one router.
+// `prefix` names its non-router tensors (another model: other names).
+class TinyModel : public TensorsOnlyModel {
+ public:
+  explicit TinyModel(const std::string& prefix = "token",
+                     const std::string& router_parameter = "gate_weight")
+      : TensorsOnlyModel(router_parameter) {
+    register_parameter(prefix + "_table", at::randn({256, 64}));
+    register_parameter(prefix + "_out", at::randn({64, 8}));
+    register_buffer(prefix + "_scale", at::ones({8}));
+  }
 };
 
 std::string TempDir(const std::string& name) {
@@ -228,6 +236,62 @@ TEST(CheckpointTest, AnotherRoutersCheckpointLoadsAndListsTheRouterTensors) {
                         trained.named_parameters()["token_table"]));
   // Without `not_loaded` every tensor must be there.
   EXPECT_TRUE(absl::IsDataLoss(LoadWeights(path, swapped, nullptr)));
+}
+
+// A model with 4 "experts" (rows of one parameter) beside a replicated
+// table; built as a 2-rank expert-parallel shard it keeps rows
+// [2 rank, 2 rank + 2), as MoeLayerImpl::ShardExperts does.
+class ExpertsModel : public TensorsOnlyModel {
+ public:
+  ExpertsModel(const at::Tensor& experts, const at::Tensor& table)
+      : TensorsOnlyModel("gate_weight") {
+    register_parameter("layer.experts", experts.clone());
+    register_parameter("layer.table", table.clone());
+  }
+};
+
+TEST(CheckpointTest, AnExpertParallelRunsShardsLoadAsOneModel) {
+  const std::string dir = TempDir("expert_shards");
+  torch::manual_seed(3);
+  const at::Tensor experts = at::randn({4, 8}), table = at::randn({16, 8});
+  const auto save_rank = [&](int rank, int epochs_done) {
+    torch::manual_seed(5);  // the same router on every rank, as replicated state is
+    ExpertsModel shard(experts.slice(0, 2 * rank, 2 * rank + 2), table);
+    torch::optim::SGD optimizer(shard.parameters(), torch::optim::SGDOptions(0.1));
+    TrainingState state;
+    state.epochs_done = epochs_done;
+    state.rng_state = at::detail::getDefaultCPUGenerator().get_state();
+    const std::string path =
+        dir + (rank == 0 ? "/checkpoint.pt" : absl::StrCat("/checkpoint.rank", rank, ".pt"));
+    ASSERT_TRUE(SaveCheckpoint(path, shard, optimizer, state).ok());
+  };
+  save_rank(0, /*epochs_done=*/3);
+  save_rank(1, /*epochs_done=*/3);
+  EXPECT_EQ(ExpertShardPaths(dir + "/checkpoint.pt"),
+            std::vector<std::string>{dir + "/checkpoint.rank1.pt"});
+
+  ExpertsModel whole(at::zeros({4, 8}), at::zeros({16, 8}));
+  std::vector<std::string> warnings;
+  ASSERT_TRUE(LoadWeights(dir + "/checkpoint.pt", whole, nullptr, &warnings).ok());
+  const auto parameters = whole.named_parameters();
+  EXPECT_TRUE(at::equal(parameters["layer.experts"], experts));
+  EXPECT_TRUE(at::equal(parameters["layer.table"], table));
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_THAT(warnings[0], HasSubstr("holds 1/2 of each MoE layer's experts"));
+
+  // Shares of different epochs are not one model.
+  save_rank(1, /*epochs_done=*/2);
+  ExpertsModel mixed(at::zeros({4, 8}), at::zeros({16, 8}));
+  absl::Status inconsistent = LoadWeights(dir + "/checkpoint.pt", mixed, nullptr);
+  EXPECT_TRUE(absl::IsDataLoss(inconsistent)) << inconsistent;
+  EXPECT_THAT(std::string(inconsistent.message()), HasSubstr("is of epoch 2 and rank 0's"));
+
+  // Without rank 1's file the shapes do not fit, and the error says so.
+  fs::remove(dir + "/checkpoint.rank1.pt");
+  ExpertsModel again(at::zeros({4, 8}), at::zeros({16, 8}));
+  absl::Status alone = LoadWeights(dir + "/checkpoint.pt", again, nullptr);
+  EXPECT_FALSE(alone.ok());
+  EXPECT_THAT(std::string(alone.message()), HasSubstr("'layer.experts' has shape [2, 8]"));
 }
 
 TEST(CheckpointTest, AFailedWriteReturnsAnErrorAndLeavesNoTemporary) {

@@ -52,6 +52,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/dataset.h"
+#include "core/expert_exchange.h"
 #include "core/registry.h"
 #include "core/router.h"
 #include "proto/experiment.pb.h"
@@ -102,6 +103,15 @@ class Model : public torch::nn::Module {
   virtual bool IsCausal() const = 0;
   // The routers of the MoE layers, in depth order.
   virtual std::vector<std::shared_ptr<Router>> Routers() const = 0;
+  // Expert parallelism: every MoE layer keeps only this rank's share of its
+  // experts and exchanges tokens with the ranks of `exchange` for the rest
+  // (core/expert_exchange.h). Returns the parameters it kept that are split
+  // over the ranks. The default refuses: a model supports it by handing the
+  // call to its MoE layers (models/block_stack.h).
+  virtual absl::StatusOr<std::vector<at::Tensor>> ShardExperts(
+      std::shared_ptr<ExpertExchange> exchange) {
+    return absl::UnimplementedError("this model cannot split its experts over ranks");
+  }
 };
 
 struct ModelRegistration {

@@ -136,6 +136,14 @@ class Router : public torch::nn::Module {
   // sequence, given a model that is (or is not) causal. Checked for every
   // router by core/causality_test.cc.
   virtual bool IsCausal(bool causal_model) const = 0;
+
+  // Under data parallelism each worker routes its shard of the batch. A
+  // router whose selection spans the batch (capacity, expert choice,
+  // per-batch top-c, balancing) says here, in one phrase for the run's
+  // record, whether it spans each worker's shard or the whole batch (by
+  // exchanging counts or scores, core/batch_collective.h). Empty: each token
+  // (or sequence) is routed on its own, which sharding cannot change.
+  virtual std::string BatchScope() const { return ""; }
 };
 
 // Shapes a router is built for.

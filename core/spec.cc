@@ -89,6 +89,32 @@ absl::Status ValidateDevice(absl::string_view device) {
                     absl::StrCat("expected \"cpu\", \"cuda\" or \"cuda:N\", got \"", device, "\""));
 }
 
+absl::Status ValidateDistributed(const ExperimentSpec& spec) {
+  if (!spec.runtime().has_distributed()) return absl::OkStatus();
+  const DistributedSpec& d = spec.runtime().distributed();
+  if (d.expert_parallel() < 1) {
+    return FieldError("runtime.distributed.expert_parallel",
+                      absl::StrCat("must be >= 1, got ", d.expert_parallel()));
+  }
+  if (d.backend() == "nccl") {
+    return FieldError("runtime.distributed.backend",
+                      "nccl needs a CUDA build of LibTorch; this one is CPU-only: use \"gloo\"");
+  }
+  if (d.backend() != "gloo") {
+    return FieldError("runtime.distributed.backend",
+                      absl::StrCat("unknown backend '", d.backend(), "' (expected gloo or nccl)"));
+  }
+  if (!(d.timeout_s() > 0) || !std::isfinite(d.timeout_s())) {
+    return FieldError("runtime.distributed.timeout_s",
+                      absl::StrCat("must be a positive number of seconds, got ", d.timeout_s()));
+  }
+  if (d.bucket_bytes() < 1024) {
+    return FieldError("runtime.distributed.bucket_bytes",
+                      absl::StrCat("must be at least 1024, got ", d.bucket_bytes()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateTraining(const ExperimentSpec& spec) {
   const TrainingSpec& t = spec.training();
   const bool training_free = !spec.evaluation().init_checkpoint().empty();
@@ -197,6 +223,15 @@ absl::StatusOr<ExperimentSpec> ReadSpecFile(const std::string& path) {
 
 absl::Status ResolveSpec(ExperimentSpec* spec) {
   if (spec->runtime().device().empty()) spec->mutable_runtime()->set_device("cpu");
+  // Only a spec that says how to distribute gets the defaults, so that a
+  // single-process spec prints (and hashes) as before.
+  if (spec->runtime().has_distributed()) {
+    DistributedSpec* d = spec->mutable_runtime()->mutable_distributed();
+    if (d->expert_parallel() == 0) d->set_expert_parallel(1);
+    if (d->backend().empty()) d->set_backend("gloo");
+    if (d->timeout_s() == 0) d->set_timeout_s(300);
+    if (d->bucket_bytes() == 0) d->set_bucket_bytes(int64_t{25} << 20);
+  }
   if (spec->runtime().precision() == PRECISION_UNSPECIFIED) {
     spec->mutable_runtime()->set_precision(FP32);
   }
@@ -282,6 +317,7 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
     return FieldError("runtime.threads",
                       absl::StrCat("must be >= 0 (0 = all cores), got ", spec.runtime().threads()));
   }
+  if (absl::Status s = ValidateDistributed(spec); !s.ok()) return s;
   if (absl::Status s = ValidateTraining(spec); !s.ok()) return s;
   if (absl::Status s = ValidateEvaluation(spec, (*task)->inputs); !s.ok()) return s;
 

@@ -18,6 +18,10 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "core/batch_collective.h"
+#include "core/distributed/c10d_expert_exchange.h"
+#include "core/distributed/data_parallel.h"
+#include "core/distributed/process_groups.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -206,6 +210,17 @@ struct RunSetup {
   int64_t total_steps = 0;
   // The fixed probe set (validation example indices).
   std::vector<int64_t> probe;
+  // Whether this process writes the run's files (rank 0, or the only one).
+  bool writer = true;
+  // The gradient averaging of a multi-process run; null in one process.
+  std::unique_ptr<DataParallel> data_parallel;
+  // Expert parallelism: the exchange of tokens with the ranks holding the
+  // other experts, and the expert parameters this rank holds.
+  std::shared_ptr<ExpertExchange> expert_exchange;
+  std::vector<at::Tensor> expert_sharded;
+  // Whether this process writes a checkpoint: the writer, and under expert
+  // parallelism every rank (its own experts, in its own file).
+  bool checkpoints = true;
 };
 
 // Claims the run directory: refuses another spec's run there (unless
@@ -321,6 +336,78 @@ absl::Status LoadInitialWeights(const ExperimentSpec& spec, Model& model, RunRes
   return absl::OkStatus();
 }
 
+// A multi-process run's part of the setup: the batch shards, the gradient
+// averaging, and rank 0's parameters on every rank.
+absl::Status SetUpDataParallel(const ExperimentSpec& spec, const RunOptions& options,
+                               RunSetup& run, const TrainingState& state) {
+  const ProcessGroups& groups = *options.groups;
+  // Every rank continues from the same epoch, or none does: under expert
+  // parallelism each rank resumed its own checkpoint.
+  at::Tensor epochs = at::tensor({int64_t{state.epochs_done}, -int64_t{state.epochs_done}});
+  {
+    std::vector<at::Tensor> tensors{epochs};
+    c10d::AllreduceOptions max;
+    max.reduceOp = c10d::ReduceOp::MAX;
+    if (absl::Status s = WaitForCollective(groups.world()->allreduce(tensors, max), groups,
+                                           "agreeing on the epoch to continue from");
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (const int64_t latest = epochs[0].item<int64_t>(), earliest = -epochs[1].item<int64_t>();
+      latest != earliest) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the workers' checkpoints in ", run.dir, " end at different epochs (", earliest, " to ",
+        latest, "): a worker was stopped between the ranks' checkpoint writes; resume needs "
+        "every rank's checkpoint of the same epoch"));
+  }
+  const DistributedSpec& distributed = spec.runtime().distributed();
+  if (run.batch_size % groups.world_size() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "training.batch_size: ", run.batch_size, " does not divide evenly over the ",
+        groups.world_size(), " workers (each trains on an equal shard of every batch)"));
+  }
+  const int64_t bucket_bytes =
+      distributed.bucket_bytes() > 0 ? distributed.bucket_bytes() : int64_t{25} << 20;
+  std::vector<at::Tensor> replicated;
+  for (const at::Tensor& p : run.model->parameters()) {
+    if (!p.requires_grad()) continue;  // frozen: nothing to average
+    const bool sharded =
+        std::any_of(run.expert_sharded.begin(), run.expert_sharded.end(),
+                    [&](const at::Tensor& e) { return e.unsafeGetTensorImpl() == p.unsafeGetTensorImpl(); });
+    if (!sharded) replicated.push_back(p);
+  }
+  run.data_parallel = std::make_unique<DataParallel>(
+      groups, std::move(replicated), run.expert_sharded,
+      DataParallelOptions{.bucket_bytes = bucket_bytes});
+  return run.data_parallel->SyncInitialState(run.model->buffers());
+}
+
+// Records how a multi-process run was spread, and what "the batch" means to
+// each router statistic that spans it.
+void RecordDistribution(const ExperimentSpec& spec, const Model& model,
+                        const ProcessGroups& groups, RunResult* result) {
+  DistributedRecord* record = result->mutable_distributed();
+  record->set_world_size(groups.world_size());
+  record->set_data_parallel(groups.world_size());
+  record->set_expert_parallel(groups.options().expert_parallel);
+  record->set_launcher(groups.place().launcher);
+  record->clear_batch_scope();
+  if (spec.router().load_balance_coef() > 0) {
+    record->add_batch_scope(
+        "load-balancing loss: the experts' shares f_e over the whole batch (counts exchanged "
+        "between workers), the mean gate P_e over each worker's shard, averaged with the "
+        "gradients");
+  }
+  for (const std::shared_ptr<Router>& router : model.Routers()) {
+    const std::string scope = router->BatchScope();
+    if (!scope.empty() && std::find(record->batch_scope().begin(), record->batch_scope().end(),
+                                    scope) == record->batch_scope().end()) {
+      record->add_batch_scope(scope);
+    }
+  }
+}
+
 // The setup stage: data, task, model and optimizer, the state a resumed
 // run continues from, and the schedule's sizes.
 absl::Status SetUp(const ExperimentSpec& spec, const RunOptions& options,
@@ -340,7 +427,6 @@ absl::Status SetUp(const ExperimentSpec& spec, const RunOptions& options,
   if (!model.ok()) return model.status();
   run.model = *std::move(model);
   run.model->to(run.device);
-  run.optimizer = MakeOptimizer(spec.training(), *run.model);
 
   const std::vector<std::shared_ptr<Router>> routers = run.model->Routers();
   run.leaks_future = run.model->IsCausal() &&
@@ -356,15 +442,28 @@ absl::Status SetUp(const ExperimentSpec& spec, const RunOptions& options,
                      "a generation-time perplexity with prefix-only routing)"));
   }
 
+  // Initial weights are a whole model's: loaded before the experts are
+  // split. A checkpoint to resume holds this rank's share of them (and the
+  // optimizer's state): loaded after the split, into the optimizer built for
+  // the parameters this rank keeps.
   std::vector<std::string> load_warnings;
-  if (options.resume && fs::exists(run.checkpoint)) {
-    if (absl::Status s =
-            ResumeFromCheckpoint(spec, options, source, run, state, boundary, &load_warnings);
+  const bool resuming = options.resume && fs::exists(run.checkpoint);
+  if (!resuming && !spec.evaluation().init_checkpoint().empty()) {
+    if (absl::Status s = LoadInitialWeights(spec, *run.model, &result, boundary, &load_warnings);
         !s.ok()) {
       return s;
     }
-  } else if (!spec.evaluation().init_checkpoint().empty()) {
-    if (absl::Status s = LoadInitialWeights(spec, *run.model, &result, boundary, &load_warnings);
+  }
+  if (options.groups != nullptr && options.groups->experts()) {
+    run.expert_exchange = std::make_shared<C10dExpertExchange>(*options.groups);
+    absl::StatusOr<std::vector<at::Tensor>> sharded = run.model->ShardExperts(run.expert_exchange);
+    if (!sharded.ok()) return sharded.status();
+    run.expert_sharded = *std::move(sharded);
+  }
+  run.optimizer = MakeOptimizer(spec.training(), *run.model);
+  if (resuming) {
+    if (absl::Status s =
+            ResumeFromCheckpoint(spec, options, source, run, state, boundary, &load_warnings);
         !s.ok()) {
       return s;
     }
@@ -392,6 +491,7 @@ absl::Status SetUp(const ExperimentSpec& spec, const RunOptions& options,
   }
   run.total_steps = run.steps_per_epoch * training.epochs();
   run.probe = ProbeIndices(*run.data, spec.evaluation().probe_examples(), spec.seed());
+  if (options.groups != nullptr) return SetUpDataParallel(spec, options, run, state);
   return absl::OkStatus();
 }
 
@@ -415,13 +515,27 @@ absl::StatusOr<EpochTraining> TrainEpoch(const ExperimentSpec& spec, const RunOp
   ProgressReporter progress(stderr, absl::StrFormat("epoch %d/%d", epoch + 1, training.epochs()),
                             run.steps_per_epoch, unit.label);
   double loss_sum = 0, aux_sum = 0, lr = 0;
+  // Training steps only: evaluation runs whole batches on every rank.
+  std::optional<ScopedBatchCollective> batch_collective;
+  if (run.data_parallel) {
+    batch_collective.emplace(&run.data_parallel->batch_collective());
+    // Dropout and jitter must differ between shards. Rank 0 continues the
+    // checkpointed generator; the others draw from (seed, rank, epoch), so
+    // that a resumed epoch draws as it did.
+    if (const int rank = run.data_parallel->shard(); rank > 0) {
+      torch::manual_seed(spec.seed() + 1000003ULL * rank + 7919ULL * epoch);
+    }
+  }
   for (int64_t i = 0; i < run.steps_per_epoch; ++i, ++state.step) {
-    Batch batch = ToDevice(run.data->GetBatch(Split::kTrain, run.batch_size, i, epoch, spec.seed()),
-                           run.device);
+    Batch batch = run.data->GetBatch(Split::kTrain, run.batch_size, i, epoch, spec.seed());
+    if (run.data_parallel) {
+      batch = ShardOf(batch, run.data_parallel->shard(), run.data_parallel->shards());
+    }
+    batch = ToDevice(batch, run.device);
     lr = LearningRateAt(training, state.step, run.total_steps);
     SetLearningRate(*run.optimizer, lr);
-    absl::StatusOr<StepLosses> losses =
-        TrainStep(*run.model, *run.optimizer, batch, training.grad_clip_norm());
+    absl::StatusOr<StepLosses> losses = TrainStep(*run.model, *run.optimizer, batch,
+                                                  training.grad_clip_norm(), run.data_parallel.get());
     if (!losses.ok()) {
       progress.Finish();
       return absl::Status(losses.status().code(),
@@ -546,7 +660,12 @@ absl::Status EvaluateAtEnd(const ExperimentSpec& spec, const RunOptions& options
 absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions& options,
                                     TrainingState& state, RunProgress& boundary) {
   boundary.wall_start = std::chrono::steady_clock::now();
-  const int threads = ThreadsFor(spec.runtime());
+  // runtime.threads: 0 means every core, which the workers on one machine
+  // share.
+  const int threads =
+      options.groups != nullptr && spec.runtime().threads() == 0
+          ? std::max(1, ThreadsFor(spec.runtime()) / options.groups->place().local_world_size)
+          : ThreadsFor(spec.runtime());
   SetIntraOpThreads(threads);
   // Every forward and backward pass of the run, evaluation included.
   const PrecisionScope precision(spec.runtime().precision());
@@ -564,12 +683,40 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
   RunResult& result = state.result;
   const SourceRevision source = options.source.value_or(CurrentSourceRevision());
   RecordProvenance(spec, source, threads, &result);
+  run.writer = options.groups == nullptr || options.groups->rank() == 0;
   // The run directory first: refusing another spec's run costs nothing.
-  absl::StatusOr<std::string> dir = ClaimRunDirectory(spec, options, boundary);
-  if (!dir.ok()) return dir.status();
-  run.dir = *dir;
+  if (run.writer) {
+    absl::StatusOr<std::string> dir = ClaimRunDirectory(spec, options, boundary);
+    if (!dir.ok()) return dir.status();
+    run.dir = *dir;
+  } else {
+    run.dir = RunDirectory(spec, options);
+  }
+  if (options.groups != nullptr) {
+    // The other ranks read the directory (a checkpoint to resume) only
+    // after rank 0 has claimed it.
+    boundary.stage = "waiting for rank 0 to claim the run directory";
+    if (absl::Status s = WaitForCollective(options.groups->world()->barrier(), *options.groups,
+                                           "the barrier after claiming the run directory");
+        !s.ok()) {
+      return s;
+    }
+  }
   run.checkpoint = run.dir + "/checkpoint.pt";
+  if (options.groups != nullptr && options.groups->experts()) {
+    run.checkpoints = true;
+    if (!run.writer) {
+      run.checkpoint = absl::StrCat(run.dir, "/checkpoint.rank", options.groups->rank(), ".pt");
+    }
+    // A share written after the last complete set, by a run stopped before
+    // every rank had written its own (see the epoch loop).
+    std::error_code ignored;
+    fs::remove(run.checkpoint + ".next", ignored);
+  } else {
+    run.checkpoints = run.writer;
+  }
   if (absl::Status s = SetUp(spec, options, source, run, state, boundary); !s.ok()) return s;
+  if (options.groups != nullptr) RecordDistribution(spec, *run.model, *options.groups, &result);
 
   const int epochs = spec.training().epochs();
   int epochs_this_run = 0;
@@ -591,7 +738,7 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
       result.set_status_reason(reason);
       result.set_wall_time_s(boundary.WallSeconds());
       result.set_finished_unix_s(UnixSecondsNow());
-      (void)WriteOutputs(run.dir, result);
+      if (run.writer) (void)WriteOutputs(run.dir, result);
       return absl::DataLossError(reason);
     }
     boundary.stage = absl::StrFormat("evaluating epoch %d", epoch + 1);
@@ -599,13 +746,35 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
     result.set_status("RUNNING");
     result.set_wall_time_s(boundary.WallSeconds());
     result.set_finished_unix_s(UnixSecondsNow());
-    boundary.stage = absl::StrFormat("writing the outputs of epoch %d", epoch + 1);
-    if (absl::Status s = WriteOutputs(run.dir, result); !s.ok()) return s;
-    boundary.stage = absl::StrFormat("writing the checkpoint after epoch %d", epoch + 1);
-    if (absl::Status s = SaveCheckpoint(run.checkpoint, *run.model, *run.optimizer, state);
-        !s.ok()) {
-      return absl::Status(s.code(),
-                          absl::StrFormat("epoch %d finished but %s", epoch + 1, s.message()));
+    if (run.writer) {
+      boundary.stage = absl::StrFormat("writing the outputs of epoch %d", epoch + 1);
+      if (absl::Status s = WriteOutputs(run.dir, result); !s.ok()) return s;
+    }
+    if (run.checkpoints) {
+      boundary.stage = absl::StrFormat("writing the checkpoint after epoch %d", epoch + 1);
+      // Under expert parallelism the ranks' checkpoints of an epoch are one
+      // set: each rank writes its share beside the last one, and replaces
+      // the last one only once every rank's share is on disk, so that a
+      // worker killed in between leaves the previous set whole.
+      const std::string target =
+          run.expert_exchange != nullptr ? run.checkpoint + ".next" : run.checkpoint;
+      if (absl::Status s = SaveCheckpoint(target, *run.model, *run.optimizer, state); !s.ok()) {
+        return absl::Status(s.code(),
+                            absl::StrFormat("epoch %d finished but %s", epoch + 1, s.message()));
+      }
+    }
+    if (run.expert_exchange != nullptr) {
+      if (absl::Status s = WaitForCollective(options.groups->world()->barrier(), *options.groups,
+                                             "the barrier after the checkpoints");
+          !s.ok()) {
+        return s;
+      }
+      std::error_code error;
+      fs::rename(run.checkpoint + ".next", run.checkpoint, error);
+      if (error) {
+        return absl::InternalError(absl::StrCat("epoch ", epoch + 1, " finished but renaming ",
+                                                run.checkpoint, ".next failed: ", error.message()));
+      }
     }
     if (options.verbose) {
       std::fprintf(stderr, "%s", FormatEpochLine(*result.epochs().rbegin(), *run.task).c_str());
@@ -621,7 +790,9 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
   result.set_wall_time_s(boundary.WallSeconds());
   result.set_finished_unix_s(UnixSecondsNow());
   boundary.stage = "writing the final outputs";
-  if (absl::Status s = WriteOutputs(run.dir, result); !s.ok()) return s;
+  if (run.writer) {
+    if (absl::Status s = WriteOutputs(run.dir, result); !s.ok()) return s;
+  }
   if (options.verbose) std::printf("%s", FormatRunSummary(result, *run.task).c_str());
   return result;
 }

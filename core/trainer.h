@@ -19,6 +19,8 @@
 
 namespace moelab {
 
+class ProcessGroups;  // core/distributed/process_groups.h
+
 struct RunOptions {
   // Replaces spec.output.directory when non-empty.
   std::string output_directory;
@@ -35,6 +37,11 @@ struct RunOptions {
   bool verbose = true;
   // The code revision to record; unset: CurrentSourceRevision().
   std::optional<SourceRevision> source;
+  // The job this process is a worker of (run --nproc_per_node, torchrun,
+  // srun); null: a single process. Every worker trains on its shard of each
+  // batch (data parallelism) and evaluates whole splits; rank 0 alone
+  // writes the run's files.
+  const ProcessGroups* groups = nullptr;
 };
 
 // `spec` must be resolved and valid (core/spec.h LoadSpec). Returns the

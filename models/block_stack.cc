@@ -56,4 +56,26 @@ std::vector<std::shared_ptr<Router>> RoutersOf(const std::vector<TransformerBloc
   return routers;
 }
 
+absl::StatusOr<std::vector<at::Tensor>> ShardExpertsOf(std::vector<TransformerBlock>& blocks,
+                                                       std::shared_ptr<ExpertExchange> exchange) {
+  std::vector<at::Tensor> kept;
+  for (TransformerBlock& block : blocks) {
+    if (!block->is_moe()) continue;
+    absl::StatusOr<std::vector<at::Tensor>> layer = block->moe->ShardExperts(exchange);
+    if (!layer.ok()) return layer.status();
+    kept.insert(kept.end(), layer->begin(), layer->end());
+  }
+  return kept;
+}
+
+int64_t ExpertParametersElsewhere(const std::vector<TransformerBlock>& blocks) {
+  int64_t elsewhere = 0;
+  for (const TransformerBlock& block : blocks) {
+    if (!block->is_moe()) continue;
+    const MoeLayerImpl& moe = *block->moe;
+    elsewhere += (moe.options.num_experts() - moe.LocalExperts()) * moe.ParametersPerExpert();
+  }
+  return elsewhere;
+}
+
 }  // namespace moelab

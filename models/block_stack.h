@@ -38,6 +38,15 @@ at::Tensor RunBlockStack(std::vector<TransformerBlock>& blocks, at::Tensor hidde
 // The routers of the MoE blocks, in depth order (Model::Routers()).
 std::vector<std::shared_ptr<Router>> RoutersOf(const std::vector<TransformerBlock>& blocks);
 
+// Model::ShardExperts for a block stack: every MoE block's layer keeps this
+// rank's experts (MoeLayerImpl::ShardExperts); returns all they kept.
+absl::StatusOr<std::vector<at::Tensor>> ShardExpertsOf(std::vector<TransformerBlock>& blocks,
+                                                       std::shared_ptr<ExpertExchange> exchange);
+
+// Parameters of the experts other ranks hold (0 without expert
+// parallelism), so that a model's Stats() counts the whole model.
+int64_t ExpertParametersElsewhere(const std::vector<TransformerBlock>& blocks);
+
 }  // namespace moelab
 
 #endif  // MOELAB_MODELS_BLOCK_STACK_H_

@@ -13,7 +13,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "core/step_profiler.h"
+#include "models/expert_parallel.h"
 #include "models/grouped_ffn.h"
 
 namespace moelab {
@@ -52,6 +55,31 @@ int64_t ExpertParameterCount(int64_t model_dim, int64_t expert_hidden) {
 
 int64_t MoeLayerImpl::ParametersPerExpert() const {
   return ExpertParameterCount(options.model_dim(), options.expert_hidden());
+}
+
+absl::StatusOr<std::vector<at::Tensor>> MoeLayerImpl::ShardExperts(
+    std::shared_ptr<ExpertExchange> exchange) {
+  const int64_t num_experts = options.num_experts(), ranks = exchange->size();
+  if (exchange_ != nullptr) return absl::FailedPreconditionError("the experts are already sharded");
+  if (num_experts % ranks != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "runtime.distributed.expert_parallel: ", ranks, " ranks cannot split ", num_experts,
+        " experts evenly (model.moe.num_experts must be a multiple of it)"));
+  }
+  const int64_t local = num_experts / ranks, first = exchange->rank() * local;
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> kept;
+  for (auto& [name, tensor] : {std::pair<const char*, at::Tensor*>{"w1", &w1},
+                               std::pair<const char*, at::Tensor*>{"b1", &b1},
+                               std::pair<const char*, at::Tensor*>{"w2", &w2},
+                               std::pair<const char*, at::Tensor*>{"b2", &b2}}) {
+    at::Tensor shard = tensor->slice(0, first, first + local).clone().set_requires_grad(true);
+    parameters_[name] = shard;
+    *tensor = shard;
+    kept.push_back(shard);
+  }
+  exchange_ = std::move(exchange);
+  return kept;
 }
 
 MoeLayerOutput MoeLayerImpl::forward(const at::Tensor& hidden, const RoutingContext& context) {
@@ -100,7 +128,10 @@ at::Tensor MoeLayerImpl::ApplyExperts(const at::Tensor& hidden, const at::Tensor
   at::Tensor y_sorted, shared_output;
   {
     ScopedPhase phase(kPhaseExpertMatmuls);
-    y_sorted = GroupedExpertFfn(x_sorted, group_sizes, w1, b1, w2, b2, options.activation());
+    y_sorted = exchange_ == nullptr
+                   ? GroupedExpertFfn(x_sorted, group_sizes, w1, b1, w2, b2, options.activation())
+                   : ExpertParallelFfn(*exchange_, x_sorted, group_sizes, w1, b1, w2, b2,
+                                       options.activation());
     if (shared) shared_output = shared->forward(x);
   }
 

@@ -25,7 +25,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
+#include "absl/status/statusor.h"
+#include "core/expert_exchange.h"
 #include "core/router.h"
 #include "models/feed_forward.h"
 #include "proto/experiment.pb.h"
@@ -76,6 +79,18 @@ class MoeLayerImpl : public torch::nn::Module {
   // ExpertParameterCount of this layer's experts.
   int64_t ParametersPerExpert() const;
 
+  // Expert parallelism (core/expert_exchange.h): keeps only this rank's
+  // experts, [rank * E/n, (rank + 1) * E/n) of the n ranks of `exchange`,
+  // as they were initialised (so that a sharded layer starts as the
+  // single-process one), and sends tokens to the other ranks' experts from
+  // now on. Returns the expert parameters it kept (w1, b1, w2, b2), whose
+  // gradients the data-parallel averaging must treat apart. Errors: E not a
+  // multiple of n, or the layer already sharded.
+  absl::StatusOr<std::vector<at::Tensor>> ShardExperts(std::shared_ptr<ExpertExchange> exchange);
+
+  // Experts whose parameters this rank holds (E without expert parallelism).
+  int64_t LocalExperts() const { return w1.size(0); }
+
   MoeLayerOptions options;
   at::Tensor w1;  // [E, D, H]
   at::Tensor b1;  // [E, H]
@@ -85,6 +100,8 @@ class MoeLayerImpl : public torch::nn::Module {
 
  private:
   std::shared_ptr<Router> router_;
+  // Set by ShardExperts: the ranks holding the other experts.
+  std::shared_ptr<ExpertExchange> exchange_;
 };
 TORCH_MODULE(MoeLayer);
 

@@ -235,12 +235,18 @@ ModelStats MoeTransformerLm::Stats() const {
   const TransformerStackShape shape = StackShape(spec_, max_tokens_, top_k_);
   int64_t total = 0;
   for (const at::Tensor& p : parameters()) total += p.numel();
+  total += ExpertParametersElsewhere(blocks_);
   // The output projection to the vocabulary.
   return StackStats(shape, total, 2.0 * shape.model_dim * vocab_size_);
 }
 
 std::vector<std::shared_ptr<Router>> MoeTransformerLm::Routers() const {
   return RoutersOf(blocks_);
+}
+
+absl::StatusOr<std::vector<at::Tensor>> MoeTransformerLm::ShardExperts(
+    std::shared_ptr<ExpertExchange> exchange) {
+  return ShardExpertsOf(blocks_, std::move(exchange));
 }
 
 MOELAB_REGISTER_MODEL(kModelName, {.description = "decoder-only transformer LM with MoE FFNs every "

@@ -75,6 +75,8 @@ class MoeTransformerLm : public Model {
   ModelStats Stats() const override;
   bool IsCausal() const override { return true; }
   std::vector<std::shared_ptr<Router>> Routers() const override;
+  absl::StatusOr<std::vector<at::Tensor>> ShardExperts(
+      std::shared_ptr<ExpertExchange> exchange) override;
 
   const std::vector<TransformerBlock>& blocks() const { return blocks_; }
 

@@ -243,6 +243,7 @@ ModelStats VmoeVit::Stats() const {
   shape.top_k = top_k_;
   int64_t total = 0;
   for (const at::Tensor& p : parameters()) total += p.numel();
+  total += ExpertParametersElsewhere(blocks_);
   // Patch embedding (per patch) and head (per image), spread over the
   // image's tokens.
   const double patch_flops =
@@ -252,6 +253,11 @@ ModelStats VmoeVit::Stats() const {
 }
 
 std::vector<std::shared_ptr<Router>> VmoeVit::Routers() const { return RoutersOf(blocks_); }
+
+absl::StatusOr<std::vector<at::Tensor>> VmoeVit::ShardExperts(
+    std::shared_ptr<ExpertExchange> exchange) {
+  return ShardExpertsOf(blocks_, std::move(exchange));
+}
 
 MOELAB_REGISTER_MODEL(kModelName,
                       {.description = "vision transformer with MoE FFNs every moe_every-th "

@@ -65,6 +65,8 @@ class VmoeVit : public Model {
   ModelStats Stats() const override;
   bool IsCausal() const override { return false; }
   std::vector<std::shared_ptr<Router>> Routers() const override;
+  absl::StatusOr<std::vector<at::Tensor>> ShardExperts(
+      std::shared_ptr<ExpertExchange> exchange) override;
 
   // Tokens per image: patches, plus one with a class token.
   int64_t num_tokens() const { return num_patches_ + (class_token_.defined() ? 1 : 0); }

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/batch_collective.h"
 
 namespace moelab {
 namespace {
@@ -48,8 +49,12 @@ at::Tensor LoadBalanceLoss(const at::Tensor& gate_probs, const at::Tensor& count
               "LoadBalanceLoss: counted must be [N, E] like gate_probs ", probs.sizes(), ", got ",
               counted.sizes());
   at::Tensor routed = counted.reshape({-1, num_experts}).to(probs.scalar_type());  // [N, E]
-  at::Tensor pairs = routed.sum().clamp_min(1.0);
-  at::Tensor share = routed.sum(0) / pairs;  // f_e, no gradient
+  // f_e over the whole batch: under data parallelism the other shards'
+  // pairs count too (core/batch_collective.h). P_e below stays this shard's
+  // mean; averaging the ranks' gradients, as data parallelism does, then
+  // gives exactly the whole batch's gradient.
+  const at::Tensor pairs_per_expert = SumOverBatchShards(routed.sum(0));  // [E]
+  at::Tensor share = pairs_per_expert / pairs_per_expert.sum().clamp_min(1.0);  // f_e, no gradient
   if (scores != RAW_GATE) {
     // r_e / sum_e' r_e' per token (Megatron-Core's sigmoid-gate form).
     probs = probs / probs.sum(-1, /*keepdim=*/true).clamp_min(1e-30);

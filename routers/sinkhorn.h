@@ -36,6 +36,10 @@ class SinkhornRouter : public Router {
   // In training the balance couples every token of the batch.
   bool IsCausal(bool causal_model) const override { return false; }
 
+  std::string BatchScope() const override {
+    return "Sinkhorn balancing: over each worker's shard of the batch";
+  }
+
  private:
   RouterSpec spec_;
   int64_t iterations_;

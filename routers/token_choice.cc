@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "core/batch_collective.h"
 #include "routers/router_util.h"
 
 namespace moelab {
@@ -58,29 +59,39 @@ RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden, const Routing
     return d;
   }
 
+  // Capacity is the whole batch's: under data parallelism the experts'
+  // queues and scores span every rank's shard (core/batch_collective.h), so
+  // that the decisions are those of one process on the whole batch.
+  const int64_t shards = BatchShards(), shard = BatchShardIndex();
   const int64_t capacity =
-      TokenChoiceCapacity(options_.capacity_factor(), num_tokens, top_k_, num_experts_);
+      TokenChoiceCapacity(options_.capacity_factor(), num_tokens * shards, top_k_, num_experts_);
   at::Tensor kept = chosen;
-  if (capacity < num_tokens) {  // otherwise no expert can overflow
+  if (capacity < num_tokens * shards) {  // otherwise no expert can overflow
     at::Tensor flat_chosen = chosen.reshape({num_tokens, num_experts_});
     if (options_.drop_policy() == DROP_BY_SCORE) {
       // Each expert keeps its `capacity` highest-scoring pairs; unchosen
       // pairs rank below every chosen one (r >= 0) and are masked off again.
       at::Tensor ranked =
           d.gate_probs.detach().reshape({num_tokens, num_experts_}).masked_fill(~flat_chosen, -1.0);
-      at::Tensor best = std::get<1>(at::topk(ranked, capacity, /*dim=*/0));
-      kept = at::zeros_like(flat_chosen).scatter_(0, best, true) & flat_chosen;
+      at::Tensor all_ranked = GatherBatchShards(ranked).reshape({shards * num_tokens, num_experts_});
+      at::Tensor best = std::get<1>(at::topk(all_ranked, capacity, /*dim=*/0));
+      kept = at::zeros({shards * num_tokens, num_experts_}, flat_chosen.options())
+                 .scatter_(0, best, true)
+                 .slice(0, shard * num_tokens, (shard + 1) * num_tokens) &
+             flat_chosen;
     } else {
       // Queue pairs in priority order (every first choice, then every second
-      // choice ..., each in flattened position order); an expert accepts
-      // the first `capacity` pairs of its queue.
-      at::Tensor by_rank = at::one_hot(choices.reshape({num_tokens, top_k_}), num_experts_)
-                               .transpose(0, 1)
-                               .reshape({top_k_ * num_tokens, num_experts_});  // [k*N, E]
-      at::Tensor queue_position = by_rank.cumsum(0);
-      kept = ((by_rank > 0) & (queue_position <= capacity))
-                 .reshape({top_k_, num_tokens, num_experts_})
-                 .any(0);
+      // choice ..., each in flattened position order, shard after shard);
+      // an expert accepts the first `capacity` pairs of its queue.
+      at::Tensor by_choice = at::one_hot(choices.reshape({num_tokens, top_k_}), num_experts_)
+                                 .transpose(0, 1);  // [k, N, E]
+      at::Tensor every_shard = GatherBatchShards(by_choice.sum(1));  // [shards, k, E]
+      at::Tensor per_choice = every_shard.sum(0);                    // [k, E]
+      // Pairs queued ahead of this shard's block of choice j at expert e:
+      // every shard's earlier choices, then earlier shards' choice j.
+      at::Tensor ahead = per_choice.cumsum(0) - per_choice + every_shard.slice(0, 0, shard).sum(0);
+      at::Tensor queue_position = by_choice.cumsum(1) + ahead.unsqueeze(1);  // [k, N, E]
+      kept = ((by_choice > 0) & (queue_position <= capacity)).any(0);
     }
     kept = kept.reshape({batch, tokens, num_experts_});
   }
@@ -91,6 +102,15 @@ RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden, const Routing
   // k = 1, Megatron-Core) unless the spec asks for the kept pairs.
   AddStandardAuxLosses(spec_, &d, chosen);
   return d;
+}
+
+std::string TokenChoiceRouter::BatchScope() const {
+  if (options_.capacity_factor() <= 0) return "";
+  return absl::StrCat("token choice capacity (",
+                      options_.drop_policy() == DROP_BY_SCORE ? "DROP_BY_SCORE" : "DROP_BY_POSITION",
+                      "): over the whole batch (", options_.drop_policy() == DROP_BY_SCORE
+                                                       ? "scores gathered from every worker)"
+                                                       : "queue counts exchanged between workers)");
 }
 
 bool TokenChoiceRouter::IsCausal(bool causal_model) const {

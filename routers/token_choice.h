@@ -35,6 +35,8 @@ class TokenChoiceRouter : public Router {
   // tokens of the batch, later ones included.
   bool IsCausal(bool causal_model) const override;
 
+  std::string BatchScope() const override;
+
  private:
   RouterSpec spec_;
   TokenChoiceOptions options_;

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/batch_collective.h"
 #include "routers/router_util.h"
 
 namespace moelab {
@@ -81,24 +82,44 @@ RoutingDecision UnifiedRouter::Route(const at::Tensor& hidden, const RoutingCont
   RoutingDecision d;
   d.logits = GateLogits(hidden, gate_weight_);  // [B, T, E]
   at::Tensor score = UnifiedScore(d.logits, options_, &d.gate_probs);
-  const int64_t budget = UnifiedBudget(options_.scope(), batch, tokens, num_experts_, top_k_);
+  // A selection across sequences spans the whole batch under data
+  // parallelism too: every shard's scores are gathered (core/batch_collective.h)
+  // and this shard's rows of the whole batch's selection kept.
+  const int64_t shards = options_.scope() == PER_SEQUENCE ? 1 : BatchShards();
+  const int64_t all = shards * batch;
   at::Tensor ranked = score.detach();
+  if (shards > 1) ranked = GatherBatchShards(ranked).reshape({all, tokens, num_experts_});
+  const int64_t budget = UnifiedBudget(options_.scope(), all, tokens, num_experts_, top_k_);
   switch (options_.scope()) {
     case PER_BATCH:  // one [1, B*T*E] matrix
-      d.selected = TopKMask(ranked.reshape({1, -1}), budget).reshape({batch, tokens, num_experts_});
+      d.selected = TopKMask(ranked.reshape({1, -1}), budget).reshape({all, tokens, num_experts_});
       break;
     case PER_POSITION:  // [T, B*E]: position t's pairs across the batch
-      d.selected = TopKMask(ranked.transpose(0, 1).reshape({tokens, batch * num_experts_}), budget)
-                       .reshape({tokens, batch, num_experts_})
+      d.selected = TopKMask(ranked.transpose(0, 1).reshape({tokens, all * num_experts_}), budget)
+                       .reshape({tokens, all, num_experts_})
                        .transpose(0, 1);
       break;
     default:  // PER_SEQUENCE: [B, T*E], flattened as t*E+e
       d.selected = TopKMask(ranked.reshape({batch, tokens * num_experts_}), budget)
                        .reshape({batch, tokens, num_experts_});
   }
+  if (shards > 1) {
+    const int64_t first = BatchShardIndex() * batch;
+    d.selected = d.selected.slice(0, first, first + batch).contiguous();
+  }
   d.combine_weights = score * d.selected.to(score.scalar_type());
   AddStandardAuxLosses(spec_, &d);
   return d;
+}
+
+std::string UnifiedRouter::BatchScope() const {
+  if (options_.scope() == PER_SEQUENCE) return "";
+  const std::string name = options_.scope() == PER_BATCH ? "PER_BATCH" : "PER_POSITION";
+  std::string scope = "unified " + name + " top-c selection: over the whole batch (scores gathered from every worker)";
+  if (options_.token_score() == SOFTMAX_OVER_TOKENS) {
+    scope += "; its SOFTMAX_OVER_TOKENS score normalises over each worker's shard";
+  }
+  return scope;
 }
 
 bool UnifiedRouter::IsCausal(bool causal_model) const { return options_.scope() == PER_POSITION; }

@@ -46,6 +46,8 @@ class UnifiedRouter : public Router {
   // sequences); the other scopes compare a token with later ones.
   bool IsCausal(bool causal_model) const override;
 
+  std::string BatchScope() const override;
+
  private:
   RouterSpec spec_;
   UnifiedOptions options_;

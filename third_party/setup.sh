@@ -14,6 +14,7 @@ packages=(
   g++
   libtorch-dev           # LibTorch 1.13 (CPU)
   libdnnl-dev            # oneDNN 2.6 headers: the GEMMs LibTorch already links (models/matmul.h)
+  libgloo-dev            # gloo headers for c10d's ProcessGroupGloo (the libgloo.so.0 LibTorch links)
   libabsl-dev
   libprotobuf-dev
   protobuf-compiler

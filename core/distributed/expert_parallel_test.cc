@@ -1,0 +1,129 @@
+// Expert parallelism against one process: an MoE layer whose 4 experts are
+// split over 2 worker processes (2 each, tokens exchanged by c10d's
+// all-to-all on loopback) gives, on each rank's tokens, the outputs and
+// gradients of the whole layer in one process. The test starts its own
+// workers (this binary again, through the local launcher).
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/serialize.h>
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/distributed/c10d_expert_exchange.h"
+#include "core/distributed/local_launcher.h"
+#include "core/distributed/process_groups.h"
+#include "core/distributed/worker_place.h"
+#include "models/moe_layer.h"
+#include "models/testing/test_routers.h"
+
+namespace moelab {
+namespace {
+
+constexpr int64_t kDim = 8, kExperts = 4, kHidden = 16, kTopK = 2;
+constexpr int64_t kBatch = 4, kTokens = 6;  // 2 sequences per rank
+constexpr char kOutputVariable[] = "MOELAB_EXPERT_PARALLEL_TEST_OUTPUT";
+
+struct Layer {
+  std::shared_ptr<TestRouter> router;
+  MoeLayer moe{nullptr};
+};
+
+Layer MakeLayer() {
+  torch::manual_seed(7);
+  Layer layer;
+  layer.router = std::make_shared<TestRouter>(kDim, kExperts, kTopK);
+  layer.moe = MoeLayer(MoeLayerOptions(kDim, kExperts, kHidden), layer.router);
+  return layer;
+}
+
+// The tokens and the gradient arriving from above, the same in every process.
+at::Tensor Tokens() { return at::randn({kBatch, kTokens, kDim}, at::detail::createCPUGenerator(11)); }
+at::Tensor Upstream() {
+  return at::randn({kBatch, kTokens, kDim}, at::detail::createCPUGenerator(12));
+}
+
+// Forward and backward on rows [first, first + count) of the batch:
+// {output, input gradient, w1, b1, w2, b2 and gate gradients}.
+std::vector<at::Tensor> ForwardBackward(Layer& layer, int64_t first, int64_t count) {
+  at::Tensor hidden = Tokens().slice(0, first, first + count).clone().set_requires_grad(true);
+  MoeLayerOutput out = layer.moe->forward(hidden, RoutingContext());
+  (out.output * Upstream().slice(0, first, first + count)).sum().backward();
+  return {out.output.detach(),     hidden.grad(),          layer.moe->w1.grad(),
+          layer.moe->b1.grad(),    layer.moe->w2.grad(),   layer.moe->b2.grad(),
+          layer.router->gate_weight.grad()};
+}
+
+void RunWorker() {
+  absl::StatusOr<WorkerPlace> place = WorkerPlaceFromEnvironment();
+  ASSERT_TRUE(place.ok()) << place.status();
+  absl::StatusOr<std::unique_ptr<ProcessGroups>> groups = ProcessGroups::Join(
+      *place, {.expert_parallel = 2, .timeout = std::chrono::seconds(60)});
+  ASSERT_TRUE(groups.ok()) << groups.status();
+  Layer layer = MakeLayer();
+  absl::StatusOr<std::vector<at::Tensor>> kept =
+      layer.moe->ShardExperts(std::make_shared<C10dExpertExchange>(**groups));
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  ASSERT_EQ(kept->size(), 4u);
+  EXPECT_EQ(layer.moe->LocalExperts(), 2);
+  const int rank = (*groups)->rank();
+  // Every parameter the optimizer would see: the kept shards, not the
+  // whole layer's experts.
+  EXPECT_EQ(layer.moe->w1.sizes(), (std::vector<int64_t>{2, kDim, kHidden}));
+  EXPECT_EQ(layer.moe->named_parameters()["w1"].sizes(), layer.moe->w1.sizes());
+  torch::save(ForwardBackward(layer, rank * kBatch / 2, kBatch / 2),
+              absl::StrCat(std::getenv(kOutputVariable), ".rank", rank));
+}
+
+TEST(ExpertParallelTest, TwoRanksGiveTheSingleProcessOutputsAndGradients) {
+  if (std::getenv("WORLD_SIZE") != nullptr) {
+    RunWorker();
+    return;
+  }
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string output = std::string(tmp ? tmp : "/tmp") + "/expert_parallel";
+  LaunchOptions launch{
+      .nproc = 2,
+      .argv = {"/proc/self/exe",
+               "--gtest_filter=ExpertParallelTest.TwoRanksGiveTheSingleProcessOutputsAndGradients"},
+      .grace = std::chrono::seconds(10),
+      .environment = {absl::StrCat(kOutputVariable, "=", output), "OMP_NUM_THREADS=1"},
+      .unset_environment = TestRunnerVariables()};
+  absl::StatusOr<int> code = LaunchLocalWorkers(launch);
+  ASSERT_TRUE(code.ok()) << code.status();
+  ASSERT_EQ(*code, 0) << "a worker failed";
+
+  Layer single = MakeLayer();
+  const std::vector<at::Tensor> whole = ForwardBackward(single, 0, kBatch);
+  at::Tensor gate_sum;
+  for (int rank = 0; rank < 2; ++rank) {
+    std::vector<at::Tensor> got;
+    torch::load(got, absl::StrCat(output, ".rank", rank));
+    ASSERT_EQ(got.size(), 7u);
+    const int64_t first = rank * kBatch / 2;
+    EXPECT_TRUE(at::allclose(got[0], whole[0].slice(0, first, first + kBatch / 2), 1e-5, 1e-6))
+        << "rank " << rank << " outputs";
+    EXPECT_TRUE(at::allclose(got[1], whole[1].slice(0, first, first + kBatch / 2), 1e-5, 1e-6))
+        << "rank " << rank << " input gradients";
+    // The rank's experts collect the gradient of every rank's tokens.
+    for (int p = 2; p < 6; ++p) {
+      const at::Tensor expected = whole[p].slice(0, rank * 2, rank * 2 + 2);
+      EXPECT_TRUE(at::allclose(got[p], expected, 1e-5, 1e-6))
+          << "rank " << rank << " expert gradient " << p << ": max difference "
+          << (got[p] - expected).abs().max().item<double>();
+    }
+    gate_sum = rank == 0 ? got[6] : gate_sum + got[6];
+  }
+  // The router is replicated: each rank's gradient covers its tokens.
+  EXPECT_TRUE(at::allclose(gate_sum, whole[6], 1e-5, 1e-6));
+  // Not trivially equal: every expert has a gradient (received tokens).
+  for (int64_t e = 0; e < kExperts; ++e) EXPECT_GT(whole[2][e].abs().sum().item<double>(), 0);
+}
+
+}  // namespace
+}  // namespace moelab
