@@ -245,8 +245,8 @@ class ExpertsModel : public TensorsOnlyModel {
  public:
   ExpertsModel(const at::Tensor& experts, const at::Tensor& table)
       : TensorsOnlyModel("gate_weight") {
-    register_parameter("layer.experts", experts.clone());
-    register_parameter("layer.table", table.clone());
+    register_parameter("layer_experts", experts.clone());
+    register_parameter("layer_table", table.clone());
   }
 };
 
@@ -274,8 +274,8 @@ TEST(CheckpointTest, AnExpertParallelRunsShardsLoadAsOneModel) {
   std::vector<std::string> warnings;
   ASSERT_TRUE(LoadWeights(dir + "/checkpoint.pt", whole, nullptr, &warnings).ok());
   const auto parameters = whole.named_parameters();
-  EXPECT_TRUE(at::equal(parameters["layer.experts"], experts));
-  EXPECT_TRUE(at::equal(parameters["layer.table"], table));
+  EXPECT_TRUE(at::equal(parameters["layer_experts"], experts));
+  EXPECT_TRUE(at::equal(parameters["layer_table"], table));
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_THAT(warnings[0], HasSubstr("holds 1/2 of each MoE layer's experts"));
 
@@ -291,7 +291,7 @@ TEST(CheckpointTest, AnExpertParallelRunsShardsLoadAsOneModel) {
   ExpertsModel again(at::zeros({4, 8}), at::zeros({16, 8}));
   absl::Status alone = LoadWeights(dir + "/checkpoint.pt", again, nullptr);
   EXPECT_FALSE(alone.ok());
-  EXPECT_THAT(std::string(alone.message()), HasSubstr("'layer.experts' has shape [2, 8]"));
+  EXPECT_THAT(std::string(alone.message()), HasSubstr("'layer_experts' has shape [2, 8]"));
 }
 
 TEST(CheckpointTest, AFailedWriteReturnsAnErrorAndLeavesNoTemporary) {
