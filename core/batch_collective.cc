@@ -24,8 +24,8 @@ namespace {
 // bf16: those travel as fp32 (exact for counts below 2^24).
 at::Tensor Transportable(const at::Tensor& tensor) {
   const at::ScalarType type = tensor.scalar_type();
-  const bool native = type == at::kFloat || type == at::kDouble || type == at::kLong ||
-                      type == at::kInt;
+  const bool native =
+      type == at::kFloat || type == at::kDouble || type == at::kLong || type == at::kInt;
   return (native ? tensor.detach() : tensor.detach().to(at::kFloat)).contiguous();
 }
 

@@ -18,17 +18,17 @@
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "core/batch_collective.h"
-#include "core/distributed/c10d_expert_exchange.h"
-#include "core/distributed/data_parallel.h"
-#include "core/distributed/process_groups.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/atomic_file.h"
+#include "core/batch_collective.h"
 #include "core/checkpoint.h"
 #include "core/cpu_info.h"
 #include "core/dataset.h"
+#include "core/distributed/c10d_expert_exchange.h"
+#include "core/distributed/data_parallel.h"
+#include "core/distributed/process_groups.h"
 #include "core/evaluation.h"
 #include "core/lr_schedule.h"
 #include "core/memory_usage.h"
@@ -338,8 +338,8 @@ absl::Status LoadInitialWeights(const ExperimentSpec& spec, Model& model, RunRes
 
 // A multi-process run's part of the setup: the batch shards, the gradient
 // averaging, and rank 0's parameters on every rank.
-absl::Status SetUpDataParallel(const ExperimentSpec& spec, const RunOptions& options,
-                               RunSetup& run, const TrainingState& state) {
+absl::Status SetUpDataParallel(const ExperimentSpec& spec, const RunOptions& options, RunSetup& run,
+                               const TrainingState& state) {
   const ProcessGroups& groups = *options.groups;
   // Every rank continues from the same epoch, or none does: under expert
   // parallelism each rank resumed its own checkpoint.
@@ -356,10 +356,11 @@ absl::Status SetUpDataParallel(const ExperimentSpec& spec, const RunOptions& opt
   }
   if (const int64_t latest = epochs[0].item<int64_t>(), earliest = -epochs[1].item<int64_t>();
       latest != earliest) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the workers' checkpoints in ", run.dir, " end at different epochs (", earliest, " to ",
-        latest, "): a worker was stopped between the ranks' checkpoint writes; resume needs "
-        "every rank's checkpoint of the same epoch"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the workers' checkpoints in ", run.dir, " end at different epochs (",
+                     earliest, " to ", latest,
+                     "): a worker was stopped between the ranks' checkpoint writes; resume needs "
+                     "every rank's checkpoint of the same epoch"));
   }
   const DistributedSpec& distributed = spec.runtime().distributed();
   if (run.batch_size % groups.world_size() != 0) {
@@ -372,21 +373,21 @@ absl::Status SetUpDataParallel(const ExperimentSpec& spec, const RunOptions& opt
   std::vector<at::Tensor> replicated;
   for (const at::Tensor& p : run.model->parameters()) {
     if (!p.requires_grad()) continue;  // frozen: nothing to average
-    const bool sharded =
-        std::any_of(run.expert_sharded.begin(), run.expert_sharded.end(),
-                    [&](const at::Tensor& e) { return e.unsafeGetTensorImpl() == p.unsafeGetTensorImpl(); });
+    const bool sharded = std::any_of(
+        run.expert_sharded.begin(), run.expert_sharded.end(),
+        [&](const at::Tensor& e) { return e.unsafeGetTensorImpl() == p.unsafeGetTensorImpl(); });
     if (!sharded) replicated.push_back(p);
   }
-  run.data_parallel = std::make_unique<DataParallel>(
-      groups, std::move(replicated), run.expert_sharded,
-      DataParallelOptions{.bucket_bytes = bucket_bytes});
+  run.data_parallel =
+      std::make_unique<DataParallel>(groups, std::move(replicated), run.expert_sharded,
+                                     DataParallelOptions{.bucket_bytes = bucket_bytes});
   return run.data_parallel->SyncInitialState(run.model->buffers());
 }
 
 // Records how a multi-process run was spread, and what "the batch" means to
 // each router statistic that spans it.
-void RecordDistribution(const ExperimentSpec& spec, const Model& model,
-                        const ProcessGroups& groups, RunResult* result) {
+void RecordDistribution(const ExperimentSpec& spec, const Model& model, const ProcessGroups& groups,
+                        RunResult* result) {
   DistributedRecord* record = result->mutable_distributed();
   record->set_world_size(groups.world_size());
   record->set_data_parallel(groups.world_size());
@@ -534,8 +535,8 @@ absl::StatusOr<EpochTraining> TrainEpoch(const ExperimentSpec& spec, const RunOp
     batch = ToDevice(batch, run.device);
     lr = LearningRateAt(training, state.step, run.total_steps);
     SetLearningRate(*run.optimizer, lr);
-    absl::StatusOr<StepLosses> losses = TrainStep(*run.model, *run.optimizer, batch,
-                                                  training.grad_clip_norm(), run.data_parallel.get());
+    absl::StatusOr<StepLosses> losses = TrainStep(
+        *run.model, *run.optimizer, batch, training.grad_clip_norm(), run.data_parallel.get());
     if (!losses.ok()) {
       progress.Finish();
       return absl::Status(losses.status().code(),

@@ -74,9 +74,9 @@ absl::Status RunWorker() {
   if (!place.ok()) return place.status();
   std::unique_ptr<ProcessGroups> groups;
   if (place->distributed()) {
-    absl::StatusOr<std::unique_ptr<ProcessGroups>> joined = ProcessGroups::Join(
-        *place, {.expert_parallel = absl::GetFlag(FLAGS_worker_expert_parallel),
-                 .timeout = std::chrono::seconds(120)});
+    absl::StatusOr<std::unique_ptr<ProcessGroups>> joined =
+        ProcessGroups::Join(*place, {.expert_parallel = absl::GetFlag(FLAGS_worker_expert_parallel),
+                                     .timeout = std::chrono::seconds(120)});
     if (!joined.ok()) return joined.status();
     groups = *std::move(joined);
   }
@@ -109,8 +109,8 @@ absl::Status RunWorker() {
         replicated_bytes += p.nbytes();
       }
     }
-    data_parallel = std::make_unique<DataParallel>(*groups, replicated, expert_sharded,
-                                                   DataParallelOptions{});
+    data_parallel =
+        std::make_unique<DataParallel>(*groups, replicated, expert_sharded, DataParallelOptions{});
     if (absl::Status s = data_parallel->SyncInitialState(model.buffers()); !s.ok()) return s;
     collective.emplace(&data_parallel->batch_collective());
   }
@@ -134,8 +134,8 @@ absl::Status RunWorker() {
   for (int i = 0; i < absl::GetFlag(FLAGS_warmup_steps); ++i) {
     if (absl::Status s = step(i); !s.ok()) return s;
   }
-  const CommunicationTimes before = data_parallel ? data_parallel->communication_times()
-                                                  : CommunicationTimes{};
+  const CommunicationTimes before =
+      data_parallel ? data_parallel->communication_times() : CommunicationTimes{};
   const double exchange_before = exchange ? exchange->seconds() : 0;
   const int64_t exchange_bytes_before = exchange ? exchange->remote_bytes_sent() : 0;
   const auto start = std::chrono::steady_clock::now();
@@ -146,14 +146,14 @@ absl::Status RunWorker() {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (shard != 0) return absl::OkStatus();
-  const CommunicationTimes after = data_parallel ? data_parallel->communication_times()
-                                                 : CommunicationTimes{};
+  const CommunicationTimes after =
+      data_parallel ? data_parallel->communication_times() : CommunicationTimes{};
   std::ofstream out(std::getenv(kOutputVariable));
   const int64_t tokens_per_step = batch_size * (*data)->info().sequence_length;
   out << "tokens_per_s " << steps * tokens_per_step / seconds << "\n"
       << "step_ms " << 1000 * seconds / steps << "\n"
-      << "all_reduce_ms " << 1000 * (after.gradient_all_reduce_s - before.gradient_all_reduce_s) / steps
-      << "\n"
+      << "all_reduce_ms "
+      << 1000 * (after.gradient_all_reduce_s - before.gradient_all_reduce_s) / steps << "\n"
       << "blocking_ms " << 1000 * (after.blocking_s - before.blocking_s) / steps << "\n"
       << "all_to_all_ms " << 1000 * ((exchange ? exchange->seconds() : 0) - exchange_before) / steps
       << "\n"
@@ -167,17 +167,16 @@ absl::Status RunWorker() {
 
 absl::StatusOr<Measurement> Measure(const Config& config, const std::string& program,
                                     const std::string& output) {
-  LaunchOptions launch{
-      .nproc = config.processes,
-      .argv = {program, absl::StrCat("--spec=", absl::GetFlag(FLAGS_spec)),
-               absl::StrCat("--steps=", absl::GetFlag(FLAGS_steps)),
-               absl::StrCat("--warmup_steps=", absl::GetFlag(FLAGS_warmup_steps)),
-               absl::StrCat("--worker_threads=", config.threads),
-               absl::StrCat("--worker_expert_parallel=", config.expert_parallel)},
-      .grace = std::chrono::seconds(30),
-      .environment = {absl::StrCat(kOutputVariable, "=", output),
-                      absl::StrCat("OMP_NUM_THREADS=", config.threads),
-                      absl::StrCat("OPENBLAS_NUM_THREADS=", config.threads)}};
+  LaunchOptions launch{.nproc = config.processes,
+                       .argv = {program, absl::StrCat("--spec=", absl::GetFlag(FLAGS_spec)),
+                                absl::StrCat("--steps=", absl::GetFlag(FLAGS_steps)),
+                                absl::StrCat("--warmup_steps=", absl::GetFlag(FLAGS_warmup_steps)),
+                                absl::StrCat("--worker_threads=", config.threads),
+                                absl::StrCat("--worker_expert_parallel=", config.expert_parallel)},
+                       .grace = std::chrono::seconds(30),
+                       .environment = {absl::StrCat(kOutputVariable, "=", output),
+                                       absl::StrCat("OMP_NUM_THREADS=", config.threads),
+                                       absl::StrCat("OPENBLAS_NUM_THREADS=", config.threads)}};
   std::remove(output.c_str());
   absl::StatusOr<int> code = LaunchLocalWorkers(launch);
   if (!code.ok()) return code.status();

@@ -19,11 +19,11 @@
 #include "absl/strings/str_cat.h"
 #include "core/checkpoint.h"
 #include "core/dataset.h"
-#include "core/layer_metric.h"
-#include "core/model.h"
 #include "core/distributed/local_launcher.h"
 #include "core/distributed/process_groups.h"
 #include "core/distributed/worker_place.h"
+#include "core/layer_metric.h"
+#include "core/model.h"
 #include "core/paths.h"
 #include "core/router.h"
 #include "core/spec.h"
@@ -93,11 +93,10 @@ int Main() {
   const int nproc = absl::GetFlag(FLAGS_nproc_per_node);
   // The workers it starts find WORLD_SIZE set and run as workers.
   if (nproc > 0 && !ProcessEnvironment("WORLD_SIZE").has_value()) {
-    LaunchOptions launch{
-        .nproc = nproc,
-        .argv = std::vector<std::string>(g_argv.begin(), g_argv.end()),
-        .grace = std::chrono::milliseconds(
-            static_cast<int64_t>(1000 * absl::GetFlag(FLAGS_worker_grace_s)))};
+    LaunchOptions launch{.nproc = nproc,
+                         .argv = std::vector<std::string>(g_argv.begin(), g_argv.end()),
+                         .grace = std::chrono::milliseconds(
+                             static_cast<int64_t>(1000 * absl::GetFlag(FLAGS_worker_grace_s)))};
     launch.argv[0] = "/proc/self/exe";
     absl::StatusOr<int> code = LaunchLocalWorkers(launch);
     if (!code.ok()) {
@@ -132,12 +131,12 @@ int Main() {
     options.verbose = place->rank == 0;
   }
   if (options.verbose) {
-    std::fprintf(stderr, "run %s (spec %s) -> %s%s\n", spec->name().c_str(),
-                 SpecHash(*spec).c_str(), RunDirectory(*spec, options).c_str(),
-                 place->distributed()
-                     ? absl::StrCat(" on ", place->world_size, " workers (",
-                                    place->launcher, ")").c_str()
-                     : "");
+    std::fprintf(
+        stderr, "run %s (spec %s) -> %s%s\n", spec->name().c_str(), SpecHash(*spec).c_str(),
+        RunDirectory(*spec, options).c_str(),
+        place->distributed()
+            ? absl::StrCat(" on ", place->world_size, " workers (", place->launcher, ")").c_str()
+            : "");
   }
   absl::StatusOr<RunResult> result = RunExperiment(*spec, options);
   if (!result.ok()) {

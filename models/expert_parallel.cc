@@ -54,8 +54,8 @@ at::Tensor ExpertParallelFfn(ExpertExchange& exchange, const at::Tensor& x_sorte
   const int64_t ranks = exchange.size();
   const int64_t num_experts = static_cast<int64_t>(group_sizes.size());
   const int64_t local = w1.size(0);
-  TORCH_CHECK(local * ranks == num_experts, "ExpertParallelFfn: ", num_experts,
-              " experts over ", ranks, " ranks, but this rank holds ", local);
+  TORCH_CHECK(local * ranks == num_experts, "ExpertParallelFfn: ", num_experts, " experts over ",
+              ranks, " ranks, but this rank holds ", local);
   // Rows for each destination rank: the experts it holds are contiguous in
   // the global order, and so are their rows in x_sorted.
   std::vector<int64_t> send_rows(ranks, 0);

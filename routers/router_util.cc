@@ -53,7 +53,7 @@ at::Tensor LoadBalanceLoss(const at::Tensor& gate_probs, const at::Tensor& count
   // pairs count too (core/batch_collective.h). P_e below stays this shard's
   // mean; averaging the ranks' gradients, as data parallelism does, then
   // gives exactly the whole batch's gradient.
-  const at::Tensor pairs_per_expert = SumOverBatchShards(routed.sum(0));  // [E]
+  const at::Tensor pairs_per_expert = SumOverBatchShards(routed.sum(0));        // [E]
   at::Tensor share = pairs_per_expert / pairs_per_expert.sum().clamp_min(1.0);  // f_e, no gradient
   if (scores != RAW_GATE) {
     // r_e / sum_e' r_e' per token (Megatron-Core's sigmoid-gate form).

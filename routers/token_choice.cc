@@ -73,7 +73,8 @@ RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden, const Routing
       // pairs rank below every chosen one (r >= 0) and are masked off again.
       at::Tensor ranked =
           d.gate_probs.detach().reshape({num_tokens, num_experts_}).masked_fill(~flat_chosen, -1.0);
-      at::Tensor all_ranked = GatherBatchShards(ranked).reshape({shards * num_tokens, num_experts_});
+      at::Tensor all_ranked =
+          GatherBatchShards(ranked).reshape({shards * num_tokens, num_experts_});
       at::Tensor best = std::get<1>(at::topk(all_ranked, capacity, /*dim=*/0));
       kept = at::zeros({shards * num_tokens, num_experts_}, flat_chosen.options())
                  .scatter_(0, best, true)
@@ -84,7 +85,7 @@ RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden, const Routing
       // choice ..., each in flattened position order, shard after shard);
       // an expert accepts the first `capacity` pairs of its queue.
       at::Tensor by_choice = at::one_hot(choices.reshape({num_tokens, top_k_}), num_experts_)
-                                 .transpose(0, 1);  // [k, N, E]
+                                 .transpose(0, 1);                   // [k, N, E]
       at::Tensor every_shard = GatherBatchShards(by_choice.sum(1));  // [shards, k, E]
       at::Tensor per_choice = every_shard.sum(0);                    // [k, E]
       // Pairs queued ahead of this shard's block of choice j at expert e:
@@ -106,11 +107,12 @@ RoutingDecision TokenChoiceRouter::Route(const at::Tensor& hidden, const Routing
 
 std::string TokenChoiceRouter::BatchScope() const {
   if (options_.capacity_factor() <= 0) return "";
-  return absl::StrCat("token choice capacity (",
-                      options_.drop_policy() == DROP_BY_SCORE ? "DROP_BY_SCORE" : "DROP_BY_POSITION",
-                      "): over the whole batch (", options_.drop_policy() == DROP_BY_SCORE
-                                                       ? "scores gathered from every worker)"
-                                                       : "queue counts exchanged between workers)");
+  return absl::StrCat(
+      "token choice capacity (",
+      options_.drop_policy() == DROP_BY_SCORE ? "DROP_BY_SCORE" : "DROP_BY_POSITION",
+      "): over the whole batch (",
+      options_.drop_policy() == DROP_BY_SCORE ? "scores gathered from every worker)"
+                                              : "queue counts exchanged between workers)");
 }
 
 bool TokenChoiceRouter::IsCausal(bool causal_model) const {

@@ -115,7 +115,8 @@ RoutingDecision UnifiedRouter::Route(const at::Tensor& hidden, const RoutingCont
 std::string UnifiedRouter::BatchScope() const {
   if (options_.scope() == PER_SEQUENCE) return "";
   const std::string name = options_.scope() == PER_BATCH ? "PER_BATCH" : "PER_POSITION";
-  std::string scope = "unified " + name + " top-c selection: over the whole batch (scores gathered from every worker)";
+  std::string scope = "unified " + name +
+                      " top-c selection: over the whole batch (scores gathered from every worker)";
   if (options_.token_score() == SOFTMAX_OVER_TOKENS) {
     scope += "; its SOFTMAX_OVER_TOKENS score normalises over each worker's shard";
   }

@@ -1,8 +1,6 @@
 #include "core/distributed/data_parallel.h"
 
 #include <ATen/ATen.h>
-#include <torch/csrc/distributed/c10d/comm.hpp>
-#include <torch/csrc/distributed/c10d/reducer.hpp>
 #include <torch/utils.h>
 
 #include <algorithm>
@@ -10,6 +8,8 @@
 #include <chrono>
 #include <stdexcept>
 #include <string>
+#include <torch/csrc/distributed/c10d/comm.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -34,9 +34,8 @@ class TimedAllReduceHook : public c10d::CommHookInterface {
     std::vector<at::Tensor> tensors = {bucket.getBufferRef()};
     tensors[0].div_(group_->getSize());
     c10::intrusive_ptr<c10::ivalue::Future> done = group_->allreduce(tensors)->getFuture();
-    done->addCallback([total = total_ns_, start](c10::ivalue::Future&) {
-      *total += NanosecondsSince(start);
-    });
+    done->addCallback(
+        [total = total_ns_, start](c10::ivalue::Future&) { *total += NanosecondsSince(start); });
     return done;
   }
 
@@ -61,7 +60,8 @@ class WorldBatchCollective : public BatchCollective {
   void SumInPlace(at::Tensor& tensor) override {
     ScopedNanoseconds timer(blocking_ns_);
     std::vector<at::Tensor> tensors{tensor};
-    WaitForCollectiveOrThrow(groups_.world()->allreduce(tensors), groups_, "a routing statistic's all-reduce");
+    WaitForCollectiveOrThrow(groups_.world()->allreduce(tensors), groups_,
+                             "a routing statistic's all-reduce");
   }
   at::Tensor Gather(const at::Tensor& tensor) override {
     ScopedNanoseconds timer(blocking_ns_);
@@ -69,7 +69,7 @@ class WorldBatchCollective : public BatchCollective {
     std::vector<std::vector<at::Tensor>> output(1);
     for (int r = 0; r < shards(); ++r) output[0].push_back(at::empty_like(tensor));
     WaitForCollectiveOrThrow(groups_.world()->allgather(output, input), groups_,
-                "a routing statistic's all-gather");
+                             "a routing statistic's all-gather");
     return at::stack(output[0]);
   }
 
@@ -160,9 +160,9 @@ absl::Status DataParallel::SyncInitialState(const std::vector<at::Tensor>& buffe
                                 /*rank=*/0);
     }
   } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("rank ", groups_.rank(),
-                                               ": copying rank 0's parameters failed: ",
-                                               ExceptionMessage(e), "; ", groups_.DescribeFailure()));
+    return absl::UnavailableError(absl::StrCat(
+        "rank ", groups_.rank(), ": copying rank 0's parameters failed: ", ExceptionMessage(e),
+        "; ", groups_.DescribeFailure()));
   }
   return absl::OkStatus();
 }

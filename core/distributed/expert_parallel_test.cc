@@ -43,7 +43,9 @@ Layer MakeLayer() {
 }
 
 // The tokens and the gradient arriving from above, the same in every process.
-at::Tensor Tokens() { return at::randn({kBatch, kTokens, kDim}, at::detail::createCPUGenerator(11)); }
+at::Tensor Tokens() {
+  return at::randn({kBatch, kTokens, kDim}, at::detail::createCPUGenerator(11));
+}
 at::Tensor Upstream() {
   return at::randn({kBatch, kTokens, kDim}, at::detail::createCPUGenerator(12));
 }
@@ -54,16 +56,20 @@ std::vector<at::Tensor> ForwardBackward(Layer& layer, int64_t first, int64_t cou
   at::Tensor hidden = Tokens().slice(0, first, first + count).clone().set_requires_grad(true);
   MoeLayerOutput out = layer.moe->forward(hidden, RoutingContext());
   (out.output * Upstream().slice(0, first, first + count)).sum().backward();
-  return {out.output.detach(),     hidden.grad(),          layer.moe->w1.grad(),
-          layer.moe->b1.grad(),    layer.moe->w2.grad(),   layer.moe->b2.grad(),
+  return {out.output.detach(),
+          hidden.grad(),
+          layer.moe->w1.grad(),
+          layer.moe->b1.grad(),
+          layer.moe->w2.grad(),
+          layer.moe->b2.grad(),
           layer.router->gate_weight.grad()};
 }
 
 void RunWorker() {
   absl::StatusOr<WorkerPlace> place = WorkerPlaceFromEnvironment();
   ASSERT_TRUE(place.ok()) << place.status();
-  absl::StatusOr<std::unique_ptr<ProcessGroups>> groups = ProcessGroups::Join(
-      *place, {.expert_parallel = 2, .timeout = std::chrono::seconds(60)});
+  absl::StatusOr<std::unique_ptr<ProcessGroups>> groups =
+      ProcessGroups::Join(*place, {.expert_parallel = 2, .timeout = std::chrono::seconds(60)});
   ASSERT_TRUE(groups.ok()) << groups.status();
   Layer layer = MakeLayer();
   absl::StatusOr<std::vector<at::Tensor>> kept =

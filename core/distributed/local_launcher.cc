@@ -17,8 +17,8 @@ extern char** environ;
 #include <cstring>
 #include <map>
 #include <string>
-#include <vector>
 #include <thread>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -119,7 +119,8 @@ absl::StatusOr<int> LaunchLocalWorkers(const LaunchOptions& options) {
   g_signal = 0;
   struct sigaction record {};
   record.sa_handler = RecordSignal;
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int {
+  }, old_term{};
   sigaction(SIGINT, &record, &old_int);
   sigaction(SIGTERM, &record, &old_term);
   const pid_t launcher = getpid();

@@ -8,15 +8,15 @@ namespace moelab {
 namespace {
 
 LaunchOptions Shell(int nproc, const std::string& script) {
-  return LaunchOptions{.nproc = nproc,
-                       .argv = {"/bin/sh", "-c", script},
-                       .grace = std::chrono::milliseconds(500)};
+  return LaunchOptions{
+      .nproc = nproc, .argv = {"/bin/sh", "-c", script}, .grace = std::chrono::milliseconds(500)};
 }
 
 TEST(LocalLauncherTest, EveryWorkerGetsItsPlace) {
   // Each worker checks the variables worker_place.h reads.
   absl::StatusOr<int> code = LaunchLocalWorkers(Shell(
-      3, R"(test "$WORLD_SIZE" = 3 && test "$LOCAL_WORLD_SIZE" = 3 && test "$RANK" = "$LOCAL_RANK" &&
+      3,
+      R"(test "$WORLD_SIZE" = 3 && test "$LOCAL_WORLD_SIZE" = 3 && test "$RANK" = "$LOCAL_RANK" &&
             test "$RANK" -ge 0 && test "$RANK" -lt 3 && test "$MASTER_ADDR" = 127.0.0.1 &&
             test "$MASTER_PORT" -gt 0)"));
   ASSERT_TRUE(code.ok()) << code.status();

@@ -1,20 +1,19 @@
 #include "core/distributed/process_groups.h"
 
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
-
 #include <cstdlib>
 #include <exception>
 #include <stdexcept>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "core/checkpoint.h"
 #include "absl/strings/str_join.h"
+#include "core/checkpoint.h"
 
 namespace moelab {
 namespace {
@@ -85,10 +84,10 @@ absl::StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Join(
   std::unique_ptr<ProcessGroups> groups(new ProcessGroups(place, options));
   const std::string where = absl::StrCat(place.master_addr, ":", place.master_port);
   const auto failed = [&](const std::string& cause, const std::string& joined) {
-    const std::string message = absl::StrCat(
-        "rank ", place.rank, ": the rendezvous at ", where, " (MASTER_ADDR:MASTER_PORT) did not ",
-        "complete within ", options.timeout.count() / 1000.0, " s for ", world, " workers",
-        joined, ": ", cause);
+    const std::string message = absl::StrCat("rank ", place.rank, ": the rendezvous at ", where,
+                                             " (MASTER_ADDR:MASTER_PORT) did not ",
+                                             "complete within ", options.timeout.count() / 1000.0,
+                                             " s for ", world, " workers", joined, ": ", cause);
     const std::string lower = absl::AsciiStrToLower(cause);
     const bool timed_out =
         absl::StrContains(lower, "timed out") || absl::StrContains(lower, "timeout");
@@ -111,8 +110,7 @@ absl::StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Join(
     // A fresh connection: the one whose wait timed out may be mid-reply.
     std::vector<std::string> missing;
     try {
-      c10::intrusive_ptr<c10d::Store> store =
-          ConnectStore(place, /*join=*/false, kHeartbeatWindow);
+      c10::intrusive_ptr<c10d::Store> store = ConnectStore(place, /*join=*/false, kHeartbeatWindow);
       for (int r = 0; r < world; ++r) {
         if (!store->check({joined_keys[r]})) missing.push_back(absl::StrCat(r));
       }
@@ -158,9 +156,8 @@ void ProcessGroups::Heartbeat() {
 }
 
 std::string ProcessGroups::DescribeFailure() const {
-  const std::string store_host =
-      absl::StrCat("rank 0 (which serves the rendezvous store at ", place_.master_addr, ":",
-                   place_.master_port, ")");
+  const std::string store_host = absl::StrCat("rank 0 (which serves the rendezvous store at ",
+                                              place_.master_addr, ":", place_.master_port, ")");
   try {
     c10::intrusive_ptr<c10d::Store> store = ConnectStore(place_, /*join=*/false, kHeartbeatWindow);
     std::vector<int64_t> before(place_.world_size);
@@ -174,8 +171,9 @@ std::string ProcessGroups::DescribeFailure() const {
     }
     if (silent.empty()) return "every rank still answers its heartbeat";
     return absl::StrCat(silent.size() == 1 ? "rank " : "ranks ", absl::StrJoin(silent, ", "),
-                        silent.size() == 1 ? " has" : " have", " stopped answering (no heartbeat for ",
-                        kHeartbeatWindow.count() / 1000.0, " s)");
+                        silent.size() == 1 ? " has" : " have",
+                        " stopped answering (no heartbeat for ", kHeartbeatWindow.count() / 1000.0,
+                        " s)");
   } catch (const std::exception&) {
     return absl::StrCat(store_host, " cannot be reached: it has stopped");
   }
@@ -188,7 +186,8 @@ absl::Status WaitForCollective(const c10::intrusive_ptr<c10d::Work>& work,
     return absl::OkStatus();
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat(what, " failed on rank ", groups.rank(), ": ",
-                                               ExceptionMessage(e), "; ", groups.DescribeFailure()));
+                                               ExceptionMessage(e), "; ",
+                                               groups.DescribeFailure()));
   }
 }
 

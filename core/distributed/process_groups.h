@@ -18,15 +18,14 @@
 // Groups of one rank are null, and so is expert_replicas() without expert
 // parallelism: callers skip the collective.
 
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-#include <torch/csrc/distributed/c10d/Store.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "absl/status/statusor.h"
 #include "core/distributed/worker_place.h"
@@ -57,9 +56,7 @@ class ProcessGroups {
 
   const c10::intrusive_ptr<c10d::ProcessGroup>& world() const { return world_; }
   const c10::intrusive_ptr<c10d::ProcessGroup>& experts() const { return experts_; }
-  const c10::intrusive_ptr<c10d::ProcessGroup>& expert_replicas() const {
-    return expert_replicas_;
-  }
+  const c10::intrusive_ptr<c10d::ProcessGroup>& expert_replicas() const { return expert_replicas_; }
 
   // After a collective failed: which ranks stopped answering. Every rank
   // bumps a heartbeat counter in the store once a second; this reads them

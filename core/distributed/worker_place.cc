@@ -15,8 +15,8 @@ absl::StatusOr<int> IntegerVariable(const EnvironmentLookup& lookup, const std::
   const std::optional<std::string> text = lookup(name);
   if (!text.has_value()) {
     if (fallback.has_value()) return *fallback;
-    return absl::InvalidArgumentError(absl::StrCat("environment variable ", name,
-                                                   " is not set; the launcher must set it"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("environment variable ", name, " is not set; the launcher must set it"));
   }
   int value = 0;
   if (!absl::SimpleAtoi(*text, &value)) {
@@ -62,9 +62,9 @@ absl::StatusOr<WorkerPlace> WorkerPlaceFromEnvironment(const EnvironmentLookup& 
       lookup, names.rank, place.world_size == 1 ? std::optional<int>(0) : std::nullopt);
   if (!rank.ok()) return rank.status();
   if (*rank < 0 || *rank >= place.world_size) {
-    return absl::InvalidArgumentError(absl::StrCat("environment variable ", names.rank, "=",
-                                                   *rank, ": expected a rank in [0, ",
-                                                   place.world_size, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("environment variable ", names.rank, "=", *rank,
+                                                   ": expected a rank in [0, ", place.world_size,
+                                                   ")"));
   }
   place.rank = *rank;
   absl::StatusOr<int> local_rank = IntegerVariable(lookup, names.local_rank, place.rank);

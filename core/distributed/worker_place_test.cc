@@ -29,9 +29,12 @@ TEST(WorkerPlaceTest, NoLauncherIsOneProcess) {
 }
 
 TEST(WorkerPlaceTest, ReadsTorchrunVariables) {
-  absl::StatusOr<WorkerPlace> place = WorkerPlaceFromEnvironment(
-      FakeEnvironment({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"},
-                       {"MASTER_ADDR", "node7"}, {"MASTER_PORT", "23456"}}));
+  absl::StatusOr<WorkerPlace> place =
+      WorkerPlaceFromEnvironment(FakeEnvironment({{"RANK", "3"},
+                                                  {"WORLD_SIZE", "4"},
+                                                  {"LOCAL_RANK", "1"},
+                                                  {"MASTER_ADDR", "node7"},
+                                                  {"MASTER_PORT", "23456"}}));
   ASSERT_TRUE(place.ok()) << place.status();
   EXPECT_EQ(place->rank, 3);
   EXPECT_EQ(place->world_size, 4);
