@@ -218,9 +218,6 @@ struct RunSetup {
   // other experts, and the expert parameters this rank holds.
   std::shared_ptr<ExpertExchange> expert_exchange;
   std::vector<at::Tensor> expert_sharded;
-  // Whether this process writes a checkpoint: the writer, and under expert
-  // parallelism every rank (its own experts, in its own file).
-  bool checkpoints = true;
 };
 
 // Claims the run directory: refuses another spec's run there (unless
@@ -368,19 +365,10 @@ absl::Status SetUpDataParallel(const ExperimentSpec& spec, const RunOptions& opt
         "training.batch_size: ", run.batch_size, " does not divide evenly over the ",
         groups.world_size(), " workers (each trains on an equal shard of every batch)"));
   }
-  const int64_t bucket_bytes =
-      distributed.bucket_bytes() > 0 ? distributed.bucket_bytes() : int64_t{25} << 20;
-  std::vector<at::Tensor> replicated;
-  for (const at::Tensor& p : run.model->parameters()) {
-    if (!p.requires_grad()) continue;  // frozen: nothing to average
-    const bool sharded = std::any_of(
-        run.expert_sharded.begin(), run.expert_sharded.end(),
-        [&](const at::Tensor& e) { return e.unsafeGetTensorImpl() == p.unsafeGetTensorImpl(); });
-    if (!sharded) replicated.push_back(p);
-  }
-  run.data_parallel =
-      std::make_unique<DataParallel>(groups, std::move(replicated), run.expert_sharded,
-                                     DataParallelOptions{.bucket_bytes = bucket_bytes});
+  DataParallelOptions data_parallel;  // a spec without `distributed` keeps the defaults
+  if (distributed.bucket_bytes() > 0) data_parallel.bucket_bytes = distributed.bucket_bytes();
+  run.data_parallel = std::make_unique<DataParallel>(groups, run.model->parameters(),
+                                                     run.expert_sharded, data_parallel);
   return run.data_parallel->SyncInitialState(run.model->buffers());
 }
 
@@ -705,7 +693,7 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
   }
   run.checkpoint = run.dir + "/checkpoint.pt";
   if (options.groups != nullptr && options.groups->experts()) {
-    run.checkpoints = true;
+    // Under expert parallelism every rank checkpoints its own experts.
     if (!run.writer) {
       run.checkpoint = absl::StrCat(run.dir, "/checkpoint.rank", options.groups->rank(), ".pt");
     }
@@ -713,8 +701,6 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
     // every rank had written its own (see the epoch loop).
     std::error_code ignored;
     fs::remove(run.checkpoint + ".next", ignored);
-  } else {
-    run.checkpoints = run.writer;
   }
   if (absl::Status s = SetUp(spec, options, source, run, state, boundary); !s.ok()) return s;
   if (options.groups != nullptr) RecordDistribution(spec, *run.model, *options.groups, &result);
@@ -751,7 +737,7 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
       boundary.stage = absl::StrFormat("writing the outputs of epoch %d", epoch + 1);
       if (absl::Status s = WriteOutputs(run.dir, result); !s.ok()) return s;
     }
-    if (run.checkpoints) {
+    if (run.writer || run.expert_exchange != nullptr) {
       boundary.stage = absl::StrFormat("writing the checkpoint after epoch %d", epoch + 1);
       // Under expert parallelism the ranks' checkpoints of an epoch are one
       // set: each rank writes its share beside the last one, and replaces

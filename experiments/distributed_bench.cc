@@ -98,19 +98,9 @@ absl::Status RunWorker() {
   std::unique_ptr<torch::optim::Optimizer> optimizer = MakeOptimizer(spec->training(), model);
   std::unique_ptr<DataParallel> data_parallel;
   std::optional<ScopedBatchCollective> collective;
-  int64_t replicated_bytes = 0;
   if (groups) {
-    std::vector<at::Tensor> replicated;
-    for (const at::Tensor& p : model.parameters()) {
-      if (std::none_of(expert_sharded.begin(), expert_sharded.end(), [&](const at::Tensor& e) {
-            return e.unsafeGetTensorImpl() == p.unsafeGetTensorImpl();
-          })) {
-        replicated.push_back(p);
-        replicated_bytes += p.nbytes();
-      }
-    }
-    data_parallel =
-        std::make_unique<DataParallel>(*groups, replicated, expert_sharded, DataParallelOptions{});
+    data_parallel = std::make_unique<DataParallel>(*groups, model.parameters(), expert_sharded,
+                                                   DataParallelOptions{});
     if (absl::Status s = data_parallel->SyncInitialState(model.buffers()); !s.ok()) return s;
     collective.emplace(&data_parallel->batch_collective());
   }
@@ -157,7 +147,7 @@ absl::Status RunWorker() {
       << "blocking_ms " << 1000 * (after.blocking_s - before.blocking_s) / steps << "\n"
       << "all_to_all_ms " << 1000 * ((exchange ? exchange->seconds() : 0) - exchange_before) / steps
       << "\n"
-      << "all_reduce_bytes " << replicated_bytes << "\n"
+      << "all_reduce_bytes " << (data_parallel ? data_parallel->replicated_bytes() : 0) << "\n"
       << "all_to_all_bytes "
       << double((exchange ? exchange->remote_bytes_sent() : 0) - exchange_bytes_before) / steps
       << "\n";

@@ -4,7 +4,6 @@
 // ends with one "error: ..." line on stderr and a non-zero exit status (2 for
 // a missing flag, 1 otherwise); no exception escapes.
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -116,11 +115,13 @@ int Main() {
   options.output_directory = ResolveUserPath(absl::GetFlag(FLAGS_output_dir));
   std::unique_ptr<ProcessGroups> groups;
   if (place->distributed()) {
-    const DistributedSpec& distributed = spec->runtime().distributed();
-    const DistributedOptions join{
-        .expert_parallel = std::max(1, distributed.expert_parallel()),
-        .timeout = std::chrono::milliseconds(static_cast<int64_t>(
-            1000 * (distributed.timeout_s() > 0 ? distributed.timeout_s() : 300)))};
+    DistributedOptions join;                  // a spec without `distributed` keeps the defaults
+    if (spec->runtime().has_distributed()) {  // resolved: every field set
+      const DistributedSpec& distributed = spec->runtime().distributed();
+      join.expert_parallel = distributed.expert_parallel();
+      join.timeout =
+          std::chrono::milliseconds(static_cast<int64_t>(1000 * distributed.timeout_s()));
+    }
     absl::StatusOr<std::unique_ptr<ProcessGroups>> joined = ProcessGroups::Join(*place, join);
     if (!joined.ok()) {
       std::fprintf(stderr, "error: %s\n", std::string(joined.status().message()).c_str());

@@ -101,11 +101,28 @@ absl::Status SumCoalesced(const std::vector<at::Tensor>& tensors,
 
 }  // namespace
 
-DataParallel::DataParallel(const ProcessGroups& groups, std::vector<at::Tensor> replicated,
+namespace {
+
+// The trainable parameters not in `expert_sharded`.
+std::vector<at::Tensor> Replicated(const std::vector<at::Tensor>& parameters,
+                                   const std::vector<at::Tensor>& expert_sharded) {
+  std::vector<at::Tensor> replicated;
+  for (const at::Tensor& p : parameters) {
+    const bool sharded = std::any_of(
+        expert_sharded.begin(), expert_sharded.end(),
+        [&](const at::Tensor& e) { return e.unsafeGetTensorImpl() == p.unsafeGetTensorImpl(); });
+    if (p.requires_grad() && !sharded) replicated.push_back(p);
+  }
+  return replicated;
+}
+
+}  // namespace
+
+DataParallel::DataParallel(const ProcessGroups& groups, const std::vector<at::Tensor>& parameters,
                            std::vector<at::Tensor> expert_sharded,
                            const DataParallelOptions& options)
     : groups_(groups),
-      replicated_(std::move(replicated)),
+      replicated_(Replicated(parameters, expert_sharded)),
       expert_sharded_(std::move(expert_sharded)),
       all_reduce_ns_(std::make_shared<std::atomic<int64_t>>(0)),
       blocking_ns_(std::make_shared<std::atomic<int64_t>>(0)) {
@@ -133,6 +150,12 @@ DataParallel::~DataParallel() = default;
 std::string DataParallel::DescribeFailure(const std::exception& error) {
   if (dynamic_cast<const CollectiveError*>(&error) != nullptr) return error.what();
   return absl::StrCat(ExceptionMessage(error), "; ", groups_.DescribeFailure());
+}
+
+int64_t DataParallel::replicated_bytes() const {
+  int64_t bytes = 0;
+  for (const at::Tensor& p : replicated_) bytes += p.nbytes();
+  return bytes;
 }
 
 CommunicationTimes DataParallel::communication_times() const {

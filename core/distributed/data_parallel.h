@@ -54,9 +54,10 @@ struct CommunicationTimes {
 
 class DataParallel : public StepSynchronizer {
  public:
-  // `replicated`: every parameter each rank holds in full; `expert_sharded`:
-  // those split over the expert group (empty without expert parallelism).
-  DataParallel(const ProcessGroups& groups, std::vector<at::Tensor> replicated,
+  // `parameters`: the model's; `expert_sharded`: those of them split over
+  // the expert group (empty without expert parallelism). The others that
+  // train are replicated, each rank holding them in full.
+  DataParallel(const ProcessGroups& groups, const std::vector<at::Tensor>& parameters,
                std::vector<at::Tensor> expert_sharded, const DataParallelOptions& options);
   ~DataParallel() override;
 
@@ -85,6 +86,9 @@ class DataParallel : public StepSynchronizer {
   std::string DescribeFailure(const std::exception& error) override;
 
   CommunicationTimes communication_times() const;
+
+  // Bytes of the replicated parameters: what each step all-reduces.
+  int64_t replicated_bytes() const;
 
   int shards() const { return groups_.world_size(); }
   int shard() const { return groups_.rank(); }
