@@ -124,6 +124,14 @@ absl::StatusOr<ExperimentSpec> RowSpec(const TableSpec& table, const TableRow& r
   }
   absl::StatusOr<ExperimentSpec> spec = ReadSpecFile(path);
   if (!spec.ok()) return spec.status();
+  const bool base_overridden =
+      !paper_scale && row.spec().empty() && !table.base_spec_overrides().empty();
+  if (base_overridden) {
+    absl::StatusOr<ExperimentSpec> overrides =
+        ParseSpec(table.base_spec_overrides(), "base_spec_overrides");
+    if (!overrides.ok()) return overrides.status();
+    spec->MergeFrom(*overrides);
+  }
   if (!row.spec_overrides().empty()) {
     absl::StatusOr<ExperimentSpec> overrides =
         ParseSpec(row.spec_overrides(), absl::StrCat(row.label(), ".spec_overrides"));
@@ -132,10 +140,11 @@ absl::StatusOr<ExperimentSpec> RowSpec(const TableSpec& table, const TableRow& r
     spec->MergeFrom(*overrides);
   }
   // Where the spec's fields come from, for errors.
-  const std::string source =
-      row.spec_overrides().empty()
-          ? path
-          : absl::StrCat(path, " with the spec_overrides of row '", row.label(), "'");
+  std::string source = path;
+  if (base_overridden) absl::StrAppend(&source, " with the table's base_spec_overrides");
+  if (!row.spec_overrides().empty()) {
+    absl::StrAppend(&source, " with the spec_overrides of row '", row.label(), "'");
+  }
   if (absl::Status s = ResolveSpec(&*spec); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat(source, ": ", s.message()));
   }

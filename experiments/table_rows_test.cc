@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -60,6 +61,51 @@ TEST(ValidateSelectionTest, AnIncompleteRuleIsRefused) {
   EXPECT_THAT(
       ValidateSelection(Parse("selection { column: VALID_PERPLEXITY expect: A_LOWER }")).message(),
       HasSubstr("no row has a group"));
+}
+
+// A base spec on disk: the CPU-scale LM base in miniature.
+std::string WriteBaseSpec() {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/base.pbtxt");
+  std::ofstream(path) << R"pb(
+    name: "lm"
+    dataset { name: "sotu_lm" train_subset_examples: 2560 sotu { sequence_length: 64 } }
+    model { name: "moe_transformer_lm" preset: "cpu_tiny" }
+    router { name: "token_choice" top_k: 2 }
+    training { epochs: 10 batch_size: 16 }
+  )pb";
+  return path;
+}
+
+TEST(RowSpecTest, BaseSpecOverridesApplyBeforeTheRowsOwn) {
+  TableSpec table = Parse(R"pb(
+    rows { label: "tc k1" spec_overrides: 'router { name: "token_choice" top_k: 1 }' }
+    base_spec_overrides: 'dataset { train_subset_examples: 1600 } training { epochs: 12 }'
+  )pb");
+  table.set_base_spec(WriteBaseSpec());
+  table.set_paper_scale_base_spec(table.base_spec());
+  absl::StatusOr<ExperimentSpec> spec =
+      RowSpec(table, table.rows(1), /*paper_scale=*/false, /*validate=*/false);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->dataset().train_subset_examples(), 1600);
+  EXPECT_EQ(spec->dataset().sotu().sequence_length(), 64);  // merged, not replaced
+  EXPECT_EQ(spec->training().epochs(), 12);
+  EXPECT_EQ(spec->training().batch_size(), 16);
+  EXPECT_EQ(spec->router().top_k(), 1);  // the row's own overrides still win
+  // The paper-scale base is sized for its own budget: left as written.
+  absl::StatusOr<ExperimentSpec> paper =
+      RowSpec(table, table.rows(1), /*paper_scale=*/true, /*validate=*/false);
+  ASSERT_TRUE(paper.ok()) << paper.status();
+  EXPECT_EQ(paper->dataset().train_subset_examples(), 2560);
+  EXPECT_EQ(paper->training().epochs(), 10);
+}
+
+TEST(RowSpecTest, BadBaseSpecOverridesNameTheField) {
+  TableSpec table = Parse(R"pb(base_spec_overrides: 'dataset { no_such_field: 1 }')pb");
+  table.set_base_spec(WriteBaseSpec());
+  absl::StatusOr<ExperimentSpec> spec =
+      RowSpec(table, table.rows(0), /*paper_scale=*/false, /*validate=*/false);
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(spec.status().message(), HasSubstr("base_spec_overrides"));
 }
 
 }  // namespace
