@@ -1,6 +1,7 @@
 #include "core/checkpoint.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/C++17.h>
 #include <c10/util/Exception.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <unordered_set>
 #include <utility>
@@ -22,6 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "core/atomic_file.h"
 
@@ -64,6 +67,41 @@ uint64_t GetLittleEndian(const char* in) {
 
 std::string WeightKey(const std::string& name) { return "weights/" + name; }
 
+// An expert share's i-th tensor's optimizer state (a nested archive; its
+// name may not hold the dots of parameter names).
+std::string ExpertOptimizerKey(size_t i) { return absl::StrCat("expert_optimizer_", i); }
+
+void WriteLayout(torch::serialize::OutputArchive& archive, const ExpertLayout& layout) {
+  archive.write("expert_layout_degree", c10::IValue(int64_t{layout.degree}));
+  archive.write("expert_layout_shard", c10::IValue(int64_t{layout.shard}));
+}
+
+// The recorded layout; files written before layouts were recorded came from
+// one process holding every expert.
+ExpertLayout ReadLayout(torch::serialize::InputArchive& archive) {
+  ExpertLayout layout;
+  c10::IValue value;
+  if (archive.try_read("expert_layout_degree", value)) {
+    layout.degree = static_cast<int32_t>(value.toInt());
+  }
+  if (archive.try_read("expert_layout_shard", value)) {
+    layout.shard = static_cast<int32_t>(value.toInt());
+  }
+  return layout;
+}
+
+int32_t ReadEpochsDone(torch::serialize::InputArchive& archive) {
+  c10::IValue value;
+  archive.read("epochs_done", value);
+  return static_cast<int32_t>(value.toInt());
+}
+
+std::string DescribeLayout(const ExpertLayout& layout) {
+  return layout.degree == 1
+             ? std::string("one process holding every expert")
+             : absl::StrCat("the experts split over ", layout.degree, " ranks (expert parallel)");
+}
+
 void WriteWeights(torch::serialize::OutputArchive& archive, Model& model) {
   for (const auto& item : model.named_parameters()) {
     archive.write(WeightKey(item.key()), item.value().detach().cpu());
@@ -88,8 +126,7 @@ std::unordered_set<const c10::TensorImpl*> RouterTensors(const Model& model) {
 // after checking all of them (see LoadWeights for the rule).
 class ScopedFd;
 
-// An expert-parallel rank's checkpoint, open for reading (checkpoint.rank<r>.pt
-// beside rank 0's checkpoint.pt; see ExpertShardPaths).
+// One share of an expert-parallel set, open for reading (see ExpertShardPath).
 struct ShardArchive {
   std::string path;
   torch::serialize::InputArchive archive;
@@ -98,8 +135,7 @@ struct ShardArchive {
 
 absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
                          const std::string& path, std::vector<std::string>* not_loaded,
-                         std::vector<std::unique_ptr<ShardArchive>>* shards = nullptr,
-                         int* consolidated_ranks = nullptr) {
+                         const std::vector<std::unique_ptr<ShardArchive>>* shares = nullptr) {
   torch::NoGradGuard no_grad;
   const bool partial = not_loaded != nullptr;
   const std::unordered_set<const c10::TensorImpl*> router_tensors =
@@ -117,29 +153,25 @@ absl::Status ReadWeights(torch::serialize::InputArchive& archive, Model& model,
       }
       return absl::OkStatus();
     }
-    // An expert-parallel run's tensor of E/n experts, for a model of all E:
-    // ranks 1..n-1 hold the rest, in order.
-    const int64_t ranks = saved.dim() > 0 && saved.size(0) > 0 && target.dim() == saved.dim() &&
-                                  target.size(0) % saved.size(0) == 0 &&
-                                  target.sizes().slice(1) == saved.sizes().slice(1)
-                              ? target.size(0) / saved.size(0)
-                              : 1;
-    if (saved.sizes() != target.sizes() && ranks > 1 && shards != nullptr &&
-        static_cast<int64_t>(shards->size()) >= ranks - 1) {
+    // An expert tensor of an expert-parallel set: the shares hold it too,
+    // and the whole is shares 0 (this file), 1, ..., n-1 in order.
+    at::Tensor first;
+    if (shares != nullptr && !shares->empty() &&
+        shares->front()->archive.try_read(WeightKey(name), first, is_buffer)) {
       std::vector<at::Tensor> parts = {saved};
-      for (int64_t r = 1; r < ranks; ++r) {
-        at::Tensor part;
-        ShardArchive& shard = *(*shards)[r - 1];
-        if (!shard.archive.try_read(WeightKey(name), part, is_buffer) ||
+      for (const std::unique_ptr<ShardArchive>& share : *shares) {
+        // A fresh tensor per share: try_read into a defined one set_()s it,
+        // which would change the part already collected.
+        at::Tensor part = share == shares->front() ? first : at::Tensor();
+        if ((!part.defined() && !share->archive.try_read(WeightKey(name), part, is_buffer)) ||
             part.sizes() != saved.sizes()) {
-          mismatched.push_back(absl::StrCat("'", name, "' in '", shard.path,
-                                            "' is missing or has another shape than rank 0's"));
+          mismatched.push_back(absl::StrCat("'", name, "' in '", share->path,
+                                            "' is missing or has another shape than share 0's"));
           return absl::OkStatus();
         }
         parts.push_back(part);
       }
       saved = at::cat(parts, 0);
-      if (consolidated_ranks != nullptr) *consolidated_ranks = static_cast<int>(ranks);
     }
     if (saved.sizes() != target.sizes()) {
       mismatched.push_back(absl::StrCat("'", name, "' has shape ", c10::str(saved.sizes()),
@@ -310,19 +342,10 @@ absl::Status OpenArchive(const std::string& path, torch::serialize::InputArchive
   return absl::OkStatus();
 }
 
-}  // namespace
-
-std::string ExceptionMessage(const std::exception& e) {
-  const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
-  absl::string_view text =
-      torch_error != nullptr ? torch_error->what_without_backtrace() : e.what();
-  text = text.substr(0, text.find('\n'));
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\r')) text.remove_suffix(1);
-  return text.empty() ? std::string("unknown error") : std::string(text);
-}
-
-absl::Status SaveCheckpoint(const std::string& path, Model& model,
-                            torch::optim::Optimizer& optimizer, const TrainingState& state) {
+// Writes the archive `fill` builds to `path` atomically (a temporary file
+// and a rename), followed by the checksum trailer.
+absl::Status WriteCheckpointFile(
+    const std::string& path, const std::function<void(torch::serialize::OutputArchive&)>& fill) {
   absl::StatusOr<AtomicFileWriter> out = AtomicFileWriter::Open(path);
   if (!out.ok()) {
     return absl::Status(out.status().code(), absl::StrCat("cannot write checkpoint '", path,
@@ -332,23 +355,7 @@ absl::Status SaveCheckpoint(const std::string& path, Model& model,
   absl::Status write_error;
   try {
     torch::serialize::OutputArchive archive;
-    archive.write("format", c10::IValue(std::string(kFormat)));
-    archive.write("epochs_done", c10::IValue(int64_t{state.epochs_done}));
-    archive.write("step", c10::IValue(state.step));
-    archive.write("result", c10::IValue(state.result.SerializeAsString()));
-    archive.write("rng_state", state.rng_state);
-    archive.write("probe_layers", c10::IValue(int64_t(state.probe.size())));
-    for (size_t i = 0; i < state.probe.size(); ++i) {
-      archive.write(absl::StrCat("probe/", i, "/top1"), state.probe[i].top1);
-      archive.write(absl::StrCat("probe/", i, "/selected"), state.probe[i].selected);
-      if (state.probe[i].head.defined()) {
-        archive.write(absl::StrCat("probe/", i, "/head"), state.probe[i].head);
-      }
-    }
-    WriteWeights(archive, model);
-    torch::serialize::OutputArchive optimizer_archive;
-    optimizer.save(optimizer_archive);
-    archive.write("optimizer", optimizer_archive);
+    fill(archive);
     // LibTorch writes the zip sequentially through this function. A short
     // count would make it throw, and throw again from its writer's
     // destructor (std::terminate: the SIGABRT a full disk used to cause), so
@@ -387,16 +394,194 @@ absl::Status SaveCheckpoint(const std::string& path, Model& model,
   return absl::OkStatus();
 }
 
+// Opens share `layout.shard` of the set whose rank-0 file is `checkpoint`,
+// of epoch `epochs_done`, and checks that it is that share.
+absl::Status OpenShare(const std::string& checkpoint, const ExpertLayout& layout,
+                       int32_t epochs_done, ShardArchive* share,
+                       std::vector<std::string>* warnings) {
+  share->path = ExpertShardPath(checkpoint, layout.shard, epochs_done);
+  if (absl::Status s = OpenArchive(share->path, share->archive, warnings, &share->file); !s.ok()) {
+    if (!absl::IsNotFound(s)) return s;
+    return absl::DataLossError(absl::StrCat("expert-parallel checkpoint '", checkpoint,
+                                            "' (after epoch ", epochs_done, ") holds share 0 of ",
+                                            layout.degree, " and needs share ", layout.shard,
+                                            " in '", share->path, "', which is missing"));
+  }
+  try {
+    const ExpertLayout recorded = ReadLayout(share->archive);
+    const int32_t epoch = ReadEpochsDone(share->archive);
+    if (recorded.degree != layout.degree || recorded.shard != layout.shard ||
+        epoch != epochs_done) {
+      return absl::DataLossError(absl::StrCat(
+          "'", share->path, "' records share ", recorded.shard, " of ", recorded.degree,
+          " after epoch ", epoch, ", not share ", layout.shard, " of ", layout.degree,
+          " after epoch ", epochs_done, " as its name and '", checkpoint, "' say"));
+    }
+  } catch (const std::exception& e) {
+    return absl::DataLossError(
+        absl::StrCat("cannot read expert share '", share->path, "': ", ExceptionMessage(e)));
+  }
+  return absl::OkStatus();
+}
+
+// Replaces the experts `model` holds, and their optimizer state, with those
+// of an open share (SaveExpertShard's file).
+absl::Status ReadShareOrThrow(ShardArchive& share, Model& model,
+                              torch::optim::Optimizer& optimizer) {
+  c10::IValue names_value;
+  share.archive.read("expert_names", names_value);
+  const std::vector<std::string> names = absl::StrSplit(names_value.toStringRef(), ',');
+  const auto parameters = model.named_parameters();
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;  // (target, saved)
+  for (const std::string& name : names) {
+    const at::Tensor* target = parameters.find(name);
+    at::Tensor saved;
+    if (target == nullptr || !share.archive.try_read(WeightKey(name), saved)) {
+      return absl::DataLossError(
+          absl::StrCat("expert share '", share.path, "' lists '", name, "', which ",
+                       target == nullptr ? "this model lacks" : "it does not hold"));
+    }
+    if (saved.sizes() != target->sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "expert share '", share.path, "': '", name, "' has shape ", c10::str(saved.sizes()),
+          ", this rank's experts ", c10::str(target->sizes())));
+    }
+    copies.emplace_back(*target, saved);
+  }
+  auto& states = optimizer.state();
+  for (size_t i = 0; i < copies.size(); ++i) {
+    const std::string key = c10::guts::to_string(copies[i].first.unsafeGetTensorImpl());
+    torch::serialize::InputArchive saved_state;
+    if (!share.archive.try_read(ExpertOptimizerKey(i), saved_state)) {
+      states.erase(key);  // no step had updated it
+      continue;
+    }
+    // The optimizer's own kind of state (Adam's, SGD's), from any entry.
+    auto like = states.find(key);
+    if (like == states.end()) like = states.begin();
+    if (like == states.end()) {
+      return absl::DataLossError(
+          absl::StrCat("expert share '", share.path, "' holds optimizer state for '", names[i],
+                       "' and the rank-0 checkpoint none at all: the set is inconsistent"));
+    }
+    std::unique_ptr<torch::optim::OptimizerParamState> restored = like->second->clone();
+    restored->serialize(saved_state);
+    states[key] = std::move(restored);
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [target, saved] : copies) target.copy_(saved);
+  return absl::OkStatus();
+}
+
+absl::Status ReadShare(ShardArchive& share, Model& model, torch::optim::Optimizer& optimizer) {
+  try {
+    return ReadShareOrThrow(share, model, optimizer);
+  } catch (const std::exception& e) {
+    return absl::DataLossError(
+        absl::StrCat("cannot read expert share '", share.path, "': ", ExceptionMessage(e)));
+  }
+}
+
+}  // namespace
+
+std::string ExceptionMessage(const std::exception& e) {
+  const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
+  absl::string_view text =
+      torch_error != nullptr ? torch_error->what_without_backtrace() : e.what();
+  text = text.substr(0, text.find('\n'));
+  while (!text.empty() && (text.back() == ' ' || text.back() == '\r')) text.remove_suffix(1);
+  return text.empty() ? std::string("unknown error") : std::string(text);
+}
+
+absl::Status SaveCheckpoint(const std::string& path, Model& model,
+                            torch::optim::Optimizer& optimizer, const TrainingState& state,
+                            const ExpertLayout& layout) {
+  return WriteCheckpointFile(path, [&](torch::serialize::OutputArchive& archive) {
+    archive.write("format", c10::IValue(std::string(kFormat)));
+    archive.write("epochs_done", c10::IValue(int64_t{state.epochs_done}));
+    archive.write("step", c10::IValue(state.step));
+    archive.write("result", c10::IValue(state.result.SerializeAsString()));
+    archive.write("rng_state", state.rng_state);
+    WriteLayout(archive, layout);
+    archive.write("probe_layers", c10::IValue(int64_t(state.probe.size())));
+    for (size_t i = 0; i < state.probe.size(); ++i) {
+      archive.write(absl::StrCat("probe/", i, "/top1"), state.probe[i].top1);
+      archive.write(absl::StrCat("probe/", i, "/selected"), state.probe[i].selected);
+      if (state.probe[i].head.defined()) {
+        archive.write(absl::StrCat("probe/", i, "/head"), state.probe[i].head);
+      }
+    }
+    WriteWeights(archive, model);
+    torch::serialize::OutputArchive optimizer_archive;
+    optimizer.save(optimizer_archive);
+    archive.write("optimizer", optimizer_archive);
+  });
+}
+
+absl::Status SaveExpertShard(const std::string& path, Model& model,
+                             torch::optim::Optimizer& optimizer,
+                             const std::vector<at::Tensor>& expert_sharded,
+                             const ExpertLayout& layout, int32_t epochs_done) {
+  std::vector<std::string> names;
+  std::vector<at::Tensor> tensors;
+  for (const auto& item : model.named_parameters()) {
+    if (std::any_of(expert_sharded.begin(), expert_sharded.end(), [&](const at::Tensor& e) {
+          return e.unsafeGetTensorImpl() == item.value().unsafeGetTensorImpl();
+        })) {
+      names.push_back(item.key());
+      tensors.push_back(item.value());
+    }
+  }
+  if (names.size() != expert_sharded.size()) {
+    return absl::InternalError(absl::StrCat("cannot write expert share '", path,
+                                            "': ", expert_sharded.size() - names.size(),
+                                            " of its tensors are not the model's parameters"));
+  }
+  const auto& states = optimizer.state();
+  return WriteCheckpointFile(path, [&](torch::serialize::OutputArchive& archive) {
+    archive.write("format", c10::IValue(std::string(kFormat)));
+    archive.write("epochs_done", c10::IValue(int64_t{epochs_done}));
+    WriteLayout(archive, layout);
+    archive.write("expert_names", c10::IValue(absl::StrJoin(names, ",")));
+    for (size_t i = 0; i < names.size(); ++i) {
+      archive.write(WeightKey(names[i]), tensors[i].detach().cpu());
+      const auto state = states.find(c10::guts::to_string(tensors[i].unsafeGetTensorImpl()));
+      if (state == states.end()) continue;
+      torch::serialize::OutputArchive state_archive;
+      state->second->serialize(state_archive);
+      archive.write(ExpertOptimizerKey(i), state_archive);
+    }
+  });
+}
+
+std::string ExpertShardPath(const std::string& checkpoint, int shard, int epochs_done) {
+  return (std::filesystem::path(checkpoint).parent_path() /
+          absl::StrCat("checkpoint.rank", shard, ".epoch", epochs_done, ".pt"))
+      .string();
+}
+
 absl::Status LoadCheckpoint(const std::string& path, Model& model,
                             torch::optim::Optimizer& optimizer, TrainingState* state,
-                            std::vector<std::string>* warnings) {
+                            std::vector<std::string>* warnings, const ExpertLayout& layout) {
   torch::serialize::InputArchive archive;
   std::unique_ptr<ScopedFd> file;
   if (absl::Status s = OpenArchive(path, archive, warnings, &file); !s.ok()) return s;
   try {
+    const ExpertLayout recorded = ReadLayout(archive);
+    if (recorded.shard != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "'", path, "' is share ", recorded.shard,
+          " of an expert-parallel set: ", "a run resumes from the set's checkpoint.pt"));
+    }
+    if (recorded.degree != layout.degree) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot resume from checkpoint '", path, "': it was written with ",
+          DescribeLayout(recorded), ", this run has ", DescribeLayout(layout),
+          "; a run resumes on the layout it was written with (a new run can start from its "
+          "weights with evaluation.init_checkpoint, which consolidates the experts)"));
+    }
     c10::IValue value;
-    archive.read("epochs_done", value);
-    state->epochs_done = static_cast<int32_t>(value.toInt());
+    state->epochs_done = ReadEpochsDone(archive);
     archive.read("step", value);
     state->step = value.toInt();
     archive.read("result", value);
@@ -421,25 +606,20 @@ absl::Status LoadCheckpoint(const std::string& path, Model& model,
     torch::serialize::InputArchive optimizer_archive;
     archive.read("optimizer", optimizer_archive);
     optimizer.load(optimizer_archive);
+    // Rank 0's file holds share 0 of the experts: another share's rank
+    // replaces them (and their optimizer state) with its own.
+    if (layout.shard != 0) {
+      ShardArchive share;
+      if (absl::Status s = OpenShare(path, layout, state->epochs_done, &share, warnings); !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = ReadShare(share, model, optimizer); !s.ok()) return s;
+    }
   } catch (const std::exception& e) {
     return absl::DataLossError(
         absl::StrCat("cannot read checkpoint '", path, "': ", ExceptionMessage(e)));
   }
   return absl::OkStatus();
-}
-
-std::vector<std::string> ExpertShardPaths(const std::string& path) {
-  std::vector<std::string> paths;
-  const std::filesystem::path file(path);
-  if (file.filename() != "checkpoint.pt") return paths;
-  for (int rank = 1;; ++rank) {
-    const std::filesystem::path shard =
-        file.parent_path() / absl::StrCat("checkpoint.rank", rank, ".pt");
-    std::error_code error;
-    if (!std::filesystem::exists(shard, error)) break;
-    paths.push_back(shard.string());
-  }
-  return paths;
 }
 
 absl::Status LoadWeights(const std::string& path, Model& model,
@@ -448,38 +628,32 @@ absl::Status LoadWeights(const std::string& path, Model& model,
   std::unique_ptr<ScopedFd> file;
   if (absl::Status s = OpenArchive(path, archive, warnings, &file); !s.ok()) return s;
   try {
-    absl::Status whole = ReadWeights(archive, model, path, not_loaded);
-    const std::vector<std::string> shard_paths = ExpertShardPaths(path);
-    // Only a checkpoint that does not fit as it is may be one rank's share:
-    // its siblings are opened then, and must be of the same epoch.
-    if (whole.ok() || !absl::IsInvalidArgument(whole) || shard_paths.empty()) return whole;
-    c10::IValue epoch;
-    archive.read("epochs_done", epoch);
-    std::vector<std::unique_ptr<ShardArchive>> shards;
-    for (const std::string& shard_path : shard_paths) {
-      auto shard = std::make_unique<ShardArchive>();
-      shard->path = shard_path;
-      if (absl::Status s = OpenArchive(shard_path, shard->archive, warnings, &shard->file);
+    const ExpertLayout layout = ReadLayout(archive);
+    if (layout.shard != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", path, "' is share ", layout.shard, " of an expert-parallel set: ",
+                       "load the set's checkpoint.pt, which names the other shares"));
+    }
+    if (layout.degree == 1) return ReadWeights(archive, model, path, not_loaded);
+    const int32_t epochs_done = ReadEpochsDone(archive);
+    std::vector<std::unique_ptr<ShardArchive>> shares;
+    for (int32_t shard = 1; shard < layout.degree; ++shard) {
+      shares.push_back(std::make_unique<ShardArchive>());
+      if (absl::Status s = OpenShare(path, ExpertLayout{layout.degree, shard}, epochs_done,
+                                     shares.back().get(), warnings);
           !s.ok()) {
         return s;
       }
-      c10::IValue shard_epoch;
-      shard->archive.read("epochs_done", shard_epoch);
-      if (shard_epoch.toInt() != epoch.toInt()) {
-        return absl::DataLossError(absl::StrCat(
-            "expert-parallel checkpoint '", shard_path, "' is of epoch ", shard_epoch.toInt(),
-            " and rank 0's '", path, "' of epoch ", epoch.toInt(),
-            ": the set is inconsistent (a rank was stopped between the ranks' writes)"));
-      }
-      shards.push_back(std::move(shard));
     }
-    int consolidated_ranks = 0;
-    absl::Status s = ReadWeights(archive, model, path, not_loaded, &shards, &consolidated_ranks);
-    if (s.ok() && consolidated_ranks > 1) {
+    absl::Status s = ReadWeights(archive, model, path, not_loaded, &shares);
+    if (s.ok()) {
       const std::string note = absl::StrCat(
-          "checkpoint '", path, "' holds 1/", consolidated_ranks,
+          "checkpoint '", path, "' holds share 0 of ", layout.degree,
           " of each MoE layer's experts (an expert-parallel run): the others were read from ",
-          "checkpoint.rank1.pt .. checkpoint.rank", consolidated_ranks - 1, ".pt beside it");
+          ExpertShardPath(path, 1, epochs_done),
+          layout.degree > 2
+              ? absl::StrCat(" .. checkpoint.rank", layout.degree - 1, ".epoch", epochs_done, ".pt")
+              : "");
       if (warnings != nullptr) {
         warnings->push_back(note);
       } else {

@@ -4,6 +4,7 @@
 #include "core/checkpoint.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/C++17.h>
 #include <c10/util/Exception.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -250,48 +251,152 @@ class ExpertsModel : public TensorsOnlyModel {
   }
 };
 
-TEST(CheckpointTest, AnExpertParallelRunsShardsLoadAsOneModel) {
-  const std::string dir = TempDir("expert_shards");
-  torch::manual_seed(3);
-  const at::Tensor experts = at::randn({4, 8}), table = at::randn({16, 8});
-  const auto save_rank = [&](int rank, int epochs_done) {
+// The momentum buffer SGD keeps for `parameter`.
+at::Tensor Momentum(torch::optim::Optimizer& optimizer, const at::Tensor& parameter) {
+  const auto& states = optimizer.state();
+  const auto it = states.find(c10::guts::to_string(parameter.unsafeGetTensorImpl()));
+  if (it == states.end()) return at::Tensor();
+  return static_cast<const torch::optim::SGDParamState&>(*it->second).momentum_buffer();
+}
+
+// An expert-parallel set of 2 shares after `epochs_done` epochs, each
+// rank's model and optimizer after one momentum step whose expert gradient
+// is rank + 1 (the replicated table's is 1 on both, as data parallelism
+// makes it).
+class ExpertSet {
+ public:
+  explicit ExpertSet(const std::string& name) : dir_(TempDir(name)) {
+    torch::manual_seed(3);
+    experts_ = at::randn({12, 8});
+    table_ = at::randn({16, 8});
+  }
+  const std::string& dir() const { return dir_; }
+  std::string checkpoint() const { return dir_ + "/checkpoint.pt"; }
+  const at::Tensor& experts() const { return experts_; }
+  const at::Tensor& table() const { return table_; }
+
+  // The experts of `degree` shares, each after its step.
+  at::Tensor ExpertsAfterStep(int degree) const {
+    std::vector<at::Tensor> parts;
+    const int64_t per_share = experts_.size(0) / degree;
+    for (int shard = 0; shard < degree; ++shard) {
+      parts.push_back(experts_.slice(0, per_share * shard, per_share * (shard + 1)) -
+                      0.1 * (shard + 1));
+    }
+    return at::cat(parts, 0);
+  }
+
+  absl::Status Save(int shard, int epochs_done, int degree = 2) {
     torch::manual_seed(5);  // the same router on every rank, as replicated state is
-    ExpertsModel shard(experts.slice(0, 2 * rank, 2 * rank + 2), table);
-    torch::optim::SGD optimizer(shard.parameters(), torch::optim::SGDOptions(0.1));
+    const int64_t per_share = experts_.size(0) / degree;
+    ExpertsModel model(experts_.slice(0, per_share * shard, per_share * (shard + 1)), table_);
+    torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+    const auto parameters = model.named_parameters();
+    parameters["layer_experts"].mutable_grad() = at::full({per_share, 8}, shard + 1.0);
+    parameters["layer_table"].mutable_grad() = at::ones({16, 8});
+    optimizer.step();
+    const ExpertLayout layout{.degree = degree, .shard = shard};
+    if (shard != 0) {
+      return SaveExpertShard(ExpertShardPath(checkpoint(), shard, epochs_done), model, optimizer,
+                             {parameters["layer_experts"]}, layout, epochs_done);
+    }
     TrainingState state;
     state.epochs_done = epochs_done;
     state.rng_state = at::detail::getDefaultCPUGenerator().get_state();
-    const std::string path =
-        dir + (rank == 0 ? "/checkpoint.pt" : absl::StrCat("/checkpoint.rank", rank, ".pt"));
-    ASSERT_TRUE(SaveCheckpoint(path, shard, optimizer, state).ok());
-  };
-  save_rank(0, /*epochs_done=*/3);
-  save_rank(1, /*epochs_done=*/3);
-  EXPECT_EQ(ExpertShardPaths(dir + "/checkpoint.pt"),
-            std::vector<std::string>{dir + "/checkpoint.rank1.pt"});
+    return SaveCheckpoint(checkpoint(), model, optimizer, state, layout);
+  }
 
-  ExpertsModel whole(at::zeros({4, 8}), at::zeros({16, 8}));
+ private:
+  std::string dir_;
+  at::Tensor experts_, table_;
+};
+
+TEST(CheckpointTest, AnExpertParallelSetLoadsAsOneModel) {
+  ExpertSet set("expert_set");
+  ASSERT_TRUE(set.Save(0, /*epochs_done=*/3).ok());
+  ASSERT_TRUE(set.Save(1, /*epochs_done=*/3).ok());
+  EXPECT_EQ(ExpertShardPath(set.checkpoint(), 1, 3), set.dir() + "/checkpoint.rank1.epoch3.pt");
+
+  ExpertsModel whole(at::zeros({12, 8}), at::zeros({16, 8}));
   std::vector<std::string> warnings;
-  ASSERT_TRUE(LoadWeights(dir + "/checkpoint.pt", whole, nullptr, &warnings).ok());
+  ASSERT_TRUE(LoadWeights(set.checkpoint(), whole, nullptr, &warnings).ok());
   const auto parameters = whole.named_parameters();
-  EXPECT_TRUE(at::equal(parameters["layer_experts"], experts));
-  EXPECT_TRUE(at::equal(parameters["layer_table"], table));
+  // Each share after its step: lr 0.1 times its gradient.
+  EXPECT_TRUE(at::allclose(parameters["layer_experts"], set.ExpertsAfterStep(2)));
+  EXPECT_TRUE(at::allclose(parameters["layer_table"], set.table() - 0.1));
   ASSERT_EQ(warnings.size(), 1u);
-  EXPECT_THAT(warnings[0], HasSubstr("holds 1/2 of each MoE layer's experts"));
+  EXPECT_THAT(warnings[0], HasSubstr("holds share 0 of 2 of each MoE layer's experts"));
 
-  // Shares of different epochs are not one model.
-  save_rank(1, /*epochs_done=*/2);
-  ExpertsModel mixed(at::zeros({4, 8}), at::zeros({16, 8}));
-  absl::Status inconsistent = LoadWeights(dir + "/checkpoint.pt", mixed, nullptr);
-  EXPECT_TRUE(absl::IsDataLoss(inconsistent)) << inconsistent;
-  EXPECT_THAT(std::string(inconsistent.message()), HasSubstr("is of epoch 2 and rank 0's"));
+  // The replicated state is in rank 0's file only: a share is not a
+  // checkpoint of its own.
+  ExpertsModel alone(at::zeros({12, 8}), at::zeros({16, 8}));
+  const absl::Status share = LoadWeights(ExpertShardPath(set.checkpoint(), 1, 3), alone, nullptr);
+  EXPECT_TRUE(absl::IsInvalidArgument(share)) << share;
+  EXPECT_THAT(std::string(share.message()), HasSubstr("is share 1 of an expert-parallel set"));
+  EXPECT_LT(fs::file_size(ExpertShardPath(set.checkpoint(), 1, 3)),
+            fs::file_size(set.checkpoint()));
+}
 
-  // Without rank 1's file the shapes do not fit, and the error says so.
-  fs::remove(dir + "/checkpoint.rank1.pt");
-  ExpertsModel again(at::zeros({4, 8}), at::zeros({16, 8}));
-  absl::Status alone = LoadWeights(dir + "/checkpoint.pt", again, nullptr);
-  EXPECT_FALSE(alone.ok());
-  EXPECT_THAT(std::string(alone.message()), HasSubstr("'layer_experts' has shape [2, 8]"));
+TEST(CheckpointTest, ThreeSharesConsolidateInOrder) {
+  ExpertSet set("expert_three");
+  for (int shard : {0, 1, 2}) ASSERT_TRUE(set.Save(shard, /*epochs_done=*/1, /*degree=*/3).ok());
+  ExpertsModel whole(at::zeros({12, 8}), at::zeros({16, 8}));
+  ASSERT_TRUE(LoadWeights(set.checkpoint(), whole, nullptr, nullptr).ok());
+  EXPECT_TRUE(at::allclose(whole.named_parameters()["layer_experts"], set.ExpertsAfterStep(3)));
+}
+
+TEST(CheckpointTest, EachShareResumesItsOwnExpertsAndOptimizerState) {
+  ExpertSet set("expert_resume");
+  ASSERT_TRUE(set.Save(0, /*epochs_done=*/3).ok());
+  ASSERT_TRUE(set.Save(1, /*epochs_done=*/3).ok());
+  for (int shard : {0, 1}) {
+    SCOPED_TRACE(absl::StrCat("share ", shard));
+    ExpertsModel model(at::zeros({6, 8}), at::zeros({16, 8}));
+    torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+    TrainingState state;
+    const absl::Status s = LoadCheckpoint(set.checkpoint(), model, optimizer, &state, nullptr,
+                                          ExpertLayout{.degree = 2, .shard = shard});
+    ASSERT_TRUE(s.ok()) << s;
+    EXPECT_EQ(state.epochs_done, 3);
+    const auto parameters = model.named_parameters();
+    // After the saved step: lr 0.1 times the gradient.
+    EXPECT_TRUE(at::allclose(parameters["layer_experts"],
+                             set.ExpertsAfterStep(2).slice(0, 6 * shard, 6 * shard + 6)));
+    EXPECT_TRUE(at::allclose(parameters["layer_table"], set.table() - 0.1));
+    EXPECT_TRUE(
+        at::equal(Momentum(optimizer, parameters["layer_experts"]), at::full({6, 8}, shard + 1.0)));
+    EXPECT_TRUE(at::equal(Momentum(optimizer, parameters["layer_table"]), at::ones({16, 8})));
+  }
+}
+
+TEST(CheckpointTest, AnExpertSetResumesOnlyOnItsOwnLayoutAndWhole) {
+  ExpertSet set("expert_layout");
+  ASSERT_TRUE(set.Save(0, /*epochs_done=*/3).ok());
+  ASSERT_TRUE(set.Save(1, /*epochs_done=*/2).ok());  // the share of the set before
+  {
+    // One process holding every expert: another layout.
+    ExpertsModel model(at::zeros({12, 8}), at::zeros({16, 8}));
+    torch::optim::SGD optimizer(model.parameters(), torch::optim::SGDOptions(0.1));
+    TrainingState state;
+    const absl::Status s = LoadCheckpoint(set.checkpoint(), model, optimizer, &state);
+    EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+    EXPECT_THAT(std::string(s.message()),
+                HasSubstr("written with the experts split over 2 ranks (expert parallel), this "
+                          "run has one process holding every expert"));
+  }
+  // Rank 0's file of epoch 3 needs share 1 of epoch 3, which was never
+  // committed: only that of epoch 2 is on disk.
+  ExpertsModel whole(at::zeros({12, 8}), at::zeros({16, 8}));
+  absl::Status missing = LoadWeights(set.checkpoint(), whole, nullptr);
+  EXPECT_TRUE(absl::IsDataLoss(missing)) << missing;
+  EXPECT_THAT(std::string(missing.message()),
+              HasSubstr("needs share 1 in '" + set.dir() + "/checkpoint.rank1.epoch3.pt'"));
+  // A share under another epoch's name is refused, not mixed in.
+  fs::copy_file(ExpertShardPath(set.checkpoint(), 1, 2), ExpertShardPath(set.checkpoint(), 1, 3));
+  absl::Status renamed = LoadWeights(set.checkpoint(), whole, nullptr);
+  EXPECT_TRUE(absl::IsDataLoss(renamed)) << renamed;
+  EXPECT_THAT(std::string(renamed.message()), HasSubstr("records share 1 of 2 after epoch 2"));
+  EXPECT_TRUE(at::equal(whole.named_parameters()["layer_experts"], at::zeros({12, 8})));
 }
 
 TEST(CheckpointTest, AFailedWriteReturnsAnErrorAndLeavesNoTemporary) {

@@ -218,6 +218,8 @@ struct RunSetup {
   // other experts, and the expert parameters this rank holds.
   std::shared_ptr<ExpertExchange> expert_exchange;
   std::vector<at::Tensor> expert_sharded;
+  // Which share of the experts this rank holds (and resumes).
+  ExpertLayout layout;
 };
 
 // Claims the run directory: refuses another spec's run there (unless
@@ -275,7 +277,8 @@ absl::Status ResumeFromCheckpoint(const ExperimentSpec& spec, const RunOptions& 
                                   const SourceRevision& source, RunSetup& run, TrainingState& state,
                                   RunProgress& boundary, std::vector<std::string>* warnings) {
   boundary.stage = absl::StrCat("loading checkpoint '", run.checkpoint, "'");
-  if (absl::Status s = LoadCheckpoint(run.checkpoint, *run.model, *run.optimizer, &state, warnings);
+  if (absl::Status s =
+          LoadCheckpoint(run.checkpoint, *run.model, *run.optimizer, &state, warnings, run.layout);
       !s.ok()) {
     return s;
   }
@@ -338,8 +341,9 @@ absl::Status LoadInitialWeights(const ExperimentSpec& spec, Model& model, RunRes
 absl::Status SetUpDataParallel(const ExperimentSpec& spec, const RunOptions& options, RunSetup& run,
                                const TrainingState& state) {
   const ProcessGroups& groups = *options.groups;
-  // Every rank continues from the same epoch, or none does: under expert
-  // parallelism each rank resumed its own checkpoint.
+  // Every rank continues from the same epoch, or none does: each read the
+  // run directory's checkpoint.pt, which on several machines without a
+  // shared filesystem may not be the same file (or there at all).
   at::Tensor epochs = at::tensor({int64_t{state.epochs_done}, -int64_t{state.epochs_done}});
   {
     std::vector<at::Tensor> tensors{epochs};
@@ -354,10 +358,10 @@ absl::Status SetUpDataParallel(const ExperimentSpec& spec, const RunOptions& opt
   if (const int64_t latest = epochs[0].item<int64_t>(), earliest = -epochs[1].item<int64_t>();
       latest != earliest) {
     return absl::FailedPreconditionError(
-        absl::StrCat("the workers' checkpoints in ", run.dir, " end at different epochs (",
+        absl::StrCat("the workers found checkpoints in ", run.dir, " of different epochs (",
                      earliest, " to ", latest,
-                     "): a worker was stopped between the ranks' checkpoint writes; resume needs "
-                     "every rank's checkpoint of the same epoch"));
+                     "; 0: none): a resume needs every worker to read the same checkpoint, so "
+                     "the run directory must be on a filesystem all machines share"));
   }
   const DistributedSpec& distributed = spec.runtime().distributed();
   if (run.batch_size % groups.world_size() != 0) {
@@ -370,6 +374,87 @@ absl::Status SetUpDataParallel(const ExperimentSpec& spec, const RunOptions& opt
   run.data_parallel = std::make_unique<DataParallel>(groups, run.model->parameters(),
                                                      run.expert_sharded, data_parallel);
   return run.data_parallel->SyncInitialState(run.model->buffers());
+}
+
+// Whether this rank writes a share of an expert-parallel checkpoint set:
+// the first rank of each share other than 0 (rank 0's checkpoint.pt holds
+// share 0; a data-parallel replica of a share holds what its first rank does).
+bool WritesExpertShare(const RunSetup& run, const RunOptions& options) {
+  return run.expert_exchange != nullptr && run.layout.shard != 0 &&
+         options.groups->rank() < run.layout.degree;
+}
+
+// Removes this rank's share files of epochs other than `keep` (all of them
+// when `keep` is 0, as no set is of epoch 0): those of a set never
+// committed (a run stopped between the shares' writes and rank 0's), and
+// those superseded by a later set. A file that cannot be removed stays: it
+// is never read, as rank 0's checkpoint.pt names its set's epoch.
+void RemoveOtherShares(const RunSetup& run, int32_t keep) {
+  const std::string prefix = absl::StrCat("checkpoint.rank", run.layout.shard, ".epoch");
+  const std::string kept =
+      fs::path(ExpertShardPath(run.checkpoint, run.layout.shard, keep)).filename().string();
+  std::error_code error;
+  std::vector<fs::path> stale;
+  for (fs::directory_iterator it(run.dir, error), end; !error && it != end; it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    if (absl::StartsWith(name, prefix) && name != kept) stale.push_back(it->path());
+  }
+  for (const fs::path& path : stale) fs::remove(path, error);
+}
+
+// An expert-parallel run's start: a resumed run removes the shares of sets
+// never committed; a fresh one replaces the directory's set, whose shares
+// could otherwise be mistaken for its own (a share of the epoch it is
+// writing, beside the old checkpoint.pt of the same epoch, if it stopped
+// before its first commit).
+void ClearExpertShares(const RunOptions& options, const RunSetup& run, const TrainingState& state) {
+  if (run.expert_exchange == nullptr) return;
+  const bool resumed = state.epochs_done > 0;
+  if (!resumed && run.writer) {
+    std::error_code ignored;
+    fs::remove(run.checkpoint, ignored);
+  }
+  if (WritesExpertShare(run, options)) RemoveOtherShares(run, state.epochs_done);
+}
+
+// Writes the checkpoint after an epoch. Under expert parallelism it is a set:
+// the shares other than 0 first (files named by epoch, beside the last set),
+// then rank 0's checkpoint.pt, whose rename commits the set, and only then
+// are the shares of the set before removed; a worker killed anywhere in
+// between leaves one whole set.
+absl::Status WriteCheckpoint(const RunOptions& options, RunSetup& run, const TrainingState& state) {
+  if (run.expert_exchange == nullptr) {
+    return run.writer ? SaveCheckpoint(run.checkpoint, *run.model, *run.optimizer, state)
+                      : absl::OkStatus();
+  }
+  const ProcessGroups& groups = *options.groups;
+  if (WritesExpertShare(run, options)) {
+    const std::string share = ExpertShardPath(run.checkpoint, run.layout.shard, state.epochs_done);
+    if (absl::Status s = SaveExpertShard(share, *run.model, *run.optimizer, run.expert_sharded,
+                                         run.layout, state.epochs_done);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = WaitForCollective(groups.world()->barrier(), groups,
+                                         "the barrier after the expert shares' checkpoints");
+      !s.ok()) {
+    return s;
+  }
+  if (run.writer) {
+    if (absl::Status s =
+            SaveCheckpoint(run.checkpoint, *run.model, *run.optimizer, state, run.layout);
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = WaitForCollective(groups.world()->barrier(), groups,
+                                         "the barrier after rank 0's checkpoint");
+      !s.ok()) {
+    return s;
+  }
+  if (WritesExpertShare(run, options)) RemoveOtherShares(run, state.epochs_done);
+  return absl::OkStatus();
 }
 
 // Records how a multi-process run was spread, and what "the batch" means to
@@ -448,6 +533,9 @@ absl::Status SetUp(const ExperimentSpec& spec, const RunOptions& options,
     absl::StatusOr<std::vector<at::Tensor>> sharded = run.model->ShardExperts(run.expert_exchange);
     if (!sharded.ok()) return sharded.status();
     run.expert_sharded = *std::move(sharded);
+    // Expert groups are consecutive ranks (core/distributed/process_groups.h).
+    const int degree = options.groups->options().expert_parallel;
+    run.layout = ExpertLayout{.degree = degree, .shard = options.groups->rank() % degree};
   }
   run.optimizer = MakeOptimizer(spec.training(), *run.model);
   if (resuming) {
@@ -692,17 +780,8 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
     }
   }
   run.checkpoint = run.dir + "/checkpoint.pt";
-  if (options.groups != nullptr && options.groups->experts()) {
-    // Under expert parallelism every rank checkpoints its own experts.
-    if (!run.writer) {
-      run.checkpoint = absl::StrCat(run.dir, "/checkpoint.rank", options.groups->rank(), ".pt");
-    }
-    // A share written after the last complete set, by a run stopped before
-    // every rank had written its own (see the epoch loop).
-    std::error_code ignored;
-    fs::remove(run.checkpoint + ".next", ignored);
-  }
   if (absl::Status s = SetUp(spec, options, source, run, state, boundary); !s.ok()) return s;
+  ClearExpertShares(options, run, state);
   if (options.groups != nullptr) RecordDistribution(spec, *run.model, *options.groups, &result);
 
   const int epochs = spec.training().epochs();
@@ -737,31 +816,10 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
       boundary.stage = absl::StrFormat("writing the outputs of epoch %d", epoch + 1);
       if (absl::Status s = WriteOutputs(run.dir, result); !s.ok()) return s;
     }
-    if (run.writer || run.expert_exchange != nullptr) {
-      boundary.stage = absl::StrFormat("writing the checkpoint after epoch %d", epoch + 1);
-      // Under expert parallelism the ranks' checkpoints of an epoch are one
-      // set: each rank writes its share beside the last one, and replaces
-      // the last one only once every rank's share is on disk, so that a
-      // worker killed in between leaves the previous set whole.
-      const std::string target =
-          run.expert_exchange != nullptr ? run.checkpoint + ".next" : run.checkpoint;
-      if (absl::Status s = SaveCheckpoint(target, *run.model, *run.optimizer, state); !s.ok()) {
-        return absl::Status(s.code(),
-                            absl::StrFormat("epoch %d finished but %s", epoch + 1, s.message()));
-      }
-    }
-    if (run.expert_exchange != nullptr) {
-      if (absl::Status s = WaitForCollective(options.groups->world()->barrier(), *options.groups,
-                                             "the barrier after the checkpoints");
-          !s.ok()) {
-        return s;
-      }
-      std::error_code error;
-      fs::rename(run.checkpoint + ".next", run.checkpoint, error);
-      if (error) {
-        return absl::InternalError(absl::StrCat("epoch ", epoch + 1, " finished but renaming ",
-                                                run.checkpoint, ".next failed: ", error.message()));
-      }
+    boundary.stage = absl::StrFormat("writing the checkpoint after epoch %d", epoch + 1);
+    if (absl::Status s = WriteCheckpoint(options, run, state); !s.ok()) {
+      return absl::Status(s.code(),
+                          absl::StrFormat("epoch %d finished but %s", epoch + 1, s.message()));
     }
     if (options.verbose) {
       std::fprintf(stderr, "%s", FormatEpochLine(*result.epochs().rbegin(), *run.task).c_str());

@@ -68,7 +68,11 @@ std::string WriteBaseSpec() {
   const std::string path = absl::StrCat(::testing::TempDir(), "/base.pbtxt");
   std::ofstream(path) << R"pb(
     name: "lm"
-    dataset { name: "sotu_lm" train_subset_examples: 2560 sotu { sequence_length: 64 } }
+    dataset {
+      name: "sotu_lm"
+      train_subset_examples: 2560
+      sotu { sequence_length: 64 }
+    }
     model { name: "moe_transformer_lm" preset: "cpu_tiny" }
     router { name: "token_choice" top_k: 2 }
     training { epochs: 10 batch_size: 16 }
