@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "core/batch_collective.h"
 #include "core/corruption.h"
 
 namespace moelab {
@@ -14,28 +15,55 @@ Batch ToDevice(const Batch& batch, const c10::Device& device) {
   return Batch{batch.inputs.to(device), batch.targets.to(device)};
 }
 
-Evaluation Evaluate(Model& model, const Dataset& data, Split split, int64_t batch_size,
-                    int max_batches, const c10::Device& device) {
+absl::StatusOr<Evaluation> Evaluate(Model& model, const Dataset& data, Split split,
+                                    int64_t batch_size, int max_batches, const c10::Device& device,
+                                    EvaluationShards* shards) {
   torch::NoGradGuard no_grad;
+  // Each batch is routed whole, by itself, even inside a training job's
+  // batch collective.
+  ScopedBatchCollective local(nullptr);
   model.eval();
   int64_t batches = data.NumBatches(split, batch_size);
   if (max_batches > 0) batches = std::min<int64_t>(batches, max_batches);
+  const int processes = shards != nullptr ? shards->count() : 1;
+  const int index = shards != nullptr ? shards->index() : 0;
   std::vector<LayerRoutingAccumulator> layers;
   double nll = 0, correct = 0;
   int64_t count = 0;
-  for (int64_t i = 0; i < batches; ++i) {
-    Batch batch = ToDevice(data.GetBatch(split, batch_size, i, 0, 0), device);
+  const int64_t rounds = (batches + processes - 1) / processes;
+  for (int64_t round = 0; round < rounds; ++round) {
+    const int64_t i = round * processes + index;
+    const bool own = i < batches;  // else a stand-in, to keep in step
+    Batch batch = ToDevice(data.GetBatch(split, batch_size, own ? i : i % batches, 0, 0), device);
     ModelOutput out = model.Forward(batch, ForwardOptions{.keep_routing = true});
-    const int64_t n = batch.targets.numel();
-    nll += out.loss.item<double>() * n;
-    correct += out.logits.argmax(-1).eq(batch.targets).sum().item<double>();
-    count += n;
     if (layers.empty()) {
       for (const RoutingDecision& d : out.routing) {
         layers.emplace_back(d.selected.size(-1));
       }
     }
+    if (!own) continue;
+    const int64_t n = batch.targets.numel();
+    nll += out.loss.item<double>() * n;
+    correct += out.logits.argmax(-1).eq(batch.targets).sum().item<double>();
+    count += n;
     for (size_t l = 0; l < out.routing.size(); ++l) layers[l].Add(out.routing[l]);
+  }
+  if (shards != nullptr && shards->count() > 1) {
+    std::vector<double> sums = {nll, correct, static_cast<double>(count)};
+    for (const LayerRoutingAccumulator& layer : layers) {
+      const std::vector<double> layer_sums = layer.Sums();
+      sums.insert(sums.end(), layer_sums.begin(), layer_sums.end());
+    }
+    if (absl::Status s = shards->Sum(&sums); !s.ok()) return s;
+    nll = sums[0];
+    correct = sums[1];
+    count = static_cast<int64_t>(sums[2]);
+    size_t offset = 3;
+    for (LayerRoutingAccumulator& layer : layers) {
+      const size_t n = layer.Sums().size();
+      layer.SetSums(std::vector<double>(sums.begin() + offset, sums.begin() + offset + n));
+      offset += n;
+    }
   }
   Evaluation e;
   e.targets = count;
@@ -53,6 +81,7 @@ absl::StatusOr<CorruptedMetrics> EvaluateCorrupted(Model& model, const Dataset& 
                                                    int64_t change_batches, uint64_t seed,
                                                    const c10::Device& device) {
   torch::NoGradGuard no_grad;
+  ScopedBatchCollective local(nullptr);  // every batch routed by itself
   model.eval();
   int64_t batches = data.NumBatches(Split::kValid, batch_size);
   if (max_batches > 0) batches = std::min<int64_t>(batches, max_batches);
@@ -103,6 +132,7 @@ std::vector<ProbeAssignment> ProbeRouting(Model& model, const Dataset& data,
                                           const std::vector<int64_t>& indices, int64_t batch_size,
                                           const c10::Device& device) {
   torch::NoGradGuard no_grad;
+  ScopedBatchCollective local(nullptr);  // every batch routed by itself
   model.eval();
   std::vector<std::vector<at::Tensor>> top1, selected, head;
   for (size_t start = 0; start < indices.size(); start += batch_size) {

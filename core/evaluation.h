@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/dataset.h"
 #include "core/model.h"
@@ -33,11 +34,34 @@ struct Evaluation {
   std::vector<LayerRoutingMetrics> layers;
 };
 
+// How the processes of a multi-process run share an evaluation
+// (core/distributed/ implements it over c10d): process index() of count()
+// evaluates batches index(), index() + count(), ..., and Sum adds up the
+// processes' partial sums.
+class EvaluationShards {
+ public:
+  virtual ~EvaluationShards() = default;
+  virtual int index() const = 0;
+  virtual int count() const = 0;
+  // Replaces `values` by their element-wise sum over the processes; every
+  // process passes as many.
+  virtual absl::Status Sum(std::vector<double>* values) = 0;
+};
+
 // Evaluates the model (in eval mode, without gradients) on the first
 // `max_batches` batches of `split` (0: all of them, the trailing partial
 // batch included).
-Evaluation Evaluate(Model& model, const Dataset& data, Split split, int64_t batch_size,
-                    int max_batches, const c10::Device& device);
+//
+// With `shards`, each process evaluates its share of the batches and the
+// result is the whole evaluation's, on every process. Every batch is routed
+// whole by one process, so batch-wide routing decisions are those of one
+// process (a training job's batch collective is set aside here, as it is in
+// every evaluation). Each process makes the same number of forward passes (under
+// expert parallelism each is collective): one whose share of the last
+// round is empty runs another's batch and discards it. Errors: the sum's.
+absl::StatusOr<Evaluation> Evaluate(Model& model, const Dataset& data, Split split,
+                                    int64_t batch_size, int max_batches, const c10::Device& device,
+                                    EvaluationShards* shards = nullptr);
 
 // The loss and accuracy on corrupted validation batches (perplexity is the
 // task's, Task::CompleteCorrupted), and expert_change: the share of tokens

@@ -24,8 +24,10 @@ std::vector<int64_t> ToVector(const at::Tensor& t) {
 TEST(EvaluationTest, LossAccuracyAndLoadOverTheWholeSplit) {
   std::unique_ptr<TokenStreamDataset> data = SmallTokenStream();
   BigramModel model;
-  const Evaluation e = Evaluate(model, *data, Split::kValid, /*batch_size=*/1,
-                                /*max_batches=*/0, kCpu);
+  const absl::StatusOr<Evaluation> evaluated =
+      Evaluate(model, *data, Split::kValid, /*batch_size=*/1, /*max_batches=*/0, kCpu);
+  ASSERT_TRUE(evaluated.ok()) << evaluated.status();
+  const Evaluation& e = *evaluated;
   // Inputs {3,0} {0,1}, targets {0,0} {1,2}: P 0.7, 0.1, 0.2, 0.4; the
   // argmax (0, 3, 3, 2) is right at the first and last token.
   EXPECT_EQ(e.targets, 4);
@@ -42,11 +44,64 @@ TEST(EvaluationTest, LossAccuracyAndLoadOverTheWholeSplit) {
 TEST(EvaluationTest, MaxBatchesBoundsTheEvaluation) {
   std::unique_ptr<TokenStreamDataset> data = SmallTokenStream();
   BigramModel model;
-  const Evaluation e = Evaluate(model, *data, Split::kValid, /*batch_size=*/1,
-                                /*max_batches=*/1, kCpu);
+  const absl::StatusOr<Evaluation> evaluated =
+      Evaluate(model, *data, Split::kValid, /*batch_size=*/1, /*max_batches=*/1, kCpu);
+  ASSERT_TRUE(evaluated.ok()) << evaluated.status();
+  const Evaluation& e = *evaluated;
   EXPECT_EQ(e.targets, 2);
   EXPECT_NEAR(e.loss, -(std::log(0.7) + std::log(0.1)) / 2, 1e-6);
   EXPECT_DOUBLE_EQ(e.accuracy, 0.5);
+}
+
+// One of `count` processes, in one: Sum records this process's partial
+// sums and adds those another process recorded (`others`), as the
+// processes' all-reduce would.
+class RecordingShards : public EvaluationShards {
+ public:
+  RecordingShards(int index, int count, const std::vector<double>* others)
+      : index_(index), count_(count), others_(others) {}
+  int index() const override { return index_; }
+  int count() const override { return count_; }
+  absl::Status Sum(std::vector<double>* values) override {
+    recorded_ = *values;
+    if (others_ != nullptr) {
+      EXPECT_EQ(others_->size(), values->size());
+      for (size_t i = 0; i < values->size(); ++i) (*values)[i] += (*others_)[i];
+    }
+    return absl::OkStatus();
+  }
+  const std::vector<double>& recorded() const { return recorded_; }
+
+ private:
+  int index_, count_;
+  const std::vector<double>* others_;
+  std::vector<double> recorded_;
+};
+
+TEST(EvaluationTest, ShardedEvaluationEqualsTheWholeOne) {
+  std::unique_ptr<TokenStreamDataset> data = SmallTokenStream();
+  BigramModel model;
+  const absl::StatusOr<Evaluation> whole =
+      Evaluate(model, *data, Split::kValid, /*batch_size=*/1, /*max_batches=*/0, kCpu);
+  ASSERT_TRUE(whole.ok());
+  // 2 batches over 3 processes: the third only keeps in step (its partial
+  // sums are zero); processes 1 and 2 first, then 0 adds theirs.
+  RecordingShards third(2, 3, nullptr), second(1, 3, nullptr);
+  ASSERT_TRUE(Evaluate(model, *data, Split::kValid, 1, 0, kCpu, &third).ok());
+  EXPECT_EQ(third.recorded()[2], 0) << "the stand-in batch was counted";
+  ASSERT_TRUE(Evaluate(model, *data, Split::kValid, 1, 0, kCpu, &second).ok());
+  std::vector<double> others = second.recorded();
+  for (size_t i = 0; i < others.size(); ++i) others[i] += third.recorded()[i];
+  RecordingShards first(0, 3, &others);
+  const absl::StatusOr<Evaluation> sharded =
+      Evaluate(model, *data, Split::kValid, 1, 0, kCpu, &first);
+  ASSERT_TRUE(sharded.ok());
+  EXPECT_EQ(first.recorded()[2], 2) << "process 0 evaluates batch 0 alone";
+  EXPECT_EQ(sharded->targets, whole->targets);
+  EXPECT_DOUBLE_EQ(sharded->loss, whole->loss);
+  EXPECT_DOUBLE_EQ(sharded->accuracy, whole->accuracy);
+  ASSERT_EQ(sharded->layers.size(), 1u);
+  EXPECT_EQ(sharded->layers[0].SerializeAsString(), whole->layers[0].SerializeAsString());
 }
 
 TEST(EvaluationTest, ProbeSetIsSortedFixedBySeedAndBoundedBySplit) {

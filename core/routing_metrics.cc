@@ -95,6 +95,41 @@ void LayerRoutingAccumulator::Add(const RoutingDecision& decision) {
   }
 }
 
+std::vector<double> LayerRoutingAccumulator::Sums() const {
+  std::vector<double> sums = pairs_per_expert_;
+  sums.insert(sums.end(),
+              {static_cast<double>(tokens_), static_cast<double>(dropped_tokens_),
+               gate_entropy_sum_, aggregated_entropy_sum_, has_aggregated_ ? 1.0 : 0.0,
+               self_weight_sum_, neighbours_sum_, static_cast<double>(aggregation_tokens_)});
+  // Every registered metric, in the registry's order, applied or not.
+  for (const auto& [name, metric] : LayerMetricRegistry().entries()) {
+    const auto it = registered_.find(name);
+    sums.push_back(it != registered_.end() ? it->second.sum : 0);
+    sums.push_back(it != registered_.end() ? it->second.count : 0);
+  }
+  return sums;
+}
+
+void LayerRoutingAccumulator::SetSums(const std::vector<double>& sums) {
+  TORCH_CHECK(sums.size() == Sums().size(), "SetSums: ", sums.size(), " values, expected ",
+              Sums().size());
+  std::copy(sums.begin(), sums.begin() + num_experts_, pairs_per_expert_.begin());
+  size_t i = num_experts_;
+  tokens_ = static_cast<int64_t>(sums[i++]);
+  dropped_tokens_ = static_cast<int64_t>(sums[i++]);
+  gate_entropy_sum_ = sums[i++];
+  aggregated_entropy_sum_ = sums[i++];
+  has_aggregated_ = sums[i++] > 0;
+  self_weight_sum_ = sums[i++];
+  neighbours_sum_ = sums[i++];
+  aggregation_tokens_ = static_cast<int64_t>(sums[i++]);
+  registered_.clear();
+  for (const auto& [name, metric] : LayerMetricRegistry().entries()) {
+    const double sum = sums[i++], count = sums[i++];
+    if (count > 0) registered_[name] = LayerMetricSum{.sum = sum, .count = count};
+  }
+}
+
 LayerRoutingMetrics LayerRoutingAccumulator::Finish(int layer) const {
   LayerRoutingMetrics m;
   m.set_layer(layer);

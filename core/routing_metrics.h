@@ -68,6 +68,12 @@ class LayerRoutingAccumulator {
 
   int64_t tokens() const { return tokens_; }
 
+  // The sums behind Finish as one vector (the same length for every
+  // accumulator of E experts), and back: a sharded evaluation sums its
+  // processes' vectors element-wise and sets the total.
+  std::vector<double> Sums() const;
+  void SetSums(const std::vector<double>& sums);
+
  private:
   int64_t num_experts_;
   std::vector<double> pairs_per_expert_;

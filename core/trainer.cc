@@ -633,13 +633,21 @@ absl::StatusOr<EpochTraining> TrainEpoch(const ExperimentSpec& spec, const RunOp
                        .seconds = progress.elapsed_seconds()};
 }
 
+// A multi-process run shares its evaluations' batches over the workers.
+EvaluationShards* EvaluationShardsOf(RunSetup& run) {
+  return run.data_parallel ? &run.data_parallel->evaluation_shards() : nullptr;
+}
+
 // The evaluation stage after an epoch: validation loss and routing, and
 // the probe set's fluctuation against the previous epoch's assignment
 // (which `state` then keeps for the next one).
-void RecordEpoch(const ExperimentSpec& spec, RunSetup& run, int epoch, const EpochTraining& trained,
-                 TrainingState& state) {
-  const Evaluation valid = Evaluate(*run.model, *run.data, Split::kValid, run.batch_size,
-                                    spec.evaluation().max_eval_batches(), run.device);
+absl::Status RecordEpoch(const ExperimentSpec& spec, RunSetup& run, int epoch,
+                         const EpochTraining& trained, TrainingState& state) {
+  absl::StatusOr<Evaluation> evaluated =
+      Evaluate(*run.model, *run.data, Split::kValid, run.batch_size,
+               spec.evaluation().max_eval_batches(), run.device, EvaluationShardsOf(run));
+  if (!evaluated.ok()) return evaluated.status();
+  const Evaluation& valid = *evaluated;
   std::vector<ProbeAssignment> assignment =
       ProbeRouting(*run.model, *run.data, run.probe, run.batch_size, run.device);
   EpochMetrics* m = state.result.add_epochs();
@@ -674,6 +682,7 @@ void RecordEpoch(const ExperimentSpec& spec, RunSetup& run, int epoch, const Epo
   state.probe = std::move(assignment);
   state.epochs_done = epoch + 1;
   state.rng_state = at::detail::getDefaultCPUGenerator().get_state();
+  return absl::OkStatus();
 }
 
 // The final evaluation stage. It covers whole splits (max_eval_batches only
@@ -683,8 +692,11 @@ absl::Status EvaluateAtEnd(const ExperimentSpec& spec, const RunOptions& options
   boundary.stage = "the final evaluation";
   Model& model = *run.model;
   FinalMetrics* final_metrics = result->mutable_final();
-  const Evaluation valid = Evaluate(model, *run.data, Split::kValid, run.batch_size,
-                                    /*max_batches=*/0, run.device);
+  absl::StatusOr<Evaluation> evaluated =
+      Evaluate(model, *run.data, Split::kValid, run.batch_size,
+               /*max_batches=*/0, run.device, EvaluationShardsOf(run));
+  if (!evaluated.ok()) return evaluated.status();
+  const Evaluation& valid = *evaluated;
   final_metrics->set_valid_loss(valid.loss);
   for (const LayerRoutingMetrics& layer : valid.layers) *final_metrics->add_layers() = layer;
   if (const std::string warning = FlagIdentityAggregation(result);
@@ -693,10 +705,12 @@ absl::Status EvaluateAtEnd(const ExperimentSpec& spec, const RunOptions& options
   }
   final_metrics->set_valid_accuracy(valid.accuracy);
   if (spec.evaluation().test_at_end()) {
-    const Evaluation test = Evaluate(model, *run.data, Split::kTest, run.batch_size,
-                                     /*max_batches=*/0, run.device);
-    final_metrics->set_test_loss(test.loss);
-    final_metrics->set_test_accuracy(test.accuracy);
+    absl::StatusOr<Evaluation> test =
+        Evaluate(model, *run.data, Split::kTest, run.batch_size,
+                 /*max_batches=*/0, run.device, EvaluationShardsOf(run));
+    if (!test.ok()) return test.status();
+    final_metrics->set_test_loss(test->loss);
+    final_metrics->set_test_accuracy(test->accuracy);
   }
   run.task->CompleteFinal(spec.evaluation(), final_metrics);
   const int64_t change_batches =
@@ -808,7 +822,7 @@ absl::StatusOr<RunResult> RunStages(const ExperimentSpec& spec, const RunOptions
       return absl::DataLossError(reason);
     }
     boundary.stage = absl::StrFormat("evaluating epoch %d", epoch + 1);
-    RecordEpoch(spec, run, epoch, *trained, state);
+    if (absl::Status s = RecordEpoch(spec, run, epoch, *trained, state); !s.ok()) return s;
     result.set_status("RUNNING");
     result.set_wall_time_s(boundary.WallSeconds());
     result.set_finished_unix_s(UnixSecondsNow());

@@ -78,6 +78,28 @@ class WorldBatchCollective : public BatchCollective {
   std::atomic<int64_t>& blocking_ns_;
 };
 
+// An evaluation's batches shared over every rank (core/evaluation.h).
+class WorldEvaluationShards : public EvaluationShards {
+ public:
+  explicit WorldEvaluationShards(const ProcessGroups& groups) : groups_(groups) {}
+  int index() const override { return groups_.rank(); }
+  int count() const override { return groups_.world_size(); }
+  absl::Status Sum(std::vector<double>* values) override {
+    std::vector<at::Tensor> tensors{at::tensor(*values, at::kDouble)};
+    if (absl::Status s =
+            WaitForCollective(groups_.world()->allreduce(tensors), groups_, "the evaluation's sum");
+        !s.ok()) {
+      return s;
+    }
+    const at::Tensor sum = tensors[0].contiguous();
+    std::copy(sum.data_ptr<double>(), sum.data_ptr<double>() + values->size(), values->begin());
+    return absl::OkStatus();
+  }
+
+ private:
+  const ProcessGroups& groups_;
+};
+
 // Sums `tensors` over `group` in one flat buffer.
 absl::Status SumCoalesced(const std::vector<at::Tensor>& tensors,
                           const c10::intrusive_ptr<c10d::ProcessGroup>& group,
@@ -127,6 +149,7 @@ DataParallel::DataParallel(const ProcessGroups& groups, const std::vector<at::Te
       all_reduce_ns_(std::make_shared<std::atomic<int64_t>>(0)),
       blocking_ns_(std::make_shared<std::atomic<int64_t>>(0)) {
   collective_ = std::make_unique<WorldBatchCollective>(groups, *blocking_ns_);
+  evaluation_shards_ = std::make_unique<WorldEvaluationShards>(groups);
   const std::vector<bool> dense(replicated_.size(), false);
   const std::vector<size_t> limits = {static_cast<size_t>(c10d::kDefaultFirstBucketBytes),
                                       static_cast<size_t>(options.bucket_bytes)};

@@ -29,6 +29,7 @@
 #include "core/batch_collective.h"
 #include "core/dataset.h"
 #include "core/distributed/process_groups.h"
+#include "core/evaluation.h"
 #include "core/train_step.h"
 
 namespace c10d {
@@ -93,6 +94,8 @@ class DataParallel : public StepSynchronizer {
   int shards() const { return groups_.world_size(); }
   int shard() const { return groups_.rank(); }
   BatchCollective& batch_collective() { return *collective_; }
+  // Evaluation batches shared over every rank, the sums all-reduced.
+  EvaluationShards& evaluation_shards() { return *evaluation_shards_; }
 
  private:
   const ProcessGroups& groups_;
@@ -102,6 +105,7 @@ class DataParallel : public StepSynchronizer {
   std::shared_ptr<std::atomic<int64_t>> all_reduce_ns_, blocking_ns_;
   std::unique_ptr<c10d::Reducer> reducer_;
   std::unique_ptr<BatchCollective> collective_;
+  std::unique_ptr<EvaluationShards> evaluation_shards_;
 };
 
 // Rows [shard * B / shards, (shard + 1) * B / shards) of both halves of

@@ -20,8 +20,10 @@
 #include "core/distributed/local_launcher.h"
 #include "core/distributed/process_groups.h"
 #include "core/distributed/worker_place.h"
+#include "core/evaluation.h"
 #include "core/train_step.h"
 #include "experiments/testing/tiny_lm.h"
+#include "google/protobuf/text_format.h"
 
 namespace moelab {
 namespace {
@@ -62,6 +64,37 @@ ExperimentSpec CaseSpec(const Case& c) {
   return spec;
 }
 
+// A worker's evaluation shared over the job equals its whole evaluation
+// alone: 5 validation batches over 2 workers (the second's last round a
+// stand-in), every figure summed back.
+void ExpectShardedEvaluationWhole(Model& model, EvaluationShards& shards) {
+  DatasetSpec spec;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(
+      R"pb(name: "synthetic_lm"
+           synthetic_lm { vocab_size: 64 sequence_length: 16 num_sequences: 20 })pb",
+      &spec));
+  absl::StatusOr<std::unique_ptr<Dataset>> data = LoadDataset(spec);
+  ASSERT_TRUE(data.ok()) << data.status();
+  const c10::Device cpu(c10::kCPU);
+  absl::StatusOr<Evaluation> sharded =
+      Evaluate(model, **data, Split::kValid, /*batch_size=*/4, 0, cpu, &shards);
+  absl::StatusOr<Evaluation> whole = Evaluate(model, **data, Split::kValid, 4, 0, cpu);
+  ASSERT_TRUE(sharded.ok()) << sharded.status();
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(sharded->targets, 5 * 4 * 16);
+  EXPECT_EQ(sharded->targets, whole->targets);
+  EXPECT_NEAR(sharded->loss, whole->loss, 1e-12 * whole->loss);
+  EXPECT_NEAR(sharded->accuracy, whole->accuracy, 1e-12);
+  ASSERT_EQ(sharded->layers.size(), whole->layers.size());
+  for (size_t l = 0; l < whole->layers.size(); ++l) {
+    for (int e = 0; e < whole->layers[l].expert_share_size(); ++e) {
+      EXPECT_NEAR(sharded->layers[l].expert_share(e), whole->layers[l].expert_share(e), 1e-12);
+    }
+    EXPECT_NEAR(sharded->layers[l].gate_entropy(), whole->layers[l].gate_entropy(), 1e-9);
+    EXPECT_NEAR(sharded->layers[l].dropped_fraction(), whole->layers[l].dropped_fraction(), 1e-12);
+  }
+}
+
 // One process (`groups` null) on whole batches, or one worker of a job on
 // its shard of each.
 Trace Train(const Case& c, const ProcessGroups* groups) {
@@ -93,6 +126,7 @@ Trace Train(const Case& c, const ProcessGroups* groups) {
     }
   }
   for (const at::Tensor& p : parameters) trace.final_parameters.push_back(p.detach().clone());
+  if (data_parallel) ExpectShardedEvaluationWhole(**model, data_parallel->evaluation_shards());
   return trace;
 }
 
