@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/dataset.h"
+#include "core/evaluation_shards.h"
 #include "core/model.h"
 #include "core/routing_metrics.h"
 #include "proto/experiment.pb.h"
@@ -32,20 +33,6 @@ struct Evaluation {
   double accuracy = 0;
   int64_t targets = 0;
   std::vector<LayerRoutingMetrics> layers;
-};
-
-// How the processes of a multi-process run share an evaluation
-// (core/distributed/ implements it over c10d): process index() of count()
-// evaluates batches index(), index() + count(), ..., and Sum adds up the
-// processes' partial sums.
-class EvaluationShards {
- public:
-  virtual ~EvaluationShards() = default;
-  virtual int index() const = 0;
-  virtual int count() const = 0;
-  // Replaces `values` by their element-wise sum over the processes; every
-  // process passes as many.
-  virtual absl::Status Sum(std::vector<double>* values) = 0;
 };
 
 // Evaluates the model (in eval mode, without gradients) on the first

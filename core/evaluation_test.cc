@@ -90,6 +90,9 @@ TEST(EvaluationTest, ShardedEvaluationEqualsTheWholeOne) {
   ASSERT_TRUE(Evaluate(model, *data, Split::kValid, 1, 0, kCpu, &third).ok());
   EXPECT_EQ(third.recorded()[2], 0) << "the stand-in batch was counted";
   ASSERT_TRUE(Evaluate(model, *data, Split::kValid, 1, 0, kCpu, &second).ok());
+  // The same sums from every process (the stand-in's layers included), as
+  // an all-reduce needs.
+  ASSERT_EQ(third.recorded().size(), second.recorded().size());
   std::vector<double> others = second.recorded();
   for (size_t i = 0; i < others.size(); ++i) others[i] += third.recorded()[i];
   RecordingShards first(0, 3, &others);

@@ -5,8 +5,21 @@
 
 #include <cmath>
 
+#include "core/layer_metric.h"
+
 namespace moelab {
 namespace {
+
+// A registered metric that applies to decisions with dropped tokens only:
+// the share of tokens dropped.
+MOELAB_REGISTER_LAYER_METRIC("test_dropped_share",
+                             {.description = "share of tokens dropped (test)",
+                              .title = "Dropped (test)",
+                              .accumulate = [](const RoutingDecision& d) -> LayerMetricSum {
+                                if (!d.dropped.defined()) return {};
+                                return {.sum = d.dropped.sum().item<double>(),
+                                        .count = static_cast<double>(d.dropped.numel())};
+                              }});
 
 // A decision over 1 x N tokens from per-token weights [N, E] (0 = not routed).
 RoutingDecision Decision(std::vector<std::vector<float>> weights) {
@@ -90,6 +103,37 @@ TEST(RoutingMetricsTest, AggregationDiagnosticsAveragedOverTokens) {
   LayerRoutingAccumulator plain(2);
   plain.Add(Decision({{1, 0}}));
   EXPECT_FALSE(plain.Finish(0).has_aggregation());
+}
+
+// A sharded evaluation: each process accumulates its batches, the Sums
+// are added element-wise, and SetSums of the total finishes as one
+// accumulator over every batch would (every field: load, drops, entropies,
+// aggregation diagnostics, a registered metric).
+TEST(RoutingMetricsTest, SummedSumsEqualOneAccumulatorOverEveryBatch) {
+  RoutingDecision first = Decision({{0.6, 0.4, 0}, {0, 0.3, 0.7}});
+  first.dropped = at::tensor({0, 1}).reshape({1, 2});
+  first.aggregated_probs = at::tensor({0.5f, 0.5f, 0.f, 0.2f, 0.2f, 0.6f}).reshape({1, 2, 3});
+  first.aggregation_self_weight = at::tensor({0.9f, 0.4f}).reshape({1, 2});
+  first.aggregation_effective_neighbours = at::tensor({1.2f, 2.5f}).reshape({1, 2});
+  RoutingDecision second = Decision({{1, 0, 0}, {0, 0, 1}, {0.5, 0.5, 0}});
+  LayerRoutingAccumulator both(3), a(3), b(3);
+  both.Add(first);
+  both.Add(second);
+  a.Add(first);
+  b.Add(second);
+  ASSERT_EQ(a.Sums().size(), b.Sums().size());
+  std::vector<double> total = a.Sums();
+  for (size_t i = 0; i < total.size(); ++i) total[i] += b.Sums()[i];
+  LayerRoutingAccumulator summed(3);
+  summed.SetSums(total);
+  const LayerRoutingMetrics expected = both.Finish(0);
+  EXPECT_EQ(summed.Finish(0).SerializeAsString(), expected.SerializeAsString());
+  // The case is not trivial: every kind of field is set.
+  EXPECT_EQ(summed.tokens(), 5);
+  EXPECT_NEAR(expected.dropped_fraction(), 1.0 / 5, 1e-9);
+  EXPECT_TRUE(expected.has_aggregation());
+  EXPECT_GT(expected.aggregated_entropy(), 0);
+  EXPECT_NEAR(expected.values().at("test_dropped_share"), 0.5, 1e-9);
 }
 
 TEST(RoutingMetricsTest, HeadChangeOnProbeTokens) {

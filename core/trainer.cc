@@ -592,7 +592,7 @@ absl::StatusOr<EpochTraining> TrainEpoch(const ExperimentSpec& spec, const RunOp
   ProgressReporter progress(stderr, absl::StrFormat("epoch %d/%d", epoch + 1, training.epochs()),
                             run.steps_per_epoch, unit.label);
   double loss_sum = 0, aux_sum = 0, lr = 0;
-  // Training steps only: evaluation runs whole batches on every rank.
+  // Training steps only: an evaluation routes each batch whole, on one rank.
   std::optional<ScopedBatchCollective> batch_collective;
   if (run.data_parallel) {
     batch_collective.emplace(&run.data_parallel->batch_collective());

@@ -13,6 +13,8 @@ failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
+# Each epoch's validation takes 3 batches over 2 workers: the second runs a
+# stand-in batch to keep expert-parallel forwards in step.
 cat >"$tmp/dp.pbtxt" <<'SPEC'
 name: "dp"
 seed: 5
@@ -21,7 +23,7 @@ model { name: "moe_transformer_lm" preset: "cpu_tiny" moe { num_experts: 4 exper
         transformer_lm { num_layers: 2 model_dim: 32 num_heads: 2 dense_hidden: 32 } }
 router { name: "token_choice" top_k: 2 load_balance_coef: 0.01 token_choice { capacity_factor: 1.0 } }
 training { learning_rate: 0.003 epochs: 12 batch_size: 16 }
-evaluation { probe_examples: 8 max_eval_batches: 2 generation_eval_sequences: 4 }
+evaluation { probe_examples: 8 max_eval_batches: 3 generation_eval_sequences: 4 }
 runtime { threads: 1 distributed { timeout_s: 20 } }
 SPEC
 

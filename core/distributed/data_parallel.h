@@ -29,7 +29,7 @@
 #include "core/batch_collective.h"
 #include "core/dataset.h"
 #include "core/distributed/process_groups.h"
-#include "core/evaluation.h"
+#include "core/evaluation_shards.h"
 #include "core/train_step.h"
 
 namespace c10d {
