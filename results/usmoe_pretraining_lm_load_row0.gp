@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_lm_load_row0.png.tmp.25646'
+set output 'results/usmoe_pretraining_lm_load_row0.png.tmp.22593'
 $m << EOD
-0.125195 0.131665 0.0958984 0.137939 0.103223 0.191895 0.114038 0.100146
-0.106396 0.108252 0.117725 0.140381 0.125024 0.147461 0.125488 0.129272
+0.156128 0.145264 0.170166 0.0899658 0.175171 0.115601 0.0882568 0.0594482
+0.130371 0.0917969 0.0684814 0.223633 0.131104 0.173218 0.0894775 0.0919189
 EOD
 set title "Token choice, k=1: load (last epoch, first seed)"
 set xlabel "expert"

@@ -1,5 +1,5 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_lm_load_row2.png.tmp.25646'
+set output 'results/usmoe_pretraining_lm_load_row2.png.tmp.22593'
 $m << EOD
 0.125 0.125 0.125 0.125 0.125 0.125 0.125 0.125
 0.125 0.125 0.125 0.125 0.125 0.125 0.125 0.125

@@ -1,10 +1,10 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_lm_load_row4.png.tmp.25646'
+set output 'results/usmoe_pretraining_lm_load_row4.png.tmp.22593'
 $m << EOD
-0.136914 0.134326 0.163721 0.100732 0.109229 0.162158 0.0943115 0.0986084
-0.154834 0.0992676 0.0696777 0.185474 0.120898 0.0720215 0.178296 0.119531
+0.120239 0.123169 0.0799561 0.151489 0.0963135 0.105713 0.165771 0.157349
+0.155762 0.134033 0.0666504 0.178467 0.0944824 0.116455 0.135742 0.118408
 EOD
-set title "USMoE, k=1: load (last epoch, first seed)"
+set title "USMoE per position (authors' LM code), k=1: load (last\nepoch, first seed)"
 set xlabel "expert"
 set ylabel "MoE layer"
 set grid

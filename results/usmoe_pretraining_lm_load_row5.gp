@@ -1,10 +1,10 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_lm_load_row5.png.tmp.25646'
+set output 'results/usmoe_pretraining_lm_load_row5.png.tmp.22593'
 $m << EOD
-0.0833171 0.14873 0.15625 0.118083 0.12002 0.123958 0.151937 0.0977051
-0.114844 0.121354 0.100293 0.148861 0.134652 0.103678 0.119124 0.157194
+0.146647 0.0856934 0.0876465 0.124349 0.0977376 0.120524 0.18986 0.147542
+0.0863444 0.163656 0.108724 0.15625 0.14681 0.125407 0.0878906 0.124919
 EOD
-set title "USMoE, k=1.5: load (last epoch, first seed)"
+set title "USMoE per position (authors' LM code), k=1.5: load (last\nepoch, first seed)"
 set xlabel "expert"
 set ylabel "MoE layer"
 set grid

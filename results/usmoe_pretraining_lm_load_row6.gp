@@ -1,10 +1,10 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_pretraining_lm_load_row6.png.tmp.25646'
+set output 'results/usmoe_pretraining_lm_load_row6.png.tmp.22593'
 $m << EOD
-0.0929932 0.096521 0.119434 0.134167 0.151697 0.10946 0.142957 0.152771
-0.136865 0.114111 0.102795 0.14823 0.088269 0.133594 0.157544 0.118591
+0.13324 0.10437 0.123169 0.115479 0.158691 0.130615 0.139465 0.0949707
+0.128418 0.169922 0.105652 0.124023 0.115112 0.121094 0.0847168 0.151062
 EOD
-set title "USMoE, k=2: load (last epoch, first seed)"
+set title "USMoE per position (authors' LM code), k=2: load (last\nepoch, first seed)"
 set xlabel "expert"
 set ylabel "MoE layer"
 set grid
