@@ -1,8 +1,8 @@
 set terminal pngcairo size 900,560 enhanced font 'Sans,11'
-set output 'results/usmoe_training_free_load_row0.png.tmp.22130'
+set output 'results/usmoe_training_free_load_row0.png.tmp.22902'
 $m << EOD
-0.121619 0.138159 0.133032 0.163721 0.0809204 0.0950684 0.139258 0.128223
-0.134106 0.124109 0.119861 0.127368 0.0641479 0.171863 0.152161 0.106384
+0.113892 0.144531 0.0969849 0.0982056 0.159241 0.113586 0.153198 0.120361
+0.11792 0.129822 0.107788 0.163696 0.137451 0.1073 0.0918579 0.144165
 EOD
 set title "Token choice (trained): load (last epoch, first seed)"
 set xlabel "expert"
