@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "core/plugin_options.h"
 
 namespace moelab {
 
@@ -18,6 +19,11 @@ const char* SplitName(Split split) {
   return "?";
 }
 
+Batch ToDevice(const Batch& batch, const c10::Device& device) {
+  if (device.is_cpu()) return batch;
+  return Batch{batch.inputs.to(device), batch.targets.to(device)};
+}
+
 int64_t Dataset::NumBatches(Split split, int64_t batch_size) const {
   const int64_t examples = NumExamples(split);
   if (split == Split::kTrain) return examples / batch_size;
@@ -29,12 +35,25 @@ Registry<DatasetRegistration>& DatasetRegistry() {
   return *registry;
 }
 
+void ResolveDatasetSpec(const DatasetRegistration& registration, DatasetSpec* spec) {
+  if (!registration.resolve || HoldsOtherPluginsOptions(*spec, registration.options)) return;
+  registration.resolve(spec);
+}
+
+absl::Status ValidateDatasetSpec(const DatasetRegistration& registration, const DatasetSpec& spec) {
+  if (absl::Status status = CheckOwnOptions(spec, "dataset", spec.name(), registration.options);
+      !status.ok()) {
+    return status;
+  }
+  return registration.validate(spec);
+}
+
 absl::StatusOr<std::unique_ptr<Dataset>> LoadDataset(const DatasetSpec& spec) {
   absl::StatusOr<const DatasetRegistration*> entry = DatasetRegistry().Find(spec.name());
   if (!entry.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("dataset.name: ", entry.status().message()));
   }
-  if (absl::Status status = (*entry)->validate(spec); !status.ok()) {
+  if (absl::Status status = ValidateDatasetSpec(**entry, spec); !status.ok()) {
     return status;
   }
   absl::StatusOr<std::unique_ptr<Dataset>> dataset = (*entry)->load(spec);

@@ -33,6 +33,7 @@
 // plus its library (alwayslink = 1) in //core/data:all_datasets.
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <functional>
@@ -77,6 +78,9 @@ struct Batch {
   at::Tensor targets;
 };
 
+// `batch` on `device` (the batch itself when the device is the CPU).
+Batch ToDevice(const Batch& batch, const c10::Device& device);
+
 class Dataset {
  public:
   virtual ~Dataset() = default;
@@ -111,6 +115,10 @@ class Dataset {
 };
 
 struct DatasetRegistration {
+  // The field of DatasetSpec's options oneof this dataset reads (e.g.
+  // DatasetSpec::kSotu); OPTIONS_NOT_SET when it takes none. Another
+  // dataset's options are refused for it (core/plugin_options.h).
+  DatasetSpec::OptionsCase options = DatasetSpec::OPTIONS_NOT_SET;
   std::string description;
   // Fills documented defaults into the options in place. May be empty.
   std::function<void(DatasetSpec*)> resolve;
@@ -124,6 +132,13 @@ struct DatasetRegistration {
 };
 
 Registry<DatasetRegistration>& DatasetRegistry();
+
+// Fills the dataset's defaults (registration.resolve), unless the spec
+// holds another dataset's options, which ValidateDatasetSpec refuses.
+void ResolveDatasetSpec(const DatasetRegistration& registration, DatasetSpec* spec);
+
+// Refuses another dataset's options, then runs registration.validate.
+absl::Status ValidateDatasetSpec(const DatasetRegistration& registration, const DatasetSpec& spec);
 
 // Looks the dataset up by spec.name, validates and loads it.
 absl::StatusOr<std::unique_ptr<Dataset>> LoadDataset(const DatasetSpec& spec);

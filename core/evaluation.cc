@@ -10,11 +10,6 @@
 
 namespace moelab {
 
-Batch ToDevice(const Batch& batch, const c10::Device& device) {
-  if (device.is_cpu()) return batch;
-  return Batch{batch.inputs.to(device), batch.targets.to(device)};
-}
-
 absl::StatusOr<Evaluation> Evaluate(Model& model, const Dataset& data, Split split,
                                     int64_t batch_size, int max_batches, const c10::Device& device,
                                     EvaluationShards* shards) {

@@ -23,9 +23,6 @@
 
 namespace moelab {
 
-// `batch` on `device` (the batch itself when the device is the CPU).
-Batch ToDevice(const Batch& batch, const c10::Device& device);
-
 struct Evaluation {
   // Mean loss and share of argmax-correct predictions over `targets`
   // targets (tokens or images); 0 when the split is empty.

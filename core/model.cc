@@ -1,6 +1,7 @@
 #include "core/model.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/plugin_options.h"
 
 namespace moelab {
 
@@ -15,10 +16,26 @@ absl::StatusOr<std::shared_ptr<Model>> CreateModel(const ExperimentSpec& spec,
   if (!entry.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("model.name: ", entry.status().message()));
   }
-  if (absl::Status status = (*entry)->validate(spec.model()); !status.ok()) {
+  if (absl::Status status = ValidateModelSpec(**entry, spec.model()); !status.ok()) {
     return status;
   }
   return (*entry)->create(spec, info);
+}
+
+absl::Status ResolveModelSpec(const ModelRegistration& registration, ModelSpec* spec) {
+  if (absl::Status status = CheckOwnOptions(*spec, "model", spec->name(), registration.options);
+      !status.ok()) {
+    return status;
+  }
+  return registration.resolve ? registration.resolve(spec) : absl::OkStatus();
+}
+
+absl::Status ValidateModelSpec(const ModelRegistration& registration, const ModelSpec& spec) {
+  if (absl::Status status = CheckOwnOptions(spec, "model", spec.name(), registration.options);
+      !status.ok()) {
+    return status;
+  }
+  return registration.validate(spec);
 }
 
 }  // namespace moelab

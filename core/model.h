@@ -115,6 +115,10 @@ class Model : public torch::nn::Module {
 };
 
 struct ModelRegistration {
+  // The field of ModelSpec's options oneof this model reads (e.g.
+  // ModelSpec::kVit); OPTIONS_NOT_SET when it takes none. Another model's
+  // options are refused for it (core/plugin_options.h) before `resolve`.
+  ModelSpec::OptionsCase options = ModelSpec::OPTIONS_NOT_SET;
   std::string description;
   // Applies model.preset and fills documented defaults in place. Errors
   // name the field (an unknown preset lists the known ones).
@@ -133,6 +137,12 @@ struct ModelRegistration {
 };
 
 Registry<ModelRegistration>& ModelRegistry();
+
+// Refuses another model's options, then applies registration.resolve.
+absl::Status ResolveModelSpec(const ModelRegistration& registration, ModelSpec* spec);
+
+// Refuses another model's options, then runs registration.validate.
+absl::Status ValidateModelSpec(const ModelRegistration& registration, const ModelSpec& spec);
 
 // Looks the model up by spec.model.name, validates and builds it.
 absl::StatusOr<std::shared_ptr<Model>> CreateModel(const ExperimentSpec& spec,

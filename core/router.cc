@@ -3,25 +3,13 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/descriptor.h"
+#include "core/plugin_options.h"
 
 namespace moelab {
 
 Registry<RouterRegistration>& RouterRegistry() {
   static auto* registry = new Registry<RouterRegistration>("router");
   return *registry;
-}
-
-absl::Status CheckRouterOptionsCase(const RouterSpec& spec, RouterSpec::OptionsCase expected,
-                                    absl::string_view expected_field) {
-  if (spec.options_case() == RouterSpec::OPTIONS_NOT_SET || spec.options_case() == expected) {
-    return absl::OkStatus();
-  }
-  const auto* field = RouterSpec::descriptor()->FindFieldByNumber(spec.options_case());
-  return absl::InvalidArgumentError(absl::StrCat("router.", field->name(),
-                                                 ": these options belong to another router; "
-                                                 "router '",
-                                                 spec.name(), "' takes router.", expected_field));
 }
 
 absl::Status CheckTopK(const RouterSpec& spec, const RouterRegistration& registration,
@@ -61,13 +49,26 @@ absl::StatusOr<std::shared_ptr<Router>> CreateRouter(const RouterSpec& spec,
   if (!entry.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("router.name: ", entry.status().message()));
   }
-  if (absl::Status status = CheckLoadBalanceConventions(spec); !status.ok()) {
-    return status;
-  }
-  if (absl::Status status = (*entry)->validate(spec, dims); !status.ok()) {
+  if (absl::Status status = ValidateRouterSpec(**entry, spec, dims); !status.ok()) {
     return status;
   }
   return (*entry)->create(spec, dims);
+}
+
+void ResolveRouterSpec(const RouterRegistration& registration, RouterSpec* spec,
+                       const RouterDims& dims) {
+  if (!registration.resolve || HoldsOtherPluginsOptions(*spec, registration.options)) return;
+  registration.resolve(spec, dims);
+}
+
+absl::Status ValidateRouterSpec(const RouterRegistration& registration, const RouterSpec& spec,
+                                const RouterDims& dims) {
+  if (absl::Status status = CheckLoadBalanceConventions(spec); !status.ok()) return status;
+  if (absl::Status status = CheckOwnOptions(spec, "router", spec.name(), registration.options);
+      !status.ok()) {
+    return status;
+  }
+  return registration.validate(spec, dims);
 }
 
 }  // namespace moelab

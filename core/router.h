@@ -38,7 +38,9 @@
 //   };
 //
 //   MOELAB_REGISTER_ROUTER("hard_top1",
-//       {.description = "every token to its best expert, weight 1",
+//       {// With an options message in RouterSpec's oneof, name it here:
+//        // .options = RouterSpec::kHardTop1; without one, any is refused.
+//        .description = "every token to its best expert, weight 1",
 //        .validate = [](const RouterSpec& spec, const RouterDims&) {
 //          // Errors name the field: "router.top_k: hard_top1 needs 1, got 2".
 //          return spec.top_k() == 1 ? absl::OkStatus() : ...;
@@ -155,6 +157,11 @@ struct RouterDims {
 };
 
 struct RouterRegistration {
+  // The field of RouterSpec's options oneof that this router reads (e.g.
+  // RouterSpec::kTokenChoice); OPTIONS_NOT_SET when it takes none. Another
+  // router's options are refused for it (core/plugin_options.h): `resolve`
+  // and `validate` only ever see the router's own options or none.
+  RouterSpec::OptionsCase options = RouterSpec::OPTIONS_NOT_SET;
   // One line for `run --list`.
   std::string description;
   // Fills documented defaults into the router's options in place, so that
@@ -170,6 +177,16 @@ struct RouterRegistration {
 
 Registry<RouterRegistration>& RouterRegistry();
 
+// Fills the router's documented defaults (registration.resolve), unless the
+// spec holds another router's options, which ValidateRouterSpec refuses.
+void ResolveRouterSpec(const RouterRegistration& registration, RouterSpec* spec,
+                       const RouterDims& dims);
+
+// The checks every router spec gets before its registration's `validate`:
+// the load-balance enums and the options oneof; then `validate`.
+absl::Status ValidateRouterSpec(const RouterRegistration& registration, const RouterSpec& spec,
+                                const RouterDims& dims);
+
 // Looks the router up by spec.name, validates and builds it.
 absl::StatusOr<std::shared_ptr<Router>> CreateRouter(const RouterSpec& spec,
                                                      const RouterDims& dims);
@@ -182,11 +199,6 @@ absl::Status CheckLoadBalanceConventions(const RouterSpec& spec);
 // whole unless the router accepts fractional k, at most dims.num_experts.
 absl::Status CheckTopK(const RouterSpec& spec, const RouterRegistration& registration,
                        const RouterDims& dims);
-
-// For a plugin's `validate`: the spec's options oneof must be empty or the
-// plugin's own message; `expected_field` is that field's name.
-absl::Status CheckRouterOptionsCase(const RouterSpec& spec, RouterSpec::OptionsCase expected,
-                                    absl::string_view expected_field);
 
 }  // namespace moelab
 

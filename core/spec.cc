@@ -263,15 +263,9 @@ absl::Status ResolveSpec(ExperimentSpec* spec) {
       FindPlugin(RouterRegistry(), "router.name", spec->router().name());
   if (!router.ok()) return router.status();
 
-  if ((*dataset)->resolve) (*dataset)->resolve(spec->mutable_dataset());
-  if ((*model)->resolve) {
-    if (absl::Status s = (*model)->resolve(spec->mutable_model()); !s.ok()) {
-      return s;
-    }
-  }
-  if ((*router)->resolve) {
-    (*router)->resolve(spec->mutable_router(), (*model)->router_dims(spec->model()));
-  }
+  ResolveDatasetSpec(**dataset, spec->mutable_dataset());
+  if (absl::Status s = ResolveModelSpec(**model, spec->mutable_model()); !s.ok()) return s;
+  ResolveRouterSpec(**router, spec->mutable_router(), (*model)->router_dims(spec->model()));
   return absl::OkStatus();
 }
 
@@ -321,7 +315,7 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
   if (absl::Status s = ValidateTraining(spec); !s.ok()) return s;
   if (absl::Status s = ValidateEvaluation(spec, (*task)->inputs); !s.ok()) return s;
 
-  if (absl::Status s = (*model)->validate(spec.model()); !s.ok()) return s;
+  if (absl::Status s = ValidateModelSpec(**model, spec.model()); !s.ok()) return s;
   const RouterDims dims = (*model)->router_dims(spec.model());
   if (absl::Status s = CheckTopK(spec.router(), **router, dims); !s.ok()) return s;
   const RouterSpec& router_spec = spec.router();
@@ -330,14 +324,13 @@ absl::Status ValidateSpec(const ExperimentSpec& spec) {
                       absl::StrCat("must be a finite number >= 0 (0 = off), got ",
                                    router_spec.load_balance_coef()));
   }
-  if (absl::Status s = CheckLoadBalanceConventions(spec.router()); !s.ok()) return s;
   if (!(router_spec.z_loss_coef() >= 0 && std::isfinite(router_spec.z_loss_coef()))) {
     return FieldError(
         "router.z_loss_coef",
         absl::StrCat("must be a finite number >= 0 (0 = off), got ", router_spec.z_loss_coef()));
   }
-  if (absl::Status s = (*router)->validate(spec.router(), dims); !s.ok()) return s;
-  return (*dataset)->validate(spec.dataset());
+  if (absl::Status s = ValidateRouterSpec(**router, spec.router(), dims); !s.ok()) return s;
+  return ValidateDatasetSpec(**dataset, spec.dataset());
 }
 
 absl::StatusOr<ExperimentSpec> LoadSpecFromText(absl::string_view text,

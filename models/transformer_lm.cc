@@ -67,11 +67,6 @@ TransformerStackShape StackShape(const ModelSpec& spec, int64_t tokens, double t
 }  // namespace
 
 absl::Status ResolveTransformerLmSpec(ModelSpec* spec) {
-  if (spec->options_case() == ModelSpec::kVit) {
-    return FieldError("model.vit", absl::StrCat("these options belong to "
-                                                "vmoe_vit; model '",
-                                                kModelName, "' takes model.transformer_lm"));
-  }
   if (spec->preset().empty()) spec->set_preset("cpu_tiny");
   const LmPreset* preset = nullptr;
   for (const LmPreset& p : kPresets) {
@@ -249,7 +244,8 @@ absl::StatusOr<std::vector<at::Tensor>> MoeTransformerLm::ShardExperts(
   return ShardExpertsOf(blocks_, std::move(exchange));
 }
 
-MOELAB_REGISTER_MODEL(kModelName, {.description = "decoder-only transformer LM with MoE FFNs every "
+MOELAB_REGISTER_MODEL(kModelName, {.options = ModelSpec::kTransformerLm,
+                                   .description = "decoder-only transformer LM with MoE FFNs every "
                                                   "moe_every-th block; presets cpu_tiny (default), "
                                                   "cpu_small, smoe_small, smoe_medium, glam_style",
                                    .resolve = ResolveTransformerLmSpec,

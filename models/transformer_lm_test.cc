@@ -114,8 +114,12 @@ TEST(TransformerLmSpecTest, ErrorsNameTheField) {
 
   ModelSpec vit_options;
   vit_options.mutable_vit()->set_patch_size(4);
-  EXPECT_THAT(std::string(ResolveTransformerLmSpec(&vit_options).message()),
-              HasSubstr("model.vit"));
+  vit_options.set_name("moe_transformer_lm");
+  EXPECT_THAT(
+      std::string(
+          ResolveModelSpec(**ModelRegistry().Find("moe_transformer_lm"), &vit_options).message()),
+      HasSubstr("model.vit: these options belong to another model; model "
+                "'moe_transformer_lm' takes model.transformer_lm"));
 
   auto error_for = [](auto mutate) {
     ModelSpec spec;

@@ -55,11 +55,6 @@ std::vector<std::string> PresetNames() {
 }  // namespace
 
 absl::Status ResolveVitSpec(ModelSpec* spec) {
-  if (spec->options_case() == ModelSpec::kTransformerLm) {
-    return FieldError("model.transformer_lm",
-                      absl::StrCat("these options belong to moe_transformer_lm; model '",
-                                   kModelName, "' takes model.vit"));
-  }
   if (spec->preset().empty()) spec->set_preset("cpu_tiny");
   const VitPreset* preset = nullptr;
   for (const VitPreset& p : kPresets) {
@@ -260,7 +255,8 @@ absl::StatusOr<std::vector<at::Tensor>> VmoeVit::ShardExperts(
 }
 
 MOELAB_REGISTER_MODEL(kModelName,
-                      {.description = "vision transformer with MoE FFNs every moe_every-th "
+                      {.options = ModelSpec::kVit,
+                       .description = "vision transformer with MoE FFNs every moe_every-th "
                                       "block (V-MoE); presets cpu_tiny (default), vmoe_s, "
                                       "vmoe_s16, vmoe_b16",
                        .resolve = ResolveVitSpec,

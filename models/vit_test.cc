@@ -105,8 +105,11 @@ TEST(VitSpecTest, ErrorsNameTheField) {
 
   ModelSpec lm_options;
   lm_options.mutable_transformer_lm()->set_num_layers(2);
-  EXPECT_THAT(std::string(ResolveVitSpec(&lm_options).message()),
-              HasSubstr("model.transformer_lm"));
+  lm_options.set_name("vmoe_vit");
+  EXPECT_THAT(
+      std::string(ResolveModelSpec(**ModelRegistry().Find("vmoe_vit"), &lm_options).message()),
+      HasSubstr("model.transformer_lm: these options belong to another model; model 'vmoe_vit' "
+                "takes model.vit"));
 
   ModelSpec heads;
   heads.mutable_vit()->set_num_heads(5);

@@ -20,10 +20,6 @@ absl::Status FieldError(absl::string_view field, absl::string_view problem) {
 }
 
 absl::Status ValidateAttentionAware(const RouterSpec& spec, const RouterDims& dims) {
-  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kAttentionAware, "attention_aware");
-      !s.ok()) {
-    return s;
-  }
   if (absl::Status s = CheckWholeTopK(spec, dims); !s.ok()) return s;
   const AttentionAwareOptions options = ResolvedAttentionAwareOptions(spec);
   if (!(options.sigma() > 0)) {
@@ -229,17 +225,13 @@ RoutingDecision AttentionAwareRouter::Route(const at::Tensor& hidden,
 
 MOELAB_REGISTER_ROUTER(
     "attention_aware",
-    {.description = "Attention-Aware SMoE (graph of tokens): top-k of p_i = sum_j "
+    {.options = RouterSpec::kAttentionAware,
+     .description = "Attention-Aware SMoE (graph of tokens): top-k of p_i = sum_j "
                     "A^p_h*[i,j] r_j, the posterior of the preceding attention's "
                     "lowest-entropy head; sigma relative to ||u_i|| (RELATIVE, ours) or "
                     "absolute (ABSOLUTE, the paper's)",
      .resolve =
          [](RouterSpec* spec, const RouterDims&) {
-           // Another router's options stay as they are, for validate to report.
-           if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-               spec->options_case() != RouterSpec::kAttentionAware) {
-             return;
-           }
            *spec->mutable_attention_aware() = ResolvedAttentionAwareOptions(*spec);
          },
      .validate = ValidateAttentionAware,

@@ -51,10 +51,6 @@ RoutingDecision ExpertChoiceRouter::Route(const at::Tensor& hidden, const Routin
 namespace {
 
 absl::Status ValidateExpertChoice(const RouterSpec& spec, const RouterDims& dims) {
-  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kExpertChoice, "expert_choice");
-      !s.ok()) {
-    return s;
-  }
   if (absl::Status s = CheckWholeTopK(spec, dims); !s.ok()) return s;
   const float factor = ResolvedExpertChoiceOptions(spec).capacity_factor();
   // c = 0 would route nothing at all.
@@ -66,14 +62,11 @@ absl::Status ValidateExpertChoice(const RouterSpec& spec, const RouterDims& dims
 }
 
 MOELAB_REGISTER_ROUTER("expert_choice",
-                       {.description = "each expert takes its top-c tokens of the sequence, "
+                       {.options = RouterSpec::kExpertChoice,
+                        .description = "each expert takes its top-c tokens of the sequence, "
                                        "c = capacity_factor * T * k / E (Zhou et al., 2022)",
                         .resolve =
                             [](RouterSpec* spec, const RouterDims&) {
-                              if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-                                  spec->options_case() != RouterSpec::kExpertChoice) {
-                                return;  // validate reports the foreign options
-                              }
                               *spec->mutable_expert_choice() = ResolvedExpertChoiceOptions(*spec);
                             },
                         .validate = ValidateExpertChoice,

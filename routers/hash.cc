@@ -25,18 +25,14 @@ namespace {
 
 MOELAB_REGISTER_ROUTER(
     "hash",
-    {.description = "k fixed experts per token id from a salted splitmix64 "
+    {.options = RouterSpec::kHash,
+     .description = "k fixed experts per token id from a salted splitmix64 "
                     "hash, weight 1/k (Roller et al., 2021)",
      .resolve =
          [](RouterSpec* spec, const RouterDims&) {
-           if (spec->options_case() == RouterSpec::OPTIONS_NOT_SET) {
-             spec->mutable_hash();  // shows the salt in the resolved spec
-           }
+           spec->mutable_hash();  // shows the salt in the resolved spec
          },
      .validate = [](const RouterSpec& spec, const RouterDims& dims) -> absl::Status {
-       if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kHash, "hash"); !s.ok()) {
-         return s;
-       }
        return CheckWholeTopK(spec, dims);
      },
      .create = [](const RouterSpec& spec, const RouterDims& dims) -> std::shared_ptr<Router> {

@@ -38,18 +38,14 @@ namespace {
 
 MOELAB_REGISTER_ROUTER(
     "random",
-    {.description = "k uniformly random experts per token, redrawn each "
+    {.options = RouterSpec::kRandom,
+     .description = "k uniformly random experts per token, redrawn each "
                     "forward or fixed per token id; weight 1/k",
      .resolve =
          [](RouterSpec* spec, const RouterDims&) {
-           if (spec->options_case() == RouterSpec::OPTIONS_NOT_SET) {
-             spec->mutable_random();  // shows fixed_per_token in the spec
-           }
+           spec->mutable_random();  // shows fixed_per_token in the spec
          },
      .validate = [](const RouterSpec& spec, const RouterDims& dims) -> absl::Status {
-       if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kRandom, "random"); !s.ok()) {
-         return s;
-       }
        return CheckWholeTopK(spec, dims);
      },
      .create = [](const RouterSpec& spec, const RouterDims& dims) -> std::shared_ptr<Router> {

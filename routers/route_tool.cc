@@ -446,7 +446,7 @@ absl::Status Run(const RouteToolOptions& options) {
                                          ? inputs->context.attention_probs.size(1)
                                          : 0,
                         .causal_model = options.causal_model};
-  if ((*registration)->resolve) (*registration)->resolve(&*spec, dims);
+  ResolveRouterSpec(**registration, &*spec, dims);
   if (absl::Status s = CheckTopK(*spec, **registration, dims); !s.ok()) return s;
 
   at::manual_seed(options.seed);

@@ -167,7 +167,7 @@ absl::StatusOr<std::shared_ptr<Router>> BuildRouter(const std::string& name, con
                         .num_experts = shape.experts,
                         .num_heads = kHeads,
                         .causal_model = causal_model};
-  if ((*entry)->resolve) (*entry)->resolve(&spec, dims);
+  ResolveRouterSpec(**entry, &spec, dims);
   if (absl::Status s = CheckTopK(spec, **entry, dims); !s.ok()) return s;
   try {
     return CreateRouter(spec, dims);

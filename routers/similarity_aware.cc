@@ -21,11 +21,6 @@ absl::Status FieldError(absl::string_view field, absl::string_view problem) {
 }
 
 absl::Status ValidateSimilarityAware(const RouterSpec& spec, const RouterDims& dims) {
-  if (absl::Status s =
-          CheckRouterOptionsCase(spec, RouterSpec::kSimilarityAware, "similarity_aware");
-      !s.ok()) {
-    return s;
-  }
   if (absl::Status s = CheckWholeTopK(spec, dims); !s.ok()) return s;
   const SimilarityAwareOptions options = ResolvedSimilarityAwareOptions(spec, dims);
   if (options.scale() != COSINE_SIMILARITY && options.scale() != RAW_DOT_PRODUCT) {
@@ -183,16 +178,12 @@ RoutingDecision SimilarityAwareRouter::Route(const at::Tensor& hidden,
 
 MOELAB_REGISTER_ROUTER(
     "similarity_aware",
-    {.description = "Similarity-Aware SMoE (graph of tokens): top-k of p_i = sum_j S_ij "
+    {.options = RouterSpec::kSimilarityAware,
+     .description = "Similarity-Aware SMoE (graph of tokens): top-k of p_i = sum_j S_ij "
                     "r_j with S = softmax(U W_s U^T / tau) on unit-length rows of U "
                     "(COSINE_SIMILARITY, ours) or raw ones (RAW_DOT_PRODUCT, the paper's)",
      .resolve =
          [](RouterSpec* spec, const RouterDims& dims) {
-           // Another router's options stay as they are, for validate to report.
-           if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-               spec->options_case() != RouterSpec::kSimilarityAware) {
-             return;
-           }
            *spec->mutable_similarity_aware() = ResolvedSimilarityAwareOptions(*spec, dims);
          },
      .validate = ValidateSimilarityAware,

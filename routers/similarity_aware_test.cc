@@ -569,9 +569,9 @@ TEST(SimilarityAwareRegistrationTest, ResolveWritesEveryDefault) {
   // Another router's options are left for validate to report.
   RouterSpec wrong = Spec(2);
   wrong.mutable_unified();
-  entry->resolve(&wrong, {.model_dim = 4, .num_experts = 2});
+  ResolveRouterSpec(*entry, &wrong, {.model_dim = 4, .num_experts = 2});
   EXPECT_TRUE(wrong.has_unified());
-  EXPECT_THAT(entry->validate(wrong, {.model_dim = 4, .num_experts = 2}).message(),
+  EXPECT_THAT(ValidateRouterSpec(*entry, wrong, {.model_dim = 4, .num_experts = 2}).message(),
               HasSubstr("router.unified: these options belong to another router"));
 }
 

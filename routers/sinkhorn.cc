@@ -59,9 +59,6 @@ RoutingDecision SinkhornRouter::Route(const at::Tensor& hidden, const RoutingCon
 namespace {
 
 absl::Status ValidateSinkhorn(const RouterSpec& spec, const RouterDims& dims) {
-  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kSinkhorn, "sinkhorn"); !s.ok()) {
-    return s;
-  }
   if (absl::Status s = CheckWholeTopK(spec, dims); !s.ok()) return s;
   const int iterations = ResolvedSinkhornOptions(spec).iterations();
   if (iterations < 1) {
@@ -72,15 +69,12 @@ absl::Status ValidateSinkhorn(const RouterSpec& spec, const RouterDims& dims) {
 }
 
 MOELAB_REGISTER_ROUTER("sinkhorn",
-                       {.description = "top-k of the Sinkhorn-balanced scores of the batch in "
+                       {.options = RouterSpec::kSinkhorn,
+                        .description = "top-k of the Sinkhorn-balanced scores of the batch in "
                                        "training, plain top-k in evaluation; sigmoid weights "
                                        "(BASE/Megatron style)",
                         .resolve =
                             [](RouterSpec* spec, const RouterDims&) {
-                              if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-                                  spec->options_case() != RouterSpec::kSinkhorn) {
-                                return;  // validate reports the foreign options
-                              }
                               *spec->mutable_sinkhorn() = ResolvedSinkhornOptions(*spec);
                             },
                         .validate = ValidateSinkhorn,

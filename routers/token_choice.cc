@@ -122,10 +122,6 @@ bool TokenChoiceRouter::IsCausal(bool causal_model) const {
 namespace {
 
 absl::Status ValidateTokenChoice(const RouterSpec& spec, const RouterDims& dims) {
-  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kTokenChoice, "token_choice");
-      !s.ok()) {
-    return s;
-  }
   if (absl::Status s = CheckWholeTopK(spec, dims); !s.ok()) return s;
   const TokenChoiceOptions options = ResolvedTokenChoiceOptions(spec);
   if (options.gate() != SOFTMAX && options.gate() != SIGMOID) {
@@ -153,15 +149,12 @@ absl::Status ValidateTokenChoice(const RouterSpec& spec, const RouterDims& dims)
 }
 
 MOELAB_REGISTER_ROUTER("token_choice",
-                       {.description = "top-k experts per token of a softmax/sigmoid gate; "
+                       {.options = RouterSpec::kTokenChoice,
+                        .description = "top-k experts per token of a softmax/sigmoid gate; "
                                        "optional renormalisation and expert capacity "
                                        "(SMoE/Switch/GShard)",
                         .resolve =
                             [](RouterSpec* spec, const RouterDims&) {
-                              if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-                                  spec->options_case() != RouterSpec::kTokenChoice) {
-                                return;  // validate reports the foreign options
-                              }
                               *spec->mutable_token_choice() = ResolvedTokenChoiceOptions(*spec);
                             },
                         .validate = ValidateTokenChoice,

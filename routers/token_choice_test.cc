@@ -384,7 +384,7 @@ TEST(TokenChoiceTest, ResolveFillsDefaults) {
   // Another router's options are left for validate to report.
   RouterSpec foreign = Spec(2);
   foreign.mutable_unified();
-  entry->resolve(&foreign, RouterDims{8, 4, 2, true});
+  ResolveRouterSpec(*entry, &foreign, RouterDims{8, 4, 2, true});
   EXPECT_TRUE(foreign.has_unified());
 }
 

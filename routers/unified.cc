@@ -128,9 +128,6 @@ bool UnifiedRouter::IsCausal(bool causal_model) const { return options_.scope() 
 namespace {
 
 absl::Status ValidateUnified(const RouterSpec& spec, const RouterDims& dims) {
-  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kUnified, "unified"); !s.ok()) {
-    return s;
-  }
   const double k = spec.top_k();
   if (!(k > 0) || k > dims.num_experts) {
     return absl::InvalidArgumentError(
@@ -166,24 +163,19 @@ absl::Status ValidateUnified(const RouterSpec& spec, const RouterDims& dims) {
   return absl::OkStatus();
 }
 
-MOELAB_REGISTER_ROUTER("unified",
-                       {.description = "USMoE: top-c (token, expert) pairs of alpha * softmax "
-                                       "over experts + beta * token score, c = round(T * k) per "
-                                       "scope; fractional k",
-                        .resolve =
-                            [](RouterSpec* spec, const RouterDims&) {
-                              if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-                                  spec->options_case() != RouterSpec::kUnified) {
-                                return;  // validate reports the foreign options
-                              }
-                              *spec->mutable_unified() = ResolvedUnifiedOptions(*spec);
-                            },
-                        .validate = ValidateUnified,
-                        .create = [](const RouterSpec& spec,
-                                     const RouterDims& dims) -> std::shared_ptr<Router> {
-                          return std::make_shared<UnifiedRouter>(spec, dims);
-                        },
-                        .fractional_top_k = true});
+MOELAB_REGISTER_ROUTER(
+    "unified",
+    {.options = RouterSpec::kUnified,
+     .description = "USMoE: top-c (token, expert) pairs of alpha * softmax "
+                    "over experts + beta * token score, c = round(T * k) per "
+                    "scope; fractional k",
+     .resolve = [](RouterSpec* spec,
+                   const RouterDims&) { *spec->mutable_unified() = ResolvedUnifiedOptions(*spec); },
+     .validate = ValidateUnified,
+     .create = [](const RouterSpec& spec, const RouterDims& dims) -> std::shared_ptr<Router> {
+       return std::make_shared<UnifiedRouter>(spec, dims);
+     },
+     .fractional_top_k = true});
 
 }  // namespace
 }  // namespace moelab

@@ -57,9 +57,6 @@ RoutingDecision XMoeRouter::Route(const at::Tensor& hidden, const RoutingContext
 namespace {
 
 absl::Status ValidateXMoe(const RouterSpec& spec, const RouterDims& dims) {
-  if (absl::Status s = CheckRouterOptionsCase(spec, RouterSpec::kXmoe, "xmoe"); !s.ok()) {
-    return s;
-  }
   if (absl::Status s = CheckWholeTopK(spec, dims); !s.ok()) return s;
   const XMoeOptions options = ResolvedXMoeOptions(spec);
   if (options.projection_dim() < 1) {
@@ -77,22 +74,17 @@ absl::Status ValidateXMoe(const RouterSpec& spec, const RouterDims& dims) {
   return absl::OkStatus();
 }
 
-MOELAB_REGISTER_ROUTER("xmoe",
-                       {.description = "X-MoE cosine router: low-dimensional projection, L2 "
-                                       "normalisation, learnable temperature (Chi et al., 2022)",
-                        .resolve =
-                            [](RouterSpec* spec, const RouterDims&) {
-                              if (spec->options_case() != RouterSpec::OPTIONS_NOT_SET &&
-                                  spec->options_case() != RouterSpec::kXmoe) {
-                                return;  // validate reports the foreign options
-                              }
-                              *spec->mutable_xmoe() = ResolvedXMoeOptions(*spec);
-                            },
-                        .validate = ValidateXMoe,
-                        .create = [](const RouterSpec& spec,
-                                     const RouterDims& dims) -> std::shared_ptr<Router> {
-                          return std::make_shared<XMoeRouter>(spec, dims);
-                        }});
+MOELAB_REGISTER_ROUTER(
+    "xmoe",
+    {.options = RouterSpec::kXmoe,
+     .description = "X-MoE cosine router: low-dimensional projection, L2 "
+                    "normalisation, learnable temperature (Chi et al., 2022)",
+     .resolve = [](RouterSpec* spec,
+                   const RouterDims&) { *spec->mutable_xmoe() = ResolvedXMoeOptions(*spec); },
+     .validate = ValidateXMoe,
+     .create = [](const RouterSpec& spec, const RouterDims& dims) -> std::shared_ptr<Router> {
+       return std::make_shared<XMoeRouter>(spec, dims);
+     }});
 
 }  // namespace
 }  // namespace moelab

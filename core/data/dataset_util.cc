@@ -14,18 +14,6 @@
 
 namespace moelab {
 
-absl::Status CheckDatasetOptionsCase(const DatasetSpec& spec, DatasetSpec::OptionsCase expected,
-                                     absl::string_view expected_field) {
-  if (spec.options_case() == DatasetSpec::OPTIONS_NOT_SET || spec.options_case() == expected) {
-    return absl::OkStatus();
-  }
-  const auto* field = DatasetSpec::descriptor()->FindFieldByNumber(spec.options_case());
-  return absl::InvalidArgumentError(absl::StrCat("dataset.", field->name(),
-                                                 ": these options belong to another dataset; "
-                                                 "dataset '",
-                                                 spec.name(), "' takes dataset.", expected_field));
-}
-
 absl::Status DatasetFieldError(absl::string_view field, absl::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", problem));
 }

@@ -14,11 +14,6 @@
 
 namespace moelab {
 
-// Ok when the spec sets no options or the `expected` ones; otherwise an
-// error naming the options that were given and those the dataset takes.
-absl::Status CheckDatasetOptionsCase(const DatasetSpec& spec, DatasetSpec::OptionsCase expected,
-                                     absl::string_view expected_field);
-
 // InvalidArgument "<field>: <problem>".
 absl::Status DatasetFieldError(absl::string_view field, absl::string_view problem);
 

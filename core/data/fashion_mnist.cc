@@ -179,10 +179,6 @@ class FashionMnistDataset : public Dataset {
 };
 
 void ResolveFashionMnist(DatasetSpec* spec) {
-  if (spec->options_case() != DatasetSpec::OPTIONS_NOT_SET &&
-      spec->options_case() != DatasetSpec::kFashionMnist) {
-    return;  // validate reports the mismatch
-  }
   FashionMnistOptions* options = spec->mutable_fashion_mnist();
   if (options->data_dir().empty()) {
     options->set_data_dir("/usr/share/datasets/fashion-mnist");
@@ -190,10 +186,6 @@ void ResolveFashionMnist(DatasetSpec* spec) {
 }
 
 absl::Status ValidateFashionMnist(const DatasetSpec& spec) {
-  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kFashionMnist, "fashion_mnist");
-      !s.ok()) {
-    return s;
-  }
   const FashionMnistOptions& options = spec.fashion_mnist();
   if (options.max_train_examples() < 0) {
     return DatasetFieldError(
@@ -252,7 +244,8 @@ absl::StatusOr<std::unique_ptr<Dataset>> LoadFashionMnist(const FashionMnistOpti
 
 MOELAB_REGISTER_DATASET(
     "fashion_mnist",
-    {.description = "Fashion-MNIST 28x28 grey images, 10 classes (Debian "
+    {.options = DatasetSpec::kFashionMnist,
+     .description = "Fashion-MNIST 28x28 grey images, 10 classes (Debian "
                     "dataset-fashion-mnist)",
      .resolve = ResolveFashionMnist,
      .validate = ValidateFashionMnist,

@@ -289,19 +289,11 @@ class ImageFolderDataset : public Dataset {
 };
 
 void ResolveImageFolder(DatasetSpec* spec) {
-  if (spec->options_case() != DatasetSpec::OPTIONS_NOT_SET &&
-      spec->options_case() != DatasetSpec::kImageFolder) {
-    return;  // validate reports the mismatch
-  }
   ImageFolderOptions* options = spec->mutable_image_folder();
   if (options->image_size() == 0) options->set_image_size(224);
 }
 
 absl::Status ValidateImageFolder(const DatasetSpec& spec) {
-  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kImageFolder, "image_folder");
-      !s.ok()) {
-    return s;
-  }
   const ImageFolderOptions& options = spec.image_folder();
   if (options.image_size() < 1 || options.image_size() > 4096) {
     return DatasetFieldError("dataset.image_folder.image_size",
@@ -356,7 +348,8 @@ absl::StatusOr<std::unique_ptr<Dataset>> LoadImageFolder(const ImageFolderOption
 
 MOELAB_REGISTER_DATASET(
     "image_folder",
-    {.description = "ImageNet-style class-per-folder images, decoded with "
+    {.options = DatasetSpec::kImageFolder,
+     .description = "ImageNet-style class-per-folder images, decoded with "
                     "OpenCV",
      .resolve = ResolveImageFolder,
      .validate = ValidateImageFolder,

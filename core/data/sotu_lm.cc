@@ -53,10 +53,6 @@ absl::Status TokenizeAddresses(const std::vector<const SotuAddress*>& addresses,
 }
 
 void ResolveSotu(DatasetSpec* spec) {
-  if (spec->options_case() != DatasetSpec::OPTIONS_NOT_SET &&
-      spec->options_case() != DatasetSpec::kSotu) {
-    return;  // validate reports the mismatch
-  }
   SotuOptions* options = spec->mutable_sotu();
   if (options->data_dir().empty()) {
     options->set_data_dir(DataCacheDir() + "/sotu/package/data");
@@ -68,9 +64,6 @@ void ResolveSotu(DatasetSpec* spec) {
 }
 
 absl::Status ValidateSotu(const DatasetSpec& spec) {
-  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kSotu, "sotu"); !s.ok()) {
-    return s;
-  }
   const SotuOptions& options = spec.sotu();
   if (options.test_first_year() <= options.valid_first_year()) {
     return DatasetFieldError(
@@ -162,7 +155,8 @@ absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadSotu(const SotuOptions& 
 }
 
 MOELAB_REGISTER_DATASET(
-    "sotu_lm", {.description = "State of the Union addresses 1790-2021, word-level LM "
+    "sotu_lm", {.options = DatasetSpec::kSotu,
+                .description = "State of the Union addresses 1790-2021, word-level LM "
                                "split by year",
                 .resolve = ResolveSotu,
                 .validate = ValidateSotu,

@@ -293,9 +293,9 @@ TEST(SotuLmTest, ValidateNamesTheField) {
 
   DatasetSpec other = SotuSpec();
   other.mutable_wikitext()->set_data_dir("/tmp");
-  entry->resolve(&other);  // leaves the foreign options for validate
+  ResolveDatasetSpec(*entry, &other);  // leaves the foreign options for validation
   EXPECT_TRUE(other.has_wikitext());
-  EXPECT_THAT(entry->validate(other).message(),
+  EXPECT_THAT(ValidateDatasetSpec(*entry, other).message(),
               HasSubstr("dataset.wikitext: these options belong to another "
                         "dataset; dataset 'sotu_lm' takes dataset.sotu"));
 }

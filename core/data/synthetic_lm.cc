@@ -19,10 +19,6 @@ constexpr uint64_t kSyntheticSalt = 0x73796e746865ull;  // "synthe"
 constexpr int64_t kMaxTokensPerSplit = int64_t{1} << 28;
 
 void ResolveSyntheticLm(DatasetSpec* spec) {
-  if (spec->options_case() != DatasetSpec::OPTIONS_NOT_SET &&
-      spec->options_case() != DatasetSpec::kSyntheticLm) {
-    return;  // validate reports the mismatch
-  }
   SyntheticLmOptions* options = spec->mutable_synthetic_lm();
   if (!options->has_vocab_size()) options->set_vocab_size(10000);
   if (!options->has_sequence_length()) options->set_sequence_length(128);
@@ -30,10 +26,6 @@ void ResolveSyntheticLm(DatasetSpec* spec) {
 }
 
 absl::Status ValidateSyntheticLm(const DatasetSpec& spec) {
-  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kSyntheticLm, "synthetic_lm");
-      !s.ok()) {
-    return s;
-  }
   const SyntheticLmOptions& options = spec.synthetic_lm();
   if (options.vocab_size() < 2) {
     return DatasetFieldError("dataset.synthetic_lm.vocab_size",
@@ -80,7 +72,8 @@ absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadSyntheticLm(
 
 MOELAB_REGISTER_DATASET(
     "synthetic_lm",
-    {.description = "uniformly random tokens, for throughput benchmarks",
+    {.options = DatasetSpec::kSyntheticLm,
+     .description = "uniformly random tokens, for throughput benchmarks",
      .resolve = ResolveSyntheticLm,
      .validate = ValidateSyntheticLm,
      .load = [](const DatasetSpec& spec) -> absl::StatusOr<std::unique_ptr<Dataset>> {

@@ -69,18 +69,11 @@ absl::Status TokenizeFile(const std::string& path, TokenSink emit) {
 }
 
 void ResolveWikiText(DatasetSpec* spec) {
-  if (spec->options_case() != DatasetSpec::OPTIONS_NOT_SET &&
-      spec->options_case() != DatasetSpec::kWikitext) {
-    return;  // validate reports the mismatch
-  }
   WikiTextOptions* options = spec->mutable_wikitext();
   if (!options->has_sequence_length()) options->set_sequence_length(256);
 }
 
 absl::Status ValidateWikiText(const DatasetSpec& spec) {
-  if (absl::Status s = CheckDatasetOptionsCase(spec, DatasetSpec::kWikitext, "wikitext"); !s.ok()) {
-    return s;
-  }
   const WikiTextOptions& options = spec.wikitext();
   if (options.sequence_length() < 1) {
     return DatasetFieldError("dataset.wikitext.sequence_length",
@@ -121,7 +114,8 @@ absl::StatusOr<std::unique_ptr<TokenStreamDataset>> LoadWikiText(const WikiTextO
 
 MOELAB_REGISTER_DATASET(
     "wikitext_lm",
-    {.description = "WikiText-2/103 released token files, word-level LM",
+    {.options = DatasetSpec::kWikitext,
+     .description = "WikiText-2/103 released token files, word-level LM",
      .resolve = ResolveWikiText,
      .validate = ValidateWikiText,
      .load = [](const DatasetSpec& spec) -> absl::StatusOr<std::unique_ptr<Dataset>> {

@@ -37,16 +37,14 @@ class FirstExpertRouter : public Router {
   int64_t num_experts_;
 };
 
-MOELAB_REGISTER_ROUTER("testing_first_expert",
-                       {.description = "test only: every token to expert 0",
-                        .validate =
-                            [](const RouterSpec& spec, const RouterDims&) {
-                              return CheckRouterOptionsCase(spec, RouterSpec::kHash, "hash");
-                            },
-                        .create = [](const RouterSpec&,
-                                     const RouterDims& dims) -> std::shared_ptr<Router> {
-                          return std::make_shared<FirstExpertRouter>(dims.num_experts);
-                        }});
+MOELAB_REGISTER_ROUTER(
+    "testing_first_expert",
+    {.options = RouterSpec::kHash,
+     .description = "test only: every token to expert 0",
+     .validate = [](const RouterSpec&, const RouterDims&) { return absl::OkStatus(); },
+     .create = [](const RouterSpec&, const RouterDims& dims) -> std::shared_ptr<Router> {
+       return std::make_shared<FirstExpertRouter>(dims.num_experts);
+     }});
 
 MOELAB_REGISTER_MODEL("testing_lm",
                       {.description = "test only: a language model that cannot be built",
@@ -78,7 +76,8 @@ MOELAB_REGISTER_MODEL("testing_lm",
 
 MOELAB_REGISTER_DATASET(
     "testing_text_dir",
-    {.description = "test only: checks that wikitext.data_dir exists",
+    {.options = DatasetSpec::kWikitext,
+     .description = "test only: checks that wikitext.data_dir exists",
      .validate = [](const DatasetSpec& spec) -> absl::Status {
        if (!std::filesystem::is_directory(spec.wikitext().data_dir())) {
          return absl::NotFoundError(absl::StrCat(

@@ -29,13 +29,12 @@ ExperimentSpec TinyMoeLmSpec(const std::string& router, double top_k) {
 absl::StatusOr<std::shared_ptr<Model>> MakeTinyMoeLm(ExperimentSpec* spec, uint64_t seed) {
   absl::StatusOr<const ModelRegistration*> model_entry = ModelRegistry().Find(spec->model().name());
   if (!model_entry.ok()) return model_entry.status();
-  if (absl::Status s = (*model_entry)->resolve(spec->mutable_model()); !s.ok()) return s;
+  if (absl::Status s = ResolveModelSpec(**model_entry, spec->mutable_model()); !s.ok()) return s;
   absl::StatusOr<const RouterRegistration*> router_entry =
       RouterRegistry().Find(spec->router().name());
   if (!router_entry.ok()) return router_entry.status();
-  if ((*router_entry)->resolve) {
-    (*router_entry)->resolve(spec->mutable_router(), (*model_entry)->router_dims(spec->model()));
-  }
+  ResolveRouterSpec(**router_entry, spec->mutable_router(),
+                    (*model_entry)->router_dims(spec->model()));
   DatasetInfo info;
   info.task = kLanguageModelingTask;
   info.vocab_size = kTinyVocab;

@@ -25,7 +25,7 @@ inline absl::StatusOr<std::shared_ptr<Router>> ResolveAndCreate(RouterSpec spec,
                                                                 const RouterDims& dims) {
   absl::StatusOr<const RouterRegistration*> entry = RouterRegistry().Find(spec.name());
   if (!entry.ok()) return entry.status();
-  if ((*entry)->resolve) (*entry)->resolve(&spec, dims);
+  ResolveRouterSpec(**entry, &spec, dims);
   return CreateRouter(spec, dims);
 }
 
