@@ -3,13 +3,19 @@
 
 // The routing-metric seam: a per-layer metric defined once, as a sum over
 // the tokens of each evaluated batch divided by a count. Every evaluation
-// accumulates every registered metric over the same tokens as the built-in
-// ones (core/routing_metrics.h), and the value reaches
+// accumulates every registered metric over the same tokens as the load
+// (core/routing_metrics.h), and the value reaches
 //   - result.json, as LayerRoutingMetrics.values["NAME"] of every epoch and
 //     of the final evaluation;
 //   - metrics.csv, as the column lL_NAME of each MoE layer L;
 //   - tables, by naming it in TableSpec.layer_metrics (the mean over MoE
-//     layers of the final evaluation, mean ± std over seeds).
+//     layers of the final evaluation, mean ± std over seeds), and in a
+//     claim (Claim.layer_metric, judged on per-seed paired differences) or
+//     a sweep's selection rule.
+// The entropies H(r) and H(p), experts per token, the dropped share and the
+// aggregation diagnostics are such metrics (core/metrics/); only the load,
+// a per-expert vector, and the fluctuations, which compare two epochs, are
+// not sums over tokens and stay fields of LayerRoutingMetrics.
 // A metric is one .cc file in core/metrics/ and its test beside it; the
 // folder's BUILD globs both, so nothing else changes.
 //
@@ -58,6 +64,16 @@ struct LayerMetricRegistration {
 };
 
 Registry<LayerMetricRegistration>& LayerMetricRegistry();
+
+// The metrics of core/metrics/ that moelab itself reads beyond the writers:
+// the run's identity-aggregation check and summary, the final experts per
+// token (and so expert FLOPs), and the tables' built-in columns.
+inline constexpr char kGateEntropyMetric[] = "gate_entropy";
+inline constexpr char kAggregatedEntropyMetric[] = "aggregated_entropy";
+inline constexpr char kExpertsPerTokenMetric[] = "experts_per_token";
+inline constexpr char kDroppedFractionMetric[] = "dropped_fraction";
+inline constexpr char kAggregationSelfWeightMetric[] = "aggregation_self_weight";
+inline constexpr char kAggregationEffectiveNeighboursMetric[] = "aggregation_effective_neighbours";
 
 }  // namespace moelab
 

@@ -7,17 +7,6 @@
 #include <numeric>
 
 namespace moelab {
-namespace {
-
-// Sum over tokens of the entropy of each row of probs [N, E].
-double EntropySum(const at::Tensor& probs) {
-  at::Tensor p = probs.detach().to(at::kDouble).reshape({-1, probs.size(-1)});
-  at::Tensor terms = at::where(p > 0, -p * at::log(p.clamp_min(1e-300)), at::zeros_like(p));
-  return terms.sum().item<double>();
-}
-
-}  // namespace
-
 ProbeAssignment AssignmentOf(const RoutingDecision& decision) {
   const int64_t experts = decision.selected.size(-1);
   ProbeAssignment a;
@@ -66,26 +55,6 @@ void LayerRoutingAccumulator::Add(const RoutingDecision& decision) {
   const double* c = counts.data_ptr<double>();
   for (int64_t e = 0; e < num_experts_; ++e) pairs_per_expert_[e] += c[e];
   tokens_ += selected.size(0);
-  if (decision.dropped.defined()) {
-    dropped_tokens_ += decision.dropped.detach().sum().item<int64_t>();
-  }
-  if (decision.gate_probs.defined()) {
-    gate_entropy_sum_ += EntropySum(decision.gate_probs);
-  }
-  if (decision.aggregated_probs.defined()) {
-    has_aggregated_ = true;
-    aggregated_entropy_sum_ += EntropySum(decision.aggregated_probs);
-  }
-  // A router reports both or neither; one without the other is ignored
-  // rather than thrown through the trainer's Status boundary.
-  if (decision.aggregation_self_weight.defined() &&
-      decision.aggregation_effective_neighbours.defined()) {
-    self_weight_sum_ +=
-        decision.aggregation_self_weight.detach().to(at::kDouble).sum().item<double>();
-    neighbours_sum_ +=
-        decision.aggregation_effective_neighbours.detach().to(at::kDouble).sum().item<double>();
-    aggregation_tokens_ += decision.aggregation_self_weight.numel();
-  }
   for (const auto& [name, metric] : LayerMetricRegistry().entries()) {
     const LayerMetricSum batch = metric.accumulate(decision);
     if (batch.count <= 0) continue;
@@ -97,10 +66,7 @@ void LayerRoutingAccumulator::Add(const RoutingDecision& decision) {
 
 std::vector<double> LayerRoutingAccumulator::Sums() const {
   std::vector<double> sums = pairs_per_expert_;
-  sums.insert(sums.end(),
-              {static_cast<double>(tokens_), static_cast<double>(dropped_tokens_),
-               gate_entropy_sum_, aggregated_entropy_sum_, has_aggregated_ ? 1.0 : 0.0,
-               self_weight_sum_, neighbours_sum_, static_cast<double>(aggregation_tokens_)});
+  sums.push_back(static_cast<double>(tokens_));
   // Every registered metric, in the registry's order, applied or not.
   for (const auto& [name, metric] : LayerMetricRegistry().entries()) {
     const auto it = registered_.find(name);
@@ -116,13 +82,6 @@ void LayerRoutingAccumulator::SetSums(const std::vector<double>& sums) {
   std::copy(sums.begin(), sums.begin() + num_experts_, pairs_per_expert_.begin());
   size_t i = num_experts_;
   tokens_ = static_cast<int64_t>(sums[i++]);
-  dropped_tokens_ = static_cast<int64_t>(sums[i++]);
-  gate_entropy_sum_ = sums[i++];
-  aggregated_entropy_sum_ = sums[i++];
-  has_aggregated_ = sums[i++] > 0;
-  self_weight_sum_ = sums[i++];
-  neighbours_sum_ = sums[i++];
-  aggregation_tokens_ = static_cast<int64_t>(sums[i++]);
   registered_.clear();
   for (const auto& [name, metric] : LayerMetricRegistry().entries()) {
     const double sum = sums[i++], count = sums[i++];
@@ -148,21 +107,16 @@ LayerRoutingMetrics LayerRoutingAccumulator::Finish(int layer) const {
     m.set_load_max_over_mean(largest / mean);
   }
   m.set_dead_experts(dead);
-  if (tokens_ > 0) {
-    m.set_experts_per_token(total / tokens_);
-    m.set_dropped_fraction(static_cast<double>(dropped_tokens_) / tokens_);
-    m.set_gate_entropy(gate_entropy_sum_ / tokens_);
-    if (has_aggregated_) m.set_aggregated_entropy(aggregated_entropy_sum_ / tokens_);
-  }
-  if (aggregation_tokens_ > 0) {
-    m.set_has_aggregation(true);
-    m.set_aggregation_self_weight(self_weight_sum_ / aggregation_tokens_);
-    m.set_aggregation_effective_neighbours(neighbours_sum_ / aggregation_tokens_);
-  }
   for (const auto& [name, total] : registered_) {
     (*m.mutable_values())[name] = total.sum / total.count;
   }
   return m;
+}
+
+std::optional<double> LayerValue(const LayerRoutingMetrics& layer, const std::string& name) {
+  const auto found = layer.values().find(name);
+  if (found == layer.values().end()) return std::nullopt;
+  return found->second;
 }
 
 double PearsonCorrelation(const std::vector<double>& x, const std::vector<double>& y) {

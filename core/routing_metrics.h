@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,12 +59,11 @@ class LayerRoutingAccumulator {
 
   void Add(const RoutingDecision& decision);
 
-  // Per-expert share of routed pairs, coefficient of variation (population
-  // std / mean of the per-expert pair counts), max/mean, experts with no
-  // pair, share of tokens that lost a choice to capacity, mean experts per
-  // token, mean entropies of r and p (nats), and for aggregating routers the
-  // mean self-weight and effective neighbours of the aggregation; and in
-  // values, every registered layer metric (core/layer_metric.h) that applied.
+  // The load: per-expert share of routed pairs, coefficient of variation
+  // (population std / mean of the per-expert pair counts), max/mean and
+  // experts with no pair; and in values, every registered layer metric
+  // (core/layer_metric.h, core/metrics/: entropies, experts per token,
+  // drops, aggregation, ...) that applied.
   LayerRoutingMetrics Finish(int layer) const;
 
   int64_t tokens() const { return tokens_; }
@@ -78,16 +78,12 @@ class LayerRoutingAccumulator {
   int64_t num_experts_;
   std::vector<double> pairs_per_expert_;
   int64_t tokens_ = 0;
-  int64_t dropped_tokens_ = 0;
-  double gate_entropy_sum_ = 0;
-  double aggregated_entropy_sum_ = 0;
-  bool has_aggregated_ = false;
-  double self_weight_sum_ = 0;
-  double neighbours_sum_ = 0;
-  int64_t aggregation_tokens_ = 0;
   // Registered layer metrics by name: (sum, count) over the batches added.
   std::map<std::string, LayerMetricSum> registered_;
 };
+
+// A registered metric's value in `layer`; nullopt where it did not apply.
+std::optional<double> LayerValue(const LayerRoutingMetrics& layer, const std::string& name);
 
 // Pearson correlation of two equally long series (0 when either is flat).
 double PearsonCorrelation(const std::vector<double>& x, const std::vector<double>& y);

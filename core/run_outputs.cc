@@ -1,13 +1,17 @@
 #include "core/run_outputs.h"
 
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/atomic_file.h"
+#include "core/layer_metric.h"
 #include "core/progress.h"
 #include "core/routing_metrics.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace moelab {
@@ -42,6 +46,80 @@ std::string JsonOf(const RunResult& result) {
   return json;
 }
 
+namespace {
+
+// The old fields of a LayerRoutingMetrics (a JSON object) moved into its
+// "values". Every one was written with every field printed, so an old
+// layer has all of them: entropies, drops and experts per token always,
+// aggregated entropy above 0 only for routers with p, the aggregation pair
+// only where has_aggregation was true.
+void MoveLegacyLayerFields(google::protobuf::Value* layer) {
+  if (!layer->has_struct_value()) return;
+  auto& fields = *layer->mutable_struct_value()->mutable_fields();
+  if (!fields.contains("gate_entropy")) return;
+  auto& values = *fields["values"].mutable_struct_value()->mutable_fields();
+  auto number = [&](const char* name) {
+    const auto found = fields.find(name);
+    return found != fields.end() && found->second.has_number_value() ? found->second.number_value()
+                                                                     : 0.0;
+  };
+  auto move = [&](const char* old_name, const char* metric, bool applied) {
+    if (applied && !values.contains(metric)) values[metric].set_number_value(number(old_name));
+    fields.erase(old_name);
+  };
+  const bool aggregation =
+      fields.contains("has_aggregation") && fields["has_aggregation"].bool_value();
+  move("gate_entropy", kGateEntropyMetric, true);
+  move("experts_per_token", kExpertsPerTokenMetric, true);
+  move("dropped_fraction", kDroppedFractionMetric, true);
+  move("aggregated_entropy", kAggregatedEntropyMetric, number("aggregated_entropy") > 0);
+  move("aggregation_self_weight", kAggregationSelfWeightMetric, aggregation);
+  move("aggregation_effective_neighbours", kAggregationEffectiveNeighboursMetric, aggregation);
+  fields.erase("has_aggregation");
+}
+
+void MoveLegacyFieldsOfLayers(google::protobuf::Value* owner) {
+  if (!owner->has_struct_value()) return;
+  auto& fields = *owner->mutable_struct_value()->mutable_fields();
+  const auto layers = fields.find("layers");
+  if (layers == fields.end() || !layers->second.has_list_value()) return;
+  for (google::protobuf::Value& layer : *layers->second.mutable_list_value()->mutable_values()) {
+    MoveLegacyLayerFields(&layer);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<RunResult> ParseRunResultJson(const std::string& json, const std::string& source,
+                                             bool ignore_unknown_fields) {
+  google::protobuf::Value root;
+  if (!google::protobuf::util::JsonStringToMessage(json, &root).ok() || !root.has_struct_value()) {
+    return absl::DataLossError(absl::StrCat(source, ": not a JSON object (corrupt result file)"));
+  }
+  auto& fields = *root.mutable_struct_value()->mutable_fields();
+  if (const auto epochs = fields.find("epochs");
+      epochs != fields.end() && epochs->second.has_list_value()) {
+    for (google::protobuf::Value& epoch : *epochs->second.mutable_list_value()->mutable_values()) {
+      MoveLegacyFieldsOfLayers(&epoch);
+    }
+  }
+  if (const auto final = fields.find("final"); final != fields.end()) {
+    MoveLegacyFieldsOfLayers(&final->second);
+  }
+  std::string upgraded;
+  if (!google::protobuf::util::MessageToJsonString(root, &upgraded).ok()) {
+    return absl::DataLossError(absl::StrCat(source, ": cannot be re-encoded"));
+  }
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = ignore_unknown_fields;
+  RunResult result;
+  if (const auto s = google::protobuf::util::JsonStringToMessage(upgraded, &result, options);
+      !s.ok()) {
+    return absl::DataLossError(absl::StrCat(source, ": not a moelab result (", s.ToString(), ")"));
+  }
+  return result;
+}
+
 std::string MetricsCsv(const RunResult& result) {
   std::string csv =
       "epoch,step,train_loss,train_aux_loss,valid_loss,valid_perplexity,"
@@ -58,10 +136,8 @@ std::string MetricsCsv(const RunResult& result) {
   for (int l = 0; l < layers; ++l) {
     absl::StrAppendFormat(
         &csv,
-        ",l%d_fluct_top1,l%d_fluct_topk,l%d_gate_entropy,l%d_agg_entropy,"
-        "l%d_load_cv,l%d_max_over_mean,l%d_dead,l%d_dropped,l%d_experts_per_token,"
-        "l%d_self_weight,l%d_effective_neighbours,l%d_head_change",
-        l, l, l, l, l, l, l, l, l, l, l, l);
+        ",l%d_fluct_top1,l%d_fluct_topk,l%d_load_cv,l%d_max_over_mean,l%d_dead,l%d_head_change", l,
+        l, l, l, l, l);
     for (const std::string& name : registered) absl::StrAppendFormat(&csv, ",l%d_%s", l, name);
   }
   csv += "\n";
@@ -75,14 +151,10 @@ std::string MetricsCsv(const RunResult& result) {
       auto optional = [](bool present, double value) {
         return present ? absl::StrFormat("%.6g", value) : std::string();
       };
-      absl::StrAppendFormat(&csv, ",%s,%s,%.6g,%.6g,%.6g,%.6g,%d,%.6g,%.6g,%s,%s,%s",
-                            optional(m.has_fluctuation(), m.fluctuation_top1()),
-                            optional(m.has_fluctuation(), m.fluctuation_topk()), m.gate_entropy(),
-                            m.aggregated_entropy(), m.load_cv(), m.load_max_over_mean(),
-                            m.dead_experts(), m.dropped_fraction(), m.experts_per_token(),
-                            optional(m.has_aggregation(), m.aggregation_self_weight()),
-                            optional(m.has_aggregation(), m.aggregation_effective_neighbours()),
-                            optional(m.has_head_change(), m.head_change()));
+      absl::StrAppendFormat(
+          &csv, ",%s,%s,%.6g,%.6g,%d,%s", optional(m.has_fluctuation(), m.fluctuation_top1()),
+          optional(m.has_fluctuation(), m.fluctuation_topk()), m.load_cv(), m.load_max_over_mean(),
+          m.dead_experts(), optional(m.has_head_change(), m.head_change()));
       for (const std::string& name : registered) {
         const auto value = m.values().find(name);
         csv += "," +
@@ -123,7 +195,9 @@ std::string FormatRunSummary(const RunResult& result, const Task& task) {
                         unit.name + "/s");
   for (const EpochMetrics& e : result.epochs()) {
     std::vector<double> entropy;
-    for (const auto& l : e.layers()) entropy.push_back(l.gate_entropy());
+    for (const auto& l : e.layers()) {
+      if (const std::optional<double> h = LayerValue(l, kGateEntropyMetric)) entropy.push_back(*h);
+    }
     absl::StrAppendFormat(&out, "%5d  %10.4f  %10.4f  %12s  %12.4f  %12.0f\n", e.epoch(),
                           e.train_loss(), task.ValidHeadline(e).value, MeanFluctuation(e),
                           Mean(entropy), e.examples_per_s() * unit.per_example);
@@ -146,14 +220,16 @@ std::string FormatRunSummary(const RunResult& result, const Task& task) {
     out += "\n";
   }
   for (const LayerRoutingMetrics& layer : f.layers()) {
-    if (!layer.has_aggregation()) continue;
+    const std::optional<double> self_weight = LayerValue(layer, kAggregationSelfWeightMetric);
+    const std::optional<double> neighbours =
+        LayerValue(layer, kAggregationEffectiveNeighboursMetric);
+    if (!self_weight || !neighbours) continue;
     absl::StrAppendFormat(
         &out,
         "aggregation, MoE layer %d: mean self-weight %.4f, effective "
         "neighbours %.2f%s\n",
-        layer.layer(), layer.aggregation_self_weight(), layer.aggregation_effective_neighbours(),
-        layer.aggregation_self_weight() > kIdentityAggregationSelfWeight ? "  (IDENTITY: p = r)"
-                                                                         : "");
+        layer.layer(), *self_weight, *neighbours,
+        *self_weight > kIdentityAggregationSelfWeight ? "  (IDENTITY: p = r)" : "");
   }
   absl::StrAppendFormat(&out,
                         "experts/token %.2f  parameters %d (active/token %d)  "

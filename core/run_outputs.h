@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "core/task.h"
 #include "proto/result.pb.h"
 
@@ -18,11 +19,20 @@ namespace moelab {
 // printed.
 std::string JsonOf(const RunResult& result);
 
+// Reads a result.json, also one written before entropies, experts per
+// token, drops and the aggregation diagnostics became registered metrics:
+// their old LayerRoutingMetrics fields move into `values` under the
+// metrics' names, so every reader sees one form. Unknown fields are an
+// error unless `ignore_unknown_fields`; errors name `source`.
+absl::StatusOr<RunResult> ParseRunResultJson(const std::string& json, const std::string& source,
+                                             bool ignore_unknown_fields = false);
+
 // metrics.csv: one row per epoch, the task-free columns then per MoE layer
-// twelve built-in ones ("l0_fluct_top1", ...) and one per registered layer
-// metric the run has ("l0_gate_margin", core/layer_metric.h); a metric a
-// layer does not have (no fluctuation in epoch 1, no aggregation for token
-// choice) is an empty cell.
+// the fluctuation, load and head-change columns ("l0_fluct_top1", ...) and
+// one per registered layer metric the run has ("l0_gate_entropy",
+// "l0_gate_margin", core/layer_metric.h), in name order; a metric a layer
+// does not have (no fluctuation in epoch 1, no aggregation for token choice)
+// is an empty cell.
 std::string MetricsCsv(const RunResult& result);
 
 // Writes <dir>/result.json and <dir>/metrics.csv, each atomically.

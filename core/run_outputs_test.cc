@@ -12,6 +12,7 @@
 #include <sstream>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/task.h"
 #include "google/protobuf/util/json_util.h"
@@ -47,14 +48,13 @@ RunResult TwoEpochs() {
     epoch->set_valid_perplexity(200.0 / e);
     epoch->set_examples_per_s(100);
     LayerRoutingMetrics* layer = epoch->add_layers();
-    layer->set_gate_entropy(1.5);
+    (*layer->mutable_values())["gate_entropy"] = 1.5;
     if (e == 2) {
       layer->set_has_fluctuation(true);
       layer->set_fluctuation_top1(0.25);
       layer->set_fluctuation_topk(0.5);
-      layer->set_has_aggregation(true);
-      layer->set_aggregation_self_weight(0.4);
-      layer->set_aggregation_effective_neighbours(3);
+      (*layer->mutable_values())["aggregation_self_weight"] = 0.4;
+      (*layer->mutable_values())["aggregation_effective_neighbours"] = 3;
     }
   }
   return result;
@@ -67,15 +67,20 @@ TEST(RunOutputsTest, MetricsCsvHasAColumnPerLayerMetricAndEmptyCellsForAbsentOne
   const std::vector<std::string> header = absl::StrSplit(lines[0], ',');
   const std::vector<std::string> first = absl::StrSplit(lines[1], ',');
   const std::vector<std::string> second = absl::StrSplit(lines[2], ',');
-  ASSERT_EQ(header.size(), 13u + 12u);
+  // 13 run columns; per layer 6 built-in ones and the 3 registered metrics
+  // the run has, in name order.
+  ASSERT_EQ(header.size(), 13u + 6u + 3u);
   ASSERT_EQ(first.size(), header.size());
   ASSERT_EQ(second.size(), header.size());
   EXPECT_EQ(header[13], "l0_fluct_top1");
   EXPECT_EQ(first[13], "") << "epoch 1 has no fluctuation";
   EXPECT_EQ(second[13], "0.25");
-  EXPECT_EQ(header[22], "l0_self_weight");
-  EXPECT_EQ(first[22], "");
-  EXPECT_EQ(second[22], "0.4");
+  EXPECT_EQ(header[19], "l0_aggregation_effective_neighbours");
+  EXPECT_EQ(header[20], "l0_aggregation_self_weight");
+  EXPECT_EQ(first[20], "") << "epoch 1 has no aggregation";
+  EXPECT_EQ(second[20], "0.4");
+  EXPECT_EQ(header[21], "l0_gate_entropy");
+  EXPECT_EQ(first[21], "1.5");
   EXPECT_EQ(header[5], "valid_perplexity");
   EXPECT_EQ(second[5], "100");
 }
@@ -140,12 +145,62 @@ TEST(RunOutputsTest, WritesResultJsonThatReadsBackAndMetricsCsv) {
   std::stringstream json, csv;
   json << std::ifstream(dir + "/result.json").rdbuf();
   csv << std::ifstream(dir + "/metrics.csv").rdbuf();
-  RunResult read;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(json.str(), &read).ok());
-  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(read, result));
+  absl::StatusOr<RunResult> read = ParseRunResultJson(json.str(), dir + "/result.json");
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(*read, result));
   EXPECT_EQ(csv.str(), MetricsCsv(result));
   EXPECT_THAT(json.str(), HasSubstr("\"valid_perplexity\": 100"));
   EXPECT_FALSE(WriteOutputs(dir + "/no/such/dir", result).ok());
+}
+
+// A result.json written before entropies, experts per token, drops and the
+// aggregation diagnostics moved into `values` (every field printed, as
+// JsonOf always did).
+TEST(RunOutputsTest, AResultWrittenBeforeTheMetricsMovedReadsWithThemInValues) {
+  auto old_layer = [](const char* aggregated_entropy, const char* has_aggregation,
+                      const char* self_weight, const char* neighbours) {
+    return absl::StrCat(
+        R"({"layer": 1, "gate_entropy": 1.25, "aggregated_entropy": )", aggregated_entropy,
+        R"(, "dropped_fraction": 0.125, "experts_per_token": 2, )", R"("has_aggregation": )",
+        has_aggregation, R"(, "aggregation_self_weight": )", self_weight,
+        R"(, "aggregation_effective_neighbours": )", neighbours,
+        R"(, "load_cv": 0.5, "values": {"gate_margin": 0.75}})");
+  };
+  const std::string json =
+      absl::StrCat(R"({"status": "COMPLETED", "epochs": [{"epoch": 1, "step": "10", "layers": [)",
+                   old_layer("1.0625", "true", "0.375", "3.5"),
+                   R"(]}], "final": {"experts_per_token": 2, "layers": [)",
+                   old_layer("0", "false", "0", "0"), "]}}");
+  absl::StatusOr<RunResult> read = ParseRunResultJson(json, "old/result.json");
+  ASSERT_TRUE(read.ok()) << read.status();
+  const LayerRoutingMetrics& aggregating = read->epochs(0).layers(0);
+  EXPECT_EQ(aggregating.layer(), 1);
+  EXPECT_EQ(aggregating.load_cv(), 0.5);
+  EXPECT_EQ(aggregating.values().at("gate_entropy"), 1.25);
+  EXPECT_EQ(aggregating.values().at("aggregated_entropy"), 1.0625);
+  EXPECT_EQ(aggregating.values().at("dropped_fraction"), 0.125);
+  EXPECT_EQ(aggregating.values().at("experts_per_token"), 2);
+  EXPECT_EQ(aggregating.values().at("aggregation_self_weight"), 0.375);
+  EXPECT_EQ(aggregating.values().at("aggregation_effective_neighbours"), 3.5);
+  EXPECT_EQ(aggregating.values().at("gate_margin"), 0.75);
+  // Without aggregation the old fields held zeros that meant "not measured".
+  const LayerRoutingMetrics& plain = read->final().layers(0);
+  EXPECT_EQ(plain.values().at("gate_entropy"), 1.25);
+  EXPECT_EQ(plain.values().count("aggregated_entropy"), 0u);
+  EXPECT_EQ(plain.values().count("aggregation_self_weight"), 0u);
+  EXPECT_EQ(plain.values().count("aggregation_effective_neighbours"), 0u);
+  EXPECT_EQ(read->final().experts_per_token(), 2);
+}
+
+TEST(RunOutputsTest, AFileThatIsNotAResultIsRefusedNamingIt) {
+  absl::StatusOr<RunResult> read = ParseRunResultJson("{\"epochs\": [", "runs/x/result.json");
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(read.status().message(), HasSubstr("runs/x/result.json"));
+  read = ParseRunResultJson(R"({"no_such_field": 1})", "runs/y/result.json");
+  EXPECT_THAT(read.status().message(), HasSubstr("runs/y/result.json: not a moelab result"));
+  EXPECT_TRUE(ParseRunResultJson(R"({"no_such_field": 1})", "runs/y/result.json",
+                                 /*ignore_unknown_fields=*/true)
+                  .ok());
 }
 
 }  // namespace

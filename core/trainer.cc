@@ -44,7 +44,6 @@
 #include "core/threading_environment.h"
 #include "core/train_step.h"
 #include "google/protobuf/stubs/common.h"
-#include "google/protobuf/util/json_util.h"
 
 namespace moelab {
 namespace {
@@ -106,11 +105,10 @@ absl::Status CheckRunDirectory(const std::string& dir, const ExperimentSpec& spe
   if (!fs::exists(path, error)) return absl::OkStatus();
   const std::string hash = SpecHash(spec);
   absl::StatusOr<std::string> json = ReadFile(path);
-  RunResult existing;
-  google::protobuf::util::JsonParseOptions parse;
-  parse.ignore_unknown_fields = true;
-  const bool readable =
-      json.ok() && google::protobuf::util::JsonStringToMessage(*json, &existing, parse).ok();
+  absl::StatusOr<RunResult> parsed =
+      json.ok() ? ParseRunResultJson(*json, path, /*ignore_unknown_fields=*/true) : json.status();
+  const bool readable = parsed.ok();
+  RunResult existing = readable ? *std::move(parsed) : RunResult();
   if (readable && existing.spec_hash() == hash) {
     *previous = std::move(existing);
     return absl::OkStatus();
@@ -163,14 +161,12 @@ std::string FlagIdentityAggregation(RunResult* result) {
   result->clear_identity_aggregation_layers();
   std::vector<std::string> described;
   for (const LayerRoutingMetrics& layer : result->final().layers()) {
-    if (layer.has_aggregation() &&
-        layer.aggregation_self_weight() > kIdentityAggregationSelfWeight) {
+    const std::optional<double> self_weight = LayerValue(layer, kAggregationSelfWeightMetric);
+    if (self_weight && *self_weight > kIdentityAggregationSelfWeight) {
       result->add_identity_aggregation_layers(layer.layer());
-      described.push_back(
-          absl::StrFormat("MoE layer %d: mean self-weight %.5f, %.3f "
-                          "effective neighbours",
-                          layer.layer(), layer.aggregation_self_weight(),
-                          layer.aggregation_effective_neighbours()));
+      described.push_back(absl::StrFormat(
+          "MoE layer %d: mean self-weight %.5f, %.3f effective neighbours", layer.layer(),
+          *self_weight, LayerValue(layer, kAggregationEffectiveNeighboursMetric).value_or(0)));
     }
   }
   if (described.empty()) return "";
@@ -733,7 +729,9 @@ absl::Status EvaluateAtEnd(const ExperimentSpec& spec, const RunOptions& options
   if (absl::Status s = run.task->EvaluateFinal(context, final_metrics); !s.ok()) return s;
 
   double experts_per_token = 0;
-  for (const auto& layer : valid.layers) experts_per_token += layer.experts_per_token();
+  for (const auto& layer : valid.layers) {
+    experts_per_token += LayerValue(layer, kExpertsPerTokenMetric).value_or(0);
+  }
   if (!valid.layers.empty()) experts_per_token /= valid.layers.size();
   const ModelStats stats = model.Stats();
   final_metrics->set_experts_per_token(experts_per_token);

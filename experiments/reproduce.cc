@@ -42,6 +42,7 @@
 #include "core/paths.h"
 #include "core/progress.h"
 #include "core/provenance.h"
+#include "core/run_outputs.h"
 #include "core/spec.h"
 #include "core/threading_environment.h"
 #include "core/trainer.h"
@@ -51,7 +52,6 @@
 #include "experiments/table_report_timing.h"
 #include "experiments/table_rows.h"
 #include "google/protobuf/text_format.h"
-#include "google/protobuf/util/json_util.h"
 #include "proto/table.pb.h"
 
 ABSL_FLAG(std::string, table, "", "Table to reproduce (experiments/tables/NAME.pbtxt).");
@@ -91,10 +91,9 @@ namespace fs = std::filesystem;
 absl::StatusOr<RunResult> ReadCachedResult(const std::string& run_dir, const std::string& hash) {
   absl::StatusOr<std::string> json = ReadFile(run_dir + "/result.json");
   if (!json.ok()) return json.status();
-  RunResult result;
-  if (!google::protobuf::util::JsonStringToMessage(*json, &result).ok()) {
-    return absl::DataLossError(absl::StrCat(run_dir, "/result.json is corrupt"));
-  }
+  absl::StatusOr<RunResult> parsed = ParseRunResultJson(*json, run_dir + "/result.json");
+  if (!parsed.ok()) return parsed.status();
+  RunResult result = *std::move(parsed);
   if (result.status() != "COMPLETED" || result.spec_hash() != hash) {
     return absl::NotFoundError(absl::StrCat(run_dir, " holds no completed run of this spec"));
   }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -43,7 +44,11 @@ bool IsPercent(Column c) {
 // the identity, 0.95 is not; a leak of 0.004 nats/token), two otherwise,
 // and for expert GFLOPs (a CPU-scale model spends ~0.0003 per token)
 // enough for three significant digits.
-int DecimalsFor(Column column, double mean) {
+// Decimals for a value of `measure`: registered metrics get 3 (they are
+// shares, nats or gaps of order 1).
+int DecimalsFor(const Measure& measure, double mean) {
+  if (!measure.layer_metric.empty()) return 3;
+  const Column column = measure.column;
   if (column == WALL_TIME_S) return 0;
   if (IsPercent(column)) return 1;
   if (column == AGGREGATION_SELF_WEIGHT || column == LEAK_NLL_GAP) return 3;
@@ -127,12 +132,13 @@ bool ColumnValue(const RunResult& run, Column column, double* value) {
       }
       *value *= 100;
       return true;
-    // Entropies, load and aggregation describe the same tokens (FinalLayerMean),
+    // Entropies, load and aggregation describe the same tokens (the final
+    // evaluation's, FinalLayerMean and LayerMetricValue alike),
     // so a within-row claim such as H(p) < H(r) compares like with like.
     case GATE_ENTROPY:
-      return FinalLayerMean(run, &L::gate_entropy, nullptr, value);
+      return LayerMetricValue(run, kGateEntropyMetric, value);
     case AGGREGATED_ENTROPY:
-      return FinalLayerMean(run, &L::aggregated_entropy, nullptr, value) && *value > 0;
+      return LayerMetricValue(run, kAggregatedEntropyMetric, value);
     case LOAD_CV:
       return FinalLayerMean(run, &L::load_cv, nullptr, value);
     case EXPERTS_PER_TOKEN:
@@ -167,9 +173,9 @@ bool ColumnValue(const RunResult& run, Column column, double* value) {
       *value = f.expert_flops_per_token() / 1e9;
       return true;
     case AGGREGATION_SELF_WEIGHT:
-      return FinalLayerMean(run, &L::aggregation_self_weight, &L::has_aggregation, value);
+      return LayerMetricValue(run, kAggregationSelfWeightMetric, value);
     case AGGREGATION_EFFECTIVE_NEIGHBOURS:
-      return FinalLayerMean(run, &L::aggregation_effective_neighbours, &L::has_aggregation, value);
+      return LayerMetricValue(run, kAggregationEffectiveNeighboursMetric, value);
     // Head change, like fluctuation, compares two epochs' probe routing.
     case HEAD_CHANGE:
       if (!LastEpochLayerMean(run, &L::head_change, &L::has_head_change, value)) return false;
@@ -210,6 +216,41 @@ std::string LayerMetricTitle(const std::string& name) {
 }
 
 }  // namespace
+
+Stat MeasureStat(const RowRuns& row, const Measure& measure) {
+  std::vector<double> values;
+  for (const RunResult& run : row.runs) {
+    double v;
+    if (MeasureValue(run, measure, &v)) values.push_back(v);
+  }
+  return StatOf(values);
+}
+
+bool MeasureValue(const RunResult& run, const Measure& measure, double* value) {
+  return measure.layer_metric.empty() ? ColumnValue(run, measure.column, value)
+                                      : LayerMetricValue(run, measure.layer_metric, value);
+}
+
+std::string MeasureTitle(const Measure& measure) {
+  return measure.layer_metric.empty() ? ColumnTitle(measure.column)
+                                      : LayerMetricTitle(measure.layer_metric);
+}
+
+Measure ClaimMeasureA(const Claim& claim) {
+  return claim.layer_metric().empty() ? Measure(claim.column())
+                                      : Measure::LayerMetric(claim.layer_metric());
+}
+
+Measure ClaimMeasureB(const Claim& claim) {
+  if (claim.column_b() != COLUMN_UNSPECIFIED) return claim.column_b();
+  if (!claim.layer_metric_b().empty()) return Measure::LayerMetric(claim.layer_metric_b());
+  return ClaimMeasureA(claim);
+}
+
+Measure SelectionMeasure(const Selection& selection) {
+  return selection.layer_metric().empty() ? Measure(selection.column())
+                                          : Measure::LayerMetric(selection.layer_metric());
+}
 
 Stat ColumnStat(const RowRuns& row, Column column) {
   std::vector<double> values;
@@ -318,8 +359,8 @@ void FindDuplicateSeeds(const RowRuns& row, std::vector<std::string>* duplicates
 
 }  // namespace
 
-PairedDifference PairedDifferences(const RowRuns& a, Column column_a, const RowRuns& b,
-                                   Column column_b) {
+PairedDifference PairedDifferences(const RowRuns& a, const Measure& measure_a, const RowRuns& b,
+                                   const Measure& measure_b) {
   PairedDifference d;
   // Two runs of one seed: which pairs with which is undefined, so nothing is
   // paired and the claim says why.
@@ -335,13 +376,13 @@ PairedDifference PairedDifferences(const RowRuns& a, Column column_a, const RowR
   std::map<uint64_t, double> b_by_seed;
   for (const RunResult& run : b.runs) {
     double v;
-    if (ColumnValue(run, column_b, &v)) b_by_seed[run.spec().seed()] = v;
+    if (MeasureValue(run, measure_b, &v)) b_by_seed[run.spec().seed()] = v;
   }
   std::map<uint64_t, double> differences;
   for (const RunResult& run : a.runs) {
     double v;
     auto other = b_by_seed.find(run.spec().seed());
-    if (other == b_by_seed.end() || !ColumnValue(run, column_a, &v)) continue;
+    if (other == b_by_seed.end() || !MeasureValue(run, measure_a, &v)) continue;
     differences[run.spec().seed()] = v - other->second;
   }
   std::vector<double> values;
@@ -365,9 +406,7 @@ ClaimJudgement JudgeClaim(const Claim& claim, const std::vector<RowRuns>& rows) 
     judgement.verdict = "n/a (row missing)";
     return judgement;
   }
-  const Column column_b =
-      claim.column_b() == COLUMN_UNSPECIFIED ? claim.column() : claim.column_b();
-  judgement.difference = PairedDifferences(*a, claim.column(), *b, column_b);
+  judgement.difference = PairedDifferences(*a, ClaimMeasureA(claim), *b, ClaimMeasureB(claim));
   const PairedDifference& d = judgement.difference;
   if (!d.duplicate.empty()) {
     judgement.verdict = absl::StrCat("n/a (", d.duplicate, ")");
@@ -459,8 +498,10 @@ std::vector<std::pair<double, double>> EntropyFluctuationPoints(const RowRuns& r
     for (const LayerRoutingMetrics& l : run.epochs(run.epochs_size() - 1).layers()) {
       if (!l.has_fluctuation()) continue;
       // Routers that aggregate select on p, so p's entropy is the one that matters.
-      const double h = l.aggregated_entropy() > 0 ? l.aggregated_entropy() : l.gate_entropy();
-      points.emplace_back(h, 100 * l.fluctuation_top1());
+      const std::optional<double> h = LayerValue(l, kAggregatedEntropyMetric)
+                                          ? LayerValue(l, kAggregatedEntropyMetric)
+                                          : LayerValue(l, kGateEntropyMetric);
+      if (h) points.emplace_back(*h, 100 * l.fluctuation_top1());
     }
   }
   return points;
@@ -508,8 +549,8 @@ namespace {
 
 // Decimals for a paired difference: the column's own, or more so that the
 // interval's half-width shows two significant digits.
-int DifferenceDecimals(Column column, const PairedDifference& d) {
-  int digits = DecimalsFor(column, std::abs(d.mean));
+int DifferenceDecimals(const Measure& measure, const PairedDifference& d) {
+  int digits = DecimalsFor(measure, std::abs(d.mean));
   const double half_width = 0.5 * (d.hi - d.lo);
   if (std::isfinite(half_width) && half_width > 0) {
     digits = std::max(digits, 1 - static_cast<int>(std::floor(std::log10(half_width))));
@@ -520,18 +561,14 @@ int DifferenceDecimals(Column column, const PairedDifference& d) {
 // What a claim compares: "A − B, Column", or "A: Column − Column_b" within a
 // row, or "A, Column − B, Column_b".
 std::string ClaimComparison(const Claim& claim) {
-  const Column column_b =
-      claim.column_b() == COLUMN_UNSPECIFIED ? claim.column() : claim.column_b();
+  const Measure a = ClaimMeasureA(claim), b = ClaimMeasureB(claim);
   const bool within_row = claim.row_b().empty() || claim.row_b() == claim.row_a();
   if (within_row) {
-    return absl::StrCat(claim.row_a(), ": ", ColumnTitle(claim.column()), " − ",
-                        ColumnTitle(column_b));
+    return absl::StrCat(claim.row_a(), ": ", MeasureTitle(a), " − ", MeasureTitle(b));
   }
-  if (column_b == claim.column()) {
-    return absl::StrCat(claim.row_a(), " − ", claim.row_b(), ", ", ColumnTitle(claim.column()));
-  }
-  return absl::StrCat(claim.row_a(), ", ", ColumnTitle(claim.column()), " − ", claim.row_b(), ", ",
-                      ColumnTitle(column_b));
+  if (a == b) return absl::StrCat(claim.row_a(), " − ", claim.row_b(), ", ", MeasureTitle(a));
+  return absl::StrCat(claim.row_a(), ", ", MeasureTitle(a), " − ", claim.row_b(), ", ",
+                      MeasureTitle(b));
 }
 
 std::string RenderClaims(const TableSpec& table, const std::vector<RowRuns>& rows) {
@@ -547,7 +584,7 @@ std::string RenderClaims(const TableSpec& table, const std::vector<RowRuns>& row
   for (const Claim& claim : table.claims()) {
     const ClaimJudgement j = JudgeClaim(claim, rows);
     const PairedDifference& d = j.difference;
-    const int digits = DifferenceDecimals(claim.column(), d);
+    const int digits = DifferenceDecimals(ClaimMeasureA(claim), d);
     const std::string mean = d.n == 0 ? "–" : absl::StrFormat("%.*f", digits, d.mean);
     const std::string interval =
         d.n < 2 ? "–" : absl::StrFormat("[%.*f, %.*f]", digits, d.lo, digits, d.hi);
@@ -598,8 +635,9 @@ std::string IdentityAggregation(const RowRuns& row) {
       Flagged& f = layers[layer];
       ++f.seeds;
       for (const LayerRoutingMetrics& l : run.final().layers()) {
-        if (l.layer() == layer && l.has_aggregation()) {
-          f.self_weight_sum += l.aggregation_self_weight();
+        const std::optional<double> self_weight = LayerValue(l, kAggregationSelfWeightMetric);
+        if (l.layer() == layer && self_weight) {
+          f.self_weight_sum += *self_weight;
           ++f.self_weights;
           break;
         }
@@ -824,7 +862,7 @@ std::vector<GroupSelection> SelectRows(const TableSpec& table, const std::vector
       groups.push_back({row.row->group(), {}, nullptr});
       group = groups.end() - 1;
     }
-    SelectionCandidate candidate{&row, ColumnStat(row, rule.column()), true, ""};
+    SelectionCandidate candidate{&row, MeasureStat(row, SelectionMeasure(rule)), true, ""};
     if (candidate.stat.n == 0) {
       candidate.eligible = false;
       candidate.why_not = "no value";
@@ -853,7 +891,7 @@ std::vector<GroupSelection> SelectRows(const TableSpec& table, const std::vector
 std::string RenderSelection(const TableSpec& table, const std::vector<RowRuns>& rows) {
   if (!table.has_selection()) return "";
   const Selection& rule = table.selection();
-  const Column column = rule.column();
+  const Measure column = SelectionMeasure(rule);
   const bool lower_wins = rule.expect() != A_HIGHER;
   std::string md = absl::StrCat(
       "\n## Selection (rule fixed in the table spec before running)\n\n"
@@ -861,7 +899,7 @@ std::string RenderSelection(const TableSpec& table, const std::vector<RowRuns>& 
       table.name(),
       ".pbtxt, committed before the runs): within each group, the eligible row "
       "with the ",
-      lower_wins ? "lowest" : "highest", " mean over seeds of *", ColumnTitle(column), "* wins");
+      lower_wins ? "lowest" : "highest", " mean over seeds of *", MeasureTitle(column), "* wins");
   if (rule.exclude_identity_aggregation()) {
     absl::StrAppendFormat(&md,
                           "; rows whose aggregation is effectively the identity (‡: mean "
@@ -873,7 +911,8 @@ std::string RenderSelection(const TableSpec& table, const std::vector<RowRuns>& 
       "(our_setting) cites this report. Nothing here changes another table.\n";
   for (const GroupSelection& group : SelectRows(table, rows)) {
     absl::StrAppend(&md, "\n### Group \"", group.group, "\"\n\n| Rank | Row | ",
-                    ColumnTitle(column), ": mean ± std | n | |\n| --- | --- | --- | --- | --- |\n");
+                    MeasureTitle(column),
+                    ": mean ± std | n | |\n| --- | --- | --- | --- | --- |\n");
     int rank = 0;
     for (const SelectionCandidate& c : group.candidates) {
       const int digits = DecimalsFor(column, c.stat.mean);

@@ -59,9 +59,39 @@ absl::Status ValidateLayerMetrics(const TableSpec& table);
 // "Perplexity (valid)", "Fluctuation top-1 (%)", ...
 std::string ColumnTitle(Column column);
 
+// What a claim or a sweep's selection compares in each run: a built-in
+// column, or a registered per-layer metric as LayerMetricValue reads it.
+// A Column converts to one.
+struct Measure {
+  Measure(Column column) : column(column) {}  // NOLINT(runtime/explicit)
+  static Measure LayerMetric(std::string name) {
+    Measure m(COLUMN_UNSPECIFIED);
+    m.layer_metric = std::move(name);
+    return m;
+  }
+  bool operator==(const Measure& other) const {
+    return column == other.column && layer_metric == other.layer_metric;
+  }
+
+  Column column = COLUMN_UNSPECIFIED;
+  std::string layer_metric;  // set exactly when column is unspecified
+};
+
+bool MeasureValue(const RunResult& run, const Measure& measure, double* value);
+Stat MeasureStat(const RowRuns& row, const Measure& measure);
+// ColumnTitle, or the metric's registered title.
+std::string MeasureTitle(const Measure& measure);
+
+// A claim's two sides: row_a's (column or layer_metric) and row_b's
+// (column_b or layer_metric_b; with neither, row_a's).
+Measure ClaimMeasureA(const Claim& claim);
+Measure ClaimMeasureB(const Claim& claim);
+// A sweep's rule: selection.column or selection.layer_metric.
+Measure SelectionMeasure(const Selection& selection);
+
 // Per-seed paired differences a - b: the runs of `a` and `b` with the same
 // spec.seed() that both have a value (a's in `column_a`, b's in
-// `column_b`), their mean, and its 95% two-sided Student-t interval
+// `measure_b`), their mean, and its 95% two-sided Student-t interval
 // mean ± t(0.975, n - 1) * sd / sqrt(n). With n < 2 the interval is
 // unknown (lo = -inf, hi = +inf). A row with two runs of one seed leaves
 // the pairing undefined: then `duplicate` says so ("duplicate seed 3 in row
@@ -75,8 +105,8 @@ struct PairedDifference {
   std::string duplicate;
 };
 
-PairedDifference PairedDifferences(const RowRuns& a, Column column_a, const RowRuns& b,
-                                   Column column_b);
+PairedDifference PairedDifferences(const RowRuns& a, const Measure& measure_a, const RowRuns& b,
+                                   const Measure& measure_b);
 
 // A claim judged on its paired differences (see proto/table.proto Claim).
 struct ClaimJudgement {

@@ -45,8 +45,8 @@ RunResult LmRun(double ppl, std::vector<double> fluctuation, bool non_causal = f
 RunResult EntropyRun(uint64_t seed, double gate_entropy, double aggregated_entropy) {
   RunResult run = LmRun(50, {0.1}, false, seed);
   LayerRoutingMetrics* layer = run.mutable_epochs(1)->mutable_layers(0);
-  layer->set_gate_entropy(gate_entropy);
-  layer->set_aggregated_entropy(aggregated_entropy);
+  (*layer->mutable_values())["gate_entropy"] = gate_entropy;
+  (*layer->mutable_values())["aggregated_entropy"] = aggregated_entropy;
   return run;
 }
 
@@ -129,9 +129,8 @@ TEST(TableReportTest, AggregationDiagnosticsPreferTheFinalEvaluation) {
   EXPECT_FALSE(ColumnValue(run, AGGREGATION_SELF_WEIGHT, &v));
   EXPECT_FALSE(ColumnValue(run, AGGREGATION_EFFECTIVE_NEIGHBOURS, &v));
   for (LayerRoutingMetrics& l : *run.mutable_epochs(1)->mutable_layers()) {
-    l.set_has_aggregation(true);
-    l.set_aggregation_self_weight(0.9);
-    l.set_aggregation_effective_neighbours(1.5);
+    (*l.mutable_values())["aggregation_self_weight"] = 0.9;
+    (*l.mutable_values())["aggregation_effective_neighbours"] = 1.5;
   }
   // No final layers: the last epoch's.
   ASSERT_TRUE(ColumnValue(run, AGGREGATION_SELF_WEIGHT, &v));
@@ -142,12 +141,10 @@ TEST(TableReportTest, AggregationDiagnosticsPreferTheFinalEvaluation) {
   // layers that aggregate.
   for (double w : {0.5, 0.7}) {
     LayerRoutingMetrics* l = run.mutable_final()->add_layers();
-    l->set_has_aggregation(true);
-    l->set_aggregation_self_weight(w);
-    l->set_aggregation_effective_neighbours(10 * w);
+    (*l->mutable_values())["aggregation_self_weight"] = w;
+    (*l->mutable_values())["aggregation_effective_neighbours"] = 10 * w;
   }
-  LayerRoutingMetrics* plain = run.mutable_final()->add_layers();
-  plain->set_aggregation_self_weight(0);
+  run.mutable_final()->add_layers();  // a layer without aggregation
   ASSERT_TRUE(ColumnValue(run, AGGREGATION_SELF_WEIGHT, &v));
   EXPECT_NEAR(v, 0.6, 1e-12);
   ASSERT_TRUE(ColumnValue(run, AGGREGATION_EFFECTIVE_NEIGHBOURS, &v));
@@ -161,12 +158,11 @@ TEST(TableReportTest, AggregationDiagnosticsPreferTheFinalEvaluation) {
 TEST(TableReportTest, EndOfTrainingRoutingColumnsReadTheFinalEvaluation) {
   RunResult run = LmRun(50, {0.2, 0.4});
   for (LayerRoutingMetrics& l : *run.mutable_epochs(1)->mutable_layers()) {
-    l.set_gate_entropy(2.0);
-    l.set_aggregated_entropy(1.0);
+    (*l.mutable_values())["gate_entropy"] = 2.0;
+    (*l.mutable_values())["aggregated_entropy"] = 1.0;
     l.set_load_cv(0.5);
-    l.set_has_aggregation(true);
-    l.set_aggregation_self_weight(0.9);
-    l.set_aggregation_effective_neighbours(1.5);
+    (*l.mutable_values())["aggregation_self_weight"] = 0.9;
+    (*l.mutable_values())["aggregation_effective_neighbours"] = 1.5;
     l.set_has_head_change(true);
     l.set_head_change(0.25);
   }
@@ -183,12 +179,11 @@ TEST(TableReportTest, EndOfTrainingRoutingColumnsReadTheFinalEvaluation) {
   for (int i = 0; i < 2; ++i) {
     LayerRoutingMetrics* l = run.mutable_final()->add_layers();
     l->set_layer(i);
-    l->set_gate_entropy(i == 0 ? 1.2 : 1.4);
-    l->set_aggregated_entropy(i == 0 ? 1.5 : 1.7);
+    (*l->mutable_values())["gate_entropy"] = i == 0 ? 1.2 : 1.4;
+    (*l->mutable_values())["aggregated_entropy"] = i == 0 ? 1.5 : 1.7;
     l->set_load_cv(i == 0 ? 0.1 : 0.3);
-    l->set_has_aggregation(true);
-    l->set_aggregation_self_weight(i == 0 ? 0.3 : 0.5);
-    l->set_aggregation_effective_neighbours(i == 0 ? 4 : 6);
+    (*l->mutable_values())["aggregation_self_weight"] = i == 0 ? 0.3 : 0.5;
+    (*l->mutable_values())["aggregation_effective_neighbours"] = i == 0 ? 4 : 6;
     // The final evaluation compares no epochs; these must not be read.
     l->set_has_fluctuation(true);
     l->set_fluctuation_top1(0.9);
@@ -241,10 +236,9 @@ TEST(TableReportTest, WithinRowEntropyClaimUsesTheFinalEvaluation) {
   for (uint64_t seed : {1, 2, 3}) {
     RunResult run = EntropyRun(seed, 1.5, 1.0);  // last epoch: H(p) - H(r) = -0.5
     LayerRoutingMetrics* l = run.mutable_final()->add_layers();
-    l->set_gate_entropy(1.0);
-    l->set_aggregated_entropy(1.2 + 0.01 * seed);  // final: H(p) - H(r) > 0
-    l->set_has_aggregation(true);
-    l->set_aggregation_self_weight(0.25);
+    (*l->mutable_values())["gate_entropy"] = 1.0;
+    (*l->mutable_values())["aggregated_entropy"] = 1.2 + 0.01 * seed;  // final: H(p) - H(r) > 0
+    (*l->mutable_values())["aggregation_self_weight"] = 0.25;
     row.runs.push_back(run);
   }
   const ClaimJudgement j = JudgeClaim(table.claims(0), {row});
@@ -390,6 +384,46 @@ TEST(TableReportTest, DuplicateSeedsMakeAClaimNotApplicable) {
   EXPECT_EQ(JudgeClaim(within, rows).verdict, "n/a (duplicate seed 2 in row 'sim')");
 }
 
+// A claim may compare a registered per-layer metric (Claim.layer_metric):
+// each run's final-evaluation mean over layers, paired by seed.
+TEST(TableReportTest, AClaimOverARegisteredLayerMetric) {
+  TableSpec table = Table();
+  auto run = [](uint64_t seed, std::vector<double> margins) {
+    RunResult r = LmRun(50, {0.1}, false, seed);
+    for (double m : margins)
+      (*r.mutable_final()->add_layers()->mutable_values())["gate_margin"] = m;
+    return r;
+  };
+  // sim - smoe per seed: (0.3 + 0.5) / 2 - 0.2 = 0.2, 0.25 - 0.1 = 0.15,
+  // 0.45 - 0.2 = 0.25; mean 0.2, sd 0.05, half-width 4.3027 * 0.05 / sqrt(3).
+  const std::vector<RowRuns> rows = {
+      {&table.rows(0), {run(1, {0.2, 0.2}), run(2, {0.1}), run(3, {0.2})}},
+      {&table.rows(1), {run(1, {0.3, 0.5}), run(2, {0.25}), run(3, {0.45})}}};
+  Claim claim;
+  claim.set_text("sim routes with larger margins");
+  claim.set_layer_metric("gate_margin");
+  claim.set_row_a("sim");
+  claim.set_row_b("smoe");
+  claim.set_expect(A_HIGHER);
+  const ClaimJudgement j = JudgeClaim(claim, rows);
+  EXPECT_EQ(j.difference.n, 3);
+  EXPECT_NEAR(j.difference.mean, 0.2, 1e-12);
+  EXPECT_NEAR(j.difference.lo, 0.2 - 4.302653 * 0.05 / std::sqrt(3.0), 1e-5);
+  EXPECT_EQ(j.verdict, "yes");
+  *table.add_claims() = claim;
+  EXPECT_THAT(RenderMarkdown(table, rows, {}),
+              HasSubstr("| sim routes with larger margins | sim − smoe, Gate margin r(1) − r(2) | "
+                        "> 0 | 0.200 |"));
+  // Within a row, a metric against a column: H(r) as a column, the margin
+  // as a metric (a nonsense claim, but a well-formed one).
+  Claim mixed;
+  mixed.set_row_a("sim");
+  mixed.set_column(GATE_ENTROPY);
+  mixed.set_layer_metric_b("gate_margin");
+  EXPECT_FALSE(ClaimMeasureA(mixed) == ClaimMeasureB(mixed));
+  EXPECT_EQ(ClaimMeasureB(mixed).layer_metric, "gate_margin");
+}
+
 TEST(TableReportTest, OnePairIsInconclusiveHoweverLarge) {
   TableSpec table = Table();
   const std::vector<RowRuns> rows = {{&table.rows(0), {LmRun(50, {0.9}, false, 1)}},
@@ -470,8 +504,7 @@ TEST(TableReportTest, IdentityAggregationIsMarked) {
     for (int l = 0; l < 3; ++l) {
       LayerRoutingMetrics* layer = run.mutable_final()->add_layers();
       layer->set_layer(l);
-      layer->set_has_aggregation(true);
-      layer->set_aggregation_self_weight(weights[l]);
+      (*layer->mutable_values())["aggregation_self_weight"] = weights[l];
     }
   }
   const std::string md = RenderMarkdown(table, rows, {});
@@ -494,8 +527,7 @@ TEST(TableReportTest, AnAblationRowIsMarkedAsPEqualsRByDesign) {
     run.add_identity_aggregation_layers(0);
     LayerRoutingMetrics* layer = run.mutable_final()->add_layers();
     layer->set_layer(0);
-    layer->set_has_aggregation(true);
-    layer->set_aggregation_self_weight(1.0);
+    (*layer->mutable_values())["aggregation_self_weight"] = 1.0;
   }
   const std::string md = RenderMarkdown(table, rows, {});
   EXPECT_THAT(md, HasSubstr("- sim (the ablation row: p = r by design): MoE layer 0: "
@@ -509,13 +541,13 @@ TEST(TableReportTest, EntropyVsFluctuationPerRowAndPooled) {
     RunResult r;
     r.mutable_spec()->set_seed(seed);
     EpochMetrics* first = r.add_epochs();
-    first->add_layers()->set_gate_entropy(9);  // not the last epoch: ignored
+    (*first->add_layers()->mutable_values())["gate_entropy"] = 9;  // not the last epoch: ignored
     EpochMetrics* last = r.add_epochs();
     for (const auto& [gate, aggregated, fluctuation] : layers) {
       LayerRoutingMetrics* l = last->add_layers();
       l->set_has_fluctuation(true);
-      l->set_gate_entropy(gate);
-      l->set_aggregated_entropy(aggregated);
+      (*l->mutable_values())["gate_entropy"] = gate;
+      if (aggregated > 0) (*l->mutable_values())["aggregated_entropy"] = aggregated;
       l->set_fluctuation_top1(fluctuation);
     }
     return r;
@@ -856,6 +888,25 @@ std::vector<std::string> Ranked(const GroupSelection& group) {
     labels.push_back(absl::StrCat(c.row->row->label(), c.eligible ? "" : " (" + c.why_not + ")"));
   }
   return labels;
+}
+
+TEST(SelectionTest, ARuleMayRankARegisteredLayerMetric) {
+  const TableSpec table =
+      SweepTable("selection { layer_metric: \"gate_margin\" expect: A_HIGHER }");
+  std::vector<RowRuns> rows = SweepRows(table);
+  // Margins: sim tau=0.1 0.3, tau=0.3 0.2, tau=1 0.4; attention rows none.
+  for (auto [r, margin] : std::vector<std::pair<int, double>>{{1, 0.3}, {2, 0.2}, {3, 0.4}}) {
+    for (RunResult& run : rows[r].runs) {
+      (*run.mutable_final()->add_layers()->mutable_values())["gate_margin"] = margin;
+    }
+  }
+  const std::vector<GroupSelection> groups = SelectRows(table, rows);
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_THAT(Ranked(groups[0]), ElementsAre("sim tau=1", "sim tau=0.1", "sim tau=0.3"));
+  EXPECT_THAT(Ranked(groups[1]), ElementsAre("att sigma=1 (no value)", "att sigma=2 (no value)"));
+  EXPECT_EQ(groups[1].chosen, nullptr);
+  EXPECT_THAT(RenderSelection(table, rows),
+              HasSubstr("the highest mean over seeds of *Gate margin r(1) − r(2)* wins"));
 }
 
 TEST(SelectionTest, LowestWinsPerGroupAndIdentityRowsAreNotEligible) {

@@ -6,11 +6,40 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/atomic_file.h"
+#include "core/layer_metric.h"
 #include "core/paths.h"
 #include "core/spec.h"
+#include "experiments/table_report.h"
 #include "google/protobuf/text_format.h"
 
 namespace moelab {
+namespace {
+
+// Empty, or a registered per-layer metric; errors start with `prefix` (the
+// claim, or "selection.") and name the field.
+absl::Status CheckRegisteredMetric(const std::string& name, absl::string_view prefix,
+                                   absl::string_view field) {
+  if (name.empty()) return absl::OkStatus();
+  absl::StatusOr<const LayerMetricRegistration*> metric = LayerMetricRegistry().Find(name);
+  if (metric.ok()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(prefix, field, ": ", metric.status().message()));
+}
+
+// Exactly one of a column and a registered metric names what is compared.
+absl::Status CheckMeasure(Column column, const std::string& layer_metric, absl::string_view prefix,
+                          absl::string_view column_field, absl::string_view metric_field) {
+  if (column == COLUMN_UNSPECIFIED && layer_metric.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, column_field, ": unset (or name a registered ", metric_field, ")"));
+  }
+  if (column != COLUMN_UNSPECIFIED && !layer_metric.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, column_field, ": set it or ", metric_field, ", not both"));
+  }
+  return CheckRegisteredMetric(layer_metric, prefix, metric_field);
+}
+
+}  // namespace
 
 absl::StatusOr<std::vector<std::string>> TableNames() {
   const std::filesystem::path dir = WorkspacePath(kTablesDirectory);
@@ -63,20 +92,29 @@ absl::Status ValidateClaims(const TableSpec& table) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": row_b: no row '", claim.row_b(), "' in the table"));
     }
-    if (claim.column() == COLUMN_UNSPECIFIED) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": column: unset"));
+    if (absl::Status s = CheckMeasure(claim.column(), claim.layer_metric(),
+                                      absl::StrCat(where, ": "), "column", "layer_metric");
+        !s.ok()) {
+      return s;
+    }
+    if (claim.column_b() != COLUMN_UNSPECIFIED && !claim.layer_metric_b().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ": set column_b or layer_metric_b, not both"));
+    }
+    if (absl::Status s = CheckRegisteredMetric(claim.layer_metric_b(), absl::StrCat(where, ": "),
+                                               "layer_metric_b");
+        !s.ok()) {
+      return s;
     }
     if (claim.expect() == EXPECTATION_UNSPECIFIED) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": expect: unset (A_LOWER or A_HIGHER)"));
     }
     const bool within_row = claim.row_b().empty() || claim.row_b() == claim.row_a();
-    const Column column_b =
-        claim.column_b() == COLUMN_UNSPECIFIED ? claim.column() : claim.column_b();
-    if (within_row && column_b == claim.column()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, ": a claim within row '", claim.row_a(),
-                       "' compares a column with itself; set column_b (or row_b)"));
+    if (within_row && ClaimMeasureA(claim) == ClaimMeasureB(claim)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, ": a claim within row '", claim.row_a(),
+          "' compares a column with itself; set column_b or layer_metric_b (or row_b)"));
     }
   }
   return absl::OkStatus();
@@ -98,8 +136,10 @@ absl::Status ValidateSelection(const TableSpec& table) {
                      "(selection { column expect }) fixed in the table before running"));
   }
   const Selection& rule = table.selection();
-  if (rule.column() == COLUMN_UNSPECIFIED) {
-    return absl::InvalidArgumentError("selection.column: unset");
+  if (absl::Status s =
+          CheckMeasure(rule.column(), rule.layer_metric(), "selection.", "column", "layer_metric");
+      !s.ok()) {
+    return s;
   }
   if (rule.expect() == EXPECTATION_UNSPECIFIED) {
     return absl::InvalidArgumentError(

@@ -63,6 +63,48 @@ TEST(ValidateSelectionTest, AnIncompleteRuleIsRefused) {
       HasSubstr("no row has a group"));
 }
 
+TEST(ValidateSelectionTest, ARuleOverARegisteredMetricMustNameOne) {
+  EXPECT_TRUE(ValidateSelection(Parse(R"pb(
+                rows { label: "sim" group: "similarity" }
+                selection { layer_metric: "gate_margin" expect: A_HIGHER }
+              )pb"))
+                  .ok());
+  EXPECT_THAT(ValidateSelection(Parse(R"pb(
+                rows { label: "sim" group: "similarity" }
+                selection { layer_metric: "gate_margn" expect: A_HIGHER }
+              )pb"))
+                  .message(),
+              HasSubstr("selection.layer_metric: unknown layer metric 'gate_margn'"));
+  EXPECT_THAT(ValidateSelection(Parse(R"pb(
+                rows { label: "sim" group: "similarity" }
+                selection { column: VALID_PERPLEXITY layer_metric: "gate_margin" expect: A_LOWER }
+              )pb"))
+                  .message(),
+              HasSubstr("not both"));
+}
+
+TEST(ValidateClaimsTest, AClaimNamesExactlyOneColumnOrRegisteredMetricPerSide) {
+  const std::string rows = R"pb(rows { label: "a" }
+                                rows { label: "b" })pb";
+  auto status = [&](const std::string& claim) {
+    return ValidateClaims(Parse(
+        absl::StrCat(rows, " claims { text: \"c\" row_a: \"a\" ", claim, " expect: A_LOWER }")));
+  };
+  EXPECT_TRUE(status(R"(row_b: "b" layer_metric: "gate_margin")").ok());
+  EXPECT_TRUE(status(R"(column: GATE_ENTROPY layer_metric_b: "gate_margin")").ok());
+  EXPECT_THAT(status(R"(row_b: "b")").message(),
+              HasSubstr("claims[0] ('c'): column: unset (or name a registered layer_metric)"));
+  EXPECT_THAT(status(R"(row_b: "b" layer_metric: "no_such")").message(),
+              HasSubstr("claims[0] ('c'): layer_metric: unknown layer metric 'no_such'"));
+  EXPECT_THAT(status(R"(row_b: "b" column: LOAD_CV layer_metric: "gate_margin")").message(),
+              HasSubstr("not both"));
+  EXPECT_THAT(status(R"(layer_metric: "gate_margin")").message(),
+              HasSubstr("compares a column with itself"));
+  EXPECT_THAT(
+      status(R"(column: GATE_ENTROPY column_b: LOAD_CV layer_metric_b: "gate_margin")").message(),
+      HasSubstr("set column_b or layer_metric_b, not both"));
+}
+
 // A base spec on disk: the CPU-scale LM base in miniature.
 std::string WriteBaseSpec() {
   const std::string path = absl::StrCat(::testing::TempDir(), "/base.pbtxt");

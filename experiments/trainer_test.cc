@@ -57,7 +57,8 @@ void ExpectSameMetrics(const RunResult& a, const RunResult& b) {
     ASSERT_EQ(a.epochs(e).layers_size(), b.epochs(e).layers_size());
     for (int l = 0; l < a.epochs(e).layers_size(); ++l) {
       EXPECT_EQ(a.epochs(e).layers(l).fluctuation_top1(), b.epochs(e).layers(l).fluctuation_top1());
-      EXPECT_EQ(a.epochs(e).layers(l).gate_entropy(), b.epochs(e).layers(l).gate_entropy());
+      EXPECT_EQ(a.epochs(e).layers(l).values().at("gate_entropy"),
+                b.epochs(e).layers(l).values().at("gate_entropy"));
     }
   }
   EXPECT_EQ(a.final().valid_perplexity(), b.final().valid_perplexity());
@@ -172,8 +173,8 @@ TEST(TrainerTest, TrainingFreeEvaluationWithAnotherRouter) {
   EXPECT_EQ(trained.final().leak_sequences(), 32);  // the default, of 96
   // The final evaluation's routing, whole validation split, every MoE layer.
   ASSERT_EQ(trained.final().layers_size(), trained.epochs(0).layers_size());
-  EXPECT_GT(trained.final().layers(0).experts_per_token(), 0);
-  EXPECT_FALSE(trained.final().layers(0).has_aggregation());
+  EXPECT_GT(trained.final().layers(0).values().at("experts_per_token"), 0);
+  EXPECT_FALSE(trained.final().layers(0).values().count("aggregation_self_weight"));
   ExperimentSpec swapped = Tiny();
   swapped.set_name("swapped");
   swapped.mutable_router()->Clear();
@@ -224,9 +225,9 @@ TEST(TrainerTest, IdentityAggregationIsFlaggedNotSilent) {
   const RunResult flagged = RunTiny(literal, dir);
   ASSERT_GT(flagged.final().layers_size(), 0);
   for (const LayerRoutingMetrics& layer : flagged.final().layers()) {
-    EXPECT_TRUE(layer.has_aggregation());
-    EXPECT_GT(layer.aggregation_self_weight(), kIdentityAggregationSelfWeight);
-    EXPECT_NEAR(layer.aggregation_effective_neighbours(), 1, 0.1);
+    EXPECT_TRUE(layer.values().count("aggregation_self_weight"));
+    EXPECT_GT(layer.values().at("aggregation_self_weight"), kIdentityAggregationSelfWeight);
+    EXPECT_NEAR(layer.values().at("aggregation_effective_neighbours"), 1, 0.1);
   }
   EXPECT_EQ(flagged.identity_aggregation_layers_size(), flagged.final().layers_size());
   bool warned = false;
@@ -236,7 +237,7 @@ TEST(TrainerTest, IdentityAggregationIsFlaggedNotSilent) {
   EXPECT_TRUE(warned);
   absl::StatusOr<std::string> csv = ReadFile(dir + "/tiny/metrics.csv");
   ASSERT_TRUE(csv.ok());
-  EXPECT_THAT(*csv, HasSubstr(",l0_self_weight,l0_effective_neighbours,l0_head_change"));
+  EXPECT_THAT(*csv, HasSubstr(",l0_aggregation_effective_neighbours,l0_aggregation_self_weight,"));
 
   // A temperature far above u.u spreads S over the visible tokens.
   ExperimentSpec spread = literal;
@@ -244,8 +245,8 @@ TEST(TrainerTest, IdentityAggregationIsFlaggedNotSilent) {
   const RunResult mixed = RunTiny(spread, TempDir("spread"));
   EXPECT_EQ(mixed.identity_aggregation_layers_size(), 0);
   for (const LayerRoutingMetrics& layer : mixed.final().layers()) {
-    EXPECT_LT(layer.aggregation_self_weight(), 0.5);
-    EXPECT_GT(layer.aggregation_effective_neighbours(), 2);
+    EXPECT_LT(layer.values().at("aggregation_self_weight"), 0.5);
+    EXPECT_GT(layer.values().at("aggregation_effective_neighbours"), 2);
   }
 }
 
@@ -260,8 +261,8 @@ TEST(TrainerTest, AttentionAwareHeadChangeSurvivesAResume) {
   ASSERT_EQ(straight.epochs_size(), 3);
   for (int e = 0; e < 3; ++e) {
     for (const LayerRoutingMetrics& layer : straight.epochs(e).layers()) {
-      EXPECT_TRUE(layer.has_aggregation()) << "epoch " << e;
-      EXPECT_GT(layer.aggregation_effective_neighbours(), 1) << "epoch " << e;
+      EXPECT_TRUE(layer.values().count("aggregation_self_weight")) << "epoch " << e;
+      EXPECT_GT(layer.values().at("aggregation_effective_neighbours"), 1) << "epoch " << e;
       // No previous epoch to compare the first one with.
       EXPECT_EQ(layer.has_head_change(), e > 0) << "epoch " << e;
       EXPECT_GE(layer.head_change(), 0);
@@ -288,12 +289,10 @@ TEST(TrainerTest, FlagIdentityAggregationOnHandMadeLayers) {
   result.mutable_spec()->mutable_router()->set_name("similarity_aware");
   LayerRoutingMetrics* spread = result.mutable_final()->add_layers();
   spread->set_layer(0);
-  spread->set_has_aggregation(true);
-  spread->set_aggregation_self_weight(0.6);
+  (*spread->mutable_values())["aggregation_self_weight"] = 0.6;
   LayerRoutingMetrics* identity = result.mutable_final()->add_layers();
   identity->set_layer(1);
-  identity->set_has_aggregation(true);
-  identity->set_aggregation_self_weight(0.995);
+  (*identity->mutable_values())["aggregation_self_weight"] = 0.995;
   LayerRoutingMetrics* plain = result.mutable_final()->add_layers();
   plain->set_layer(2);  // no aggregation at all: never flagged
   const std::string warning = FlagIdentityAggregation(&result);
@@ -301,7 +300,7 @@ TEST(TrainerTest, FlagIdentityAggregationOnHandMadeLayers) {
   ASSERT_EQ(result.identity_aggregation_layers_size(), 1);
   EXPECT_EQ(result.identity_aggregation_layers(0), 1);
   ASSERT_EQ(result.warnings_size(), 1);
-  identity->set_aggregation_self_weight(0.9);
+  (*identity->mutable_values())["aggregation_self_weight"] = 0.9;
   result.clear_warnings();
   EXPECT_EQ(FlagIdentityAggregation(&result), "");
   EXPECT_EQ(result.identity_aggregation_layers_size(), 0);
