@@ -588,6 +588,7 @@ absl::Status LoadCheckpoint(const std::string& path, Model& model,
     if (!state->result.ParseFromString(value.toStringRef())) {
       return absl::DataLossError(absl::StrCat("checkpoint '", path, "': corrupt run record"));
     }
+    MoveLegacyLayerFields(&state->result);
     archive.read("rng_state", state->rng_state);
     archive.read("probe_layers", value);
     state->probe.assign(value.toInt(), ProbeAssignment{});

@@ -6,6 +6,9 @@
 #include <cmath>
 #include <numeric>
 
+#include "absl/base/casts.h"
+#include "google/protobuf/unknown_field_set.h"
+
 namespace moelab {
 ProbeAssignment AssignmentOf(const RoutingDecision& decision) {
   const int64_t experts = decision.selected.size(-1);
@@ -117,6 +120,54 @@ std::optional<double> LayerValue(const LayerRoutingMetrics& layer, const std::st
   const auto found = layer.values().find(name);
   if (found == layer.values().end()) return std::nullopt;
   return found->second;
+}
+
+namespace {
+
+void MoveLegacyFields(LayerRoutingMetrics* layer) {
+  google::protobuf::UnknownFieldSet* unknown = layer->GetReflection()->MutableUnknownFields(layer);
+  if (unknown->empty()) return;
+  // The reserved numbers of LayerRoutingMetrics (proto/result.proto).
+  constexpr int kGateEntropy = 4, kAggregatedEntropy = 5, kDroppedFraction = 10,
+                kExpertsPerToken = 11, kHasAggregation = 14, kSelfWeight = 15, kNeighbours = 16;
+  std::map<int, double> doubles;
+  bool has_aggregation = false;
+  for (int i = 0; i < unknown->field_count(); ++i) {
+    const google::protobuf::UnknownField& field = unknown->field(i);
+    if (field.number() == kHasAggregation &&
+        field.type() == google::protobuf::UnknownField::TYPE_VARINT) {
+      has_aggregation = field.varint() != 0;
+    } else if (field.type() == google::protobuf::UnknownField::TYPE_FIXED64) {
+      doubles[field.number()] = absl::bit_cast<double>(field.fixed64());
+    }
+  }
+  auto& values = *layer->mutable_values();
+  auto move = [&](int number, const char* metric, bool applied) {
+    const auto found = doubles.find(number);
+    // proto3 wrote no field for a 0: the old reader saw 0 there.
+    const double value = found != doubles.end() ? found->second : 0.0;
+    if (applied) values.try_emplace(metric, value);
+    unknown->DeleteByNumber(number);
+  };
+  const double aggregated = doubles.count(kAggregatedEntropy) ? doubles[kAggregatedEntropy] : 0;
+  move(kGateEntropy, kGateEntropyMetric, true);
+  move(kExpertsPerToken, kExpertsPerTokenMetric, true);
+  move(kDroppedFraction, kDroppedFractionMetric, true);
+  move(kAggregatedEntropy, kAggregatedEntropyMetric, aggregated > 0 || std::isnan(aggregated));
+  move(kSelfWeight, kAggregationSelfWeightMetric, has_aggregation);
+  move(kNeighbours, kAggregationEffectiveNeighboursMetric, has_aggregation);
+  unknown->DeleteByNumber(kHasAggregation);
+}
+
+}  // namespace
+
+void MoveLegacyLayerFields(RunResult* result) {
+  for (EpochMetrics& epoch : *result->mutable_epochs()) {
+    for (LayerRoutingMetrics& layer : *epoch.mutable_layers()) MoveLegacyFields(&layer);
+  }
+  for (LayerRoutingMetrics& layer : *result->mutable_final()->mutable_layers()) {
+    MoveLegacyFields(&layer);
+  }
 }
 
 double PearsonCorrelation(const std::vector<double>& x, const std::vector<double>& y) {

@@ -85,6 +85,14 @@ class LayerRoutingAccumulator {
 // A registered metric's value in `layer`; nullopt where it did not apply.
 std::optional<double> LayerValue(const LayerRoutingMetrics& layer, const std::string& name);
 
+// A RunResult read in binary form from a checkpoint written before the
+// entropies, experts per token, drops and aggregation diagnostics became
+// registered metrics holds them as unknown fields of each layer (their
+// numbers are reserved now): moves them into `values` under the metrics'
+// names, by the rules ParseRunResultJson (core/run_outputs.h) applies to a
+// result.json of that time.
+void MoveLegacyLayerFields(RunResult* result);
+
 // Pearson correlation of two equally long series (0 when either is flat).
 double PearsonCorrelation(const std::vector<double>& x, const std::vector<double>& y);
 

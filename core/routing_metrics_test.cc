@@ -5,7 +5,9 @@
 
 #include <cmath>
 
+#include "absl/base/casts.h"
 #include "core/layer_metric.h"
+#include "google/protobuf/unknown_field_set.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace moelab {
@@ -139,6 +141,49 @@ TEST(RoutingMetricsTest, SummedSumsEqualOneAccumulatorOverEveryBatch) {
   EXPECT_TRUE(expected.values().count("aggregation_self_weight"));
   EXPECT_GT(expected.values().at("aggregated_entropy"), 0);
   EXPECT_NEAR(expected.values().at("test_dropped_share"), 0.5, 1e-9);
+}
+
+// A checkpoint's run record written before the move holds the old fields
+// as unknown fields of each layer (their numbers are reserved now).
+TEST(RoutingMetricsTest, AnOldBinaryRunRecordGetsItsLayerFieldsInValues) {
+  auto old_layer = [](double aggregated_entropy, bool has_aggregation) {
+    LayerRoutingMetrics layer;
+    layer.set_load_cv(0.5);
+    google::protobuf::UnknownFieldSet* old = layer.GetReflection()->MutableUnknownFields(&layer);
+    auto fixed = [](double v) { return absl::bit_cast<uint64_t>(v); };
+    old->AddFixed64(4, fixed(1.25));  // gate_entropy
+    if (aggregated_entropy != 0) old->AddFixed64(5, fixed(aggregated_entropy));
+    old->AddFixed64(10, fixed(0.125));  // dropped_fraction
+    old->AddFixed64(11, fixed(2));      // experts_per_token
+    if (has_aggregation) {
+      old->AddVarint(14, 1);
+      old->AddFixed64(15, fixed(0.375));
+      old->AddFixed64(16, fixed(3.5));
+    }
+    return layer;
+  };
+  RunResult written;
+  *written.add_epochs()->add_layers() = old_layer(1.0625, true);
+  *written.mutable_final()->add_layers() = old_layer(0, false);
+  RunResult read;
+  ASSERT_TRUE(read.ParseFromString(written.SerializeAsString()));
+  MoveLegacyLayerFields(&read);
+  const LayerRoutingMetrics& aggregating = read.epochs(0).layers(0);
+  EXPECT_EQ(aggregating.load_cv(), 0.5);
+  EXPECT_EQ(aggregating.values().at("gate_entropy"), 1.25);
+  EXPECT_EQ(aggregating.values().at("aggregated_entropy"), 1.0625);
+  EXPECT_EQ(aggregating.values().at("dropped_fraction"), 0.125);
+  EXPECT_EQ(aggregating.values().at("experts_per_token"), 2);
+  EXPECT_EQ(aggregating.values().at("aggregation_self_weight"), 0.375);
+  EXPECT_EQ(aggregating.values().at("aggregation_effective_neighbours"), 3.5);
+  EXPECT_TRUE(aggregating.GetReflection()->GetUnknownFields(aggregating).empty());
+  const LayerRoutingMetrics& plain = read.final().layers(0);
+  EXPECT_EQ(plain.values().size(), 3u);  // H(r), experts per token, drops
+  EXPECT_EQ(plain.values().count("aggregation_self_weight"), 0u);
+  // A current record is left as it is.
+  RunResult current = read;
+  MoveLegacyLayerFields(&current);
+  EXPECT_TRUE(MessageDifferencer::Equals(current, read));
 }
 
 TEST(RoutingMetricsTest, HeadChangeOnProbeTokens) {

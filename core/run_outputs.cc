@@ -53,26 +53,29 @@ namespace {
 // layer has all of them: entropies, drops and experts per token always,
 // aggregated entropy above 0 only for routers with p, the aggregation pair
 // only where has_aggregation was true.
-void MoveLegacyLayerFields(google::protobuf::Value* layer) {
+void MoveLegacyJsonFields(google::protobuf::Value* layer) {
   if (!layer->has_struct_value()) return;
   auto& fields = *layer->mutable_struct_value()->mutable_fields();
   if (!fields.contains("gate_entropy")) return;
   auto& values = *fields["values"].mutable_struct_value()->mutable_fields();
-  auto number = [&](const char* name) {
-    const auto found = fields.find(name);
-    return found != fields.end() && found->second.has_number_value() ? found->second.number_value()
-                                                                     : 0.0;
-  };
+  // A value moves as written: a number, or "NaN"/"Infinity" as a string.
   auto move = [&](const char* old_name, const char* metric, bool applied) {
-    if (applied && !values.contains(metric)) values[metric].set_number_value(number(old_name));
+    const auto found = fields.find(old_name);
+    if (applied && found != fields.end() && !values.contains(metric)) {
+      values[metric] = found->second;
+    }
     fields.erase(old_name);
   };
   const bool aggregation =
       fields.contains("has_aggregation") && fields["has_aggregation"].bool_value();
+  const auto aggregated = fields.find("aggregated_entropy");
+  const bool has_aggregated =
+      aggregated != fields.end() &&
+      (aggregated->second.has_string_value() || aggregated->second.number_value() > 0);
   move("gate_entropy", kGateEntropyMetric, true);
   move("experts_per_token", kExpertsPerTokenMetric, true);
   move("dropped_fraction", kDroppedFractionMetric, true);
-  move("aggregated_entropy", kAggregatedEntropyMetric, number("aggregated_entropy") > 0);
+  move("aggregated_entropy", kAggregatedEntropyMetric, has_aggregated);
   move("aggregation_self_weight", kAggregationSelfWeightMetric, aggregation);
   move("aggregation_effective_neighbours", kAggregationEffectiveNeighboursMetric, aggregation);
   fields.erase("has_aggregation");
@@ -84,7 +87,7 @@ void MoveLegacyFieldsOfLayers(google::protobuf::Value* owner) {
   const auto layers = fields.find("layers");
   if (layers == fields.end() || !layers->second.has_list_value()) return;
   for (google::protobuf::Value& layer : *layers->second.mutable_list_value()->mutable_values()) {
-    MoveLegacyLayerFields(&layer);
+    MoveLegacyJsonFields(&layer);
   }
 }
 

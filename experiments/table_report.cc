@@ -44,10 +44,14 @@ bool IsPercent(Column c) {
 // the identity, 0.95 is not; a leak of 0.004 nats/token), two otherwise,
 // and for expert GFLOPs (a CPU-scale model spends ~0.0003 per token)
 // enough for three significant digits.
-// Decimals for a value of `measure`: registered metrics get 3 (they are
-// shares, nats or gaps of order 1).
+// Decimals for a value of `measure`: a registered metric gets 3, or as
+// many as show two significant digits of a smaller mean.
 int DecimalsFor(const Measure& measure, double mean) {
-  if (!measure.layer_metric.empty()) return 3;
+  if (!measure.layer_metric.empty()) {
+    if (mean > 0 && mean < 0.01)
+      return std::min(9, 1 - static_cast<int>(std::floor(std::log10(mean))));
+    return 3;
+  }
   const Column column = measure.column;
   if (column == WALL_TIME_S) return 0;
   if (IsPercent(column)) return 1;
@@ -136,9 +140,10 @@ bool ColumnValue(const RunResult& run, Column column, double* value) {
     // evaluation's, FinalLayerMean and LayerMetricValue alike),
     // so a within-row claim such as H(p) < H(r) compares like with like.
     case GATE_ENTROPY:
-      return LayerMetricValue(run, kGateEntropyMetric, value);
     case AGGREGATED_ENTROPY:
-      return LayerMetricValue(run, kAggregatedEntropyMetric, value);
+    case AGGREGATION_SELF_WEIGHT:
+    case AGGREGATION_EFFECTIVE_NEIGHBOURS:
+      return LayerMetricValue(run, ColumnMetric(column), value);
     case LOAD_CV:
       return FinalLayerMean(run, &L::load_cv, nullptr, value);
     case EXPERTS_PER_TOKEN:
@@ -172,10 +177,6 @@ bool ColumnValue(const RunResult& run, Column column, double* value) {
     case EXPERT_GFLOPS_PER_TOKEN:
       *value = f.expert_flops_per_token() / 1e9;
       return true;
-    case AGGREGATION_SELF_WEIGHT:
-      return LayerMetricValue(run, kAggregationSelfWeightMetric, value);
-    case AGGREGATION_EFFECTIVE_NEIGHBOURS:
-      return LayerMetricValue(run, kAggregationEffectiveNeighboursMetric, value);
     // Head change, like fluctuation, compares two epochs' probe routing.
     case HEAD_CHANGE:
       if (!LastEpochLayerMean(run, &L::head_change, &L::has_head_change, value)) return false;
@@ -216,6 +217,29 @@ std::string LayerMetricTitle(const std::string& name) {
 }
 
 }  // namespace
+
+std::string ColumnMetric(Column column) {
+  switch (column) {
+    case GATE_ENTROPY:
+      return kGateEntropyMetric;
+    case AGGREGATED_ENTROPY:
+      return kAggregatedEntropyMetric;
+    case AGGREGATION_SELF_WEIGHT:
+      return kAggregationSelfWeightMetric;
+    case AGGREGATION_EFFECTIVE_NEIGHBOURS:
+      return kAggregationEffectiveNeighboursMetric;
+    default:
+      return "";
+  }
+}
+
+bool Measure::operator==(const Measure& other) const {
+  auto metric = [](const Measure& m) {
+    return m.layer_metric.empty() ? ColumnMetric(m.column) : m.layer_metric;
+  };
+  if (!metric(*this).empty() || !metric(other).empty()) return metric(*this) == metric(other);
+  return column == other.column;
+}
 
 Stat MeasureStat(const RowRuns& row, const Measure& measure) {
   std::vector<double> values;

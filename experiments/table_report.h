@@ -59,6 +59,10 @@ absl::Status ValidateLayerMetrics(const TableSpec& table);
 // "Perplexity (valid)", "Fluctuation top-1 (%)", ...
 std::string ColumnTitle(Column column);
 
+// The registered layer metric a built-in column reads (GATE_ENTROPY:
+// "gate_entropy"); empty for a column that reads none.
+std::string ColumnMetric(Column column);
+
 // What a claim or a sweep's selection compares in each run: a built-in
 // column, or a registered per-layer metric as LayerMetricValue reads it.
 // A Column converts to one.
@@ -69,9 +73,9 @@ struct Measure {
     m.layer_metric = std::move(name);
     return m;
   }
-  bool operator==(const Measure& other) const {
-    return column == other.column && layer_metric == other.layer_metric;
-  }
+  // The same quantity: a column that reads a registered metric
+  // (GATE_ENTROPY reads "gate_entropy") equals that metric.
+  bool operator==(const Measure& other) const;
 
   Column column = COLUMN_UNSPECIFIED;
   std::string layer_metric;  // set exactly when column is unspecified

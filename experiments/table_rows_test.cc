@@ -100,6 +100,9 @@ TEST(ValidateClaimsTest, AClaimNamesExactlyOneColumnOrRegisteredMetricPerSide) {
               HasSubstr("not both"));
   EXPECT_THAT(status(R"(layer_metric: "gate_margin")").message(),
               HasSubstr("compares a column with itself"));
+  // GATE_ENTROPY is the registered gate_entropy: the same quantity.
+  EXPECT_THAT(status(R"(column: GATE_ENTROPY layer_metric_b: "gate_entropy")").message(),
+              HasSubstr("compares a column with itself"));
   EXPECT_THAT(
       status(R"(column: GATE_ENTROPY column_b: LOAD_CV layer_metric_b: "gate_margin")").message(),
       HasSubstr("set column_b or layer_metric_b, not both"));

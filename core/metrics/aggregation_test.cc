@@ -2,15 +2,10 @@
 #include <gtest/gtest.h>
 
 #include "core/layer_metric.h"
+#include "core/testing/layer_metric_sum.h"
 
 namespace moelab {
 namespace {
-
-LayerMetricSum Accumulate(const char* name, const RoutingDecision& d) {
-  absl::StatusOr<const LayerMetricRegistration*> metric = LayerMetricRegistry().Find(name);
-  EXPECT_TRUE(metric.ok()) << metric.status();
-  return metric.ok() ? (*metric)->accumulate(d) : LayerMetricSum{};
-}
 
 TEST(AggregationMetricsTest, MeansOverTokensOfWhatTheRouterReports) {
   RoutingDecision d;
@@ -18,10 +13,10 @@ TEST(AggregationMetricsTest, MeansOverTokensOfWhatTheRouterReports) {
   // [B, T] = [2, 2]: self-weights 1, 0.5, 0.25, 0.25; neighbours 1, 2, 4, 4.
   d.aggregation_self_weight = at::tensor({1.0f, 0.5f, 0.25f, 0.25f}).reshape({2, 2});
   d.aggregation_effective_neighbours = at::tensor({1.0f, 2.0f, 4.0f, 4.0f}).reshape({2, 2});
-  const LayerMetricSum w = Accumulate(kAggregationSelfWeightMetric, d);
+  const LayerMetricSum w = AccumulateLayerMetric(kAggregationSelfWeightMetric, d);
   EXPECT_DOUBLE_EQ(w.count, 4);
   EXPECT_DOUBLE_EQ(w.sum, 2.0);
-  const LayerMetricSum n = Accumulate(kAggregationEffectiveNeighboursMetric, d);
+  const LayerMetricSum n = AccumulateLayerMetric(kAggregationEffectiveNeighboursMetric, d);
   EXPECT_DOUBLE_EQ(n.count, 4);
   EXPECT_DOUBLE_EQ(n.sum, 11.0);
 }
@@ -30,8 +25,8 @@ TEST(AggregationMetricsTest, OneWithoutTheOtherAppliesNowhere) {
   RoutingDecision d;
   d.selected = at::zeros({1, 2, 3}, at::kBool);
   d.aggregation_self_weight = at::tensor({1.0f, 0.5f}).reshape({1, 2});
-  EXPECT_EQ(Accumulate(kAggregationSelfWeightMetric, d).count, 0);
-  EXPECT_EQ(Accumulate(kAggregationEffectiveNeighboursMetric, d).count, 0);
+  EXPECT_EQ(AccumulateLayerMetric(kAggregationSelfWeightMetric, d).count, 0);
+  EXPECT_EQ(AccumulateLayerMetric(kAggregationEffectiveNeighboursMetric, d).count, 0);
 }
 
 }  // namespace

@@ -4,15 +4,10 @@
 #include <cmath>
 
 #include "core/layer_metric.h"
+#include "core/testing/layer_metric_sum.h"
 
 namespace moelab {
 namespace {
-
-LayerMetricSum Accumulate(const char* name, const RoutingDecision& d) {
-  absl::StatusOr<const LayerMetricRegistration*> metric = LayerMetricRegistry().Find(name);
-  EXPECT_TRUE(metric.ok()) << metric.status();
-  return metric.ok() ? (*metric)->accumulate(d) : LayerMetricSum{};
-}
 
 TEST(EntropyMetricsTest, GateEntropyIsTheSumOfEachTokensEntropyOverTokens) {
   RoutingDecision d;
@@ -20,11 +15,11 @@ TEST(EntropyMetricsTest, GateEntropyIsTheSumOfEachTokensEntropyOverTokens) {
   d.gate_probs = at::tensor({0.5, 0.5, 0.0, 1.0, 0.0, 0.0, 1 / 3.0, 1 / 3.0, 1 / 3.0}, at::kFloat)
                      .reshape({1, 3, 3});
   d.selected = at::zeros({1, 3, 3}, at::kBool);
-  const LayerMetricSum h = Accumulate(kGateEntropyMetric, d);
+  const LayerMetricSum h = AccumulateLayerMetric(kGateEntropyMetric, d);
   EXPECT_DOUBLE_EQ(h.count, 3);
   EXPECT_NEAR(h.sum, std::log(2.0) + std::log(3.0), 1e-6);
   // No aggregated distribution: H(p) does not apply.
-  EXPECT_EQ(Accumulate(kAggregatedEntropyMetric, d).count, 0);
+  EXPECT_EQ(AccumulateLayerMetric(kAggregatedEntropyMetric, d).count, 0);
 }
 
 TEST(EntropyMetricsTest, AggregatedEntropyReadsP) {
@@ -32,16 +27,16 @@ TEST(EntropyMetricsTest, AggregatedEntropyReadsP) {
   d.gate_probs = at::tensor({1.0, 0.0, 0.0, 0.0}, at::kFloat).reshape({1, 1, 4});
   d.aggregated_probs = at::full({1, 1, 4}, 0.25, at::kFloat);
   d.selected = at::zeros({1, 1, 4}, at::kBool);
-  const LayerMetricSum h = Accumulate(kAggregatedEntropyMetric, d);
+  const LayerMetricSum h = AccumulateLayerMetric(kAggregatedEntropyMetric, d);
   EXPECT_DOUBLE_EQ(h.count, 1);
   EXPECT_NEAR(h.sum, std::log(4.0), 1e-6);
-  EXPECT_NEAR(Accumulate(kGateEntropyMetric, d).sum, 0, 1e-12);
+  EXPECT_NEAR(AccumulateLayerMetric(kGateEntropyMetric, d).sum, 0, 1e-12);
 }
 
 TEST(EntropyMetricsTest, ADecisionWithoutAGateContributesNothing) {
   RoutingDecision d;
   d.selected = at::ones({1, 2, 2}, at::kBool);
-  EXPECT_EQ(Accumulate(kGateEntropyMetric, d).count, 0);
+  EXPECT_EQ(AccumulateLayerMetric(kGateEntropyMetric, d).count, 0);
 }
 
 }  // namespace

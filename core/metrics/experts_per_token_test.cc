@@ -2,18 +2,16 @@
 #include <gtest/gtest.h>
 
 #include "core/layer_metric.h"
+#include "core/testing/layer_metric_sum.h"
 
 namespace moelab {
 namespace {
 
 TEST(ExpertsPerTokenTest, SelectedPairsOverTokens) {
-  absl::StatusOr<const LayerMetricRegistration*> metric =
-      LayerMetricRegistry().Find(kExpertsPerTokenMetric);
-  ASSERT_TRUE(metric.ok()) << metric.status();
   RoutingDecision d;
   // Three tokens over 3 experts with 2, 0 and 3 experts (expert-choice-like).
   d.selected = at::tensor({1, 1, 0, 0, 0, 0, 1, 1, 1}).to(at::kBool).reshape({1, 3, 3});
-  const LayerMetricSum sum = (*metric)->accumulate(d);
+  const LayerMetricSum sum = AccumulateLayerMetric(kExpertsPerTokenMetric, d);
   EXPECT_DOUBLE_EQ(sum.sum, 5);
   EXPECT_DOUBLE_EQ(sum.count, 3);
 }
