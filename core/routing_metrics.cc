@@ -126,37 +126,23 @@ namespace {
 
 void MoveLegacyFields(LayerRoutingMetrics* layer) {
   google::protobuf::UnknownFieldSet* unknown = layer->GetReflection()->MutableUnknownFields(layer);
-  if (unknown->empty()) return;
-  // The reserved numbers of LayerRoutingMetrics (proto/result.proto).
-  constexpr int kGateEntropy = 4, kAggregatedEntropy = 5, kDroppedFraction = 10,
-                kExpertsPerToken = 11, kHasAggregation = 14, kSelfWeight = 15, kNeighbours = 16;
-  std::map<int, double> doubles;
-  bool has_aggregation = false;
+  std::map<std::string, double> old_fields;
   for (int i = 0; i < unknown->field_count(); ++i) {
     const google::protobuf::UnknownField& field = unknown->field(i);
-    if (field.number() == kHasAggregation &&
-        field.type() == google::protobuf::UnknownField::TYPE_VARINT) {
-      has_aggregation = field.varint() != 0;
-    } else if (field.type() == google::protobuf::UnknownField::TYPE_FIXED64) {
-      doubles[field.number()] = absl::bit_cast<double>(field.fixed64());
+    for (const auto& [number, name] : kLegacyLayerFields) {
+      if (field.number() != number) continue;
+      if (field.type() == google::protobuf::UnknownField::TYPE_FIXED64) {
+        old_fields[name] = absl::bit_cast<double>(field.fixed64());
+      } else if (field.type() == google::protobuf::UnknownField::TYPE_VARINT) {
+        old_fields[name] = static_cast<double>(field.varint());
+      }
     }
   }
-  auto& values = *layer->mutable_values();
-  auto move = [&](int number, const char* metric, bool applied) {
-    const auto found = doubles.find(number);
-    // proto3 wrote no field for a 0: the old reader saw 0 there.
-    const double value = found != doubles.end() ? found->second : 0.0;
-    if (applied) values.try_emplace(metric, value);
-    unknown->DeleteByNumber(number);
-  };
-  const double aggregated = doubles.count(kAggregatedEntropy) ? doubles[kAggregatedEntropy] : 0;
-  move(kGateEntropy, kGateEntropyMetric, true);
-  move(kExpertsPerToken, kExpertsPerTokenMetric, true);
-  move(kDroppedFraction, kDroppedFractionMetric, true);
-  move(kAggregatedEntropy, kAggregatedEntropyMetric, aggregated > 0 || std::isnan(aggregated));
-  move(kSelfWeight, kAggregationSelfWeightMetric, has_aggregation);
-  move(kNeighbours, kAggregationEffectiveNeighboursMetric, has_aggregation);
-  unknown->DeleteByNumber(kHasAggregation);
+  if (old_fields.empty()) return;
+  for (const auto& [metric, value] : LegacyLayerValues(old_fields)) {
+    layer->mutable_values()->try_emplace(metric, value);
+  }
+  for (const auto& [number, name] : kLegacyLayerFields) unknown->DeleteByNumber(number);
 }
 
 }  // namespace
@@ -168,6 +154,25 @@ void MoveLegacyLayerFields(RunResult* result) {
   for (LayerRoutingMetrics& layer : *result->mutable_final()->mutable_layers()) {
     MoveLegacyFields(&layer);
   }
+}
+
+std::map<std::string, double> LegacyLayerValues(const std::map<std::string, double>& old_fields) {
+  if (old_fields.empty()) return {};
+  auto old = [&](const char* name) {
+    const auto found = old_fields.find(name);
+    return found != old_fields.end() ? found->second : 0.0;  // proto3: absent is 0
+  };
+  std::map<std::string, double> values = {{kGateEntropyMetric, old("gate_entropy")},
+                                          {kExpertsPerTokenMetric, old("experts_per_token")},
+                                          {kDroppedFractionMetric, old("dropped_fraction")}};
+  // Written only for routers with p; a NaN there was measured.
+  const double aggregated = old("aggregated_entropy");
+  if (aggregated > 0 || std::isnan(aggregated)) values[kAggregatedEntropyMetric] = aggregated;
+  if (old("has_aggregation") != 0) {
+    values[kAggregationSelfWeightMetric] = old("aggregation_self_weight");
+    values[kAggregationEffectiveNeighboursMetric] = old("aggregation_effective_neighbours");
+  }
+  return values;
 }
 
 double PearsonCorrelation(const std::vector<double>& x, const std::vector<double>& y) {

@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/layer_metric.h"
@@ -84,6 +85,25 @@ class LayerRoutingAccumulator {
 
 // A registered metric's value in `layer`; nullopt where it did not apply.
 std::optional<double> LayerValue(const LayerRoutingMetrics& layer, const std::string& name);
+
+// The reserved fields of LayerRoutingMetrics (proto/result.proto): number
+// and old name.
+inline constexpr std::pair<int, const char*> kLegacyLayerFields[] = {
+    {4, "gate_entropy"},
+    {5, "aggregated_entropy"},
+    {10, "dropped_fraction"},
+    {11, "experts_per_token"},
+    {14, "has_aggregation"},
+    {15, "aggregation_self_weight"},
+    {16, "aggregation_effective_neighbours"}};
+
+// The registered metrics' values that a layer's fields stand for in a
+// result written before entropies, experts per token, drops and the
+// aggregation diagnostics became registered metrics: `old_fields` by old
+// field name ("gate_entropy", ..., "has_aggregation" as 0 or 1; an absent
+// one was 0). Empty when it holds none. The one statement of which old
+// field applied when, for both readers below and ParseRunResultJson.
+std::map<std::string, double> LegacyLayerValues(const std::map<std::string, double>& old_fields);
 
 // A RunResult read in binary form from a checkpoint written before the
 // entropies, experts per token, drops and aggregation diagnostics became

@@ -180,10 +180,17 @@ TEST(RoutingMetricsTest, AnOldBinaryRunRecordGetsItsLayerFieldsInValues) {
   const LayerRoutingMetrics& plain = read.final().layers(0);
   EXPECT_EQ(plain.values().size(), 3u);  // H(r), experts per token, drops
   EXPECT_EQ(plain.values().count("aggregation_self_weight"), 0u);
-  // A current record is left as it is.
+  // A current record is left as it is, also one with a field this build
+  // does not know (from a later one) that is not an old metric.
   RunResult current = read;
+  current.mutable_epochs(0)
+      ->mutable_layers(0)
+      ->GetReflection()
+      ->MutableUnknownFields(current.mutable_epochs(0)->mutable_layers(0))
+      ->AddVarint(99, 7);
+  const RunResult before = current;
   MoveLegacyLayerFields(&current);
-  EXPECT_TRUE(MessageDifferencer::Equals(current, read));
+  EXPECT_TRUE(MessageDifferencer::Equals(current, before));
 }
 
 TEST(RoutingMetricsTest, HeadChangeOnProbeTokens) {

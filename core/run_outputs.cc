@@ -1,5 +1,8 @@
 #include "core/run_outputs.h"
 
+#include <cmath>
+#include <limits>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -53,32 +56,41 @@ namespace {
 // layer has all of them: entropies, drops and experts per token always,
 // aggregated entropy above 0 only for routers with p, the aggregation pair
 // only where has_aggregation was true.
+// The old fields of a LayerRoutingMetrics (a JSON object) moved into its
+// "values" by LegacyLayerValues' rules. JSON writes a non-finite double as
+// the string "NaN", "Infinity" or "-Infinity", in both directions.
 void MoveLegacyJsonFields(google::protobuf::Value* layer) {
   if (!layer->has_struct_value()) return;
   auto& fields = *layer->mutable_struct_value()->mutable_fields();
-  if (!fields.contains("gate_entropy")) return;
-  auto& values = *fields["values"].mutable_struct_value()->mutable_fields();
-  // A value moves as written: a number, or "NaN"/"Infinity" as a string.
-  auto move = [&](const char* old_name, const char* metric, bool applied) {
-    const auto found = fields.find(old_name);
-    if (applied && found != fields.end() && !values.contains(metric)) {
-      values[metric] = found->second;
+  std::map<std::string, double> old_fields;
+  for (const auto& [number, name] : kLegacyLayerFields) {
+    const auto found = fields.find(name);
+    if (found == fields.end()) continue;
+    const google::protobuf::Value& value = found->second;
+    if (value.has_bool_value()) {
+      old_fields[name] = value.bool_value() ? 1 : 0;
+    } else if (value.has_string_value()) {
+      double parsed = std::numeric_limits<double>::quiet_NaN();
+      if (value.string_value() == "Infinity") parsed = std::numeric_limits<double>::infinity();
+      if (value.string_value() == "-Infinity") parsed = -std::numeric_limits<double>::infinity();
+      old_fields[name] = parsed;
+    } else {
+      old_fields[name] = value.number_value();
     }
-    fields.erase(old_name);
-  };
-  const bool aggregation =
-      fields.contains("has_aggregation") && fields["has_aggregation"].bool_value();
-  const auto aggregated = fields.find("aggregated_entropy");
-  const bool has_aggregated =
-      aggregated != fields.end() &&
-      (aggregated->second.has_string_value() || aggregated->second.number_value() > 0);
-  move("gate_entropy", kGateEntropyMetric, true);
-  move("experts_per_token", kExpertsPerTokenMetric, true);
-  move("dropped_fraction", kDroppedFractionMetric, true);
-  move("aggregated_entropy", kAggregatedEntropyMetric, has_aggregated);
-  move("aggregation_self_weight", kAggregationSelfWeightMetric, aggregation);
-  move("aggregation_effective_neighbours", kAggregationEffectiveNeighboursMetric, aggregation);
-  fields.erase("has_aggregation");
+    fields.erase(found);
+  }
+  if (old_fields.empty()) return;
+  auto& values = *fields["values"].mutable_struct_value()->mutable_fields();
+  for (const auto& [metric, value] : LegacyLayerValues(old_fields)) {
+    if (values.contains(metric)) continue;
+    if (std::isfinite(value)) {
+      values[metric].set_number_value(value);
+    } else {
+      values[metric].set_string_value(std::isnan(value) ? "NaN"
+                                      : value > 0       ? "Infinity"
+                                                        : "-Infinity");
+    }
+  }
 }
 
 void MoveLegacyFieldsOfLayers(google::protobuf::Value* owner) {
