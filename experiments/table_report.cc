@@ -91,10 +91,10 @@ bool LastEpochLayerMean(const RunResult& run, double (LayerRoutingMetrics::*fiel
 // evaluation recorded its layers, fall back to the last epoch's, which
 // cover only the evaluation.max_eval_batches batches of that epoch's
 // evaluation.
-bool FinalLayerMean(const RunResult& run, double (LayerRoutingMetrics::*field)() const,
-                    bool (LayerRoutingMetrics::*has)() const, double* mean) {
-  if (run.final().layers_size() > 0) return LayerMean(run.final().layers(), field, has, mean);
-  return LastEpochLayerMean(run, field, has, mean);
+const google::protobuf::RepeatedPtrField<LayerRoutingMetrics>& EndOfTrainingLayers(
+    const RunResult& run) {
+  if (run.final().layers_size() > 0 || run.epochs_size() == 0) return run.final().layers();
+  return run.epochs(run.epochs_size() - 1).layers();
 }
 
 }  // namespace
@@ -136,16 +136,16 @@ bool ColumnValue(const RunResult& run, Column column, double* value) {
       }
       *value *= 100;
       return true;
-    // Entropies, load and aggregation describe the same tokens (the final
-    // evaluation's, FinalLayerMean and LayerMetricValue alike),
-    // so a within-row claim such as H(p) < H(r) compares like with like.
+    // Entropies, load and aggregation describe the same tokens
+    // (EndOfTrainingLayers), so a within-row claim such as H(p) < H(r)
+    // compares like with like.
     case GATE_ENTROPY:
     case AGGREGATED_ENTROPY:
     case AGGREGATION_SELF_WEIGHT:
     case AGGREGATION_EFFECTIVE_NEIGHBOURS:
       return LayerMetricValue(run, ColumnMetric(column), value);
     case LOAD_CV:
-      return FinalLayerMean(run, &L::load_cv, nullptr, value);
+      return LayerMean(EndOfTrainingLayers(run), &L::load_cv, nullptr, value);
     case EXPERTS_PER_TOKEN:
       *value = f.experts_per_token();
       return true;
@@ -286,9 +286,7 @@ Stat ColumnStat(const RowRuns& row, Column column) {
 }
 
 bool LayerMetricValue(const RunResult& run, const std::string& name, double* value) {
-  const auto& layers = run.final().layers_size() > 0 || run.epochs_size() == 0
-                           ? run.final().layers()
-                           : run.epochs(run.epochs_size() - 1).layers();
+  const auto& layers = EndOfTrainingLayers(run);
   double sum = 0;
   int n = 0;
   for (const LayerRoutingMetrics& layer : layers) {
@@ -522,9 +520,8 @@ std::vector<std::pair<double, double>> EntropyFluctuationPoints(const RowRuns& r
     for (const LayerRoutingMetrics& l : run.epochs(run.epochs_size() - 1).layers()) {
       if (!l.has_fluctuation()) continue;
       // Routers that aggregate select on p, so p's entropy is the one that matters.
-      const std::optional<double> h = LayerValue(l, kAggregatedEntropyMetric)
-                                          ? LayerValue(l, kAggregatedEntropyMetric)
-                                          : LayerValue(l, kGateEntropyMetric);
+      std::optional<double> h = LayerValue(l, kAggregatedEntropyMetric);
+      if (!h) h = LayerValue(l, kGateEntropyMetric);
       if (h) points.emplace_back(*h, 100 * l.fluctuation_top1());
     }
   }
