@@ -11,6 +11,9 @@ run="$1"
 tmp="${TEST_TMPDIR:-$(mktemp -d)}"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+# What a run's stderr said besides progress: launcher lines, errors, and any
+# crash report (a SIGABRT's "terminate called ..."), shown after each case.
+events() { grep -vE '^(epoch [0-9]|run |  )' "$1"; }
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 # Each epoch's validation takes 3 batches over 2 workers: the second runs a
@@ -96,7 +99,7 @@ grep -q 'terminating worker' "$tmp/killed.err" && fail "rank 0 had to be termina
 grep -q '"status": "FAILED"' "$tmp/killed/dp/result.json" || fail "result.json is not FAILED"
 checkpoint_readable "$tmp/killed/dp/checkpoint.pt"
 echo "ok: the job stopped ${stopped_in}s after rank 1 was killed"
-grep -E 'launcher:|^error' "$tmp/killed.err"
+events "$tmp/killed.err"
 
 # 2b. Kill rank 0, which writes the files and hosts the rendezvous store:
 # rank 1 stops on its own, naming rank 0, and the checkpoint is intact.
@@ -108,7 +111,7 @@ grep -q '^error: rank 1: .*rank 0' "$tmp/killed0.err" || fail "rank 1's error do
 grep -q 'terminating worker' "$tmp/killed0.err" && fail "rank 1 had to be terminated"
 checkpoint_readable "$tmp/killed0/dp/checkpoint.pt"
 echo "ok: the job stopped ${stopped_in}s after rank 0 was killed"
-grep -E 'launcher:|^error' "$tmp/killed0.err"
+events "$tmp/killed0.err"
 
 # 2c. A hung worker (stopped, its connections open): rank 0's collective
 # waits out the spec's timeout (20 s), then names it; the launcher ends the
@@ -119,7 +122,7 @@ grep -q '^error: rank 0: .*rank 1' "$tmp/hung.err" || fail "rank 0's error does 
 grep -q '"status": "FAILED"' "$tmp/hung/dp/result.json" || fail "hung worker: result.json is not FAILED"
 checkpoint_readable "$tmp/hung/dp/checkpoint.pt"
 echo "ok: the job stopped ${stopped_in}s after rank 1 hung"
-grep -E 'launcher:|^error' "$tmp/hung.err"
+events "$tmp/hung.err"
 
 # 3. Resume the killed run: the same final metrics as the uninterrupted one.
 "$run" --spec="$tmp/dp.pbtxt" --output_dir="$tmp/killed" --nproc_per_node=2 --resume \

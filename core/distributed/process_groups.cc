@@ -1,5 +1,6 @@
 #include "core/distributed/process_groups.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <stdexcept>
@@ -62,12 +63,49 @@ c10::intrusive_ptr<c10d::Store> ConnectStore(const WorkerPlace& place, bool join
 
 std::string HeartbeatKey(int rank) { return absl::StrCat("moelab/heartbeat/", rank); }
 
+// The joined groups of this process, for the terminate handler below.
+std::atomic<const ProcessGroups*> g_joined{nullptr};
+
+// LibTorch's store clients and gloo's transport run threads of their own,
+// and an error there (a peer's connection reset when it is killed) is an
+// uncaught exception: std::terminate, a SIGABRT with no word of the cause.
+// This reports it as the main thread would report a failed collective, one
+// "error: rank R: ..." line naming the rank at fault, and exits with 1.
+[[noreturn]] void ReportBackgroundFailure() {
+  static std::atomic<bool> reporting{false};
+  if (reporting.exchange(true)) {
+    // A second thread failed while the first report is being written (its
+    // DescribeFailure connects to the store, which may fail the same way).
+    std::this_thread::sleep_for(2 * ProcessGroups::kHeartbeatWindow + std::chrono::seconds(10));
+    std::_Exit(1);
+  }
+  std::string cause = "std::terminate without an exception";
+  if (std::exception_ptr exception = std::current_exception()) {
+    try {
+      std::rethrow_exception(exception);
+    } catch (const std::exception& e) {
+      cause = ExceptionMessage(e);
+    } catch (...) {
+      cause = "an exception of unknown type";
+    }
+  }
+  const ProcessGroups* groups = g_joined.load();
+  const std::string rank = groups ? absl::StrCat("rank ", groups->rank(), ": ") : "";
+  const std::string who = groups ? absl::StrCat("; ", groups->DescribeFailure()) : "";
+  std::fprintf(stderr, "error: %sa background thread of the distributed runtime failed: %s%s\n",
+               rank.c_str(), cause.c_str(), who.c_str());
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
 }  // namespace
 
 ProcessGroups::ProcessGroups(const WorkerPlace& place, const DistributedOptions& options)
     : place_(place), options_(options) {}
 
 ProcessGroups::~ProcessGroups() {
+  const ProcessGroups* self = this;
+  g_joined.compare_exchange_strong(self, nullptr);
   stop_ = true;
   if (heartbeat_.joinable()) heartbeat_.join();
 }
@@ -140,6 +178,8 @@ absl::StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Join(
                                                " failed: ", ExceptionMessage(e)));
   }
   groups->heartbeat_ = std::thread([g = groups.get()] { g->Heartbeat(); });
+  g_joined = groups.get();
+  std::set_terminate(ReportBackgroundFailure);
   return groups;
 }
 

@@ -42,7 +42,12 @@ struct DistributedOptions {
 class ProcessGroups {
  public:
   // Joins the job `place` describes (blocking until every rank has arrived
-  // or `options.timeout` has passed).
+  // or `options.timeout` has passed). Installs a std::terminate handler: an
+  // exception in a thread LibTorch runs (its store client's listener, gloo's
+  // transport loop; a peer's reset connection throws there) ends the process
+  // with exit status 1 and one "error: rank R: a background thread of the
+  // distributed runtime failed: <cause>; <DescribeFailure()>" line instead
+  // of a SIGABRT that names nothing.
   static absl::StatusOr<std::unique_ptr<ProcessGroups>> Join(const WorkerPlace& place,
                                                              const DistributedOptions& options);
   ~ProcessGroups();

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <stdexcept>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "core/distributed/local_launcher.h"
@@ -67,6 +69,23 @@ TEST(ProcessGroupsTest, OneWorkerHasNoGroupsToTalkTo) {
   EXPECT_FALSE((*groups)->world());
   EXPECT_FALSE((*groups)->experts());
   EXPECT_FALSE((*groups)->expert_replicas());
+}
+
+// An exception in a thread LibTorch started (its store client's listener,
+// gloo's transport loop) ends the process with one error line that names
+// the cause and the ranks' state, not a SIGABRT.
+TEST(ProcessGroupsTest, AnExceptionInABackgroundThreadIsReportedAsAnError) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        absl::StatusOr<std::unique_ptr<ProcessGroups>> groups =
+            ProcessGroups::Join(Place(0, 1, *FreeLoopbackPort()), {});
+        if (!groups.ok()) std::_Exit(3);
+        std::thread([] { throw std::runtime_error("Connection reset by peer"); }).join();
+      },
+      ::testing::ExitedWithCode(1),
+      "^error: rank 0: a background thread of the distributed runtime failed: Connection "
+      "reset by peer; every rank still answers its heartbeat\n$");
 }
 
 }  // namespace
