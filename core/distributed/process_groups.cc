@@ -63,8 +63,10 @@ c10::intrusive_ptr<c10d::Store> ConnectStore(const WorkerPlace& place, bool join
 
 std::string HeartbeatKey(int rank) { return absl::StrCat("moelab/heartbeat/", rank); }
 
-// The joined groups of this process, for the terminate handler below.
+// The joined groups of this process and the thread that joined them, for
+// the terminate handler below.
 std::atomic<const ProcessGroups*> g_joined{nullptr};
+std::thread::id g_joining_thread;
 
 // LibTorch's store clients and gloo's transport run threads of their own,
 // and an error there (a peer's connection reset when it is killed) is an
@@ -92,8 +94,10 @@ std::atomic<const ProcessGroups*> g_joined{nullptr};
   const ProcessGroups* groups = g_joined.load();
   const std::string rank = groups ? absl::StrCat("rank ", groups->rank(), ": ") : "";
   const std::string who = groups ? absl::StrCat("; ", groups->DescribeFailure()) : "";
-  std::fprintf(stderr, "error: %sa background thread of the distributed runtime failed: %s%s\n",
-               rank.c_str(), cause.c_str(), who.c_str());
+  const char* where = std::this_thread::get_id() == g_joining_thread
+                          ? "an exception escaped through a function that may not throw"
+                          : "a background thread of the distributed runtime failed";
+  std::fprintf(stderr, "error: %s%s: %s%s\n", rank.c_str(), where, cause.c_str(), who.c_str());
   std::fflush(stderr);
   std::_Exit(1);
 }
@@ -178,6 +182,7 @@ absl::StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Join(
                                                " failed: ", ExceptionMessage(e)));
   }
   groups->heartbeat_ = std::thread([g = groups.get()] { g->Heartbeat(); });
+  g_joining_thread = std::this_thread::get_id();
   g_joined = groups.get();
   std::set_terminate(ReportBackgroundFailure);
   return groups;

@@ -47,7 +47,8 @@ class ProcessGroups {
   // transport loop; a peer's reset connection throws there) ends the process
   // with exit status 1 and one "error: rank R: a background thread of the
   // distributed runtime failed: <cause>; <DescribeFailure()>" line instead
-  // of a SIGABRT that names nothing.
+  // of a SIGABRT that names nothing (and so does an exception through a
+  // noexcept function on the joining thread, saying so).
   static absl::StatusOr<std::unique_ptr<ProcessGroups>> Join(const WorkerPlace& place,
                                                              const DistributedOptions& options);
   ~ProcessGroups();

@@ -88,5 +88,24 @@ TEST(ProcessGroupsTest, AnExceptionInABackgroundThreadIsReportedAsAnError) {
       "reset by peer; every rank still answers its heartbeat\n$");
 }
 
+void Throw() { throw std::runtime_error("thrown in a destructor"); }
+void CallWithoutThrowing(void (*f)()) noexcept { f(); }
+
+// The joining thread itself can also end in std::terminate (an exception
+// through a noexcept function); the line says so instead of blaming a thread.
+TEST(ProcessGroupsTest, AnExceptionThroughANoexceptFunctionIsReportedAsAnError) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        absl::StatusOr<std::unique_ptr<ProcessGroups>> groups =
+            ProcessGroups::Join(Place(0, 1, *FreeLoopbackPort()), {});
+        if (!groups.ok()) std::_Exit(3);
+        CallWithoutThrowing(Throw);
+      },
+      ::testing::ExitedWithCode(1),
+      "^error: rank 0: an exception escaped through a function that may not throw: thrown in "
+      "a destructor; every rank still answers its heartbeat\n$");
+}
+
 }  // namespace
 }  // namespace moelab
