@@ -73,7 +73,7 @@ std::thread::id g_joining_thread;
 // uncaught exception: std::terminate, a SIGABRT with no word of the cause.
 // This reports it as the main thread would report a failed collective, one
 // "error: rank R: ..." line naming the rank at fault, and exits with 1.
-[[noreturn]] void ReportBackgroundFailure() {
+[[noreturn]] void ReportTermination() {
   static std::atomic<bool> reporting{false};
   if (reporting.exchange(true)) {
     // A second thread failed while the first report is being written (its
@@ -184,7 +184,7 @@ absl::StatusOr<std::unique_ptr<ProcessGroups>> ProcessGroups::Join(
   groups->heartbeat_ = std::thread([g = groups.get()] { g->Heartbeat(); });
   g_joining_thread = std::this_thread::get_id();
   g_joined = groups.get();
-  std::set_terminate(ReportBackgroundFailure);
+  std::set_terminate(ReportTermination);
   return groups;
 }
 

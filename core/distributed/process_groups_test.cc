@@ -71,6 +71,15 @@ TEST(ProcessGroupsTest, OneWorkerHasNoGroupsToTalkTo) {
   EXPECT_FALSE((*groups)->expert_replicas());
 }
 
+// Inside a death test: a one-worker job's groups (which install the
+// terminate handler), or exit status 3 when joining fails.
+std::unique_ptr<ProcessGroups> JoinAloneOrExit() {
+  absl::StatusOr<std::unique_ptr<ProcessGroups>> groups =
+      ProcessGroups::Join(Place(0, 1, *FreeLoopbackPort()), {});
+  if (!groups.ok()) std::_Exit(3);
+  return *std::move(groups);
+}
+
 // An exception in a thread LibTorch started (its store client's listener,
 // gloo's transport loop) ends the process with one error line that names
 // the cause and the ranks' state, not a SIGABRT.
@@ -78,9 +87,7 @@ TEST(ProcessGroupsTest, AnExceptionInABackgroundThreadIsReportedAsAnError) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {
-        absl::StatusOr<std::unique_ptr<ProcessGroups>> groups =
-            ProcessGroups::Join(Place(0, 1, *FreeLoopbackPort()), {});
-        if (!groups.ok()) std::_Exit(3);
+        const std::unique_ptr<ProcessGroups> groups = JoinAloneOrExit();
         std::thread([] { throw std::runtime_error("Connection reset by peer"); }).join();
       },
       ::testing::ExitedWithCode(1),
@@ -97,9 +104,7 @@ TEST(ProcessGroupsTest, AnExceptionThroughANoexceptFunctionIsReportedAsAnError) 
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {
-        absl::StatusOr<std::unique_ptr<ProcessGroups>> groups =
-            ProcessGroups::Join(Place(0, 1, *FreeLoopbackPort()), {});
-        if (!groups.ok()) std::_Exit(3);
+        const std::unique_ptr<ProcessGroups> groups = JoinAloneOrExit();
         CallWithoutThrowing(Throw);
       },
       ::testing::ExitedWithCode(1),
