@@ -36,21 +36,20 @@ void Backward(const double* q, const double* k, const double* v, const double* p
 }  // namespace attention_avx2
 #endif
 
-namespace {
-
-int64_t ScratchSize(int64_t t, int64_t dh) {
-  const int64_t ld = (t + 15) / 16 * 16;
-  return ld * dh + ld;
-}
-
-}  // namespace
-
 // The portable build of the kernels (SSE2 on x86-64).
 #define MOELAB_ATTENTION_ISA attention_baseline
 #include "models/attention_kernel_impl.inc"
 #undef MOELAB_ATTENTION_ISA
 
 namespace {
+
+// A transposed [T, Dh] matrix and a block of score rows, both padded to
+// whole 16-element blocks (attention_kernel_impl.inc, one build's constant
+// being every build's).
+int64_t ScratchSize(int64_t t, int64_t dh) {
+  const int64_t ld = (t + 15) / 16 * 16;
+  return ld * dh + attention_baseline::kMaxRowsPerBlock * ld;
+}
 
 std::atomic<bool> allow_avx2{true};
 
