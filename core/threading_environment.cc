@@ -29,7 +29,7 @@ void SetIntraOpThreads(int threads) {
   // alternatives say so (third_party/setup.sh installs it).
   using SetThreads = void (*)(int);
   if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) {
-    set(threads);
+    set(1);
   }
 }
 
