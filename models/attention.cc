@@ -42,7 +42,11 @@ SelfAttentionOutput SelfAttentionImpl::forward(const at::Tensor& x, bool expose_
                              .view({batch, tokens, 3, heads, head_dim})
                              .permute({2, 0, 3, 1, 4})
                              .reshape({3, batch * heads, tokens, head_dim});
-  const at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];  // [B*H, T, D/H] each
+  // unbind, not qkv[0], qkv[1], qkv[2]: its backward stacks the three
+  // gradients into one buffer, where each select's would zero-fill a whole
+  // [3, B*H, T, D/H] tensor and autograd would add the three up.
+  const std::vector<at::Tensor> qkv_heads = qkv.unbind(0);
+  const at::Tensor &q = qkv_heads[0], &k = qkv_heads[1], &v = qkv_heads[2];  // [B*H, T, D/H]
 
   // Scores q k^T / sqrt(D/H), the (causal) softmax and the context in one
   // autograd function over the B*H matrices (models/attention_kernel.h);
