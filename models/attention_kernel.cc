@@ -44,8 +44,9 @@ void Backward(const double* q, const double* k, const double* v, const double* p
 namespace {
 
 // A transposed [T, Dh] matrix and a block of score rows, both padded to
-// whole 16-element blocks (attention_kernel_impl.inc, one build's constant
-// being every build's).
+// whole 16-element blocks. The AVX2 build includes the same .inc, so its
+// kMaxRowsPerBlock is this one; each kernel static_asserts its rows per
+// block against it.
 int64_t ScratchSize(int64_t t, int64_t dh) {
   const int64_t ld = (t + 15) / 16 * 16;
   return ld * dh + attention_baseline::kMaxRowsPerBlock * ld;

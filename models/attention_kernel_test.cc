@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -118,6 +119,8 @@ std::vector<Case> Cases() {
     cases.push_back({6, 33, 8, causal, at::kFloat, 2e-5});
     cases.push_back({2, 20, 32, causal, at::kDouble, 1e-10});
     cases.push_back({3, 21, 32, causal, at::kFloat, 2e-5});
+    cases.push_back({3, 3, 8, causal, at::kDouble, 1e-10});  // T < R
+    cases.push_back({2, 2, 16, causal, at::kFloat, 2e-5});
     cases.push_back({2, 17, 64, causal, at::kFloat, 2e-5});
   }
   return cases;
@@ -176,6 +179,39 @@ TEST(AttentionKernel, NonContiguousInputsAndLargeScores) {
   EXPECT_LT(MaxAbsDiff(p, rp), 2e-5);
   EXPECT_LT(MaxAbsDiff(c, rc), 1e-3);  // |v| up to ~40
   EXPECT_FALSE(p.isnan().any().item<bool>());
+}
+
+// Under the causal mask a row takes no term from a later position, not even
+// a zero-weighted one (0 x inf is NaN): non-finite keys and values there
+// leave earlier rows' context and query gradients exactly as they were. The
+// late position falls inside a block of rows the kernels take together
+// (4 rows at Dh 16 in float and Dh 8 in double, 2 at Dh 32 in float).
+TEST(AttentionKernel, LaterNonFiniteKeysAndValuesDoNotReachEarlierRows) {
+  torch::manual_seed(4);
+  const int64_t n = 2, t = 11, late = 5;
+  const std::vector<std::pair<int64_t, at::ScalarType>> shapes = {
+      {16, at::kFloat}, {8, at::kDouble}, {32, at::kFloat}};
+  for (const auto& [dh, dtype] : shapes) {
+    const at::TensorOptions opts = at::TensorOptions().dtype(dtype);
+    const at::Tensor q = torch::randn({n, t, dh}, opts);
+    const at::Tensor k = torch::randn({n, t, dh}, opts), v = torch::randn({n, t, dh}, opts);
+    at::Tensor k_bad = k.clone(), v_bad = v.clone();
+    k_bad.select(1, late).fill_(std::numeric_limits<double>::infinity());
+    v_bad.select(1, late).fill_(std::numeric_limits<double>::quiet_NaN());
+    // Context rows before `late` and the gradient of their sum in q.
+    const auto early = [&](const at::Tensor& keys, const at::Tensor& values) {
+      const at::Tensor q_leaf = q.clone().requires_grad_(true);
+      const at::Tensor context =
+          ScaledDotProductAttention(q_leaf, keys, values, 0.3, /*causal=*/true).first;
+      const at::Tensor early_context = context.narrow(1, 0, late);
+      const at::Tensor grad_q = torch::autograd::grad({early_context.sum()}, {q_leaf})[0];
+      return std::make_pair(early_context.detach(), grad_q.narrow(1, 0, late));
+    };
+    const auto [context, grad_q] = early(k, v);
+    const auto [context_bad, grad_q_bad] = early(k_bad, v_bad);
+    EXPECT_TRUE(at::equal(context_bad, context)) << "Dh " << dh << " " << dtype;
+    EXPECT_TRUE(at::equal(grad_q_bad, grad_q)) << "Dh " << dh << " " << dtype;
+  }
 }
 
 }  // namespace
