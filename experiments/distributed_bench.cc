@@ -157,16 +157,16 @@ absl::Status RunWorker() {
 
 absl::StatusOr<Measurement> Measure(const Config& config, const std::string& program,
                                     const std::string& output) {
-  LaunchOptions launch{.nproc = config.processes,
-                       .argv = {program, absl::StrCat("--spec=", absl::GetFlag(FLAGS_spec)),
-                                absl::StrCat("--steps=", absl::GetFlag(FLAGS_steps)),
-                                absl::StrCat("--warmup_steps=", absl::GetFlag(FLAGS_warmup_steps)),
-                                absl::StrCat("--worker_threads=", config.threads),
-                                absl::StrCat("--worker_expert_parallel=", config.expert_parallel)},
-                       .grace = std::chrono::seconds(30),
-                       .environment = {absl::StrCat(kOutputVariable, "=", output),
-                                       absl::StrCat("OMP_NUM_THREADS=", config.threads),
-                                       absl::StrCat("OPENBLAS_NUM_THREADS=", config.threads)}};
+  LaunchOptions launch{
+      .nproc = config.processes,
+      .argv = {program, absl::StrCat("--spec=", absl::GetFlag(FLAGS_spec)),
+               absl::StrCat("--steps=", absl::GetFlag(FLAGS_steps)),
+               absl::StrCat("--warmup_steps=", absl::GetFlag(FLAGS_warmup_steps)),
+               absl::StrCat("--worker_threads=", config.threads),
+               absl::StrCat("--worker_expert_parallel=", config.expert_parallel)},
+      .grace = std::chrono::seconds(30),
+      .environment = {absl::StrCat(kOutputVariable, "=", output),
+                      absl::StrCat("OMP_NUM_THREADS=", config.threads), "OPENBLAS_NUM_THREADS=1"}};
   std::remove(output.c_str());
   absl::StatusOr<int> code = LaunchLocalWorkers(launch);
   if (!code.ok()) return code.status();
