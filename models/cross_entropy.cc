@@ -122,7 +122,7 @@ double LinearCrossEntropySum(const at::Tensor& hidden_in, const at::Tensor& weig
     if (grad_hidden == nullptr) continue;
     const at::Tensor& grad_logits = SubtractOneHot(p, index);
     at::Tensor gh = grad_hidden->narrow(0, begin, n);
-    const at::Tensor grad_logits_op = MatmulOperand(grad_logits, precision);
+    const at::Tensor grad_logits_op = MatmulOperandInPlace(grad_logits, precision);
     MatmulInto(gh, grad_logits_op, weight);
     MatmulInto(*grad_weight, grad_logits_op.t(), x, /*accumulate=*/true);
   }

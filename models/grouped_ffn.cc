@@ -44,8 +44,8 @@ class GroupedExpertFfnFunction : public torch::autograd::Function<GroupedExpertF
       MatmulInto(h_e, x.narrow(0, offset, n), w1_op[e], /*accumulate=*/true);
       offset += n;
     }
-    const at::Tensor h =
-        MatmulOperand(ApplyActivation(h_pre, static_cast<Activation>(activation)), precision);
+    const at::Tensor h = MatmulOperandInPlace(
+        ApplyActivation(h_pre, static_cast<Activation>(activation)), precision);
     offset = 0;
     for (int64_t e = 0; e < w1.size(0); ++e) {
       const int64_t n = group_sizes[e];
@@ -122,24 +122,29 @@ class GroupedExpertFfnFunction : public torch::autograd::Function<GroupedExpertF
       const at::Tensor grad_h_pre_fp32 = activation == RELU
                                              ? at::threshold_backward(grad_h, h_pre, 0)
                                              : at::gelu_backward(grad_h, h_pre);
-      const at::Tensor grad_h_pre = MatmulOperand(grad_h_pre_fp32, precision);
-      // Input layer: grads of w1, b1 and x.
+      // The bias gradients take the fp32 values; then the products' operand
+      // may overwrite them.
+      if (need_b1) {
+        offset = 0;
+        for (int64_t e = 0; e < num_experts; ++e) {
+          at::Tensor out = grad_b1[e];
+          at::sum_out(out, grad_h_pre_fp32.narrow(0, offset, group_sizes[e]), at::IntArrayRef{0});
+          offset += group_sizes[e];
+        }
+      }
+      const at::Tensor grad_h_pre = MatmulOperandInPlace(grad_h_pre_fp32, precision);
+      // Input layer: grads of w1 and x.
       offset = 0;
       for (int64_t e = 0; e < num_experts; ++e) {
         const int64_t n = group_sizes[e];
         if (n == 0) {
           if (need_w1) grad_w1[e].zero_();
-          if (need_b1) grad_b1[e].zero_();
           continue;
         }
         const at::Tensor grad_h_e = grad_h_pre.narrow(0, offset, n);
         if (need_w1) {
           at::Tensor out = grad_w1[e];
           MatmulInto(out, x.narrow(0, offset, n).t(), grad_h_e);
-        }
-        if (need_b1) {
-          at::Tensor out = grad_b1[e];
-          at::sum_out(out, grad_h_pre_fp32.narrow(0, offset, n), at::IntArrayRef{0});
         }
         if (need_x) {
           at::Tensor out = grad_x.narrow(0, offset, n);

@@ -62,6 +62,14 @@ at::ScalarType OperandType(Precision precision);
 // cast back, so it too is rounded to bf16).
 at::Tensor MatmulOperand(const at::Tensor& t, Precision precision);
 
+// MatmulOperand for a float temporary that the caller owns and will not read
+// again at full precision (a softmax block, an activation, a gradient whose
+// fp32 uses are done): where BF16 holds its operands in fp32, a contiguous `t`
+// outside autograd is rounded in place and returned, saving a copy as large
+// as `t` (bench_lm's output layer rounds a 16 MiB gradient block five times a
+// step). Otherwise it is MatmulOperand(t, precision) and `t` is left as is.
+at::Tensor MatmulOperandInPlace(at::Tensor t, Precision precision);
+
 // out = a b, or out += a b when `accumulate`. a: [M, K], b: [K, N], both
 // fp32 or both bf16, each row-major or a transposed row-major matrix (other
 // layouts are copied first); out: fp32 [M, N] with unit column stride (a

@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "gtest/gtest.h"
@@ -75,6 +77,74 @@ TEST_P(Bf16OperandsTest, OperandsAreBf16RoundedInTheChosenStorage) {
   const at::Tensor leaf = x.clone().requires_grad_();
   MatmulOperand(leaf, BF16).to(at::kFloat).sum().backward();
   EXPECT_TRUE(leaf.grad().equal(torch::ones({7, 9})));
+}
+
+// Special values at every position of a tensor long enough for the
+// vectorised body, the scalar tail and more than one thread's share.
+at::Tensor SpecialsAmongRandoms() {
+  torch::manual_seed(8);
+  at::Tensor x = torch::randn({(1 << 16) + 13}) * 1e3;
+  std::vector<float> specials = {1.0f + 1.0f / 256,
+                                 1.0f + 3.0f / 256,
+                                 -0.0f,
+                                 3.3895314e38f,
+                                 -3.4e38f,
+                                 std::numeric_limits<float>::infinity(),
+                                 -std::numeric_limits<float>::infinity(),
+                                 1e-40f,
+                                 std::nanf(""),
+                                 -std::nanf("")};
+  // NaNs whose payloads would round (or carry) into an infinity or across
+  // the sign: 0x7f808000 rounds up to 0x7f800000, 0x7fffffff carries into
+  // 0x80000000.
+  float nan_bits[3];
+  const uint32_t patterns[3] = {0x7f808000u, 0x7fffffffu, 0xff800001u};
+  std::memcpy(nan_bits, patterns, sizeof(nan_bits));
+  specials.insert(specials.end(), nan_bits, nan_bits + 3);
+  for (int64_t i = 0; i < x.numel(); i += 7) {
+    x[i] = specials[static_cast<size_t>(i / 7) % specials.size()];
+  }
+  return x;
+}
+
+// c10's rounding with NaN payloads ignored (either NaN is a NaN).
+bool SameRounding(const at::Tensor& got, const at::Tensor& x) {
+  const at::Tensor want = x.to(at::kBFloat16).to(at::kFloat);
+  const at::Tensor values = got.to(at::kFloat);
+  return values.isnan().equal(want.isnan()) &&
+         values.masked_fill(values.isnan(), 0).equal(want.masked_fill(want.isnan(), 0));
+}
+
+TEST_P(Bf16OperandsTest, RoundsLikeC10AtEveryPositionOfALongTensor) {
+  const at::Tensor x = SpecialsAmongRandoms();
+  EXPECT_TRUE(SameRounding(MatmulOperand(x, BF16), x));
+  EXPECT_TRUE(SameRounding(MatmulOperandInPlace(x.clone(), BF16), x));
+}
+
+TEST_P(Bf16OperandsTest, InPlaceOverwritesOnlyFp32HeldTemporaries) {
+  const at::Tensor x = SpecialsAmongRandoms();
+  at::Tensor temporary = x.clone();
+  const at::Tensor op = MatmulOperandInPlace(temporary, BF16);
+  EXPECT_EQ(op.scalar_type(), OperandType(BF16));
+  if (GetParam() == Bf16Operands::kRoundedFp32) {
+    EXPECT_TRUE(op.is_same(temporary));  // no copy
+    EXPECT_TRUE(SameRounding(temporary, x));
+  } else {
+    EXPECT_TRUE(temporary.view(at::kInt).equal(x.view(at::kInt)));  // untouched, to the bit
+  }
+  // A non-contiguous view and a tensor that autograd tracks are left as they
+  // are (rounded copies come back), whatever the storage.
+  at::Tensor strided = torch::randn({64, 9}).narrow(1, 2, 5);
+  const at::Tensor strided_before = strided.clone();
+  EXPECT_TRUE(SameRounding(MatmulOperandInPlace(strided, BF16), strided_before));
+  EXPECT_TRUE(strided.equal(strided_before));
+  at::Tensor leaf = torch::randn({5, 7}).requires_grad_();
+  const at::Tensor leaf_before = leaf.detach().clone();
+  EXPECT_TRUE(SameRounding(MatmulOperandInPlace(leaf, BF16).detach(), leaf_before));
+  EXPECT_TRUE(leaf.detach().equal(leaf_before));
+  // FP32 is a no-op.
+  at::Tensor fp32 = x.clone();
+  EXPECT_TRUE(MatmulOperandInPlace(fp32, FP32).is_same(fp32));
 }
 
 TEST_P(Bf16OperandsTest, Bf16OperandsAccumulateInFp32) {
