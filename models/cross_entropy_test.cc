@@ -7,7 +7,9 @@
 
 #include <cmath>
 
+#include "core/precision.h"
 #include "gtest/gtest.h"
+#include "models/matmul.h"
 
 namespace moelab {
 namespace {
@@ -100,6 +102,38 @@ TEST(MeanLinearCrossEntropyTest, HandComputedValue) {
   const at::Tensor targets = torch::tensor({1, 0}, at::kLong);
   EXPECT_NEAR(MeanLinearCrossEntropy(hidden, weight, targets).item<double>(),
               (std::log(4.0) - std::log(3.0) + std::log(2.0)) / 2, 1e-12);
+}
+
+// Under BF16 with its operands held in fp32 (models/matmul.h), each block's
+// logit gradient is rounded in place for the backward products after the
+// loss has read the block's probabilities. On inputs that already hold bf16
+// values the logits are FP32's to the bit, so the loss must be too. A
+// vocabulary of 2^18 makes the blocks 16 rows: three blocks here, the last
+// partial, through one reused buffer.
+TEST(MeanLinearCrossEntropyTest, Bf16LossIsTheFp32LossOfRoundedInputs) {
+  const Bf16Operands saved_storage = CurrentBf16Operands();
+  SetBf16Operands(Bf16Operands::kRoundedFp32);
+  torch::manual_seed(12);
+  const auto bf16_values = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
+  const at::Tensor hidden = bf16_values(torch::randn({40, 32}));
+  const at::Tensor weight = bf16_values(torch::randn({1 << 18, 32}) * 0.2);
+  const at::Tensor targets = torch::randint(1 << 18, {40}, at::kLong);
+  double losses[2];
+  at::Tensor grad_hidden[2];
+  for (int run = 0; run < 2; ++run) {
+    PrecisionScope precision(run == 0 ? FP32 : BF16);
+    at::Tensor h = hidden.clone().requires_grad_();
+    const at::Tensor loss = MeanLinearCrossEntropy(h, weight.clone().requires_grad_(), targets);
+    loss.backward();
+    losses[run] = loss.item<double>();
+    grad_hidden[run] = h.grad();
+  }
+  SetBf16Operands(saved_storage);
+  EXPECT_EQ(losses[1], losses[0]);
+  // The backward products did take the rounded logit gradient.
+  EXPECT_FALSE(grad_hidden[1].equal(grad_hidden[0]));
+  EXPECT_LT(MaxAbsDiff(grad_hidden[1], grad_hidden[0]),
+            2e-2 * grad_hidden[0].abs().max().item<double>());
 }
 
 TEST(MeanLinearCrossEntropyTest, SecondBackwardThroughTheSameGraphFails) {

@@ -132,25 +132,27 @@ class GroupedExpertFfnFunction : public torch::autograd::Function<GroupedExpertF
           offset += group_sizes[e];
         }
       }
-      const at::Tensor grad_h_pre = MatmulOperandInPlace(grad_h_pre_fp32, precision);
-      // Input layer: grads of w1 and x.
-      offset = 0;
-      for (int64_t e = 0; e < num_experts; ++e) {
-        const int64_t n = group_sizes[e];
-        if (n == 0) {
-          if (need_w1) grad_w1[e].zero_();
-          continue;
+      if (need_w1 || need_x) {
+        const at::Tensor grad_h_pre = MatmulOperandInPlace(grad_h_pre_fp32, precision);
+        // Input layer: grads of w1 and x.
+        offset = 0;
+        for (int64_t e = 0; e < num_experts; ++e) {
+          const int64_t n = group_sizes[e];
+          if (n == 0) {
+            if (need_w1) grad_w1[e].zero_();
+            continue;
+          }
+          const at::Tensor grad_h_e = grad_h_pre.narrow(0, offset, n);
+          if (need_w1) {
+            at::Tensor out = grad_w1[e];
+            MatmulInto(out, x.narrow(0, offset, n).t(), grad_h_e);
+          }
+          if (need_x) {
+            at::Tensor out = grad_x.narrow(0, offset, n);
+            MatmulInto(out, grad_h_e, w1[e].t());
+          }
+          offset += n;
         }
-        const at::Tensor grad_h_e = grad_h_pre.narrow(0, offset, n);
-        if (need_w1) {
-          at::Tensor out = grad_w1[e];
-          MatmulInto(out, x.narrow(0, offset, n).t(), grad_h_e);
-        }
-        if (need_x) {
-          at::Tensor out = grad_x.narrow(0, offset, n);
-          MatmulInto(out, grad_h_e, w1[e].t());
-        }
-        offset += n;
       }
     }
     return {grad_x, grad_w1, grad_b1, grad_w2, grad_b2, at::Tensor(), at::Tensor(), at::Tensor()};

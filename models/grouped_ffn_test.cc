@@ -6,8 +6,10 @@
 
 #include <vector>
 
+#include "core/precision.h"
 #include "gtest/gtest.h"
 #include "models/feed_forward.h"
+#include "models/matmul.h"
 
 namespace moelab {
 namespace {
@@ -103,6 +105,48 @@ TEST_P(GroupedExpertFfnTest, NoRowsGivesEmptyOutputAndZeroGradients) {
   auto grads = torch::autograd::grad({y.sum()}, {w.w1, w.b2});
   EXPECT_EQ(grads[0].abs().sum().item<double>(), 0.0);
   EXPECT_EQ(grads[1].abs().sum().item<double>(), 0.0);
+}
+
+// Under BF16 with its operands held in fp32 (models/matmul.h), the backward
+// rounds the pre-activation gradient in place for the products; the bias
+// gradient must come from its fp32 values, and the rounding of the
+// activations must not reach the saved pre-activations. Neither the bias
+// gradient nor the pre-activation gradient depends on a rounding that FP32
+// skips when the inputs already hold bf16 values, so BF16 must give them to
+// the bit as FP32 does on those inputs.
+TEST_P(GroupedExpertFfnTest, Bf16BiasGradientsAreTheFp32OnesOfRoundedInputs) {
+  const Bf16Operands saved_storage = CurrentBf16Operands();
+  SetBf16Operands(Bf16Operands::kRoundedFp32);
+  torch::manual_seed(11);
+  const std::vector<int64_t> sizes = {40, 0, 25, 63};
+  const auto bf16_values = [](const at::Tensor& t) { return t.to(at::kBFloat16).to(at::kFloat); };
+  const at::Tensor x = bf16_values(torch::randn({128, 16}));
+  const at::Tensor w1 = bf16_values(torch::randn({4, 16, 48}) * 0.3);
+  const at::Tensor w2 = bf16_values(torch::randn({4, 48, 16}) * 0.3);
+  const at::Tensor b1 = torch::randn({4, 48}), b2 = torch::randn({4, 16});
+  const at::Tensor grad_y = bf16_values(torch::randn({128, 16}));
+  std::vector<at::Tensor> grads[2];
+  for (int run = 0; run < 2; ++run) {
+    PrecisionScope precision(run == 0 ? FP32 : BF16);
+    std::vector<at::Tensor> leaves = {x.clone().requires_grad_(), w1.clone().requires_grad_(),
+                                      b1.clone().requires_grad_(), w2.clone().requires_grad_(),
+                                      b2.clone().requires_grad_()};
+    GroupedExpertFfn(leaves[0], sizes, leaves[1], leaves[2], leaves[3], leaves[4], GetParam())
+        .backward(grad_y);
+    for (const at::Tensor& leaf : leaves) grads[run].push_back(leaf.grad());
+  }
+  SetBf16Operands(saved_storage);
+  const at::Tensor &fp32_b1 = grads[0][2], &bf16_b1 = grads[1][2];
+  EXPECT_TRUE(bf16_b1.equal(fp32_b1)) << MaxAbsDiff(bf16_b1, fp32_b1);
+  EXPECT_TRUE(grads[1][4].equal(grads[0][4]));  // b2: the fp32 output gradient
+  // The products did take rounded operands: the weight gradients of w1 are
+  // bf16-close to FP32's, not equal.
+  EXPECT_FALSE(grads[1][1].equal(grads[0][1]));
+  EXPECT_LT(MaxAbsDiff(grads[1][1], grads[0][1]), 2e-2 * grads[0][1].abs().max().item<double>());
+  // The expert without rows gets exact zeros.
+  for (int i = 1; i <= 4; ++i) {
+    EXPECT_EQ(grads[1][i][1].abs().max().item<float>(), 0.0f) << "parameter " << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Activations, GroupedExpertFfnTest, ::testing::Values(GELU, RELU));

@@ -10,6 +10,7 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include <atomic>
+#include <bit>
 #include <cstdint>
 
 #include "absl/status/statusor.h"
@@ -113,7 +114,8 @@ namespace {
 // rounds). Branch-free, so that loops over it vectorise (-O3 in BUILD.bazel).
 inline uint32_t RoundedToBf16(uint32_t bits) {
   const uint32_t nearest = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
-  // NaN stays a (quiet) NaN instead of rounding into infinity.
+  // NaN stays a quiet NaN (sign and high payload bits kept, where c10 returns
+  // one canonical NaN) instead of rounding into infinity.
   const uint32_t quiet_nan = (bits | 0x00400000u) & 0xffff0000u;
   return (bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : nearest;
 }
@@ -121,19 +123,23 @@ inline uint32_t RoundedToBf16(uint32_t bits) {
 // `source` rounded to bf16 into `out`, kept in fp32: one pass instead of the
 // two of .to(bf16).to(float). Both contiguous floats of one size.
 void RoundToBf16InFp32(const at::Tensor& source, at::Tensor& out) {
-  const auto* in = reinterpret_cast<const uint32_t*>(source.data_ptr<float>());
-  auto* __restrict rounded = reinterpret_cast<uint32_t*>(out.data_ptr<float>());
-  at::parallel_for(0, source.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) rounded[i] = RoundedToBf16(in[i]);
+  const float* in = source.data_ptr<float>();
+  float* rounded = out.data_ptr<float>();
+  at::parallel_for(0, source.numel(), 1 << 15, [=](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      rounded[i] = std::bit_cast<float>(RoundedToBf16(std::bit_cast<uint32_t>(in[i])));
+    }
   });
 }
 
 // The same in place (one pointer, so that no aliasing check sends the loop
 // down a scalar path).
 void RoundToBf16InFp32InPlace(at::Tensor& t) {
-  auto* bits = reinterpret_cast<uint32_t*>(t.data_ptr<float>());
-  at::parallel_for(0, t.numel(), 1 << 15, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) bits[i] = RoundedToBf16(bits[i]);
+  float* values = t.data_ptr<float>();
+  at::parallel_for(0, t.numel(), 1 << 15, [=](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      values[i] = std::bit_cast<float>(RoundedToBf16(std::bit_cast<uint32_t>(values[i])));
+    }
   });
 }
 
@@ -153,8 +159,7 @@ at::Tensor MatmulOperand(const at::Tensor& t, Precision precision) {
 
 at::Tensor MatmulOperandInPlace(at::Tensor t, Precision precision) {
   if (t.scalar_type() != at::kFloat || precision != BF16 ||
-      CurrentBf16Operands() == Bf16Operands::kBf16 || !t.is_contiguous() ||
-      (at::GradMode::is_enabled() && t.requires_grad())) {
+      CurrentBf16Operands() == Bf16Operands::kBf16 || !t.is_contiguous() || t.requires_grad()) {
     return MatmulOperand(t, precision);
   }
   RoundToBf16InFp32InPlace(t);

@@ -65,9 +65,10 @@ at::Tensor MatmulOperand(const at::Tensor& t, Precision precision);
 // MatmulOperand for a float temporary that the caller owns and will not read
 // again at full precision (a softmax block, an activation, a gradient whose
 // fp32 uses are done): where BF16 holds its operands in fp32, a contiguous `t`
-// outside autograd is rounded in place and returned, saving a copy as large
-// as `t` (bench_lm's output layer rounds a 16 MiB gradient block five times a
-// step). Otherwise it is MatmulOperand(t, precision) and `t` is left as is.
+// that does not require grad is rounded in place and returned, saving a copy
+// as large as `t` (bench_lm's output layer rounds a 16 MiB gradient block five
+// times a step). Otherwise it is MatmulOperand(t, precision) and `t` is left
+// as is.
 at::Tensor MatmulOperandInPlace(at::Tensor t, Precision precision);
 
 // out = a b, or out += a b when `accumulate`. a: [M, K], b: [K, N], both

@@ -107,12 +107,15 @@ at::Tensor SpecialsAmongRandoms() {
   return x;
 }
 
-// c10's rounding with NaN payloads ignored (either NaN is a NaN).
+// c10's rounding to the bit (so -0 is not +0), NaN payloads aside: every
+// NaN must stay a NaN, whichever.
 bool SameRounding(const at::Tensor& got, const at::Tensor& x) {
   const at::Tensor want = x.to(at::kBFloat16).to(at::kFloat);
   const at::Tensor values = got.to(at::kFloat);
   return values.isnan().equal(want.isnan()) &&
-         values.masked_fill(values.isnan(), 0).equal(want.masked_fill(want.isnan(), 0));
+         values.masked_fill(values.isnan(), 0)
+             .view(at::kInt)
+             .equal(want.masked_fill(want.isnan(), 0).view(at::kInt));
 }
 
 TEST_P(Bf16OperandsTest, RoundsLikeC10AtEveryPositionOfALongTensor) {
