@@ -18,6 +18,46 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// For one layer of every expert, y_e = in_e w_e (+ bias), given g = dL/dy
+// [P, out] and the layer's saved operands (all in the run's operand type):
+// grad_weight[e] = in_eᵀ g_e and the rows of grad_input g_e w_eᵀ, each
+// skipped when undefined. An expert without rows gets an exact zero weight
+// gradient.
+void ExpertProductGradients(const at::Tensor& grad, const at::Tensor& input,
+                            const at::Tensor& weight, const std::vector<int64_t>& group_sizes,
+                            at::Tensor& grad_weight, at::Tensor& grad_input) {
+  int64_t offset = 0;
+  for (size_t e = 0; e < group_sizes.size(); ++e) {
+    const int64_t n = group_sizes[e];
+    if (n == 0) {
+      if (grad_weight.defined()) grad_weight[e].zero_();
+      continue;
+    }
+    const at::Tensor grad_e = grad.narrow(0, offset, n);
+    if (grad_weight.defined()) {
+      at::Tensor out = grad_weight[e];
+      MatmulInto(out, input.narrow(0, offset, n).t(), grad_e);
+    }
+    if (grad_input.defined()) {
+      at::Tensor out = grad_input.narrow(0, offset, n);
+      MatmulInto(out, grad_e, weight[e].t());
+    }
+    offset += n;
+  }
+}
+
+// grad_bias[e] = the sum of expert e's rows of `grad` (fp32); exact zeros for
+// an expert without rows.
+void ExpertBiasGradients(const at::Tensor& grad, const std::vector<int64_t>& group_sizes,
+                         at::Tensor& grad_bias) {
+  int64_t offset = 0;
+  for (size_t e = 0; e < group_sizes.size(); ++e) {
+    at::Tensor out = grad_bias[e];
+    at::sum_out(out, grad.narrow(0, offset, group_sizes[e]), at::IntArrayRef{0});
+    offset += group_sizes[e];
+  }
+}
+
 class GroupedExpertFfnFunction : public torch::autograd::Function<GroupedExpertFfnFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& w1,
@@ -94,65 +134,18 @@ class GroupedExpertFfnFunction : public torch::autograd::Function<GroupedExpertF
     if (need_hidden) grad_h = at::empty(h.sizes(), fp32);
 
     // Output layer: grads of w2, b2 and of the hidden activations.
-    int64_t offset = 0;
-    for (int64_t e = 0; e < num_experts; ++e) {
-      const int64_t n = group_sizes[e];
-      if (n == 0) {
-        // An expert without tokens gets an exact zero gradient.
-        if (need_w2) grad_w2[e].zero_();
-        if (need_b2) grad_b2[e].zero_();
-        continue;
-      }
-      const at::Tensor grad_y_e = grad_y.narrow(0, offset, n);
-      if (need_w2) {
-        at::Tensor out = grad_w2[e];
-        MatmulInto(out, h.narrow(0, offset, n).t(), grad_y_e);
-      }
-      if (need_b2) {
-        at::Tensor out = grad_b2[e];
-        at::sum_out(out, grad_y_fp32.narrow(0, offset, n), at::IntArrayRef{0});
-      }
-      if (need_hidden) {
-        at::Tensor out = grad_h.narrow(0, offset, n);
-        MatmulInto(out, grad_y_e, w2[e].t());
-      }
-      offset += n;
-    }
+    if (need_b2) ExpertBiasGradients(grad_y_fp32, group_sizes, grad_b2);
+    ExpertProductGradients(grad_y, h, w2, group_sizes, grad_w2, grad_h);
     if (need_hidden) {
       const at::Tensor grad_h_pre_fp32 = activation == RELU
                                              ? at::threshold_backward(grad_h, h_pre, 0)
                                              : at::gelu_backward(grad_h, h_pre);
-      // The bias gradients take the fp32 values; then the products' operand
-      // may overwrite them.
-      if (need_b1) {
-        offset = 0;
-        for (int64_t e = 0; e < num_experts; ++e) {
-          at::Tensor out = grad_b1[e];
-          at::sum_out(out, grad_h_pre_fp32.narrow(0, offset, group_sizes[e]), at::IntArrayRef{0});
-          offset += group_sizes[e];
-        }
-      }
+      // Input layer. The bias gradients take the fp32 values; then the
+      // products' operand may overwrite them.
+      if (need_b1) ExpertBiasGradients(grad_h_pre_fp32, group_sizes, grad_b1);
       if (need_w1 || need_x) {
-        const at::Tensor grad_h_pre = MatmulOperandInPlace(grad_h_pre_fp32, precision);
-        // Input layer: grads of w1 and x.
-        offset = 0;
-        for (int64_t e = 0; e < num_experts; ++e) {
-          const int64_t n = group_sizes[e];
-          if (n == 0) {
-            if (need_w1) grad_w1[e].zero_();
-            continue;
-          }
-          const at::Tensor grad_h_e = grad_h_pre.narrow(0, offset, n);
-          if (need_w1) {
-            at::Tensor out = grad_w1[e];
-            MatmulInto(out, x.narrow(0, offset, n).t(), grad_h_e);
-          }
-          if (need_x) {
-            at::Tensor out = grad_x.narrow(0, offset, n);
-            MatmulInto(out, grad_h_e, w1[e].t());
-          }
-          offset += n;
-        }
+        ExpertProductGradients(MatmulOperandInPlace(grad_h_pre_fp32, precision), x, w1, group_sizes,
+                               grad_w1, grad_x);
       }
     }
     return {grad_x, grad_w1, grad_b1, grad_w2, grad_b2, at::Tensor(), at::Tensor(), at::Tensor()};
