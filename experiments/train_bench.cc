@@ -32,6 +32,7 @@
 #include "core/model.h"
 #include "core/paths.h"
 #include "core/precision.h"
+#include "core/provenance.h"
 #include "core/spec.h"
 #include "core/step_profiler.h"
 #include "core/task.h"
@@ -122,6 +123,8 @@ absl::Status Main() {
               unit.per_example == 1 ? absl::StrCat(" ", unit.name).c_str()
                                     : absl::StrCat(" x ", unit.per_example, " ", unit.name).c_str(),
               at::get_num_threads(), spec->runtime().device().c_str());
+  // The code behind every figure below (core/provenance.h).
+  std::printf("source: %s\n", RevisionLabel(CurrentSourceRevision()).c_str());
   if (precision == BF16) {
     std::printf("precision: bf16 (%s)\n", DescribeBf16Operands());
   } else {

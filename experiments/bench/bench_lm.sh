@@ -25,10 +25,11 @@
 # First comes the machine (CPU model; AVX-512, AVX512-BF16, AMX-BF16) and its
 # GEMM peaks per library and precision (//experiments:gemm_peaks), then the
 # runs (the first round's with moelab's per-phase profile at each precision),
-# then one roofline line per precision: moelab's useful GFLOP/s
-# (step_gflops) against that precision's GEMM peak. The last line is moelab's
-# best fp32 figure, `train_tokens_per_s: N` (its bf16 figure when only bf16
-# ran).
+# then the source revision moelab's runs name (core/provenance.h; "+hash"
+# for a modified tree), then one roofline line per precision: moelab's useful
+# GFLOP/s (step_gflops) against that precision's GEMM peak. The last line is
+# moelab's best fp32 figure, `train_tokens_per_s: N` (its bf16 figure when
+# only bf16 ran).
 set -euo pipefail
 
 steps=30
@@ -153,6 +154,9 @@ for ((round = 1; round <= rounds; ++round)); do
       echo "$out" | head -n -1
       echo
     fi
+    if [[ "$side" == moelab && -z "${moelab_source:-}" ]]; then
+      moelab_source=$(sed -n 's/^source: *//p' <<<"$out")
+    fi
     rate[$run]=$(echo "$out" | last_value)
     best[$run]=$(max "${best[$run]}" "${rate[$run]}")
     if [[ "$side" == moelab ]]; then
@@ -175,6 +179,7 @@ for ((round = 1; round <= rounds; ++round)); do
 done
 
 echo
+echo "moelab source: ${moelab_source:-unknown}"
 echo "OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $threads threads, $steps timed steps," \
   "$rounds round$( ((rounds == 1)) || echo s)"
 for p in "${precisions[@]}"; do
