@@ -18,6 +18,22 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// For one layer of every expert: the rows of `out` [P, out] for expert e
+// are bias[e] + in_e w_e, with `input` [P, in] and `weight` [E, in, out] in
+// the run's operand type and the bias fp32.
+void ExpertProducts(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                    const std::vector<int64_t>& group_sizes, at::Tensor& out) {
+  int64_t offset = 0;
+  for (size_t e = 0; e < group_sizes.size(); ++e) {
+    const int64_t n = group_sizes[e];
+    if (n == 0) continue;
+    at::Tensor out_e = out.narrow(0, offset, n);
+    out_e.copy_(bias[e].expand_as(out_e));
+    MatmulInto(out_e, input.narrow(0, offset, n), weight[e], /*accumulate=*/true);
+    offset += n;
+  }
+}
+
 // For one layer of every expert, y_e = in_e w_e (+ bias), given g = dL/dy
 // [P, out] and the layer's saved operands (all in the run's operand type):
 // grad_weight[e] = in_eᵀ g_e and the rows of grad_input g_e w_eᵀ, each
@@ -75,26 +91,10 @@ class GroupedExpertFfnFunction : public torch::autograd::Function<GroupedExpertF
     const at::TensorOptions fp32 = x_in.options();
     at::Tensor h_pre = at::empty({rows, hidden_dim}, fp32);  // [P, H]
     at::Tensor y = at::empty({rows, model_dim}, fp32);       // [P, D]
-    int64_t offset = 0;
-    for (int64_t e = 0; e < w1.size(0); ++e) {
-      const int64_t n = group_sizes[e];
-      if (n == 0) continue;
-      at::Tensor h_e = h_pre.narrow(0, offset, n);
-      h_e.copy_(b1[e].expand_as(h_e));
-      MatmulInto(h_e, x.narrow(0, offset, n), w1_op[e], /*accumulate=*/true);
-      offset += n;
-    }
+    ExpertProducts(x, w1_op, b1, group_sizes, h_pre);
     const at::Tensor h = MatmulOperandInPlace(
         ApplyActivation(h_pre, static_cast<Activation>(activation)), precision);
-    offset = 0;
-    for (int64_t e = 0; e < w1.size(0); ++e) {
-      const int64_t n = group_sizes[e];
-      if (n == 0) continue;
-      at::Tensor y_e = y.narrow(0, offset, n);
-      y_e.copy_(b2[e].expand_as(y_e));
-      MatmulInto(y_e, h.narrow(0, offset, n), w2_op[e], /*accumulate=*/true);
-      offset += n;
-    }
+    ExpertProducts(h, w2_op, b2, group_sizes, y);
     ctx->save_for_backward({x, h_pre, h, w1_op, w2_op});
     ctx->saved_data["group_sizes"] = group_sizes;
     ctx->saved_data["activation"] = activation;
