@@ -16,35 +16,28 @@
 
 namespace moelab {
 
-#if defined(MOELAB_ATTENTION_HAVE_AVX2)
-// attention_kernel_avx2.cc: the same kernels compiled for AVX2 + FMA.
+// The builds of the kernels for other instruction sets: attention_kernel_avx2.cc
+// (AVX2 + FMA) and attention_kernel_avx512.cc (AVX-512F).
+#if defined(MOELAB_ATTENTION_HAVE_X86_BUILDS)
 namespace attention_avx2 {
-void Forward(const float* q, const float* k, const float* v, float* context, float* probs,
-             int64_t begin, int64_t end, int64_t t, int64_t dh, float scale, bool causal,
-             float* scratch);
-void Forward(const double* q, const double* k, const double* v, double* context, double* probs,
-             int64_t begin, int64_t end, int64_t t, int64_t dh, double scale, bool causal,
-             double* scratch);
-void Backward(const float* q, const float* k, const float* v, const float* probs,
-              const float* grad_context, const float* grad_probs, float* grad_q, float* grad_k,
-              float* grad_v, int64_t begin, int64_t end, int64_t t, int64_t dh, float scale,
-              bool causal, float* scratch);
-void Backward(const double* q, const double* k, const double* v, const double* probs,
-              const double* grad_context, const double* grad_probs, double* grad_q, double* grad_k,
-              double* grad_v, int64_t begin, int64_t end, int64_t t, int64_t dh, double scale,
-              bool causal, double* scratch);
+#include "models/attention_kernel_entry_points.inc"
 }  // namespace attention_avx2
+namespace attention_avx512 {
+#include "models/attention_kernel_entry_points.inc"
+}  // namespace attention_avx512
 #endif
 
 // The portable build of the kernels (SSE2 on x86-64).
 #define MOELAB_ATTENTION_ISA attention_baseline
+#define MOELAB_ATTENTION_VECTOR_BYTES 32
 #include "models/attention_kernel_impl.inc"
+#undef MOELAB_ATTENTION_VECTOR_BYTES
 #undef MOELAB_ATTENTION_ISA
 
 namespace {
 
 // A transposed [T, Dh] matrix and a block of score rows, both padded to
-// whole 16-element blocks. The AVX2 build includes the same .inc, so its
+// whole 16-element blocks. The other builds include the same .inc, so their
 // kMaxRowsPerBlock is this one; each kernel static_asserts its rows per
 // block against it.
 int64_t ScratchSize(int64_t t, int64_t dh) {
@@ -52,42 +45,62 @@ int64_t ScratchSize(int64_t t, int64_t dh) {
   return ld * dh + attention_baseline::kMaxRowsPerBlock * ld;
 }
 
-std::atomic<bool> allow_avx2{true};
-
-// Whether attention_avx2 (attention_kernel_avx2.cc) may run here.
-bool UseAvx2() {
-#if defined(MOELAB_ATTENTION_HAVE_AVX2) && defined(__x86_64__)
-  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported && allow_avx2.load(std::memory_order_relaxed);
-#else
-  return false;
+AttentionKernelIsa SupportedIsa() {
+#if defined(MOELAB_ATTENTION_HAVE_X86_BUILDS) && defined(__x86_64__)
+  if (__builtin_cpu_supports("avx512f")) return AttentionKernelIsa::kAvx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return AttentionKernelIsa::kAvx2;
+  }
 #endif
+  return AttentionKernelIsa::kBaseline;
+}
+
+std::atomic<AttentionKernelIsa> isa_limit{AttentionKernelIsa::kAvx512};
+
+// The build for heads of `row_bytes` bytes: the AVX-512 one takes rows as
+// whole 64-byte vectors (Dh a multiple of 16 in float, 8 in double) and runs
+// others a row at a time, where the AVX2 one still takes several.
+AttentionKernelIsa IsaForRowBytes(int64_t row_bytes) {
+  const AttentionKernelIsa isa = AttentionKernelIsaInUse();
+  if (isa == AttentionKernelIsa::kAvx512 && row_bytes % 64 != 0) return AttentionKernelIsa::kAvx2;
+  return isa;
 }
 
 template <typename T>
 void ForwardRange(const T* q, const T* k, const T* v, T* context, T* probs, int64_t begin,
                   int64_t end, int64_t t, int64_t dh, T scale, bool causal, T* scratch) {
-#if defined(MOELAB_ATTENTION_HAVE_AVX2)
-  if (UseAvx2()) {
-    return attention_avx2::Forward(q, k, v, context, probs, begin, end, t, dh, scale, causal,
-                                   scratch);
-  }
+  switch (IsaForRowBytes(dh * static_cast<int64_t>(sizeof(T)))) {
+#if defined(MOELAB_ATTENTION_HAVE_X86_BUILDS)
+    case AttentionKernelIsa::kAvx512:
+      return attention_avx512::Forward(q, k, v, context, probs, begin, end, t, dh, scale, causal,
+                                       scratch);
+    case AttentionKernelIsa::kAvx2:
+      return attention_avx2::Forward(q, k, v, context, probs, begin, end, t, dh, scale, causal,
+                                     scratch);
 #endif
-  attention_baseline::Forward(q, k, v, context, probs, begin, end, t, dh, scale, causal, scratch);
+    default:
+      return attention_baseline::Forward(q, k, v, context, probs, begin, end, t, dh, scale, causal,
+                                         scratch);
+  }
 }
 
 template <typename T>
 void BackwardRange(const T* q, const T* k, const T* v, const T* probs, const T* grad_context,
                    const T* grad_probs, T* grad_q, T* grad_k, T* grad_v, int64_t begin, int64_t end,
                    int64_t t, int64_t dh, T scale, bool causal, T* scratch) {
-#if defined(MOELAB_ATTENTION_HAVE_AVX2)
-  if (UseAvx2()) {
-    return attention_avx2::Backward(q, k, v, probs, grad_context, grad_probs, grad_q, grad_k,
-                                    grad_v, begin, end, t, dh, scale, causal, scratch);
-  }
+  switch (IsaForRowBytes(dh * static_cast<int64_t>(sizeof(T)))) {
+#if defined(MOELAB_ATTENTION_HAVE_X86_BUILDS)
+    case AttentionKernelIsa::kAvx512:
+      return attention_avx512::Backward(q, k, v, probs, grad_context, grad_probs, grad_q, grad_k,
+                                        grad_v, begin, end, t, dh, scale, causal, scratch);
+    case AttentionKernelIsa::kAvx2:
+      return attention_avx2::Backward(q, k, v, probs, grad_context, grad_probs, grad_q, grad_k,
+                                      grad_v, begin, end, t, dh, scale, causal, scratch);
 #endif
-  attention_baseline::Backward(q, k, v, probs, grad_context, grad_probs, grad_q, grad_k, grad_v,
-                               begin, end, t, dh, scale, causal, scratch);
+    default:
+      return attention_baseline::Backward(q, k, v, probs, grad_context, grad_probs, grad_q, grad_k,
+                                          grad_v, begin, end, t, dh, scale, causal, scratch);
+  }
 }
 
 struct Dims {
@@ -165,7 +178,14 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
 
 }  // namespace
 
-bool AllowAttentionKernelAvx2ForTesting(bool allow) { return allow_avx2.exchange(allow); }
+AttentionKernelIsa AttentionKernelIsaInUse() {
+  static const AttentionKernelIsa supported = SupportedIsa();
+  return std::min(supported, isa_limit.load(std::memory_order_relaxed));
+}
+
+AttentionKernelIsa LimitAttentionKernelIsaForTesting(AttentionKernelIsa limit) {
+  return isa_limit.exchange(limit);
+}
 
 std::pair<at::Tensor, at::Tensor> ScaledDotProductAttention(const at::Tensor& q,
                                                             const at::Tensor& k,

@@ -10,8 +10,8 @@
 // are instead computed here in one at::parallel_for over the matrices
 // (forward and backward each), skipping the masked half entirely when
 // causal. The per-matrix kernels (attention_kernel_impl.inc) use GCC vector
-// extensions and run in an AVX2 + FMA build where the CPU has both, else in
-// the portable one.
+// extensions and run in the widest build the CPU supports: AVX-512F, AVX2 +
+// FMA, or the portable one.
 
 #include <ATen/core/Tensor.h>
 
@@ -31,10 +31,20 @@ std::pair<at::Tensor, at::Tensor> ScaledDotProductAttention(const at::Tensor& q,
                                                             const at::Tensor& v, double scale,
                                                             bool causal);
 
-// Where the CPU has AVX2 and FMA the kernels run in a build for them, else
-// in the portable one. For tests: false forces the portable build (process
-// wide); returns the previous setting.
-bool AllowAttentionKernelAvx2ForTesting(bool allow);
+// The builds of the kernels, narrowest first. The AVX2 and AVX-512 ones give
+// the same results to the bit (the same sums in the same order; both fuse
+// multiply-adds); the portable one rounds each product separately.
+enum class AttentionKernelIsa { kBaseline, kAvx2, kAvx512 };
+
+// The widest build the CPU supports, within the limit below: the one
+// ScaledDotProductAttention runs, but for heads whose rows are not whole
+// 64-byte vectors (Dh not a multiple of 16 in float, 8 in double), which
+// the AVX-512 build would take one row at a time and so leaves to AVX2.
+AttentionKernelIsa AttentionKernelIsaInUse();
+
+// For tests and benchmarks: runs no build wider than `limit` from now on
+// (process wide); returns the previous limit.
+AttentionKernelIsa LimitAttentionKernelIsaForTesting(AttentionKernelIsa limit);
 
 }  // namespace moelab
 

@@ -1,5 +1,6 @@
-// Timings of ScaledDotProductAttention against the ATen sequence it
-// replaces, at the benchmark model's sizes ([128, 128, 16] float, causal).
+// Timings of ScaledDotProductAttention, in each build this CPU runs, against
+// the ATen sequence it replaces, at the benchmark model's sizes
+// ([128, 128, 16] float, causal); three rounds.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -39,23 +40,32 @@ int main(int argc, char** argv) {
   at::Tensor k = torch::randn({n, t, dh}).requires_grad_(true);
   at::Tensor v = torch::randn({n, t, dh}).requires_grad_(true);
   const at::Tensor gc = torch::randn({n, t, dh});
-  for (int kernel = 0; kernel < 2; ++kernel) {
-    double fwd = 0, bwd = 0;
-    const int reps = 20;
-    for (int r = 0; r < reps + 2; ++r) {
-      const double t0 = Seconds();
-      auto [c, p] = kernel ? moelab::ScaledDotProductAttention(q, k, v, scale, true)
-                           : Reference(q, k, v, scale);
-      const double t1 = Seconds();
-      torch::autograd::grad({c}, {q, k, v}, {gc});
-      const double t2 = Seconds();
-      if (r >= 2) {
-        fwd += t1 - t0;
-        bwd += t2 - t1;
+  // ATen, then each build of the kernel this CPU runs, narrowest first.
+  const int builds = static_cast<int>(moelab::AttentionKernelIsaInUse()) + 1;
+  const char* kNames[] = {"kernel (portable)", "kernel (AVX2)", "kernel (AVX-512)"};
+  for (int round = 0; round < 3; ++round) {
+    for (int kernel = 0; kernel <= builds; ++kernel) {
+      if (kernel > 0) {
+        moelab::LimitAttentionKernelIsaForTesting(
+            static_cast<moelab::AttentionKernelIsa>(kernel - 1));
       }
+      double fwd = 0, bwd = 0;
+      const int reps = 20;
+      for (int r = 0; r < reps + 2; ++r) {
+        const double t0 = Seconds();
+        auto [c, p] = kernel ? moelab::ScaledDotProductAttention(q, k, v, scale, true)
+                             : Reference(q, k, v, scale);
+        const double t1 = Seconds();
+        torch::autograd::grad({c}, {q, k, v}, {gc});
+        const double t2 = Seconds();
+        if (r >= 2) {
+          fwd += t1 - t0;
+          bwd += t2 - t1;
+        }
+      }
+      std::printf("%s: forward %.2f ms, backward %.2f ms\n", kernel ? kNames[kernel - 1] : "aten",
+                  1e3 * fwd / reps, 1e3 * bwd / reps);
     }
-    std::printf("%s: forward %.2f ms, backward %.2f ms\n", kernel ? "kernel" : "aten",
-                1e3 * fwd / reps, 1e3 * bwd / reps);
   }
   return 0;
 }
