@@ -47,9 +47,11 @@ int64_t ScratchSize(int64_t t, int64_t dh) {
 
 AttentionKernelIsa SupportedIsa() {
 #if defined(MOELAB_ATTENTION_HAVE_X86_BUILDS) && defined(__x86_64__)
-  if (__builtin_cpu_supports("avx512f")) return AttentionKernelIsa::kAvx512;
+  // The AVX-512 build is compiled with -mavx2 -mfma too, and hands heads it
+  // would take a row at a time to the AVX2 build.
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return AttentionKernelIsa::kAvx2;
+    return __builtin_cpu_supports("avx512f") ? AttentionKernelIsa::kAvx512
+                                             : AttentionKernelIsa::kAvx2;
   }
 #endif
   return AttentionKernelIsa::kBaseline;

@@ -31,9 +31,10 @@ std::pair<at::Tensor, at::Tensor> ScaledDotProductAttention(const at::Tensor& q,
                                                             const at::Tensor& v, double scale,
                                                             bool causal);
 
-// The builds of the kernels, narrowest first. The AVX2 and AVX-512 ones give
-// the same results to the bit (the same sums in the same order; both fuse
-// multiply-adds); the portable one rounds each product separately.
+// The builds of the kernels, narrowest first. The AVX2 and AVX-512 ones take
+// the same sums in the same order and agree to a few ulps (the compiler
+// fuses multiply-adds in places that differ between them); the portable one
+// rounds each product separately.
 enum class AttentionKernelIsa { kBaseline, kAvx2, kAvx512 };
 
 // The widest build the CPU supports, within the limit below: the one

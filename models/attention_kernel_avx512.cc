@@ -1,7 +1,8 @@
 // The kernels of attention_kernel_impl.inc compiled with -mavx512f and
 // 64-byte vectors (see the attention_kernel_avx512 target);
-// attention_kernel.cc calls them only where the CPU supports AVX-512F. The
-// same sums in the same order as the AVX2 build: the same results to the bit.
+// attention_kernel.cc calls them only where the CPU supports AVX-512F, AVX2
+// and FMA. The same sums in the same order as the AVX2 build; results agree
+// with it to a few ulps (where the compiler fuses multiply-adds differs).
 // Include nothing here that instantiates templates or inline functions with
 // external linkage.
 

@@ -120,8 +120,9 @@ TEST_P(AttentionKernelTest, OutputsAndGradientsMatchReference) {
 // The kernels take query rows in blocks of 4 (Dh = 8 or 16 in float, 8 in
 // double), 2 (Dh = 32 in float, 16 in double) or 1, with single rows after
 // the last whole block; the AVX-512 build in blocks of 8 (Dh = 16 or 32 in
-// float, 8 or 16 in double), 4 (Dh 64 in float) or 1: the sizes below cover
-// each block size with a tail, and blocks longer than T.
+// float, 8 or 16 in double), 4 (Dh 64 in float, 32 in double), 2 (Dh 64 in
+// double) or 1 (its generic path: Dh 48 in float, 24 in double): the sizes
+// below cover each block size with a tail, and blocks longer than T.
 std::vector<Case> Cases() {
   std::vector<Case> cases;
   for (bool causal : {false, true}) {
@@ -136,6 +137,11 @@ std::vector<Case> Cases() {
     cases.push_back({3, 3, 8, causal, at::kDouble, 1e-10});  // T < R
     cases.push_back({2, 2, 16, causal, at::kFloat, 2e-5});
     cases.push_back({2, 17, 64, causal, at::kFloat, 2e-5});
+    cases.push_back({2, 19, 48, causal, at::kFloat, 2e-5});
+    cases.push_back({2, 19, 24, causal, at::kDouble, 1e-10});
+    cases.push_back({2, 19, 8, causal, at::kDouble, 1e-10});
+    cases.push_back({2, 19, 64, causal, at::kDouble, 1e-10});
+    cases.push_back({2, 21, 32, causal, at::kDouble, 1e-10});
   }
   return cases;
 }
@@ -250,18 +256,22 @@ std::vector<at::Tensor> RunBuild(AttentionKernelIsa isa, const at::Tensor& q, co
 // The AVX-512 build takes the same sums in the same order as the AVX2 one
 // (its wider vectors only hold more independent outputs); only where the
 // compiler fuses a multiply-add may differ, so the two agree to within a few
-// units in the last place, for every head size the kernels specialise and
-// one they do not (a lane mishandled would be far off).
+// units in the last place, for every head size the AVX-512 build specialises
+// and one it does not (a lane mishandled would be far off).
 TEST(AttentionKernel, Avx512BuildAgreesWithTheAvx2Build) {
-  if (!(LimitAttentionKernelIsaForTesting(AttentionKernelIsa::kAvx512) ==
-            AttentionKernelIsa::kAvx512 &&
-        AttentionKernelIsaInUse() == AttentionKernelIsa::kAvx512)) {
+  const ScopedIsaLimit all(AttentionKernelIsa::kAvx512);
+  if (AttentionKernelIsaInUse() != AttentionKernelIsa::kAvx512) {
     GTEST_SKIP() << "this CPU has no AVX-512F";
   }
   torch::manual_seed(5);
   for (const at::ScalarType dtype : {at::kFloat, at::kDouble}) {
     const double relative_tol = dtype == at::kFloat ? 2e-6 : 4e-15;
-    for (const int64_t dh : {8, 16, 32, 64, 12}) {
+    // Whole 64-byte rows only (others run in the AVX2 build either way):
+    // the specialised head sizes, then one of the generic path.
+    const std::vector<int64_t> head_sizes = dtype == at::kFloat
+                                                ? std::vector<int64_t>{16, 32, 64, 48}
+                                                : std::vector<int64_t>{8, 16, 32, 64, 24};
+    for (const int64_t dh : head_sizes) {
       for (const bool causal : {false, true}) {
         const at::TensorOptions opts = at::TensorOptions().dtype(dtype);
         const at::Tensor q = torch::randn({3, 37, dh}, opts), k = torch::randn({3, 37, dh}, opts),
