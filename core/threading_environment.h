@@ -15,6 +15,11 @@ namespace moelab {
 // waiting alone and 1.7x slower beside one CPU-bound process; spin counts
 // of 1,000 and 3,000 gained nothing alone and lost 5-20% beside it. (While
 // OpenBLAS's own pool also spun, passive waiting made a step 2.7x faster.)
+// On 2 Zen 5 cores (bench_lm fp32, two alternating rounds) spinning
+// (ACTIVE, or libgomp's default) was 6-11% faster alone (the futex waits
+// and wake-ups of passive waiting held ~7% of a step's CPU samples) and
+// 29-48% slower beside one CPU-bound process: passive stays the default,
+// and a user alone on a machine may set OMP_WAIT_POLICY=ACTIVE.
 void ReexecWithPassiveOpenMpWaiting(int argc, char** argv);
 
 // Bounds LibTorch's intra-op (OpenMP) pool, which oneDNN's products share,
