@@ -7,12 +7,13 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
 #include <vector>
+
+#include "models/kernel_isa.h"
 
 namespace moelab {
 
@@ -29,9 +30,9 @@ namespace attention_avx512 {
 
 // The portable build of the kernels (SSE2 on x86-64).
 #define MOELAB_ATTENTION_ISA attention_baseline
-#define MOELAB_ATTENTION_VECTOR_BYTES 32
+#define MOELAB_KERNEL_VECTOR_BYTES 32
 #include "models/attention_kernel_impl.inc"
-#undef MOELAB_ATTENTION_VECTOR_BYTES
+#undef MOELAB_KERNEL_VECTOR_BYTES
 #undef MOELAB_ATTENTION_ISA
 
 namespace {
@@ -45,26 +46,12 @@ int64_t ScratchSize(int64_t t, int64_t dh) {
   return ld * dh + attention_baseline::kMaxRowsPerBlock * ld;
 }
 
-AttentionKernelIsa SupportedIsa() {
-#if defined(MOELAB_ATTENTION_HAVE_X86_BUILDS) && defined(__x86_64__)
-  // The AVX-512 build is compiled with -mavx2 -mfma too, and hands heads it
-  // would take a row at a time to the AVX2 build.
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-    return __builtin_cpu_supports("avx512f") ? AttentionKernelIsa::kAvx512
-                                             : AttentionKernelIsa::kAvx2;
-  }
-#endif
-  return AttentionKernelIsa::kBaseline;
-}
-
-std::atomic<AttentionKernelIsa> isa_limit{AttentionKernelIsa::kAvx512};
-
 // The build for heads of `row_bytes` bytes: the AVX-512 one takes rows as
 // whole 64-byte vectors (Dh a multiple of 16 in float, 8 in double) and runs
 // others a row at a time, where the AVX2 one still takes several.
-AttentionKernelIsa IsaForRowBytes(int64_t row_bytes) {
-  const AttentionKernelIsa isa = AttentionKernelIsaInUse();
-  if (isa == AttentionKernelIsa::kAvx512 && row_bytes % 64 != 0) return AttentionKernelIsa::kAvx2;
+KernelIsa IsaForRowBytes(int64_t row_bytes) {
+  const KernelIsa isa = KernelIsaInUse();
+  if (isa == KernelIsa::kAvx512 && row_bytes % 64 != 0) return KernelIsa::kAvx2;
   return isa;
 }
 
@@ -73,10 +60,10 @@ void ForwardRange(const T* q, const T* k, const T* v, T* context, T* probs, int6
                   int64_t end, int64_t t, int64_t dh, T scale, bool causal, T* scratch) {
   switch (IsaForRowBytes(dh * static_cast<int64_t>(sizeof(T)))) {
 #if defined(MOELAB_ATTENTION_HAVE_X86_BUILDS)
-    case AttentionKernelIsa::kAvx512:
+    case KernelIsa::kAvx512:
       return attention_avx512::Forward(q, k, v, context, probs, begin, end, t, dh, scale, causal,
                                        scratch);
-    case AttentionKernelIsa::kAvx2:
+    case KernelIsa::kAvx2:
       return attention_avx2::Forward(q, k, v, context, probs, begin, end, t, dh, scale, causal,
                                      scratch);
 #endif
@@ -92,10 +79,10 @@ void BackwardRange(const T* q, const T* k, const T* v, const T* probs, const T* 
                    int64_t t, int64_t dh, T scale, bool causal, T* scratch) {
   switch (IsaForRowBytes(dh * static_cast<int64_t>(sizeof(T)))) {
 #if defined(MOELAB_ATTENTION_HAVE_X86_BUILDS)
-    case AttentionKernelIsa::kAvx512:
+    case KernelIsa::kAvx512:
       return attention_avx512::Backward(q, k, v, probs, grad_context, grad_probs, grad_q, grad_k,
                                         grad_v, begin, end, t, dh, scale, causal, scratch);
-    case AttentionKernelIsa::kAvx2:
+    case KernelIsa::kAvx2:
       return attention_avx2::Backward(q, k, v, probs, grad_context, grad_probs, grad_q, grad_k,
                                       grad_v, begin, end, t, dh, scale, causal, scratch);
 #endif
@@ -179,15 +166,6 @@ class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
 };
 
 }  // namespace
-
-AttentionKernelIsa AttentionKernelIsaInUse() {
-  static const AttentionKernelIsa supported = SupportedIsa();
-  return std::min(supported, isa_limit.load(std::memory_order_relaxed));
-}
-
-AttentionKernelIsa LimitAttentionKernelIsaForTesting(AttentionKernelIsa limit) {
-  return isa_limit.exchange(limit);
-}
 
 std::pair<at::Tensor, at::Tensor> ScaledDotProductAttention(const at::Tensor& q,
                                                             const at::Tensor& k,

@@ -11,7 +11,12 @@
 // (forward and backward each), skipping the masked half entirely when
 // causal. The per-matrix kernels (attention_kernel_impl.inc) use GCC vector
 // extensions and run in the widest build the CPU supports: AVX-512F, AVX2 +
-// FMA, or the portable one.
+// FMA, or the portable one (models/kernel_isa.h). The AVX2 and AVX-512 builds
+// take the same sums in the same order and agree to a few ulps (the compiler
+// fuses multiply-adds in places that differ between them); the portable one
+// rounds each product separately. The AVX-512 build takes heads whose rows
+// are whole 64-byte vectors (Dh a multiple of 16 in float, 8 in double) and
+// leaves the others to AVX2, which still takes several rows at a time.
 
 #include <ATen/core/Tensor.h>
 
@@ -30,22 +35,6 @@ std::pair<at::Tensor, at::Tensor> ScaledDotProductAttention(const at::Tensor& q,
                                                             const at::Tensor& k,
                                                             const at::Tensor& v, double scale,
                                                             bool causal);
-
-// The builds of the kernels, narrowest first. The AVX2 and AVX-512 ones take
-// the same sums in the same order and agree to a few ulps (the compiler
-// fuses multiply-adds in places that differ between them); the portable one
-// rounds each product separately.
-enum class AttentionKernelIsa { kBaseline, kAvx2, kAvx512 };
-
-// The widest build the CPU supports, within the limit below: the one
-// ScaledDotProductAttention runs, but for heads whose rows are not whole
-// 64-byte vectors (Dh not a multiple of 16 in float, 8 in double), which
-// the AVX-512 build would take one row at a time and so leaves to AVX2.
-AttentionKernelIsa AttentionKernelIsaInUse();
-
-// For tests and benchmarks: runs no build wider than `limit` from now on
-// (process wide); returns the previous limit.
-AttentionKernelIsa LimitAttentionKernelIsaForTesting(AttentionKernelIsa limit);
 
 }  // namespace moelab
 

@@ -10,8 +10,8 @@
 
 namespace moelab {
 #define MOELAB_ATTENTION_ISA attention_avx2
-#define MOELAB_ATTENTION_VECTOR_BYTES 32
+#define MOELAB_KERNEL_VECTOR_BYTES 32
 #include "models/attention_kernel_impl.inc"
-#undef MOELAB_ATTENTION_VECTOR_BYTES
+#undef MOELAB_KERNEL_VECTOR_BYTES
 #undef MOELAB_ATTENTION_ISA
 }  // namespace moelab

@@ -13,8 +13,8 @@
 
 namespace moelab {
 #define MOELAB_ATTENTION_ISA attention_avx512
-#define MOELAB_ATTENTION_VECTOR_BYTES 64
+#define MOELAB_KERNEL_VECTOR_BYTES 64
 #include "models/attention_kernel_impl.inc"
-#undef MOELAB_ATTENTION_VECTOR_BYTES
+#undef MOELAB_KERNEL_VECTOR_BYTES
 #undef MOELAB_ATTENTION_ISA
 }  // namespace moelab

@@ -13,6 +13,7 @@
 #include <limits>
 
 #include "models/attention_kernel.h"
+#include "models/kernel_isa.h"
 
 namespace {
 
@@ -41,13 +42,12 @@ int main(int argc, char** argv) {
   at::Tensor v = torch::randn({n, t, dh}).requires_grad_(true);
   const at::Tensor gc = torch::randn({n, t, dh});
   // ATen, then each build of the kernel this CPU runs, narrowest first.
-  const int builds = static_cast<int>(moelab::AttentionKernelIsaInUse()) + 1;
+  const int builds = static_cast<int>(moelab::KernelIsaInUse()) + 1;
   const char* kNames[] = {"kernel (portable)", "kernel (AVX2)", "kernel (AVX-512)"};
   for (int round = 0; round < 3; ++round) {
     for (int kernel = 0; kernel <= builds; ++kernel) {
       if (kernel > 0) {
-        moelab::LimitAttentionKernelIsaForTesting(
-            static_cast<moelab::AttentionKernelIsa>(kernel - 1));
+        moelab::LimitKernelIsaForTesting(static_cast<moelab::KernelIsa>(kernel - 1));
       }
       double fwd = 0, bwd = 0;
       const int reps = 20;

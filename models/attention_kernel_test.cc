@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "models/kernel_isa.h"
 
 namespace moelab {
 namespace {
@@ -44,25 +45,11 @@ struct Case {
   double tol;
 };
 
-constexpr AttentionKernelIsa kIsas[] = {AttentionKernelIsa::kBaseline, AttentionKernelIsa::kAvx2,
-                                        AttentionKernelIsa::kAvx512};
+constexpr KernelIsa kIsas[] = {KernelIsa::kBaseline, KernelIsa::kAvx2, KernelIsa::kAvx512};
 
-// Limits the kernels to one build for a scope.
-class ScopedIsaLimit {
- public:
-  explicit ScopedIsaLimit(AttentionKernelIsa limit)
-      : previous_(LimitAttentionKernelIsaForTesting(limit)) {}
-  ~ScopedIsaLimit() { LimitAttentionKernelIsaForTesting(previous_); }
-
- private:
-  AttentionKernelIsa previous_;
-};
-
-// Parameter: (case, the widest build of the kernels that may run; on a CPU
-// without it the test runs the widest narrower one it has).
-class AttentionKernelTest : public ::testing::TestWithParam<std::tuple<Case, AttentionKernelIsa>> {
+class AttentionKernelTest : public ::testing::TestWithParam<std::tuple<Case, KernelIsa>> {
  protected:
-  ScopedIsaLimit limit_{std::get<1>(GetParam())};
+  ScopedKernelIsaLimit limit_{std::get<1>(GetParam())};
 };
 
 TEST_P(AttentionKernelTest, OutputsAndGradientsMatchReference) {
@@ -213,8 +200,8 @@ TEST(AttentionKernel, LaterNonFiniteKeysAndValuesDoNotReachEarlierRows) {
   const int64_t n = 2, t = 11, late = 5;
   const std::vector<std::pair<int64_t, at::ScalarType>> shapes = {
       {16, at::kFloat}, {8, at::kDouble}, {32, at::kFloat}};
-  for (const AttentionKernelIsa isa : kIsas) {
-    const ScopedIsaLimit limit(isa);
+  for (const KernelIsa isa : kIsas) {
+    const ScopedKernelIsaLimit limit(isa);
     for (const auto& [dh, dtype] : shapes) {
       const at::TensorOptions opts = at::TensorOptions().dtype(dtype);
       const at::Tensor q = torch::randn({n, t, dh}, opts);
@@ -240,9 +227,9 @@ TEST(AttentionKernel, LaterNonFiniteKeysAndValuesDoNotReachEarlierRows) {
 }
 
 // Forward and backward outputs of one build, through both outputs.
-std::vector<at::Tensor> RunBuild(AttentionKernelIsa isa, const at::Tensor& q, const at::Tensor& k,
+std::vector<at::Tensor> RunBuild(KernelIsa isa, const at::Tensor& q, const at::Tensor& k,
                                  const at::Tensor& v, bool causal) {
-  const ScopedIsaLimit limit(isa);
+  const ScopedKernelIsaLimit limit(isa);
   const at::Tensor ql = q.clone().requires_grad_(true), kl = k.clone().requires_grad_(true),
                    vl = v.clone().requires_grad_(true);
   auto [context, probs] = ScaledDotProductAttention(ql, kl, vl, 0.3, causal);
@@ -259,8 +246,8 @@ std::vector<at::Tensor> RunBuild(AttentionKernelIsa isa, const at::Tensor& q, co
 // units in the last place, for every head size the AVX-512 build specialises
 // and one it does not (a lane mishandled would be far off).
 TEST(AttentionKernel, Avx512BuildAgreesWithTheAvx2Build) {
-  const ScopedIsaLimit all(AttentionKernelIsa::kAvx512);
-  if (AttentionKernelIsaInUse() != AttentionKernelIsa::kAvx512) {
+  const ScopedKernelIsaLimit all(KernelIsa::kAvx512);
+  if (KernelIsaInUse() != KernelIsa::kAvx512) {
     GTEST_SKIP() << "this CPU has no AVX-512F";
   }
   torch::manual_seed(5);
@@ -276,9 +263,8 @@ TEST(AttentionKernel, Avx512BuildAgreesWithTheAvx2Build) {
         const at::TensorOptions opts = at::TensorOptions().dtype(dtype);
         const at::Tensor q = torch::randn({3, 37, dh}, opts), k = torch::randn({3, 37, dh}, opts),
                          v = torch::randn({3, 37, dh}, opts);
-        const std::vector<at::Tensor> avx2 = RunBuild(AttentionKernelIsa::kAvx2, q, k, v, causal);
-        const std::vector<at::Tensor> avx512 =
-            RunBuild(AttentionKernelIsa::kAvx512, q, k, v, causal);
+        const std::vector<at::Tensor> avx2 = RunBuild(KernelIsa::kAvx2, q, k, v, causal);
+        const std::vector<at::Tensor> avx512 = RunBuild(KernelIsa::kAvx512, q, k, v, causal);
         for (size_t i = 0; i < avx2.size(); ++i) {
           EXPECT_LE(MaxAbsDiff(avx512[i], avx2[i]),
                     relative_tol * avx2[i].abs().max().item<double>())
