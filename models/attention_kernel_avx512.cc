@@ -6,6 +6,8 @@
 // Include nothing here that instantiates templates or inline functions with
 // external linkage.
 
+#include <immintrin.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>

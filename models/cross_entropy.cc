@@ -20,6 +20,7 @@
 #include <limits>
 
 #include "core/precision.h"
+#include "models/fused_kernels.h"
 #include "models/matmul.h"
 
 namespace moelab {
@@ -105,15 +106,39 @@ double LinearCrossEntropySum(const at::Tensor& hidden_in, const at::Tensor& weig
   const int64_t rows = hidden.size(0), vocab = weight.size(0);
   const int64_t block = std::min(rows, BlockRows(vocab));
   at::Tensor logits = at::empty({block, vocab}, hidden_in.options());
-  at::Tensor probs = at::empty({block, vocab}, hidden_in.options());
+  // Float rows take the fused kernel (softmax, loss and the gradient as the
+  // products' operand in one pass; bf16 operands in a buffer of their own,
+  // others over the logits); doubles (reference tests) take ATen's ops.
+  const bool fused = hidden_in.scalar_type() == at::kFloat;
+  const bool bf16_operands = OperandType(precision) == at::kBFloat16;
+  at::Tensor probs;
+  if (!fused) {
+    probs = at::empty({block, vocab}, hidden_in.options());
+  } else if (grad_hidden != nullptr && bf16_operands) {
+    probs = at::empty({block, vocab}, hidden_in.options().dtype(at::kBFloat16));
+  }
   double total = 0;
   for (int64_t begin = 0; begin < rows; begin += block) {
     const int64_t n = std::min(block, rows - begin);
-    const at::Tensor x = hidden.narrow(0, begin, n);                    // [n, D]
-    const at::Tensor index = targets.narrow(0, begin, n).unsqueeze(1);  // [n, 1]
+    const at::Tensor x = hidden.narrow(0, begin, n);  // [n, D]
     at::Tensor z = logits.narrow(0, 0, n);
-    at::Tensor p = probs.narrow(0, 0, n);
     MatmulInto(z, x, weight.t());
+    if (fused) {
+      const at::Tensor block_targets = targets.narrow(0, begin, n);  // [n]
+      if (grad_hidden == nullptr) {
+        total += SoftmaxCrossEntropySum(z, block_targets, nullptr);
+      } else {
+        at::Tensor grad_logits_op = bf16_operands ? probs.narrow(0, 0, n) : z;
+        total += SoftmaxCrossEntropySum(z, block_targets, &grad_logits_op,
+                                        /*round_to_bf16=*/precision == BF16 && !bf16_operands);
+        at::Tensor gh = grad_hidden->narrow(0, begin, n);
+        MatmulInto(gh, grad_logits_op, weight);
+        MatmulInto(*grad_weight, grad_logits_op.t(), x, /*accumulate=*/true);
+      }
+      continue;
+    }
+    const at::Tensor index = targets.narrow(0, begin, n).unsqueeze(1);  // [n, 1]
+    at::Tensor p = probs.narrow(0, 0, n);
     // softmax, not log_softmax: the gradient needs the probabilities, and
     // one exp pass over the block instead of two saved ~15 ms of a 450 ms
     // bench_lm step.

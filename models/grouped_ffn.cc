@@ -10,6 +10,7 @@
 
 #include "core/precision.h"
 #include "models/feed_forward.h"
+#include "models/fused_kernels.h"
 #include "models/matmul.h"
 
 namespace moelab {
@@ -74,6 +75,11 @@ void ExpertBiasGradients(const at::Tensor& grad, const std::vector<int64_t>& gro
   }
 }
 
+// Whether the activation runs in fused_kernels (GELU of float rows).
+bool FusedGelu(int64_t activation, const at::Tensor& h_pre) {
+  return activation == GELU && h_pre.scalar_type() == at::kFloat;
+}
+
 class GroupedExpertFfnFunction : public torch::autograd::Function<GroupedExpertFfnFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x_in, const at::Tensor& w1,
@@ -92,8 +98,13 @@ class GroupedExpertFfnFunction : public torch::autograd::Function<GroupedExpertF
     at::Tensor h_pre = at::empty({rows, hidden_dim}, fp32);  // [P, H]
     at::Tensor y = at::empty({rows, model_dim}, fp32);       // [P, D]
     ExpertProducts(x, w1_op, b1, group_sizes, h_pre);
-    const at::Tensor h = MatmulOperandInPlace(
-        ApplyActivation(h_pre, static_cast<Activation>(activation)), precision);
+    // GELU of float rows and its cast in one pass (fused_kernels.h); ReLU
+    // (and doubles, in reference tests) through ATen.
+    const at::Tensor h =
+        FusedGelu(activation, h_pre)
+            ? GeluOperand(h_pre, precision)
+            : MatmulOperandInPlace(ApplyActivation(h_pre, static_cast<Activation>(activation)),
+                                   precision);
     ExpertProducts(h, w2_op, b2, group_sizes, y);
     ctx->save_for_backward({x, h_pre, h, w1_op, w2_op});
     ctx->saved_data["group_sizes"] = group_sizes;
@@ -137,14 +148,22 @@ class GroupedExpertFfnFunction : public torch::autograd::Function<GroupedExpertF
     if (need_b2) ExpertBiasGradients(grad_y_fp32, group_sizes, grad_b2);
     ExpertProductGradients(grad_y, h, w2, group_sizes, grad_w2, grad_h);
     if (need_hidden) {
-      const at::Tensor grad_h_pre_fp32 = activation == RELU
-                                             ? at::threshold_backward(grad_h, h_pre, 0)
+      // dL/dh_pre in fp32 and, for the products, as their operand (from the
+      // same pass where that is bf16; else rounded below, after the bias
+      // gradients have taken the fp32 values).
+      at::Tensor grad_h_pre_fp32, grad_h_pre_op;
+      if (FusedGelu(activation, h_pre)) {
+        grad_h_pre_op = GeluBackwardInPlace(grad_h, h_pre, precision);
+        grad_h_pre_fp32 = grad_h;
+      } else {
+        grad_h_pre_fp32 = activation == RELU ? at::threshold_backward(grad_h, h_pre, 0)
                                              : at::gelu_backward(grad_h, h_pre);
-      // Input layer. The bias gradients take the fp32 values; then the
-      // products' operand may overwrite them.
+        grad_h_pre_op = grad_h_pre_fp32;
+      }
+      // Input layer.
       if (need_b1) ExpertBiasGradients(grad_h_pre_fp32, group_sizes, grad_b1);
       if (need_w1 || need_x) {
-        ExpertProductGradients(MatmulOperandInPlace(grad_h_pre_fp32, precision), x, w1, group_sizes,
+        ExpertProductGradients(MatmulOperandInPlace(grad_h_pre_op, precision), x, w1, group_sizes,
                                grad_w1, grad_x);
       }
     }
